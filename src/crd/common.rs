@@ -1,0 +1,301 @@
+//! Types shared by both kinds: metadata entries, deletion policy, status, and the
+//! [`MetadataResource`] trait the reconciler is written against.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+/// ZITADEL's limit on a metadata key, in characters (runes).
+pub const MAX_KEY_CHARS: usize = 200;
+/// ZITADEL's limit on a metadata value, in bytes after base64 decoding.
+pub const MAX_VALUE_BYTES: usize = 500_000;
+/// Longest standard base64 text that can decode to at most [`MAX_VALUE_BYTES`] (+ at most one byte,
+/// which the reconcile-time check catches).
+pub const MAX_BINARY_VALUE_CHARS: usize = 666_668;
+/// Most entries one object may list.
+pub const MAX_ENTRIES: usize = 1000;
+
+/// One metadata key and its value. Exactly one of `value` and `binaryValue` is set.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.value) != has(self.binaryValue)").message("exactly one of value or binaryValue must be set"))]
+pub struct MetadataEntry {
+    /// The metadata key in ZITADEL: 1 to 200 characters, unique within the object.
+    #[schemars(length(min = 1, max = 200))]
+    pub key: String,
+
+    /// The value as plain UTF-8 text; the operator base64-encodes it for ZITADEL. Must not be
+    /// empty; at most 500000 bytes once UTF-8 encoded (the schema caps it at 500000 characters,
+    /// the byte limit is checked when reconciling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "text_value_schema")]
+    pub value: Option<String>,
+
+    /// The value as standard base64 (with padding), sent to ZITADEL as-is. Use it for binary
+    /// data. Must decode to 1 to 500000 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "binary_value_schema")]
+    pub binary_value: Option<String>,
+}
+
+/// Schema of an optional string: not nullable, so a `null` is pruned by the API server rather
+/// than stored (kube's default for `Option` is `nullable: true`).
+fn optional_string(min: usize, max: usize, pattern: Option<&str>) -> schemars::Schema {
+    let mut schema = schemars::json_schema!({
+        "type": "string",
+        "minLength": min,
+        "maxLength": max,
+    });
+    if let Some(pattern) = pattern {
+        schema.insert("pattern".into(), pattern.into());
+    }
+    schema
+}
+
+fn text_value_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    optional_string(1, 500_000, None)
+}
+
+fn binary_value_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    optional_string(
+        4,
+        MAX_BINARY_VALUE_CHARS,
+        Some(r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"),
+    )
+}
+
+/// Schema of an optional ZITADEL id (1 to 200 characters, not nullable).
+pub(crate) fn optional_id_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    optional_string(1, 200, None)
+}
+
+impl MetadataEntry {
+    /// An entry with a UTF-8 text value.
+    pub fn text(key: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            value: Some(value.into()),
+            binary_value: None,
+        }
+    }
+
+    /// An entry with a binary value (encoded here as standard base64).
+    pub fn binary(key: impl Into<String>, value: &[u8]) -> Self {
+        Self {
+            key: key.into(),
+            value: None,
+            binary_value: Some(base64::engine::general_purpose::STANDARD.encode(value)),
+        }
+    }
+
+    /// The value's bytes as ZITADEL will store them.
+    pub fn decoded(&self) -> Result<Vec<u8>, EntryError> {
+        match (&self.value, &self.binary_value) {
+            (Some(text), None) => Ok(text.as_bytes().to_vec()),
+            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|_| EntryError::InvalidBase64 {
+                    key: self.key.clone(),
+                }),
+            _ => Err(EntryError::ValueChoice {
+                key: self.key.clone(),
+            }),
+        }
+    }
+}
+
+/// A spec entry that cannot be sent to ZITADEL. Messages name the key, never the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    /// Neither or both of `value` / `binaryValue` are set.
+    #[error("metadata key {key:?}: exactly one of value or binaryValue must be set")]
+    ValueChoice {
+        /// The offending key.
+        key: String,
+    },
+    /// `binaryValue` is not standard base64.
+    #[error("metadata key {key:?}: binaryValue is not valid standard base64")]
+    InvalidBase64 {
+        /// The offending key.
+        key: String,
+    },
+    /// The decoded value is empty.
+    #[error("metadata key {key:?}: value must not be empty")]
+    EmptyValue {
+        /// The offending key.
+        key: String,
+    },
+    /// The decoded value exceeds ZITADEL's limit.
+    #[error("metadata key {key:?}: value is {bytes} bytes, ZITADEL accepts at most 500000 bytes")]
+    ValueTooLarge {
+        /// The offending key.
+        key: String,
+        /// The value's size in bytes.
+        bytes: usize,
+    },
+    /// The key is empty or longer than 200 characters.
+    #[error("metadata key {key:?}: key must be 1 to 200 characters, it has {chars}")]
+    KeyLength {
+        /// The offending key.
+        key: String,
+        /// Its length in characters.
+        chars: usize,
+    },
+    /// The same key appears twice.
+    #[error("metadata key {key:?} is listed more than once")]
+    DuplicateKey {
+        /// The offending key.
+        key: String,
+    },
+}
+
+/// Validate a spec's entries and decode them to the bytes ZITADEL should hold.
+///
+/// The API server already enforces most of this through the CRD schema; this is the defence in
+/// depth for what the schema cannot express (byte sizes) and for objects admitted before a schema
+/// change.
+pub fn validate(entries: &[MetadataEntry]) -> Result<BTreeMap<String, Vec<u8>>, EntryError> {
+    let mut out = BTreeMap::new();
+    for entry in entries {
+        let chars = entry.key.chars().count();
+        if chars == 0 || chars > MAX_KEY_CHARS {
+            return Err(EntryError::KeyLength {
+                key: entry.key.clone(),
+                chars,
+            });
+        }
+        let bytes = entry.decoded()?;
+        if bytes.is_empty() {
+            return Err(EntryError::EmptyValue {
+                key: entry.key.clone(),
+            });
+        }
+        if bytes.len() > MAX_VALUE_BYTES {
+            return Err(EntryError::ValueTooLarge {
+                key: entry.key.clone(),
+                bytes: bytes.len(),
+            });
+        }
+        if out.insert(entry.key.clone(), bytes).is_some() {
+            return Err(EntryError::DuplicateKey {
+                key: entry.key.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// What happens to the keys an object manages when the object is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum DeletionPolicy {
+    /// Remove the keys this object manages from ZITADEL, then let the object go.
+    #[default]
+    Delete,
+    /// Leave the keys in ZITADEL.
+    Orphan,
+}
+
+/// Observed state, written by the operator. Kstatus-compatible.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetadataStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// ZITADEL's `details.sequence` from the last write this object made (the org's or user's
+    /// event sequence after that write). Unchanged by reconciles that write nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<String>,
+
+    /// ZITADEL's `details.changeDate` from the last write this object made (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_date: Option<String>,
+
+    /// ZITADEL's `details.resourceOwner` from the last write: the organization that owns the
+    /// metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_owner: Option<String>,
+
+    /// The organization the operator acts in (`x-zitadel-orgid`): the spec's `organizationId`
+    /// or, for a UserMetadata without one, the user's organization looked up in ZITADEL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
+
+    /// The keys this object has written to (or adopted in) ZITADEL. Keys that leave the spec
+    /// are removed from ZITADEL only if they are listed here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_keys: Vec<String>,
+
+    /// Number of entries in `managedKeys` (for `kubectl get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_key_count: Option<i64>,
+
+    /// Ready, Reconciling and Stalled conditions (kstatus).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// The ZITADEL object a resource writes metadata to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TargetRef {
+    /// An organization, by id.
+    Org {
+        /// Organization id.
+        org_id: String,
+    },
+    /// A user, by id, optionally with its organization.
+    User {
+        /// User id.
+        user_id: String,
+        /// The user's organization, if the spec names it.
+        org_id: Option<String>,
+    },
+}
+
+impl TargetRef {
+    /// Identity of the metadata store, for conflict detection (a user's metadata is the same
+    /// whatever org header reaches it).
+    pub fn identity(&self) -> String {
+        match self {
+            TargetRef::Org { org_id } => format!("org/{org_id}"),
+            TargetRef::User { user_id, .. } => format!("user/{user_id}"),
+        }
+    }
+}
+
+impl std::fmt::Display for TargetRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetRef::Org { org_id } => write!(f, "organization {org_id}"),
+            TargetRef::User { user_id, .. } => write!(f, "user {user_id}"),
+        }
+    }
+}
+
+/// What the reconciler needs from either kind.
+pub trait MetadataResource:
+    kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + Serialize
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// Short controller name used in logs, metrics and events.
+    const CONTROLLER: &'static str;
+    /// The target of the writes.
+    fn target(&self) -> TargetRef;
+    /// The desired entries.
+    fn entries(&self) -> &[MetadataEntry];
+    /// Deletion policy.
+    fn deletion_policy(&self) -> DeletionPolicy;
+    /// Current status, if any.
+    fn status(&self) -> Option<&MetadataStatus>;
+}

@@ -1,0 +1,69 @@
+//! The `OrgMetadata` kind.
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::{DeletionPolicy, MetadataEntry, MetadataResource, MetadataStatus, TargetRef};
+
+/// Metadata of one ZITADEL organization, kept in sync by the operator.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "metadata.zitadel-operator.dev",
+    version = "v1alpha1",
+    kind = "OrgMetadata",
+    plural = "orgmetadatas",
+    singular = "orgmetadata",
+    shortname = "orgmd",
+    category = "zitadel",
+    namespaced,
+    status = "MetadataStatus",
+    doc = "Declares key/value metadata of one ZITADEL organization. The operator sets the listed keys with ZITADEL's bulk calls, removes keys it manages once they leave the list, and leaves all other keys alone.",
+    printcolumn = r#"{"name":"Organization","type":"string","jsonPath":".spec.organizationId"}"#,
+    printcolumn = r#"{"name":"Keys","type":"integer","jsonPath":".status.managedKeyCount"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Sequence","type":"string","jsonPath":".status.sequence"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Changed","type":"string","priority":1,"jsonPath":".status.changeDate"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct OrgMetadataSpec {
+    /// ID of the ZITADEL organization whose metadata this object manages (sent as the
+    /// `x-zitadel-orgid` header). Immutable.
+    #[schemars(length(min = 1, max = 200))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("organizationId is immutable; create a new object to target another organization"))]
+    pub organization_id: String,
+
+    /// The metadata entries. Keys must be unique.
+    #[serde(default)]
+    #[schemars(length(max = 1000))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["key"]))]
+    pub metadata: Vec<MetadataEntry>,
+
+    /// What to do with the managed keys when this object is deleted: `Delete` (default) removes
+    /// them from ZITADEL, `Orphan` leaves them.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+impl MetadataResource for OrgMetadata {
+    const CONTROLLER: &'static str = "orgmetadata";
+
+    fn target(&self) -> TargetRef {
+        TargetRef::Org {
+            org_id: self.spec.organization_id.clone(),
+        }
+    }
+
+    fn entries(&self) -> &[MetadataEntry] {
+        &self.spec.metadata
+    }
+
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy
+    }
+
+    fn status(&self) -> Option<&MetadataStatus> {
+        self.status.as_ref()
+    }
+}

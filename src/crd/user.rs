@@ -1,0 +1,79 @@
+//! The `UserMetadata` kind.
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::{DeletionPolicy, MetadataEntry, MetadataResource, MetadataStatus, TargetRef};
+
+/// Metadata of one ZITADEL user, kept in sync by the operator.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "metadata.zitadel-operator.dev",
+    version = "v1alpha1",
+    kind = "UserMetadata",
+    plural = "usermetadatas",
+    singular = "usermetadata",
+    shortname = "usermd",
+    category = "zitadel",
+    namespaced,
+    status = "MetadataStatus",
+    doc = "Declares key/value metadata of one ZITADEL user (human or machine). The operator sets the listed keys with ZITADEL's bulk calls, removes keys it manages once they leave the list, and leaves all other keys alone.",
+    printcolumn = r#"{"name":"User","type":"string","jsonPath":".spec.userId"}"#,
+    printcolumn = r#"{"name":"Keys","type":"integer","jsonPath":".status.managedKeyCount"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Sequence","type":"string","jsonPath":".status.sequence"}"#,
+    printcolumn = r#"{"name":"Organization","type":"string","priority":1,"jsonPath":".status.organizationId"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Changed","type":"string","priority":1,"jsonPath":".status.changeDate"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new("!has(oldSelf.organizationId) || (has(self.organizationId) && self.organizationId == oldSelf.organizationId)").message("organizationId is immutable once set"))]
+#[serde(rename_all = "camelCase")]
+pub struct UserMetadataSpec {
+    /// ID of the ZITADEL user whose metadata this object manages. Immutable.
+    #[schemars(length(min = 1, max = 200))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("userId is immutable; create a new object to target another user"))]
+    pub user_id: String,
+
+    /// ID of the user's organization (sent as `x-zitadel-orgid`). ZITADEL only accepts user
+    /// metadata writes in the user's own organization; when omitted, the operator looks the
+    /// user up once and records the organization in `status.organizationId`. May be added
+    /// later, but not changed or removed once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::common::optional_id_schema")]
+    pub organization_id: Option<String>,
+
+    /// The metadata entries. Keys must be unique.
+    #[serde(default)]
+    #[schemars(length(max = 1000))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["key"]))]
+    pub metadata: Vec<MetadataEntry>,
+
+    /// What to do with the managed keys when this object is deleted: `Delete` (default) removes
+    /// them from ZITADEL, `Orphan` leaves them.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+impl MetadataResource for UserMetadata {
+    const CONTROLLER: &'static str = "usermetadata";
+
+    fn target(&self) -> TargetRef {
+        TargetRef::User {
+            user_id: self.spec.user_id.clone(),
+            org_id: self.spec.organization_id.clone(),
+        }
+    }
+
+    fn entries(&self) -> &[MetadataEntry] {
+        &self.spec.metadata
+    }
+
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy
+    }
+
+    fn status(&self) -> Option<&MetadataStatus> {
+        self.status.as_ref()
+    }
+}

@@ -1,0 +1,10 @@
+//! `zitadel-metadata-operator`: keeps ZITADEL organization and user metadata in sync with
+//! `OrgMetadata` / `UserMetadata` custom resources.
+//!
+//! The reconcile pipeline: resolve the target → validate the spec (pure) → read ZITADEL →
+//! [`plan`] the writes (pure) → apply them with bulk calls → write status only if it changed.
+#![warn(missing_docs)]
+
+pub mod crd;
+pub mod plan;
+pub mod zitadel;

@@ -1,0 +1,237 @@
+//! Typed errors of the ZITADEL client.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// gRPC status codes ZITADEL reports in the `code` field of its error body.
+pub mod code {
+    /// InvalidArgument (HTTP 400).
+    pub const INVALID_ARGUMENT: i32 = 3;
+    /// DeadlineExceeded (HTTP 504).
+    pub const DEADLINE_EXCEEDED: i32 = 4;
+    /// NotFound (HTTP 404).
+    pub const NOT_FOUND: i32 = 5;
+    /// PermissionDenied (HTTP 403).
+    pub const PERMISSION_DENIED: i32 = 7;
+    /// ResourceExhausted (HTTP 429).
+    pub const RESOURCE_EXHAUSTED: i32 = 8;
+    /// FailedPrecondition (HTTP 400).
+    pub const FAILED_PRECONDITION: i32 = 9;
+    /// Aborted (HTTP 409).
+    pub const ABORTED: i32 = 10;
+    /// Unavailable (HTTP 503).
+    pub const UNAVAILABLE: i32 = 14;
+    /// Unauthenticated (HTTP 401).
+    pub const UNAUTHENTICATED: i32 = 16;
+}
+
+/// ZITADEL error ids (`details[].id`) the operator reacts to. Messages are translated, ids are not.
+pub mod ids {
+    /// BulkRemove of org metadata with a key that does not exist.
+    pub const ORG_KEY_NOT_EXISTING: &str = "META-2npds";
+    /// BulkRemove of user metadata with a key that does not exist.
+    pub const USER_KEY_NOT_EXISTING: &str = "META-2nnds";
+    /// User metadata write for a user that is not in the context org (or does not exist).
+    pub const USER_NOT_FOUND_IN_ORG: &str = "COMMAND-uXHNj";
+    /// `x-zitadel-orgid` names an organization that does not exist.
+    pub const ORG_DOES_NOT_EXIST: &str = "AUTH-Bs7Ds";
+    /// The caller holds no role with the needed permission in the org.
+    pub const NO_PERMISSION: &str = "AUTH-5mWD2";
+}
+
+/// An error talking to ZITADEL. Display output never contains tokens or metadata values.
+#[derive(Debug, thiserror::Error)]
+pub enum ZitadelError {
+    /// ZITADEL answered with an error status.
+    #[error("ZITADEL answered HTTP {status} (code {code}{}): {message}", id.as_deref().map(|i| format!(", {i}")).unwrap_or_default())]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// gRPC code from the body (derived from the HTTP status when the body is not ZITADEL JSON).
+        code: i32,
+        /// `details[0].id`, when present.
+        id: Option<String>,
+        /// The message (translated text, for humans only).
+        message: String,
+        /// Parsed `Retry-After`, when present.
+        retry_after: Option<Duration>,
+    },
+    /// No answer in time.
+    #[error("request to ZITADEL timed out after {0:?}")]
+    Timeout(Duration),
+    /// Connection-level failure.
+    #[error("cannot reach ZITADEL: {0}")]
+    Transport(String),
+    /// A 2xx answer that is not the documented JSON.
+    #[error("unexpected answer from ZITADEL: {0}")]
+    Decode(String),
+    /// The bearer token could not be read.
+    #[error("cannot read the ZITADEL token: {0}")]
+    Credentials(String),
+}
+
+impl ZitadelError {
+    /// Whether retrying later may succeed without anyone changing anything (429, 5xx,
+    /// timeouts, connection failures, 409 Aborted).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ZitadelError::Api { status, code, .. } => {
+                *status == 429 || *status >= 500 || *code == code::ABORTED || *status == 409
+            }
+            ZitadelError::Timeout(_) | ZitadelError::Transport(_) => true,
+            ZitadelError::Decode(_) | ZitadelError::Credentials(_) => false,
+        }
+    }
+
+    /// How long ZITADEL asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ZitadelError::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The ZITADEL error id (`details[].id`), if any.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            ZitadelError::Api { id, .. } => id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, if ZITADEL answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ZitadelError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// True when the error says a key to remove was not there (BulkRemove fails whole).
+    pub fn is_key_not_existing(&self) -> bool {
+        matches!(self.id(), Some(ids::ORG_KEY_NOT_EXISTING | ids::USER_KEY_NOT_EXISTING))
+    }
+
+    /// True when the error says the target (org or user) does not exist.
+    pub fn is_target_missing(&self) -> bool {
+        matches!(self.id(), Some(ids::USER_NOT_FOUND_IN_ORG | ids::ORG_DOES_NOT_EXIST))
+            || matches!(self, ZitadelError::Api { status: 404, .. })
+    }
+
+    /// A one-word PascalCase reason for conditions and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ZitadelError::Api { status: 401, .. } => "ZitadelUnauthenticated",
+            ZitadelError::Api { status: 403, .. } => "ZitadelPermissionDenied",
+            ZitadelError::Api { status: 404, .. } => "ZitadelNotFound",
+            ZitadelError::Api { status: 429, .. } => "ZitadelRateLimited",
+            ZitadelError::Api { status, .. } if *status >= 500 => "ZitadelUnavailable",
+            ZitadelError::Api { id: Some(id), .. } if id == ids::USER_NOT_FOUND_IN_ORG => "UserNotFound",
+            ZitadelError::Api { .. } => "ZitadelRejected",
+            ZitadelError::Timeout(_) => "ZitadelTimeout",
+            ZitadelError::Transport(_) => "ZitadelUnreachable",
+            ZitadelError::Decode(_) => "ZitadelBadResponse",
+            ZitadelError::Credentials(_) => "CredentialsUnavailable",
+        }
+    }
+
+    /// Build an error from a non-2xx response (status, headers and body text).
+    pub fn from_response(status: u16, retry_after: Option<&str>, body: &str) -> Self {
+        let retry_after = retry_after.and_then(parse_retry_after);
+        match serde_json::from_str::<StatusBody>(body) {
+            Ok(parsed) if parsed.code.is_some() || parsed.message.is_some() => ZitadelError::Api {
+                status,
+                code: parsed.code.unwrap_or_else(|| code_for_status(status)),
+                id: parsed.details.into_iter().find_map(|d| d.id),
+                message: parsed.message.unwrap_or_default(),
+                retry_after,
+            },
+            // Not ZITADEL JSON (edge proxy, plain-text "instance is blocked", HTML...).
+            _ => ZitadelError::Api {
+                status,
+                code: code_for_status(status),
+                id: None,
+                message: body.chars().take(200).collect::<String>().trim().to_string(),
+                retry_after,
+            },
+        }
+    }
+}
+
+/// The `google.rpc.Status` error body of the gRPC gateway.
+#[derive(Deserialize)]
+struct StatusBody {
+    #[serde(default)]
+    code: Option<i32>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    details: Vec<ErrorDetail>,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    id: Option<String>,
+}
+
+/// `Retry-After` as delay-seconds (the HTTP-date form is rare for APIs; treated as absent).
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// The gRPC code grpc-gateway would have mapped to this HTTP status.
+fn code_for_status(status: u16) -> i32 {
+    match status {
+        400 => code::INVALID_ARGUMENT,
+        401 => code::UNAUTHENTICATED,
+        403 => code::PERMISSION_DENIED,
+        404 => code::NOT_FOUND,
+        409 => code::ABORTED,
+        429 => code::RESOURCE_EXHAUSTED,
+        503 => code::UNAVAILABLE,
+        504 => code::DEADLINE_EXCEEDED,
+        _ => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_zitadel_error_body_by_id_not_text() {
+        let body = r#"{"code":5,"message":"Ein oder mehrere Schlüssel existieren nicht (META-2npds)","details":[{"@type":"type.googleapis.com/zitadel.v1.ErrorDetail","id":"META-2npds","message":"x"}]}"#;
+        let err = ZitadelError::from_response(404, None, body);
+        assert!(err.is_key_not_existing());
+        assert!(!err.is_transient());
+        assert_eq!(err.id(), Some("META-2npds"));
+    }
+
+    #[test]
+    fn plain_text_429_is_transient_with_retry_after() {
+        let err = ZitadelError::from_response(429, Some("7"), "Your ZITADEL instance is blocked.");
+        assert!(err.is_transient());
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+        assert_eq!(err.reason(), "ZitadelRateLimited");
+    }
+
+    #[test]
+    fn classifies_statuses() {
+        for (status, transient) in [(400, false), (401, false), (403, false), (404, false), (409, true), (500, true), (503, true), (504, true)] {
+            let err = ZitadelError::from_response(status, None, "{}");
+            assert_eq!(err.is_transient(), transient, "status {status}");
+        }
+        assert!(ZitadelError::Timeout(Duration::from_secs(1)).is_transient());
+        assert!(ZitadelError::Transport("refused".into()).is_transient());
+    }
+
+    #[test]
+    fn user_outside_org_is_target_missing() {
+        let body = r#"{"code":9,"message":"User could not be found (COMMAND-uXHNj)","details":[{"id":"COMMAND-uXHNj"}]}"#;
+        let err = ZitadelError::from_response(400, None, body);
+        assert!(err.is_target_missing());
+        assert_eq!(err.reason(), "UserNotFound");
+    }
+}

@@ -1,0 +1,310 @@
+//! [`ZitadelApi`] over ZITADEL's REST/JSON gateway (Management API v1).
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use url::Url;
+
+use super::{MetadataMap, ObjectDetails, Target, TokenSource, ZitadelApi, ZitadelError};
+
+/// Page size used when listing metadata (v1 has no maximum; keep responses moderate).
+const LIST_PAGE: u32 = 1000;
+
+/// Settings of the HTTP client.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Base URL of the instance, e.g. `https://acme.zitadel.cloud`.
+    pub base_url: Url,
+    /// Where the bearer token comes from.
+    pub token: TokenSource,
+    /// Timeout of one request, connection included.
+    pub request_timeout: Duration,
+    /// Timeout of establishing a connection.
+    pub connect_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// Config with default timeouts (30 s per request, 10 s to connect).
+    pub fn new(base_url: Url, token: TokenSource) -> Self {
+        Self {
+            base_url,
+            token,
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The reqwest-based ZITADEL client.
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    http: reqwest::Client,
+    config: ClientConfig,
+}
+
+#[derive(Serialize)]
+struct ListRequest {
+    query: ListQuery,
+}
+
+#[derive(Serialize)]
+struct ListQuery {
+    /// uint64 → JSON string, as protojson writes it.
+    offset: String,
+    limit: u32,
+    asc: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ListResponse {
+    #[serde(default)]
+    details: ListDetails,
+    #[serde(default)]
+    result: Vec<MetadataItem>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ListDetails {
+    #[serde(default, deserialize_with = "super::string_or_number")]
+    total_result: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MetadataItem {
+    key: String,
+    #[serde(default)]
+    value: String,
+}
+
+#[derive(Serialize)]
+struct BulkSetRequest<'a> {
+    metadata: Vec<BulkSetItem<'a>>,
+}
+
+#[derive(Serialize)]
+struct BulkSetItem<'a> {
+    key: &'a str,
+    value: String,
+}
+
+#[derive(Serialize)]
+struct BulkRemoveRequest<'a> {
+    keys: &'a [&'a str],
+}
+
+#[derive(Deserialize, Default)]
+struct DetailsResponse {
+    #[serde(default)]
+    details: ObjectDetails,
+}
+
+#[derive(Deserialize)]
+struct GetUserResponse {
+    #[serde(default)]
+    details: ObjectDetails,
+    #[serde(default)]
+    user: Option<UserV2>,
+}
+
+#[derive(Deserialize)]
+struct UserV2 {
+    #[serde(default)]
+    details: ObjectDetails,
+}
+
+impl HttpClient {
+    /// Build a client.
+    pub fn new(config: ClientConfig) -> Result<Self, ZitadelError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.connect_timeout)
+            .user_agent(concat!("zitadel-metadata-operator/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ZitadelError::Transport(e.to_string()))?;
+        Ok(Self { http, config })
+    }
+
+    /// Base URL in use.
+    pub fn base_url(&self) -> &Url {
+        &self.config.base_url
+    }
+
+    /// `…/management/v1/metadata/<last>` or `…/management/v1/users/{id}/metadata/<last>`.
+    fn metadata_url(&self, target: &Target, last: &str) -> Result<Url, ZitadelError> {
+        let mut segments = vec!["management", "v1"];
+        if let Target::User { user_id, .. } = target {
+            segments.push("users");
+            segments.push(user_id);
+        }
+        segments.push("metadata");
+        segments.push(last);
+        self.url(&segments)
+    }
+
+    fn url(&self, segments: &[&str]) -> Result<Url, ZitadelError> {
+        let mut url = self.config.base_url.clone();
+        url.path_segments_mut()
+            .map_err(|_| ZitadelError::Transport("ZITADEL URL cannot be a base".into()))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    async fn call<B: Serialize + ?Sized, R: DeserializeOwned + Default>(
+        &self,
+        method: Method,
+        url: Url,
+        org_id: Option<&str>,
+        body: Option<&B>,
+    ) -> Result<R, ZitadelError> {
+        let token = self.config.token.token().await?;
+        let mut request = self
+            .http
+            .request(method, url)
+            .bearer_auth(&*token)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(org) = org_id {
+            request = request.header("x-zitadel-orgid", org);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| self.transport_error(e))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = response.text().await.map_err(|e| self.transport_error(e))?;
+        if !status.is_success() {
+            return Err(ZitadelError::from_response(
+                status.as_u16(),
+                retry_after.as_deref(),
+                &text,
+            ));
+        }
+        if text.trim().is_empty() || status == StatusCode::NO_CONTENT {
+            return Ok(R::default());
+        }
+        serde_json::from_str(&text).map_err(|e| ZitadelError::Decode(e.to_string()))
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> ZitadelError {
+        if e.is_timeout() {
+            ZitadelError::Timeout(self.config.request_timeout)
+        } else {
+            // Only the error chain: reqwest errors carry the URL, never headers or bodies.
+            let mut msg = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(": ");
+                msg.push_str(&s.to_string());
+                source = s.source();
+            }
+            ZitadelError::Transport(msg)
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ZitadelApi for HttpClient {
+    async fn list_metadata(&self, target: &Target) -> Result<MetadataMap, ZitadelError> {
+        let url = self.metadata_url(target, "_search")?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut out = MetadataMap::new();
+        let mut offset: u64 = 0;
+        loop {
+            let body = ListRequest {
+                query: ListQuery {
+                    offset: offset.to_string(),
+                    limit: LIST_PAGE,
+                    asc: true,
+                },
+            };
+            let page: ListResponse = self
+                .call(Method::POST, url.clone(), Some(target.org_id()), Some(&body))
+                .await?;
+            let received = page.result.len() as u64;
+            for item in page.result {
+                let value = b64
+                    .decode(item.value.as_bytes())
+                    .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(item.value.as_bytes()))
+                    .map_err(|_| {
+                        ZitadelError::Decode(format!("metadata key {:?}: value is not base64", item.key))
+                    })?;
+                out.insert(item.key, value);
+            }
+            offset += received;
+            let total = page
+                .details
+                .total_result
+                .as_deref()
+                .and_then(|t| t.parse::<u64>().ok())
+                .unwrap_or(0);
+            if received == 0 || offset >= total {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn bulk_set_metadata(
+        &self,
+        target: &Target,
+        entries: &[(&str, &[u8])],
+    ) -> Result<ObjectDetails, ZitadelError> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let body = BulkSetRequest {
+            metadata: entries
+                .iter()
+                .map(|(key, value)| BulkSetItem {
+                    key,
+                    value: b64.encode(value),
+                })
+                .collect(),
+        };
+        let url = self.metadata_url(target, "_bulk")?;
+        let response: DetailsResponse = self
+            .call(Method::POST, url, Some(target.org_id()), Some(&body))
+            .await?;
+        Ok(response.details)
+    }
+
+    async fn bulk_remove_metadata(
+        &self,
+        target: &Target,
+        keys: &[&str],
+    ) -> Result<ObjectDetails, ZitadelError> {
+        let url = self.metadata_url(target, "_bulk")?;
+        let response: DetailsResponse = self
+            .call(
+                Method::DELETE,
+                url,
+                Some(target.org_id()),
+                Some(&BulkRemoveRequest { keys }),
+            )
+            .await?;
+        Ok(response.details)
+    }
+
+    async fn user_organization(&self, user_id: &str) -> Result<String, ZitadelError> {
+        let url = self.url(&["v2", "users", user_id])?;
+        let response: Option<GetUserResponse> = self
+            .call::<(), Option<GetUserResponse>>(Method::GET, url, None, None)
+            .await?;
+        response
+            .and_then(|r| {
+                r.user
+                    .and_then(|u| u.details.resource_owner)
+                    .or(r.details.resource_owner)
+            })
+            .filter(|org| !org.is_empty())
+            .ok_or_else(|| {
+                ZitadelError::Decode(format!("user {user_id}: answer names no organization"))
+            })
+    }
+}

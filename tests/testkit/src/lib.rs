@@ -1,0 +1,7 @@
+//! Test kit for `zitadel-metadata-operator`.
+//!
+//! * [`emulator`] — a stateful emulator of the ZITADEL Management API endpoints the operator uses,
+//!   written to the contract in `shared/zitadel-api.md`, with request recording and fault injection.
+//! * [`controlplane`] — a real `kube-apiserver` + `etcd` started on loopback, envtest-style.
+//!
+//! Used by the integration and end-to-end tests, the benchmarks and the local demo.
