@@ -8,3 +8,7 @@
 pub mod crd;
 pub mod plan;
 pub mod zitadel;
+pub mod controller;
+pub mod status;
+pub mod config;
+pub mod telemetry;

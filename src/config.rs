@@ -1,0 +1,214 @@
+//! Command-line flags with environment fallbacks, and their validation.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use url::Url;
+
+use crate::controller::{Namespaces, Settings};
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Keeps ZITADEL organization and user metadata in sync with OrgMetadata / UserMetadata objects.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "zitadel-metadata-operator", version, about)]
+pub struct Config {
+    /// Base URL of the ZITADEL instance (its custom domain), e.g. https://acme.zitadel.cloud.
+    #[arg(long, env = "ZITADEL_URL")]
+    pub zitadel_url: Url,
+
+    /// File holding a Personal Access Token of a ZITADEL service user (re-read on every call,
+    /// so a rotated mounted Secret is picked up).
+    #[arg(long, env = "ZITADEL_TOKEN_FILE", conflicts_with = "token_secret")]
+    pub token_file: Option<PathBuf>,
+
+    /// Kubernetes Secret holding the token, as NAMESPACE/NAME (key from --token-secret-key).
+    #[arg(long, env = "ZITADEL_TOKEN_SECRET")]
+    pub token_secret: Option<String>,
+
+    /// Key of the token in --token-secret.
+    #[arg(long, env = "ZITADEL_TOKEN_SECRET_KEY", default_value = "token")]
+    pub token_secret_key: String,
+
+    /// Namespaces to watch (comma-separated or repeated). Empty: all namespaces.
+    #[arg(long = "namespace", env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+
+    /// How often a synced object is re-checked against ZITADEL to repair drift (e.g. 30s, 5m).
+    #[arg(long, env = "RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub resync_interval: Duration,
+
+    /// How often an object stalled on a permanent error is retried.
+    #[arg(long, env = "STALLED_RETRY_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub stalled_retry_interval: Duration,
+
+    /// First retry delay after a transient error (doubles per failure, with jitter).
+    #[arg(long, env = "BACKOFF_BASE", default_value = "1s", value_parser = parse_duration)]
+    pub backoff_base: Duration,
+
+    /// Longest retry delay after transient errors.
+    #[arg(long, env = "BACKOFF_MAX", default_value = "5m", value_parser = parse_duration)]
+    pub backoff_max: Duration,
+
+    /// Reconciles running at once, per kind.
+    #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub max_concurrent_reconciles: u16,
+
+    /// Timeout of one ZITADEL request.
+    #[arg(long, env = "ZITADEL_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Neither or both token sources.
+    #[error("set exactly one of --token-file (ZITADEL_TOKEN_FILE) or --token-secret (ZITADEL_TOKEN_SECRET)")]
+    TokenSource,
+    /// `--token-secret` is not NAMESPACE/NAME.
+    #[error("--token-secret must be NAMESPACE/NAME, got {0:?}")]
+    SecretRef(String),
+    /// Token file unreadable at start.
+    #[error("cannot read --token-file {path}: {source}")]
+    TokenFile {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// URL scheme is not http(s).
+    #[error("--zitadel-url must be an http:// or https:// URL, got {0}")]
+    Url(Url),
+}
+
+/// Where the token comes from, after validation.
+#[derive(Clone, Debug)]
+pub enum TokenConfig {
+    /// A file.
+    File(PathBuf),
+    /// A Secret key.
+    Secret {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// Key.
+        key: String,
+    },
+}
+
+impl Config {
+    /// Check the combination of flags; fail with a message naming the flag.
+    pub fn validate(&self) -> Result<TokenConfig, ConfigError> {
+        if !matches!(self.zitadel_url.scheme(), "http" | "https") {
+            return Err(ConfigError::Url(self.zitadel_url.clone()));
+        }
+        match (&self.token_file, &self.token_secret) {
+            (Some(path), None) => {
+                std::fs::metadata(path).map_err(|source| ConfigError::TokenFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                Ok(TokenConfig::File(path.clone()))
+            }
+            (None, Some(reference)) => match reference.split_once('/') {
+                Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                    Ok(TokenConfig::Secret {
+                        namespace: ns.to_string(),
+                        name: name.to_string(),
+                        key: self.token_secret_key.clone(),
+                    })
+                }
+                _ => Err(ConfigError::SecretRef(reference.clone())),
+            },
+            _ => Err(ConfigError::TokenSource),
+        }
+    }
+
+    /// Namespaces to watch.
+    pub fn watch(&self) -> Namespaces {
+        let list: Vec<String> = self
+            .namespaces
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if list.is_empty() {
+            Namespaces::All
+        } else {
+            Namespaces::Only(list)
+        }
+    }
+
+    /// Reconciler timing.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            resync: self.resync_interval,
+            stalled_requeue: self.stalled_retry_interval,
+            backoff_base: self.backoff_base,
+            backoff_max: self.backoff_max,
+            concurrency: self.max_concurrent_reconciles,
+        }
+    }
+}
+
+/// Parse `500ms`, `30s`, `5m`, `1h` (or a bare number of seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .or_else(|_| s.parse::<u64>().map(Duration::from_secs))
+        .map_err(|_| format!("invalid duration {s:?} (use e.g. 500ms, 30s, 5m, 1h)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        let mut argv = vec!["zitadel-metadata-operator"];
+        argv.extend_from_slice(args);
+        Config::try_parse_from(argv)
+    }
+
+    #[test]
+    fn defaults_and_durations() {
+        let c = parse(&["--zitadel-url", "https://z.example", "--token-secret", "ops/zitadel"]).expect("parse");
+        assert_eq!(c.resync_interval, Duration::from_secs(300));
+        assert!(matches!(c.watch(), Namespaces::All));
+        assert!(matches!(c.validate(), Ok(TokenConfig::Secret { ref key, .. }) if key == "token"));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn clear_errors_for_bad_config() {
+        let c = parse(&["--zitadel-url", "https://z.example"]).expect("parse");
+        assert_eq!(c.validate().map_err(|e| e.to_string()).err().as_deref(), Some("set exactly one of --token-file (ZITADEL_TOKEN_FILE) or --token-secret (ZITADEL_TOKEN_SECRET)"));
+        let c = parse(&["--zitadel-url", "https://z.example", "--token-secret", "nons"]).expect("parse");
+        assert!(matches!(c.validate(), Err(ConfigError::SecretRef(_))));
+        let c = parse(&["--zitadel-url", "ftp://z.example", "--token-secret", "a/b"]).expect("parse");
+        assert!(matches!(c.validate(), Err(ConfigError::Url(_))));
+        let c = parse(&["--zitadel-url", "https://z.example", "--token-file", "/nonexistent/token"]).expect("parse");
+        assert!(matches!(c.validate(), Err(ConfigError::TokenFile { .. })));
+        assert!(parse(&["--zitadel-url", "not a url", "--token-file", "x"]).is_err());
+        assert!(parse(&["--zitadel-url", "https://z", "--token-file", "x", "--max-concurrent-reconciles", "0"]).is_err());
+    }
+
+    #[test]
+    fn namespace_list() {
+        let c = parse(&["--zitadel-url", "https://z", "--token-file", "x", "--namespace", "a,b", "--namespace", "c"]).expect("parse");
+        assert!(matches!(c.watch(), Namespaces::Only(ref v) if v == &["a", "b", "c"]));
+    }
+}

@@ -1,0 +1,237 @@
+//! The controllers: one kube-runtime [`Controller`] per kind (and per watched namespace), sharing a
+//! [`Context`] with the ZITADEL client, an event recorder and per-object backoff state.
+
+mod reconcile;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use futures::StreamExt;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use rand::Rng as _;
+
+use crate::crd::{MetadataResource, OrgMetadata, UserMetadata};
+use crate::zitadel::{ZitadelApi, ZitadelError};
+
+pub use reconcile::reconcile;
+
+/// Finalizer that guards removal of managed keys on deletion.
+pub const FINALIZER: &str = "metadata.zitadel-operator.dev/cleanup";
+/// Field manager for server-side-apply status writes.
+pub const FIELD_MANAGER: &str = "zitadel-metadata-operator";
+
+/// Timing knobs of the reconciler.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Re-check interval of a successful object (drift repair).
+    pub resync: Duration,
+    /// Re-check interval of an object stalled on a permanent error.
+    pub stalled_requeue: Duration,
+    /// First retry delay after a transient error; doubles per consecutive failure.
+    pub backoff_base: Duration,
+    /// Longest retry delay after transient errors.
+    pub backoff_max: Duration,
+    /// Reconciles running at once per controller.
+    pub concurrency: u16,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            resync: Duration::from_secs(300),
+            stalled_requeue: Duration::from_secs(600),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            concurrency: 4,
+        }
+    }
+}
+
+/// Errors a reconcile returns to the controller (which then applies [`error_policy`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// ZITADEL failed transiently; retried with backoff.
+    #[error(transparent)]
+    Zitadel(#[from] ZitadelError),
+    /// The Kubernetes API failed.
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[from] kube::Error),
+    /// Adding/removing the finalizer or a wrapped reconcile error.
+    #[error("{0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// `Retry-After` from ZITADEL, if the root cause carries one.
+    fn retry_after(&self) -> Option<Duration> {
+        use kube::runtime::finalizer::Error as F;
+        match self {
+            Error::Zitadel(e) => e.retry_after(),
+            Error::Finalizer(inner) => match inner.as_ref() {
+                F::ApplyFailed(e) | F::CleanupFailed(e) => e.retry_after(),
+                _ => None,
+            },
+            Error::Kube(_) => None,
+        }
+    }
+}
+
+/// Shared state of one kind's controllers.
+pub struct Context<K: MetadataResource> {
+    /// Kubernetes client.
+    pub client: Client,
+    /// ZITADEL client.
+    pub zitadel: Arc<dyn ZitadelApi>,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Timing knobs.
+    pub settings: Settings,
+    /// Caches of all watched objects of this kind (one per watched namespace), for conflict
+    /// detection.
+    pub stores: Vec<Store<K>>,
+    /// Consecutive failures per object, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl<K: MetadataResource> Context<K> {
+    fn object_key(obj: &K) -> String {
+        format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+    }
+
+    fn reset_failures(&self, obj: &K) {
+        if let Ok(mut map) = self.failures.lock() {
+            map.remove(&Self::object_key(obj));
+        }
+    }
+
+    fn next_backoff(&self, obj: &K, retry_after: Option<Duration>) -> Duration {
+        let attempt = match self.failures.lock() {
+            Ok(mut map) => {
+                let n = map.entry(Self::object_key(obj)).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            }
+            Err(_) => 1,
+        };
+        backoff_delay(&self.settings, attempt, retry_after, rand::rng().random_range(0.8..1.2))
+    }
+}
+
+/// Exponential backoff with jitter, at least what `Retry-After` asked for.
+pub fn backoff_delay(settings: &Settings, attempt: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
+    let exp = settings
+        .backoff_base
+        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(20)));
+    let delay = exp.min(settings.backoff_max).mul_f64(jitter);
+    retry_after.map_or(delay, |ra| delay.max(ra))
+}
+
+/// Called by the controller when [`reconcile`] fails: retry with per-object backoff.
+pub fn error_policy<K: MetadataResource>(obj: Arc<K>, error: &Error, ctx: Arc<Context<K>>) -> Action {
+    let delay = ctx.next_backoff(&obj, error.retry_after());
+    tracing::warn!(
+        controller = K::CONTROLLER,
+        namespace = obj.namespace().unwrap_or_default(),
+        name = obj.name_any(),
+        error = %error,
+        retry_in = ?delay,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+/// A future that resolves when the operator should stop taking new work.
+pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
+
+/// Which namespaces to watch.
+#[derive(Clone, Debug)]
+pub enum Namespaces {
+    /// Every namespace.
+    All,
+    /// Only these.
+    Only(Vec<String>),
+}
+
+/// Build and run the controllers of one kind until `shutdown` resolves.
+pub async fn run_kind<K>(
+    client: Client,
+    zitadel: Arc<dyn ZitadelApi>,
+    namespaces: &Namespaces,
+    settings: Settings,
+    shutdown: impl Fn() -> Shutdown,
+) where
+    K: MetadataResource + Resource<DynamicType = ()>,
+{
+    let apis: Vec<Api<K>> = match namespaces {
+        Namespaces::All => vec![Api::all(client.clone())],
+        Namespaces::Only(list) => list.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect(),
+    };
+    let controllers: Vec<Controller<K>> = apis
+        .into_iter()
+        .map(|api| {
+            Controller::new(api, watcher::Config::default().any_semantic())
+                .with_config(controller::Config::default().concurrency(settings.concurrency))
+        })
+        .collect();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        zitadel,
+        recorder: Recorder::new(client, Reporter::from(FIELD_MANAGER)),
+        settings,
+        stores: controllers.iter().map(Controller::store).collect(),
+        failures: Mutex::new(HashMap::new()),
+    });
+    let runs = controllers.into_iter().map(|c| {
+        c.graceful_shutdown_on(shutdown())
+            .run(reconcile::<K>, error_policy::<K>, ctx.clone())
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    tracing::debug!(controller = K::CONTROLLER, error = %e, "controller event");
+                }
+            })
+    });
+    futures::future::join_all(runs).await;
+}
+
+/// Run both controllers until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    zitadel: Arc<dyn ZitadelApi>,
+    namespaces: Namespaces,
+    settings: Settings,
+    shutdown: impl Fn() -> Shutdown + Clone,
+) {
+    tokio::join!(
+        run_kind::<OrgMetadata>(client.clone(), zitadel.clone(), &namespaces, settings.clone(), shutdown.clone()),
+        run_kind::<UserMetadata>(client, zitadel, &namespaces, settings, shutdown),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_honours_retry_after() {
+        let s = Settings {
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            ..Settings::default()
+        };
+        assert_eq!(backoff_delay(&s, 1, None, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff_delay(&s, 2, None, 1.0), Duration::from_secs(2));
+        assert_eq!(backoff_delay(&s, 5, None, 1.0), Duration::from_secs(16));
+        assert_eq!(backoff_delay(&s, 30, None, 1.0), Duration::from_secs(60));
+        assert_eq!(backoff_delay(&s, u32::MAX, None, 1.0), Duration::from_secs(60));
+        assert_eq!(backoff_delay(&s, 1, Some(Duration::from_secs(9)), 1.0), Duration::from_secs(9));
+        assert_eq!(backoff_delay(&s, 1, None, 0.8), Duration::from_millis(800));
+    }
+}

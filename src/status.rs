@@ -1,0 +1,127 @@
+//! Kstatus conditions (`Ready`, `Reconciling`, `Stalled`) built from a reconcile outcome.
+//!
+//! Status is rebuilt from the current result every time; `lastTransitionTime` is carried over
+//! unless a condition's `status` flips, so an unchanged outcome yields an identical status and no
+//! write.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// `Ready` condition type.
+pub const READY: &str = "Ready";
+/// `Reconciling` condition type.
+pub const RECONCILING: &str = "Reconciling";
+/// `Stalled` condition type.
+pub const STALLED: &str = "Stalled";
+
+/// Reasons used in conditions and events (PascalCase).
+pub mod reason {
+    /// ZITADEL matches the spec.
+    pub const SYNCED: &str = "Synced";
+    /// The spec is invalid (e.g. a value over ZITADEL's byte limit).
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// Another object already manages one of the keys on the same target.
+    pub const KEY_CONFLICT: &str = "KeyConflict";
+    /// Removing managed keys during deletion failed.
+    pub const CLEANUP_FAILED: &str = "CleanupFailed";
+}
+
+/// What a reconcile ended in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// In sync.
+    Ready {
+        /// Human message.
+        message: String,
+    },
+    /// Failed, will retry by itself (backoff).
+    Retrying {
+        /// PascalCase reason.
+        reason: String,
+        /// Human message.
+        message: String,
+    },
+    /// Needs the user to act (spec, permissions, target, conflict).
+    Stalled {
+        /// PascalCase reason.
+        reason: String,
+        /// Human message.
+        message: String,
+    },
+}
+
+impl Outcome {
+    fn parts(&self) -> (&str, &str, &str, &str, &str) {
+        // (ready status, reconciling status, stalled status, reason, message)
+        match self {
+            Outcome::Ready { message } => ("True", "False", "False", reason::SYNCED, message),
+            Outcome::Retrying { reason, message } => ("False", "True", "False", reason, message),
+            Outcome::Stalled { reason, message } => ("False", "False", "True", reason, message),
+        }
+    }
+}
+
+/// Build the three conditions for `outcome`, keeping `lastTransitionTime` from `existing` where a
+/// condition's status did not change.
+pub fn conditions(existing: &[Condition], outcome: &Outcome, generation: Option<i64>, now: &Time) -> Vec<Condition> {
+    let (ready, reconciling, stalled, reason, message) = outcome.parts();
+    [(READY, ready), (RECONCILING, reconciling), (STALLED, stalled)]
+        .into_iter()
+        .map(|(type_, status)| {
+            let last = existing
+                .iter()
+                .find(|c| c.type_ == type_ && c.status == status)
+                .map(|c| c.last_transition_time.clone())
+                .unwrap_or_else(|| now.clone());
+            Condition {
+                type_: type_.to_string(),
+                status: status.to_string(),
+                reason: reason.to_string(),
+                message: message.to_string(),
+                observed_generation: generation,
+                last_transition_time: last,
+            }
+        })
+        .collect()
+}
+
+/// The condition of a type, if present.
+pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Time {
+        Time(s.parse().expect("timestamp"))
+    }
+
+    #[test]
+    fn ready_sets_kstatus_triplet() {
+        let c = conditions(&[], &Outcome::Ready { message: "ok".into() }, Some(3), &t("2026-01-01T00:00:00Z"));
+        let ready = find(&c, READY).expect("ready");
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Synced"));
+        assert_eq!(ready.observed_generation, Some(3));
+        assert_eq!(find(&c, STALLED).map(|c| c.status.as_str()), Some("False"));
+        assert_eq!(find(&c, RECONCILING).map(|c| c.status.as_str()), Some("False"));
+    }
+
+    #[test]
+    fn transition_time_kept_while_status_unchanged() {
+        let first = conditions(&[], &Outcome::Ready { message: "ok".into() }, Some(1), &t("2026-01-01T00:00:00Z"));
+        let again = conditions(&first, &Outcome::Ready { message: "ok".into() }, Some(1), &t("2026-02-01T00:00:00Z"));
+        assert_eq!(first, again, "identical outcome must give identical conditions");
+        let failed = conditions(
+            &again,
+            &Outcome::Stalled { reason: "ZitadelNotFound".into(), message: "gone".into() },
+            Some(2),
+            &t("2026-03-01T00:00:00Z"),
+        );
+        let ready = find(&failed, READY).expect("ready");
+        assert_eq!(ready.status, "False");
+        assert_eq!(ready.last_transition_time, t("2026-03-01T00:00:00Z"));
+        // Reconciling stayed False: its transition time is kept.
+        assert_eq!(find(&failed, RECONCILING).map(|c| c.last_transition_time.clone()), Some(t("2026-01-01T00:00:00Z")));
+    }
+}
