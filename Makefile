@@ -1,0 +1,35 @@
+# The two commands of the README: `make demo` (the operator's main job, on a local embedded
+# control plane + ZITADEL emulator) and `make test` (everything CI runs).
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: demo demo-once test lint unit envtest crds
+
+## Build what is missing, start kube-apiserver + etcd + the ZITADEL emulator, run the operator,
+## apply examples/, print the result, keep running until Ctrl-C.
+demo:
+	$(CARGO) build --workspace --bins
+	./target/debug/demo
+
+## Same, but exit after printing.
+demo-once:
+	$(CARGO) build --workspace --bins
+	./target/debug/demo --once
+
+## Build (or reuse) the test control plane; prints its folder.
+envtest:
+	bash tests/envtest/build.sh
+
+## Regenerate crds/ from the Rust types.
+crds:
+	$(CARGO) run --quiet --bin crdgen -- --out crds/
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Everything: formatting, lints, unit tests, emulator and client tests, and the end-to-end
+## suites against a real kube-apiserver + etcd (built from source on first use).
+test: lint
+	export KUBEBUILDER_ASSETS="$$(bash tests/envtest/build.sh | tail -n 1)" && \
+	$(CARGO) test --workspace --no-fail-fast

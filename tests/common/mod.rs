@@ -1,0 +1,212 @@
+//! Shared helpers of the end-to-end suites: a namespace on the real control plane, a fresh
+//! ZITADEL emulator, and the operator (in-process or the real binary) watching that namespace.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use zitadel_metadata_operator::controller::{self, Namespaces, Settings, Shutdown};
+use zitadel_metadata_operator::crd::{MetadataStatus, OrgMetadata, UserMetadata};
+use zitadel_metadata_operator::status;
+use zitadel_metadata_operator::zitadel::{ClientConfig, HttpClient, TokenSource};
+use zmo_testkit::controlplane::ControlPlane;
+use zmo_testkit::emulator::Emulator;
+
+/// Seeded by `Emulator::seed_demo`.
+pub const ACME: &str = "100000000000000001";
+pub const GLOBEX: &str = "100000000000000002";
+pub const ALICE: &str = "200000000000000001";
+pub const BOB: &str = "200000000000000002";
+pub const TOKEN: &str = "demo-admin-token";
+
+/// Short timings so resync and backoff are observable within seconds.
+pub fn fast_settings() -> Settings {
+    Settings {
+        resync: Duration::from_secs(1),
+        stalled_requeue: Duration::from_secs(30),
+        backoff_base: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(2),
+        concurrency: 4,
+    }
+}
+
+pub struct TestEnv {
+    pub cp: &'static ControlPlane,
+    pub client: Client,
+    pub ns: String,
+    pub emu: Emulator,
+}
+
+impl TestEnv {
+    pub async fn new(prefix: &str) -> TestEnv {
+        let cp = ControlPlane::shared();
+        let client = cp.client().await.expect("kube client");
+        let ns = cp.create_namespace(prefix).await.expect("namespace");
+        let emu = Emulator::start_seeded().await.expect("emulator");
+        TestEnv { cp, client, ns, emu }
+    }
+
+    pub fn orgs(&self) -> Api<OrgMetadata> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn users(&self) -> Api<UserMetadata> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Run the controllers in-process, watching only this test's namespace.
+    pub fn start_operator(&self, settings: Settings) -> Operator {
+        Operator::start(self.client.clone(), &self.emu.url(), &self.ns, settings)
+    }
+
+    pub async fn apply_org(&self, name: &str, spec: serde_json::Value) -> OrgMetadata {
+        let obj: OrgMetadata = serde_json::from_value(json!({
+            "apiVersion": "metadata.zitadel-operator.dev/v1alpha1",
+            "kind": "OrgMetadata",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))
+        .expect("OrgMetadata json");
+        self.orgs()
+            .patch(name, &PatchParams::apply("e2e-test").force(), &Patch::Apply(&obj))
+            .await
+            .expect("apply OrgMetadata")
+    }
+
+    pub async fn apply_user(&self, name: &str, spec: serde_json::Value) -> UserMetadata {
+        let obj: UserMetadata = serde_json::from_value(json!({
+            "apiVersion": "metadata.zitadel-operator.dev/v1alpha1",
+            "kind": "UserMetadata",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))
+        .expect("UserMetadata json");
+        self.users()
+            .patch(name, &PatchParams::apply("e2e-test").force(), &Patch::Apply(&obj))
+            .await
+            .expect("apply UserMetadata")
+    }
+
+    pub async fn create_org(&self, obj: &OrgMetadata) -> kube::Result<OrgMetadata> {
+        self.orgs().create(&PostParams::default(), obj).await
+    }
+
+    pub async fn delete_org(&self, name: &str) {
+        self.orgs().delete(name, &DeleteParams::default()).await.expect("delete");
+    }
+
+    /// Poll an OrgMetadata until `pred` holds (30 s).
+    pub async fn wait_org(&self, name: &str, what: &str, pred: impl Fn(&OrgMetadata) -> bool) -> OrgMetadata {
+        wait_obj(&self.orgs(), name, what, pred).await
+    }
+
+    pub async fn wait_user(&self, name: &str, what: &str, pred: impl Fn(&UserMetadata) -> bool) -> UserMetadata {
+        wait_obj(&self.users(), name, what, pred).await
+    }
+
+    /// Wait until the object is gone from the API.
+    pub async fn wait_org_gone(&self, name: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.orgs().get_opt(name).await.expect("get") {
+                None => return,
+                Some(_) if tokio::time::Instant::now() > deadline => panic!("{name} was not deleted within 30s"),
+                Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Events recorded for objects in this namespace, as (reason, note).
+    pub async fn events(&self) -> Vec<(String, String)> {
+        let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &self.ns);
+        api.list(&Default::default())
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect()
+    }
+
+    pub fn org_value(&self, org: &str, key: &str) -> Option<String> {
+        self.emu.org_metadata(org).get(key).map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+pub async fn wait_obj<K>(api: &Api<K>, name: &str, what: &str, pred: impl Fn(&K) -> bool) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(obj) = api.get_opt(name).await.expect("get") {
+            if pred(&obj) {
+                return obj;
+            }
+            last = Some(obj);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {name}: {what}; last seen: {last:#?}");
+}
+
+/// `status` of the condition `type_`, e.g. `Some("True")`.
+pub fn condition<'a>(st: Option<&'a MetadataStatus>, type_: &str) -> Option<&'a str> {
+    st.and_then(|s| status::find(&s.conditions, type_)).map(|c| c.status.as_str())
+}
+
+pub fn reason<'a>(st: Option<&'a MetadataStatus>) -> Option<&'a str> {
+    st.and_then(|s| status::find(&s.conditions, status::READY)).map(|c| c.reason.as_str())
+}
+
+pub fn message(st: Option<&MetadataStatus>) -> String {
+    st.and_then(|s| status::find(&s.conditions, status::READY)).map(|c| c.message.clone()).unwrap_or_default()
+}
+
+/// Ready=True for the object's current generation.
+pub fn is_ready(st: Option<&MetadataStatus>, generation: Option<i64>) -> bool {
+    condition(st, status::READY) == Some("True") && st.and_then(|s| s.observed_generation) == generation
+}
+
+/// The controllers running in-process on the test's runtime.
+pub struct Operator {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+impl Operator {
+    pub fn start(client: Client, zitadel_url: &str, ns: &str, settings: Settings) -> Operator {
+        let url = zitadel_url.parse().expect("emulator url");
+        let mut config = ClientConfig::new(url, TokenSource::Static(Arc::from(TOKEN)));
+        config.request_timeout = Duration::from_secs(2);
+        let zitadel = Arc::new(HttpClient::new(config).expect("zitadel client"));
+        let (stop, rx) = watch::channel(false);
+        let shutdown = move || -> Shutdown {
+            let mut rx = rx.clone();
+            Box::pin(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+        };
+        let handle = tokio::spawn(controller::run(
+            client,
+            zitadel,
+            Namespaces::Only(vec![ns.to_string()]),
+            settings,
+            shutdown,
+        ));
+        Operator { stop, handle }
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.handle).await;
+    }
+}

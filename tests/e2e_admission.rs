@@ -1,0 +1,93 @@
+//! End-to-end: invalid objects are rejected by `kubectl apply` itself (CRD schema and CEL rules on
+//! the real API server), with a message naming the problem.
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+
+use zmo_testkit::controlplane::ControlPlane;
+
+/// `kubectl apply --server-side -n NS -f -` with `yaml`; returns (success, stderr).
+fn kubectl_apply(cp: &ControlPlane, ns: &str, yaml: &str) -> (bool, String) {
+    let mut child = cp
+        .kubectl()
+        .args(["apply", "--server-side", "--field-manager=e2e", "-n", ns, "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(yaml.as_bytes())
+        .expect("write manifest");
+    let out = child.wait_with_output().expect("kubectl output");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn org(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: metadata.zitadel-operator.dev/v1alpha1\nkind: OrgMetadata\nmetadata:\n  name: {name}\nspec:\n{spec}"
+    )
+}
+
+#[tokio::test]
+async fn kubectl_rejects_invalid_objects_with_specific_messages() {
+    let cp = ControlPlane::shared();
+    let ns = cp.create_namespace("admission").await.expect("namespace");
+
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "duplicate keys",
+            org("dup", "  organizationId: \"1\"\n  metadata:\n  - {key: a, value: x}\n  - {key: a, value: y}\n"),
+            "Duplicate value",
+        ),
+        (
+            "empty value",
+            org("empty", "  organizationId: \"1\"\n  metadata:\n  - {key: a, value: \"\"}\n"),
+            "spec.metadata[0].value",
+        ),
+        (
+            "value over 500000 characters",
+            org("huge", &format!("  organizationId: \"1\"\n  metadata:\n  - key: a\n    value: {}\n", "x".repeat(500_001))),
+            "spec.metadata[0].value: Too long",
+        ),
+        (
+            "bad base64",
+            org("b64", "  organizationId: \"1\"\n  metadata:\n  - {key: a, binaryValue: \"not base64!\"}\n"),
+            "spec.metadata[0].binaryValue",
+        ),
+        ("missing target id", org("noid", "  metadata:\n  - {key: a, value: x}\n"), "spec.organizationId: Required value"),
+        ("empty target id", org("emptyid", "  organizationId: \"\"\n"), "spec.organizationId"),
+        (
+            "value and binaryValue",
+            org("both", "  organizationId: \"1\"\n  metadata:\n  - {key: a, value: x, binaryValue: AAE=}\n"),
+            "exactly one of value or binaryValue must be set",
+        ),
+        (
+            "key over 200 characters",
+            org("longkey", &format!("  organizationId: \"1\"\n  metadata:\n  - {{key: {}, value: x}}\n", "k".repeat(201))),
+            "spec.metadata[0].key: Too long",
+        ),
+        (
+            "missing user id",
+            "apiVersion: metadata.zitadel-operator.dev/v1alpha1\nkind: UserMetadata\nmetadata:\n  name: nouser\nspec:\n  metadata: []\n".to_string(),
+            "spec.userId: Required value",
+        ),
+    ];
+    for (what, yaml, expected) in &cases {
+        let (ok, stderr) = kubectl_apply(cp, &ns, yaml);
+        assert!(!ok, "{what}: kubectl apply accepted an invalid object");
+        assert!(stderr.contains(expected), "{what}: expected {expected:?} in:\n{}", &stderr[..stderr.len().min(2000)]);
+    }
+
+    // A valid object is accepted, and its target cannot be changed afterwards.
+    let (ok, stderr) = kubectl_apply(cp, &ns, &org("valid", "  organizationId: \"1\"\n  metadata:\n  - {key: a, value: x}\n"));
+    assert!(ok, "valid object rejected: {stderr}");
+    let (ok, stderr) = kubectl_apply(cp, &ns, &org("valid", "  organizationId: \"2\"\n"));
+    assert!(!ok);
+    assert!(stderr.contains("organizationId is immutable"), "{stderr}");
+}

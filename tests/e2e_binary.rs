@@ -1,0 +1,119 @@
+//! End-to-end with the real operator binary as a subprocess: the same binary users deploy, with
+//! its flags, against the real API server and the ZITADEL emulator.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use tokio::process::{Child, Command};
+use zitadel_metadata_operator::crd::MetadataResource;
+use zmo_testkit::emulator::{Fault, FaultKind, Operation};
+
+struct Binary {
+    child: Child,
+}
+
+impl Binary {
+    fn start(env: &TestEnv, token_file: &std::path::Path) -> Binary {
+        let child = Command::new(env!("CARGO_BIN_EXE_zitadel-metadata-operator"))
+            .args(["--zitadel-url", &env.emu.url()])
+            .arg("--token-file")
+            .arg(token_file)
+            .args(["--namespace", &env.ns, "--resync-interval", "1s", "--backoff-base", "200ms", "--backoff-max", "2s"])
+            .env("KUBECONFIG", env.cp.kubeconfig_path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start operator binary");
+        Binary { child }
+    }
+
+    async fn kill(mut self) {
+        self.child.kill().await.expect("kill");
+    }
+
+    async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("pid") as i32;
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .expect("operator did not stop on SIGTERM")
+            .expect("wait")
+    }
+}
+
+#[tokio::test]
+async fn binary_converges_across_a_restart_without_duplicate_writes() {
+    let env = TestEnv::new("binary").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN).expect("token file");
+    let orgs: Vec<String> = (0..6).map(|i| format!("30000000000000000{i}")).collect();
+    for org in &orgs {
+        env.emu.add_org(org, &format!("org {org}"));
+    }
+    // Slow writes, so the restart lands in the middle of the work.
+    env.emu.inject(Fault {
+        operations: Some(vec![Operation::BulkSetOrgMetadata]),
+        kind: FaultKind::Latency(Duration::from_millis(700)),
+        times: None,
+    });
+    let first = Binary::start(&env, &token);
+    for (i, org) in orgs.iter().enumerate() {
+        env.apply_org(&format!("o{i}"), json!({"organizationId": org, "metadata": [{"key": "k", "value": format!("v{i}")}]}))
+            .await;
+    }
+    // Wait until some writes went out, then kill the operator hard.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while env.emu.count(Operation::BulkSetOrgMetadata) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "operator never wrote");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill().await;
+    env.emu.clear_faults();
+
+    let second = Binary::start(&env, &token);
+    for (i, org) in orgs.iter().enumerate() {
+        env.wait_org(&format!("o{i}"), "Ready after restart", |o| is_ready(o.status(), o.metadata.generation)).await;
+        assert_eq!(env.org_value(org, "k"), Some(format!("v{i}")));
+    }
+    // Nothing written twice: each org got at most one successful bulk set across both runs.
+    for org in &orgs {
+        let writes = env
+            .emu
+            .requests()
+            .into_iter()
+            .filter(|r| r.operation == Operation::BulkSetOrgMetadata && r.status == 200 && r.org_header.as_deref() == Some(org))
+            .count();
+        assert_eq!(writes, 1, "org {org} written {writes} times");
+    }
+
+    // The user kind works through the binary too.
+    env.apply_user("alice", json!({"userId": ALICE, "metadata": [{"key": "team", "value": "sre"}]})).await;
+    env.wait_user("alice", "Ready", |o| is_ready(o.status(), o.metadata.generation)).await;
+    assert_eq!(env.emu.user_metadata(ALICE).get("team").map(Vec::as_slice), Some(&b"sre"[..]));
+
+    // SIGTERM: finish in-flight work and exit 0.
+    let status = second.terminate().await;
+    assert!(status.success(), "operator exited with {status}");
+}
+
+#[tokio::test]
+async fn binary_rejects_bad_configuration_with_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_zitadel-metadata-operator"))
+        .args(["--zitadel-url", "https://zitadel.example"])
+        .env_remove("ZITADEL_TOKEN_FILE")
+        .env_remove("ZITADEL_TOKEN_SECRET")
+        .output()
+        .await
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("set exactly one of --token-file"), "{stderr}");
+}
