@@ -160,6 +160,11 @@ async fn sync<K: MetadataResource>(
     progress.org_id = Some(target.org_id().to_string());
 
     // Keys an earlier object on the same target already claims are not ours to write or remove.
+    // The caches must be complete for that answer to be right (e.g. right after a restart).
+    for store in &ctx.stores {
+        // Err only if the watcher is gone, in which case the controller is stopping anyway.
+        let _ = store.wait_until_ready().await;
+    }
     let conflicts = conflicts(obj, ctx);
     let desired: MetadataMap = desired
         .into_iter()
@@ -362,6 +367,9 @@ async fn cleanup<K: MetadataResource>(obj: &K, api: &Api<K>, ctx: &Context<K>) -
         return Ok(Action::await_change());
     }
     // Keys another live object on the same target also lists are left to it.
+    for store in &ctx.stores {
+        let _ = store.wait_until_ready().await;
+    }
     let claimed_elsewhere = conflicts_any(obj, ctx);
     let managed: BTreeSet<String> = previous
         .managed_keys

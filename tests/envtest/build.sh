@@ -24,8 +24,6 @@ if [[ -n "${KUBEBUILDER_ASSETS:-}" && -x "${KUBEBUILDER_ASSETS}/kube-apiserver" 
   exit 0
 fi
 
-command -v go >/dev/null 2>&1 || { log "Go is required to build the control plane (install Go >= 1.26)"; exit 1; }
-
 # Key the cache on versions and the exact module graph, so a go.sum change rebuilds.
 key=$(cat "$here/apiserver/go.mod" "$here/apiserver/go.sum" "$here/etcd/go.mod" "$here/etcd/go.sum" | sha256sum | cut -c1-12)
 cache_root="${ZMO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/zitadel-metadata-operator}"
@@ -37,6 +35,7 @@ if [[ -x "$dest/kube-apiserver" && -x "$dest/etcd" && -x "$dest/kubectl" ]]; the
   exit 0
 fi
 
+command -v go >/dev/null 2>&1 || { log "Go is required to build the control plane (install Go >= 1.26)"; exit 1; }
 mkdir -p "$dest"
 export GOTOOLCHAIN="${GOTOOLCHAIN:-local}" GOWORK=off CGO_ENABLED=0 GOFLAGS=-mod=mod
 minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"

@@ -5,3 +5,6 @@
 //! * [`controlplane`] — a real `kube-apiserver` + `etcd` started on loopback, envtest-style.
 //!
 //! Used by the integration and end-to-end tests, the benchmarks and the local demo.
+
+pub mod controlplane;
+pub mod emulator;

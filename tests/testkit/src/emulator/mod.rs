@@ -1,0 +1,356 @@
+//! A stateful emulator of the ZITADEL Management API endpoints the operator uses, written to the
+//! contract in `shared/zitadel-api.md`.
+//!
+//! It serves, over real HTTP on loopback:
+//!
+//! * org and user metadata (`/management/v1/metadata/...`, `/management/v1/users/{id}/metadata/...`:
+//!   Set, BulkSet, List (`_search`), Get, Remove, BulkRemove),
+//! * `GET /v2/users/{userId}`, `GET /management/v1/users/{id}` and `GET /management/v1/orgs/me`,
+//! * admin routes for demos (`/_emulator/state`, `/_emulator/requests`, `/_emulator/faults`,
+//!   loopback callers only, no authentication).
+//!
+//! Behaviour follows ZITADEL: grpc-gateway routing and protojson wire format, bearer-token
+//! authentication and `x-zitadel-orgid` context orgs, PGV validation messages, per-aggregate
+//! sequences, all-or-nothing bulk operations, same-value-write semantics selectable by [`Mode`],
+//! and ZITADEL's error body with `zitadel.v1.ErrorDetail` (optionally with German messages).
+//! Every request is recorded ([`Emulator::requests`]) and faults can be injected
+//! ([`Emulator::inject`]).
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use zmo_testkit::emulator::{Emulator, Fault, Operation};
+//!
+//! let emu = Emulator::start_seeded().await?;
+//! emu.inject(Fault::unavailable().on(Operation::SetOrgMetadata).times(1));
+//! // ... point a client at emu.url() with `Authorization: Bearer demo-admin-token` ...
+//! assert_eq!(emu.count(Operation::SetOrgMetadata), 0);
+//! emu.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod errors;
+mod handlers;
+mod model;
+mod routes;
+mod server;
+mod state;
+mod wire;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use model::{Fault, FaultKind, Mode, Operation, Permission, RecordedRequest, TokenGrant};
+
+use server::Core;
+
+/// Id of the demo org "Acme".
+pub const DEMO_ORG_ACME: &str = "100000000000000001";
+/// Id of the demo org "Globex".
+pub const DEMO_ORG_GLOBEX: &str = "100000000000000002";
+/// Id of the demo user "alice" (in Acme).
+pub const DEMO_USER_ALICE: &str = "200000000000000001";
+/// Id of the demo user "bob" (in Globex).
+pub const DEMO_USER_BOB: &str = "200000000000000002";
+/// The demo IAM-owner token (owner org Acme).
+pub const DEMO_ADMIN_TOKEN: &str = "demo-admin-token";
+
+/// How long [`Emulator::shutdown`] waits for in-flight requests before aborting the server.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Locks a mutex, recovering the data if a holder panicked.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[derive(Debug)]
+struct Handle {
+    core: Arc<Core>,
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A running emulator. Cheap to clone; the server stops on [`Emulator::shutdown`] or when the last
+/// handle is dropped.
+#[derive(Debug, Clone)]
+pub struct Emulator {
+    handle: Arc<Handle>,
+}
+
+impl Emulator {
+    /// Starts an emulator on `127.0.0.1` with an OS-assigned port and empty state (no orgs, users
+    /// or tokens).
+    pub async fn start() -> anyhow::Result<Emulator> {
+        Emulator::start_on(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)).await
+    }
+
+    /// Starts an emulator listening on `addr`, with empty state.
+    pub async fn start_on(addr: SocketAddr) -> anyhow::Result<Emulator> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the ZITADEL emulator to {addr}"))?;
+        let addr = listener
+            .local_addr()
+            .context("reading the emulator's local address")?;
+        let (tx, rx) = watch::channel(false);
+        let core = Arc::new(Core::new(rx.clone()));
+        let app = server::router(Arc::clone(&core));
+        let mut stop = rx;
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                // Err = every handle dropped: shut down as well.
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            let served = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "ZITADEL emulator server stopped with an error");
+            }
+        });
+        Ok(Emulator {
+            handle: Arc::new(Handle {
+                core,
+                addr,
+                shutdown: tx,
+                task: Mutex::new(Some(task)),
+            }),
+        })
+    }
+
+    /// [`Emulator::start`] followed by [`Emulator::seed_demo`].
+    pub async fn start_seeded() -> anyhow::Result<Emulator> {
+        let emulator = Emulator::start().await?;
+        emulator.seed_demo();
+        Ok(emulator)
+    }
+
+    /// Adds the demo data: orgs [`DEMO_ORG_ACME`] ("Acme") and [`DEMO_ORG_GLOBEX`] ("Globex"),
+    /// users [`DEMO_USER_ALICE`] (`alice`, Acme) and [`DEMO_USER_BOB`] (`bob`, Globex), and the
+    /// IAM-owner token [`DEMO_ADMIN_TOKEN`] owned by Acme. Idempotent.
+    pub fn seed_demo(&self) {
+        self.add_org(DEMO_ORG_ACME, "Acme");
+        self.add_org(DEMO_ORG_GLOBEX, "Globex");
+        self.add_user(DEMO_USER_ALICE, DEMO_ORG_ACME, "alice");
+        self.add_user(DEMO_USER_BOB, DEMO_ORG_GLOBEX, "bob");
+        self.add_token(DEMO_ADMIN_TOKEN, TokenGrant::iam_owner(DEMO_ORG_ACME));
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:41234` (an unspecified bind address is reported as
+    /// `127.0.0.1`).
+    pub fn url(&self) -> String {
+        let mut addr = self.handle.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        format!("http://{addr}")
+    }
+
+    /// The bound socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.handle.addr
+    }
+
+    fn core(&self) -> &Core {
+        &self.handle.core
+    }
+
+    fn with_state<R>(&self, f: impl FnOnce(&mut state::State) -> R) -> R {
+        f(&mut lock(&self.core().state))
+    }
+
+    /// Creates an org (its sequence starts after the org's creation events). For an existing id
+    /// this renames the org (one more event) or does nothing.
+    pub fn add_org(&self, id: &str, name: &str) {
+        self.with_state(|st| st.add_org(id, name));
+    }
+
+    /// Removes an org and its users; their metadata disappears from reads.
+    pub fn remove_org(&self, id: &str) {
+        self.with_state(|st| st.remove_org(id));
+    }
+
+    /// Creates a human user `user_name` in `org_id`. For an existing id this updates org and user
+    /// name (one more event) or does nothing.
+    pub fn add_user(&self, id: &str, org_id: &str, user_name: &str) {
+        self.with_state(|st| st.add_user(id, org_id, user_name));
+    }
+
+    /// Removes a user; its metadata disappears from reads.
+    pub fn remove_user(&self, id: &str) {
+        self.with_state(|st| st.remove_user(id));
+    }
+
+    /// Registers (or replaces) a bearer token.
+    pub fn add_token(&self, token: &str, grant: TokenGrant) {
+        self.with_state(|st| st.tokens.insert(token.to_owned(), grant));
+    }
+
+    /// Revokes a bearer token (later calls with it get 401 `AUTH-7fs1e`).
+    pub fn revoke_token(&self, token: &str) {
+        self.with_state(|st| st.tokens.remove(token));
+    }
+
+    /// Current metadata of an org, values decoded (empty for an unknown org).
+    pub fn org_metadata(&self, org_id: &str) -> BTreeMap<String, Vec<u8>> {
+        self.with_state(|st| {
+            st.orgs
+                .get(org_id)
+                .map(|o| metadata_values(&o.agg))
+                .unwrap_or_default()
+        })
+    }
+
+    /// Current metadata of a user, values decoded (empty for an unknown user).
+    pub fn user_metadata(&self, user_id: &str) -> BTreeMap<String, Vec<u8>> {
+        self.with_state(|st| {
+            st.users
+                .get(user_id)
+                .map(|u| metadata_values(&u.agg))
+                .unwrap_or_default()
+        })
+    }
+
+    /// Current sequence of an org's event stream (0 for an unknown org).
+    pub fn org_sequence(&self, org_id: &str) -> u64 {
+        self.with_state(|st| st.orgs.get(org_id).map_or(0, |o| o.agg.sequence))
+    }
+
+    /// Current sequence of a user's event stream (0 for an unknown user).
+    pub fn user_sequence(&self, user_id: &str) -> u64 {
+        self.with_state(|st| st.users.get(user_id).map_or(0, |u| u.agg.sequence))
+    }
+
+    /// Out-of-band change by "someone else": appends an `org.metadata.set` event (always, even
+    /// for an identical value).
+    ///
+    /// # Panics
+    /// If the org does not exist (a bug in the calling test).
+    pub fn put_org_metadata(&self, org_id: &str, key: &str, value: &[u8]) {
+        self.with_state(|st| {
+            let at = st.now();
+            let org = st
+                .orgs
+                .get_mut(org_id)
+                .unwrap_or_else(|| panic!("put_org_metadata: unknown org {org_id}"));
+            org.agg.set_metadata(key, value, at);
+            st.total_events += 1;
+        });
+    }
+
+    /// Out-of-band removal: appends an `org.metadata.removed` event if the key exists.
+    pub fn delete_org_metadata(&self, org_id: &str, key: &str) {
+        self.with_state(|st| {
+            let at = st.now();
+            if let Some(org) = st.orgs.get_mut(org_id)
+                && org.agg.metadata.contains_key(key)
+            {
+                org.agg.remove_metadata(key, at);
+                st.total_events += 1;
+            }
+        });
+    }
+
+    /// Out-of-band change: appends a `user.metadata.set` event (always).
+    ///
+    /// # Panics
+    /// If the user does not exist (a bug in the calling test).
+    pub fn put_user_metadata(&self, user_id: &str, key: &str, value: &[u8]) {
+        self.with_state(|st| {
+            let at = st.now();
+            let user = st
+                .users
+                .get_mut(user_id)
+                .unwrap_or_else(|| panic!("put_user_metadata: unknown user {user_id}"));
+            user.agg.set_metadata(key, value, at);
+            st.total_events += 1;
+        });
+    }
+
+    /// Out-of-band removal: appends a `user.metadata.removed` event if the key exists.
+    pub fn delete_user_metadata(&self, user_id: &str, key: &str) {
+        self.with_state(|st| {
+            let at = st.now();
+            if let Some(user) = st.users.get_mut(user_id)
+                && user.agg.metadata.contains_key(key)
+            {
+                user.agg.remove_metadata(key, at);
+                st.total_events += 1;
+            }
+        });
+    }
+
+    /// Every request received since start or the last [`Emulator::clear_requests`] (admin routes
+    /// excluded), in arrival order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.core().requests()
+    }
+
+    /// Number of recorded requests routed to `op`, whatever their status.
+    pub fn count(&self, op: Operation) -> usize {
+        self.core().count(op)
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear_requests(&self) {
+        self.core().clear_requests();
+    }
+
+    /// Adds a fault.
+    pub fn inject(&self, fault: Fault) {
+        self.core().inject(fault);
+    }
+
+    /// Removes all faults (requests already hanging keep hanging until the client gives up or the
+    /// emulator shuts down).
+    pub fn clear_faults(&self) {
+        self.core().clear_faults();
+    }
+
+    /// Selects the same-value-write behaviour.
+    pub fn set_mode(&self, mode: Mode) {
+        self.with_state(|st| st.mode = mode);
+    }
+
+    /// The current [`Mode`].
+    pub fn mode(&self) -> Mode {
+        self.with_state(|st| st.mode)
+    }
+
+    /// Emits error messages in German (ids and codes unchanged).
+    pub fn set_language_german(&self, on: bool) {
+        self.with_state(|st| st.german = on);
+    }
+
+    /// Stops the server: waits briefly for in-flight requests, releases hanging ones, then
+    /// aborts.
+    pub async fn shutdown(self) {
+        let _ = self.handle.shutdown.send(true);
+        let task = lock(&self.handle.task).take();
+        if let Some(mut task) = task
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+fn metadata_values(agg: &state::Aggregate) -> BTreeMap<String, Vec<u8>> {
+    agg.metadata
+        .iter()
+        .map(|(k, e)| (k.clone(), e.value.clone()))
+        .collect()
+}

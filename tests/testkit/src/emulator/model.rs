@@ -1,0 +1,440 @@
+//! Public data types of the emulator: permissions, token grants, operations, faults, modes and
+//! recorded requests.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One API operation the emulator recognises, used to classify recorded requests and to target
+/// faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Operation {
+    /// `POST /management/v1/metadata/{key}`
+    SetOrgMetadata,
+    /// `POST /management/v1/metadata/_bulk`
+    BulkSetOrgMetadata,
+    /// `POST /management/v1/metadata/_search`
+    ListOrgMetadata,
+    /// `GET /management/v1/metadata/{key}`
+    GetOrgMetadata,
+    /// `DELETE /management/v1/metadata/{key}`
+    RemoveOrgMetadata,
+    /// `DELETE /management/v1/metadata/_bulk`
+    BulkRemoveOrgMetadata,
+    /// `POST /management/v1/users/{id}/metadata/{key}`
+    SetUserMetadata,
+    /// `POST /management/v1/users/{id}/metadata/_bulk`
+    BulkSetUserMetadata,
+    /// `POST /management/v1/users/{id}/metadata/_search`
+    ListUserMetadata,
+    /// `GET /management/v1/users/{id}/metadata/{key}`
+    GetUserMetadata,
+    /// `DELETE /management/v1/users/{id}/metadata/{key}`
+    RemoveUserMetadata,
+    /// `DELETE /management/v1/users/{id}/metadata/_bulk`
+    BulkRemoveUserMetadata,
+    /// `GET /v2/users/{userId}` (instance-wide user lookup).
+    GetUserV2,
+    /// `GET /management/v1/users/{id}` (context-org scoped user lookup).
+    GetUserV1,
+    /// `GET /management/v1/orgs/me`
+    GetMyOrg,
+    /// Anything else (unknown routes, wrong methods).
+    Other,
+}
+
+impl Operation {
+    /// Every operation, in declaration order.
+    pub const ALL: [Operation; 16] = [
+        Operation::SetOrgMetadata,
+        Operation::BulkSetOrgMetadata,
+        Operation::ListOrgMetadata,
+        Operation::GetOrgMetadata,
+        Operation::RemoveOrgMetadata,
+        Operation::BulkRemoveOrgMetadata,
+        Operation::SetUserMetadata,
+        Operation::BulkSetUserMetadata,
+        Operation::ListUserMetadata,
+        Operation::GetUserMetadata,
+        Operation::RemoveUserMetadata,
+        Operation::BulkRemoveUserMetadata,
+        Operation::GetUserV2,
+        Operation::GetUserV1,
+        Operation::GetMyOrg,
+        Operation::Other,
+    ];
+
+    /// The fully qualified gRPC method name ZITADEL uses for this operation (`None` for
+    /// [`Operation::Other`]).
+    pub fn grpc_method(self) -> Option<&'static str> {
+        Some(match self {
+            Operation::SetOrgMetadata => "/zitadel.management.v1.ManagementService/SetOrgMetadata",
+            Operation::BulkSetOrgMetadata => {
+                "/zitadel.management.v1.ManagementService/BulkSetOrgMetadata"
+            }
+            Operation::ListOrgMetadata => {
+                "/zitadel.management.v1.ManagementService/ListOrgMetadata"
+            }
+            Operation::GetOrgMetadata => "/zitadel.management.v1.ManagementService/GetOrgMetadata",
+            Operation::RemoveOrgMetadata => {
+                "/zitadel.management.v1.ManagementService/RemoveOrgMetadata"
+            }
+            Operation::BulkRemoveOrgMetadata => {
+                "/zitadel.management.v1.ManagementService/BulkRemoveOrgMetadata"
+            }
+            Operation::SetUserMetadata => {
+                "/zitadel.management.v1.ManagementService/SetUserMetadata"
+            }
+            Operation::BulkSetUserMetadata => {
+                "/zitadel.management.v1.ManagementService/BulkSetUserMetadata"
+            }
+            Operation::ListUserMetadata => {
+                "/zitadel.management.v1.ManagementService/ListUserMetadata"
+            }
+            Operation::GetUserMetadata => {
+                "/zitadel.management.v1.ManagementService/GetUserMetadata"
+            }
+            Operation::RemoveUserMetadata => {
+                "/zitadel.management.v1.ManagementService/RemoveUserMetadata"
+            }
+            Operation::BulkRemoveUserMetadata => {
+                "/zitadel.management.v1.ManagementService/BulkRemoveUserMetadata"
+            }
+            Operation::GetUserV2 => "/zitadel.user.v2.UserService/GetUserByID",
+            Operation::GetUserV1 => "/zitadel.management.v1.ManagementService/GetUserByID",
+            Operation::GetMyOrg => "/zitadel.management.v1.ManagementService/GetMyOrg",
+            Operation::Other => return None,
+        })
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A ZITADEL permission as checked by the emulated authorization interceptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Permission {
+    /// `org.read`
+    #[serde(rename = "org.read")]
+    OrgRead,
+    /// `org.write`
+    #[serde(rename = "org.write")]
+    OrgWrite,
+    /// `user.read`
+    #[serde(rename = "user.read")]
+    UserRead,
+    /// `user.write`
+    #[serde(rename = "user.write")]
+    UserWrite,
+}
+
+impl Permission {
+    /// All permissions the emulator knows.
+    pub const ALL: [Permission; 4] = [
+        Permission::OrgRead,
+        Permission::OrgWrite,
+        Permission::UserRead,
+        Permission::UserWrite,
+    ];
+
+    /// The ZITADEL permission string (`org.read`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::OrgRead => "org.read",
+            Permission::OrgWrite => "org.write",
+            Permission::UserRead => "user.read",
+            Permission::UserWrite => "user.write",
+        }
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a bearer token is allowed to do.
+///
+/// A permission is never implied by another one (`org.write` does not grant `org.read`), like in
+/// ZITADEL where the authorization interceptor matches permission strings exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TokenGrant {
+    /// The organization that owns the calling (service) user; it is the context org when a request
+    /// carries no `x-zitadel-orgid` header.
+    pub owner_org: String,
+    /// Instance-wide administrator (IAM_OWNER): every permission in every existing org.
+    pub iam_owner: bool,
+    /// Permissions per org id (org memberships such as ORG_OWNER).
+    pub org_permissions: BTreeMap<String, BTreeSet<Permission>>,
+}
+
+impl TokenGrant {
+    /// A valid token of a user in `owner_org` without any permission.
+    pub fn new(owner_org: impl Into<String>) -> Self {
+        TokenGrant {
+            owner_org: owner_org.into(),
+            iam_owner: false,
+            org_permissions: BTreeMap::new(),
+        }
+    }
+
+    /// IAM_OWNER: all permissions in all orgs; `owner_org` is the caller's own org.
+    pub fn iam_owner(owner_org: impl Into<String>) -> Self {
+        TokenGrant {
+            iam_owner: true,
+            ..TokenGrant::new(owner_org)
+        }
+    }
+
+    /// ORG_OWNER of `org` (org.read, org.write, user.read, user.write there), owned by `org`.
+    pub fn org_owner(org: impl Into<String>) -> Self {
+        let org = org.into();
+        TokenGrant::new(org.clone()).with_permissions(org, Permission::ALL)
+    }
+
+    /// ORG_OWNER_VIEWER of `org` (org.read and user.read there), owned by `org`.
+    pub fn org_owner_viewer(org: impl Into<String>) -> Self {
+        let org = org.into();
+        TokenGrant::new(org.clone())
+            .with_permissions(org, [Permission::OrgRead, Permission::UserRead])
+    }
+
+    /// ORG_USER_MANAGER of `org` (user.read and user.write, but no org permissions), owned by
+    /// `org`.
+    pub fn user_manager(org: impl Into<String>) -> Self {
+        let org = org.into();
+        TokenGrant::new(org.clone())
+            .with_permissions(org, [Permission::UserRead, Permission::UserWrite])
+    }
+
+    /// Adds one permission in `org`.
+    pub fn with_permission(mut self, org: impl Into<String>, permission: Permission) -> Self {
+        self.org_permissions
+            .entry(org.into())
+            .or_default()
+            .insert(permission);
+        self
+    }
+
+    /// Adds several permissions in `org`.
+    pub fn with_permissions(
+        mut self,
+        org: impl Into<String>,
+        permissions: impl IntoIterator<Item = Permission>,
+    ) -> Self {
+        self.org_permissions
+            .entry(org.into())
+            .or_default()
+            .extend(permissions);
+        self
+    }
+
+    /// Whether the grant holds `permission` in `org` (directly or as IAM owner).
+    pub fn allows(&self, org: &str, permission: Permission) -> bool {
+        self.iam_owner
+            || self
+                .org_permissions
+                .get(org)
+                .is_some_and(|p| p.contains(&permission))
+    }
+}
+
+/// Version switch for same-value writes (contract checklist item 10).
+///
+/// The org single Set always appends an event, in every mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mode {
+    /// `BulkSetOrgMetadata` skips entries whose value is unchanged (ZITADEL main, March 2026+).
+    /// When `false`, every entry appends an event (all released versions before that).
+    pub org_bulk_set_skips_unchanged: bool,
+    /// User `Set`/`BulkSet` skip unchanged values (ZITADEL v4.0+). When `false`, every write
+    /// appends an event (v3 and older).
+    pub user_set_skips_unchanged: bool,
+}
+
+impl Mode {
+    /// Current ZITADEL main (2026): both switches on. This is the default.
+    pub const fn main_2026() -> Self {
+        Mode {
+            org_bulk_set_skips_unchanged: true,
+            user_set_skips_unchanged: true,
+        }
+    }
+
+    /// Released v4.x: user writes skip unchanged values, org bulk writes always append.
+    pub const fn v4() -> Self {
+        Mode {
+            org_bulk_set_skips_unchanged: false,
+            user_set_skips_unchanged: true,
+        }
+    }
+
+    /// v3 and older: every write appends an event.
+    pub const fn legacy() -> Self {
+        Mode {
+            org_bulk_set_skips_unchanged: false,
+            user_set_skips_unchanged: false,
+        }
+    }
+}
+
+impl Default for Mode {
+    fn default() -> Self {
+        Mode::main_2026()
+    }
+}
+
+/// One request the emulator received (including failed and faulted ones).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedRequest {
+    /// HTTP method (`GET`, `POST`, ...).
+    pub method: String,
+    /// Request path as received (still percent-encoded), without the query string.
+    pub path: String,
+    /// The operation the path and method were routed to.
+    pub operation: Operation,
+    /// Value of the `x-zitadel-orgid` header, if present.
+    pub org_header: Option<String>,
+    /// HTTP status returned; `0` while no response has been sent (in flight or hanging).
+    pub status: u16,
+    /// The request body parsed as JSON: `null` when empty, a JSON string holding the raw text
+    /// when it was not valid JSON.
+    pub body: serde_json::Value,
+}
+
+/// What an injected fault does.
+///
+/// JSON form (for `POST /_emulator/faults`): `{"latency_ms":250}`,
+/// `{"status":{"http":503,"code":14}}`, `{"too_many_requests":{"retry_after":3,"plain_text":true}}`
+/// or `"hang"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Wait this long, then handle the request normally.
+    #[serde(rename = "latency_ms", with = "duration_ms")]
+    Latency(Duration),
+    /// Answer with a gRPC-gateway JSON error body `{"code":code,"message":...}` (no details) and
+    /// this HTTP status, e.g. 503/14 or 500/13.
+    Status {
+        /// HTTP status code.
+        http: u16,
+        /// gRPC status code in the body.
+        code: i32,
+    },
+    /// HTTP 429. `plain_text` gives the edge/limits variant (`Your ZITADEL instance is
+    /// blocked.`, not JSON); otherwise a code-8 JSON error with id `QUOTA-vjAy8`.
+    TooManyRequests {
+        /// `Retry-After` header value in seconds, if any.
+        #[serde(default)]
+        retry_after: Option<u64>,
+        /// Plain-text body instead of JSON.
+        #[serde(default)]
+        plain_text: bool,
+    },
+    /// Never answer (until the emulator shuts down); the client must time out.
+    Hang,
+}
+
+mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// An injected fault: which operations it applies to, what happens, and how often.
+///
+/// Faults are evaluated before routing errors and authentication. All matching latency faults add
+/// up; then the first matching terminal fault (status, 429, hang) answers the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    /// Operations this fault applies to; `None` = every request.
+    #[serde(default)]
+    pub operations: Option<Vec<Operation>>,
+    /// What happens.
+    pub kind: FaultKind,
+    /// How many requests it affects; `None` = until [`crate::emulator::Emulator::clear_faults`].
+    #[serde(default)]
+    pub times: Option<u32>,
+}
+
+impl Fault {
+    /// A fault of `kind` on every operation, until cleared.
+    pub fn new(kind: FaultKind) -> Self {
+        Fault {
+            operations: None,
+            kind,
+            times: None,
+        }
+    }
+
+    /// Delay every affected request by `delay`, then handle it normally.
+    pub fn latency(delay: Duration) -> Self {
+        Fault::new(FaultKind::Latency(delay))
+    }
+
+    /// Answer with HTTP `http` and gRPC code `code`.
+    pub fn status(http: u16, code: i32) -> Self {
+        Fault::new(FaultKind::Status { http, code })
+    }
+
+    /// HTTP 503, gRPC code 14 (Unavailable).
+    pub fn unavailable() -> Self {
+        Fault::status(503, 14)
+    }
+
+    /// HTTP 500, gRPC code 13 (Internal).
+    pub fn internal() -> Self {
+        Fault::status(500, 13)
+    }
+
+    /// HTTP 429, plain text (edge / blocked instance) or code-8 JSON (quota), with an optional
+    /// `Retry-After` in seconds.
+    pub fn too_many_requests(retry_after: Option<u64>, plain_text: bool) -> Self {
+        Fault::new(FaultKind::TooManyRequests {
+            retry_after,
+            plain_text,
+        })
+    }
+
+    /// Never answer.
+    pub fn hang() -> Self {
+        Fault::new(FaultKind::Hang)
+    }
+
+    /// Restrict the fault to `op` (may be called repeatedly to add more operations).
+    pub fn on(mut self, op: Operation) -> Self {
+        self.operations.get_or_insert_with(Vec::new).push(op);
+        self
+    }
+
+    /// Restrict the fault to `ops`.
+    pub fn on_operations(mut self, ops: impl IntoIterator<Item = Operation>) -> Self {
+        self.operations.get_or_insert_with(Vec::new).extend(ops);
+        self
+    }
+
+    /// Apply the fault to the next `n` affected requests only.
+    pub fn times(mut self, n: u32) -> Self {
+        self.times = Some(n);
+        self
+    }
+
+    /// Whether the fault applies to `op`.
+    pub fn applies_to(&self, op: Operation) -> bool {
+        self.operations.as_ref().is_none_or(|ops| ops.contains(&op))
+    }
+}

@@ -1,0 +1,410 @@
+//! The axum server: request recording, fault injection, the emulated API (as the router's
+//! fallback, with grpc-gateway routing done by [`super::routes`]) and the `/_emulator/*` admin
+//! routes.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Request, State as AxState};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::errors::{ApiError, Msg, code};
+use super::handlers;
+use super::lock;
+use super::model::{Fault, FaultKind, Operation, RecordedRequest};
+use super::routes;
+use super::state::{Aggregate, State};
+use super::wire;
+
+/// Largest request body read (anything bigger is far beyond gRPC's 4 MiB anyway).
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// Body of the plain-text 429 of the edge / a blocked instance.
+const BLOCKED_TEXT: &str = "Your ZITADEL instance is blocked.";
+
+#[derive(Debug, Default)]
+struct RequestLog {
+    next_id: u64,
+    entries: Vec<(u64, RecordedRequest)>,
+}
+
+/// Shared server state.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) state: Mutex<State>,
+    log: Mutex<RequestLog>,
+    faults: Mutex<Vec<Fault>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// What the fault stage decided.
+enum FaultOutcome {
+    /// Handle the request normally (after the total latency).
+    Proceed,
+    /// Answer with this response.
+    Respond(Response),
+    /// Never answer.
+    Hang,
+}
+
+impl Core {
+    pub(crate) fn new(shutdown: watch::Receiver<bool>) -> Self {
+        Core {
+            state: Mutex::new(State::default()),
+            log: Mutex::new(RequestLog::default()),
+            faults: Mutex::new(Vec::new()),
+            shutdown,
+        }
+    }
+
+    pub(crate) fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.log)
+            .entries
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    pub(crate) fn count(&self, op: Operation) -> usize {
+        lock(&self.log)
+            .entries
+            .iter()
+            .filter(|(_, r)| r.operation == op)
+            .count()
+    }
+
+    pub(crate) fn clear_requests(&self) {
+        lock(&self.log).entries.clear();
+    }
+
+    pub(crate) fn inject(&self, fault: Fault) {
+        lock(&self.faults).push(fault);
+    }
+
+    pub(crate) fn clear_faults(&self) {
+        lock(&self.faults).clear();
+    }
+
+    fn faults(&self) -> Vec<Fault> {
+        lock(&self.faults).clone()
+    }
+
+    fn record_start(&self, request: RecordedRequest) -> u64 {
+        let mut log = lock(&self.log);
+        let id = log.next_id;
+        log.next_id += 1;
+        log.entries.push((id, request));
+        id
+    }
+
+    fn record_finish(&self, id: u64, status: u16) {
+        let mut log = lock(&self.log);
+        if let Some((_, r)) = log.entries.iter_mut().rev().find(|(i, _)| *i == id) {
+            r.status = status;
+        }
+    }
+
+    /// Consumes the faults that apply to `op`: all latencies add up, the first terminal fault
+    /// wins.
+    fn take_faults(&self, op: Operation) -> (Duration, Option<FaultKind>) {
+        let mut faults = lock(&self.faults);
+        let mut latency = Duration::ZERO;
+        let mut terminal = None;
+        for fault in faults.iter_mut() {
+            if !fault.applies_to(op) || fault.times == Some(0) {
+                continue;
+            }
+            let kind = match &fault.kind {
+                FaultKind::Latency(d) => {
+                    latency += *d;
+                    None
+                }
+                _ if terminal.is_some() => continue,
+                other => Some(other.clone()),
+            };
+            if let Some(n) = fault.times.as_mut() {
+                *n -= 1;
+            }
+            if kind.is_some() {
+                terminal = kind;
+            }
+        }
+        faults.retain(|f| f.times != Some(0));
+        (latency, terminal)
+    }
+
+    async fn apply_faults(&self, op: Operation) -> FaultOutcome {
+        let (latency, terminal) = self.take_faults(op);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let german = lock(&self.state).german;
+        match terminal {
+            None | Some(FaultKind::Latency(_)) => FaultOutcome::Proceed,
+            Some(FaultKind::Status { http, code }) => {
+                let reason = StatusCode::from_u16(http)
+                    .ok()
+                    .and_then(|s| s.canonical_reason())
+                    .unwrap_or("injected fault");
+                FaultOutcome::Respond(ApiError::plain(code, reason).with_http(http).render(german))
+            }
+            Some(FaultKind::TooManyRequests {
+                retry_after,
+                plain_text: true,
+            }) => {
+                let mut resp = (StatusCode::TOO_MANY_REQUESTS, BLOCKED_TEXT).into_response();
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                if let Some(secs) = retry_after {
+                    resp.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+                FaultOutcome::Respond(resp)
+            }
+            Some(FaultKind::TooManyRequests {
+                retry_after,
+                plain_text: false,
+            }) => FaultOutcome::Respond(
+                ApiError::zitadel(code::RESOURCE_EXHAUSTED, "QUOTA-vjAy8", Msg::QuotaExhausted)
+                    .with_retry_after(retry_after)
+                    .render(german),
+            ),
+            Some(FaultKind::Hang) => FaultOutcome::Hang,
+        }
+    }
+
+    /// Resolves once the emulator shuts down (or its last handle is dropped).
+    async fn shutdown_signal(&self) {
+        let mut rx = self.shutdown.clone();
+        // An error means the sender is gone, which is a shutdown as well.
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+
+    /// JSON snapshot for `GET /_emulator/state`.
+    pub(crate) fn snapshot(&self) -> Value {
+        let st = lock(&self.state);
+        let orgs: Vec<Value> = st
+            .orgs
+            .values()
+            .map(|o| {
+                json!({
+                    "id": o.id,
+                    "name": o.name,
+                    "primaryDomain": o.primary_domain,
+                    "sequence": o.agg.sequence,
+                    "metadata": metadata_snapshot(&o.agg),
+                })
+            })
+            .collect();
+        let users: Vec<Value> = st
+            .users
+            .values()
+            .map(|u| {
+                json!({
+                    "id": u.id,
+                    "orgId": u.org_id,
+                    "userName": u.user_name,
+                    "loginName": u.login_name(&st.orgs),
+                    "sequence": u.agg.sequence,
+                    "metadata": metadata_snapshot(&u.agg),
+                })
+            })
+            .collect();
+        json!({
+            "orgs": orgs,
+            "users": users,
+            "mode": st.mode,
+            "german": st.german,
+            "tokens": st.tokens.len(),
+            "totalEvents": st.total_events,
+        })
+    }
+}
+
+fn metadata_snapshot(agg: &Aggregate) -> Vec<Value> {
+    agg.metadata
+        .iter()
+        .map(|(key, e)| {
+            let (value, encoding) = match std::str::from_utf8(&e.value) {
+                Ok(text) => (text.to_owned(), "utf8"),
+                Err(_) => (wire::base64(&e.value), "base64"),
+            };
+            json!({
+                "key": key,
+                "value": value,
+                "encoding": encoding,
+                "sequence": e.sequence,
+                "creationDate": wire::timestamp(e.creation_date),
+                "changeDate": wire::timestamp(e.change_date),
+            })
+        })
+        .collect()
+}
+
+/// The request body as recorded: `null` when empty, JSON when it parses, else the raw text.
+fn recorded_body(bytes: &[u8]) -> Value {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Value::Null;
+    }
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// Builds the router.
+pub(crate) fn router(core: Arc<Core>) -> Router {
+    Router::new()
+        .route("/_emulator/state", get(admin_state))
+        .route(
+            "/_emulator/requests",
+            get(admin_requests).delete(admin_clear_requests),
+        )
+        .route(
+            "/_emulator/faults",
+            get(admin_faults)
+                .post(admin_add_fault)
+                .delete(admin_clear_faults),
+        )
+        .fallback(api)
+        .with_state(core)
+}
+
+async fn api(AxState(core): AxState<Arc<Core>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let method = parts.method.as_str().to_owned();
+    let path = parts.uri.path().to_owned();
+    let route = routes::route(&method, &path);
+    let operation = route.operation();
+    let org_header = parts
+        .headers
+        .get("x-zitadel-orgid")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let (bytes, too_large) = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(bytes) => (bytes, false),
+        Err(_) => (Bytes::new(), true),
+    };
+    let id = core.record_start(RecordedRequest {
+        method: method.clone(),
+        path: path.clone(),
+        operation,
+        org_header,
+        status: 0,
+        body: recorded_body(&bytes),
+    });
+    let response = match core.apply_faults(operation).await {
+        FaultOutcome::Respond(resp) => resp,
+        FaultOutcome::Hang => {
+            tracing::debug!(%method, %path, %operation, "emulator: hanging request");
+            core.shutdown_signal().await;
+            return (StatusCode::SERVICE_UNAVAILABLE, "emulator shut down").into_response();
+        }
+        FaultOutcome::Proceed if too_large => {
+            let german = lock(&core.state).german;
+            ApiError::plain(
+                code::RESOURCE_EXHAUSTED,
+                format!("grpc: received message larger than max (> {MAX_BODY})"),
+            )
+            .render(german)
+        }
+        FaultOutcome::Proceed => handlers::handle(&core.state, &route, &parts.headers, &bytes),
+    };
+    let status = response.status().as_u16();
+    core.record_finish(id, status);
+    tracing::debug!(%method, %path, %operation, status, "emulator: request");
+    response
+}
+
+fn loopback_only(addr: SocketAddr) -> Result<(), Box<Response>> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(Box::new(
+            (StatusCode::FORBIDDEN, "admin routes are loopback-only").into_response(),
+        ))
+    }
+}
+
+async fn admin_state(
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    AxState(core): AxState<Arc<Core>>,
+) -> Response {
+    match loopback_only(addr) {
+        Ok(()) => Json(core.snapshot()).into_response(),
+        Err(resp) => *resp,
+    }
+}
+
+async fn admin_requests(
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    AxState(core): AxState<Arc<Core>>,
+) -> Response {
+    match loopback_only(addr) {
+        Ok(()) => Json(core.requests()).into_response(),
+        Err(resp) => *resp,
+    }
+}
+
+async fn admin_clear_requests(
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    AxState(core): AxState<Arc<Core>>,
+) -> Response {
+    match loopback_only(addr) {
+        Ok(()) => {
+            core.clear_requests();
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(resp) => *resp,
+    }
+}
+
+async fn admin_faults(
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    AxState(core): AxState<Arc<Core>>,
+) -> Response {
+    match loopback_only(addr) {
+        Ok(()) => Json(core.faults()).into_response(),
+        Err(resp) => *resp,
+    }
+}
+
+async fn admin_add_fault(
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    AxState(core): AxState<Arc<Core>>,
+    body: Bytes,
+) -> Response {
+    if let Err(resp) = loopback_only(addr) {
+        return *resp;
+    }
+    match serde_json::from_slice::<Fault>(&body) {
+        Ok(fault) => {
+            core.inject(fault);
+            Json(core.faults()).into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": format!("invalid fault: {e}") })),
+        )
+            .into_response(),
+    }
+}
+
+async fn admin_clear_faults(
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    AxState(core): AxState<Arc<Core>>,
+) -> Response {
+    match loopback_only(addr) {
+        Ok(()) => {
+            core.clear_faults();
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(resp) => *resp,
+    }
+}

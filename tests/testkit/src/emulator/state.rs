@@ -1,0 +1,253 @@
+//! The emulated instance: orgs and users as event-sourced aggregates with per-aggregate sequences,
+//! their metadata, and the tokens that may call the API.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Duration as ChronoDuration, DurationRound, Utc};
+
+use super::model::{Mode, TokenGrant};
+
+/// Events written when an org is created (org.added, org.domain.added, org.domain.verified,
+/// org.domain.primary.set, org.member.added), so a fresh org starts at this sequence.
+pub(crate) const ORG_CREATION_EVENTS: u64 = 5;
+/// Events written when a user is created (user.human.added, user.human.email.verified).
+pub(crate) const USER_CREATION_EVENTS: u64 = 2;
+
+/// Sequence and creation date of one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    pub(crate) sequence: u64,
+    pub(crate) at: DateTime<Utc>,
+}
+
+/// The projected state of one metadata key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MetaEntry {
+    pub(crate) value: Vec<u8>,
+    /// First set since the key last (re)appeared.
+    pub(crate) creation_date: DateTime<Utc>,
+    /// Last set.
+    pub(crate) change_date: DateTime<Utc>,
+    /// Aggregate sequence of the last set.
+    pub(crate) sequence: u64,
+}
+
+/// One event stream (an org or a user).
+#[derive(Debug, Clone)]
+pub(crate) struct Aggregate {
+    pub(crate) sequence: u64,
+    pub(crate) creation_date: DateTime<Utc>,
+    pub(crate) change_date: DateTime<Utc>,
+    pub(crate) metadata: BTreeMap<String, MetaEntry>,
+    /// The latest metadata event (set or removed) of this aggregate.
+    pub(crate) last_metadata_event: Option<Stamp>,
+}
+
+impl Aggregate {
+    fn new(creation_events: u64, at: DateTime<Utc>) -> Self {
+        Aggregate {
+            sequence: creation_events,
+            creation_date: at,
+            change_date: at,
+            metadata: BTreeMap::new(),
+            last_metadata_event: None,
+        }
+    }
+
+    /// Appends a non-metadata event.
+    pub(crate) fn push(&mut self, at: DateTime<Utc>) -> Stamp {
+        self.sequence += 1;
+        self.change_date = at;
+        Stamp {
+            sequence: self.sequence,
+            at,
+        }
+    }
+
+    /// Appends a `*.metadata.set` event.
+    pub(crate) fn set_metadata(&mut self, key: &str, value: &[u8], at: DateTime<Utc>) -> Stamp {
+        let stamp = self.push(at);
+        self.metadata
+            .entry(key.to_owned())
+            .and_modify(|e| {
+                e.value = value.to_vec();
+                e.change_date = at;
+                e.sequence = stamp.sequence;
+            })
+            .or_insert_with(|| MetaEntry {
+                value: value.to_vec(),
+                creation_date: at,
+                change_date: at,
+                sequence: stamp.sequence,
+            });
+        self.last_metadata_event = Some(stamp);
+        stamp
+    }
+
+    /// Appends a `*.metadata.removed` event.
+    pub(crate) fn remove_metadata(&mut self, key: &str, at: DateTime<Utc>) -> Stamp {
+        let stamp = self.push(at);
+        self.metadata.remove(key);
+        self.last_metadata_event = Some(stamp);
+        stamp
+    }
+
+    /// Whether `key` currently holds exactly `value`.
+    pub(crate) fn holds(&self, key: &str, value: &[u8]) -> bool {
+        self.metadata.get(key).is_some_and(|e| e.value == value)
+    }
+
+    /// Details of the latest metadata event, falling back to the aggregate's latest event.
+    pub(crate) fn last_metadata_stamp(&self) -> Stamp {
+        self.last_metadata_event.unwrap_or(Stamp {
+            sequence: self.sequence,
+            at: self.change_date,
+        })
+    }
+}
+
+/// An organization.
+#[derive(Debug, Clone)]
+pub(crate) struct Org {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) primary_domain: String,
+    pub(crate) agg: Aggregate,
+}
+
+/// A (human) user.
+#[derive(Debug, Clone)]
+pub(crate) struct User {
+    pub(crate) id: String,
+    pub(crate) org_id: String,
+    pub(crate) user_name: String,
+    pub(crate) agg: Aggregate,
+}
+
+impl User {
+    /// `username@primary-domain-of-org` (or just the user name when the org is unknown).
+    pub(crate) fn login_name(&self, orgs: &BTreeMap<String, Org>) -> String {
+        match orgs.get(&self.org_id) {
+            Some(org) => format!("{}@{}", self.user_name, org.primary_domain),
+            None => self.user_name.clone(),
+        }
+    }
+}
+
+/// Primary domain ZITADEL would generate for an org name: the lower-cased name with
+/// non-alphanumerics replaced by `-`, under `localhost`.
+fn primary_domain(id: &str, name: &str) -> String {
+    let slug: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let slug = slug.trim_matches('-');
+    if slug.is_empty() {
+        format!("{id}.localhost")
+    } else {
+        format!("{slug}.localhost")
+    }
+}
+
+/// The whole emulated instance.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) orgs: BTreeMap<String, Org>,
+    pub(crate) users: BTreeMap<String, User>,
+    pub(crate) tokens: HashMap<String, TokenGrant>,
+    pub(crate) mode: Mode,
+    pub(crate) german: bool,
+    /// Number of events written in the instance (reported as `processedSequence` on lists).
+    pub(crate) total_events: u64,
+    last_time: Option<DateTime<Utc>>,
+}
+
+impl State {
+    /// A strictly increasing event timestamp with microsecond precision (like Postgres).
+    pub(crate) fn now(&mut self) -> DateTime<Utc> {
+        let now = Utc::now();
+        let now = now
+            .duration_trunc(ChronoDuration::microseconds(1))
+            .unwrap_or(now);
+        let now = match self.last_time {
+            Some(last) if now <= last => last + ChronoDuration::microseconds(1),
+            _ => now,
+        };
+        self.last_time = Some(now);
+        now
+    }
+
+    /// Creates an org, or renames an existing one (appending an `org.changed` event).
+    pub(crate) fn add_org(&mut self, id: &str, name: &str) {
+        let at = self.now();
+        match self.orgs.get_mut(id) {
+            Some(org) => {
+                if org.name != name {
+                    org.name = name.to_owned();
+                    org.agg.push(at);
+                    self.total_events += 1;
+                }
+            }
+            None => {
+                self.orgs.insert(
+                    id.to_owned(),
+                    Org {
+                        id: id.to_owned(),
+                        name: name.to_owned(),
+                        primary_domain: primary_domain(id, name),
+                        agg: Aggregate::new(ORG_CREATION_EVENTS, at),
+                    },
+                );
+                self.total_events += ORG_CREATION_EVENTS;
+            }
+        }
+    }
+
+    /// Removes an org together with its users (their metadata disappears from reads).
+    pub(crate) fn remove_org(&mut self, id: &str) {
+        if self.orgs.remove(id).is_some() {
+            self.users.retain(|_, u| u.org_id != id);
+            self.total_events += 1;
+        }
+    }
+
+    /// Creates a user, or updates org and user name of an existing one (appending an event).
+    pub(crate) fn add_user(&mut self, id: &str, org_id: &str, user_name: &str) {
+        let at = self.now();
+        match self.users.get_mut(id) {
+            Some(user) => {
+                if user.org_id != org_id || user.user_name != user_name {
+                    user.org_id = org_id.to_owned();
+                    user.user_name = user_name.to_owned();
+                    user.agg.push(at);
+                    self.total_events += 1;
+                }
+            }
+            None => {
+                self.users.insert(
+                    id.to_owned(),
+                    User {
+                        id: id.to_owned(),
+                        org_id: org_id.to_owned(),
+                        user_name: user_name.to_owned(),
+                        agg: Aggregate::new(USER_CREATION_EVENTS, at),
+                    },
+                );
+                self.total_events += USER_CREATION_EVENTS;
+            }
+        }
+    }
+
+    /// Removes a user (its metadata disappears from reads).
+    pub(crate) fn remove_user(&mut self, id: &str) {
+        if self.users.remove(id).is_some() {
+            self.total_events += 1;
+        }
+    }
+}
