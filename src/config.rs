@@ -75,7 +75,9 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// Neither or both token sources.
-    #[error("set exactly one of --token-file (ZITADEL_TOKEN_FILE) or --token-secret (ZITADEL_TOKEN_SECRET)")]
+    #[error(
+        "set exactly one of --token-file (ZITADEL_TOKEN_FILE) or --token-secret (ZITADEL_TOKEN_SECRET)"
+    )]
     TokenSource,
     /// `--token-secret` is not NAMESPACE/NAME.
     #[error("--token-secret must be NAMESPACE/NAME, got {0:?}")]
@@ -183,7 +185,13 @@ mod tests {
 
     #[test]
     fn defaults_and_durations() {
-        let c = parse(&["--zitadel-url", "https://z.example", "--token-secret", "ops/zitadel"]).expect("parse");
+        let c = parse(&[
+            "--zitadel-url",
+            "https://z.example",
+            "--token-secret",
+            "ops/zitadel",
+        ])
+        .expect("parse");
         assert_eq!(c.resync_interval, Duration::from_secs(300));
         assert!(matches!(c.watch(), Namespaces::All));
         assert!(matches!(c.validate(), Ok(TokenConfig::Secret { ref key, .. }) if key == "token"));
@@ -195,20 +203,58 @@ mod tests {
     #[test]
     fn clear_errors_for_bad_config() {
         let c = parse(&["--zitadel-url", "https://z.example"]).expect("parse");
-        assert_eq!(c.validate().map_err(|e| e.to_string()).err().as_deref(), Some("set exactly one of --token-file (ZITADEL_TOKEN_FILE) or --token-secret (ZITADEL_TOKEN_SECRET)"));
-        let c = parse(&["--zitadel-url", "https://z.example", "--token-secret", "nons"]).expect("parse");
+        assert_eq!(
+            c.validate().map_err(|e| e.to_string()).err().as_deref(),
+            Some(
+                "set exactly one of --token-file (ZITADEL_TOKEN_FILE) or --token-secret (ZITADEL_TOKEN_SECRET)"
+            )
+        );
+        let c = parse(&[
+            "--zitadel-url",
+            "https://z.example",
+            "--token-secret",
+            "nons",
+        ])
+        .expect("parse");
         assert!(matches!(c.validate(), Err(ConfigError::SecretRef(_))));
-        let c = parse(&["--zitadel-url", "ftp://z.example", "--token-secret", "a/b"]).expect("parse");
+        let c =
+            parse(&["--zitadel-url", "ftp://z.example", "--token-secret", "a/b"]).expect("parse");
         assert!(matches!(c.validate(), Err(ConfigError::Url(_))));
-        let c = parse(&["--zitadel-url", "https://z.example", "--token-file", "/nonexistent/token"]).expect("parse");
+        let c = parse(&[
+            "--zitadel-url",
+            "https://z.example",
+            "--token-file",
+            "/nonexistent/token",
+        ])
+        .expect("parse");
         assert!(matches!(c.validate(), Err(ConfigError::TokenFile { .. })));
         assert!(parse(&["--zitadel-url", "not a url", "--token-file", "x"]).is_err());
-        assert!(parse(&["--zitadel-url", "https://z", "--token-file", "x", "--max-concurrent-reconciles", "0"]).is_err());
+        assert!(
+            parse(&[
+                "--zitadel-url",
+                "https://z",
+                "--token-file",
+                "x",
+                "--max-concurrent-reconciles",
+                "0"
+            ])
+            .is_err()
+        );
     }
 
     #[test]
     fn namespace_list() {
-        let c = parse(&["--zitadel-url", "https://z", "--token-file", "x", "--namespace", "a,b", "--namespace", "c"]).expect("parse");
+        let c = parse(&[
+            "--zitadel-url",
+            "https://z",
+            "--token-file",
+            "x",
+            "--namespace",
+            "a,b",
+            "--namespace",
+            "c",
+        ])
+        .expect("parse");
         assert!(matches!(c.watch(), Namespaces::Only(ref v) if v == &["a", "b", "c"]));
     }
 }

@@ -5,10 +5,10 @@
 //! [`plan`] the writes (pure) → apply them with bulk calls → write status only if it changed.
 #![warn(missing_docs)]
 
+pub mod config;
+pub mod controller;
 pub mod crd;
 pub mod plan;
-pub mod zitadel;
-pub mod controller;
 pub mod status;
-pub mod config;
 pub mod telemetry;
+pub mod zitadel;

@@ -30,14 +30,25 @@ async fn main() -> ExitCode {
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let token_config = config.validate()?;
-    let client = Client::try_default()
-        .await
-        .map_err(|e| format!("cannot configure the Kubernetes client (KUBECONFIG or in-cluster): {e}"))?;
+    let client = Client::try_default().await.map_err(|e| {
+        format!("cannot configure the Kubernetes client (KUBECONFIG or in-cluster): {e}")
+    })?;
     let token = match token_config {
         TokenConfig::File(path) => TokenSource::File(path),
-        TokenConfig::Secret { namespace, name, key } => {
-            let source = TokenSource::secret(Api::<Secret>::namespaced(client.clone(), &namespace), name, key);
-            source.token().await.map_err(|e| format!("cannot read the ZITADEL token at startup: {e}"))?;
+        TokenConfig::Secret {
+            namespace,
+            name,
+            key,
+        } => {
+            let source = TokenSource::secret(
+                Api::<Secret>::namespaced(client.clone(), &namespace),
+                name,
+                key,
+            );
+            source
+                .token()
+                .await
+                .map_err(|e| format!("cannot read the ZITADEL token at startup: {e}"))?;
             source
         }
     };

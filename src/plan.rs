@@ -51,7 +51,9 @@ impl Plan {
     /// The keys to remove, in bulk requests of at most [`MAX_REMOVE_BATCH_KEYS`] keys.
     pub fn remove_batches(&self) -> Vec<Vec<&str>> {
         let keys: Vec<&str> = self.remove.iter().map(String::as_str).collect();
-        keys.chunks(MAX_REMOVE_BATCH_KEYS).map(<[&str]>::to_vec).collect()
+        keys.chunks(MAX_REMOVE_BATCH_KEYS)
+            .map(<[&str]>::to_vec)
+            .collect()
     }
 }
 
@@ -98,7 +100,11 @@ pub struct Claim {
 impl Claim {
     fn precedence(&self) -> (bool, Option<&str>, &str) {
         // Objects without a creation time lose; then earlier wins; then name order.
-        (self.created.is_none(), self.created.as_deref(), &self.object)
+        (
+            self.created.is_none(),
+            self.created.as_deref(),
+            &self.object,
+        )
     }
 }
 
@@ -111,7 +117,9 @@ pub fn conflicts(me: &Claim, others: &[Claim]) -> BTreeMap<String, String> {
             continue;
         }
         for key in me.keys.intersection(&other.keys) {
-            let winner = out.entry(key.clone()).or_insert_with(|| other.object.clone());
+            let winner = out
+                .entry(key.clone())
+                .or_insert_with(|| other.object.clone());
             if other.object < *winner {
                 *winner = other.object.clone();
             }
@@ -225,8 +233,16 @@ mod tests {
     #[test]
     fn same_creation_time_breaks_ties_by_name() {
         let t = Some("2026-01-01T00:00:00Z".to_string());
-        let a = Claim { object: "ns/a".into(), created: t.clone(), keys: keys(&["k"]) };
-        let b = Claim { object: "ns/b".into(), created: t, keys: keys(&["k"]) };
+        let a = Claim {
+            object: "ns/a".into(),
+            created: t.clone(),
+            keys: keys(&["k"]),
+        };
+        let b = Claim {
+            object: "ns/b".into(),
+            created: t,
+            keys: keys(&["k"]),
+        };
         assert!(conflicts(&a, std::slice::from_ref(&b)).is_empty());
         assert_eq!(conflicts(&b, &[a]).len(), 1);
     }

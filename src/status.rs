@@ -62,26 +62,35 @@ impl Outcome {
 
 /// Build the three conditions for `outcome`, keeping `lastTransitionTime` from `existing` where a
 /// condition's status did not change.
-pub fn conditions(existing: &[Condition], outcome: &Outcome, generation: Option<i64>, now: &Time) -> Vec<Condition> {
+pub fn conditions(
+    existing: &[Condition],
+    outcome: &Outcome,
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
     let (ready, reconciling, stalled, reason, message) = outcome.parts();
-    [(READY, ready), (RECONCILING, reconciling), (STALLED, stalled)]
-        .into_iter()
-        .map(|(type_, status)| {
-            let last = existing
-                .iter()
-                .find(|c| c.type_ == type_ && c.status == status)
-                .map(|c| c.last_transition_time.clone())
-                .unwrap_or_else(|| now.clone());
-            Condition {
-                type_: type_.to_string(),
-                status: status.to_string(),
-                reason: reason.to_string(),
-                message: message.to_string(),
-                observed_generation: generation,
-                last_transition_time: last,
-            }
-        })
-        .collect()
+    [
+        (READY, ready),
+        (RECONCILING, reconciling),
+        (STALLED, stalled),
+    ]
+    .into_iter()
+    .map(|(type_, status)| {
+        let last = existing
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| now.clone());
+        Condition {
+            type_: type_.to_string(),
+            status: status.to_string(),
+            reason: reason.to_string(),
+            message: message.to_string(),
+            observed_generation: generation,
+            last_transition_time: last,
+        }
+    })
+    .collect()
 }
 
 /// The condition of a type, if present.
@@ -99,22 +108,55 @@ mod tests {
 
     #[test]
     fn ready_sets_kstatus_triplet() {
-        let c = conditions(&[], &Outcome::Ready { message: "ok".into() }, Some(3), &t("2026-01-01T00:00:00Z"));
+        let c = conditions(
+            &[],
+            &Outcome::Ready {
+                message: "ok".into(),
+            },
+            Some(3),
+            &t("2026-01-01T00:00:00Z"),
+        );
         let ready = find(&c, READY).expect("ready");
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Synced"));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "Synced")
+        );
         assert_eq!(ready.observed_generation, Some(3));
         assert_eq!(find(&c, STALLED).map(|c| c.status.as_str()), Some("False"));
-        assert_eq!(find(&c, RECONCILING).map(|c| c.status.as_str()), Some("False"));
+        assert_eq!(
+            find(&c, RECONCILING).map(|c| c.status.as_str()),
+            Some("False")
+        );
     }
 
     #[test]
     fn transition_time_kept_while_status_unchanged() {
-        let first = conditions(&[], &Outcome::Ready { message: "ok".into() }, Some(1), &t("2026-01-01T00:00:00Z"));
-        let again = conditions(&first, &Outcome::Ready { message: "ok".into() }, Some(1), &t("2026-02-01T00:00:00Z"));
-        assert_eq!(first, again, "identical outcome must give identical conditions");
+        let first = conditions(
+            &[],
+            &Outcome::Ready {
+                message: "ok".into(),
+            },
+            Some(1),
+            &t("2026-01-01T00:00:00Z"),
+        );
+        let again = conditions(
+            &first,
+            &Outcome::Ready {
+                message: "ok".into(),
+            },
+            Some(1),
+            &t("2026-02-01T00:00:00Z"),
+        );
+        assert_eq!(
+            first, again,
+            "identical outcome must give identical conditions"
+        );
         let failed = conditions(
             &again,
-            &Outcome::Stalled { reason: "ZitadelNotFound".into(), message: "gone".into() },
+            &Outcome::Stalled {
+                reason: "ZitadelNotFound".into(),
+                message: "gone".into(),
+            },
             Some(2),
             &t("2026-03-01T00:00:00Z"),
         );
@@ -122,6 +164,9 @@ mod tests {
         assert_eq!(ready.status, "False");
         assert_eq!(ready.last_transition_time, t("2026-03-01T00:00:00Z"));
         // Reconciling stayed False: its transition time is kept.
-        assert_eq!(find(&failed, RECONCILING).map(|c| c.last_transition_time.clone()), Some(t("2026-01-01T00:00:00Z")));
+        assert_eq!(
+            find(&failed, RECONCILING).map(|c| c.last_transition_time.clone()),
+            Some(t("2026-01-01T00:00:00Z"))
+        );
     }
 }

@@ -22,7 +22,16 @@ impl Binary {
             .args(["--zitadel-url", &env.emu.url()])
             .arg("--token-file")
             .arg(token_file)
-            .args(["--namespace", &env.ns, "--resync-interval", "1s", "--backoff-base", "200ms", "--backoff-max", "2s"])
+            .args([
+                "--namespace",
+                &env.ns,
+                "--resync-interval",
+                "1s",
+                "--backoff-base",
+                "200ms",
+                "--backoff-max",
+                "2s",
+            ])
             .env("KUBECONFIG", env.cp.kubeconfig_path())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -66,13 +75,19 @@ async fn binary_converges_across_a_restart_without_duplicate_writes() {
     });
     let first = Binary::start(&env, &token);
     for (i, org) in orgs.iter().enumerate() {
-        env.apply_org(&format!("o{i}"), json!({"organizationId": org, "metadata": [{"key": "k", "value": format!("v{i}")}]}))
-            .await;
+        env.apply_org(
+            &format!("o{i}"),
+            json!({"organizationId": org, "metadata": [{"key": "k", "value": format!("v{i}")}]}),
+        )
+        .await;
     }
     // Wait until some writes went out, then kill the operator hard.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while env.emu.count(Operation::BulkSetOrgMetadata) == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "operator never wrote");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "operator never wrote"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     first.kill().await;
@@ -80,7 +95,10 @@ async fn binary_converges_across_a_restart_without_duplicate_writes() {
 
     let second = Binary::start(&env, &token);
     for (i, org) in orgs.iter().enumerate() {
-        env.wait_org(&format!("o{i}"), "Ready after restart", |o| is_ready(o.status(), o.metadata.generation)).await;
+        env.wait_org(&format!("o{i}"), "Ready after restart", |o| {
+            is_ready(o.status(), o.metadata.generation)
+        })
+        .await;
         assert_eq!(env.org_value(org, "k"), Some(format!("v{i}")));
     }
     // Nothing written twice: each org got at most one successful bulk set across both runs.
@@ -89,15 +107,29 @@ async fn binary_converges_across_a_restart_without_duplicate_writes() {
             .emu
             .requests()
             .into_iter()
-            .filter(|r| r.operation == Operation::BulkSetOrgMetadata && r.status == 200 && r.org_header.as_deref() == Some(org))
+            .filter(|r| {
+                r.operation == Operation::BulkSetOrgMetadata
+                    && r.status == 200
+                    && r.org_header.as_deref() == Some(org)
+            })
             .count();
         assert_eq!(writes, 1, "org {org} written {writes} times");
     }
 
     // The user kind works through the binary too.
-    env.apply_user("alice", json!({"userId": ALICE, "metadata": [{"key": "team", "value": "sre"}]})).await;
-    env.wait_user("alice", "Ready", |o| is_ready(o.status(), o.metadata.generation)).await;
-    assert_eq!(env.emu.user_metadata(ALICE).get("team").map(Vec::as_slice), Some(&b"sre"[..]));
+    env.apply_user(
+        "alice",
+        json!({"userId": ALICE, "metadata": [{"key": "team", "value": "sre"}]}),
+    )
+    .await;
+    env.wait_user("alice", "Ready", |o| {
+        is_ready(o.status(), o.metadata.generation)
+    })
+    .await;
+    assert_eq!(
+        env.emu.user_metadata(ALICE).get("team").map(Vec::as_slice),
+        Some(&b"sre"[..])
+    );
 
     // SIGTERM: finish in-flight work and exit 0.
     let status = second.terminate().await;
@@ -115,5 +147,8 @@ async fn binary_rejects_bad_configuration_with_a_clear_error() {
         .expect("run");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("set exactly one of --token-file"), "{stderr}");
+    assert!(
+        stderr.contains("set exactly one of --token-file"),
+        "{stderr}"
+    );
 }

@@ -19,7 +19,10 @@ fn set_keys(env: &TestEnv, op: Operation) -> Vec<Vec<String>> {
         .filter(|r| r.operation == op && r.status == 200)
         .map(|r| {
             let items = r.body["metadata"].as_array().cloned().unwrap_or_default();
-            items.iter().filter_map(|i| i["key"].as_str().map(str::to_owned)).collect()
+            items
+                .iter()
+                .filter_map(|i| i["key"].as_str().map(str::to_owned))
+                .collect()
         })
         .collect()
 }
@@ -31,7 +34,10 @@ fn removed_keys(env: &TestEnv, op: Operation) -> Vec<Vec<String>> {
         .filter(|r| r.operation == op && r.status == 200)
         .map(|r| {
             let items = r.body["keys"].as_array().cloned().unwrap_or_default();
-            items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect()
+            items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_owned))
+                .collect()
         })
         .collect()
 }
@@ -46,15 +52,30 @@ async fn org_and_user_metadata_become_ready_with_zitadel_details() {
         json!({"organizationId": ACME, "metadata": [{"key": "tier", "value": "gold"}, {"key": "blob", "binaryValue": bin}]}),
     )
     .await;
-    env.apply_user("alice", json!({"userId": ALICE, "metadata": [{"key": "team", "value": "platform ✓"}]})).await;
+    env.apply_user(
+        "alice",
+        json!({"userId": ALICE, "metadata": [{"key": "team", "value": "platform ✓"}]}),
+    )
+    .await;
 
-    let org = env.wait_org("acme", "Ready", |o| is_ready(o.status(), o.metadata.generation)).await;
-    let user = env.wait_user("alice", "Ready", |o| is_ready(o.status(), o.metadata.generation)).await;
+    let org = env
+        .wait_org("acme", "Ready", |o| {
+            is_ready(o.status(), o.metadata.generation)
+        })
+        .await;
+    let user = env
+        .wait_user("alice", "Ready", |o| {
+            is_ready(o.status(), o.metadata.generation)
+        })
+        .await;
 
     // ZITADEL holds the decoded values.
     let stored = env.emu.org_metadata(ACME);
     assert_eq!(stored.get("tier").map(Vec::as_slice), Some(&b"gold"[..]));
-    assert_eq!(stored.get("blob").map(Vec::as_slice), Some(&[0u8, 159, 146, 150][..]));
+    assert_eq!(
+        stored.get("blob").map(Vec::as_slice),
+        Some(&[0u8, 159, 146, 150][..])
+    );
     assert_eq!(
         env.emu.user_metadata(ALICE).get("team").map(Vec::as_slice),
         Some("platform ✓".as_bytes())
@@ -62,10 +83,19 @@ async fn org_and_user_metadata_become_ready_with_zitadel_details() {
 
     // Status carries what ZITADEL returned for the write.
     let st = org.status.as_ref().expect("status");
-    assert_eq!(st.sequence.as_deref(), Some(env.emu.org_sequence(ACME).to_string().as_str()));
-    assert!(st.change_date.as_deref().is_some_and(|d| d.ends_with('Z')), "{st:?}");
+    assert_eq!(
+        st.sequence.as_deref(),
+        Some(env.emu.org_sequence(ACME).to_string().as_str())
+    );
+    assert!(
+        st.change_date.as_deref().is_some_and(|d| d.ends_with('Z')),
+        "{st:?}"
+    );
     assert_eq!(st.resource_owner.as_deref(), Some(ACME));
-    assert_eq!(st.managed_keys, vec!["blob".to_string(), "tier".to_string()]);
+    assert_eq!(
+        st.managed_keys,
+        vec!["blob".to_string(), "tier".to_string()]
+    );
     assert_eq!(condition(org.status(), STALLED), Some("False"));
     assert_eq!(condition(org.status(), RECONCILING), Some("False"));
 
@@ -73,21 +103,37 @@ async fn org_and_user_metadata_become_ready_with_zitadel_details() {
     let ust = user.status.as_ref().expect("status");
     assert_eq!(ust.organization_id.as_deref(), Some(ACME));
     assert_eq!(ust.resource_owner.as_deref(), Some(ACME));
-    assert_eq!(ust.sequence.as_deref(), Some(env.emu.user_sequence(ALICE).to_string().as_str()));
+    assert_eq!(
+        ust.sequence.as_deref(),
+        Some(env.emu.user_sequence(ALICE).to_string().as_str())
+    );
     assert_eq!(env.emu.count(Operation::GetUserV2), 1);
 
     // One bulk set per target, every org call scoped by header.
     assert_eq!(env.emu.count(Operation::BulkSetOrgMetadata), 1);
     assert_eq!(env.emu.count(Operation::BulkSetUserMetadata), 1);
     for r in env.emu.requests() {
-        if matches!(r.operation, Operation::BulkSetOrgMetadata | Operation::ListOrgMetadata | Operation::BulkSetUserMetadata) {
+        if matches!(
+            r.operation,
+            Operation::BulkSetOrgMetadata
+                | Operation::ListOrgMetadata
+                | Operation::BulkSetUserMetadata
+        ) {
             assert_eq!(r.org_header.as_deref(), Some(ACME), "{:?}", r.operation);
         }
     }
     // A write event was recorded, naming keys but never values.
     let events = env.events().await;
-    assert!(events.iter().any(|(reason, note)| reason == "MetadataSet" && note.contains("tier")), "{events:?}");
-    assert!(events.iter().all(|(_, note)| !note.contains("gold")), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|(reason, note)| reason == "MetadataSet" && note.contains("tier")),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().all(|(_, note)| !note.contains("gold")),
+        "{events:?}"
+    );
     op.stop().await;
 }
 
@@ -95,23 +141,58 @@ async fn org_and_user_metadata_become_ready_with_zitadel_details() {
 async fn steady_state_writes_nothing_and_status_does_not_churn() {
     let env = TestEnv::new("steady").await;
     let op = env.start_operator(fast_settings());
-    env.apply_org("acme", json!({"organizationId": ACME, "metadata": [{"key": "a", "value": "1"}]})).await;
-    let ready = env.wait_org("acme", "Ready", |o| is_ready(o.status(), o.metadata.generation)).await;
+    env.apply_org(
+        "acme",
+        json!({"organizationId": ACME, "metadata": [{"key": "a", "value": "1"}]}),
+    )
+    .await;
+    let ready = env
+        .wait_org("acme", "Ready", |o| {
+            is_ready(o.status(), o.metadata.generation)
+        })
+        .await;
     // Let the status write settle into the cache, then observe several resync periods.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rv = env.orgs().get("acme").await.expect("get").metadata.resource_version;
+    let rv = env
+        .orgs()
+        .get("acme")
+        .await
+        .expect("get")
+        .metadata
+        .resource_version;
     let lists_before = env.emu.count(Operation::ListOrgMetadata);
-    let writes_before = env.emu.count(Operation::BulkSetOrgMetadata) + env.emu.count(Operation::BulkRemoveOrgMetadata);
+    let writes_before = env.emu.count(Operation::BulkSetOrgMetadata)
+        + env.emu.count(Operation::BulkRemoveOrgMetadata);
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     let lists_after = env.emu.count(Operation::ListOrgMetadata);
-    assert!(lists_after >= lists_before + 3, "resync did not re-read ZITADEL: {lists_before} -> {lists_after}");
-    let writes_after = env.emu.count(Operation::BulkSetOrgMetadata) + env.emu.count(Operation::BulkRemoveOrgMetadata);
+    assert!(
+        lists_after >= lists_before + 3,
+        "resync did not re-read ZITADEL: {lists_before} -> {lists_after}"
+    );
+    let writes_after = env.emu.count(Operation::BulkSetOrgMetadata)
+        + env.emu.count(Operation::BulkRemoveOrgMetadata);
     assert_eq!(writes_before, 1);
-    assert_eq!(writes_after, writes_before, "steady state must not write to ZITADEL");
+    assert_eq!(
+        writes_after, writes_before,
+        "steady state must not write to ZITADEL"
+    );
     let now = env.orgs().get("acme").await.expect("get");
-    assert_eq!(now.metadata.resource_version, rv, "status churned at steady state");
-    assert_eq!(now.status, ready.status.clone().map(|mut s| { s.conditions = now.status.as_ref().map(|n| n.conditions.clone()).unwrap_or_default(); s }));
+    assert_eq!(
+        now.metadata.resource_version, rv,
+        "status churned at steady state"
+    );
+    assert_eq!(
+        now.status,
+        ready.status.clone().map(|mut s| {
+            s.conditions = now
+                .status
+                .as_ref()
+                .map(|n| n.conditions.clone())
+                .unwrap_or_default();
+            s
+        })
+    );
     op.stop().await;
 }
 
@@ -125,8 +206,14 @@ async fn edit_sends_only_the_changed_key_and_removal_sends_one_bulk_remove() {
         json!({"organizationId": ACME, "metadata": [{"key": "a", "value": "1"}, {"key": "b", "value": "2"}]}),
     )
     .await;
-    env.wait_org("acme", "Ready", |o| is_ready(o.status(), o.metadata.generation)).await;
-    assert_eq!(set_keys(&env, Operation::BulkSetOrgMetadata), vec![vec!["a".to_string(), "b".to_string()]]);
+    env.wait_org("acme", "Ready", |o| {
+        is_ready(o.status(), o.metadata.generation)
+    })
+    .await;
+    assert_eq!(
+        set_keys(&env, Operation::BulkSetOrgMetadata),
+        vec![vec!["a".to_string(), "b".to_string()]]
+    );
 
     // Edit one value.
     env.apply_org(
@@ -134,7 +221,10 @@ async fn edit_sends_only_the_changed_key_and_removal_sends_one_bulk_remove() {
         json!({"organizationId": ACME, "metadata": [{"key": "a", "value": "1"}, {"key": "b", "value": "changed"}]}),
     )
     .await;
-    env.wait_org("acme", "Ready after edit", |o| is_ready(o.status(), o.metadata.generation)).await;
+    env.wait_org("acme", "Ready after edit", |o| {
+        is_ready(o.status(), o.metadata.generation)
+    })
+    .await;
     let sets = set_keys(&env, Operation::BulkSetOrgMetadata);
     assert_eq!(sets.len(), 2, "{sets:?}");
     assert_eq!(sets[1], vec!["b".to_string()]);
@@ -142,17 +232,41 @@ async fn edit_sends_only_the_changed_key_and_removal_sends_one_bulk_remove() {
 
     // Remove a key from the spec.
     let before = env.orgs().get("acme").await.expect("get");
-    env.apply_org("acme", json!({"organizationId": ACME, "metadata": [{"key": "b", "value": "changed"}]})).await;
-    let after = env.wait_org("acme", "Ready after removal", |o| is_ready(o.status(), o.metadata.generation)).await;
-    assert_eq!(removed_keys(&env, Operation::BulkRemoveOrgMetadata), vec![vec!["a".to_string()]]);
+    env.apply_org(
+        "acme",
+        json!({"organizationId": ACME, "metadata": [{"key": "b", "value": "changed"}]}),
+    )
+    .await;
+    let after = env
+        .wait_org("acme", "Ready after removal", |o| {
+            is_ready(o.status(), o.metadata.generation)
+        })
+        .await;
+    assert_eq!(
+        removed_keys(&env, Operation::BulkRemoveOrgMetadata),
+        vec![vec!["a".to_string()]]
+    );
     assert_eq!(env.emu.count(Operation::BulkRemoveOrgMetadata), 1);
-    assert_eq!(set_keys(&env, Operation::BulkSetOrgMetadata).len(), 2, "removal must not set anything");
+    assert_eq!(
+        set_keys(&env, Operation::BulkSetOrgMetadata).len(),
+        2,
+        "removal must not set anything"
+    );
     assert!(env.org_value(ACME, "a").is_none());
-    assert_eq!(after.status.as_ref().map(|s| s.managed_keys.clone()), Some(vec!["b".to_string()]));
+    assert_eq!(
+        after.status.as_ref().map(|s| s.managed_keys.clone()),
+        Some(vec!["b".to_string()])
+    );
     // The remove's details moved the sequence in status.
-    assert_ne!(after.status.as_ref().and_then(|s| s.sequence.clone()), before.status.as_ref().and_then(|s| s.sequence.clone()));
+    assert_ne!(
+        after.status.as_ref().and_then(|s| s.sequence.clone()),
+        before.status.as_ref().and_then(|s| s.sequence.clone())
+    );
     // The key someone else wrote was never touched.
-    assert_eq!(env.org_value(ACME, "foreign").as_deref(), Some("someone else's"));
+    assert_eq!(
+        env.org_value(ACME, "foreign").as_deref(),
+        Some("someone else's")
+    );
     op.stop().await;
 }
 
@@ -165,11 +279,15 @@ async fn drift_is_repaired_within_one_resync() {
         json!({"organizationId": ACME, "metadata": [{"key": "a", "value": "1"}, {"key": "b", "value": "2"}]}),
     )
     .await;
-    env.wait_org("acme", "Ready", |o| is_ready(o.status(), o.metadata.generation)).await;
+    env.wait_org("acme", "Ready", |o| {
+        is_ready(o.status(), o.metadata.generation)
+    })
+    .await;
     env.emu.put_org_metadata(ACME, "a", b"tampered");
     env.emu.delete_org_metadata(ACME, "b");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while (env.org_value(ACME, "a").as_deref() != Some("1") || env.org_value(ACME, "b").as_deref() != Some("2"))
+    while (env.org_value(ACME, "a").as_deref() != Some("1")
+        || env.org_value(ACME, "b").as_deref() != Some("2"))
         && tokio::time::Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -177,10 +295,15 @@ async fn drift_is_repaired_within_one_resync() {
     assert_eq!(env.org_value(ACME, "a").as_deref(), Some("1"));
     assert_eq!(env.org_value(ACME, "b").as_deref(), Some("2"));
     let sets = set_keys(&env, Operation::BulkSetOrgMetadata);
-    assert_eq!(sets.last(), Some(&vec!["a".to_string(), "b".to_string()]), "{sets:?}");
+    assert_eq!(
+        sets.last(),
+        Some(&vec!["a".to_string(), "b".to_string()]),
+        "{sets:?}"
+    );
     // The repair's details are in status.
     env.wait_org("acme", "status sequence follows the repair", |o| {
-        o.status.as_ref().and_then(|s| s.sequence.clone()) == Some(env.emu.org_sequence(ACME).to_string())
+        o.status.as_ref().and_then(|s| s.sequence.clone())
+            == Some(env.emu.org_sequence(ACME).to_string())
     })
     .await;
     op.stop().await;
@@ -190,23 +313,44 @@ async fn drift_is_repaired_within_one_resync() {
 async fn deletion_honours_deletion_policy() {
     let env = TestEnv::new("delete").await;
     let op = env.start_operator(fast_settings());
-    env.apply_org("del", json!({"organizationId": ACME, "metadata": [{"key": "gone", "value": "1"}]})).await;
+    env.apply_org(
+        "del",
+        json!({"organizationId": ACME, "metadata": [{"key": "gone", "value": "1"}]}),
+    )
+    .await;
     env.apply_org(
         "keep",
         json!({"organizationId": GLOBEX, "deletionPolicy": "Orphan", "metadata": [{"key": "stays", "value": "1"}]}),
     )
     .await;
     for name in ["del", "keep"] {
-        let o = env.wait_org(name, "Ready", |o| is_ready(o.status(), o.metadata.generation)).await;
-        assert!(o.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f == "metadata.zitadel-operator.dev/cleanup")));
+        let o = env
+            .wait_org(name, "Ready", |o| {
+                is_ready(o.status(), o.metadata.generation)
+            })
+            .await;
+        assert!(o.metadata.finalizers.as_ref().is_some_and(|f| {
+            f.iter()
+                .any(|f| f == "metadata.zitadel-operator.dev/cleanup")
+        }));
     }
     env.delete_org("del").await;
     env.delete_org("keep").await;
     env.wait_org_gone("del").await;
     env.wait_org_gone("keep").await;
-    assert!(env.org_value(ACME, "gone").is_none(), "Delete policy must remove the key");
-    assert_eq!(env.org_value(GLOBEX, "stays").as_deref(), Some("1"), "Orphan policy must keep the key");
-    assert_eq!(removed_keys(&env, Operation::BulkRemoveOrgMetadata), vec![vec!["gone".to_string()]]);
+    assert!(
+        env.org_value(ACME, "gone").is_none(),
+        "Delete policy must remove the key"
+    );
+    assert_eq!(
+        env.org_value(GLOBEX, "stays").as_deref(),
+        Some("1"),
+        "Orphan policy must keep the key"
+    );
+    assert_eq!(
+        removed_keys(&env, Operation::BulkRemoveOrgMetadata),
+        vec![vec!["gone".to_string()]]
+    );
     op.stop().await;
 }
 
@@ -214,13 +358,26 @@ async fn deletion_honours_deletion_policy() {
 async fn deleting_an_object_whose_user_is_gone_does_not_block() {
     let env = TestEnv::new("gone").await;
     let op = env.start_operator(fast_settings());
-    env.apply_user("bob", json!({"userId": BOB, "organizationId": GLOBEX, "metadata": [{"key": "k", "value": "v"}]})).await;
-    env.wait_user("bob", "Ready", |o| is_ready(o.status(), o.metadata.generation)).await;
+    env.apply_user(
+        "bob",
+        json!({"userId": BOB, "organizationId": GLOBEX, "metadata": [{"key": "k", "value": "v"}]}),
+    )
+    .await;
+    env.wait_user("bob", "Ready", |o| {
+        is_ready(o.status(), o.metadata.generation)
+    })
+    .await;
     env.emu.remove_user(BOB);
-    env.users().delete("bob", &Default::default()).await.expect("delete");
+    env.users()
+        .delete("bob", &Default::default())
+        .await
+        .expect("delete");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while env.users().get_opt("bob").await.expect("get").is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "deletion blocked by a missing user");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deletion blocked by a missing user"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     op.stop().await;
@@ -231,11 +388,18 @@ async fn zitadel_503_backs_off_then_recovers_without_losing_the_change() {
     let env = TestEnv::new("flaky").await;
     env.emu.inject(Fault {
         operations: Some(vec![Operation::BulkSetOrgMetadata]),
-        kind: FaultKind::Status { http: 503, code: 14 },
+        kind: FaultKind::Status {
+            http: 503,
+            code: 14,
+        },
         times: Some(3),
     });
     let op = env.start_operator(fast_settings());
-    env.apply_org("acme", json!({"organizationId": ACME, "metadata": [{"key": "a", "value": "1"}]})).await;
+    env.apply_org(
+        "acme",
+        json!({"organizationId": ACME, "metadata": [{"key": "a", "value": "1"}]}),
+    )
+    .await;
     let retrying = env
         .wait_org("acme", "Ready=False while ZITADEL is unavailable", |o| {
             condition(o.status(), RECONCILING) == Some("True")
@@ -245,7 +409,10 @@ async fn zitadel_503_backs_off_then_recovers_without_losing_the_change() {
     assert_eq!(reason(retrying.status()), Some("ZitadelUnavailable"));
     assert_eq!(condition(retrying.status(), STALLED), Some("False"));
 
-    env.wait_org("acme", "Ready after recovery", |o| is_ready(o.status(), o.metadata.generation)).await;
+    env.wait_org("acme", "Ready after recovery", |o| {
+        is_ready(o.status(), o.metadata.generation)
+    })
+    .await;
     assert_eq!(env.org_value(ACME, "a").as_deref(), Some("1"));
     // Three failures, then one success: retried, but not in a hot loop.
     let attempts: Vec<_> = env
@@ -254,7 +421,10 @@ async fn zitadel_503_backs_off_then_recovers_without_losing_the_change() {
         .into_iter()
         .filter(|r| r.operation == Operation::BulkSetOrgMetadata)
         .collect();
-    assert_eq!(attempts.iter().map(|r| r.status).collect::<Vec<_>>(), vec![503, 503, 503, 200]);
+    assert_eq!(
+        attempts.iter().map(|r| r.status).collect::<Vec<_>>(),
+        vec![503, 503, 503, 200]
+    );
     op.stop().await;
 }
 
@@ -262,20 +432,43 @@ async fn zitadel_503_backs_off_then_recovers_without_losing_the_change() {
 async fn unknown_user_stalls_with_a_clear_message_and_no_writes() {
     let env = TestEnv::new("nouser").await;
     let op = env.start_operator(fast_settings());
-    env.apply_user("ghost", json!({"userId": "299999999999999999", "metadata": [{"key": "k", "value": "v"}]})).await;
-    let o = env.wait_user("ghost", "Stalled", |o| condition(o.status(), STALLED) == Some("True")).await;
+    env.apply_user(
+        "ghost",
+        json!({"userId": "299999999999999999", "metadata": [{"key": "k", "value": "v"}]}),
+    )
+    .await;
+    let o = env
+        .wait_user("ghost", "Stalled", |o| {
+            condition(o.status(), STALLED) == Some("True")
+        })
+        .await;
     assert_eq!(condition(o.status(), "Ready"), Some("False"));
     assert_eq!(reason(o.status()), Some("ZitadelNotFound"));
-    assert!(message(o.status()).contains("299999999999999999"), "{}", message(o.status()));
+    assert!(
+        message(o.status()).contains("299999999999999999"),
+        "{}",
+        message(o.status())
+    );
     assert_eq!(env.emu.count(Operation::BulkSetUserMetadata), 0);
 
     // A user in another org than the one named: ZITADEL answers 400 (COMMAND-uXHNj) → Stalled.
-    env.apply_user("wrong-org", json!({"userId": BOB, "organizationId": ACME, "metadata": [{"key": "k", "value": "v"}]})).await;
-    let o = env.wait_user("wrong-org", "Stalled", |o| condition(o.status(), STALLED) == Some("True")).await;
+    env.apply_user(
+        "wrong-org",
+        json!({"userId": BOB, "organizationId": ACME, "metadata": [{"key": "k", "value": "v"}]}),
+    )
+    .await;
+    let o = env
+        .wait_user("wrong-org", "Stalled", |o| {
+            condition(o.status(), STALLED) == Some("True")
+        })
+        .await;
     assert_eq!(reason(o.status()), Some("UserNotFound"));
     assert!(env.emu.user_metadata(BOB).is_empty());
     let events = env.events().await;
-    assert!(events.iter().any(|(r, _)| r == "UserNotFound"), "{events:?}");
+    assert!(
+        events.iter().any(|(r, _)| r == "UserNotFound"),
+        "{events:?}"
+    );
     op.stop().await;
 }
 
@@ -285,12 +478,28 @@ async fn value_over_the_byte_limit_is_a_reconcile_time_error() {
     let env = TestEnv::new("toolarge").await;
     let op = env.start_operator(fast_settings());
     let value = "é".repeat(250_001);
-    env.apply_org("big", json!({"organizationId": ACME, "metadata": [{"key": "big", "value": value}]})).await;
-    let o = env.wait_org("big", "Stalled", |o| condition(o.status(), STALLED) == Some("True")).await;
+    env.apply_org(
+        "big",
+        json!({"organizationId": ACME, "metadata": [{"key": "big", "value": value}]}),
+    )
+    .await;
+    let o = env
+        .wait_org("big", "Stalled", |o| {
+            condition(o.status(), STALLED) == Some("True")
+        })
+        .await;
     assert_eq!(reason(o.status()), Some("InvalidSpec"));
-    assert!(message(o.status()).contains("500000"), "{}", message(o.status()));
+    assert!(
+        message(o.status()).contains("500000"),
+        "{}",
+        message(o.status())
+    );
     assert_eq!(env.emu.count(Operation::BulkSetOrgMetadata), 0);
-    assert_eq!(env.emu.count(Operation::ListOrgMetadata), 0, "invalid spec must not call ZITADEL");
+    assert_eq!(
+        env.emu.count(Operation::ListOrgMetadata),
+        0,
+        "invalid spec must not call ZITADEL"
+    );
     op.stop().await;
 }
 
@@ -298,8 +507,15 @@ async fn value_over_the_byte_limit_is_a_reconcile_time_error() {
 async fn second_object_claiming_a_key_reports_a_conflict_and_does_not_fight() {
     let env = TestEnv::new("conflict").await;
     let op = env.start_operator(fast_settings());
-    env.apply_org("first", json!({"organizationId": ACME, "metadata": [{"key": "shared", "value": "first"}]})).await;
-    env.wait_org("first", "Ready", |o| is_ready(o.status(), o.metadata.generation)).await;
+    env.apply_org(
+        "first",
+        json!({"organizationId": ACME, "metadata": [{"key": "shared", "value": "first"}]}),
+    )
+    .await;
+    env.wait_org("first", "Ready", |o| {
+        is_ready(o.status(), o.metadata.generation)
+    })
+    .await;
     // Creation timestamps have one-second resolution: make sure the second one is later.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     env.apply_org(
@@ -308,7 +524,9 @@ async fn second_object_claiming_a_key_reports_a_conflict_and_does_not_fight() {
     )
     .await;
     let second = env
-        .wait_org("second", "KeyConflict", |o| reason(o.status()) == Some("KeyConflict"))
+        .wait_org("second", "KeyConflict", |o| {
+            reason(o.status()) == Some("KeyConflict")
+        })
         .await;
     assert_eq!(condition(second.status(), "Ready"), Some("False"));
     assert_eq!(condition(second.status(), STALLED), Some("True"));

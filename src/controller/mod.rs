@@ -121,12 +121,22 @@ impl<K: MetadataResource> Context<K> {
             }
             Err(_) => 1,
         };
-        backoff_delay(&self.settings, attempt, retry_after, rand::rng().random_range(0.8..1.2))
+        backoff_delay(
+            &self.settings,
+            attempt,
+            retry_after,
+            rand::rng().random_range(0.8..1.2),
+        )
     }
 }
 
 /// Exponential backoff with jitter, at least what `Retry-After` asked for.
-pub fn backoff_delay(settings: &Settings, attempt: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
+pub fn backoff_delay(
+    settings: &Settings,
+    attempt: u32,
+    retry_after: Option<Duration>,
+    jitter: f64,
+) -> Duration {
     let exp = settings
         .backoff_base
         .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(20)));
@@ -135,7 +145,11 @@ pub fn backoff_delay(settings: &Settings, attempt: u32, retry_after: Option<Dura
 }
 
 /// Called by the controller when [`reconcile`] fails: retry with per-object backoff.
-pub fn error_policy<K: MetadataResource>(obj: Arc<K>, error: &Error, ctx: Arc<Context<K>>) -> Action {
+pub fn error_policy<K: MetadataResource>(
+    obj: Arc<K>,
+    error: &Error,
+    ctx: Arc<Context<K>>,
+) -> Action {
     let delay = ctx.next_backoff(&obj, error.retry_after());
     tracing::warn!(
         controller = K::CONTROLLER,
@@ -172,7 +186,10 @@ pub async fn run_kind<K>(
 {
     let apis: Vec<Api<K>> = match namespaces {
         Namespaces::All => vec![Api::all(client.clone())],
-        Namespaces::Only(list) => list.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect(),
+        Namespaces::Only(list) => list
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect(),
     };
     let controllers: Vec<Controller<K>> = apis
         .into_iter()
@@ -210,7 +227,13 @@ pub async fn run(
     shutdown: impl Fn() -> Shutdown + Clone,
 ) {
     tokio::join!(
-        run_kind::<OrgMetadata>(client.clone(), zitadel.clone(), &namespaces, settings.clone(), shutdown.clone()),
+        run_kind::<OrgMetadata>(
+            client.clone(),
+            zitadel.clone(),
+            &namespaces,
+            settings.clone(),
+            shutdown.clone()
+        ),
         run_kind::<UserMetadata>(client, zitadel, &namespaces, settings, shutdown),
     );
 }
@@ -230,8 +253,14 @@ mod tests {
         assert_eq!(backoff_delay(&s, 2, None, 1.0), Duration::from_secs(2));
         assert_eq!(backoff_delay(&s, 5, None, 1.0), Duration::from_secs(16));
         assert_eq!(backoff_delay(&s, 30, None, 1.0), Duration::from_secs(60));
-        assert_eq!(backoff_delay(&s, u32::MAX, None, 1.0), Duration::from_secs(60));
-        assert_eq!(backoff_delay(&s, 1, Some(Duration::from_secs(9)), 1.0), Duration::from_secs(9));
+        assert_eq!(
+            backoff_delay(&s, u32::MAX, None, 1.0),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            backoff_delay(&s, 1, Some(Duration::from_secs(9)), 1.0),
+            Duration::from_secs(9)
+        );
         assert_eq!(backoff_delay(&s, 1, None, 0.8), Duration::from_millis(800));
     }
 }

@@ -18,7 +18,10 @@ use crate::status::{self, Outcome, reason};
 use crate::zitadel::{MetadataMap, ObjectDetails, Target, ZitadelError};
 
 /// Reconcile one object (entry point given to the controller).
-pub async fn reconcile<K: MetadataResource>(obj: Arc<K>, ctx: Arc<Context<K>>) -> Result<Action, Error> {
+pub async fn reconcile<K: MetadataResource>(
+    obj: Arc<K>,
+    ctx: Arc<Context<K>>,
+) -> Result<Action, Error> {
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     let result = finalizer(&api, FINALIZER, obj.clone(), |event| async {
@@ -69,7 +72,11 @@ struct Synced {
     conflicts: BTreeMap<String, String>,
 }
 
-async fn apply<K: MetadataResource>(obj: &K, api: &Api<K>, ctx: &Context<K>) -> Result<Action, Error> {
+async fn apply<K: MetadataResource>(
+    obj: &K,
+    api: &Api<K>,
+    ctx: &Context<K>,
+) -> Result<Action, Error> {
     let previous = obj.status().cloned().unwrap_or_default();
     let mut progress = Progress::default();
     let result = sync(obj, ctx, &previous, &mut progress).await;
@@ -83,7 +90,11 @@ async fn apply<K: MetadataResource>(obj: &K, api: &Api<K>, ctx: &Context<K>) -> 
             managed = synced.managed;
             if synced.conflicts.is_empty() {
                 let message = format!("{} key(s) in sync with {}", managed.len(), obj.target());
-                (Outcome::Ready { message }, Action::requeue(ctx.settings.resync), None)
+                (
+                    Outcome::Ready { message },
+                    Action::requeue(ctx.settings.resync),
+                    None,
+                )
             } else {
                 let list = synced
                     .conflicts
@@ -121,9 +132,13 @@ async fn apply<K: MetadataResource>(obj: &K, api: &Api<K>, ctx: &Context<K>) -> 
         Err(SyncError::Zitadel(e)) => {
             let message = match (&e, obj.target()) {
                 (e, TargetRef::User { user_id, .. }) if e.is_target_missing() => {
-                    format!("user {user_id} was not found in ZITADEL (or not in the given organization): {e}")
+                    format!(
+                        "user {user_id} was not found in ZITADEL (or not in the given organization): {e}"
+                    )
                 }
-                (e, target) if e.is_target_missing() => format!("{target} was not found in ZITADEL: {e}"),
+                (e, target) if e.is_target_missing() => {
+                    format!("{target} was not found in ZITADEL: {e}")
+                }
                 (e, _) => e.to_string(),
             };
             let outcome = Outcome::Stalled {
@@ -138,7 +153,9 @@ async fn apply<K: MetadataResource>(obj: &K, api: &Api<K>, ctx: &Context<K>) -> 
     let new_status = build_status(obj, &previous, &progress, managed, &outcome);
     if new_status != previous {
         patch_status(api, obj, &new_status).await?;
-        if let Outcome::Stalled { reason, message } | Outcome::Retrying { reason, message } = &outcome {
+        if let Outcome::Stalled { reason, message } | Outcome::Retrying { reason, message } =
+            &outcome
+        {
             publish(ctx, obj, EventType::Warning, reason, "Reconcile", message).await;
         }
     }
@@ -208,7 +225,9 @@ async fn execute<K: MetadataResource>(
 ) -> Result<(), ZitadelError> {
     for batch in plan.set_batches() {
         let details = ctx.zitadel.bulk_set_metadata(target, &batch).await?;
-        progress.set.extend(batch.iter().map(|(k, _)| k.to_string()));
+        progress
+            .set
+            .extend(batch.iter().map(|(k, _)| k.to_string()));
         progress.details = Some(details);
     }
     for batch in plan.remove_batches() {
@@ -232,7 +251,10 @@ async fn resolve_target<K: MetadataResource>(
             user_id,
             org_id: Some(org_id),
         } => Target::User { org_id, user_id },
-        TargetRef::User { user_id, org_id: None } => {
+        TargetRef::User {
+            user_id,
+            org_id: None,
+        } => {
             let org_id = match previous.organization_id.clone() {
                 Some(org) => org,
                 None => ctx.zitadel.user_organization(&user_id).await?,
@@ -296,14 +318,21 @@ fn build_status<K: MetadataResource>(
         sequence,
         change_date,
         resource_owner,
-        organization_id: progress.org_id.clone().or_else(|| previous.organization_id.clone()),
+        organization_id: progress
+            .org_id
+            .clone()
+            .or_else(|| previous.organization_id.clone()),
         managed_key_count: Some(managed_keys.len() as i64),
         managed_keys,
         conditions: status::conditions(&previous.conditions, outcome, generation, &now),
     }
 }
 
-async fn patch_status<K: MetadataResource>(api: &Api<K>, obj: &K, status: &MetadataStatus) -> Result<(), Error> {
+async fn patch_status<K: MetadataResource>(
+    api: &Api<K>,
+    obj: &K,
+    status: &MetadataStatus,
+) -> Result<(), Error> {
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
@@ -321,12 +350,28 @@ async fn patch_status<K: MetadataResource>(api: &Api<K>, obj: &K, status: &Metad
 async fn publish_write_events<K: MetadataResource>(obj: &K, ctx: &Context<K>, progress: &Progress) {
     let target = obj.target();
     if !progress.set.is_empty() {
-        let note = format!("Set {} key(s) on {target}: {}", progress.set.len(), key_list(&progress.set));
+        let note = format!(
+            "Set {} key(s) on {target}: {}",
+            progress.set.len(),
+            key_list(&progress.set)
+        );
         publish(ctx, obj, EventType::Normal, "MetadataSet", "BulkSet", &note).await;
     }
     if !progress.removed.is_empty() {
-        let note = format!("Removed {} key(s) from {target}: {}", progress.removed.len(), key_list(&progress.removed));
-        publish(ctx, obj, EventType::Normal, "MetadataRemoved", "BulkRemove", &note).await;
+        let note = format!(
+            "Removed {} key(s) from {target}: {}",
+            progress.removed.len(),
+            key_list(&progress.removed)
+        );
+        publish(
+            ctx,
+            obj,
+            EventType::Normal,
+            "MetadataRemoved",
+            "BulkRemove",
+            &note,
+        )
+        .await;
     }
 }
 
@@ -346,7 +391,14 @@ fn key_list(keys: &BTreeSet<String>) -> String {
     out
 }
 
-async fn publish<K: MetadataResource>(ctx: &Context<K>, obj: &K, type_: EventType, reason: &str, action: &str, note: &str) {
+async fn publish<K: MetadataResource>(
+    ctx: &Context<K>,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: &str,
+) {
     let event = KubeEvent {
         type_,
         reason: reason.to_string(),
@@ -361,7 +413,11 @@ async fn publish<K: MetadataResource>(ctx: &Context<K>, obj: &K, type_: EventTyp
 
 /// Deletion: remove the managed keys (policy `Delete`) or leave them (`Orphan`), then release the
 /// finalizer. A target that no longer exists does not block deletion.
-async fn cleanup<K: MetadataResource>(obj: &K, api: &Api<K>, ctx: &Context<K>) -> Result<Action, Error> {
+async fn cleanup<K: MetadataResource>(
+    obj: &K,
+    api: &Api<K>,
+    ctx: &Context<K>,
+) -> Result<Action, Error> {
     let previous = obj.status().cloned().unwrap_or_default();
     if obj.deletion_policy() == DeletionPolicy::Orphan || previous.managed_keys.is_empty() {
         return Ok(Action::await_change());
@@ -396,7 +452,10 @@ async fn cleanup<K: MetadataResource>(obj: &K, api: &Api<K>, ctx: &Context<K>) -
     match result {
         Ok(()) => Ok(Action::await_change()),
         Err(e) if e.is_target_missing() => {
-            let note = format!("{} no longer exists in ZITADEL; nothing to clean up: {e}", obj.target());
+            let note = format!(
+                "{} no longer exists in ZITADEL; nothing to clean up: {e}",
+                obj.target()
+            );
             publish(ctx, obj, EventType::Normal, "TargetGone", "Cleanup", &note).await;
             Ok(Action::await_change())
         }
@@ -405,16 +464,30 @@ async fn cleanup<K: MetadataResource>(obj: &K, api: &Api<K>, ctx: &Context<K>) -
                 "removing managed keys failed: {e}; set spec.deletionPolicy to Orphan to delete the object without cleanup"
             );
             let outcome = if e.is_transient() {
-                Outcome::Retrying { reason: reason::CLEANUP_FAILED.into(), message }
+                Outcome::Retrying {
+                    reason: reason::CLEANUP_FAILED.into(),
+                    message,
+                }
             } else {
-                Outcome::Stalled { reason: reason::CLEANUP_FAILED.into(), message }
+                Outcome::Stalled {
+                    reason: reason::CLEANUP_FAILED.into(),
+                    message,
+                }
             };
             let mut managed: BTreeSet<String> = previous.managed_keys.iter().cloned().collect();
             managed.retain(|k| !progress.removed.contains(k));
             let new_status = build_status(obj, &previous, &progress, managed, &outcome);
             if new_status != previous {
                 patch_status(api, obj, &new_status).await?;
-                publish(ctx, obj, EventType::Warning, reason::CLEANUP_FAILED, "Cleanup", &e.to_string()).await;
+                publish(
+                    ctx,
+                    obj,
+                    EventType::Warning,
+                    reason::CLEANUP_FAILED,
+                    "Cleanup",
+                    &e.to_string(),
+                )
+                .await;
             }
             Err(Error::Zitadel(e))
         }

@@ -189,7 +189,9 @@ pub fn validate(entries: &[MetadataEntry]) -> Result<BTreeMap<String, Vec<u8>>, 
 }
 
 /// What happens to the keys an object manages when the object is deleted.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
 pub enum DeletionPolicy {
     /// Remove the keys this object manages from ZITADEL, then let the object go.
     #[default]

@@ -19,13 +19,17 @@ pub const GROUP: &str = "metadata.zitadel-operator.dev";
 pub const VERSION: &str = "v1alpha1";
 
 /// Every CRD this operator serves, in a stable order (used by `crdgen` and the drift test).
-pub fn all() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
+pub fn all()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
     use kube::CustomResourceExt;
     vec![OrgMetadata::crd(), UserMetadata::crd()]
 }
 
 /// File name under `crds/` for a CRD.
-pub fn file_name(crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition) -> String {
+pub fn file_name(
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> String {
     format!("{}.yaml", crd.metadata.name.clone().unwrap_or_default())
 }
 

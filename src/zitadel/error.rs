@@ -110,13 +110,18 @@ impl ZitadelError {
 
     /// True when the error says a key to remove was not there (BulkRemove fails whole).
     pub fn is_key_not_existing(&self) -> bool {
-        matches!(self.id(), Some(ids::ORG_KEY_NOT_EXISTING | ids::USER_KEY_NOT_EXISTING))
+        matches!(
+            self.id(),
+            Some(ids::ORG_KEY_NOT_EXISTING | ids::USER_KEY_NOT_EXISTING)
+        )
     }
 
     /// True when the error says the target (org or user) does not exist.
     pub fn is_target_missing(&self) -> bool {
-        matches!(self.id(), Some(ids::USER_NOT_FOUND_IN_ORG | ids::ORG_DOES_NOT_EXIST))
-            || matches!(self, ZitadelError::Api { status: 404, .. })
+        matches!(
+            self.id(),
+            Some(ids::USER_NOT_FOUND_IN_ORG | ids::ORG_DOES_NOT_EXIST)
+        ) || matches!(self, ZitadelError::Api { status: 404, .. })
     }
 
     /// A one-word PascalCase reason for conditions and events.
@@ -127,7 +132,9 @@ impl ZitadelError {
             ZitadelError::Api { status: 404, .. } => "ZitadelNotFound",
             ZitadelError::Api { status: 429, .. } => "ZitadelRateLimited",
             ZitadelError::Api { status, .. } if *status >= 500 => "ZitadelUnavailable",
-            ZitadelError::Api { id: Some(id), .. } if id == ids::USER_NOT_FOUND_IN_ORG => "UserNotFound",
+            ZitadelError::Api { id: Some(id), .. } if id == ids::USER_NOT_FOUND_IN_ORG => {
+                "UserNotFound"
+            }
             ZitadelError::Api { .. } => "ZitadelRejected",
             ZitadelError::Timeout(_) => "ZitadelTimeout",
             ZitadelError::Transport(_) => "ZitadelUnreachable",
@@ -152,7 +159,12 @@ impl ZitadelError {
                 status,
                 code: code_for_status(status),
                 id: None,
-                message: body.chars().take(200).collect::<String>().trim().to_string(),
+                message: body
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+                    .trim()
+                    .to_string(),
                 retry_after,
             },
         }
@@ -219,7 +231,16 @@ mod tests {
 
     #[test]
     fn classifies_statuses() {
-        for (status, transient) in [(400, false), (401, false), (403, false), (404, false), (409, true), (500, true), (503, true), (504, true)] {
+        for (status, transient) in [
+            (400, false),
+            (401, false),
+            (403, false),
+            (404, false),
+            (409, true),
+            (500, true),
+            (503, true),
+            (504, true),
+        ] {
             let err = ZitadelError::from_response(status, None, "{}");
             assert_eq!(err.is_transient(), transient, "status {status}");
         }

@@ -122,7 +122,10 @@ impl HttpClient {
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .connect_timeout(config.connect_timeout)
-            .user_agent(concat!("zitadel-metadata-operator/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!(
+                "zitadel-metadata-operator/",
+                env!("CARGO_PKG_VERSION")
+            ))
             .build()
             .map_err(|e| ZitadelError::Transport(e.to_string()))?;
         Ok(Self { http, config })
@@ -227,15 +230,25 @@ impl ZitadelApi for HttpClient {
                 },
             };
             let page: ListResponse = self
-                .call(Method::POST, url.clone(), Some(target.org_id()), Some(&body))
+                .call(
+                    Method::POST,
+                    url.clone(),
+                    Some(target.org_id()),
+                    Some(&body),
+                )
                 .await?;
             let received = page.result.len() as u64;
             for item in page.result {
                 let value = b64
                     .decode(item.value.as_bytes())
-                    .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(item.value.as_bytes()))
+                    .or_else(|_| {
+                        base64::engine::general_purpose::URL_SAFE.decode(item.value.as_bytes())
+                    })
                     .map_err(|_| {
-                        ZitadelError::Decode(format!("metadata key {:?}: value is not base64", item.key))
+                        ZitadelError::Decode(format!(
+                            "metadata key {:?}: value is not base64",
+                            item.key
+                        ))
                     })?;
                 out.insert(item.key, value);
             }

@@ -64,7 +64,9 @@ pub struct ObjectDetails {
 impl ObjectDetails {
     /// `changeDate`, or `creationDate` where ZITADEL filled that one instead.
     pub fn date(&self) -> Option<&str> {
-        self.change_date.as_deref().or(self.creation_date.as_deref())
+        self.change_date
+            .as_deref()
+            .or(self.creation_date.as_deref())
     }
 }
 

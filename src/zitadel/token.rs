@@ -22,16 +22,7 @@ pub enum TokenSource {
     /// is picked up without a restart.
     File(PathBuf),
     /// A key of a Kubernetes Secret, re-read at most once a minute.
-    Secret {
-        /// API for Secrets in the Secret's namespace.
-        api: Api<Secret>,
-        /// Secret name.
-        name: String,
-        /// Key in `data`.
-        key: String,
-        /// Last value read and when.
-        cache: Arc<Mutex<Option<(Instant, Arc<str>)>>>,
-    },
+    Secret(Arc<SecretToken>),
 }
 
 impl std::fmt::Debug for TokenSource {
@@ -39,7 +30,7 @@ impl std::fmt::Debug for TokenSource {
         match self {
             TokenSource::Static(_) => f.write_str("TokenSource::Static(<redacted>)"),
             TokenSource::File(p) => write!(f, "TokenSource::File({})", p.display()),
-            TokenSource::Secret { name, key, .. } => write!(f, "TokenSource::Secret({name}/{key})"),
+            TokenSource::Secret(s) => write!(f, "TokenSource::Secret({}/{})", s.name, s.key),
         }
     }
 }
@@ -47,12 +38,12 @@ impl std::fmt::Debug for TokenSource {
 impl TokenSource {
     /// A token from a Secret key.
     pub fn secret(api: Api<Secret>, name: impl Into<String>, key: impl Into<String>) -> Self {
-        TokenSource::Secret {
+        TokenSource::Secret(Arc::new(SecretToken {
             api,
             name: name.into(),
             key: key.into(),
-            cache: Arc::new(Mutex::new(None)),
-        }
+            cache: Mutex::new(None),
+        }))
     }
 
     /// The current token.
@@ -63,23 +54,27 @@ impl TokenSource {
                 let raw = tokio::fs::read_to_string(path).await.map_err(|e| {
                     ZitadelError::Credentials(format!("token file {}: {e}", path.display()))
                 })?;
-                non_empty(raw.trim(), || format!("token file {} is empty", path.display()))
+                non_empty(raw.trim(), || {
+                    format!("token file {} is empty", path.display())
+                })
             }
-            TokenSource::Secret {
-                api,
-                name,
-                key,
-                cache,
-            } => {
+            TokenSource::Secret(secret) => {
+                let SecretToken {
+                    api,
+                    name,
+                    key,
+                    cache,
+                } = secret.as_ref();
                 let mut cache = cache.lock().await;
                 if let Some((at, token)) = cache.as_ref()
                     && at.elapsed() < SECRET_TTL
                 {
                     return Ok(token.clone());
                 }
-                let secret = api.get(name).await.map_err(|e| {
-                    ZitadelError::Credentials(format!("Secret {name}: {e}"))
-                })?;
+                let secret = api
+                    .get(name)
+                    .await
+                    .map_err(|e| ZitadelError::Credentials(format!("Secret {name}: {e}")))?;
                 let bytes = secret
                     .data
                     .as_ref()
@@ -98,12 +93,22 @@ impl TokenSource {
                 let text = String::from_utf8(bytes).map_err(|_| {
                     ZitadelError::Credentials(format!("Secret {name} key {key:?} is not UTF-8"))
                 })?;
-                let token = non_empty(text.trim(), || format!("Secret {name} key {key:?} is empty"))?;
+                let token = non_empty(text.trim(), || {
+                    format!("Secret {name} key {key:?} is empty")
+                })?;
                 *cache = Some((Instant::now(), token.clone()));
                 Ok(token)
             }
         }
     }
+}
+
+/// A token kept in a Kubernetes Secret key, with the last value read.
+pub struct SecretToken {
+    api: Api<Secret>,
+    name: String,
+    key: String,
+    cache: Mutex<Option<(Instant, Arc<str>)>>,
 }
 
 fn non_empty(token: &str, what: impl FnOnce() -> String) -> Result<Arc<str>, ZitadelError> {

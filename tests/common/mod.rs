@@ -46,11 +46,16 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new(prefix: &str) -> TestEnv {
-        let cp = ControlPlane::shared();
+        let cp = shared_with_crds().await;
         let client = cp.client().await.expect("kube client");
         let ns = cp.create_namespace(prefix).await.expect("namespace");
         let emu = Emulator::start_seeded().await.expect("emulator");
-        TestEnv { cp, client, ns, emu }
+        TestEnv {
+            cp,
+            client,
+            ns,
+            emu,
+        }
     }
 
     pub fn orgs(&self) -> Api<OrgMetadata> {
@@ -75,7 +80,11 @@ impl TestEnv {
         }))
         .expect("OrgMetadata json");
         self.orgs()
-            .patch(name, &PatchParams::apply("e2e-test").force(), &Patch::Apply(&obj))
+            .patch(
+                name,
+                &PatchParams::apply("e2e-test").force(),
+                &Patch::Apply(&obj),
+            )
             .await
             .expect("apply OrgMetadata")
     }
@@ -89,7 +98,11 @@ impl TestEnv {
         }))
         .expect("UserMetadata json");
         self.users()
-            .patch(name, &PatchParams::apply("e2e-test").force(), &Patch::Apply(&obj))
+            .patch(
+                name,
+                &PatchParams::apply("e2e-test").force(),
+                &Patch::Apply(&obj),
+            )
             .await
             .expect("apply UserMetadata")
     }
@@ -99,15 +112,28 @@ impl TestEnv {
     }
 
     pub async fn delete_org(&self, name: &str) {
-        self.orgs().delete(name, &DeleteParams::default()).await.expect("delete");
+        self.orgs()
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete");
     }
 
     /// Poll an OrgMetadata until `pred` holds (30 s).
-    pub async fn wait_org(&self, name: &str, what: &str, pred: impl Fn(&OrgMetadata) -> bool) -> OrgMetadata {
+    pub async fn wait_org(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&OrgMetadata) -> bool,
+    ) -> OrgMetadata {
         wait_obj(&self.orgs(), name, what, pred).await
     }
 
-    pub async fn wait_user(&self, name: &str, what: &str, pred: impl Fn(&UserMetadata) -> bool) -> UserMetadata {
+    pub async fn wait_user(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&UserMetadata) -> bool,
+    ) -> UserMetadata {
         wait_obj(&self.users(), name, what, pred).await
     }
 
@@ -117,7 +143,9 @@ impl TestEnv {
         loop {
             match self.orgs().get_opt(name).await.expect("get") {
                 None => return,
-                Some(_) if tokio::time::Instant::now() > deadline => panic!("{name} was not deleted within 30s"),
+                Some(_) if tokio::time::Instant::now() > deadline => {
+                    panic!("{name} was not deleted within 30s")
+                }
                 Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
@@ -136,8 +164,19 @@ impl TestEnv {
     }
 
     pub fn org_value(&self, org: &str, key: &str) -> Option<String> {
-        self.emu.org_metadata(org).get(key).map(|v| String::from_utf8_lossy(v).into_owned())
+        self.emu
+            .org_metadata(org)
+            .get(key)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
     }
+}
+
+/// The binary-wide control plane with this repo's `crds/` installed (idempotent, ~0.2 s).
+pub async fn shared_with_crds() -> &'static ControlPlane {
+    let cp = ControlPlane::shared();
+    let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    cp.install_crds(&crds).await.expect("install crds/");
+    cp
 }
 
 pub async fn wait_obj<K>(api: &Api<K>, name: &str, what: &str, pred: impl Fn(&K) -> bool) -> K
@@ -160,20 +199,25 @@ where
 
 /// `status` of the condition `type_`, e.g. `Some("True")`.
 pub fn condition<'a>(st: Option<&'a MetadataStatus>, type_: &str) -> Option<&'a str> {
-    st.and_then(|s| status::find(&s.conditions, type_)).map(|c| c.status.as_str())
+    st.and_then(|s| status::find(&s.conditions, type_))
+        .map(|c| c.status.as_str())
 }
 
-pub fn reason<'a>(st: Option<&'a MetadataStatus>) -> Option<&'a str> {
-    st.and_then(|s| status::find(&s.conditions, status::READY)).map(|c| c.reason.as_str())
+pub fn reason(st: Option<&MetadataStatus>) -> Option<&str> {
+    st.and_then(|s| status::find(&s.conditions, status::READY))
+        .map(|c| c.reason.as_str())
 }
 
 pub fn message(st: Option<&MetadataStatus>) -> String {
-    st.and_then(|s| status::find(&s.conditions, status::READY)).map(|c| c.message.clone()).unwrap_or_default()
+    st.and_then(|s| status::find(&s.conditions, status::READY))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
 }
 
 /// Ready=True for the object's current generation.
 pub fn is_ready(st: Option<&MetadataStatus>, generation: Option<i64>) -> bool {
-    condition(st, status::READY) == Some("True") && st.and_then(|s| s.observed_generation) == generation
+    condition(st, status::READY) == Some("True")
+        && st.and_then(|s| s.observed_generation) == generation
 }
 
 /// The controllers running in-process on the test's runtime.
