@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Builds (or reuses) the test control plane: kube-apiserver, kubectl and etcd, from the Go tools
-# modules beside this script, into a per-user cache directory keyed by version.
+# Builds (or reuses) the test control plane: kube-apiserver, kubectl and etcd, plus helm for the
+# chart tests, from the Go tools modules beside this script, into a per-user cache directory keyed
+# by version.
 #
 # Prints the directory holding the binaries on its last line of stdout (the KUBEBUILDER_ASSETS
-# convention: a folder with `kube-apiserver`, `etcd` and `kubectl`).
+# convention: a folder with `kube-apiserver`, `etcd` and `kubectl`; here also `helm`).
 #
 # Skips the build when:
 #   * KUBEBUILDER_ASSETS points at a folder that already has kube-apiserver and etcd, or
 #   * the versioned cache folder is complete.
+#
+# helm has its own module (tests/envtest/helm) and its own key: it is built into the same folder,
+# and a file `helm.key` beside it records which helm module graph built it, so a helm bump rebuilds
+# helm alone and never the control plane.
 #
 # Environment: ZMO_CACHE_DIR (default ${XDG_CACHE_HOME:-$HOME/.cache}/zitadel-metadata-operator).
 set -euo pipefail
@@ -15,6 +20,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 K8S_VERSION="v1.36.3"
 ETCD_VERSION="v3.6.16"
+HELM_VERSION="v4.2.4"
 
 log() { echo "envtest: $*" >&2; }
 
@@ -28,8 +34,10 @@ fi
 key=$(cat "$here/apiserver/go.mod" "$here/apiserver/go.sum" "$here/etcd/go.mod" "$here/etcd/go.sum" | sha256sum | cut -c1-12)
 cache_root="${ZMO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/zitadel-metadata-operator}"
 dest="$cache_root/envtest/k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}-${key}"
+helm_key="helm-${HELM_VERSION}-$(cat "$here/helm/go.mod" "$here/helm/go.sum" | sha256sum | cut -c1-12)"
+helm_ok() { [[ -x "$dest/helm" && "$(cat "$dest/helm.key" 2>/dev/null)" == "$helm_key" ]]; }
 
-if [[ -x "$dest/kube-apiserver" && -x "$dest/etcd" && -x "$dest/kubectl" ]]; then
+if [[ -x "$dest/kube-apiserver" && -x "$dest/etcd" && -x "$dest/kubectl" ]] && helm_ok; then
   log "cached control plane in $dest"
   echo "$dest"
   exit 0
@@ -62,5 +70,14 @@ if [[ ! -x "$dest/kubectl" ]]; then
   (cd "$here/apiserver" && go build -trimpath -buildvcs=false -ldflags "$ldflags" -o "$dest/kubectl.tmp" k8s.io/kubernetes/cmd/kubectl)
   mv "$dest/kubectl.tmp" "$dest/kubectl"
 fi
-log "control plane built in $(( $(date +%s) - start ))s into $dest"
+if ! helm_ok; then
+  log "building helm ${HELM_VERSION} (about a minute or two on 2 cores)"
+  rm -f "$dest/helm.key"
+  (cd "$here/helm" && go build -trimpath -buildvcs=false \
+    -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=${HELM_VERSION} -X helm.sh/helm/v4/internal/version.gitTreeState=clean" \
+    -o "$dest/helm.tmp" helm.sh/helm/v4/cmd/helm)
+  mv "$dest/helm.tmp" "$dest/helm"
+  echo "$helm_key" > "$dest/helm.key"
+fi
+log "built in $(( $(date +%s) - start ))s into $dest"
 echo "$dest"
