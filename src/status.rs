@@ -12,6 +12,8 @@ pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 /// `Stalled` condition type.
 pub const STALLED: &str = "Stalled";
+/// `Drifted` condition type (driftPolicy `Report` only).
+pub const DRIFTED: &str = "Drifted";
 
 /// Reasons used in conditions and events (PascalCase).
 pub mod reason {
@@ -23,6 +25,14 @@ pub mod reason {
     pub const KEY_CONFLICT: &str = "KeyConflict";
     /// Removing managed keys during deletion failed.
     pub const CLEANUP_FAILED: &str = "CleanupFailed";
+    /// A `valueFrom` Secret/ConfigMap or key does not exist.
+    pub const SOURCE_NOT_FOUND: &str = "ValueSourceNotFound";
+    /// ZITADEL acknowledged a write but the read-back shows other values.
+    pub const READ_BACK_MISMATCH: &str = "ReadBackMismatch";
+    /// `spec.suspend` is true.
+    pub const SUSPENDED: &str = "Suspended";
+    /// driftPolicy `Report` found differences.
+    pub const DRIFTED: &str = "Drifted";
 }
 
 /// What a reconcile ended in.
@@ -37,6 +47,16 @@ pub enum Outcome {
     Retrying {
         /// PascalCase reason.
         reason: String,
+        /// Human message.
+        message: String,
+    },
+    /// ZITADEL differs from the spec and driftPolicy `Report` forbids writing.
+    Drifted {
+        /// Human message (key names only).
+        message: String,
+    },
+    /// `spec.suspend` is true.
+    Suspended {
         /// Human message.
         message: String,
     },
@@ -55,6 +75,10 @@ impl Outcome {
         match self {
             Outcome::Ready { message } => ("True", "False", "False", reason::SYNCED, message),
             Outcome::Retrying { reason, message } => ("False", "True", "False", reason, message),
+            Outcome::Drifted { message } => ("False", "False", "False", reason::DRIFTED, message),
+            Outcome::Suspended { message } => {
+                ("False", "False", "False", reason::SUSPENDED, message)
+            }
             Outcome::Stalled { reason, message } => ("False", "False", "True", reason, message),
         }
     }
@@ -75,22 +99,33 @@ pub fn conditions(
         (STALLED, stalled),
     ]
     .into_iter()
-    .map(|(type_, status)| {
-        let last = existing
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == status)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or_else(|| now.clone());
-        Condition {
-            type_: type_.to_string(),
-            status: status.to_string(),
-            reason: reason.to_string(),
-            message: message.to_string(),
-            observed_generation: generation,
-            last_transition_time: last,
-        }
-    })
+    .map(|(type_, status)| condition(existing, type_, status, reason, message, generation, now))
     .collect()
+}
+
+/// One condition, keeping `lastTransitionTime` from `existing` when its status is unchanged.
+pub fn condition(
+    existing: &[Condition],
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let last = existing
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message: message.to_string(),
+        observed_generation: generation,
+        last_transition_time: last,
+    }
 }
 
 /// The condition of a type, if present.

@@ -82,7 +82,31 @@ fn value_and_binary_value_are_exclusive() {
     let errs = errors(&schema, &both, None);
     assert!(
         errs.iter()
-            .any(|e| e.contains("exactly one of value or binaryValue")),
+            .any(|e| e.contains("exactly one of value, binaryValue or valueFrom")),
+        "{errs:?}"
+    );
+
+    let from = org(json!({"organizationId": "1", "metadata": [
+        {"key": "a", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+        {"key": "b", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k", "optional": true}}}
+    ]}));
+    assert!(errors(&schema, &from, None).is_empty());
+    let two_refs = org(json!({"organizationId": "1", "metadata": [
+        {"key": "a", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}, "configMapKeyRef": {"name": "c", "key": "k"}}}
+    ]}));
+    let errs = errors(&schema, &two_refs, None);
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("exactly one of secretKeyRef or configMapKeyRef")),
+        "{errs:?}"
+    );
+    let value_and_from = org(json!({"organizationId": "1", "metadata": [
+        {"key": "a", "value": "x", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
+    ]}));
+    let errs = errors(&schema, &value_and_from, None);
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("exactly one of value, binaryValue or valueFrom")),
         "{errs:?}"
     );
 
@@ -90,7 +114,7 @@ fn value_and_binary_value_are_exclusive() {
     let errs = errors(&schema, &neither, None);
     assert!(
         errs.iter()
-            .any(|e| e.contains("exactly one of value or binaryValue")),
+            .any(|e| e.contains("exactly one of value, binaryValue or valueFrom")),
         "{errs:?}"
     );
 }

@@ -76,7 +76,7 @@ async fn kubectl_rejects_invalid_objects_with_specific_messages() {
         (
             "value and binaryValue",
             org("both", "  organizationId: \"1\"\n  metadata:\n  - {key: a, value: x, binaryValue: AAE=}\n"),
-            "exactly one of value or binaryValue must be set",
+            "exactly one of value, binaryValue or valueFrom must be set",
         ),
         (
             "key over 200 characters",

@@ -11,9 +11,11 @@ use std::future::Future;
 use std::pin::Pin;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use rand::Rng as _;
@@ -64,6 +66,14 @@ pub enum Error {
     /// The Kubernetes API failed.
     #[error("Kubernetes API error: {0}")]
     Kube(#[from] kube::Error),
+    /// ZITADEL acknowledged a write, but reading back shows other values.
+    #[error("read-back after write to {target} does not match for key(s) {keys}")]
+    ReadBack {
+        /// The target.
+        target: String,
+        /// The keys that differ.
+        keys: String,
+    },
     /// Adding/removing the finalizer or a wrapped reconcile error.
     #[error("{0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -79,7 +89,7 @@ impl Error {
                 F::ApplyFailed(e) | F::CleanupFailed(e) => e.retry_after(),
                 _ => None,
             },
-            Error::Kube(_) => None,
+            Error::Kube(_) | Error::ReadBack { .. } => None,
         }
     }
 }
@@ -191,11 +201,33 @@ pub async fn run_kind<K>(
             .map(|ns| Api::namespaced(client.clone(), ns))
             .collect(),
     };
+    let namespaces_list: Vec<Option<String>> = match namespaces {
+        Namespaces::All => vec![None],
+        Namespaces::Only(list) => list.iter().cloned().map(Some).collect(),
+    };
     let controllers: Vec<Controller<K>> = apis
         .into_iter()
-        .map(|api| {
-            Controller::new(api, watcher::Config::default().any_semantic())
-                .with_config(controller::Config::default().concurrency(settings.concurrency))
+        .zip(namespaces_list)
+        .map(|(api, ns)| {
+            let controller = Controller::new(api, watcher::Config::default().any_semantic())
+                .with_config(controller::Config::default().concurrency(settings.concurrency));
+            // Re-sync objects whose valueFrom names a Secret/ConfigMap that changed (metadata-only
+            // watches: values are read on reconcile, never cached).
+            let secrets: Api<PartialObjectMeta<Secret>> = scoped_api(&client, ns.as_deref());
+            let config_maps: Api<PartialObjectMeta<ConfigMap>> = scoped_api(&client, ns.as_deref());
+            let store = controller.store();
+            let store2 = controller.store();
+            controller
+                .watches(
+                    secrets,
+                    watcher::Config::default().any_semantic(),
+                    move |s| dependents(&store, SourceKind::Secret, &s),
+                )
+                .watches(
+                    config_maps,
+                    watcher::Config::default().any_semantic(),
+                    move |c| dependents(&store2, SourceKind::ConfigMap, &c),
+                )
         })
         .collect();
     let ctx = Arc::new(Context {
@@ -216,6 +248,56 @@ pub async fn run_kind<K>(
             })
     });
     futures::future::join_all(runs).await;
+}
+
+fn scoped_api<R>(client: &Client, ns: Option<&str>) -> Api<R>
+where
+    R: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Kind of a `valueFrom` source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A Secret.
+    Secret,
+    /// A ConfigMap.
+    ConfigMap,
+}
+
+/// Objects in `store` that read a value from the Secret/ConfigMap `source`.
+pub fn dependents<K: MetadataResource, S: Resource>(
+    store: &Store<K>,
+    kind: SourceKind,
+    source: &S,
+) -> Vec<ObjectRef<K>> {
+    let (Some(ns), Some(name)) = (
+        source.meta().namespace.as_deref(),
+        source.meta().name.as_deref(),
+    ) else {
+        return Vec::new();
+    };
+    store
+        .state()
+        .into_iter()
+        .filter(|o| o.namespace().as_deref() == Some(ns))
+        .filter(|o| {
+            o.entries().iter().any(|e| {
+                e.value_from.as_ref().is_some_and(|v| {
+                    let r = match kind {
+                        SourceKind::Secret => v.secret_key_ref.as_ref(),
+                        SourceKind::ConfigMap => v.config_map_key_ref.as_ref(),
+                    };
+                    r.is_some_and(|r| r.name == name)
+                })
+            })
+        })
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
 }
 
 /// Run both controllers until `shutdown` resolves.

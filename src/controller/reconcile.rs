@@ -12,7 +12,12 @@ use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Api, ResourceExt};
 
 use super::{Context, Error, FIELD_MANAGER, FINALIZER};
-use crate::crd::{self, DeletionPolicy, MetadataResource, MetadataStatus, TargetRef};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+
+use crate::crd::{
+    self, DeletionPolicy, DriftPolicy, KeyRef, MetadataResource, MetadataStatus, TargetRef,
+    ValueSource,
+};
 use crate::plan::{self, Claim, Plan};
 use crate::status::{self, Outcome, reason};
 use crate::zitadel::{MetadataMap, ObjectDetails, Target, ZitadelError};
@@ -52,10 +57,18 @@ struct Progress {
     removed: BTreeSet<String>,
 }
 
-/// A sync failure: bad spec or a ZITADEL error.
+/// A sync failure.
 enum SyncError {
+    /// The spec (or a value read from a source) cannot be sent to ZITADEL.
     Invalid(crd::EntryError),
+    /// A referenced Secret/ConfigMap or key does not exist (message names it, never a value).
+    SourceMissing(String),
+    /// Reading a Secret/ConfigMap failed.
+    Kube(kube::Error),
+    /// ZITADEL answered with an error.
     Zitadel(ZitadelError),
+    /// After a write, ZITADEL did not hold what was sent (keys listed).
+    ReadBack(Vec<String>),
 }
 
 impl From<ZitadelError> for SyncError {
@@ -70,6 +83,10 @@ struct Synced {
     managed: BTreeSet<String>,
     /// Keys left to an earlier object (key → that object).
     conflicts: BTreeMap<String, String>,
+    /// Keys that differ from the spec and were not written (driftPolicy `Report`).
+    drifted: BTreeSet<String>,
+    /// `Kind/name@resourceVersion` of the value sources read.
+    source_versions: Vec<String>,
 }
 
 async fn apply<K: MetadataResource>(
@@ -78,24 +95,40 @@ async fn apply<K: MetadataResource>(
     ctx: &Context<K>,
 ) -> Result<Action, Error> {
     let previous = obj.status().cloned().unwrap_or_default();
+    if obj.suspended() {
+        let outcome = Outcome::Suspended {
+            message: "reconciliation is suspended (spec.suspend is true); ZITADEL is neither read nor written".into(),
+        };
+        let managed = previous.managed_keys.iter().cloned().collect();
+        let mut new_status = build_status(obj, &previous, &Progress::default(), managed, &outcome);
+        new_status.observed_source_versions = previous.observed_source_versions.clone();
+        if new_status != previous {
+            patch_status(api, obj, &new_status).await?;
+        }
+        return Ok(Action::await_change());
+    }
+
     let mut progress = Progress::default();
     let result = sync(obj, ctx, &previous, &mut progress).await;
 
     let mut managed: BTreeSet<String> = previous.managed_keys.iter().cloned().collect();
     managed.extend(progress.set.iter().cloned());
     managed.retain(|k| !progress.removed.contains(k));
+    let mut source_versions = previous.observed_source_versions.clone();
+    let mut drifted = None;
 
     let (outcome, action, error) = match result {
         Ok(synced) => {
             managed = synced.managed;
-            if synced.conflicts.is_empty() {
-                let message = format!("{} key(s) in sync with {}", managed.len(), obj.target());
-                (
-                    Outcome::Ready { message },
-                    Action::requeue(ctx.settings.resync),
-                    None,
-                )
-            } else {
+            source_versions = synced.source_versions;
+            let requeue = match obj.drift_policy() {
+                DriftPolicy::Ignore => Action::await_change(),
+                DriftPolicy::Enforce | DriftPolicy::Report => Action::requeue(ctx.settings.resync),
+            };
+            if obj.drift_policy() == DriftPolicy::Report {
+                drifted = Some(synced.drifted.clone());
+            }
+            if !synced.conflicts.is_empty() {
                 let list = synced
                     .conflicts
                     .iter()
@@ -110,7 +143,17 @@ async fn apply<K: MetadataResource>(
                     reason: reason::KEY_CONFLICT.into(),
                     message,
                 };
-                (outcome, Action::requeue(ctx.settings.resync), None)
+                (outcome, requeue, None)
+            } else if !synced.drifted.is_empty() {
+                let message = format!(
+                    "{} key(s) differ from the spec and were not written (driftPolicy Report): {}",
+                    synced.drifted.len(),
+                    key_list(&synced.drifted)
+                );
+                (Outcome::Drifted { message }, requeue, None)
+            } else {
+                let message = format!("{} key(s) in sync with {}", managed.len(), obj.target());
+                (Outcome::Ready { message }, requeue, None)
             }
         }
         Err(SyncError::Invalid(e)) => (
@@ -121,13 +164,49 @@ async fn apply<K: MetadataResource>(
             Action::await_change(),
             None,
         ),
+        Err(SyncError::SourceMissing(message)) => (
+            Outcome::Stalled {
+                reason: reason::SOURCE_NOT_FOUND.into(),
+                message: format!("{message}; nothing was written"),
+            },
+            Action::requeue(ctx.settings.stalled_requeue),
+            None,
+        ),
+        Err(SyncError::Kube(e)) => (
+            Outcome::Retrying {
+                reason: "SourceUnreadable".into(),
+                message: format!("cannot read a value source: {e}"),
+            },
+            Action::await_change(),
+            Some(Error::Kube(e)),
+        ),
+        Err(SyncError::ReadBack(keys)) => {
+            let keys: BTreeSet<String> = keys.into_iter().collect();
+            let message = format!(
+                "ZITADEL acknowledged the write but does not hold the values sent for {} key(s): {}; retrying",
+                keys.len(),
+                key_list(&keys)
+            );
+            let error = Error::ReadBack {
+                target: obj.target().to_string(),
+                keys: key_list(&keys),
+            };
+            (
+                Outcome::Retrying {
+                    reason: reason::READ_BACK_MISMATCH.into(),
+                    message,
+                },
+                Action::await_change(),
+                Some(error),
+            )
+        }
         Err(SyncError::Zitadel(e)) if e.is_transient() => (
             Outcome::Retrying {
                 reason: e.reason().into(),
                 message: format!("{e}; retrying with backoff"),
             },
             Action::await_change(),
-            Some(e),
+            Some(Error::Zitadel(e)),
         ),
         Err(SyncError::Zitadel(e)) => {
             let message = match (&e, obj.target()) {
@@ -150,7 +229,30 @@ async fn apply<K: MetadataResource>(
     };
 
     publish_write_events(obj, ctx, &progress).await;
-    let new_status = build_status(obj, &previous, &progress, managed, &outcome);
+    let mut new_status = build_status(obj, &previous, &progress, managed, &outcome);
+    new_status.observed_source_versions = source_versions;
+    if let Some(drifted) = &drifted {
+        let generation = obj.meta().generation;
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let condition = if drifted.is_empty() {
+            ("False", "InSync", "ZITADEL matches the spec".to_string())
+        } else {
+            (
+                "True",
+                "Drifted",
+                format!("differing keys: {}", key_list(drifted)),
+            )
+        };
+        new_status.conditions.push(status::condition(
+            &previous.conditions,
+            status::DRIFTED,
+            condition.0,
+            condition.1,
+            &condition.2,
+            generation,
+            &now,
+        ));
+    }
     if new_status != previous {
         patch_status(api, obj, &new_status).await?;
         if let Outcome::Stalled { reason, message } | Outcome::Retrying { reason, message } =
@@ -158,21 +260,54 @@ async fn apply<K: MetadataResource>(
         {
             publish(ctx, obj, EventType::Warning, reason, "Reconcile", message).await;
         }
+        if let Outcome::Drifted { message } = &outcome {
+            publish(
+                ctx,
+                obj,
+                EventType::Warning,
+                "Drifted",
+                "Reconcile",
+                message,
+            )
+            .await;
+        }
     }
     match error {
-        Some(e) => Err(Error::Zitadel(e)),
+        Some(e) => Err(e),
         None => Ok(action),
     }
 }
 
-/// Steps 1–5 of the pipeline; records acknowledged writes in `progress` as it goes.
+/// The pipeline: validate → resolve value sources → resolve target → read → plan → write →
+/// read back. Records acknowledged writes in `progress` as it goes.
 async fn sync<K: MetadataResource>(
     obj: &K,
     ctx: &Context<K>,
     previous: &MetadataStatus,
     progress: &mut Progress,
 ) -> Result<Synced, SyncError> {
-    let desired = crd::validate(obj.entries()).map_err(SyncError::Invalid)?;
+    let spec = crd::validate(obj.entries()).map_err(SyncError::Invalid)?;
+    let ns = obj.namespace().unwrap_or_default();
+    let (sourced, source_versions) = resolve_sources(&ctx.client, &ns, &spec.sourced).await?;
+    let mut desired = spec.inline;
+    desired.extend(sourced);
+
+    // driftPolicy Ignore: nothing changed on our side since the last successful sync → leave
+    // ZITADEL alone (not even read it).
+    if obj.drift_policy() == DriftPolicy::Ignore
+        && previous.observed_generation == obj.meta().generation
+        && previous.observed_source_versions == source_versions
+        && status::find(&previous.conditions, status::READY).is_some_and(|c| c.status == "True")
+    {
+        progress.org_id = previous.organization_id.clone();
+        return Ok(Synced {
+            managed: previous.managed_keys.iter().cloned().collect(),
+            conflicts: BTreeMap::new(),
+            drifted: BTreeSet::new(),
+            source_versions,
+        });
+    }
+
     let target = resolve_target(obj, ctx, previous).await?;
     progress.org_id = Some(target.org_id().to_string());
 
@@ -195,11 +330,30 @@ async fn sync<K: MetadataResource>(
         .collect();
 
     let mut observed = ctx.zitadel.list_metadata(&target).await?;
+
+    if obj.drift_policy() == DriftPolicy::Report {
+        let plan = plan::plan(&desired, &observed, &managed);
+        let drifted: BTreeSet<String> =
+            plan.set.keys().chain(plan.remove.iter()).cloned().collect();
+        // Keys that already match are adopted; nothing is written.
+        let mut now_managed: BTreeSet<String> = managed
+            .intersection(&observed.keys().cloned().collect())
+            .cloned()
+            .collect();
+        now_managed.extend(plan.unchanged.iter().cloned());
+        return Ok(Synced {
+            managed: now_managed,
+            conflicts,
+            drifted,
+            source_versions,
+        });
+    }
+
     let mut retried = false;
-    loop {
+    let plan = loop {
         let plan = plan::plan(&desired, &observed, &managed);
         match execute(ctx, &target, &plan, progress).await {
-            Ok(()) => break,
+            Ok(()) => break plan,
             // A key vanished between our read and the remove (someone else deleted it):
             // BulkRemove failed whole, so re-read and plan again, once.
             Err(e) if e.is_key_not_existing() && !retried => {
@@ -208,11 +362,121 @@ async fn sync<K: MetadataResource>(
             }
             Err(e) => return Err(e.into()),
         }
+    };
+
+    // Read back what was written: ZITADEL has had bugs that dropped writes silently.
+    if !plan.is_empty() {
+        let after = ctx.zitadel.list_metadata(&target).await?;
+        let mut mismatched: Vec<String> = plan
+            .set
+            .iter()
+            .filter(|(k, v)| after.get(*k) != Some(*v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        mismatched.extend(
+            plan.remove
+                .iter()
+                .filter(|k| after.contains_key(*k))
+                .cloned(),
+        );
+        if !mismatched.is_empty() {
+            return Err(SyncError::ReadBack(mismatched));
+        }
     }
+
     Ok(Synced {
         managed: desired.keys().cloned().collect(),
         conflicts,
+        drifted: BTreeSet::new(),
+        source_versions,
     })
+}
+
+/// Read `valueFrom` sources. Returns the values and the sources' `Kind/name@resourceVersion`.
+/// A missing non-optional source fails the whole sync (no half-way writes).
+async fn resolve_sources(
+    client: &kube::Client,
+    ns: &str,
+    sourced: &BTreeMap<String, ValueSource>,
+) -> Result<(MetadataMap, Vec<String>), SyncError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let mut secret_cache: BTreeMap<String, Option<Secret>> = BTreeMap::new();
+    let mut cm_cache: BTreeMap<String, Option<ConfigMap>> = BTreeMap::new();
+    let mut values = MetadataMap::new();
+    let mut versions = BTreeSet::new();
+    for (key, source) in sourced {
+        let (kind, reference, found): (&str, &KeyRef, Option<(Option<String>, Option<Vec<u8>>)>) =
+            match (&source.secret_key_ref, &source.config_map_key_ref) {
+                (Some(r), None) => {
+                    if !secret_cache.contains_key(&r.name) {
+                        let got = secrets.get_opt(&r.name).await.map_err(SyncError::Kube)?;
+                        secret_cache.insert(r.name.clone(), got);
+                    }
+                    let found = secret_cache.get(&r.name).and_then(Option::as_ref).map(|s| {
+                        let value = s
+                            .data
+                            .as_ref()
+                            .and_then(|d| d.get(&r.key))
+                            .map(|b| b.0.clone());
+                        (s.metadata.resource_version.clone(), value)
+                    });
+                    ("Secret", r, found)
+                }
+                (None, Some(r)) => {
+                    if !cm_cache.contains_key(&r.name) {
+                        let got = config_maps
+                            .get_opt(&r.name)
+                            .await
+                            .map_err(SyncError::Kube)?;
+                        cm_cache.insert(r.name.clone(), got);
+                    }
+                    let found = cm_cache.get(&r.name).and_then(Option::as_ref).map(|c| {
+                        let value = c
+                            .data
+                            .as_ref()
+                            .and_then(|d| d.get(&r.key))
+                            .map(|s| s.clone().into_bytes())
+                            .or_else(|| {
+                                c.binary_data
+                                    .as_ref()
+                                    .and_then(|d| d.get(&r.key))
+                                    .map(|b| b.0.clone())
+                            });
+                        (c.metadata.resource_version.clone(), value)
+                    });
+                    ("ConfigMap", r, found)
+                }
+                _ => {
+                    return Err(SyncError::Invalid(crd::EntryError::ValueChoice {
+                        key: key.clone(),
+                    }));
+                }
+            };
+        if let Some((Some(rv), _)) = &found {
+            versions.insert(format!("{kind}/{}@{rv}", reference.name));
+        }
+        match found {
+            Some((_, Some(bytes))) => {
+                crd::check_value(key, &bytes).map_err(SyncError::Invalid)?;
+                values.insert(key.clone(), bytes);
+            }
+            _ if reference.optional => {}
+            Some((_, None)) => {
+                return Err(SyncError::SourceMissing(format!(
+                    "metadata key {key:?}: {kind} {:?} has no key {:?}",
+                    reference.name, reference.key
+                )));
+            }
+            None => {
+                return Err(SyncError::SourceMissing(format!(
+                    "metadata key {key:?}: {kind} {:?} not found in namespace {ns}",
+                    reference.name
+                )));
+            }
+        }
+    }
+    Ok((values, versions.into_iter().collect()))
 }
 
 /// Apply a plan: at most the bulk sets and bulk removes ZITADEL's limits force; nothing when the
@@ -323,6 +587,7 @@ fn build_status<K: MetadataResource>(
             .clone()
             .or_else(|| previous.organization_id.clone()),
         managed_key_count: Some(managed_keys.len() as i64),
+        observed_source_versions: Vec::new(),
         managed_keys,
         conditions: status::conditions(&previous.conditions, outcome, generation, &now),
     }

@@ -18,10 +18,10 @@ pub const MAX_BINARY_VALUE_CHARS: usize = 666_668;
 /// Most entries one object may list.
 pub const MAX_ENTRIES: usize = 1000;
 
-/// One metadata key and its value. Exactly one of `value` and `binaryValue` is set.
+/// One metadata key and its value. Exactly one of `value`, `binaryValue` and `valueFrom` is set.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.value) != has(self.binaryValue)").message("exactly one of value or binaryValue must be set"))]
+#[x_kube(validation = Rule::new("(has(self.value) ? 1 : 0) + (has(self.binaryValue) ? 1 : 0) + (has(self.valueFrom) ? 1 : 0) == 1").message("exactly one of value, binaryValue or valueFrom must be set"))]
 pub struct MetadataEntry {
     /// The metadata key in ZITADEL: 1 to 200 characters, unique within the object.
     #[schemars(length(min = 1, max = 200))]
@@ -39,6 +39,42 @@ pub struct MetadataEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "binary_value_schema")]
     pub binary_value: Option<String>,
+
+    /// The value read from a key of a Secret or ConfigMap in the object's namespace. The
+    /// operator watches the source and re-syncs when it changes. Secret values never appear in
+    /// status, events or logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<ValueSource>,
+}
+
+/// Where a value comes from. Exactly one of `secretKeyRef` and `configMapKeyRef` is set.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretKeyRef) != has(self.configMapKeyRef)").message("exactly one of secretKeyRef or configMapKeyRef must be set"))]
+pub struct ValueSource {
+    /// A key of a Secret in the same namespace (its decoded bytes are the value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<KeyRef>,
+    /// A key of a ConfigMap in the same namespace (`data`, or `binaryData` for bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<KeyRef>,
+}
+
+/// A key of a Secret or ConfigMap in the object's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRef {
+    /// Name of the Secret / ConfigMap.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key in it.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+    /// When true, a missing Secret/ConfigMap or key means "this metadata entry is absent" (it is
+    /// not set, and removed from ZITADEL if this object manages it). When false (default), the
+    /// object stops with `Ready=False` and nothing is written until the source exists.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 /// Schema of an optional string: not nullable, so a `null` is pruned by the API server rather
@@ -79,6 +115,7 @@ impl MetadataEntry {
             key: key.into(),
             value: Some(value.into()),
             binary_value: None,
+            value_from: None,
         }
     }
 
@@ -88,18 +125,29 @@ impl MetadataEntry {
             key: key.into(),
             value: None,
             binary_value: Some(base64::engine::general_purpose::STANDARD.encode(value)),
+            value_from: None,
         }
     }
 
-    /// The value's bytes as ZITADEL will store them.
-    pub fn decoded(&self) -> Result<Vec<u8>, EntryError> {
-        match (&self.value, &self.binary_value) {
-            (Some(text), None) => Ok(text.as_bytes().to_vec()),
-            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+    /// The inline value's bytes as ZITADEL will store them; `Ok(None)` for a `valueFrom` entry
+    /// (resolved by the reconciler).
+    pub fn decoded(&self) -> Result<Option<Vec<u8>>, EntryError> {
+        match (&self.value, &self.binary_value, &self.value_from) {
+            (Some(text), None, None) => Ok(Some(text.as_bytes().to_vec())),
+            (None, Some(b64), None) => base64::engine::general_purpose::STANDARD
                 .decode(b64)
+                .map(Some)
                 .map_err(|_| EntryError::InvalidBase64 {
                     key: self.key.clone(),
                 }),
+            (
+                None,
+                None,
+                Some(ValueSource {
+                    secret_key_ref,
+                    config_map_key_ref,
+                }),
+            ) if secret_key_ref.is_some() != config_map_key_ref.is_some() => Ok(None),
             _ => Err(EntryError::ValueChoice {
                 key: self.key.clone(),
             }),
@@ -110,8 +158,10 @@ impl MetadataEntry {
 /// A spec entry that cannot be sent to ZITADEL. Messages name the key, never the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EntryError {
-    /// Neither or both of `value` / `binaryValue` are set.
-    #[error("metadata key {key:?}: exactly one of value or binaryValue must be set")]
+    /// Not exactly one of `value` / `binaryValue` / `valueFrom` (with one reference) is set.
+    #[error(
+        "metadata key {key:?}: exactly one of value, binaryValue or valueFrom (with exactly one of secretKeyRef / configMapKeyRef) must be set"
+    )]
     ValueChoice {
         /// The offending key.
         key: String,
@@ -152,13 +202,16 @@ pub enum EntryError {
     },
 }
 
-/// Validate a spec's entries and decode them to the bytes ZITADEL should hold.
+/// Validate a spec's entries and decode the inline values to the bytes ZITADEL should hold.
+/// Entries with `valueFrom` are checked for shape and returned separately, to be resolved by
+/// the reconciler and then checked with [`check_value`].
 ///
 /// The API server already enforces most of this through the CRD schema; this is the defence in
 /// depth for what the schema cannot express (byte sizes) and for objects admitted before a schema
 /// change.
-pub fn validate(entries: &[MetadataEntry]) -> Result<BTreeMap<String, Vec<u8>>, EntryError> {
-    let mut out = BTreeMap::new();
+pub fn validate(entries: &[MetadataEntry]) -> Result<Desired, EntryError> {
+    let mut out = Desired::default();
+    let mut seen = std::collections::BTreeSet::new();
     for entry in entries {
         let chars = entry.key.chars().count();
         if chars == 0 || chars > MAX_KEY_CHARS {
@@ -167,25 +220,49 @@ pub fn validate(entries: &[MetadataEntry]) -> Result<BTreeMap<String, Vec<u8>>, 
                 chars,
             });
         }
-        let bytes = entry.decoded()?;
-        if bytes.is_empty() {
-            return Err(EntryError::EmptyValue {
-                key: entry.key.clone(),
-            });
-        }
-        if bytes.len() > MAX_VALUE_BYTES {
-            return Err(EntryError::ValueTooLarge {
-                key: entry.key.clone(),
-                bytes: bytes.len(),
-            });
-        }
-        if out.insert(entry.key.clone(), bytes).is_some() {
+        if !seen.insert(entry.key.clone()) {
             return Err(EntryError::DuplicateKey {
                 key: entry.key.clone(),
             });
         }
+        match entry.decoded()? {
+            Some(bytes) => {
+                check_value(&entry.key, &bytes)?;
+                out.inline.insert(entry.key.clone(), bytes);
+            }
+            None => {
+                if let Some(source) = &entry.value_from {
+                    out.sourced.insert(entry.key.clone(), source.clone());
+                }
+            }
+        }
     }
     Ok(out)
+}
+
+/// ZITADEL's value limits: 1 to 500000 bytes.
+pub fn check_value(key: &str, bytes: &[u8]) -> Result<(), EntryError> {
+    if bytes.is_empty() {
+        return Err(EntryError::EmptyValue {
+            key: key.to_string(),
+        });
+    }
+    if bytes.len() > MAX_VALUE_BYTES {
+        return Err(EntryError::ValueTooLarge {
+            key: key.to_string(),
+            bytes: bytes.len(),
+        });
+    }
+    Ok(())
+}
+
+/// A validated spec: inline values, and entries whose value comes from a Secret/ConfigMap.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    /// Key → bytes, for `value` / `binaryValue` entries.
+    pub inline: BTreeMap<String, Vec<u8>>,
+    /// Key → source, for `valueFrom` entries.
+    pub sourced: BTreeMap<String, ValueSource>,
 }
 
 /// What happens to the keys an object manages when the object is deleted.
@@ -198,6 +275,21 @@ pub enum DeletionPolicy {
     Delete,
     /// Leave the keys in ZITADEL.
     Orphan,
+}
+
+/// What the operator does when ZITADEL differs from the spec.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum DriftPolicy {
+    /// Make ZITADEL match: set and remove keys (the default).
+    #[default]
+    Enforce,
+    /// Never write; report differences in a `Drifted` condition (key names only, never values).
+    Report,
+    /// Apply the spec when it (or a referenced Secret/ConfigMap) changes; do not read ZITADEL in
+    /// between, so changes made outside Kubernetes are left alone.
+    Ignore,
 }
 
 /// Observed state, written by the operator. Kstatus-compatible.
@@ -231,6 +323,11 @@ pub struct MetadataStatus {
     /// are removed from ZITADEL only if they are listed here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub managed_keys: Vec<String>,
+
+    /// The Secrets and ConfigMaps the last successful sync read values from, as
+    /// `Kind/name@resourceVersion` (versions only, never content).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub observed_source_versions: Vec<String>,
 
     /// Number of entries in `managedKeys` (for `kubectl get`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -300,4 +397,8 @@ pub trait MetadataResource:
     fn deletion_policy(&self) -> DeletionPolicy;
     /// Current status, if any.
     fn status(&self) -> Option<&MetadataStatus>;
+    /// Drift policy.
+    fn drift_policy(&self) -> DriftPolicy;
+    /// Whether reconciliation is paused.
+    fn suspended(&self) -> bool;
 }

@@ -3,7 +3,9 @@
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::{DeletionPolicy, MetadataEntry, MetadataResource, MetadataStatus, TargetRef};
+use super::{
+    DeletionPolicy, DriftPolicy, MetadataEntry, MetadataResource, MetadataStatus, TargetRef,
+};
 
 /// Metadata of one ZITADEL user, kept in sync by the operator.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -53,6 +55,16 @@ pub struct UserMetadataSpec {
     /// them from ZITADEL, `Orphan` leaves them.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// What to do when ZITADEL differs from the spec: `Enforce` (default) repairs it, `Report`
+    /// never writes and lists the differing keys in a `Drifted` condition, `Ignore` writes only
+    /// when the spec or a referenced Secret/ConfigMap changes.
+    #[serde(default)]
+    pub drift_policy: DriftPolicy,
+
+    /// Pause reconciliation: no ZITADEL calls until set back to false. Deletion still runs.
+    #[serde(default)]
+    pub suspend: bool,
 }
 
 impl MetadataResource for UserMetadata {
@@ -75,5 +87,13 @@ impl MetadataResource for UserMetadata {
 
     fn status(&self) -> Option<&MetadataStatus> {
         self.status.as_ref()
+    }
+
+    fn drift_policy(&self) -> DriftPolicy {
+        self.spec.drift_policy
+    }
+
+    fn suspended(&self) -> bool {
+        self.spec.suspend
     }
 }
