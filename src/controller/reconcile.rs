@@ -392,6 +392,9 @@ async fn sync<K: MetadataResource>(
     })
 }
 
+/// A source that exists: its resourceVersion and the key's bytes if the key exists.
+type SourceLookup = (Option<String>, Option<Vec<u8>>);
+
 /// Read `valueFrom` sources. Returns the values and the sources' `Kind/name@resourceVersion`.
 /// A missing non-optional source fails the whole sync (no half-way writes).
 async fn resolve_sources(
@@ -406,7 +409,7 @@ async fn resolve_sources(
     let mut values = MetadataMap::new();
     let mut versions = BTreeSet::new();
     for (key, source) in sourced {
-        let (kind, reference, found): (&str, &KeyRef, Option<(Option<String>, Option<Vec<u8>>)>) =
+        let (kind, reference, found): (&str, &KeyRef, Option<SourceLookup>) =
             match (&source.secret_key_ref, &source.config_map_key_ref) {
                 (Some(r), None) => {
                     if !secret_cache.contains_key(&r.name) {
