@@ -7,7 +7,10 @@ use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use url::Url;
 
-use super::{MetadataMap, ObjectDetails, Target, TokenSource, ZitadelApi, ZitadelError};
+use super::{
+    Found, MetadataMap, ObjectDetails, OrgQuery, Target, TokenSource, UserQuery, ZitadelApi,
+    ZitadelError,
+};
 
 /// Page size used when listing metadata (v1 has no maximum; keep responses moderate).
 const LIST_PAGE: u32 = 1000;
@@ -108,6 +111,26 @@ struct GetUserResponse {
     details: ObjectDetails,
     #[serde(default)]
     user: Option<UserV2>,
+}
+
+#[derive(Deserialize, Default)]
+struct SearchResponse {
+    #[serde(default)]
+    result: Vec<SearchHit>,
+}
+
+#[derive(Deserialize)]
+struct SearchHit {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    details: ObjectDetails,
+}
+
+#[derive(Deserialize, Default)]
+struct UserByLoginName {
+    #[serde(default)]
+    user: Option<SearchHit>,
 }
 
 #[derive(Deserialize)]
@@ -319,5 +342,78 @@ impl ZitadelApi for HttpClient {
             .ok_or_else(|| {
                 ZitadelError::Decode(format!("user {user_id}: answer names no organization"))
             })
+    }
+
+    async fn find_organizations(&self, query: &OrgQuery) -> Result<Vec<Found>, ZitadelError> {
+        let q = match query {
+            OrgQuery::Name(name) => {
+                serde_json::json!({"nameQuery": {"name": name, "method": "TEXT_QUERY_METHOD_EQUALS"}})
+            }
+            OrgQuery::Domain(domain) => {
+                serde_json::json!({"domainQuery": {"domain": domain, "method": "TEXT_QUERY_METHOD_EQUALS_IGNORE_CASE"}})
+            }
+        };
+        let body = serde_json::json!({"query": {"offset": "0", "limit": 100}, "queries": [q]});
+        let url = self.url(&["v2", "organizations", "_search"])?;
+        let response: SearchResponse = self.call(Method::POST, url, None, Some(&body)).await?;
+        Ok(response
+            .result
+            .into_iter()
+            .filter(|h| !h.id.is_empty())
+            .map(|h| Found {
+                org_id: h.id.clone(),
+                id: h.id,
+            })
+            .collect())
+    }
+
+    async fn find_users(&self, query: &UserQuery) -> Result<Vec<Found>, ZitadelError> {
+        let hits = match query {
+            UserQuery::LoginName(login) => {
+                let mut url =
+                    self.url(&["management", "v1", "global", "users", "_by_login_name"])?;
+                url.query_pairs_mut().append_pair("loginName", login);
+                match self
+                    .call::<(), UserByLoginName>(Method::GET, url, None, None)
+                    .await
+                {
+                    Ok(r) => r.user.into_iter().collect(),
+                    Err(e) if e.status() == Some(404) => Vec::new(),
+                    Err(e) => return Err(e),
+                }
+            }
+            UserQuery::UserName { org_id, user_name } => {
+                let q = serde_json::json!({"userNameQuery": {"userName": user_name, "method": "TEXT_QUERY_METHOD_EQUALS"}});
+                self.search_users(org_id, q).await?
+            }
+            UserQuery::Email { org_id, email } => {
+                let q = serde_json::json!({"emailQuery": {"emailAddress": email, "method": "TEXT_QUERY_METHOD_EQUALS_IGNORE_CASE"}});
+                self.search_users(org_id, q).await?
+            }
+        };
+        Ok(hits
+            .into_iter()
+            .filter(|h| !h.id.is_empty())
+            .map(|h| Found {
+                id: h.id,
+                org_id: h.details.resource_owner.unwrap_or_default(),
+            })
+            .collect())
+    }
+}
+
+impl HttpClient {
+    /// `POST /management/v1/users/_search` in `org_id` with one query.
+    async fn search_users(
+        &self,
+        org_id: &str,
+        query: serde_json::Value,
+    ) -> Result<Vec<SearchHit>, ZitadelError> {
+        let body = serde_json::json!({"query": {"offset": "0", "limit": 100}, "queries": [query]});
+        let url = self.url(&["management", "v1", "users", "_search"])?;
+        let response: SearchResponse = self
+            .call(Method::POST, url, Some(org_id), Some(&body))
+            .await?;
+        Ok(response.result)
     }
 }

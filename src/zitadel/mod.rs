@@ -96,6 +96,51 @@ pub trait ZitadelApi: Send + Sync {
 
     /// The organization (resource owner) a user belongs to.
     async fn user_organization(&self, user_id: &str) -> Result<String, ZitadelError>;
+
+    /// Organizations visible to the caller whose name (or a verified domain) equals `query`.
+    async fn find_organizations(&self, query: &OrgQuery) -> Result<Vec<Found>, ZitadelError>;
+
+    /// Users matching `query` (login name instance-wide; user name / email within an org).
+    async fn find_users(&self, query: &UserQuery) -> Result<Vec<Found>, ZitadelError>;
+}
+
+/// How to find an organization by a human-friendly reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OrgQuery {
+    /// Exact organization name.
+    Name(String),
+    /// A verified domain of the organization.
+    Domain(String),
+}
+
+/// How to find a user by a human-friendly reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserQuery {
+    /// Exact login name (e.g. `alice@acme.example`), searched instance-wide.
+    LoginName(String),
+    /// User name within organization `org_id`.
+    UserName {
+        /// The organization to search in.
+        org_id: String,
+        /// The user name.
+        user_name: String,
+    },
+    /// Email address (case-insensitive) within organization `org_id`.
+    Email {
+        /// The organization to search in.
+        org_id: String,
+        /// The email address.
+        email: String,
+    },
+}
+
+/// A search hit: the object's id and its organization.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// Id of the org or user.
+    pub id: String,
+    /// The org (for an org: itself; for a user: its resource owner).
+    pub org_id: String,
 }
 
 /// protojson writes 64-bit integers as strings but accepts numbers; accept both.
