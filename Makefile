@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo demo-once test lint unit envtest crds
+.PHONY: demo demo-once test lint unit envtest crds release-static
 
 ## Build what is missing, start kube-apiserver + etcd + the ZITADEL emulator, run the operator,
 ## apply examples/, print the result, keep running until Ctrl-C.
@@ -20,9 +20,16 @@ demo-once:
 envtest:
 	bash tests/envtest/build.sh
 
-## Regenerate crds/ from the Rust types.
+## Regenerate crds/ from the Rust types, and copy them into the Helm chart (a test checks both).
 crds:
 	$(CARGO) run --quiet --bin crdgen -- --out crds/
+	rm -f charts/zitadel-metadata-operator/crds/*.yaml
+	cp crds/*.yaml charts/zitadel-metadata-operator/crds/
+
+## Static release binary (what the Dockerfile builds): needs `rustup target add
+## x86_64-unknown-linux-musl` and a musl C compiler (Debian: musl-tools). Not part of `make test`.
+release-static:
+	$(CARGO) build --release --locked --target x86_64-unknown-linux-musl --bin zitadel-metadata-operator
 
 lint:
 	$(CARGO) fmt --all --check

@@ -176,3 +176,44 @@ fn schema_bounds_are_declared() {
     let conditions = &schema["properties"]["status"]["properties"]["conditions"];
     assert_eq!(conditions["x-kubernetes-list-type"], "map");
 }
+
+/// The Helm chart ships the same CRDs as `crds/`, byte for byte (`make crds` copies them).
+#[test]
+fn chart_crds_are_copies_of_crds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let list = |dir: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    let crds = root.join("crds");
+    let chart = root.join("charts/zitadel-metadata-operator/crds");
+    let names = list(&crds);
+    assert_eq!(
+        names.len(),
+        crd::all().len(),
+        "crds/ holds one file per CRD"
+    );
+    assert_eq!(
+        list(&chart),
+        names,
+        "charts/zitadel-metadata-operator/crds/ must hold exactly the files of crds/; run `make crds`"
+    );
+    for name in &names {
+        let a = std::fs::read(crds.join(name)).expect("read crds/");
+        let b = std::fs::read(chart.join(name)).expect("read chart crds/");
+        assert!(
+            a == b,
+            "charts/zitadel-metadata-operator/crds/{name} differs from crds/{name}; run `make crds`"
+        );
+    }
+}

@@ -1,0 +1,93 @@
+{{/* Chart name, overridable. */}}
+{{- define "zmo.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name prefix of every resource. */}}
+{{- define "zmo.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "zmo.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "zmo.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "zmo.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "zmo.labels" -}}
+helm.sh/chart: {{ include "zmo.chart" . }}
+{{ include "zmo.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "zmo.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "zmo.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "zmo.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the operator runs with --leader-elect. */}}
+{{- define "zmo.leaderElect" -}}
+{{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
+{{- end }}
+
+{{/* Name of the leader-election Lease (one per release). */}}
+{{- define "zmo.leaseName" -}}
+{{- include "zmo.fullname" . }}
+{{- end }}
+
+{{/* Namespace of the token Secret read through the API (mode 1). */}}
+{{- define "zmo.tokenSecretNamespace" -}}
+{{- default .Release.Namespace .Values.zitadel.tokenSecret.namespace }}
+{{- end }}
+
+{{/* Fails on values that cannot work together. */}}
+{{- define "zmo.validate" -}}
+{{- if and .Values.zitadel.tokenSecret.name .Values.zitadel.existingSecret.name }}
+{{- fail "set at most one of zitadel.tokenSecret.name (read through the API) and zitadel.existingSecret.name (mounted as a file)" }}
+{{- end }}
+{{- if and .Values.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
+{{- fail "serviceMonitor.enabled needs metrics.service.enabled" }}
+{{- end }}
+{{- end }}
+
+{{/* The RBAC rules in every watched scope: the custom resources and their status, Events, and
+the Secrets/ConfigMaps that `valueFrom` reads (watched as metadata only, values read on reconcile). */}}
+{{- define "zmo.resourceRules" -}}
+- apiGroups: ["metadata.zitadel-operator.dev"]
+  resources: ["orgmetadatas", "usermetadatas"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["metadata.zitadel-operator.dev"]
+  resources: ["orgmetadatas/status", "usermetadatas/status"]
+  verbs: ["patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: [""]
+  resources: ["secrets", "configmaps"]
+  verbs: ["get", "list", "watch"]
+{{- end }}

@@ -1,0 +1,901 @@
+//! The Helm chart (`charts/zitadel-metadata-operator`), with the `helm` binary built from source by
+//! tests/envtest/build.sh next to `kubectl`:
+//!
+//! * `helm lint` passes for default and non-default values; the values schema rejects typos.
+//! * `helm template` for default values, `replicaCount=2`, `watchNamespaces`, `serviceMonitor`,
+//!   `podDisruptionBudget` and both token modes renders what it should (exact RBAC rules, flags,
+//!   security context, probes), and every rendered manifest is accepted by the real test apiserver
+//!   with `kubectl apply --dry-run=server --validate=strict`; `helm install --dry-run=server` too.
+//! * RBAC is sufficient: the operator, running as the chart's ServiceAccount (impersonation), syncs
+//!   an OrgMetadata and a UserMetadata to Ready and cleans up on deletion; and minimal for status:
+//!   the same ClusterRole without the `patch` verb on `/status` leaves the object unready.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams};
+use kube::config::KubeConfigOptions;
+use kube::{Api, Client};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use zitadel_metadata_operator::crd::OrgMetadata;
+use zmo_testkit::controlplane::ControlPlane;
+
+use common::{ACME, ALICE, Operator, TestEnv, condition, fast_settings, is_ready};
+
+fn chart_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/zitadel-metadata-operator")
+}
+
+/// `helm` from the control plane's binary directory, with its config/cache/data kept in the
+/// control plane's temporary directory and the envtest kubeconfig.
+fn helm(cp: &ControlPlane) -> Command {
+    let bin = cp.bin_dir().join("helm");
+    assert!(
+        bin.is_file(),
+        "no helm in {}: tests/envtest/build.sh builds it (KUBEBUILDER_ASSETS pointing at a folder \
+         without helm skips that; unset it or put a helm v4 binary there)",
+        cp.bin_dir().display()
+    );
+    let home = cp.root_dir().join("helm-home");
+    let mut command = Command::new(bin);
+    command
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .env("KUBECONFIG", cp.kubeconfig_path())
+        .stdin(Stdio::null());
+    command
+}
+
+fn run(mut command: Command, stdin: Option<&str>) -> Output {
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    child.wait_with_output().expect("wait")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `helm template RELEASE CHART --namespace NS ARGS…`; panics when helm fails.
+fn template(cp: &ControlPlane, release: &str, ns: &str, args: &[&str]) -> String {
+    let out = try_template(cp, release, ns, args);
+    assert!(
+        out.status.success(),
+        "helm template {args:?} failed:\n{}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn try_template(cp: &ControlPlane, release: &str, ns: &str, args: &[&str]) -> Output {
+    let mut command = helm(cp);
+    command
+        .args(["template", release])
+        .arg(chart_dir())
+        .args(["--namespace", ns])
+        .args(args);
+    run(command, None)
+}
+
+/// The YAML documents of a multi-document stream, as JSON values (empty documents dropped).
+fn docs(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|d| Value::deserialize(d).expect("rendered YAML parses"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    let found = of_kind(docs, kind);
+    assert_eq!(
+        found.len(),
+        1,
+        "expected exactly one {kind}, got {found:#?}"
+    );
+    found[0]
+}
+
+fn named<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in {docs:#?}"))
+}
+
+fn kinds(docs: &[Value]) -> Vec<String> {
+    let mut kinds: Vec<String> = docs
+        .iter()
+        .map(|d| d["kind"].as_str().expect("kind").to_string())
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+fn container(docs: &[Value]) -> &Value {
+    let containers = &one(docs, "Deployment")["spec"]["template"]["spec"]["containers"];
+    assert_eq!(
+        containers.as_array().map(Vec::len),
+        Some(1),
+        "one container"
+    );
+    &containers[0]
+}
+
+fn args(docs: &[Value]) -> Vec<String> {
+    container(docs)["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string arg").to_string())
+        .collect()
+}
+
+/// The rules every watched scope gets, exactly.
+fn resource_rules() -> Value {
+    json!([
+        {"apiGroups": ["metadata.zitadel-operator.dev"], "resources": ["orgmetadatas", "usermetadatas"],
+         "verbs": ["get", "list", "watch", "patch", "update"]},
+        {"apiGroups": ["metadata.zitadel-operator.dev"], "resources": ["orgmetadatas/status", "usermetadatas/status"],
+         "verbs": ["patch"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+        {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get", "list", "watch"]},
+    ])
+}
+
+/// `kubectl apply --dry-run=server --validate=strict -o name` of `docs` (as a List); returns (ok,
+/// stdout: one `kind/name` line per accepted object, stderr).
+fn server_dry_run(cp: &ControlPlane, docs: &[&Value]) -> (bool, String, String) {
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": docs});
+    let mut command = cp.kubectl();
+    command.args([
+        "apply",
+        "--dry-run=server",
+        "--validate=strict",
+        "-o",
+        "name",
+        "-f",
+        "-",
+    ]);
+    let out = run(command, Some(&list.to_string()));
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// Server-side dry-run of every document; asserts the apiserver accepted each one.
+fn assert_accepted(cp: &ControlPlane, docs: &[Value]) {
+    let refs: Vec<&Value> = docs.iter().collect();
+    let (ok, stdout, stderr) = server_dry_run(cp, &refs);
+    assert!(
+        ok,
+        "the apiserver rejected the rendered chart:\n{stdout}{stderr}"
+    );
+    let mut applied: Vec<String> = stdout
+        .lines()
+        .map(|l| l.split('/').next_back().unwrap_or_default().to_string())
+        .collect();
+    let mut expected: Vec<String> = docs
+        .iter()
+        .map(|d| d["metadata"]["name"].as_str().expect("name").to_string())
+        .collect();
+    applied.sort();
+    expected.sort();
+    assert_eq!(
+        applied, expected,
+        "every document is dry-run applied:\n{stdout}{stderr}"
+    );
+}
+
+async fn namespace(cp: &ControlPlane, prefix: &str) -> String {
+    cp.create_namespace(prefix).await.expect("namespace")
+}
+
+#[tokio::test]
+async fn helm_lint_passes_and_the_schema_rejects_bad_values() {
+    let cp = common::shared_with_crds().await;
+
+    let mut lint = helm(cp);
+    lint.args(["lint", "--strict"]).arg(chart_dir());
+    let out = run(lint, None);
+    assert!(
+        out.status.success(),
+        "helm lint (defaults): {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("1 chart(s) linted, 0 chart(s) failed"));
+
+    let mut lint = helm(cp);
+    lint.args(["lint", "--strict"]).arg(chart_dir()).args([
+        "--set",
+        "replicaCount=3",
+        "--set-json",
+        r#"watchNamespaces=["team-a","team-b"]"#,
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--set",
+        "podDisruptionBudget.enabled=true",
+        "--set",
+        "zitadel.url=https://acme.zitadel.cloud",
+        "--set",
+        "zitadel.tokenSecret.name=zitadel-token",
+        "--set",
+        "operator.resyncInterval=1m 30s",
+    ]);
+    let out = run(lint, None);
+    assert!(
+        out.status.success(),
+        "helm lint (non-default): {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
+    // A typo, a bad URL, a bad duration and an out-of-range number are rejected by the schema.
+    for (set, expected) in [
+        (
+            "replicaCont=2",
+            "additional properties 'replicaCont' not allowed",
+        ),
+        ("zitadel.url=acme.zitadel.cloud", "/zitadel/url"),
+        ("operator.resyncInterval=soon", "/operator/resyncInterval"),
+        (
+            "operator.maxConcurrentReconciles=0",
+            "/operator/maxConcurrentReconciles",
+        ),
+        ("operator.logFormat=xml", "/operator/logFormat"),
+    ] {
+        let out = try_template(cp, "bad", "default", &["--set", set]);
+        assert!(!out.status.success(), "{set} was accepted");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(expected),
+            "{set}: {expected:?} not in {stderr}"
+        );
+    }
+    // Both token modes at once.
+    let out = try_template(
+        cp,
+        "bad",
+        "default",
+        &[
+            "--set",
+            "zitadel.tokenSecret.name=a",
+            "--set",
+            "zitadel.existingSecret.name=b",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("set at most one of zitadel.tokenSecret.name"));
+}
+
+#[tokio::test]
+async fn default_values_render_a_restricted_least_privilege_install_the_apiserver_accepts() {
+    let cp = common::shared_with_crds().await;
+    let ns = namespace(cp, "helm-default").await;
+    let docs = docs(&template(cp, "zmo", &ns, &["--include-crds"]));
+
+    assert_eq!(
+        kinds(&docs),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "Deployment",
+            "Service",
+            "ServiceAccount"
+        ],
+        "no Role (no leader election, no token Secret), no PDB, no ServiceMonitor by default"
+    );
+    let crd_names: Vec<&str> = of_kind(&docs, "CustomResourceDefinition")
+        .iter()
+        .map(|c| c["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert!(crd_names.contains(&"orgmetadatas.metadata.zitadel-operator.dev"));
+    assert!(crd_names.contains(&"usermetadatas.metadata.zitadel-operator.dev"));
+
+    let sa = one(&docs, "ServiceAccount");
+    assert_eq!(sa["metadata"]["name"], "zmo-zitadel-metadata-operator");
+    assert_eq!(sa["metadata"]["namespace"], ns.as_str());
+
+    let role = one(&docs, "ClusterRole");
+    assert_eq!(
+        role["rules"],
+        resource_rules(),
+        "ClusterRole rules, exactly"
+    );
+    let binding = one(&docs, "ClusterRoleBinding");
+    assert_eq!(
+        binding["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "zmo-zitadel-metadata-operator"})
+    );
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "zmo-zitadel-metadata-operator", "namespace": ns}])
+    );
+
+    let deployment = one(&docs, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "zmo-zitadel-metadata-operator");
+    assert_eq!(
+        pod["securityContext"],
+        json!({"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
+               "seccompProfile": {"type": "RuntimeDefault"}})
+    );
+    let c = container(&docs);
+    assert_eq!(
+        c["securityContext"],
+        json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "runAsNonRoot": true,
+               "runAsUser": 65532, "runAsGroup": 65532, "capabilities": {"drop": ["ALL"]},
+               "seccompProfile": {"type": "RuntimeDefault"}})
+    );
+    assert_eq!(c["image"], "zitadel-metadata-operator:0.1.0");
+    assert_eq!(
+        c["livenessProbe"]["httpGet"],
+        json!({"path": "/healthz", "port": "health"})
+    );
+    assert_eq!(
+        c["readinessProbe"]["httpGet"],
+        json!({"path": "/readyz", "port": "health"})
+    );
+    assert_eq!(
+        c["ports"],
+        json!([{"name": "health", "containerPort": 8080, "protocol": "TCP"},
+               {"name": "metrics", "containerPort": 9090, "protocol": "TCP"}])
+    );
+    assert_eq!(c["resources"]["requests"]["memory"], "64Mi");
+    let a = args(&docs);
+    assert!(!a.iter().any(|a| a.starts_with("--leader-elect")), "{a:?}");
+    assert!(!a.iter().any(|a| a.starts_with("--namespace")), "{a:?}");
+    assert!(!a.iter().any(|a| a.starts_with("--token")), "{a:?}");
+    for expected in [
+        "--health-addr=0.0.0.0:8080",
+        "--metrics-addr=0.0.0.0:9090",
+        "--log-format=json",
+    ] {
+        assert!(a.iter().any(|a| a == expected), "{expected} in {a:?}");
+    }
+
+    let service = one(&docs, "Service");
+    assert_eq!(
+        service["spec"]["ports"],
+        json!([{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}])
+    );
+    assert_eq!(
+        service["spec"]["selector"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+
+    assert_accepted(cp, &docs);
+}
+
+#[tokio::test]
+async fn more_than_one_replica_turns_on_leader_election_with_a_lease_role() {
+    let cp = common::shared_with_crds().await;
+    let ns = namespace(cp, "helm-leader").await;
+    let docs = docs(&template(cp, "zmo", &ns, &["--set", "replicaCount=2"]));
+
+    assert_eq!(one(&docs, "Deployment")["spec"]["replicas"], 2);
+    let a = args(&docs);
+    for expected in [
+        "--leader-elect".to_string(),
+        format!("--leader-election-namespace={ns}"),
+        "--leader-election-id=zmo-zitadel-metadata-operator".to_string(),
+    ] {
+        assert!(a.contains(&expected), "{expected} in {a:?}");
+    }
+    let role = named(
+        &docs,
+        "Role",
+        "zmo-zitadel-metadata-operator-leader-election",
+    );
+    assert_eq!(role["metadata"]["namespace"], ns.as_str());
+    assert_eq!(
+        role["rules"],
+        json!([
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+             "resourceNames": ["zmo-zitadel-metadata-operator"], "verbs": ["get", "update"]},
+        ])
+    );
+    let binding = named(
+        &docs,
+        "RoleBinding",
+        "zmo-zitadel-metadata-operator-leader-election",
+    );
+    assert_eq!(binding["metadata"]["namespace"], ns.as_str());
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    assert_eq!(
+        one(&docs, "ClusterRole")["rules"],
+        resource_rules(),
+        "no lease rule at cluster scope"
+    );
+    assert_accepted(cp, &docs);
+
+    // One replica with leaderElection.enabled also elects; one replica without it does not.
+    let forced = docs_of(cp, &ns, &["--set", "leaderElection.enabled=true"]);
+    assert!(args(&forced).contains(&"--leader-elect".to_string()));
+    let single = docs_of(cp, &ns, &[]);
+    assert!(of_kind(&single, "Role").is_empty());
+}
+
+fn docs_of(cp: &ControlPlane, ns: &str, args: &[&str]) -> Vec<Value> {
+    docs(&template(cp, "zmo", ns, args))
+}
+
+#[tokio::test]
+async fn watch_namespaces_get_namespaced_roles_and_no_cluster_role() {
+    let cp = common::shared_with_crds().await;
+    let ns = namespace(cp, "helm-watch").await;
+    let team_a = namespace(cp, "helm-team-a").await;
+    let team_b = namespace(cp, "helm-team-b").await;
+    let list = format!(r#"watchNamespaces=["{team_a}","{team_b}"]"#);
+    let docs = docs_of(cp, &ns, &["--set-json", &list]);
+
+    assert!(of_kind(&docs, "ClusterRole").is_empty(), "no ClusterRole");
+    assert!(of_kind(&docs, "ClusterRoleBinding").is_empty());
+    let roles = of_kind(&docs, "Role");
+    assert_eq!(roles.len(), 2, "one Role per watched namespace");
+    for watched in [&team_a, &team_b] {
+        let role = roles
+            .iter()
+            .find(|r| r["metadata"]["namespace"] == watched.as_str())
+            .unwrap_or_else(|| panic!("no Role in {watched}"));
+        assert_eq!(role["rules"], resource_rules());
+        let binding = of_kind(&docs, "RoleBinding")
+            .into_iter()
+            .find(|b| b["metadata"]["namespace"] == watched.as_str())
+            .unwrap_or_else(|| panic!("no RoleBinding in {watched}"));
+        assert_eq!(binding["roleRef"]["kind"], "Role");
+        assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "zmo-zitadel-metadata-operator", "namespace": ns}])
+        );
+    }
+    let a = args(&docs);
+    assert!(
+        a.contains(&format!("--namespace={team_a},{team_b}")),
+        "{a:?}"
+    );
+    assert_accepted(cp, &docs);
+}
+
+#[tokio::test]
+async fn service_monitor_and_pod_disruption_budget_are_optional() {
+    let cp = common::shared_with_crds().await;
+    let ns = namespace(cp, "helm-monitor").await;
+    let docs = docs_of(
+        cp,
+        &ns,
+        &[
+            "--set",
+            "serviceMonitor.enabled=true",
+            "--set",
+            "serviceMonitor.labels.release=prometheus",
+            "--set",
+            "podDisruptionBudget.enabled=true",
+            "--set",
+            "replicaCount=2",
+        ],
+    );
+    let service = one(&docs, "Service");
+    let monitor = one(&docs, "ServiceMonitor");
+    assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    assert_eq!(
+        monitor["spec"]["endpoints"],
+        json!([{"port": "metrics", "path": "/metrics", "interval": "30s"}])
+    );
+    assert_eq!(
+        monitor["spec"]["namespaceSelector"],
+        json!({"matchNames": [ns]})
+    );
+    for (k, v) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("selector")
+    {
+        assert_eq!(&service["metadata"]["labels"][k], v, "selects the Service");
+    }
+    let pdb = one(&docs, "PodDisruptionBudget");
+    assert_eq!(pdb["apiVersion"], "policy/v1");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert!(pdb["spec"].get("minAvailable").is_none());
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        one(&docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    );
+
+    // The test apiserver has no ServiceMonitor CRD, so it rejects that document (the dry-run is a
+    // real check), and accepts all the others.
+    let (ok, _, stderr) = server_dry_run(cp, &[monitor]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("no matches for kind \"ServiceMonitor\""),
+        "{stderr}"
+    );
+    let others: Vec<Value> = docs
+        .iter()
+        .filter(|d| d["kind"] != "ServiceMonitor")
+        .cloned()
+        .collect();
+    assert_accepted(cp, &others);
+
+    let min = docs_of(
+        cp,
+        &ns,
+        &[
+            "--set",
+            "podDisruptionBudget.enabled=true",
+            "--set",
+            "podDisruptionBudget.minAvailable=1",
+        ],
+    );
+    let pdb = one(&min, "PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert!(pdb["spec"].get("maxUnavailable").is_none());
+    assert_accepted(cp, &min);
+}
+
+#[tokio::test]
+async fn token_modes_render_flags_secret_access_and_mounts() {
+    let cp = common::shared_with_crds().await;
+    let ns = namespace(cp, "helm-token").await;
+    let secrets_ns = namespace(cp, "helm-secrets").await;
+
+    // Mode 1: read through the API; `get` on exactly that Secret, in its namespace.
+    let api = docs_of(
+        cp,
+        &ns,
+        &[
+            "--set",
+            "zitadel.url=https://acme.zitadel.cloud",
+            "--set",
+            "zitadel.tokenSecret.name=zitadel-token",
+            "--set",
+            &format!("zitadel.tokenSecret.namespace={secrets_ns}"),
+            "--set",
+            "zitadel.tokenSecret.key=pat",
+        ],
+    );
+    let a = args(&api);
+    for expected in [
+        "--zitadel-url=https://acme.zitadel.cloud".to_string(),
+        format!("--token-secret={secrets_ns}/zitadel-token"),
+        "--token-secret-key=pat".to_string(),
+    ] {
+        assert!(a.contains(&expected), "{expected} in {a:?}");
+    }
+    assert!(!a.iter().any(|a| a.starts_with("--token-file")));
+    let role = named(&api, "Role", "zmo-zitadel-metadata-operator-token");
+    assert_eq!(role["metadata"]["namespace"], secrets_ns.as_str());
+    assert_eq!(
+        role["rules"],
+        json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["zitadel-token"], "verbs": ["get"]}])
+    );
+    let binding = named(&api, "RoleBinding", "zmo-zitadel-metadata-operator-token");
+    assert_eq!(binding["metadata"]["namespace"], secrets_ns.as_str());
+    assert_eq!(binding["subjects"][0]["namespace"], ns.as_str());
+    assert!(
+        one(&api, "Deployment")["spec"]["template"]["spec"]
+            .get("volumes")
+            .is_none()
+    );
+    assert_accepted(cp, &api);
+
+    // Mode 2: an existing Secret mounted read-only as a file; no Secret RBAC.
+    let file = docs_of(
+        cp,
+        &ns,
+        &[
+            "--set",
+            "zitadel.url=https://acme.zitadel.cloud",
+            "--set",
+            "zitadel.existingSecret.name=zitadel-pat",
+            "--set",
+            "zitadel.existingSecret.key=pat",
+        ],
+    );
+    let a = args(&file);
+    assert!(a.contains(&"--token-file=/var/run/secrets/zitadel/token".to_string()));
+    assert!(!a.iter().any(|a| a.starts_with("--token-secret")));
+    assert!(of_kind(&file, "Role").is_empty());
+    let pod = &one(&file, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"],
+        json!([{"name": "zitadel-token", "secret": {"secretName": "zitadel-pat", "items": [{"key": "pat", "path": "token"}]}}])
+    );
+    assert_eq!(
+        container(&file)["volumeMounts"],
+        json!([{"name": "zitadel-token", "mountPath": "/var/run/secrets/zitadel", "readOnly": true}])
+    );
+    assert_accepted(cp, &file);
+
+    // extraEnv and extraArgs land in the container.
+    let extra = docs_of(
+        cp,
+        &ns,
+        &[
+            "--set-json",
+            r#"extraEnv=[{"name":"HTTPS_PROXY","value":"http://proxy:3128"}]"#,
+            "--set-json",
+            r#"extraArgs=["--backoff-max=2m"]"#,
+            "--set",
+            "nodeSelector.kubernetes\\.io/os=linux",
+        ],
+    );
+    let env = container(&extra)["env"].as_array().expect("env").clone();
+    assert!(env.contains(&json!({"name": "HTTPS_PROXY", "value": "http://proxy:3128"})));
+    assert!(args(&extra).contains(&"--backoff-max=2m".to_string()));
+    assert_eq!(
+        one(&extra, "Deployment")["spec"]["template"]["spec"]["nodeSelector"],
+        json!({"kubernetes.io/os": "linux"})
+    );
+    assert_accepted(cp, &extra);
+}
+
+#[tokio::test]
+async fn helm_install_dry_run_server_is_accepted() {
+    let cp = common::shared_with_crds().await;
+    let ns = namespace(cp, "helm-install").await;
+    let mut install = helm(cp);
+    install.args(["install", "zmo"]).arg(chart_dir()).args([
+        "--namespace",
+        &ns,
+        "--dry-run=server",
+        "--set",
+        "replicaCount=2",
+        "--set",
+        "podDisruptionBudget.enabled=true",
+        "--set",
+        "zitadel.url=https://acme.zitadel.cloud",
+        "--set",
+        "zitadel.tokenSecret.name=zitadel-token",
+    ]);
+    let out = run(install, None);
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "helm install --dry-run=server: {stdout}{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("STATUS: pending-install"), "{stdout}");
+    assert!(stdout.contains("kind: Deployment"), "{stdout}");
+    // NOTES.txt rendered, naming the token Secret.
+    assert!(
+        stdout.contains(&format!(
+            "reads its ZITADEL token from Secret {ns}/zitadel-token"
+        )),
+        "{stdout}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// RBAC: the operator with exactly the chart's permissions.
+
+/// Creates the chart's ServiceAccount, ClusterRole and ClusterRoleBinding (release `release` in
+/// `ns`), with `edit` applied to the ClusterRole first; returns the ServiceAccount's user name.
+fn install_rbac(
+    cp: &ControlPlane,
+    ns: &str,
+    release: &str,
+    edit: impl FnOnce(&mut Value),
+) -> String {
+    let mut docs = docs(&template(cp, release, ns, &[]));
+    docs.retain(|d| {
+        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"]
+            .contains(&d["kind"].as_str().unwrap())
+    });
+    assert_eq!(docs.len(), 3);
+    edit(
+        docs.iter_mut()
+            .find(|d| d["kind"] == "ClusterRole")
+            .expect("ClusterRole"),
+    );
+    let sa = docs
+        .iter()
+        .find(|d| d["kind"] == "ServiceAccount")
+        .and_then(|d| d["metadata"]["name"].as_str())
+        .expect("sa name")
+        .to_string();
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": docs});
+    let mut command = cp.kubectl();
+    command.args([
+        "apply",
+        "--server-side",
+        "--field-manager=e2e-helm",
+        "-f",
+        "-",
+    ]);
+    let out = run(command, Some(&list.to_string()));
+    assert!(
+        out.status.success(),
+        "creating the chart's RBAC: {}",
+        text(&out.stderr)
+    );
+    format!("system:serviceaccount:{ns}:{sa}")
+}
+
+/// A client that acts as `user` (impersonation by the admin client).
+async fn client_as(cp: &ControlPlane, user: &str) -> Client {
+    let mut config =
+        kube::Config::from_custom_kubeconfig(cp.kubeconfig(), &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig");
+    config.auth_info.impersonate = Some(user.to_string());
+    Client::try_from(config).expect("impersonating client")
+}
+
+/// Waits until `client` may list OrgMetadata in `ns` (RBAC caches catch up within moments), and
+/// checks that it is not an admin: listing Namespaces is forbidden.
+async fn await_rbac(client: &Client, ns: &str) {
+    let orgs: Api<OrgMetadata> = Api::namespaced(client.clone(), ns);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match orgs.list(&Default::default()).await {
+            Ok(_) => break,
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                panic!("the ServiceAccount still cannot list OrgMetadata: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    match namespaces.list(&Default::default()).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
+        other => panic!("the impersonated client is not restricted: {other:?}"),
+    }
+}
+
+fn release_name(ns: &str) -> String {
+    // Unique per test (the ClusterRole is cluster-scoped), and short enough for Helm.
+    ns.to_string()
+}
+
+#[tokio::test]
+async fn the_operator_runs_with_only_the_charts_rbac() {
+    let env = TestEnv::new("hrbac").await;
+    let user = install_rbac(env.cp, &env.ns, &release_name(&env.ns), |_| {});
+    let client = client_as(env.cp, &user).await;
+    await_rbac(&client, &env.ns).await;
+
+    let operator = Operator::start(client, &env.emu.url(), &env.ns, fast_settings());
+
+    env.apply_org(
+        "acme",
+        json!({"organizationId": ACME, "metadata": [{"key": "cost-center", "value": "CC-4711"}]}),
+    )
+    .await;
+    env.apply_user(
+        "alice",
+        json!({"userId": ALICE, "metadata": [{"key": "team", "value": "platform"}]}),
+    )
+    .await;
+    env.wait_org("acme", "Ready as the chart's ServiceAccount", |o| {
+        is_ready(o.status.as_ref(), o.metadata.generation)
+    })
+    .await;
+    env.wait_user("alice", "Ready as the chart's ServiceAccount", |u| {
+        is_ready(u.status.as_ref(), u.metadata.generation)
+    })
+    .await;
+    assert_eq!(
+        env.org_value(ACME, "cost-center").as_deref(),
+        Some("CC-4711")
+    );
+    assert_eq!(
+        env.emu.user_metadata(ALICE).get("team").map(Vec::as_slice),
+        Some(&b"platform"[..])
+    );
+
+    // Events were recorded with the chart's events.k8s.io permissions.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let events = env.events().await;
+        if events.iter().any(|(reason, _)| reason == "MetadataSet") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no MetadataSet event: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Deletion: the finalizer runs (patch on the object) and the key leaves ZITADEL.
+    env.delete_org("acme").await;
+    env.wait_org_gone("acme").await;
+    assert_eq!(env.org_value(ACME, "cost-center"), None);
+
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn without_the_status_patch_verb_the_object_never_becomes_ready() {
+    let env = TestEnv::new("hrbac-nostatus").await;
+    let user = install_rbac(env.cp, &env.ns, &release_name(&env.ns), |role| {
+        let rules = role["rules"].as_array_mut().expect("rules");
+        let before = rules.len();
+        rules.retain(|r| r["resources"] != json!(["orgmetadatas/status", "usermetadatas/status"]));
+        assert_eq!(
+            rules.len(),
+            before - 1,
+            "the status rule (only `patch`) is removed"
+        );
+    });
+    let client = client_as(env.cp, &user).await;
+    await_rbac(&client, &env.ns).await;
+
+    let operator = Operator::start(client.clone(), &env.emu.url(), &env.ns, fast_settings());
+    env.apply_org(
+        "acme",
+        json!({"organizationId": ACME, "metadata": [{"key": "no-status", "value": "written"}]}),
+    )
+    .await;
+
+    // The operator runs and writes ZITADEL (so everything but the status write works) ...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while env.org_value(ACME, "no-status").is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the operator never wrote ZITADEL"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // ... but the object never gets a status: not Ready through several retries.
+    let until = tokio::time::Instant::now() + Duration::from_secs(6);
+    while tokio::time::Instant::now() < until {
+        let obj = env.orgs().get("acme").await.expect("get");
+        assert_eq!(obj.status, None, "status written without the verb");
+        assert_ne!(condition(obj.status.as_ref(), "Ready"), Some("True"));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The write the operator needs is forbidden for this role.
+    let orgs: Api<OrgMetadata> = Api::namespaced(client, &env.ns);
+    let patch = json!({
+        "apiVersion": "metadata.zitadel-operator.dev/v1alpha1",
+        "kind": "OrgMetadata",
+        "status": {"observedGeneration": 1},
+    });
+    match orgs
+        .patch_status(
+            "acme",
+            &PatchParams::apply("zitadel-metadata-operator"),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 403, "{s:?}");
+            assert!(s.message.contains("orgmetadatas/status"), "{}", s.message);
+        }
+        other => panic!("status patch was not forbidden: {other:?}"),
+    }
+
+    operator.stop().await;
+}
