@@ -31,6 +31,10 @@ pub mod reason {
     pub const READ_BACK_MISMATCH: &str = "ReadBackMismatch";
     /// `spec.suspend` is true.
     pub const SUSPENDED: &str = "Suspended";
+    /// No org/user matches the name given in the spec.
+    pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
+    /// Several orgs/users match the name given in the spec.
+    pub const TARGET_AMBIGUOUS: &str = "TargetAmbiguous";
     /// driftPolicy `Report` found differences.
     pub const DRIFTED: &str = "Drifted";
 }

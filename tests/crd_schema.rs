@@ -120,6 +120,85 @@ fn value_and_binary_value_are_exclusive() {
 }
 
 #[test]
+fn exactly_one_target_reference() {
+    let schema = schema_of(ORG);
+    assert!(
+        errors(
+            &schema,
+            &org(json!({"organization": {"name": "Acme"}})),
+            None
+        )
+        .is_empty()
+    );
+    let errs = errors(
+        &schema,
+        &org(json!({"organizationId": "1", "organization": {"name": "Acme"}})),
+        None,
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("set exactly one of organizationId or organization")),
+        "{errs:?}"
+    );
+    let errs = errors(
+        &schema,
+        &org(json!({"organization": {"name": "Acme", "domain": "acme.example"}})),
+        None,
+    );
+    assert!(
+        errs.iter().any(|e| e.contains(
+            "set exactly one of organization.id, organization.name or organization.domain"
+        )),
+        "{errs:?}"
+    );
+
+    let schema = schema_of(USER);
+    assert!(
+        errors(
+            &schema,
+            &user(json!({"user": {"loginName": "alice@acme.example"}})),
+            None
+        )
+        .is_empty()
+    );
+    let errs = errors(&schema, &user(json!({"user": {"userName": "alice"}})), None);
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("searched within organizationId")),
+        "{errs:?}"
+    );
+    assert!(
+        errors(
+            &schema,
+            &user(json!({"user": {"email": "a@acme.example"}, "organizationId": "1"})),
+            None
+        )
+        .is_empty()
+    );
+    let errs = errors(
+        &schema,
+        &user(json!({"userId": "1", "user": {"id": "1"}})),
+        None,
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("set exactly one of userId or user")),
+        "{errs:?}"
+    );
+    // Switching from an id to a name is a target change.
+    let errs = errors(
+        &schema,
+        &user(json!({"user": {"id": "u1"}})),
+        Some(&user(json!({"userId": "u1"}))),
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("the target (userId / user) is immutable")),
+        "{errs:?}"
+    );
+}
+
+#[test]
 fn target_ids_are_immutable() {
     let schema = schema_of(ORG);
     let old = org(json!({"organizationId": "1"}));

@@ -71,7 +71,7 @@ async fn kubectl_rejects_invalid_objects_with_specific_messages() {
             org("b64", "  organizationId: \"1\"\n  metadata:\n  - {key: a, binaryValue: \"not base64!\"}\n"),
             "spec.metadata[0].binaryValue",
         ),
-        ("missing target id", org("noid", "  metadata:\n  - {key: a, value: x}\n"), "spec.organizationId: Required value"),
+        ("missing target id", org("noid", "  metadata:\n  - {key: a, value: x}\n"), "set exactly one of organizationId or organization"),
         ("empty target id", org("emptyid", "  organizationId: \"\"\n"), "spec.organizationId"),
         (
             "value and binaryValue",
@@ -86,7 +86,7 @@ async fn kubectl_rejects_invalid_objects_with_specific_messages() {
         (
             "missing user id",
             "apiVersion: metadata.zitadel-operator.dev/v1alpha1\nkind: UserMetadata\nmetadata:\n  name: nouser\nspec:\n  metadata: []\n".to_string(),
-            "spec.userId: Required value",
+            "set exactly one of userId or user",
         ),
     ];
     for (what, yaml, expected) in &cases {

@@ -15,12 +15,14 @@ use super::{Context, Error, FIELD_MANAGER, FINALIZER};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
 use crate::crd::{
-    self, DeletionPolicy, DriftPolicy, KeyRef, MetadataResource, MetadataStatus, TargetRef,
-    ValueSource,
+    self, DeletionPolicy, DriftPolicy, KeyRef, MetadataResource, MetadataStatus, OrgRef, TargetRef,
+    UserRef, ValueSource,
 };
 use crate::plan::{self, Claim, Plan};
 use crate::status::{self, Outcome, reason};
-use crate::zitadel::{MetadataMap, ObjectDetails, Target, ZitadelError};
+use crate::zitadel::{
+    Found, MetadataMap, ObjectDetails, OrgQuery, Target, UserQuery, ZitadelError,
+};
 
 /// Reconcile one object (entry point given to the controller).
 pub async fn reconcile<K: MetadataResource>(
@@ -49,6 +51,8 @@ pub async fn reconcile<K: MetadataResource>(
 struct Progress {
     /// Org the calls acted in.
     org_id: Option<String>,
+    /// User the calls acted on (UserMetadata).
+    user_id: Option<String>,
     /// Details of the last successful write.
     details: Option<ObjectDetails>,
     /// Keys set by this reconcile.
@@ -69,6 +73,13 @@ enum SyncError {
     Zitadel(ZitadelError),
     /// After a write, ZITADEL did not hold what was sent (keys listed).
     ReadBack(Vec<String>),
+    /// The target named in the spec cannot be resolved to exactly one org/user.
+    Resolve {
+        /// PascalCase reason.
+        reason: &'static str,
+        /// Human message.
+        message: String,
+    },
 }
 
 impl From<ZitadelError> for SyncError {
@@ -137,7 +148,7 @@ async fn apply<K: MetadataResource>(
                     .join(", ");
                 let message = format!(
                     "key(s) {list} are already managed by another object on {}; this object leaves them alone",
-                    obj.target()
+                    describe(obj)
                 );
                 let outcome = Outcome::Stalled {
                     reason: reason::KEY_CONFLICT.into(),
@@ -152,7 +163,7 @@ async fn apply<K: MetadataResource>(
                 );
                 (Outcome::Drifted { message }, requeue, None)
             } else {
-                let message = format!("{} key(s) in sync with {}", managed.len(), obj.target());
+                let message = format!("{} key(s) in sync with {}", managed.len(), describe(obj));
                 (Outcome::Ready { message }, requeue, None)
             }
         }
@@ -162,6 +173,14 @@ async fn apply<K: MetadataResource>(
                 message: e.to_string(),
             },
             Action::await_change(),
+            None,
+        ),
+        Err(SyncError::Resolve { reason, message }) => (
+            Outcome::Stalled {
+                reason: reason.into(),
+                message,
+            },
+            Action::requeue(ctx.settings.stalled_requeue),
             None,
         ),
         Err(SyncError::SourceMissing(message)) => (
@@ -188,7 +207,7 @@ async fn apply<K: MetadataResource>(
                 key_list(&keys)
             );
             let error = Error::ReadBack {
-                target: obj.target().to_string(),
+                target: describe(obj),
                 keys: key_list(&keys),
             };
             (
@@ -209,14 +228,15 @@ async fn apply<K: MetadataResource>(
             Some(Error::Zitadel(e)),
         ),
         Err(SyncError::Zitadel(e)) => {
-            let message = match (&e, obj.target()) {
-                (e, TargetRef::User { user_id, .. }) if e.is_target_missing() => {
+            let message = match (&e, obj.target_ref()) {
+                (e, Some(TargetRef::User { user, .. })) if e.is_target_missing() => {
                     format!(
-                        "user {user_id} was not found in ZITADEL (or not in the given organization): {e}"
+                        "{} was not found in ZITADEL (or not in the given organization): {e}",
+                        TargetRef::User { user, org_id: None }
                     )
                 }
-                (e, target) if e.is_target_missing() => {
-                    format!("{target} was not found in ZITADEL: {e}")
+                (e, _) if e.is_target_missing() => {
+                    format!("{} was not found in ZITADEL: {e}", describe(obj))
                 }
                 (e, _) => e.to_string(),
             };
@@ -228,6 +248,7 @@ async fn apply<K: MetadataResource>(
         }
     };
 
+    super::note_outcome(&outcome);
     publish_write_events(obj, ctx, &progress).await;
     let mut new_status = build_status(obj, &previous, &progress, managed, &outcome);
     new_status.observed_source_versions = source_versions;
@@ -300,6 +321,7 @@ async fn sync<K: MetadataResource>(
         && status::find(&previous.conditions, status::READY).is_some_and(|c| c.status == "True")
     {
         progress.org_id = previous.organization_id.clone();
+        progress.user_id = previous.user_id.clone();
         return Ok(Synced {
             managed: previous.managed_keys.iter().cloned().collect(),
             conflicts: BTreeMap::new(),
@@ -310,6 +332,9 @@ async fn sync<K: MetadataResource>(
 
     let target = resolve_target(obj, ctx, previous).await?;
     progress.org_id = Some(target.org_id().to_string());
+    if let Target::User { user_id, .. } = &target {
+        progress.user_id = Some(user_id.clone());
+    }
 
     // Keys an earlier object on the same target already claims are not ours to write or remove.
     // The caches must be complete for that answer to be right (e.g. right after a restart).
@@ -505,45 +530,138 @@ async fn execute<K: MetadataResource>(
     Ok(())
 }
 
-/// The org/user the calls act on. A UserMetadata without `organizationId` is looked up once; the
-/// org found is kept in status and reused.
+/// The org/user the calls act on. Names are resolved once through ZITADEL's search; the ids
+/// found are kept in status and reused (the target fields are immutable). A UserMetadata without
+/// an organization has its user looked up once for the org.
 async fn resolve_target<K: MetadataResource>(
     obj: &K,
     ctx: &Context<K>,
     previous: &MetadataStatus,
-) -> Result<Target, ZitadelError> {
-    Ok(match obj.target() {
-        TargetRef::Org { org_id } => Target::Org { org_id },
+) -> Result<Target, SyncError> {
+    let Some(target) = obj.target_ref() else {
+        return Err(SyncError::Resolve {
+            reason: reason::INVALID_SPEC,
+            message: "the spec names no target (set organizationId/organization or userId/user)"
+                .into(),
+        });
+    };
+    match target {
+        TargetRef::Org(OrgRef::Id(org_id)) => Ok(Target::Org { org_id }),
+        TargetRef::Org(reference) => {
+            if let Some(org_id) = previous.organization_id.clone() {
+                return Ok(Target::Org { org_id });
+            }
+            let query = match &reference {
+                OrgRef::Name(n) => OrgQuery::Name(n.clone()),
+                OrgRef::Domain(d) => OrgQuery::Domain(d.clone()),
+                OrgRef::Id(_) => unreachable_ref(),
+            };
+            let found = ctx.zitadel.find_organizations(&query).await?;
+            let hit = exactly_one(found, &TargetRef::Org(reference))?;
+            Ok(Target::Org { org_id: hit.id })
+        }
         TargetRef::User {
-            user_id,
-            org_id: Some(org_id),
-        } => Target::User { org_id, user_id },
-        TargetRef::User {
-            user_id,
-            org_id: None,
+            user: UserRef::Id(user_id),
+            org_id,
         } => {
-            let org_id = match previous.organization_id.clone() {
+            let org_id = match org_id.or_else(|| previous.organization_id.clone()) {
                 Some(org) => org,
                 None => ctx.zitadel.user_organization(&user_id).await?,
             };
-            Target::User { org_id, user_id }
+            Ok(Target::User { org_id, user_id })
         }
-    })
+        TargetRef::User { user, org_id } => {
+            if let (Some(user_id), Some(org)) =
+                (previous.user_id.clone(), previous.organization_id.clone())
+            {
+                return Ok(Target::User {
+                    org_id: org_id.unwrap_or(org),
+                    user_id,
+                });
+            }
+            let query = match (&user, &org_id) {
+                (UserRef::LoginName(l), _) => UserQuery::LoginName(l.clone()),
+                (UserRef::UserName(u), Some(org)) => UserQuery::UserName {
+                    org_id: org.clone(),
+                    user_name: u.clone(),
+                },
+                (UserRef::Email(e), Some(org)) => UserQuery::Email {
+                    org_id: org.clone(),
+                    email: e.clone(),
+                },
+                _ => {
+                    return Err(SyncError::Resolve {
+                        reason: reason::INVALID_SPEC,
+                        message: "user.userName and user.email need spec.organizationId".into(),
+                    });
+                }
+            };
+            let reference = TargetRef::User {
+                user,
+                org_id: org_id.clone(),
+            };
+            let hit = exactly_one(ctx.zitadel.find_users(&query).await?, &reference)?;
+            let org = org_id.unwrap_or(hit.org_id);
+            Ok(Target::User {
+                org_id: org,
+                user_id: hit.id,
+            })
+        }
+    }
+}
+
+fn unreachable_ref() -> OrgQuery {
+    // OrgRef::Id is handled before the search; kept total without panicking.
+    OrgQuery::Name(String::new())
+}
+
+/// Exactly one search hit, or a Stalled-worthy error naming the candidates.
+fn exactly_one(mut found: Vec<Found>, reference: &TargetRef) -> Result<Found, SyncError> {
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(SyncError::Resolve {
+            reason: reason::TARGET_NOT_FOUND,
+            message: format!("no {reference} is visible to the operator in ZITADEL"),
+        }),
+        n => Err(SyncError::Resolve {
+            reason: reason::TARGET_AMBIGUOUS,
+            message: format!(
+                "{n} matches for {reference} (ids {}); use an id instead",
+                found
+                    .iter()
+                    .map(|f| f.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
+}
+
+/// Human description of the target for messages.
+fn describe<K: MetadataResource>(obj: &K) -> String {
+    obj.target_ref()
+        .map_or_else(|| "no target".to_string(), |t| t.to_string())
 }
 
 /// Keys of `obj` that an earlier live object of the same kind claims on the same target.
 fn conflicts<K: MetadataResource>(obj: &K, ctx: &Context<K>) -> BTreeMap<String, String> {
-    let identity = obj.target().identity();
+    let identity = identity(obj);
     let me = claim(obj);
     let others: Vec<Claim> = ctx
         .stores
         .iter()
         .flat_map(|s| s.state())
-        .filter(|o| o.meta().deletion_timestamp.is_none() && o.target().identity() == identity)
+        .filter(|o| o.meta().deletion_timestamp.is_none() && self::identity(o.as_ref()) == identity)
         .map(|o| claim(o.as_ref()))
         .filter(|c| c.object != me.object)
         .collect();
     plan::conflicts(&me, &others)
+}
+
+/// Which metadata store an object writes to, with the ids resolved so far.
+fn identity<K: MetadataResource>(obj: &K) -> String {
+    obj.target_ref()
+        .map_or_else(String::new, |t| t.identity(obj.status()))
 }
 
 fn claim<K: MetadataResource>(obj: &K) -> Claim {
@@ -585,6 +703,10 @@ fn build_status<K: MetadataResource>(
         sequence,
         change_date,
         resource_owner,
+        user_id: progress
+            .user_id
+            .clone()
+            .or_else(|| previous.user_id.clone()),
         organization_id: progress
             .org_id
             .clone()
@@ -616,7 +738,7 @@ async fn patch_status<K: MetadataResource>(
 }
 
 async fn publish_write_events<K: MetadataResource>(obj: &K, ctx: &Context<K>, progress: &Progress) {
-    let target = obj.target();
+    let target = describe(obj);
     if !progress.set.is_empty() {
         let note = format!(
             "Set {} key(s) on {target}: {}",
@@ -703,7 +825,12 @@ async fn cleanup<K: MetadataResource>(
         .collect();
     let mut progress = Progress::default();
     let result: Result<(), ZitadelError> = async {
-        let target = resolve_target(obj, ctx, &previous).await?;
+        let target = match resolve_target(obj, ctx, &previous).await {
+            Ok(target) => target,
+            Err(SyncError::Zitadel(e)) => return Err(e),
+            // A name that no longer resolves: nothing this object can clean up.
+            Err(_) => return Ok(()),
+        };
         let mut retried = false;
         loop {
             let observed = ctx.zitadel.list_metadata(&target).await?;
@@ -722,7 +849,7 @@ async fn cleanup<K: MetadataResource>(
         Err(e) if e.is_target_missing() => {
             let note = format!(
                 "{} no longer exists in ZITADEL; nothing to clean up: {e}",
-                obj.target()
+                describe(obj)
             );
             publish(ctx, obj, EventType::Normal, "TargetGone", "Cleanup", &note).await;
             Ok(Action::await_change())
@@ -764,12 +891,12 @@ async fn cleanup<K: MetadataResource>(
 
 /// Keys of `obj` that any other live object of the same kind lists on the same target.
 fn conflicts_any<K: MetadataResource>(obj: &K, ctx: &Context<K>) -> BTreeSet<String> {
-    let identity = obj.target().identity();
+    let identity = identity(obj);
     let me = claim(obj);
     ctx.stores
         .iter()
         .flat_map(|s| s.state())
-        .filter(|o| o.meta().deletion_timestamp.is_none() && o.target().identity() == identity)
+        .filter(|o| o.meta().deletion_timestamp.is_none() && self::identity(o.as_ref()) == identity)
         .map(|o| claim(o.as_ref()))
         .filter(|c| c.object != me.object)
         .flat_map(|c| c.keys)

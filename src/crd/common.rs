@@ -314,8 +314,9 @@ pub struct MetadataStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_owner: Option<String>,
 
-    /// The organization the operator acts in (`x-zitadel-orgid`): the spec's `organizationId`
-    /// or, for a UserMetadata without one, the user's organization looked up in ZITADEL.
+    /// The organization the operator acts in (`x-zitadel-orgid`): the spec's `organizationId`,
+    /// the organization found by `spec.organization`, or the user's organization looked up in
+    /// ZITADEL. Resolved once; the target fields are immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub organization_id: Option<String>,
 
@@ -329,6 +330,10 @@ pub struct MetadataStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub observed_source_versions: Vec<String>,
 
+    /// The user the operator acts on (the spec's `userId`, or the user found by `spec.user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+
     /// Number of entries in `managedKeys` (for `kubectl get`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed_key_count: Option<i64>,
@@ -339,30 +344,62 @@ pub struct MetadataStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// The ZITADEL object a resource writes metadata to.
+/// How a spec names an organization.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OrgRef {
+    /// By id.
+    Id(String),
+    /// By exact name.
+    Name(String),
+    /// By a verified domain.
+    Domain(String),
+}
+
+/// How a spec names a user.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UserRef {
+    /// By id.
+    Id(String),
+    /// By login name (instance-wide).
+    LoginName(String),
+    /// By user name, within the spec's organization.
+    UserName(String),
+    /// By email, within the spec's organization.
+    Email(String),
+}
+
+/// The ZITADEL object a resource writes metadata to, as the spec names it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TargetRef {
-    /// An organization, by id.
-    Org {
-        /// Organization id.
-        org_id: String,
-    },
-    /// A user, by id, optionally with its organization.
+    /// An organization.
+    Org(OrgRef),
+    /// A user, optionally with its organization.
     User {
-        /// User id.
-        user_id: String,
+        /// The user.
+        user: UserRef,
         /// The user's organization, if the spec names it.
         org_id: Option<String>,
     },
 }
 
 impl TargetRef {
-    /// Identity of the metadata store, for conflict detection (a user's metadata is the same
-    /// whatever org header reaches it).
-    pub fn identity(&self) -> String {
+    /// Identity of the metadata store, for conflict detection, given the ids resolved so far (a
+    /// user's metadata is the same whatever org header reaches it).
+    pub fn identity(&self, status: Option<&MetadataStatus>) -> String {
         match self {
-            TargetRef::Org { org_id } => format!("org/{org_id}"),
-            TargetRef::User { user_id, .. } => format!("user/{user_id}"),
+            TargetRef::Org(OrgRef::Id(id)) => format!("org/{id}"),
+            TargetRef::Org(other) => match status.and_then(|s| s.organization_id.as_deref()) {
+                Some(id) => format!("org/{id}"),
+                None => format!("org/{other:?}"),
+            },
+            TargetRef::User {
+                user: UserRef::Id(id),
+                ..
+            } => format!("user/{id}"),
+            TargetRef::User { user, .. } => match status.and_then(|s| s.user_id.as_deref()) {
+                Some(id) => format!("user/{id}"),
+                None => format!("user/{user:?}"),
+            },
         }
     }
 }
@@ -370,8 +407,104 @@ impl TargetRef {
 impl std::fmt::Display for TargetRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            TargetRef::Org { org_id } => write!(f, "organization {org_id}"),
-            TargetRef::User { user_id, .. } => write!(f, "user {user_id}"),
+            TargetRef::Org(OrgRef::Id(id)) => write!(f, "organization {id}"),
+            TargetRef::Org(OrgRef::Name(n)) => write!(f, "organization named {n:?}"),
+            TargetRef::Org(OrgRef::Domain(d)) => write!(f, "organization with domain {d:?}"),
+            TargetRef::User {
+                user: UserRef::Id(id),
+                ..
+            } => write!(f, "user {id}"),
+            TargetRef::User {
+                user: UserRef::LoginName(l),
+                ..
+            } => write!(f, "user with login name {l:?}"),
+            TargetRef::User {
+                user: UserRef::UserName(u),
+                org_id,
+            } => {
+                write!(
+                    f,
+                    "user named {u:?} in organization {}",
+                    org_id.as_deref().unwrap_or("?")
+                )
+            }
+            TargetRef::User {
+                user: UserRef::Email(e),
+                org_id,
+            } => {
+                write!(
+                    f,
+                    "user with email {e:?} in organization {}",
+                    org_id.as_deref().unwrap_or("?")
+                )
+            }
+        }
+    }
+}
+
+/// `spec.organization`: an organization by id, name or verified domain (exactly one).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.id), has(self.name), has(self.domain)].filter(x, x).size() == 1").message("set exactly one of organization.id, organization.name or organization.domain"))]
+pub struct OrganizationReference {
+    /// The organization's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_id_schema")]
+    pub id: Option<String>,
+    /// The organization's exact name; must match exactly one organization the operator can see.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_id_schema")]
+    pub name: Option<String>,
+    /// One of the organization's verified domains (e.g. `acme.example`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_id_schema")]
+    pub domain: Option<String>,
+}
+
+impl OrganizationReference {
+    /// As an [`OrgRef`].
+    pub fn to_ref(&self) -> Option<OrgRef> {
+        match (&self.id, &self.name, &self.domain) {
+            (Some(id), None, None) => Some(OrgRef::Id(id.clone())),
+            (None, Some(n), None) => Some(OrgRef::Name(n.clone())),
+            (None, None, Some(d)) => Some(OrgRef::Domain(d.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// `spec.user`: a user by id, login name, user name or email (exactly one).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.id), has(self.loginName), has(self.userName), has(self.email)].filter(x, x).size() == 1").message("set exactly one of user.id, user.loginName, user.userName or user.email"))]
+pub struct UserReference {
+    /// The user's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_id_schema")]
+    pub id: Option<String>,
+    /// The user's login name (e.g. `alice@acme.example`), searched instance-wide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_id_schema")]
+    pub login_name: Option<String>,
+    /// The user name, searched in `spec.organizationId` (required with this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_id_schema")]
+    pub user_name: Option<String>,
+    /// The email address (case-insensitive), searched in `spec.organizationId` (required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_id_schema")]
+    pub email: Option<String>,
+}
+
+impl UserReference {
+    /// As a [`UserRef`].
+    pub fn to_ref(&self) -> Option<UserRef> {
+        match (&self.id, &self.login_name, &self.user_name, &self.email) {
+            (Some(v), None, None, None) => Some(UserRef::Id(v.clone())),
+            (None, Some(v), None, None) => Some(UserRef::LoginName(v.clone())),
+            (None, None, Some(v), None) => Some(UserRef::UserName(v.clone())),
+            (None, None, None, Some(v)) => Some(UserRef::Email(v.clone())),
+            _ => None,
         }
     }
 }
@@ -389,8 +522,9 @@ pub trait MetadataResource:
 {
     /// Short controller name used in logs, metrics and events.
     const CONTROLLER: &'static str;
-    /// The target of the writes.
-    fn target(&self) -> TargetRef;
+    /// The target of the writes, as the spec names it (`None` if the spec names none, which
+    /// the CRD's CEL rules prevent).
+    fn target_ref(&self) -> Option<TargetRef>;
     /// The desired entries.
     fn entries(&self) -> &[MetadataEntry];
     /// Deletion policy.

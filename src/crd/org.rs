@@ -4,7 +4,8 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    DeletionPolicy, DriftPolicy, MetadataEntry, MetadataResource, MetadataStatus, TargetRef,
+    DeletionPolicy, DriftPolicy, MetadataEntry, MetadataResource, MetadataStatus, OrgRef,
+    OrganizationReference, TargetRef,
 };
 
 /// Metadata of one ZITADEL organization, kept in sync by the operator.
@@ -20,7 +21,7 @@ use super::{
     namespaced,
     status = "MetadataStatus",
     doc = "Declares key/value metadata of one ZITADEL organization. The operator sets the listed keys with ZITADEL's bulk calls, removes keys it manages once they leave the list, and leaves all other keys alone.",
-    printcolumn = r#"{"name":"Organization","type":"string","jsonPath":".spec.organizationId"}"#,
+    printcolumn = r#"{"name":"Organization","type":"string","jsonPath":".status.organizationId"}"#,
     printcolumn = r#"{"name":"Keys","type":"integer","jsonPath":".status.managedKeyCount"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Sequence","type":"string","jsonPath":".status.sequence"}"#,
@@ -28,13 +29,23 @@ use super::{
     printcolumn = r#"{"name":"Changed","type":"string","priority":1,"jsonPath":".status.changeDate"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[x_kube(validation = Rule::new("has(self.organizationId) != has(self.organization)").message("set exactly one of organizationId or organization"))]
+#[x_kube(validation = Rule::new("has(self.organizationId) == has(oldSelf.organizationId) && has(self.organization) == has(oldSelf.organization)").message("the target (organizationId / organization) is immutable; create a new object to target another organization"))]
 #[serde(rename_all = "camelCase")]
 pub struct OrgMetadataSpec {
     /// ID of the ZITADEL organization whose metadata this object manages (sent as the
-    /// `x-zitadel-orgid` header). Immutable.
-    #[schemars(length(min = 1, max = 200))]
+    /// `x-zitadel-orgid` header). Set this or `organization`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::common::optional_id_schema")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("organizationId is immutable; create a new object to target another organization"))]
-    pub organization_id: String,
+    pub organization_id: Option<String>,
+
+    /// The organization by id, exact name or verified domain, resolved once through ZITADEL's
+    /// search (the id found is kept in `status.organizationId`). Set this or `organizationId`.
+    /// Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("organization is immutable; create a new object to target another organization"))]
+    pub organization: Option<OrganizationReference>,
 
     /// The metadata entries. Keys must be unique.
     #[serde(default)]
@@ -61,9 +72,11 @@ pub struct OrgMetadataSpec {
 impl MetadataResource for OrgMetadata {
     const CONTROLLER: &'static str = "orgmetadata";
 
-    fn target(&self) -> TargetRef {
-        TargetRef::Org {
-            org_id: self.spec.organization_id.clone(),
+    fn target_ref(&self) -> Option<TargetRef> {
+        match (&self.spec.organization_id, &self.spec.organization) {
+            (Some(id), None) => Some(TargetRef::Org(OrgRef::Id(id.clone()))),
+            (None, Some(reference)) => reference.to_ref().map(TargetRef::Org),
+            _ => None,
         }
     }
 

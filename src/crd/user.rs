@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     DeletionPolicy, DriftPolicy, MetadataEntry, MetadataResource, MetadataStatus, TargetRef,
+    UserRef, UserReference,
 };
 
 /// Metadata of one ZITADEL user, kept in sync by the operator.
@@ -20,7 +21,7 @@ use super::{
     namespaced,
     status = "MetadataStatus",
     doc = "Declares key/value metadata of one ZITADEL user (human or machine). The operator sets the listed keys with ZITADEL's bulk calls, removes keys it manages once they leave the list, and leaves all other keys alone.",
-    printcolumn = r#"{"name":"User","type":"string","jsonPath":".spec.userId"}"#,
+    printcolumn = r#"{"name":"User","type":"string","jsonPath":".status.userId"}"#,
     printcolumn = r#"{"name":"Keys","type":"integer","jsonPath":".status.managedKeyCount"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Sequence","type":"string","jsonPath":".status.sequence"}"#,
@@ -30,12 +31,24 @@ use super::{
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("!has(oldSelf.organizationId) || (has(self.organizationId) && self.organizationId == oldSelf.organizationId)").message("organizationId is immutable once set"))]
+#[x_kube(validation = Rule::new("has(self.userId) != has(self.user)").message("set exactly one of userId or user"))]
+#[x_kube(validation = Rule::new("has(self.userId) == has(oldSelf.userId) && has(self.user) == has(oldSelf.user)").message("the target (userId / user) is immutable; create a new object to target another user"))]
+#[x_kube(validation = Rule::new("!has(self.user) || !(has(self.user.userName) || has(self.user.email)) || has(self.organizationId)").message("user.userName and user.email are searched within organizationId, which must be set"))]
 #[serde(rename_all = "camelCase")]
 pub struct UserMetadataSpec {
-    /// ID of the ZITADEL user whose metadata this object manages. Immutable.
-    #[schemars(length(min = 1, max = 200))]
+    /// ID of the ZITADEL user whose metadata this object manages. Set this or `user`.
+    /// Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::common::optional_id_schema")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("userId is immutable; create a new object to target another user"))]
-    pub user_id: String,
+    pub user_id: Option<String>,
+
+    /// The user by id, login name (instance-wide), user name or email (both searched in
+    /// `organizationId`, which is then required), resolved once through ZITADEL's search (the
+    /// id found is kept in `status.userId`). Set this or `userId`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("user is immutable; create a new object to target another user"))]
+    pub user: Option<UserReference>,
 
     /// ID of the user's organization (sent as `x-zitadel-orgid`). ZITADEL only accepts user
     /// metadata writes in the user's own organization; when omitted, the operator looks the
@@ -70,11 +83,16 @@ pub struct UserMetadataSpec {
 impl MetadataResource for UserMetadata {
     const CONTROLLER: &'static str = "usermetadata";
 
-    fn target(&self) -> TargetRef {
-        TargetRef::User {
-            user_id: self.spec.user_id.clone(),
+    fn target_ref(&self) -> Option<TargetRef> {
+        let user = match (&self.spec.user_id, &self.spec.user) {
+            (Some(id), None) => UserRef::Id(id.clone()),
+            (None, Some(reference)) => reference.to_ref()?,
+            _ => return None,
+        };
+        Some(TargetRef::User {
+            user,
             org_id: self.spec.organization_id.clone(),
-        }
+        })
     }
 
     fn entries(&self) -> &[MetadataEntry] {
