@@ -51,6 +51,7 @@ pub(crate) enum Msg {
     OrgDoesNotExist,
     NoMatchingPermissions,
     ListQueryInvalid,
+    QueryLimitExceeded,
     QuotaExhausted,
 }
 
@@ -78,6 +79,8 @@ impl Msg {
             (Msg::NoMatchingPermissions, true) => "Keine passenden Berechtigungen gefunden",
             (Msg::ListQueryInvalid, false) => "List.Query.Invalid",
             (Msg::ListQueryInvalid, true) => "Ungültige Listenabfrage",
+            (Msg::QueryLimitExceeded, false) => "Query limit exceeded",
+            (Msg::QueryLimitExceeded, true) => "Abfragelimit überschritten",
             (Msg::QuotaExhausted, false) => "The quota for authenticated requests is exhausted",
             (Msg::QuotaExhausted, true) => {
                 "Das Kontingent für authentifizierte Anfragen ist aufgebraucht"

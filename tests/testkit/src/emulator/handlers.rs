@@ -2,6 +2,7 @@
 //! gRPC message size → authentication → context org → permission → request validation (PGV) →
 //! command/query execution.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use axum::Json;
@@ -29,11 +30,76 @@ const TEXT_QUERY_METHODS: [&str; 8] = [
     "TEXT_QUERY_METHOD_ENDS_WITH_IGNORE_CASE",
 ];
 
+/// Names of `zitadel.org.v2.OrganizationState`, indexed by number.
+const ORG_STATES: [&str; 4] = [
+    "ORGANIZATION_STATE_UNSPECIFIED",
+    "ORGANIZATION_STATE_ACTIVE",
+    "ORGANIZATION_STATE_INACTIVE",
+    "ORGANIZATION_STATE_REMOVED",
+];
+
+/// Names of `zitadel.org.v2.OrganizationFieldName`, indexed by number.
+const ORG_FIELD_NAMES: [&str; 3] = [
+    "ORGANIZATION_FIELD_NAME_UNSPECIFIED",
+    "ORGANIZATION_FIELD_NAME_NAME",
+    "ORGANIZATION_FIELD_NAME_CREATION_DATE",
+];
+
+/// Names of `zitadel.user.v1.UserState`, indexed by number.
+const USER_STATES: [&str; 7] = [
+    "USER_STATE_UNSPECIFIED",
+    "USER_STATE_ACTIVE",
+    "USER_STATE_INACTIVE",
+    "USER_STATE_DELETED",
+    "USER_STATE_LOCKED",
+    "USER_STATE_SUSPEND",
+    "USER_STATE_INITIAL",
+];
+
+/// Names of `zitadel.user.v1.Type`, indexed by number.
+const USER_TYPES: [&str; 3] = ["TYPE_UNSPECIFIED", "TYPE_HUMAN", "TYPE_MACHINE"];
+
+/// Last name of every emulated (human) user; first and display name are the user name.
+const PROFILE_LAST_NAME: &str = "Emulated";
+
+/// v2 list default and maximum limit (`SystemDefaults.DefaultQueryLimit` / `MaxQueryLimit`).
+const V2_DEFAULT_LIMIT: u32 = 100;
+const V2_MAX_LIMIT: u32 = 1000;
+
 /// gRPC's default maximum received message size.
 const MAX_GRPC_MESSAGE: usize = 4 * 1024 * 1024;
 const MAX_KEY_RUNES: usize = 200;
 const MAX_ID_RUNES: usize = 200;
 const MAX_VALUE_BYTES: usize = 500_000;
+/// Max length of text search values (`max_len: 200` in the query messages).
+const MAX_QUERY_RUNES: usize = 200;
+
+/// A write fault applied to a metadata Set/BulkSet (see [`super::model::FaultKind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteFault {
+    /// Answer as if written, store nothing.
+    Drop,
+    /// Store every value with its last byte flipped.
+    Corrupt,
+}
+
+/// `TextQueryMethod` matching: literal (LIKE wildcards are escaped by ZITADEL); ignore-case
+/// variants lowercase both sides.
+fn text_matches(method: i32, value: &str, query: &str) -> bool {
+    let ignore_case = method % 2 == 1;
+    let (v, q) = if ignore_case {
+        (value.to_lowercase(), query.to_lowercase())
+    } else {
+        (value.to_owned(), query.to_owned())
+    };
+    match method {
+        0 | 1 => v == q,
+        2 | 3 => v.starts_with(&q),
+        4 | 5 => v.contains(&q),
+        6 | 7 => v.ends_with(&q),
+        _ => false,
+    }
+}
 
 /// Whose metadata a request addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,21 +153,175 @@ struct KeyQuery {
 }
 
 impl KeyQuery {
-    /// Literal matching (LIKE wildcards are escaped by ZITADEL); ignore-case variants lowercase
-    /// both sides.
     fn matches(&self, key: &str) -> bool {
-        let ignore_case = self.method % 2 == 1;
-        let (k, q) = if ignore_case {
-            (key.to_lowercase(), self.key.to_lowercase())
-        } else {
-            (key.to_owned(), self.key.clone())
-        };
-        match self.method {
-            0 | 1 => k == q,
-            2 | 3 => k.starts_with(&q),
-            4 | 5 => k.contains(&q),
-            6 | 7 => k.ends_with(&q),
-            _ => false,
+        text_matches(self.method, key, &self.key)
+    }
+}
+
+/// One `zitadel.org.v2.SearchQuery`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum OrgQuery {
+    Name {
+        name: String,
+        method: i32,
+    },
+    /// Matches any verified domain of the org.
+    Domain {
+        domain: String,
+        method: i32,
+    },
+    State(i32),
+    Id(String),
+    /// The instance's default org.
+    Default,
+}
+
+impl OrgQuery {
+    fn matches(&self, org: &Org, default_org: Option<&str>) -> bool {
+        match self {
+            OrgQuery::Name { name, method } => text_matches(*method, &org.name, name),
+            OrgQuery::Domain { domain, method } => org
+                .verified_domains()
+                .any(|d| text_matches(*method, d, domain)),
+            // Every emulated org is active.
+            OrgQuery::State(state) => *state == 1,
+            OrgQuery::Id(id) => org.id == *id,
+            OrgQuery::Default => default_org == Some(org.id.as_str()),
+        }
+    }
+}
+
+/// A text field of a v1 user that a text query can filter on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UserField {
+    UserName,
+    FirstName,
+    LastName,
+    NickName,
+    DisplayName,
+    Email,
+    /// Any of the user's login names.
+    LoginName,
+}
+
+/// How a v1 user text query appears on the wire.
+struct TextQuerySpec {
+    field: UserField,
+    /// Oneof field of `SearchQuery` (JSON, proto name); its message has the same (Go) name.
+    oneof: (&'static str, &'static str),
+    message: &'static str,
+    /// Value field (JSON, proto, Go name).
+    value: (&'static str, &'static str, &'static str),
+}
+
+const USER_TEXT_QUERIES: [TextQuerySpec; 7] = [
+    TextQuerySpec {
+        field: UserField::UserName,
+        oneof: ("userNameQuery", "user_name_query"),
+        message: "UserNameQuery",
+        value: ("userName", "user_name", "UserName"),
+    },
+    TextQuerySpec {
+        field: UserField::FirstName,
+        oneof: ("firstNameQuery", "first_name_query"),
+        message: "FirstNameQuery",
+        value: ("firstName", "first_name", "FirstName"),
+    },
+    TextQuerySpec {
+        field: UserField::LastName,
+        oneof: ("lastNameQuery", "last_name_query"),
+        message: "LastNameQuery",
+        value: ("lastName", "last_name", "LastName"),
+    },
+    TextQuerySpec {
+        field: UserField::NickName,
+        oneof: ("nickNameQuery", "nick_name_query"),
+        message: "NickNameQuery",
+        value: ("nickName", "nick_name", "NickName"),
+    },
+    TextQuerySpec {
+        field: UserField::DisplayName,
+        oneof: ("displayNameQuery", "display_name_query"),
+        message: "DisplayNameQuery",
+        value: ("displayName", "display_name", "DisplayName"),
+    },
+    TextQuerySpec {
+        field: UserField::Email,
+        oneof: ("emailQuery", "email_query"),
+        message: "EmailQuery",
+        value: ("emailAddress", "email_address", "EmailAddress"),
+    },
+    TextQuerySpec {
+        field: UserField::LoginName,
+        oneof: ("loginNameQuery", "login_name_query"),
+        message: "LoginNameQuery",
+        value: ("loginName", "login_name", "LoginName"),
+    },
+];
+
+impl UserField {
+    fn spec(self) -> &'static TextQuerySpec {
+        USER_TEXT_QUERIES
+            .iter()
+            .find(|s| s.field == self)
+            .unwrap_or(&USER_TEXT_QUERIES[0])
+    }
+}
+
+/// One `zitadel.user.v1.SearchQuery`; `None` in lists = a query message with no query set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum UserQuery {
+    Text {
+        field: UserField,
+        text: String,
+        method: i32,
+    },
+    State(i32),
+    Type(i32),
+    ResourceOwner(String),
+    InUserIds(Vec<String>),
+    Or(Vec<Option<UserQuery>>),
+    And(Vec<Option<UserQuery>>),
+    Not(Box<Option<UserQuery>>),
+}
+
+impl UserQuery {
+    fn matches(&self, user: &User, orgs: &BTreeMap<String, Org>) -> bool {
+        match self {
+            UserQuery::Text {
+                field: UserField::LoginName,
+                text,
+                method,
+            } => user
+                .login_names(orgs)
+                .iter()
+                .any(|l| text_matches(*method, l, text)),
+            UserQuery::Text {
+                field,
+                text,
+                method,
+            } => {
+                let value = match field {
+                    UserField::UserName | UserField::FirstName | UserField::DisplayName => {
+                        user.user_name.clone()
+                    }
+                    UserField::LastName => PROFILE_LAST_NAME.to_owned(),
+                    UserField::NickName => String::new(),
+                    UserField::Email | UserField::LoginName => user.email(orgs),
+                };
+                text_matches(*method, &value, text)
+            }
+            // Every emulated user is an active human.
+            UserQuery::State(state) => *state == 1,
+            UserQuery::Type(kind) => *kind == 1,
+            UserQuery::ResourceOwner(org) => user.org_id == *org,
+            UserQuery::InUserIds(ids) => ids.contains(&user.id),
+            UserQuery::Or(queries) => queries.iter().flatten().any(|q| q.matches(user, orgs)),
+            UserQuery::And(queries) => queries.iter().flatten().all(|q| q.matches(user, orgs)),
+            UserQuery::Not(query) => query
+                .as_ref()
+                .as_ref()
+                .is_some_and(|q| !q.matches(user, orgs)),
         }
     }
 }
@@ -144,6 +364,25 @@ enum Req {
         id: String,
     },
     MyOrg,
+    ListOrgsV2 {
+        offset: u64,
+        limit: u32,
+        asc: bool,
+        sorting: i32,
+        /// `None` = a `SearchQuery` with no query set.
+        queries: Vec<Option<OrgQuery>>,
+    },
+    OrgByDomain {
+        domain: String,
+    },
+    UserByLoginName {
+        login_name: String,
+    },
+    ListUsersV1 {
+        offset: u64,
+        limit: u32,
+        queries: Vec<Option<UserQuery>>,
+    },
 }
 
 impl Req {
@@ -155,9 +394,14 @@ impl Req {
             | Req::Remove { scope, .. }
             | Req::BulkRemove { scope, .. } => Some(scope.write_permission()),
             Req::List { scope, .. } | Req::Get { scope, .. } => Some(scope.read_permission()),
-            Req::UserV1 { .. } => Some(Permission::UserRead),
+            Req::UserV1 { .. } | Req::ListUsersV1 { .. } => Some(Permission::UserRead),
             Req::MyOrg => Some(Permission::OrgRead),
-            Req::UserV2 { .. } => None,
+            // The `*.global.read` permissions, mapped onto the emulator's model: checked in the
+            // context org like every v1 permission, the lookup itself is instance-wide.
+            Req::OrgByDomain { .. } => Some(Permission::OrgRead),
+            Req::UserByLoginName { .. } => Some(Permission::UserRead),
+            // v2: any valid token; results are filtered per object.
+            Req::UserV2 { .. } | Req::ListOrgsV2 { .. } => None,
         }
     }
 
@@ -197,14 +441,16 @@ fn len_field(len: usize) -> usize {
     1 + varint + len
 }
 
-/// Handles a routed request and renders the response.
+/// Handles a routed request (`query` = the raw URL query string) and renders the response.
 pub(crate) fn handle(
     state: &Mutex<State>,
     route: &Route,
     headers: &HeaderMap,
+    query: &str,
     body: &[u8],
+    write_fault: Option<WriteFault>,
 ) -> Response {
-    match exec(state, route, headers, body) {
+    match exec(state, route, headers, query, body, write_fault) {
         Ok(value) => Json(value).into_response(),
         Err(e) => {
             let german = lock(state).german;
@@ -217,7 +463,9 @@ fn exec(
     state: &Mutex<State>,
     route: &Route,
     headers: &HeaderMap,
+    query: &str,
     body: &[u8],
+    write_fault: Option<WriteFault>,
 ) -> Result<Value, ApiError> {
     let (op, params) = match route {
         Route::Api(op, params) => (*op, params),
@@ -226,7 +474,7 @@ fn exec(
             return Err(ApiError::plain(code::UNIMPLEMENTED, "Method Not Allowed"));
         }
     };
-    let req = decode(op, params, body)?;
+    let req = decode(op, params, query, body)?;
     let size = req.proto_size();
     if size > MAX_GRPC_MESSAGE {
         return Err(ApiError::plain(
@@ -237,14 +485,14 @@ fn exec(
     let mut st = lock(state);
     let auth = authorize(&st, headers, req.permission())?;
     validate(&req).map_err(ApiError::invalid_argument)?;
-    execute(&mut st, &auth, req)
+    execute(&mut st, &auth, req, write_fault)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Decoding (grpc-gateway: body and path parameters into the proto request message)
 // ---------------------------------------------------------------------------------------------
 
-fn decode(op: Operation, params: &Params, body: &[u8]) -> Result<Req, ApiError> {
+fn decode(op: Operation, params: &Params, query: &str, body: &[u8]) -> Result<Req, ApiError> {
     let id = params.id.clone().unwrap_or_default();
     let key = params.key.clone().unwrap_or_default();
     let user = || Scope::User(id.clone());
@@ -270,6 +518,14 @@ fn decode(op: Operation, params: &Params, body: &[u8]) -> Result<Req, ApiError> 
         Operation::GetUserV1 => Req::UserV1 { id },
         Operation::GetUserV2 => Req::UserV2 { id },
         Operation::GetMyOrg => Req::MyOrg,
+        Operation::ListOrganizationsV2 => decode_list_orgs(body)?,
+        Operation::GetOrgByDomain => Req::OrgByDomain {
+            domain: wire::string(&wire::parse_query(query), "domain", "domain")?,
+        },
+        Operation::GetUserByLoginNameGlobal => Req::UserByLoginName {
+            login_name: wire::string(&wire::parse_query(query), "loginName", "login_name")?,
+        },
+        Operation::ListUsersV1 => decode_list_users(body)?,
         Operation::Other => return Err(ApiError::plain(code::NOT_FOUND, "Not Found")),
     })
 }
@@ -308,19 +564,23 @@ fn decode_bulk_set(scope: Scope, body: &[u8]) -> Result<Req, ApiError> {
     Ok(Req::BulkSet { scope, items })
 }
 
+/// The `query` (`ListQuery`: offset, limit, asc) of a list request.
+fn decode_list_query(obj: &Obj) -> Result<(u64, u32, bool), ApiError> {
+    Ok(match wire::message(obj, "query", "query")? {
+        Some(q) => (
+            wire::uint64(q, "offset", "offset")?,
+            wire::uint32(q, "limit", "limit")?,
+            wire::boolean(q, "asc", "asc")?,
+        ),
+        None => (0, 0, false),
+    })
+}
+
 fn decode_list(scope: Scope, body: &[u8]) -> Result<Req, ApiError> {
     let obj = wire::parse_body(body)?;
     decode_path_fields(&scope, &obj, false)?;
-    let (offset, limit) = match wire::message(&obj, "query", "query")? {
-        Some(q) => {
-            let offset = wire::uint64(q, "offset", "offset")?;
-            let limit = wire::uint32(q, "limit", "limit")?;
-            // `asc` is accepted but has no effect: v1 metadata lists have no sorting column.
-            wire::boolean(q, "asc", "asc")?;
-            (offset, limit)
-        }
-        None => (0, 0),
-    };
+    // `asc` is accepted but has no effect: v1 metadata lists have no sorting column.
+    let (offset, limit, _asc) = decode_list_query(&obj)?;
     let queries = wire::array(&obj, "queries", "queries")?
         .iter()
         .map(|q| {
@@ -337,6 +597,140 @@ fn decode_list(scope: Scope, body: &[u8]) -> Result<Req, ApiError> {
         .collect::<Result<Vec<_>, ApiError>>()?;
     Ok(Req::List {
         scope,
+        offset,
+        limit,
+        queries,
+    })
+}
+
+/// Error of protojson when two fields of one oneof are set.
+fn oneof_already_set(oneof: &str) -> ApiError {
+    ApiError::invalid_argument(format!("proto: oneof {oneof} is already set"))
+}
+
+fn decode_org_query(q: &Obj) -> Result<Option<OrgQuery>, ApiError> {
+    let mut found = Vec::new();
+    if let Some(m) = wire::message(q, "nameQuery", "name_query")? {
+        found.push(OrgQuery::Name {
+            name: wire::string(m, "name", "name")?,
+            method: wire::enumeration(m, "method", "method", &TEXT_QUERY_METHODS)?,
+        });
+    }
+    if let Some(m) = wire::message(q, "domainQuery", "domain_query")? {
+        found.push(OrgQuery::Domain {
+            domain: wire::string(m, "domain", "domain")?,
+            method: wire::enumeration(m, "method", "method", &TEXT_QUERY_METHODS)?,
+        });
+    }
+    if let Some(m) = wire::message(q, "stateQuery", "state_query")? {
+        found.push(OrgQuery::State(wire::enumeration(
+            m,
+            "state",
+            "state",
+            &ORG_STATES,
+        )?));
+    }
+    if let Some(m) = wire::message(q, "idQuery", "id_query")? {
+        found.push(OrgQuery::Id(wire::string(m, "id", "id")?));
+    }
+    if wire::message(q, "defaultQuery", "default_query")?.is_some() {
+        found.push(OrgQuery::Default);
+    }
+    if found.len() > 1 {
+        return Err(oneof_already_set("zitadel.org.v2.SearchQuery.query"));
+    }
+    Ok(found.pop())
+}
+
+fn decode_list_orgs(body: &[u8]) -> Result<Req, ApiError> {
+    let obj = wire::parse_body(body)?;
+    let (offset, limit, asc) = decode_list_query(&obj)?;
+    let sorting = wire::enumeration(&obj, "sortingColumn", "sorting_column", &ORG_FIELD_NAMES)?;
+    let queries = wire::array(&obj, "queries", "queries")?
+        .iter()
+        .map(|q| decode_org_query(wire::element_message(q, "queries")?))
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(Req::ListOrgsV2 {
+        offset,
+        limit,
+        asc,
+        sorting,
+        queries,
+    })
+}
+
+fn decode_user_queries(obj: &Obj) -> Result<Vec<Option<UserQuery>>, ApiError> {
+    wire::array(obj, "queries", "queries")?
+        .iter()
+        .map(|q| decode_user_query(wire::element_message(q, "queries")?))
+        .collect()
+}
+
+fn decode_user_query(q: &Obj) -> Result<Option<UserQuery>, ApiError> {
+    let mut found = Vec::new();
+    for spec in &USER_TEXT_QUERIES {
+        if let Some(m) = wire::message(q, spec.oneof.0, spec.oneof.1)? {
+            found.push(UserQuery::Text {
+                field: spec.field,
+                text: wire::string(m, spec.value.0, spec.value.1)?,
+                method: wire::enumeration(m, "method", "method", &TEXT_QUERY_METHODS)?,
+            });
+        }
+    }
+    if let Some(m) = wire::message(q, "stateQuery", "state_query")? {
+        found.push(UserQuery::State(wire::enumeration(
+            m,
+            "state",
+            "state",
+            &USER_STATES,
+        )?));
+    }
+    if let Some(m) = wire::message(q, "typeQuery", "type_query")? {
+        found.push(UserQuery::Type(wire::enumeration(
+            m,
+            "type",
+            "type",
+            &USER_TYPES,
+        )?));
+    }
+    if let Some(m) = wire::message(q, "resourceOwner", "resource_owner")? {
+        found.push(UserQuery::ResourceOwner(wire::string(
+            m, "orgId", "org_id",
+        )?));
+    }
+    if let Some(m) = wire::message(q, "inUserIdsQuery", "in_user_ids_query")? {
+        found.push(UserQuery::InUserIds(
+            wire::array(m, "userIds", "user_ids")?
+                .iter()
+                .map(|id| wire::element_string(id, "user_ids"))
+                .collect::<Result<_, _>>()?,
+        ));
+    }
+    if let Some(m) = wire::message(q, "orQuery", "or_query")? {
+        found.push(UserQuery::Or(decode_user_queries(m)?));
+    }
+    if let Some(m) = wire::message(q, "andQuery", "and_query")? {
+        found.push(UserQuery::And(decode_user_queries(m)?));
+    }
+    if let Some(m) = wire::message(q, "notQuery", "not_query")? {
+        let inner = match wire::message(m, "query", "query")? {
+            Some(inner) => decode_user_query(inner)?,
+            None => None,
+        };
+        found.push(UserQuery::Not(Box::new(inner)));
+    }
+    if found.len() > 1 {
+        return Err(oneof_already_set("zitadel.user.v1.SearchQuery.query"));
+    }
+    Ok(found.pop())
+}
+
+fn decode_list_users(body: &[u8]) -> Result<Req, ApiError> {
+    let obj = wire::parse_body(body)?;
+    // `asc` (and `sortingColumn`) are accepted but have no effect: results are ordered by id.
+    let (offset, limit, _asc) = decode_list_query(&obj)?;
+    let queries = decode_user_queries(&obj)?;
+    Ok(Req::ListUsersV1 {
         offset,
         limit,
         queries,
@@ -465,6 +859,98 @@ fn embedded(message: &str, field: &str, cause: &str) -> String {
     format!("invalid {message}.{field}: embedded message failed validation | caused by: {cause}")
 }
 
+/// PGV's error for a required oneof with nothing set.
+const QUERY_REQUIRED: &str = "invalid SearchQuery.Query: value is required";
+
+/// Validates one text query message (`max_len` on the value, defined method enum).
+fn check_text_query(
+    message: &str,
+    field: &str,
+    text: &str,
+    min: usize,
+    method: i32,
+) -> Result<(), String> {
+    let length = if min == 0 {
+        max_runes(text, MAX_QUERY_RUNES)
+    } else {
+        runes(text, min, MAX_QUERY_RUNES)
+    };
+    check(message, field, length).and_then(|()| {
+        check(
+            message,
+            "Method",
+            defined_enum(method, TEXT_QUERY_METHODS.len()),
+        )
+    })
+}
+
+fn validate_org_query(query: Option<&OrgQuery>) -> Result<(), String> {
+    let in_search = |oneof: &str, cause: String| embedded("SearchQuery", oneof, &cause);
+    match query {
+        None => Err(QUERY_REQUIRED.to_owned()),
+        Some(OrgQuery::Name { name, method }) => {
+            check_text_query("OrganizationNameQuery", "Name", name, 1, *method)
+                .map_err(|c| in_search("NameQuery", c))
+        }
+        Some(OrgQuery::Domain { domain, method }) => {
+            check_text_query("OrganizationDomainQuery", "Domain", domain, 1, *method)
+                .map_err(|c| in_search("DomainQuery", c))
+        }
+        Some(OrgQuery::State(state)) => check(
+            "OrganizationStateQuery",
+            "State",
+            defined_enum(*state, ORG_STATES.len()),
+        )
+        .map_err(|c| in_search("StateQuery", c)),
+        Some(OrgQuery::Id(id)) => check("OrganizationIDQuery", "Id", runes(id, 1, MAX_ID_RUNES))
+            .map_err(|c| in_search("IdQuery", c)),
+        Some(OrgQuery::Default) => Ok(()),
+    }
+}
+
+fn validate_user_query(query: Option<&UserQuery>) -> Result<(), String> {
+    let in_search = |oneof: &str, cause: String| embedded("SearchQuery", oneof, &cause);
+    match query {
+        None => Err(QUERY_REQUIRED.to_owned()),
+        Some(UserQuery::Text {
+            field,
+            text,
+            method,
+        }) => {
+            let spec = field.spec();
+            check_text_query(spec.message, spec.value.2, text, 0, *method)
+                .map_err(|c| in_search(spec.message, c))
+        }
+        Some(UserQuery::State(state)) => check(
+            "StateQuery",
+            "State",
+            defined_enum(*state, USER_STATES.len()),
+        )
+        .map_err(|c| in_search("StateQuery", c)),
+        Some(UserQuery::Type(kind)) => {
+            check("TypeQuery", "Type", defined_enum(*kind, USER_TYPES.len()))
+                .map_err(|c| in_search("TypeQuery", c))
+        }
+        Some(UserQuery::ResourceOwner(_) | UserQuery::InUserIds(_)) => Ok(()),
+        Some(UserQuery::Or(queries)) => {
+            validate_user_queries("OrQuery", queries).map_err(|c| in_search("OrQuery", c))
+        }
+        Some(UserQuery::And(queries)) => {
+            validate_user_queries("AndQuery", queries).map_err(|c| in_search("AndQuery", c))
+        }
+        Some(UserQuery::Not(inner)) => validate_user_query(inner.as_ref().as_ref())
+            .map_err(|c| in_search("NotQuery", embedded("NotQuery", "Query", &c))),
+    }
+}
+
+fn validate_user_queries(message: &str, queries: &[Option<UserQuery>]) -> Result<(), String> {
+    for (i, q) in queries.iter().enumerate() {
+        validate_user_query(q.as_ref())
+            .map_err(|c| embedded(message, &format!("Queries[{i}]"), &c))?;
+    }
+    Ok(())
+}
+
 fn validate(req: &Req) -> Result<(), String> {
     match req {
         Req::Set { scope, key, value } => {
@@ -528,6 +1014,25 @@ fn validate(req: &Req) -> Result<(), String> {
         Req::UserV1 { id } => check("GetUserByIDRequest", "Id", runes(id, 1, MAX_ID_RUNES)),
         Req::UserV2 { id } => check("GetUserByIDRequest", "UserId", runes(id, 1, MAX_ID_RUNES)),
         Req::MyOrg => Ok(()),
+        Req::ListOrgsV2 { queries, .. } => {
+            for (i, q) in queries.iter().enumerate() {
+                validate_org_query(q.as_ref()).map_err(|c| {
+                    embedded("ListOrganizationsRequest", &format!("Queries[{i}]"), &c)
+                })?;
+            }
+            Ok(())
+        }
+        Req::OrgByDomain { domain } => check(
+            "GetOrgByDomainGlobalRequest",
+            "Domain",
+            runes(domain, 1, MAX_QUERY_RUNES),
+        ),
+        Req::UserByLoginName { login_name } => check(
+            "GetUserByLoginNameGlobalRequest",
+            "LoginName",
+            runes(login_name, 1, MAX_QUERY_RUNES),
+        ),
+        Req::ListUsersV1 { queries, .. } => validate_user_queries("ListUsersRequest", queries),
     }
 }
 
@@ -620,25 +1125,87 @@ fn metadata_item(key: &str, entry: &MetaEntry, owner: &str) -> Value {
         .build()
 }
 
-fn execute(st: &mut State, auth: &Auth, req: Req) -> Result<Value, ApiError> {
+/// [`WriteFault::Corrupt`]: flips all bits of the last byte (appends `x` to an empty value).
+fn corrupt(value: &mut Vec<u8>) {
+    match value.last_mut() {
+        Some(last) => *last = !*last,
+        None => value.push(b'x'),
+    }
+}
+
+/// Offset/limit pagination; `limit` 0 = no limit.
+fn page<T>(items: Vec<T>, offset: u64, limit: u32) -> Vec<T> {
+    let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+    let take = if limit == 0 {
+        usize::MAX
+    } else {
+        usize::try_from(limit).unwrap_or(usize::MAX)
+    };
+    items.into_iter().skip(skip).take(take).collect()
+}
+
+/// v1 `ListDetails` (`zitadel.v1.ListDetails`).
+fn list_details_v1(total: u64, st: &State) -> Out {
+    Out::new()
+        .u64("totalResult", total)
+        .u64("processedSequence", st.total_events)
+        .time("viewTimestamp", Utc::now())
+}
+
+/// v2 `ListDetails` (`zitadel.object.v2.ListDetails`: the timestamp field is `timestamp`).
+fn list_details_v2(total: u64, st: &State) -> Out {
+    Out::new()
+        .u64("totalResult", total)
+        .u64("processedSequence", st.total_events)
+        .time("timestamp", Utc::now())
+}
+
+fn execute(
+    st: &mut State,
+    auth: &Auth,
+    req: Req,
+    write_fault: Option<WriteFault>,
+) -> Result<Value, ApiError> {
     let ctx_org = auth.ctx_org.as_str();
     let mode = st.mode;
+    let dropped = write_fault == Some(WriteFault::Drop);
     match req {
-        Req::Set { scope, key, value } => {
+        Req::Set {
+            scope,
+            key,
+            mut value,
+        } => {
+            if write_fault == Some(WriteFault::Corrupt) {
+                corrupt(&mut value);
+            }
             let skip_unchanged = !scope.is_org() && mode.user_set_skips_unchanged;
             let at = st.now();
             let (agg, owner) = write_target(st, &scope, ctx_org)?;
+            let mut scratch;
+            let agg = if dropped {
+                scratch = agg.clone();
+                &mut scratch
+            } else {
+                agg
+            };
             let (stamp, written) = if skip_unchanged && agg.holds(&key, &value) {
                 (agg.last_metadata_stamp(), 0)
             } else {
                 (agg.set_metadata(&key, &value, at), 1)
             };
-            st.total_events += written;
+            if !dropped {
+                st.total_events += written;
+            }
             Ok(write_details(stamp, &owner, true))
         }
-        Req::BulkSet { scope, items } => {
+        Req::BulkSet { scope, mut items } => {
             if items.is_empty() {
                 return Err(no_data("META-9mm2d"));
+            }
+            if write_fault == Some(WriteFault::Corrupt) {
+                for (_, value) in &mut items {
+                    corrupt(value);
+                }
             }
             let skip_unchanged = if scope.is_org() {
                 mode.org_bulk_set_skips_unchanged
@@ -647,6 +1214,13 @@ fn execute(st: &mut State, auth: &Auth, req: Req) -> Result<Value, ApiError> {
             };
             let at = st.now();
             let (agg, owner) = write_target(st, &scope, ctx_org)?;
+            let mut scratch;
+            let agg = if dropped {
+                scratch = agg.clone();
+                &mut scratch
+            } else {
+                agg
+            };
             let mut last = None;
             let mut written = 0;
             for (key, value) in &items {
@@ -657,7 +1231,9 @@ fn execute(st: &mut State, auth: &Auth, req: Req) -> Result<Value, ApiError> {
                 written += 1;
             }
             let stamp = last.unwrap_or_else(|| agg.last_metadata_stamp());
-            st.total_events += written;
+            if !dropped {
+                st.total_events += written;
+            }
             Ok(write_details(stamp, &owner, false))
         }
         Req::Remove { scope, key } => {
@@ -758,26 +1334,12 @@ fn execute(st: &mut State, auth: &Auth, req: Req) -> Result<Value, ApiError> {
                 None => (Vec::new(), ""),
             };
             let total = matches.len() as u64;
-            let skip = usize::try_from(offset).unwrap_or(usize::MAX);
-            let take = if limit == 0 {
-                usize::MAX
-            } else {
-                usize::try_from(limit).unwrap_or(usize::MAX)
-            };
-            let result = matches
+            let result = page(matches, offset, limit)
                 .into_iter()
-                .skip(skip)
-                .take(take)
                 .map(|(k, e)| metadata_item(k, e, owner))
                 .collect();
             Ok(Out::new()
-                .obj(
-                    "details",
-                    Out::new()
-                        .u64("totalResult", total)
-                        .u64("processedSequence", st.total_events)
-                        .time("viewTimestamp", Utc::now()),
-                )
+                .obj("details", list_details_v1(total, st))
                 .list("result", result)
                 .build())
         }
@@ -810,11 +1372,112 @@ fn execute(st: &mut State, auth: &Auth, req: Req) -> Result<Value, ApiError> {
             })?;
             Ok(Out::new().obj("org", org_v1(org)).build())
         }
+        Req::ListOrgsV2 {
+            offset,
+            limit,
+            asc,
+            sorting,
+            queries,
+        } => {
+            if limit > V2_MAX_LIMIT {
+                return Err(ApiError::zitadel(
+                    code::INVALID_ARGUMENT,
+                    "QUERY-4M0fs",
+                    Msg::QueryLimitExceeded,
+                ));
+            }
+            let limit = if limit == 0 { V2_DEFAULT_LIMIT } else { limit };
+            // Validation rejected queries with nothing set.
+            let queries: Vec<OrgQuery> = queries.into_iter().flatten().collect();
+            let default_org = st.default_org.as_deref();
+            let mut matches: Vec<&Org> = st
+                .orgs
+                .values()
+                .filter(|o| auth.grant.allows(&o.id, Permission::OrgRead))
+                .filter(|o| queries.iter().all(|q| q.matches(o, default_org)))
+                .collect();
+            // Without a sorting column ZITADEL applies no ORDER BY; the emulator keeps id order.
+            let sorted = match sorting {
+                1 => {
+                    matches.sort_by_cached_key(|o| o.name.to_lowercase());
+                    true
+                }
+                2 => {
+                    matches.sort_by_key(|o| o.agg.creation_date);
+                    true
+                }
+                _ => false,
+            };
+            if sorted && !asc {
+                matches.reverse();
+            }
+            let total = matches.len() as u64;
+            let result = page(matches, offset, limit)
+                .into_iter()
+                .map(|o| org_v2(o).build())
+                .collect();
+            Ok(Out::new()
+                .obj("details", list_details_v2(total, st))
+                .list("result", result)
+                .build())
+        }
+        Req::OrgByDomain { domain } => {
+            let org = st
+                .orgs
+                .values()
+                .find(|o| o.primary_domain == domain)
+                .ok_or_else(|| {
+                    ApiError::zitadel(code::NOT_FOUND, "QUERY-iTTGJ", Msg::OrgNotFound)
+                })?;
+            Ok(Out::new().obj("org", org_v1(org)).build())
+        }
+        Req::UserByLoginName { login_name } => {
+            // ZITADEL matches the preferred login name exactly (TextEquals).
+            let user = st
+                .users
+                .values()
+                .find(|u| u.login_name(&st.orgs) == login_name)
+                .ok_or_else(|| {
+                    ApiError::zitadel(code::NOT_FOUND, "QUERY-Dfbg2", Msg::UserNotFound)
+                })?;
+            Ok(Out::new().obj("user", user_v1(user, st)).build())
+        }
+        Req::ListUsersV1 {
+            offset,
+            limit,
+            queries,
+        } => {
+            // Validation rejected queries with nothing set.
+            let queries: Vec<UserQuery> = queries.into_iter().flatten().collect();
+            let matches: Vec<&User> = st
+                .users
+                .values()
+                .filter(|u| u.org_id == ctx_org)
+                .filter(|u| queries.iter().all(|q| q.matches(u, &st.orgs)))
+                .collect();
+            let total = matches.len() as u64;
+            let result = page(matches, offset, limit)
+                .into_iter()
+                .map(|u| user_v1(u, st).build())
+                .collect();
+            Ok(Out::new()
+                .obj("details", list_details_v1(total, st))
+                .list("result", result)
+                .build())
+        }
     }
+}
+
+fn login_name_values(user: &User, st: &State) -> Vec<Value> {
+    user.login_names(&st.orgs)
+        .into_iter()
+        .map(Value::String)
+        .collect()
 }
 
 fn user_v1(user: &User, st: &State) -> Out {
     let login = user.login_name(&st.orgs);
+    let email = user.email(&st.orgs);
     Out::new()
         .str("id", &user.id)
         .obj(
@@ -827,7 +1490,7 @@ fn user_v1(user: &User, st: &State) -> Out {
         )
         .str("state", "USER_STATE_ACTIVE")
         .str("userName", &user.user_name)
-        .list("loginNames", vec![Value::String(login.clone())])
+        .list("loginNames", login_name_values(user, st))
         .str("preferredLoginName", &login)
         .obj(
             "human",
@@ -836,13 +1499,13 @@ fn user_v1(user: &User, st: &State) -> Out {
                     "profile",
                     Out::new()
                         .str("firstName", &user.user_name)
-                        .str("lastName", "Emulated")
+                        .str("lastName", PROFILE_LAST_NAME)
                         .str("displayName", &user.user_name),
                 )
                 .obj(
                     "email",
                     Out::new()
-                        .str("email", &login)
+                        .str("email", &email)
                         .bool("isEmailVerified", true),
                 ),
         )
@@ -857,12 +1520,13 @@ fn user_v2_details(user: &User) -> Out {
 
 fn user_v2(user: &User, st: &State) -> Out {
     let login = user.login_name(&st.orgs);
+    let email = user.email(&st.orgs);
     Out::new()
         .str("userId", &user.id)
         .obj("details", user_v2_details(user))
         .str("state", "USER_STATE_ACTIVE")
         .str("username", &user.user_name)
-        .list("loginNames", vec![Value::String(login.clone())])
+        .list("loginNames", login_name_values(user, st))
         .str("preferredLoginName", &login)
         .obj(
             "human",
@@ -871,12 +1535,12 @@ fn user_v2(user: &User, st: &State) -> Out {
                     "profile",
                     Out::new()
                         .str("givenName", &user.user_name)
-                        .str("familyName", "Emulated")
+                        .str("familyName", PROFILE_LAST_NAME)
                         .str("displayName", &user.user_name),
                 )
                 .obj(
                     "email",
-                    Out::new().str("email", &login).bool("isVerified", true),
+                    Out::new().str("email", &email).bool("isVerified", true),
                 ),
         )
 }
@@ -893,6 +1557,22 @@ fn org_v1(org: &Org) -> Out {
                 .str("resourceOwner", &org.id),
         )
         .str("state", "ORG_STATE_ACTIVE")
+        .str("name", &org.name)
+        .str("primaryDomain", &org.primary_domain)
+}
+
+/// `zitadel.org.v2.Organization`.
+fn org_v2(org: &Org) -> Out {
+    Out::new()
+        .str("id", &org.id)
+        .obj(
+            "details",
+            Out::new()
+                .u64("sequence", org.agg.sequence)
+                .time("changeDate", org.agg.change_date)
+                .str("resourceOwner", &org.id),
+        )
+        .str("state", "ORGANIZATION_STATE_ACTIVE")
         .str("name", &org.name)
         .str("primaryDomain", &org.primary_domain)
 }
@@ -918,6 +1598,23 @@ mod tests {
         assert!(q("am", 6).matches("team"));
         assert!(q("AM", 7).matches("team"));
         assert!(!q("a_", 6).matches("ab"));
+    }
+
+    #[test]
+    fn corrupt_flips_the_last_byte() {
+        let mut v = b"ab".to_vec();
+        corrupt(&mut v);
+        assert_eq!(v, [b'a', !b'b']);
+        let mut empty = Vec::new();
+        corrupt(&mut empty);
+        assert_eq!(empty, b"x");
+    }
+
+    #[test]
+    fn paging() {
+        assert_eq!(page(vec![1, 2, 3, 4], 1, 2), [2, 3]);
+        assert_eq!(page(vec![1, 2, 3], 0, 0), [1, 2, 3]);
+        assert_eq!(page(vec![1, 2, 3], 5, 0), Vec::<i32>::new());
     }
 
     #[test]

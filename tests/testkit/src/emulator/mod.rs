@@ -6,6 +6,11 @@
 //! * org and user metadata (`/management/v1/metadata/...`, `/management/v1/users/{id}/metadata/...`:
 //!   Set, BulkSet, List (`_search`), Get, Remove, BulkRemove),
 //! * `GET /v2/users/{userId}`, `GET /management/v1/users/{id}` and `GET /management/v1/orgs/me`,
+//! * resolving human-friendly references (contract §6): `POST /v2/organizations/_search` (name,
+//!   verified domain, id, state and default-org queries; only orgs the caller may read),
+//!   `GET /management/v1/global/orgs/_by_domain?domain=` (primary domain),
+//!   `GET /management/v1/global/users/_by_login_name?loginName=` (preferred login name, all orgs)
+//!   and `POST /management/v1/users/_search` (users of the context org),
 //! * admin routes for demos (`/_emulator/state`, `/_emulator/requests`, `/_emulator/faults`,
 //!   loopback callers only, no authentication).
 //!
@@ -14,7 +19,26 @@
 //! sequences, all-or-nothing bulk operations, same-value-write semantics selectable by [`Mode`],
 //! and ZITADEL's error body with `zitadel.v1.ErrorDetail` (optionally with German messages).
 //! Every request is recorded ([`Emulator::requests`]) and faults can be injected
-//! ([`Emulator::inject`]).
+//! ([`Emulator::inject`]), including silently dropped or corrupted metadata writes
+//! ([`FaultKind::DropWrites`], [`FaultKind::CorruptWrites`]).
+//!
+//! Domains, login names and emails: an org gets the verified primary domain `<slug>.localhost`
+//! (its lower-cased name, non-alphanumerics as `-`), more with [`Emulator::add_org_domain`]. A
+//! user's login names are `<userName>@<domain>` for every verified domain of its org, the primary
+//! one first; the preferred login name is the one with the primary domain. A user's email is its
+//! preferred login name (verified) until [`Emulator::set_user_email`] sets another. The instance's
+//! default org (v2 `defaultQuery`) is the first org created.
+//!
+//! Seeded demo data ([`Emulator::seed_demo`]):
+//!
+//! | object | id | name | domains | login name = email |
+//! |---|---|---|---|---|
+//! | org | [`DEMO_ORG_ACME`] | Acme | `acme.localhost` (primary, verified; default org) | |
+//! | org | [`DEMO_ORG_GLOBEX`] | Globex | `globex.localhost` (primary, verified) | |
+//! | user | [`DEMO_USER_ALICE`] (Acme) | `alice` | | `alice@acme.localhost` |
+//! | user | [`DEMO_USER_BOB`] (Globex) | `bob` | | `bob@globex.localhost` |
+//!
+//! plus the IAM-owner token [`DEMO_ADMIN_TOKEN`] (owner org Acme).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -136,9 +160,11 @@ impl Emulator {
         Ok(emulator)
     }
 
-    /// Adds the demo data: orgs [`DEMO_ORG_ACME`] ("Acme") and [`DEMO_ORG_GLOBEX`] ("Globex"),
-    /// users [`DEMO_USER_ALICE`] (`alice`, Acme) and [`DEMO_USER_BOB`] (`bob`, Globex), and the
-    /// IAM-owner token [`DEMO_ADMIN_TOKEN`] owned by Acme. Idempotent.
+    /// Adds the demo data: orgs [`DEMO_ORG_ACME`] ("Acme", primary domain `acme.localhost`) and
+    /// [`DEMO_ORG_GLOBEX`] ("Globex", `globex.localhost`), users [`DEMO_USER_ALICE`] (`alice`,
+    /// Acme, login name and email `alice@acme.localhost`) and [`DEMO_USER_BOB`] (`bob`, Globex,
+    /// `bob@globex.localhost`), and the IAM-owner token [`DEMO_ADMIN_TOKEN`] owned by Acme.
+    /// Idempotent.
     pub fn seed_demo(&self) {
         self.add_org(DEMO_ORG_ACME, "Acme");
         self.add_org(DEMO_ORG_GLOBEX, "Globex");
@@ -174,6 +200,29 @@ impl Emulator {
     /// this renames the org (one more event) or does nothing.
     pub fn add_org(&self, id: &str, name: &str) {
         self.with_state(|st| st.add_org(id, name));
+    }
+
+    /// Adds a domain to an org (one `org.domain.added` event, plus `org.domain.verified` when
+    /// `verified`), or verifies an unverified one (one event). A domain the org already has with
+    /// at least that verification changes nothing. Verified domains add login names
+    /// (`<userName>@<domain>`) to the org's users and are matched by the v2 org `domainQuery`; the
+    /// primary domain never changes.
+    ///
+    /// # Panics
+    /// If the org does not exist, or if `verified` and another org already verified `domain`
+    /// (ZITADEL lets only one org verify a domain) — bugs in the calling test.
+    pub fn add_org_domain(&self, org_id: &str, domain: &str, verified: bool) {
+        self.with_state(|st| st.add_org_domain(org_id, domain, verified));
+    }
+
+    /// Sets a user's (verified) email address (two events: `user.human.email.changed` and
+    /// `user.human.email.verified`; none when the address is unchanged). Until called, the email
+    /// is the user's preferred login name.
+    ///
+    /// # Panics
+    /// If the user does not exist (a bug in the calling test).
+    pub fn set_user_email(&self, user_id: &str, email: &str) {
+        self.with_state(|st| st.set_user_email(user_id, email));
     }
 
     /// Removes an org and its users; their metadata disappears from reads.

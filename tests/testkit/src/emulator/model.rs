@@ -41,13 +41,21 @@ pub enum Operation {
     GetUserV1,
     /// `GET /management/v1/orgs/me`
     GetMyOrg,
+    /// `POST /v2/organizations/_search` (instance-wide, filtered to orgs the caller may read).
+    ListOrganizationsV2,
+    /// `GET /management/v1/global/orgs/_by_domain?domain=` (primary domain, instance-wide).
+    GetOrgByDomain,
+    /// `GET /management/v1/global/users/_by_login_name?loginName=` (instance-wide).
+    GetUserByLoginNameGlobal,
+    /// `POST /management/v1/users/_search` (users of the context org).
+    ListUsersV1,
     /// Anything else (unknown routes, wrong methods).
     Other,
 }
 
 impl Operation {
     /// Every operation, in declaration order.
-    pub const ALL: [Operation; 16] = [
+    pub const ALL: [Operation; 20] = [
         Operation::SetOrgMetadata,
         Operation::BulkSetOrgMetadata,
         Operation::ListOrgMetadata,
@@ -63,6 +71,10 @@ impl Operation {
         Operation::GetUserV2,
         Operation::GetUserV1,
         Operation::GetMyOrg,
+        Operation::ListOrganizationsV2,
+        Operation::GetOrgByDomain,
+        Operation::GetUserByLoginNameGlobal,
+        Operation::ListUsersV1,
         Operation::Other,
     ];
 
@@ -105,8 +117,30 @@ impl Operation {
             Operation::GetUserV2 => "/zitadel.user.v2.UserService/GetUserByID",
             Operation::GetUserV1 => "/zitadel.management.v1.ManagementService/GetUserByID",
             Operation::GetMyOrg => "/zitadel.management.v1.ManagementService/GetMyOrg",
+            Operation::ListOrganizationsV2 => {
+                "/zitadel.org.v2.OrganizationService/ListOrganizations"
+            }
+            Operation::GetOrgByDomain => {
+                "/zitadel.management.v1.ManagementService/GetOrgByDomainGlobal"
+            }
+            Operation::GetUserByLoginNameGlobal => {
+                "/zitadel.management.v1.ManagementService/GetUserByLoginNameGlobal"
+            }
+            Operation::ListUsersV1 => "/zitadel.management.v1.ManagementService/ListUsers",
             Operation::Other => return None,
         })
+    }
+
+    /// Whether the operation is a metadata Set or BulkSet (org or user), the only operations
+    /// [`FaultKind::DropWrites`] and [`FaultKind::CorruptWrites`] act on.
+    pub fn sets_metadata(self) -> bool {
+        matches!(
+            self,
+            Operation::SetOrgMetadata
+                | Operation::BulkSetOrgMetadata
+                | Operation::SetUserMetadata
+                | Operation::BulkSetUserMetadata
+        )
     }
 }
 
@@ -311,8 +345,8 @@ pub struct RecordedRequest {
 /// What an injected fault does.
 ///
 /// JSON form (for `POST /_emulator/faults`): `{"latency_ms":250}`,
-/// `{"status":{"http":503,"code":14}}`, `{"too_many_requests":{"retry_after":3,"plain_text":true}}`
-/// or `"hang"`.
+/// `{"status":{"http":503,"code":14}}`, `{"too_many_requests":{"retry_after":3,"plain_text":true}}`,
+/// `"hang"`, `"drop_writes"` or `"corrupt_writes"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultKind {
@@ -339,6 +373,17 @@ pub enum FaultKind {
     },
     /// Never answer (until the emulator shuts down); the client must time out.
     Hang,
+    /// Silently lose the write: a metadata Set/BulkSet (org or user) is handled normally
+    /// (authentication, validation and errors included) and answers 200 with the `details` it
+    /// would have had, sequence advanced as if the events were written, but nothing is stored
+    /// (values, sequences and event counts stay unchanged). Other operations are unaffected and do
+    /// not consume the fault.
+    DropWrites,
+    /// Store a damaged value: a metadata Set/BulkSet (org or user) stores every value with its
+    /// last byte inverted (all bits flipped; `"x"` is appended to an empty value) and answers
+    /// normally. Same-value checks compare the damaged value. Other operations are unaffected and
+    /// do not consume the fault.
+    CorruptWrites,
 }
 
 mod duration_ms {
@@ -358,7 +403,11 @@ mod duration_ms {
 /// An injected fault: which operations it applies to, what happens, and how often.
 ///
 /// Faults are evaluated before routing errors and authentication. All matching latency faults add
-/// up; then the first matching terminal fault (status, 429, hang) answers the request.
+/// up; then the first matching terminal fault (status, 429, hang) answers the request. Only when no
+/// terminal fault answers does the first matching write fault ([`FaultKind::DropWrites`],
+/// [`FaultKind::CorruptWrites`]) apply, and only to metadata Set/BulkSet requests
+/// ([`Operation::sets_metadata`]); it is consumed (`times`) even if the request then fails
+/// authentication or validation, like every other fault.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fault {
     /// Operations this fault applies to; `None` = every request.
@@ -413,6 +462,18 @@ impl Fault {
     /// Never answer.
     pub fn hang() -> Self {
         Fault::new(FaultKind::Hang)
+    }
+
+    /// Answer metadata Set/BulkSet requests normally but store nothing
+    /// ([`FaultKind::DropWrites`]).
+    pub fn drop_writes() -> Self {
+        Fault::new(FaultKind::DropWrites)
+    }
+
+    /// Store metadata Set/BulkSet values with their last byte flipped
+    /// ([`FaultKind::CorruptWrites`]).
+    pub fn corrupt_writes() -> Self {
+        Fault::new(FaultKind::CorruptWrites)
     }
 
     /// Restrict the fault to `op` (may be called repeatedly to add more operations).

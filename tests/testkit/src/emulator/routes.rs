@@ -54,6 +54,7 @@ const M: Seg = Lit("management");
 const V1: Seg = Lit("v1");
 const META: Seg = Lit("metadata");
 const USERS: Seg = Lit("users");
+const GLOBAL: Seg = Lit("global");
 
 /// Patterns in match priority order per method (the gateway tries the last registered first).
 const PATTERNS: &[(&str, &[Seg], Operation)] = &[
@@ -106,8 +107,28 @@ const PATTERNS: &[(&str, &[Seg], Operation)] = &[
         Operation::RemoveUserMetadata,
     ),
     ("GET", &[M, V1, USERS, Id], Operation::GetUserV1),
+    (
+        "POST",
+        &[M, V1, USERS, Lit("_search")],
+        Operation::ListUsersV1,
+    ),
     ("GET", &[M, V1, Lit("orgs"), Lit("me")], Operation::GetMyOrg),
+    (
+        "GET",
+        &[M, V1, GLOBAL, Lit("orgs"), Lit("_by_domain")],
+        Operation::GetOrgByDomain,
+    ),
+    (
+        "GET",
+        &[M, V1, GLOBAL, USERS, Lit("_by_login_name")],
+        Operation::GetUserByLoginNameGlobal,
+    ),
     ("GET", &[Lit("v2"), USERS, Id], Operation::GetUserV2),
+    (
+        "POST",
+        &[Lit("v2"), Lit("organizations"), Lit("_search")],
+        Operation::ListOrganizationsV2,
+    ),
 ];
 
 fn match_pattern(pattern: &[Seg], segments: &[&str]) -> Option<Params> {
@@ -202,6 +223,45 @@ mod tests {
                     key: Some("a b".into())
                 }
             )
+        );
+    }
+
+    #[test]
+    fn search_and_global_routes() {
+        assert_eq!(
+            op("POST", "/management/v1/users/_search").operation(),
+            Operation::ListUsersV1
+        );
+        // GET on the same path is a user lookup of the id `_search`.
+        assert_eq!(
+            op("GET", "/management/v1/users/_search"),
+            Route::Api(
+                Operation::GetUserV1,
+                Params {
+                    id: Some("_search".into()),
+                    key: None
+                }
+            )
+        );
+        assert_eq!(
+            op("POST", "/v2/organizations/_search").operation(),
+            Operation::ListOrganizationsV2
+        );
+        assert_eq!(
+            op("GET", "/v2/organizations/_search"),
+            Route::MethodNotAllowed
+        );
+        assert_eq!(
+            op("GET", "/management/v1/global/orgs/_by_domain").operation(),
+            Operation::GetOrgByDomain
+        );
+        assert_eq!(
+            op("GET", "/management/v1/global/users/_by_login_name").operation(),
+            Operation::GetUserByLoginNameGlobal
+        );
+        assert_eq!(
+            op("POST", "/management/v1/global/orgs/_by_domain"),
+            Route::MethodNotAllowed
         );
     }
 

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::errors::{ApiError, Msg, code};
-use super::handlers;
+use super::handlers::{self, WriteFault};
 use super::lock;
 use super::model::{Fault, FaultKind, Operation, RecordedRequest};
 use super::routes;
@@ -46,8 +46,8 @@ pub(crate) struct Core {
 
 /// What the fault stage decided.
 enum FaultOutcome {
-    /// Handle the request normally (after the total latency).
-    Proceed,
+    /// Handle the request (after the total latency), with a write fault if one applies.
+    Proceed(Option<WriteFault>),
     /// Answer with this response.
     Respond(Response),
     /// Never answer.
@@ -112,8 +112,8 @@ impl Core {
     }
 
     /// Consumes the faults that apply to `op`: all latencies add up, the first terminal fault
-    /// wins.
-    fn take_faults(&self, op: Operation) -> (Duration, Option<FaultKind>) {
+    /// wins; without a terminal fault, the first write fault applies to a metadata Set/BulkSet.
+    fn take_faults(&self, op: Operation) -> (Duration, Option<FaultKind>, Option<WriteFault>) {
         let mut faults = lock(&self.faults);
         let mut latency = Duration::ZERO;
         let mut terminal = None;
@@ -126,6 +126,7 @@ impl Core {
                     latency += *d;
                     None
                 }
+                FaultKind::DropWrites | FaultKind::CorruptWrites => continue,
                 _ if terminal.is_some() => continue,
                 other => Some(other.clone()),
             };
@@ -136,18 +137,41 @@ impl Core {
                 terminal = kind;
             }
         }
+        let mut write = None;
+        if terminal.is_none() && op.sets_metadata() {
+            let candidate = faults
+                .iter_mut()
+                .filter(|f| f.applies_to(op) && f.times != Some(0))
+                .find_map(|f| {
+                    let kind = match f.kind {
+                        FaultKind::DropWrites => WriteFault::Drop,
+                        FaultKind::CorruptWrites => WriteFault::Corrupt,
+                        _ => return None,
+                    };
+                    Some((f, kind))
+                });
+            if let Some((fault, kind)) = candidate {
+                if let Some(n) = fault.times.as_mut() {
+                    *n -= 1;
+                }
+                write = Some(kind);
+            }
+        }
         faults.retain(|f| f.times != Some(0));
-        (latency, terminal)
+        (latency, terminal, write)
     }
 
     async fn apply_faults(&self, op: Operation) -> FaultOutcome {
-        let (latency, terminal) = self.take_faults(op);
+        let (latency, terminal, write) = self.take_faults(op);
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
         let german = lock(&self.state).german;
         match terminal {
-            None | Some(FaultKind::Latency(_)) => FaultOutcome::Proceed,
+            None
+            | Some(FaultKind::Latency(_) | FaultKind::DropWrites | FaultKind::CorruptWrites) => {
+                FaultOutcome::Proceed(write)
+            }
             Some(FaultKind::Status { http, code }) => {
                 let reason = StatusCode::from_u16(http)
                     .ok()
@@ -196,10 +220,16 @@ impl Core {
             .orgs
             .values()
             .map(|o| {
+                let domains: Vec<Value> = o
+                    .domains
+                    .iter()
+                    .map(|d| json!({ "domain": d.domain, "verified": d.verified }))
+                    .collect();
                 json!({
                     "id": o.id,
                     "name": o.name,
                     "primaryDomain": o.primary_domain,
+                    "domains": domains,
                     "sequence": o.agg.sequence,
                     "metadata": metadata_snapshot(&o.agg),
                 })
@@ -214,6 +244,8 @@ impl Core {
                     "orgId": u.org_id,
                     "userName": u.user_name,
                     "loginName": u.login_name(&st.orgs),
+                    "loginNames": u.login_names(&st.orgs),
+                    "email": u.email(&st.orgs),
                     "sequence": u.agg.sequence,
                     "metadata": metadata_snapshot(&u.agg),
                 })
@@ -224,6 +256,7 @@ impl Core {
             "users": users,
             "mode": st.mode,
             "german": st.german,
+            "defaultOrg": st.default_org,
             "tokens": st.tokens.len(),
             "totalEvents": st.total_events,
         })
@@ -281,6 +314,7 @@ async fn api(AxState(core): AxState<Arc<Core>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let method = parts.method.as_str().to_owned();
     let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().unwrap_or_default().to_owned();
     let route = routes::route(&method, &path);
     let operation = route.operation();
     let org_header = parts
@@ -306,7 +340,7 @@ async fn api(AxState(core): AxState<Arc<Core>>, request: Request) -> Response {
             core.shutdown_signal().await;
             return (StatusCode::SERVICE_UNAVAILABLE, "emulator shut down").into_response();
         }
-        FaultOutcome::Proceed if too_large => {
+        FaultOutcome::Proceed(_) if too_large => {
             let german = lock(&core.state).german;
             ApiError::plain(
                 code::RESOURCE_EXHAUSTED,
@@ -314,7 +348,9 @@ async fn api(AxState(core): AxState<Arc<Core>>, request: Request) -> Response {
             )
             .render(german)
         }
-        FaultOutcome::Proceed => handlers::handle(&core.state, &route, &parts.headers, &bytes),
+        FaultOutcome::Proceed(write) => {
+            handlers::handle(&core.state, &route, &parts.headers, &query, &bytes, write)
+        }
     };
     let status = response.status().as_u16();
     core.record_finish(id, status);

@@ -12,6 +12,12 @@ use super::model::{Mode, TokenGrant};
 pub(crate) const ORG_CREATION_EVENTS: u64 = 5;
 /// Events written when a user is created (user.human.added, user.human.email.verified).
 pub(crate) const USER_CREATION_EVENTS: u64 = 2;
+/// Events written when a verified domain is added to an org (org.domain.added,
+/// org.domain.verified); an unverified one writes only the first.
+pub(crate) const VERIFIED_DOMAIN_EVENTS: u64 = 2;
+/// Events written when a user's email changes (user.human.email.changed,
+/// user.human.email.verified).
+pub(crate) const EMAIL_CHANGE_EVENTS: u64 = 2;
 
 /// Sequence and creation date of one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,13 +112,32 @@ impl Aggregate {
     }
 }
 
+/// One domain of an org.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OrgDomain {
+    pub(crate) domain: String,
+    pub(crate) verified: bool,
+}
+
 /// An organization.
 #[derive(Debug, Clone)]
 pub(crate) struct Org {
     pub(crate) id: String,
     pub(crate) name: String,
     pub(crate) primary_domain: String,
+    /// Every domain of the org in the order added; the primary domain (verified) comes first.
+    pub(crate) domains: Vec<OrgDomain>,
     pub(crate) agg: Aggregate,
+}
+
+impl Org {
+    /// The verified domains, primary first.
+    pub(crate) fn verified_domains(&self) -> impl Iterator<Item = &str> {
+        self.domains
+            .iter()
+            .filter(|d| d.verified)
+            .map(|d| d.domain.as_str())
+    }
 }
 
 /// A (human) user.
@@ -121,16 +146,35 @@ pub(crate) struct User {
     pub(crate) id: String,
     pub(crate) org_id: String,
     pub(crate) user_name: String,
+    /// Explicitly set (verified) email; `None` = the preferred login name.
+    pub(crate) email: Option<String>,
     pub(crate) agg: Aggregate,
 }
 
 impl User {
-    /// `username@primary-domain-of-org` (or just the user name when the org is unknown).
+    /// The preferred login name: `username@primary-domain-of-org` (or just the user name when the
+    /// org is unknown).
     pub(crate) fn login_name(&self, orgs: &BTreeMap<String, Org>) -> String {
         match orgs.get(&self.org_id) {
             Some(org) => format!("{}@{}", self.user_name, org.primary_domain),
             None => self.user_name.clone(),
         }
+    }
+
+    /// Every login name: `username@domain` for each verified domain of the org, primary first.
+    pub(crate) fn login_names(&self, orgs: &BTreeMap<String, Org>) -> Vec<String> {
+        match orgs.get(&self.org_id) {
+            Some(org) => org
+                .verified_domains()
+                .map(|d| format!("{}@{d}", self.user_name))
+                .collect(),
+            None => vec![self.user_name.clone()],
+        }
+    }
+
+    /// The (verified) email address: the one set explicitly, else the preferred login name.
+    pub(crate) fn email(&self, orgs: &BTreeMap<String, Org>) -> String {
+        self.email.clone().unwrap_or_else(|| self.login_name(orgs))
     }
 }
 
@@ -163,6 +207,8 @@ pub(crate) struct State {
     pub(crate) tokens: HashMap<String, TokenGrant>,
     pub(crate) mode: Mode,
     pub(crate) german: bool,
+    /// The instance's default org: the first org created (ZITADEL creates it at instance setup).
+    pub(crate) default_org: Option<String>,
     /// Number of events written in the instance (reported as `processedSequence` on lists).
     pub(crate) total_events: u64,
     last_time: Option<DateTime<Utc>>,
@@ -195,18 +241,67 @@ impl State {
                 }
             }
             None => {
+                let primary = primary_domain(id, name);
                 self.orgs.insert(
                     id.to_owned(),
                     Org {
                         id: id.to_owned(),
                         name: name.to_owned(),
-                        primary_domain: primary_domain(id, name),
+                        primary_domain: primary.clone(),
+                        domains: vec![OrgDomain {
+                            domain: primary,
+                            verified: true,
+                        }],
                         agg: Aggregate::new(ORG_CREATION_EVENTS, at),
                     },
                 );
+                self.default_org.get_or_insert_with(|| id.to_owned());
                 self.total_events += ORG_CREATION_EVENTS;
             }
         }
+    }
+
+    /// Adds a domain to an org (`org.domain.added`, plus `org.domain.verified` when `verified`),
+    /// or verifies an existing unverified one. Nothing happens for a domain the org already has
+    /// with at least the requested verification.
+    ///
+    /// # Panics
+    /// If the org does not exist, or if `verified` and another org already verified the domain
+    /// (ZITADEL allows a verified domain in one org only).
+    pub(crate) fn add_org_domain(&mut self, org_id: &str, domain: &str, verified: bool) {
+        if verified
+            && let Some(other) = self.orgs.values().find(|o| {
+                o.id != org_id && o.domains.iter().any(|d| d.verified && d.domain == domain)
+            })
+        {
+            panic!(
+                "add_org_domain: {domain} is already verified by org {}",
+                other.id
+            );
+        }
+        let at = self.now();
+        let org = self
+            .orgs
+            .get_mut(org_id)
+            .unwrap_or_else(|| panic!("add_org_domain: unknown org {org_id}"));
+        let events = match org.domains.iter_mut().find(|d| d.domain == domain) {
+            Some(existing) if verified && !existing.verified => {
+                existing.verified = true;
+                1
+            }
+            Some(_) => 0,
+            None => {
+                org.domains.push(OrgDomain {
+                    domain: domain.to_owned(),
+                    verified,
+                });
+                if verified { VERIFIED_DOMAIN_EVENTS } else { 1 }
+            }
+        };
+        for _ in 0..events {
+            org.agg.push(at);
+        }
+        self.total_events += events;
     }
 
     /// Removes an org together with its users (their metadata disappears from reads).
@@ -236,12 +331,36 @@ impl State {
                         id: id.to_owned(),
                         org_id: org_id.to_owned(),
                         user_name: user_name.to_owned(),
+                        email: None,
                         agg: Aggregate::new(USER_CREATION_EVENTS, at),
                     },
                 );
                 self.total_events += USER_CREATION_EVENTS;
             }
         }
+    }
+
+    /// Sets a user's email as verified (`user.human.email.changed` and
+    /// `user.human.email.verified`); nothing happens when it already is that address.
+    ///
+    /// # Panics
+    /// If the user does not exist.
+    pub(crate) fn set_user_email(&mut self, user_id: &str, email: &str) {
+        let at = self.now();
+        let orgs = &self.orgs;
+        let user = self
+            .users
+            .get_mut(user_id)
+            .unwrap_or_else(|| panic!("set_user_email: unknown user {user_id}"));
+        let unchanged = user.email(orgs) == email;
+        user.email = Some(email.to_owned());
+        if unchanged {
+            return;
+        }
+        for _ in 0..EMAIL_CHANGE_EVENTS {
+            user.agg.push(at);
+        }
+        self.total_events += EMAIL_CHANGE_EVENTS;
     }
 
     /// Removes a user (its metadata disappears from reads).

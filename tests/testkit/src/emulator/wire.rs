@@ -8,6 +8,7 @@ use base64::alphabet;
 use base64::engine::general_purpose::STANDARD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use chrono::{DateTime, SecondsFormat, Utc};
+use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value};
 
 use super::errors::ApiError;
@@ -31,6 +32,34 @@ pub(crate) fn parse_body(bytes: &[u8]) -> Result<Obj, ApiError> {
         ))),
         Err(e) => Err(decode_error(format!("syntax error: {e}"))),
     }
+}
+
+/// Parses a URL query string the way grpc-gateway populates request fields from it: `+` is a
+/// space, percent escapes are decoded, a parameter given once is a string and one given several
+/// times a list (which a singular field then rejects). Field names may be JSON or proto names;
+/// unknown parameters are ignored by the decoders.
+pub(crate) fn parse_query(query: &str) -> Obj {
+    let mut obj = Obj::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            percent_decode_str(&s.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let (name, value) = (decode(name), Value::String(decode(value)));
+        match obj.get_mut(&name) {
+            Some(Value::Array(values)) => values.push(value),
+            Some(first) => {
+                let first = first.take();
+                obj.insert(name, Value::Array(vec![first, value]));
+            }
+            None => {
+                obj.insert(name, value);
+            }
+        }
+    }
+    obj
 }
 
 /// Looks up a field by its JSON (camelCase) or proto (snake_case) name; `null` counts as absent.
@@ -306,6 +335,16 @@ mod tests {
         assert_eq!(uint32(&obj, "d", "d").unwrap(), 100);
         assert!(uint32(&obj, "e", "e").is_err());
         assert_eq!(uint64(&obj, "zz", "zz").unwrap(), 0);
+    }
+
+    #[test]
+    fn query_strings() {
+        let obj = parse_query("domain=a%2Eb+c&login_name=x%40y&&flag&r=1&r=2");
+        assert_eq!(string(&obj, "domain", "domain").unwrap(), "a.b c");
+        assert_eq!(string(&obj, "loginName", "login_name").unwrap(), "x@y");
+        assert_eq!(string(&obj, "flag", "flag").unwrap(), "");
+        assert!(string(&obj, "r", "r").is_err());
+        assert!(parse_query("").is_empty());
     }
 
     #[test]
