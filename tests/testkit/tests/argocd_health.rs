@@ -228,7 +228,7 @@ fn the_argocd_cm_patch_embeds_the_script_for_both_kinds() {
         assert_eq!(
             data.get(&key).and_then(Value::as_str),
             Some(script.as_str()),
-            "{key} must be deploy/argocd/health.lua verbatim"
+            "{key} must be deploy/argocd/health.lua verbatim; run deploy/argocd/gen-patch.sh"
         );
     }
     assert_eq!(data.len(), 2);
