@@ -1,6 +1,7 @@
 //! Command-line flags with environment fallbacks, and their validation.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -69,6 +70,53 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Elect a leader through a coordination.k8s.io Lease; only the leader reconciles. Needed
+    /// when more than one replica runs.
+    #[arg(
+        long,
+        env = "LEADER_ELECT",
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub leader_elect: bool,
+
+    /// Namespace of the leader-election Lease (default: the pod's namespace from POD_NAMESPACE or
+    /// the service-account mount, else `default`).
+    #[arg(long, env = "LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "LEADER_ELECTION_ID",
+        default_value = "zitadel-metadata-operator"
+    )]
+    pub leader_election_id: String,
+
+    /// How long a leader's Lease stays valid after its last renewal; a standby takes over after
+    /// that when the leader dies.
+    #[arg(long, env = "LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub leader_election_lease_duration: Duration,
+
+    /// How long the leader tries to renew before it gives up leadership (and exits).
+    #[arg(long, env = "LEADER_ELECTION_RENEW_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    pub leader_election_renew_deadline: Duration,
+
+    /// Interval between leader-election attempts (acquire and renew).
+    #[arg(long, env = "LEADER_ELECTION_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    pub leader_election_retry_period: Duration,
+
+    /// Address of the /healthz and /readyz endpoints.
+    #[arg(long, env = "HEALTH_ADDR", default_value = "0.0.0.0:8080")]
+    pub health_addr: SocketAddr,
+
+    /// Address of the /metrics endpoint (Prometheus).
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
 }
 
 /// A configuration that cannot work.
@@ -93,7 +141,26 @@ pub enum ConfigError {
     /// URL scheme is not http(s).
     #[error("--zitadel-url must be an http:// or https:// URL, got {0}")]
     Url(Url),
+    /// Leader-election timings that cannot work.
+    #[error(
+        "leader election needs --leader-election-lease-duration > --leader-election-renew-deadline > --leader-election-retry-period > 0, got {lease:?} / {renew:?} / {retry:?}"
+    )]
+    LeaderTiming {
+        /// Lease duration.
+        lease: Duration,
+        /// Renew deadline.
+        renew: Duration,
+        /// Retry period.
+        retry: Duration,
+    },
+    /// `--leader-election-id` is empty.
+    #[error("--leader-election-id must not be empty")]
+    LeaderElectionId,
 }
+
+/// Where the service-account mount keeps the pod's namespace.
+pub const SERVICE_ACCOUNT_NAMESPACE_FILE: &str =
+    "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
 /// Where the token comes from, after validation.
 #[derive(Clone, Debug)]
@@ -116,6 +183,23 @@ impl Config {
     pub fn validate(&self) -> Result<TokenConfig, ConfigError> {
         if !matches!(self.zitadel_url.scheme(), "http" | "https") {
             return Err(ConfigError::Url(self.zitadel_url.clone()));
+        }
+        if self.leader_elect {
+            let (lease, renew, retry) = (
+                self.leader_election_lease_duration,
+                self.leader_election_renew_deadline,
+                self.leader_election_retry_period,
+            );
+            if retry.is_zero() || renew <= retry || lease <= renew {
+                return Err(ConfigError::LeaderTiming {
+                    lease,
+                    renew,
+                    retry,
+                });
+            }
+            if self.leader_election_id.trim().is_empty() {
+                return Err(ConfigError::LeaderElectionId);
+            }
         }
         match (&self.token_file, &self.token_secret) {
             (Some(path), None) => {
@@ -152,6 +236,42 @@ impl Config {
         } else {
             Namespaces::Only(list)
         }
+    }
+
+    /// Leader-election settings (`None` when `--leader-elect` is off), with `identity` as this
+    /// process's candidate identity.
+    pub fn leader_election(&self, identity: String) -> Option<crate::leader::LeaderElectionConfig> {
+        self.leader_elect
+            .then(|| crate::leader::LeaderElectionConfig {
+                namespace: self.leader_election_namespace_or(
+                    std::env::var("POD_NAMESPACE").ok(),
+                    Path::new(SERVICE_ACCOUNT_NAMESPACE_FILE),
+                ),
+                name: self.leader_election_id.trim().to_string(),
+                identity,
+                lease_duration: self.leader_election_lease_duration,
+                renew_deadline: self.leader_election_renew_deadline,
+                retry_period: self.leader_election_retry_period,
+            })
+    }
+
+    /// The Lease namespace: the flag, else `pod_namespace` (`POD_NAMESPACE`), else the content of
+    /// `sa_file`, else `default`.
+    pub fn leader_election_namespace_or(
+        &self,
+        pod_namespace: Option<String>,
+        sa_file: &Path,
+    ) -> String {
+        [
+            self.leader_election_namespace.clone(),
+            pod_namespace,
+            std::fs::read_to_string(sa_file).ok(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|s| s.trim().to_string())
+        .find(|s| !s.is_empty())
+        .unwrap_or_else(|| "default".to_string())
     }
 
     /// Reconciler timing.
@@ -239,6 +359,67 @@ mod tests {
                 "0"
             ])
             .is_err()
+        );
+    }
+
+    #[test]
+    fn leader_election_flags() {
+        let base = ["--zitadel-url", "https://z", "--token-secret", "a/b"];
+        let c = parse(&base).expect("parse");
+        assert!(!c.leader_elect);
+        assert!(c.leader_election("me".into()).is_none());
+        assert_eq!(c.health_addr, "0.0.0.0:8080".parse().expect("addr"));
+        assert_eq!(c.metrics_addr, "0.0.0.0:9090".parse().expect("addr"));
+
+        let mut args = base.to_vec();
+        args.extend(["--leader-elect", "--leader-election-namespace", "ops"]);
+        let c = parse(&args).expect("parse");
+        assert!(c.leader_elect);
+        assert!(c.validate().is_ok());
+        let le = c.leader_election("me".into()).expect("enabled");
+        assert_eq!(le.namespace, "ops");
+        assert_eq!(le.name, "zitadel-metadata-operator");
+        assert_eq!(le.lease_duration, Duration::from_secs(15));
+        assert_eq!(le.renew_deadline, Duration::from_secs(10));
+        assert_eq!(le.retry_period, Duration::from_secs(2));
+
+        let mut args = base.to_vec();
+        args.extend(["--leader-elect=false"]);
+        assert!(!parse(&args).expect("parse").leader_elect);
+
+        let mut args = base.to_vec();
+        args.extend(["--leader-elect", "--leader-election-renew-deadline", "20s"]);
+        let c = parse(&args).expect("parse");
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::LeaderTiming { .. })
+        ));
+    }
+
+    #[test]
+    fn leader_election_namespace_fallbacks() {
+        let c = parse(&["--zitadel-url", "https://z", "--token-file", "x"]).expect("parse");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sa = dir.path().join("namespace");
+        assert_eq!(c.leader_election_namespace_or(None, &sa), "default");
+        std::fs::write(&sa, "from-sa\n").expect("write");
+        assert_eq!(c.leader_election_namespace_or(None, &sa), "from-sa");
+        assert_eq!(
+            c.leader_election_namespace_or(Some("from-env".into()), &sa),
+            "from-env"
+        );
+        let c = parse(&[
+            "--zitadel-url",
+            "https://z",
+            "--token-file",
+            "x",
+            "--leader-election-namespace",
+            "from-flag",
+        ])
+        .expect("parse");
+        assert_eq!(
+            c.leader_election_namespace_or(Some("from-env".into()), &sa),
+            "from-flag"
         );
     }
 

@@ -8,6 +8,9 @@
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod http;
+pub mod leader;
+pub mod metrics;
 pub mod plan;
 pub mod status;
 pub mod telemetry;

@@ -1,5 +1,5 @@
-//! The operator binary: parse flags, start logging, run both controllers, stop cleanly on
-//! SIGTERM / Ctrl-C.
+//! The operator binary: parse flags, start logging, serve health and metrics, (optionally) win the
+//! leader election, run both controllers, stop cleanly on SIGTERM / Ctrl-C.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,7 +10,10 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 
 use zitadel_metadata_operator::config::{Config, TokenConfig};
-use zitadel_metadata_operator::controller::{self, Shutdown};
+use zitadel_metadata_operator::controller::{self, Hooks, Shutdown};
+use zitadel_metadata_operator::http::{self, Health};
+use zitadel_metadata_operator::leader::{self, LeaderElector};
+use zitadel_metadata_operator::metrics::Metrics;
 use zitadel_metadata_operator::telemetry;
 use zitadel_metadata_operator::zitadel::{ClientConfig, HttpClient, TokenSource};
 
@@ -30,6 +33,16 @@ async fn main() -> ExitCode {
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let token_config = config.validate()?;
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let (health_addr, metrics_addr) = http::serve(
+        config.health_addr,
+        config.metrics_addr,
+        health.clone(),
+        metrics.clone(),
+    )
+    .await?;
+    tracing::info!(%health_addr, %metrics_addr, "serving /healthz, /readyz and /metrics");
     let client = Client::try_default().await.map_err(|e| {
         format!("cannot configure the Kubernetes client (KUBECONFIG or in-cluster): {e}")
     })?;
@@ -54,7 +67,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut zitadel_config = ClientConfig::new(config.zitadel_url.clone(), token);
     zitadel_config.request_timeout = config.request_timeout;
-    let zitadel = Arc::new(HttpClient::new(zitadel_config)?);
+    let zitadel = Arc::new(HttpClient::new(zitadel_config)?.with_metrics(metrics.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -62,20 +75,66 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!("shutdown requested; finishing in-flight reconciles");
         let _ = stop_tx.send(true);
     });
+    let stop = stop_rx.clone();
     let shutdown = move || -> Shutdown {
-        let mut rx = stop_rx.clone();
+        let mut rx = stop.clone();
         Box::pin(async move {
             let _ = rx.wait_for(|stop| *stop).await;
         })
     };
+    let hooks = Hooks {
+        metrics: metrics.clone(),
+        caches_synced: health.caches_synced(),
+    };
+    let controllers = {
+        let client = client.clone();
+        let (namespaces, settings) = (config.watch(), config.settings());
+        let (url, resync) = (config.zitadel_url.clone(), config.resync_interval);
+        async move {
+            tracing::info!(
+                zitadel = %url,
+                namespaces = ?namespaces,
+                resync = ?resync,
+                "starting controllers"
+            );
+            controller::run_with(client, zitadel, namespaces, settings, shutdown, hooks).await;
+        }
+    };
 
-    tracing::info!(
-        zitadel = %config.zitadel_url,
-        namespaces = ?config.watch(),
-        resync = ?config.resync_interval,
-        "starting controllers"
-    );
-    controller::run(client, zitadel, config.watch(), config.settings(), shutdown).await;
+    let Some(election) = config.leader_election(leader::default_identity()) else {
+        controllers.await;
+        tracing::info!("stopped");
+        return Ok(());
+    };
+
+    // Leader election: stand by until the Lease is ours, reconcile while it stays ours.
+    let lease = election.name.clone();
+    let mut elector = LeaderElector::new(client, election);
+    metrics.set_leader(&lease, false);
+    health.set_standby(true);
+    let mut stopped = stop_rx.clone();
+    tokio::select! {
+        () = elector.acquire() => {}
+        _ = stopped.wait_for(|stop| *stop) => {
+            tracing::info!("stopped while standing by");
+            return Ok(());
+        }
+    }
+    metrics.set_leader(&lease, true);
+    health.set_standby(false);
+    // The renewals go on while the controllers finish in-flight work after SIGTERM; losing the
+    // Lease drops the controllers at once (in-flight reconciles are aborted) and exits non-zero.
+    let lost = tokio::select! {
+        lost = elector.hold() => Some(lost),
+        () = controllers => None,
+    };
+    metrics.set_leader(&lease, false);
+    if let Some(lost) = lost {
+        return Err(lost.into());
+    }
+    if let Err(e) = elector.release().await {
+        tracing::warn!("{e}; the standby takes over when the Lease expires");
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -31,6 +31,11 @@ impl Binary {
                 "200ms",
                 "--backoff-max",
                 "2s",
+                // Any free port: tests run in parallel, and nothing here scrapes them.
+                "--health-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
             ])
             .env("KUBECONFIG", env.cp.kubeconfig_path())
             .env("RUST_LOG", "info")

@@ -3,9 +3,11 @@
 
 mod reconcile;
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,6 +23,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 use rand::Rng as _;
 
 use crate::crd::{MetadataResource, OrgMetadata, UserMetadata};
+use crate::metrics::{ConditionCounts, Metrics, ReconcileResult};
+use crate::status::{self, Outcome};
 use crate::zitadel::{ZitadelApi, ZitadelError};
 
 pub use reconcile::reconcile;
@@ -92,6 +96,18 @@ impl Error {
             Error::Kube(_) | Error::ReadBack { .. } => None,
         }
     }
+
+    /// Whether retrying cannot help (a permanent ZITADEL error): counted as a terminal error.
+    fn is_terminal(&self) -> bool {
+        use kube::runtime::finalizer::Error as F;
+        match self {
+            Error::Zitadel(e) => !e.is_transient(),
+            Error::Finalizer(inner) => {
+                matches!(inner.as_ref(), F::ApplyFailed(e) | F::CleanupFailed(e) if e.is_terminal())
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Shared state of one kind's controllers.
@@ -107,6 +123,8 @@ pub struct Context<K: MetadataResource> {
     /// Caches of all watched objects of this kind (one per watched namespace), for conflict
     /// detection.
     pub stores: Vec<Store<K>>,
+    /// Metrics (reconcile counters and timings are recorded around [`reconcile`]).
+    pub metrics: Arc<Metrics>,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -172,6 +190,69 @@ pub fn error_policy<K: MetadataResource>(
     Action::requeue(delay)
 }
 
+tokio::task_local! {
+    /// Set by [`note_outcome`] when the running reconcile ended `Stalled`.
+    static STALLED: Cell<bool>;
+}
+
+/// Record the outcome of the running reconcile for the metrics: a `Stalled` object is a terminal
+/// error (retrying alone will not fix it), even though the reconcile returns `Ok`.
+pub(crate) fn note_outcome(outcome: &Outcome) {
+    if matches!(outcome, Outcome::Stalled { .. }) {
+        let _ = STALLED.try_with(|s| s.set(true));
+    }
+}
+
+/// [`reconcile`] with metrics: active workers, duration, and the result as controller-runtime
+/// labels it (`error` for failures and `Stalled` outcomes, `requeue` when the reconcile only added
+/// the finalizer, else `success`).
+pub async fn reconcile_instrumented<K: MetadataResource>(
+    obj: Arc<K>,
+    ctx: Arc<Context<K>>,
+) -> Result<Action, Error> {
+    let metrics = ctx.metrics.clone();
+    let _worker = metrics.reconcile_started(K::CONTROLLER);
+    let started = Instant::now();
+    let adds_finalizer =
+        obj.meta().deletion_timestamp.is_none() && !obj.finalizers().iter().any(|f| f == FINALIZER);
+    let (result, stalled) = STALLED
+        .scope(Cell::new(false), async move {
+            let result = reconcile(obj, ctx).await;
+            (result, STALLED.with(Cell::get))
+        })
+        .await;
+    let (label, terminal) = match &result {
+        Err(e) => (ReconcileResult::Error, e.is_terminal()),
+        Ok(_) if stalled => (ReconcileResult::Error, true),
+        Ok(_) if adds_finalizer => (ReconcileResult::Requeue, false),
+        Ok(_) => (ReconcileResult::Success, false),
+    };
+    metrics.reconcile_finished(K::CONTROLLER, label, terminal, started.elapsed());
+    result
+}
+
+/// Ready-condition statuses of the objects in `stores`.
+fn count_conditions<K: MetadataResource>(stores: &[Store<K>]) -> ConditionCounts {
+    let mut counts = ConditionCounts::default();
+    for obj in stores.iter().flat_map(Store::state) {
+        counts.add(
+            obj.status()
+                .and_then(|s| status::find(&s.conditions, status::READY))
+                .map(|c| c.status.as_str()),
+        );
+    }
+    counts
+}
+
+/// Where the controllers report to the rest of the process.
+#[derive(Clone, Debug, Default)]
+pub struct Hooks {
+    /// Metrics to record into.
+    pub metrics: Arc<Metrics>,
+    /// Set once the caches of every controller hold their initial lists (`/readyz`).
+    pub caches_synced: Arc<AtomicBool>,
+}
+
 /// A future that resolves when the operator should stop taking new work.
 pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 
@@ -184,13 +265,16 @@ pub enum Namespaces {
     Only(Vec<String>),
 }
 
-/// Build and run the controllers of one kind until `shutdown` resolves.
+/// Build and run the controllers of one kind until `shutdown` resolves; `synced` fires once their
+/// caches hold the initial lists.
 pub async fn run_kind<K>(
     client: Client,
     zitadel: Arc<dyn ZitadelApi>,
     namespaces: &Namespaces,
     settings: Settings,
     shutdown: impl Fn() -> Shutdown,
+    metrics: Arc<Metrics>,
+    synced: tokio::sync::oneshot::Sender<()>,
 ) where
     K: MetadataResource + Resource<DynamicType = ()>,
 {
@@ -230,24 +314,51 @@ pub async fn run_kind<K>(
                 )
         })
         .collect();
+    metrics.register_controller(K::CONTROLLER, settings.concurrency);
+    let stores: Vec<Store<K>> = controllers.iter().map(Controller::store).collect();
+    let kind = K::kind(&()).to_string();
+    let counted = stores.clone();
+    metrics.set_object_counter(&kind, Box::new(move || count_conditions(&counted)));
     let ctx = Arc::new(Context {
         client: client.clone(),
         zitadel,
         recorder: Recorder::new(client, Reporter::from(FIELD_MANAGER)),
         settings,
-        stores: controllers.iter().map(Controller::store).collect(),
+        stores: stores.clone(),
+        metrics: metrics.clone(),
         failures: Mutex::new(HashMap::new()),
     });
     let runs = controllers.into_iter().map(|c| {
         c.graceful_shutdown_on(shutdown())
-            .run(reconcile::<K>, error_policy::<K>, ctx.clone())
+            .run(reconcile_instrumented::<K>, error_policy::<K>, ctx.clone())
             .for_each(|result| async move {
                 if let Err(e) = result {
                     tracing::debug!(controller = K::CONTROLLER, error = %e, "controller event");
                 }
             })
     });
-    futures::future::join_all(runs).await;
+    let runs = futures::future::join_all(runs);
+    let ready = async move {
+        let mut all = true;
+        for store in &stores {
+            // Err: the controller stopped before its first list; nothing to report then.
+            if store.wait_until_ready().await.is_err() {
+                all = false;
+                break;
+            }
+        }
+        if all {
+            tracing::info!(controller = K::CONTROLLER, "caches synced");
+            let _ = synced.send(());
+        }
+        // Never ends: the controllers decide when this kind stops.
+        futures::future::pending::<()>().await;
+    };
+    tokio::select! {
+        _ = runs => {}
+        () = ready => {}
+    }
+    metrics.clear_object_counter(&kind);
 }
 
 fn scoped_api<R>(client: &Client, ns: Option<&str>) -> Api<R>
@@ -300,7 +411,7 @@ pub fn dependents<K: MetadataResource, S: Resource>(
         .collect()
 }
 
-/// Run both controllers until `shutdown` resolves.
+/// Run both controllers until `shutdown` resolves (metrics go to a private registry).
 pub async fn run(
     client: Client,
     zitadel: Arc<dyn ZitadelApi>,
@@ -308,15 +419,56 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Fn() -> Shutdown + Clone,
 ) {
+    run_with(
+        client,
+        zitadel,
+        namespaces,
+        settings,
+        shutdown,
+        Hooks::default(),
+    )
+    .await;
+}
+
+/// Run both controllers until `shutdown` resolves, reporting metrics and cache sync to `hooks`.
+/// When `shutdown` resolves, no new reconcile starts and the function returns once the running
+/// ones finished.
+pub async fn run_with(
+    client: Client,
+    zitadel: Arc<dyn ZitadelApi>,
+    namespaces: Namespaces,
+    settings: Settings,
+    shutdown: impl Fn() -> Shutdown + Clone,
+    hooks: Hooks,
+) {
+    let (org_synced, org_rx) = tokio::sync::oneshot::channel();
+    let (user_synced, user_rx) = tokio::sync::oneshot::channel();
+    let flag = hooks.caches_synced.clone();
+    let report = async move {
+        if org_rx.await.is_ok() && user_rx.await.is_ok() {
+            flag.store(true, Ordering::SeqCst);
+        }
+    };
     tokio::join!(
         run_kind::<OrgMetadata>(
             client.clone(),
             zitadel.clone(),
             &namespaces,
             settings.clone(),
-            shutdown.clone()
+            shutdown.clone(),
+            hooks.metrics.clone(),
+            org_synced,
         ),
-        run_kind::<UserMetadata>(client, zitadel, &namespaces, settings, shutdown),
+        run_kind::<UserMetadata>(
+            client,
+            zitadel,
+            &namespaces,
+            settings,
+            shutdown,
+            hooks.metrics.clone(),
+            user_synced,
+        ),
+        report,
     );
 }
 

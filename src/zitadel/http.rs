@@ -1,6 +1,9 @@
 //! [`ZitadelApi`] over ZITADEL's REST/JSON gateway (Management API v1).
 
-use std::time::Duration;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use reqwest::{Method, StatusCode};
@@ -11,6 +14,7 @@ use super::{
     Found, MetadataMap, ObjectDetails, OrgQuery, Target, TokenSource, UserQuery, ZitadelApi,
     ZitadelError,
 };
+use crate::metrics::Metrics;
 
 /// Page size used when listing metadata (v1 has no maximum; keep responses moderate).
 const LIST_PAGE: u32 = 1000;
@@ -45,6 +49,51 @@ impl ClientConfig {
 pub struct HttpClient {
     http: reqwest::Client,
     config: ClientConfig,
+    metrics: Option<Arc<Metrics>>,
+    token_seen: Arc<TokenFingerprint>,
+}
+
+/// A hash of the last token used, to count rotations without keeping the token.
+#[derive(Default)]
+struct TokenFingerprint(AtomicU64);
+
+impl std::fmt::Debug for TokenFingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenFingerprint(<redacted>)")
+    }
+}
+
+impl TokenFingerprint {
+    /// Remember `token`; true when a different token was used before.
+    fn changed(&self, token: &str) -> bool {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        token.hash(&mut hasher);
+        // 0 means "none seen yet".
+        let hash = hasher.finish().max(1);
+        let previous = self.0.swap(hash, Ordering::Relaxed);
+        previous != 0 && previous != hash
+    }
+}
+
+/// ZITADEL operation names (the RPCs behind the REST calls): the `operation` metric label.
+mod op {
+    pub const LIST_ORG: &str = "ListOrgMetadata";
+    pub const LIST_USER: &str = "ListUserMetadata";
+    pub const BULK_SET_ORG: &str = "BulkSetOrgMetadata";
+    pub const BULK_SET_USER: &str = "BulkSetUserMetadata";
+    pub const BULK_REMOVE_ORG: &str = "BulkRemoveOrgMetadata";
+    pub const BULK_REMOVE_USER: &str = "BulkRemoveUserMetadata";
+    pub const GET_USER: &str = "GetUserByID";
+    pub const LIST_ORGS: &str = "ListOrganizations";
+    pub const GET_USER_BY_LOGIN_NAME: &str = "GetUserByLoginNameGlobal";
+    pub const LIST_USERS: &str = "ListUsers";
+}
+
+fn by_target(target: &Target, org: &'static str, user: &'static str) -> &'static str {
+    match target {
+        Target::Org { .. } => org,
+        Target::User { .. } => user,
+    }
 }
 
 #[derive(Serialize)]
@@ -151,7 +200,18 @@ impl HttpClient {
             ))
             .build()
             .map_err(|e| ZitadelError::Transport(e.to_string()))?;
-        Ok(Self { http, config })
+        Ok(Self {
+            http,
+            config,
+            metrics: None,
+            token_seen: Arc::default(),
+        })
+    }
+
+    /// Record requests, latencies and token rotations into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Base URL in use.
@@ -180,18 +240,58 @@ impl HttpClient {
         Ok(url)
     }
 
+    /// One request; `operation` names it in the metrics.
     async fn call<B: Serialize + ?Sized, R: DeserializeOwned + Default>(
         &self,
+        operation: &'static str,
         method: Method,
         url: Url,
         org_id: Option<&str>,
         body: Option<&B>,
     ) -> Result<R, ZitadelError> {
         let token = self.config.token.token().await?;
+        if self.token_seen.changed(&token)
+            && let Some(m) = &self.metrics
+        {
+            m.token_refreshed();
+        }
+        let started = Instant::now();
+        let result = self.send(method, url, org_id, body, &token).await;
+        if let Some(m) = &self.metrics {
+            let code = match &result {
+                Ok((status, _, _)) => status.as_u16().to_string(),
+                Err(ZitadelError::Timeout(_)) => "timeout".to_string(),
+                Err(_) => "error".to_string(),
+            };
+            m.zitadel_request(operation, &code, started.elapsed());
+        }
+        let (status, retry_after, text) = result?;
+        if !status.is_success() {
+            return Err(ZitadelError::from_response(
+                status.as_u16(),
+                retry_after.as_deref(),
+                &text,
+            ));
+        }
+        if text.trim().is_empty() || status == StatusCode::NO_CONTENT {
+            return Ok(R::default());
+        }
+        serde_json::from_str(&text).map_err(|e| ZitadelError::Decode(e.to_string()))
+    }
+
+    /// Send a request and read the whole answer: (status, `Retry-After`, body).
+    async fn send<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        url: Url,
+        org_id: Option<&str>,
+        body: Option<&B>,
+        token: &str,
+    ) -> Result<(StatusCode, Option<String>, String), ZitadelError> {
         let mut request = self
             .http
             .request(method, url)
-            .bearer_auth(&*token)
+            .bearer_auth(token)
             .header(reqwest::header::ACCEPT, "application/json");
         if let Some(org) = org_id {
             request = request.header("x-zitadel-orgid", org);
@@ -207,17 +307,7 @@ impl HttpClient {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let text = response.text().await.map_err(|e| self.transport_error(e))?;
-        if !status.is_success() {
-            return Err(ZitadelError::from_response(
-                status.as_u16(),
-                retry_after.as_deref(),
-                &text,
-            ));
-        }
-        if text.trim().is_empty() || status == StatusCode::NO_CONTENT {
-            return Ok(R::default());
-        }
-        serde_json::from_str(&text).map_err(|e| ZitadelError::Decode(e.to_string()))
+        Ok((status, retry_after, text))
     }
 
     fn transport_error(&self, e: reqwest::Error) -> ZitadelError {
@@ -254,6 +344,7 @@ impl ZitadelApi for HttpClient {
             };
             let page: ListResponse = self
                 .call(
+                    by_target(target, op::LIST_ORG, op::LIST_USER),
                     Method::POST,
                     url.clone(),
                     Some(target.org_id()),
@@ -305,7 +396,13 @@ impl ZitadelApi for HttpClient {
         };
         let url = self.metadata_url(target, "_bulk")?;
         let response: DetailsResponse = self
-            .call(Method::POST, url, Some(target.org_id()), Some(&body))
+            .call(
+                by_target(target, op::BULK_SET_ORG, op::BULK_SET_USER),
+                Method::POST,
+                url,
+                Some(target.org_id()),
+                Some(&body),
+            )
             .await?;
         Ok(response.details)
     }
@@ -318,6 +415,7 @@ impl ZitadelApi for HttpClient {
         let url = self.metadata_url(target, "_bulk")?;
         let response: DetailsResponse = self
             .call(
+                by_target(target, op::BULK_REMOVE_ORG, op::BULK_REMOVE_USER),
                 Method::DELETE,
                 url,
                 Some(target.org_id()),
@@ -330,7 +428,7 @@ impl ZitadelApi for HttpClient {
     async fn user_organization(&self, user_id: &str) -> Result<String, ZitadelError> {
         let url = self.url(&["v2", "users", user_id])?;
         let response: Option<GetUserResponse> = self
-            .call::<(), Option<GetUserResponse>>(Method::GET, url, None, None)
+            .call::<(), Option<GetUserResponse>>(op::GET_USER, Method::GET, url, None, None)
             .await?;
         response
             .and_then(|r| {
@@ -355,7 +453,9 @@ impl ZitadelApi for HttpClient {
         };
         let body = serde_json::json!({"query": {"offset": "0", "limit": 100}, "queries": [q]});
         let url = self.url(&["v2", "organizations", "_search"])?;
-        let response: SearchResponse = self.call(Method::POST, url, None, Some(&body)).await?;
+        let response: SearchResponse = self
+            .call(op::LIST_ORGS, Method::POST, url, None, Some(&body))
+            .await?;
         Ok(response
             .result
             .into_iter()
@@ -374,7 +474,13 @@ impl ZitadelApi for HttpClient {
                     self.url(&["management", "v1", "global", "users", "_by_login_name"])?;
                 url.query_pairs_mut().append_pair("loginName", login);
                 match self
-                    .call::<(), UserByLoginName>(Method::GET, url, None, None)
+                    .call::<(), UserByLoginName>(
+                        op::GET_USER_BY_LOGIN_NAME,
+                        Method::GET,
+                        url,
+                        None,
+                        None,
+                    )
                     .await
                 {
                     Ok(r) => r.user.into_iter().collect(),
@@ -412,7 +518,7 @@ impl HttpClient {
         let body = serde_json::json!({"query": {"offset": "0", "limit": 100}, "queries": [query]});
         let url = self.url(&["management", "v1", "users", "_search"])?;
         let response: SearchResponse = self
-            .call(Method::POST, url, Some(org_id), Some(&body))
+            .call(op::LIST_USERS, Method::POST, url, Some(org_id), Some(&body))
             .await?;
         Ok(response.result)
     }
