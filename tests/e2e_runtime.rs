@@ -360,11 +360,9 @@ async fn sigterm_of_the_leader_hands_over_at_once() {
         RETRY_PERIOD,
         ready_in.as_secs_f64()
     );
-    // Released, not expired: within one jittered retry period plus the shutdown.
-    assert!(
-        handover < RETRY_PERIOD * 2 + Duration::from_secs(1),
-        "hand-over took {handover:?}"
-    );
+    // Released, not expired: within one jittered retry period (≤ 2.4 s) plus the shutdown;
+    // the slack is for a loaded CI machine.
+    assert!(handover < RETRY_PERIOD * 3, "hand-over took {handover:?}");
     let (holder, transitions) = lease_holder(&env).await;
     assert!(
         holder
