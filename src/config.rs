@@ -22,9 +22,13 @@ pub enum LogFormat {
 #[derive(Parser, Debug, Clone)]
 #[command(name = "zitadel-metadata-operator", version, about)]
 pub struct Config {
-    /// Base URL of the ZITADEL instance (its custom domain), e.g. https://acme.zitadel.cloud.
+    /// Base URL of the default ZITADEL instance (its custom domain), e.g.
+    /// https://acme.zitadel.cloud. With a token flag this is the operator-wide default connection
+    /// used by objects without spec.connectionRef (single-tenant mode). Omit both for
+    /// multi-tenant mode, where every object must name a ZitadelConnection /
+    /// ClusterZitadelConnection.
     #[arg(long, env = "ZITADEL_URL")]
-    pub zitadel_url: Url,
+    pub zitadel_url: Option<Url>,
 
     /// File holding a Personal Access Token of a ZITADEL service user (re-read on every call,
     /// so a rotated mounted Secret is picked up).
@@ -127,6 +131,9 @@ pub enum ConfigError {
         "set exactly one of --token-file (ZITADEL_TOKEN_FILE) or --token-secret (ZITADEL_TOKEN_SECRET)"
     )]
     TokenSource,
+    /// A token without a URL.
+    #[error("--token-file / --token-secret need --zitadel-url (ZITADEL_URL)")]
+    MissingUrl,
     /// `--token-secret` is not NAMESPACE/NAME.
     #[error("--token-secret must be NAMESPACE/NAME, got {0:?}")]
     SecretRef(String),
@@ -180,9 +187,11 @@ pub enum TokenConfig {
 
 impl Config {
     /// Check the combination of flags; fail with a message naming the flag.
-    pub fn validate(&self) -> Result<TokenConfig, ConfigError> {
-        if !matches!(self.zitadel_url.scheme(), "http" | "https") {
-            return Err(ConfigError::Url(self.zitadel_url.clone()));
+    pub fn validate(&self) -> Result<Option<TokenConfig>, ConfigError> {
+        if let Some(url) = &self.zitadel_url
+            && !matches!(url.scheme(), "http" | "https")
+        {
+            return Err(ConfigError::Url(url.clone()));
         }
         if self.leader_elect {
             let (lease, renew, retry) = (
@@ -201,26 +210,31 @@ impl Config {
                 return Err(ConfigError::LeaderElectionId);
             }
         }
-        match (&self.token_file, &self.token_secret) {
+        let token = match (&self.token_file, &self.token_secret) {
+            (None, None) if self.zitadel_url.is_none() => return Ok(None),
             (Some(path), None) => {
                 std::fs::metadata(path).map_err(|source| ConfigError::TokenFile {
                     path: path.clone(),
                     source,
                 })?;
-                Ok(TokenConfig::File(path.clone()))
+                TokenConfig::File(path.clone())
             }
             (None, Some(reference)) => match reference.split_once('/') {
                 Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-                    Ok(TokenConfig::Secret {
+                    TokenConfig::Secret {
                         namespace: ns.to_string(),
                         name: name.to_string(),
                         key: self.token_secret_key.clone(),
-                    })
+                    }
                 }
-                _ => Err(ConfigError::SecretRef(reference.clone())),
+                _ => return Err(ConfigError::SecretRef(reference.clone())),
             },
-            _ => Err(ConfigError::TokenSource),
+            _ => return Err(ConfigError::TokenSource),
+        };
+        if self.zitadel_url.is_none() {
+            return Err(ConfigError::MissingUrl);
         }
+        Ok(Some(token))
     }
 
     /// Namespaces to watch.
@@ -282,6 +296,7 @@ impl Config {
             backoff_base: self.backoff_base,
             backoff_max: self.backoff_max,
             concurrency: self.max_concurrent_reconciles,
+            request_timeout: self.request_timeout,
         }
     }
 }
@@ -314,10 +329,21 @@ mod tests {
         .expect("parse");
         assert_eq!(c.resync_interval, Duration::from_secs(300));
         assert!(matches!(c.watch(), Namespaces::All));
-        assert!(matches!(c.validate(), Ok(TokenConfig::Secret { ref key, .. }) if key == "token"));
+        assert!(
+            matches!(c.validate(), Ok(Some(TokenConfig::Secret { ref key, .. })) if key == "token")
+        );
         assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn no_url_and_no_token_is_multi_tenant_mode() {
+        let c = Config::try_parse_from(["zitadel-metadata-operator"]).expect("parse");
+        assert!(matches!(c.validate(), Ok(None)));
+        let c = Config::try_parse_from(["zitadel-metadata-operator", "--token-secret", "a/b"])
+            .expect("parse");
+        assert!(matches!(c.validate(), Err(ConfigError::MissingUrl)));
     }
 
     #[test]

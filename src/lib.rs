@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod connection;
 pub mod controller;
 pub mod crd;
 pub mod http;

@@ -15,7 +15,7 @@ use zitadel_metadata_operator::http::{self, Health};
 use zitadel_metadata_operator::leader::{self, LeaderElector};
 use zitadel_metadata_operator::metrics::Metrics;
 use zitadel_metadata_operator::telemetry;
-use zitadel_metadata_operator::zitadel::{ClientConfig, HttpClient, TokenSource};
+use zitadel_metadata_operator::zitadel::{ClientConfig, HttpClient, TokenSource, ZitadelApi};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -46,28 +46,44 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::try_default().await.map_err(|e| {
         format!("cannot configure the Kubernetes client (KUBECONFIG or in-cluster): {e}")
     })?;
-    let token = match token_config {
-        TokenConfig::File(path) => TokenSource::File(path),
-        TokenConfig::Secret {
-            namespace,
-            name,
-            key,
-        } => {
-            let source = TokenSource::secret(
-                Api::<Secret>::namespaced(client.clone(), &namespace),
-                name,
-                key,
+    // The operator-wide default connection (single-tenant mode), only when configured.
+    let default_connection: Option<Arc<dyn ZitadelApi>> = match (
+        token_config,
+        config.zitadel_url.clone(),
+    ) {
+        (Some(token_config), Some(url)) => {
+            let token = match token_config {
+                TokenConfig::File(path) => TokenSource::File(path),
+                TokenConfig::Secret {
+                    namespace,
+                    name,
+                    key,
+                } => {
+                    let source = TokenSource::secret(
+                        Api::<Secret>::namespaced(client.clone(), &namespace),
+                        name,
+                        key,
+                    );
+                    source
+                        .token()
+                        .await
+                        .map_err(|e| format!("cannot read the ZITADEL token at startup: {e}"))?;
+                    source
+                }
+            };
+            let mut zitadel_config = ClientConfig::new(url, token);
+            zitadel_config.request_timeout = config.request_timeout;
+            Some(Arc::new(
+                HttpClient::new(zitadel_config)?.with_metrics(metrics.clone()),
+            ))
+        }
+        _ => {
+            tracing::info!(
+                "no default connection: every object must set spec.connectionRef (multi-tenant mode)"
             );
-            source
-                .token()
-                .await
-                .map_err(|e| format!("cannot read the ZITADEL token at startup: {e}"))?;
-            source
+            None
         }
     };
-    let mut zitadel_config = ClientConfig::new(config.zitadel_url.clone(), token);
-    zitadel_config.request_timeout = config.request_timeout;
-    let zitadel = Arc::new(HttpClient::new(zitadel_config)?.with_metrics(metrics.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -92,12 +108,20 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         let (url, resync) = (config.zitadel_url.clone(), config.resync_interval);
         async move {
             tracing::info!(
-                zitadel = %url,
+                default_zitadel = ?url.map(|u| u.to_string()),
                 namespaces = ?namespaces,
                 resync = ?resync,
                 "starting controllers"
             );
-            controller::run_with(client, zitadel, namespaces, settings, shutdown, hooks).await;
+            controller::run_with(
+                client,
+                default_connection,
+                namespaces,
+                settings,
+                shutdown,
+                hooks,
+            )
+            .await;
         }
     };
 

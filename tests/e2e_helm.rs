@@ -165,7 +165,30 @@ fn resource_rules() -> Value {
          "verbs": ["patch"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
         {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["metadata.zitadel-operator.dev"], "resources": ["zitadelconnections"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["metadata.zitadel-operator.dev"], "resources": ["zitadelconnections/status"], "verbs": ["patch"]},
     ])
+}
+
+/// Rules for cluster-scoped objects, granted by a ClusterRole in every mode.
+fn cluster_scoped_rules() -> Value {
+    json!([
+        {"apiGroups": ["metadata.zitadel-operator.dev"], "resources": ["clusterzitadelconnections"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["metadata.zitadel-operator.dev"], "resources": ["clusterzitadelconnections/status"], "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
+    ])
+}
+
+/// The all-namespaces ClusterRole: both rule sets.
+fn cluster_role_rules() -> Value {
+    let mut rules = resource_rules().as_array().cloned().unwrap_or_default();
+    rules.extend(
+        cluster_scoped_rules()
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+    );
+    Value::Array(rules)
 }
 
 /// `kubectl apply --dry-run=server --validate=strict -o name` of `docs` (as a List); returns (ok,
@@ -305,6 +328,8 @@ async fn default_values_render_a_restricted_least_privilege_install_the_apiserve
             "ClusterRoleBinding",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "Deployment",
             "Service",
             "ServiceAccount"
@@ -325,7 +350,7 @@ async fn default_values_render_a_restricted_least_privilege_install_the_apiserve
     let role = one(&docs, "ClusterRole");
     assert_eq!(
         role["rules"],
-        resource_rules(),
+        cluster_role_rules(),
         "ClusterRole rules, exactly"
     );
     let binding = one(&docs, "ClusterRoleBinding");
@@ -432,7 +457,7 @@ async fn more_than_one_replica_turns_on_leader_election_with_a_lease_role() {
     assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
     assert_eq!(
         one(&docs, "ClusterRole")["rules"],
-        resource_rules(),
+        cluster_role_rules(),
         "no lease rule at cluster scope"
     );
     assert_accepted(cp, &docs);
@@ -449,7 +474,7 @@ fn docs_of(cp: &ControlPlane, ns: &str, args: &[&str]) -> Vec<Value> {
 }
 
 #[tokio::test]
-async fn watch_namespaces_get_namespaced_roles_and_no_cluster_role() {
+async fn watch_namespaces_get_namespaced_roles_and_only_cluster_scoped_cluster_role() {
     let cp = common::shared_with_crds().await;
     let ns = namespace(cp, "helm-watch").await;
     let team_a = namespace(cp, "helm-team-a").await;
@@ -457,8 +482,13 @@ async fn watch_namespaces_get_namespaced_roles_and_no_cluster_role() {
     let list = format!(r#"watchNamespaces=["{team_a}","{team_b}"]"#);
     let docs = docs_of(cp, &ns, &["--set-json", &list]);
 
-    assert!(of_kind(&docs, "ClusterRole").is_empty(), "no ClusterRole");
-    assert!(of_kind(&docs, "ClusterRoleBinding").is_empty());
+    // Only the cluster-scoped kinds (ClusterZitadelConnection, namespaces) at cluster scope.
+    assert_eq!(
+        one(&docs, "ClusterRole")["rules"],
+        cluster_scoped_rules(),
+        "ClusterRole has only cluster-scoped rules"
+    );
+    assert_eq!(of_kind(&docs, "ClusterRoleBinding").len(), 1);
     let roles = of_kind(&docs, "Role");
     assert_eq!(roles.len(), 2, "one Role per watched namespace");
     for watched in [&team_a, &team_b] {
@@ -898,4 +928,61 @@ async fn without_the_status_patch_verb_the_object_never_becomes_ready() {
     }
 
     operator.stop().await;
+}
+
+/// The operator binary accepts every flag the chart renders: clap parses (and validates the
+/// values of) all arguments before the trailing `--help`, and fails on an unknown one.
+#[tokio::test]
+async fn the_operator_binary_accepts_every_rendered_flag() {
+    let cp = common::shared_with_crds().await;
+    let bin = env!("CARGO_BIN_EXE_zitadel-metadata-operator");
+    let cases: [&[&str]; 3] = [
+        &[],
+        &[
+            "--set",
+            "replicaCount=2",
+            "--set-json",
+            r#"watchNamespaces=["team-a","team-b"]"#,
+            "--set",
+            "zitadel.url=https://acme.zitadel.cloud",
+            "--set",
+            "zitadel.tokenSecret.name=zitadel-token",
+            "--set",
+            "operator.logFormat=text",
+            "--set",
+            "operator.resyncInterval=1m 30s",
+        ],
+        &[
+            "--set",
+            "leaderElection.enabled=true",
+            "--set",
+            "zitadel.url=https://acme.zitadel.cloud",
+            "--set",
+            "zitadel.existingSecret.name=zitadel-pat",
+            "--set-json",
+            r#"extraArgs=["--backoff-max=2m"]"#,
+        ],
+    ];
+    for values in cases {
+        let rendered = args(&docs_of(cp, "flags", values));
+        let out = Command::new(bin)
+            .args(&rendered)
+            .arg("--help")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the operator binary");
+        assert!(
+            out.status.success(),
+            "the binary rejects the chart's flags {rendered:?}:\n{}",
+            text(&out.stderr)
+        );
+        assert!(text(&out.stdout).contains("--leader-elect"));
+    }
+    // The check is real: an unknown flag before --help fails.
+    let out = Command::new(bin)
+        .args(["--no-such-flag", "--help"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the operator binary");
+    assert!(!out.status.success());
 }

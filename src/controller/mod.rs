@@ -1,6 +1,7 @@
 //! The controllers: one kube-runtime [`Controller`] per kind (and per watched namespace), sharing a
 //! [`Context`] with the ZITADEL client, an event recorder and per-object backoff state.
 
+mod connection;
 mod reconcile;
 
 use std::cell::Cell;
@@ -22,7 +23,11 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use rand::Rng as _;
 
-use crate::crd::{MetadataResource, OrgMetadata, UserMetadata};
+use crate::connection::Connections;
+use crate::crd::{
+    ClusterZitadelConnection, ConnectionKind, MetadataResource, OrgMetadata, UserMetadata,
+    ZitadelConnection,
+};
 use crate::metrics::{ConditionCounts, Metrics, ReconcileResult};
 use crate::status::{self, Outcome};
 use crate::zitadel::{ZitadelApi, ZitadelError};
@@ -47,6 +52,8 @@ pub struct Settings {
     pub backoff_max: Duration,
     /// Reconciles running at once per controller.
     pub concurrency: u16,
+    /// Timeout of one ZITADEL request (clients built from connections).
+    pub request_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -57,6 +64,7 @@ impl Default for Settings {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             concurrency: 4,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -114,8 +122,8 @@ impl Error {
 pub struct Context<K: MetadataResource> {
     /// Kubernetes client.
     pub client: Client,
-    /// ZITADEL client.
-    pub zitadel: Arc<dyn ZitadelApi>,
+    /// Resolves each object's connection to a ZITADEL client.
+    pub connections: Arc<Connections>,
     /// Event recorder.
     pub recorder: Recorder,
     /// Timing knobs.
@@ -269,7 +277,7 @@ pub enum Namespaces {
 /// caches hold the initial lists.
 pub async fn run_kind<K>(
     client: Client,
-    zitadel: Arc<dyn ZitadelApi>,
+    connections: Arc<Connections>,
     namespaces: &Namespaces,
     settings: Settings,
     shutdown: impl Fn() -> Shutdown,
@@ -301,7 +309,36 @@ pub async fn run_kind<K>(
             let config_maps: Api<PartialObjectMeta<ConfigMap>> = scoped_api(&client, ns.as_deref());
             let store = controller.store();
             let store2 = controller.store();
+            let store3 = controller.store();
+            let store4 = controller.store();
+            let connections: Api<ZitadelConnection> = scoped_api(&client, ns.as_deref());
+            let cluster_connections: Api<ClusterZitadelConnection> = Api::all(client.clone());
             controller
+                // Re-sync the objects using a connection when it changes (becomes Ready, rotates).
+                .watches(
+                    connections,
+                    watcher::Config::default().any_semantic(),
+                    move |c| {
+                        connection_dependents(
+                            &store3,
+                            ConnectionKind::ZitadelConnection,
+                            c.metadata.namespace.as_deref(),
+                            &c.name_any(),
+                        )
+                    },
+                )
+                .watches(
+                    cluster_connections,
+                    watcher::Config::default().any_semantic(),
+                    move |c| {
+                        connection_dependents(
+                            &store4,
+                            ConnectionKind::ClusterZitadelConnection,
+                            None,
+                            &c.name_any(),
+                        )
+                    },
+                )
                 .watches(
                     secrets,
                     watcher::Config::default().any_semantic(),
@@ -321,7 +358,7 @@ pub async fn run_kind<K>(
     metrics.set_object_counter(&kind, Box::new(move || count_conditions(&counted)));
     let ctx = Arc::new(Context {
         client: client.clone(),
-        zitadel,
+        connections,
         recorder: Recorder::new(client, Reporter::from(FIELD_MANAGER)),
         settings,
         stores: stores.clone(),
@@ -411,7 +448,28 @@ pub fn dependents<K: MetadataResource, S: Resource>(
         .collect()
 }
 
-/// Run both controllers until `shutdown` resolves (metrics go to a private registry).
+/// Objects in `store` whose `connectionRef` names this connection.
+fn connection_dependents<K: MetadataResource>(
+    store: &Store<K>,
+    kind: ConnectionKind,
+    namespace: Option<&str>,
+    name: &str,
+) -> Vec<ObjectRef<K>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|o| {
+            o.connection_ref()
+                .is_some_and(|r| r.kind == kind && r.name == name)
+                && (kind == ConnectionKind::ClusterZitadelConnection
+                    || o.namespace().as_deref() == namespace)
+        })
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
+}
+
+/// Run both controllers until `shutdown` resolves (metrics go to a private registry), with
+/// `zitadel` as the default connection.
 pub async fn run(
     client: Client,
     zitadel: Arc<dyn ZitadelApi>,
@@ -421,7 +479,7 @@ pub async fn run(
 ) {
     run_with(
         client,
-        zitadel,
+        Some(zitadel),
         namespaces,
         settings,
         shutdown,
@@ -435,12 +493,19 @@ pub async fn run(
 /// ones finished.
 pub async fn run_with(
     client: Client,
-    zitadel: Arc<dyn ZitadelApi>,
+    default_connection: Option<Arc<dyn ZitadelApi>>,
     namespaces: Namespaces,
     settings: Settings,
     shutdown: impl Fn() -> Shutdown + Clone,
     hooks: Hooks,
 ) {
+    let connections = Arc::new(Connections::new(
+        client.clone(),
+        default_connection,
+        settings.request_timeout,
+    ));
+    let settings_for_conn = settings.clone();
+    let shutdown_for_conn = shutdown.clone();
     let (org_synced, org_rx) = tokio::sync::oneshot::channel();
     let (user_synced, user_rx) = tokio::sync::oneshot::channel();
     let flag = hooks.caches_synced.clone();
@@ -452,7 +517,7 @@ pub async fn run_with(
     tokio::join!(
         run_kind::<OrgMetadata>(
             client.clone(),
-            zitadel.clone(),
+            connections.clone(),
             &namespaces,
             settings.clone(),
             shutdown.clone(),
@@ -460,8 +525,8 @@ pub async fn run_with(
             org_synced,
         ),
         run_kind::<UserMetadata>(
-            client,
-            zitadel,
+            client.clone(),
+            connections,
             &namespaces,
             settings,
             shutdown,
@@ -469,6 +534,18 @@ pub async fn run_with(
             user_synced,
         ),
         report,
+        connection::run::<ZitadelConnection>(
+            client.clone(),
+            &namespaces,
+            settings_for_conn.clone(),
+            shutdown_for_conn.clone()
+        ),
+        connection::run::<ClusterZitadelConnection>(
+            client,
+            &Namespaces::All,
+            settings_for_conn,
+            shutdown_for_conn
+        ),
     );
 }
 

@@ -21,7 +21,7 @@ use crate::crd::{
 use crate::plan::{self, Claim, Plan};
 use crate::status::{self, Outcome, reason};
 use crate::zitadel::{
-    Found, MetadataMap, ObjectDetails, OrgQuery, Target, UserQuery, ZitadelError,
+    Found, MetadataMap, ObjectDetails, OrgQuery, Target, UserQuery, ZitadelApi, ZitadelError,
 };
 
 /// Reconcile one object (entry point given to the controller).
@@ -313,6 +313,17 @@ async fn sync<K: MetadataResource>(
     let mut desired = spec.inline;
     desired.extend(sourced);
 
+    // The connection: refused (missing, not Ready, namespace not allowed) → no ZITADEL call.
+    let granted = ctx
+        .connections
+        .for_object(&ns, obj.connection_ref())
+        .await
+        .map_err(|r| SyncError::Resolve {
+            reason: r.reason,
+            message: r.message,
+        })?;
+    let api = granted.api.as_ref();
+
     // driftPolicy Ignore: nothing changed on our side since the last successful sync → leave
     // ZITADEL alone (not even read it).
     if obj.drift_policy() == DriftPolicy::Ignore
@@ -330,7 +341,17 @@ async fn sync<K: MetadataResource>(
         });
     }
 
-    let target = resolve_target(obj, ctx, previous).await?;
+    let target = resolve_target(obj, api, previous).await?;
+    if !granted.allowed.allows(target.org_id()) {
+        return Err(SyncError::Resolve {
+            reason: crate::connection::reason::TARGET_NOT_ALLOWED,
+            message: format!(
+                "{} does not allow namespace {ns} to target organization {}",
+                granted.name,
+                target.org_id()
+            ),
+        });
+    }
     progress.org_id = Some(target.org_id().to_string());
     if let Target::User { user_id, .. } = &target {
         progress.user_id = Some(user_id.clone());
@@ -354,7 +375,7 @@ async fn sync<K: MetadataResource>(
         .cloned()
         .collect();
 
-    let mut observed = ctx.zitadel.list_metadata(&target).await?;
+    let mut observed = api.list_metadata(&target).await?;
 
     if obj.drift_policy() == DriftPolicy::Report {
         let plan = plan::plan(&desired, &observed, &managed);
@@ -377,13 +398,13 @@ async fn sync<K: MetadataResource>(
     let mut retried = false;
     let plan = loop {
         let plan = plan::plan(&desired, &observed, &managed);
-        match execute(ctx, &target, &plan, progress).await {
+        match execute(api, &target, &plan, progress).await {
             Ok(()) => break plan,
             // A key vanished between our read and the remove (someone else deleted it):
             // BulkRemove failed whole, so re-read and plan again, once.
             Err(e) if e.is_key_not_existing() && !retried => {
                 retried = true;
-                observed = ctx.zitadel.list_metadata(&target).await?;
+                observed = api.list_metadata(&target).await?;
             }
             Err(e) => return Err(e.into()),
         }
@@ -391,7 +412,7 @@ async fn sync<K: MetadataResource>(
 
     // Read back what was written: ZITADEL has had bugs that dropped writes silently.
     if !plan.is_empty() {
-        let after = ctx.zitadel.list_metadata(&target).await?;
+        let after = api.list_metadata(&target).await?;
         let mut mismatched: Vec<String> = plan
             .set
             .iter()
@@ -509,21 +530,21 @@ async fn resolve_sources(
 
 /// Apply a plan: at most the bulk sets and bulk removes ZITADEL's limits force; nothing when the
 /// plan is empty.
-async fn execute<K: MetadataResource>(
-    ctx: &Context<K>,
+async fn execute(
+    api: &dyn ZitadelApi,
     target: &Target,
     plan: &Plan,
     progress: &mut Progress,
 ) -> Result<(), ZitadelError> {
     for batch in plan.set_batches() {
-        let details = ctx.zitadel.bulk_set_metadata(target, &batch).await?;
+        let details = api.bulk_set_metadata(target, &batch).await?;
         progress
             .set
             .extend(batch.iter().map(|(k, _)| k.to_string()));
         progress.details = Some(details);
     }
     for batch in plan.remove_batches() {
-        let details = ctx.zitadel.bulk_remove_metadata(target, &batch).await?;
+        let details = api.bulk_remove_metadata(target, &batch).await?;
         progress.removed.extend(batch.iter().map(|k| k.to_string()));
         progress.details = Some(details);
     }
@@ -535,7 +556,7 @@ async fn execute<K: MetadataResource>(
 /// an organization has its user looked up once for the org.
 async fn resolve_target<K: MetadataResource>(
     obj: &K,
-    ctx: &Context<K>,
+    api: &dyn ZitadelApi,
     previous: &MetadataStatus,
 ) -> Result<Target, SyncError> {
     let Some(target) = obj.target_ref() else {
@@ -556,7 +577,7 @@ async fn resolve_target<K: MetadataResource>(
                 OrgRef::Domain(d) => OrgQuery::Domain(d.clone()),
                 OrgRef::Id(_) => unreachable_ref(),
             };
-            let found = ctx.zitadel.find_organizations(&query).await?;
+            let found = api.find_organizations(&query).await?;
             let hit = exactly_one(found, &TargetRef::Org(reference))?;
             Ok(Target::Org { org_id: hit.id })
         }
@@ -566,7 +587,7 @@ async fn resolve_target<K: MetadataResource>(
         } => {
             let org_id = match org_id.or_else(|| previous.organization_id.clone()) {
                 Some(org) => org,
-                None => ctx.zitadel.user_organization(&user_id).await?,
+                None => api.user_organization(&user_id).await?,
             };
             Ok(Target::User { org_id, user_id })
         }
@@ -600,7 +621,7 @@ async fn resolve_target<K: MetadataResource>(
                 user,
                 org_id: org_id.clone(),
             };
-            let hit = exactly_one(ctx.zitadel.find_users(&query).await?, &reference)?;
+            let hit = exactly_one(api.find_users(&query).await?, &reference)?;
             let org = org_id.unwrap_or(hit.org_id);
             Ok(Target::User {
                 org_id: org,
@@ -825,7 +846,18 @@ async fn cleanup<K: MetadataResource>(
         .collect();
     let mut progress = Progress::default();
     let result: Result<(), ZitadelError> = async {
-        let target = match resolve_target(obj, ctx, &previous).await {
+        let ns = obj.namespace().unwrap_or_default();
+        let granted = match ctx.connections.for_object(&ns, obj.connection_ref()).await {
+            Ok(granted) => granted,
+            Err(refusal) => {
+                return Err(ZitadelError::Credentials(format!(
+                    "{}: {}",
+                    refusal.reason, refusal.message
+                )));
+            }
+        };
+        let api = granted.api.as_ref();
+        let target = match resolve_target(obj, api, &previous).await {
             Ok(target) => target,
             Err(SyncError::Zitadel(e)) => return Err(e),
             // A name that no longer resolves: nothing this object can clean up.
@@ -833,9 +865,9 @@ async fn cleanup<K: MetadataResource>(
         };
         let mut retried = false;
         loop {
-            let observed = ctx.zitadel.list_metadata(&target).await?;
+            let observed = api.list_metadata(&target).await?;
             let plan = plan::plan(&MetadataMap::new(), &observed, &managed);
-            match execute(ctx, &target, &plan, &mut progress).await {
+            match execute(api, &target, &plan, &mut progress).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_key_not_existing() && !retried => retried = true,
                 Err(e) => return Err(e),

@@ -535,4 +535,6 @@ pub trait MetadataResource:
     fn drift_policy(&self) -> DriftPolicy;
     /// Whether reconciliation is paused.
     fn suspended(&self) -> bool;
+    /// The connection to use (`None`: the operator's default connection).
+    fn connection_ref(&self) -> Option<&super::ConnectionRef>;
 }

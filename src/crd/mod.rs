@@ -6,10 +6,12 @@
 //! time.
 
 mod common;
+mod connection;
 mod org;
 mod user;
 
 pub use common::*;
+pub use connection::*;
 pub use org::{OrgMetadata, OrgMetadataSpec};
 pub use user::{UserMetadata, UserMetadataSpec};
 
@@ -23,7 +25,12 @@ pub fn all()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
     use kube::CustomResourceExt;
-    vec![OrgMetadata::crd(), UserMetadata::crd()]
+    vec![
+        OrgMetadata::crd(),
+        UserMetadata::crd(),
+        ZitadelConnection::crd(),
+        ClusterZitadelConnection::crd(),
+    ]
 }
 
 /// File name under `crds/` for a CRD.

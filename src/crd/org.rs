@@ -67,6 +67,12 @@ pub struct OrgMetadataSpec {
     /// Pause reconciliation: no ZITADEL calls until set back to false. Deletion still runs.
     #[serde(default)]
     pub suspend: bool,
+
+    /// The ZitadelConnection (same namespace) or ClusterZitadelConnection to use. When
+    /// omitted, the operator's default connection from its flags is used (single-tenant mode);
+    /// without one, the object is refused with `ConnectionNotFound`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_ref: Option<super::ConnectionRef>,
 }
 
 impl MetadataResource for OrgMetadata {
@@ -98,5 +104,9 @@ impl MetadataResource for OrgMetadata {
 
     fn suspended(&self) -> bool {
         self.spec.suspend
+    }
+
+    fn connection_ref(&self) -> Option<&super::ConnectionRef> {
+        self.spec.connection_ref.as_ref()
     }
 }

@@ -30,6 +30,11 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Timeout of establishing a connection.
     pub connect_timeout: Duration,
+    /// Extra PEM CA certificates to trust.
+    pub ca_pem: Vec<Vec<u8>>,
+    /// Verify the server certificate against (and send SNI for) this name instead of the URL's
+    /// host; connections still go to the URL's address.
+    pub tls_server_name: Option<String>,
 }
 
 impl ClientConfig {
@@ -40,7 +45,48 @@ impl ClientConfig {
             token,
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            ca_pem: Vec::new(),
+            tls_server_name: None,
         }
+    }
+
+    /// The reqwest client these settings describe (CA bundle, server name, timeouts). When a TLS
+    /// server name is set, `base_url`'s host is replaced by it and the name is pinned to the
+    /// original host's address.
+    pub fn build_http(&mut self) -> Result<reqwest::Client, ZitadelError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(self.request_timeout)
+            .connect_timeout(self.connect_timeout)
+            .user_agent(concat!(
+                "zitadel-metadata-operator/",
+                env!("CARGO_PKG_VERSION")
+            ));
+        for pem in &self.ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                ZitadelError::Credentials(format!("CA bundle is not PEM certificates: {e}"))
+            })? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let Some(name) = self.tls_server_name.clone() {
+            let host = self
+                .base_url
+                .host_str()
+                .ok_or_else(|| ZitadelError::Transport("ZITADEL URL has no host".into()))?
+                .to_string();
+            let port = self.base_url.port_or_known_default().unwrap_or(443);
+            let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+                .map_err(|e| ZitadelError::Transport(format!("cannot resolve {host}: {e}")))?
+                .next()
+                .ok_or_else(|| ZitadelError::Transport(format!("{host} has no address")))?;
+            self.base_url
+                .set_host(Some(&name))
+                .map_err(|e| ZitadelError::Transport(format!("TLS server name {name:?}: {e}")))?;
+            builder = builder.resolve(&name, addr);
+        }
+        builder
+            .build()
+            .map_err(|e| ZitadelError::Transport(e.to_string()))
     }
 }
 
@@ -190,22 +236,44 @@ struct UserV2 {
 
 impl HttpClient {
     /// Build a client.
-    pub fn new(config: ClientConfig) -> Result<Self, ZitadelError> {
-        let http = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .connect_timeout(config.connect_timeout)
-            .user_agent(concat!(
-                "zitadel-metadata-operator/",
-                env!("CARGO_PKG_VERSION")
-            ))
-            .build()
-            .map_err(|e| ZitadelError::Transport(e.to_string()))?;
-        Ok(Self {
+    pub fn new(mut config: ClientConfig) -> Result<Self, ZitadelError> {
+        let http = config.build_http()?;
+        Ok(Self::with_http(config, http))
+    }
+
+    /// A client using an already built reqwest client (see [`ClientConfig::build_http`]).
+    pub fn with_http(config: ClientConfig, http: reqwest::Client) -> Self {
+        Self {
             http,
             config,
             metrics: None,
             token_seen: Arc::default(),
-        })
+        }
+    }
+
+    /// An authenticated probe: `GET /management/v1/orgs/me`. Returns the id and name of the
+    /// organization the credentials act in.
+    pub async fn probe(&self) -> Result<(String, String), ZitadelError> {
+        #[derive(Deserialize, Default)]
+        struct MyOrg {
+            #[serde(default)]
+            org: Option<OrgItem>,
+        }
+        #[derive(Deserialize)]
+        struct OrgItem {
+            #[serde(default)]
+            id: String,
+            #[serde(default)]
+            name: String,
+        }
+        let url = self.url(&["management", "v1", "orgs", "me"])?;
+        let me: MyOrg = self
+            .call::<(), MyOrg>("GetMyOrg", Method::GET, url, None, None)
+            .await?;
+        let org = me
+            .org
+            .ok_or_else(|| ZitadelError::Decode("orgs/me answered without an org".into()))?;
+        Ok((org.id, org.name))
     }
 
     /// Record requests, latencies and token rotations into `metrics`.
@@ -256,7 +324,22 @@ impl HttpClient {
             m.token_refreshed();
         }
         let started = Instant::now();
-        let result = self.send(method, url, org_id, body, &token).await;
+        let mut result = self
+            .send(method.clone(), url.clone(), org_id, body, &token)
+            .await;
+        // An expired or rotated token: fetch a new one and retry once.
+        if matches!(&result, Ok((status, _, _)) if *status == StatusCode::UNAUTHORIZED)
+            && self.config.token.refreshable()
+        {
+            self.config.token.invalidate().await;
+            let fresh = self.config.token.token().await?;
+            if self.token_seen.changed(&fresh)
+                && let Some(m) = &self.metrics
+            {
+                m.token_refreshed();
+            }
+            result = self.send(method, url, org_id, body, &fresh).await;
+        }
         if let Some(m) = &self.metrics {
             let code = match &result {
                 Ok((status, _, _)) => status.as_u16().to_string(),

@@ -6,12 +6,14 @@
 
 mod error;
 mod http;
+mod jwt;
 mod token;
 
 use std::collections::BTreeMap;
 
 pub use error::{ZitadelError, code, ids};
 pub use http::{ClientConfig, HttpClient};
+pub use jwt::{JwtProfile, KeyFile, KeyFileError};
 pub use token::TokenSource;
 
 use serde::{Deserialize, Deserializer, Serialize};

@@ -23,6 +23,8 @@ pub enum TokenSource {
     File(PathBuf),
     /// A key of a Kubernetes Secret, re-read at most once a minute.
     Secret(Arc<SecretToken>),
+    /// Access tokens from the JWT-profile grant of a service-user key file.
+    JwtProfile(Arc<super::JwtProfile>),
 }
 
 impl std::fmt::Debug for TokenSource {
@@ -31,6 +33,7 @@ impl std::fmt::Debug for TokenSource {
             TokenSource::Static(_) => f.write_str("TokenSource::Static(<redacted>)"),
             TokenSource::File(p) => write!(f, "TokenSource::File({})", p.display()),
             TokenSource::Secret(s) => write!(f, "TokenSource::Secret({}/{})", s.name, s.key),
+            TokenSource::JwtProfile(j) => write!(f, "TokenSource::{j:?}"),
         }
     }
 }
@@ -46,9 +49,24 @@ impl TokenSource {
         }))
     }
 
+    /// Whether a 401 may be cured by fetching a new token (then [`Self::invalidate`] and retry once).
+    pub fn refreshable(&self) -> bool {
+        matches!(self, TokenSource::JwtProfile(_) | TokenSource::Secret(_))
+    }
+
+    /// Drop any cached token.
+    pub async fn invalidate(&self) {
+        match self {
+            TokenSource::JwtProfile(j) => j.invalidate().await,
+            TokenSource::Secret(s) => *s.cache.lock().await = None,
+            TokenSource::Static(_) | TokenSource::File(_) => {}
+        }
+    }
+
     /// The current token.
     pub async fn token(&self) -> Result<Arc<str>, ZitadelError> {
         match self {
+            TokenSource::JwtProfile(j) => j.token().await,
             TokenSource::Static(t) => Ok(t.clone()),
             TokenSource::File(path) => {
                 let raw = tokio::fs::read_to_string(path).await.map_err(|e| {

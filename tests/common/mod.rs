@@ -34,6 +34,7 @@ pub fn fast_settings() -> Settings {
         backoff_base: Duration::from_millis(200),
         backoff_max: Duration::from_secs(2),
         concurrency: 4,
+        request_timeout: Duration::from_secs(2),
     }
 }
 

@@ -90,4 +90,23 @@ the Secrets/ConfigMaps that `valueFrom` reads (watched as metadata only, values 
 - apiGroups: [""]
   resources: ["secrets", "configmaps"]
   verbs: ["get", "list", "watch"]
+- apiGroups: ["metadata.zitadel-operator.dev"]
+  resources: ["zitadelconnections"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["metadata.zitadel-operator.dev"]
+  resources: ["zitadelconnections/status"]
+  verbs: ["patch"]
+{{- end }}
+
+{{/* Cluster-scoped objects: ClusterZitadelConnections and the namespaces their guards match. */}}
+{{- define "zmo.clusterScopedRules" -}}
+- apiGroups: ["metadata.zitadel-operator.dev"]
+  resources: ["clusterzitadelconnections"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["metadata.zitadel-operator.dev"]
+  resources: ["clusterzitadelconnections/status"]
+  verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get"]
 {{- end }}

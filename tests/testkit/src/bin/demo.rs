@@ -62,6 +62,13 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&token, "demo-admin-token")?;
     let mut child = tokio::process::Command::new(&operator)
         .args(["--zitadel-url", &emu.url(), "--resync-interval", "30s"])
+        // Loopback, any free port: the demo must not collide with whatever runs on 8080/9090.
+        .args([
+            "--health-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
         .arg("--token-file")
         .arg(&token)
         .env("KUBECONFIG", cp.kubeconfig_path())

@@ -1,0 +1,240 @@
+//! `ZitadelConnection` (namespaced) and `ClusterZitadelConnection` (cluster-scoped): where a
+//! ZITADEL instance is and how to authenticate to it — like cert-manager's Issuer / ClusterIssuer.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// A ZITADEL instance and credentials, usable by OrgMetadata/UserMetadata in the same namespace.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "metadata.zitadel-operator.dev",
+    version = "v1alpha1",
+    kind = "ZitadelConnection",
+    plural = "zitadelconnections",
+    singular = "zitadelconnection",
+    shortname = "zconn",
+    category = "zitadel",
+    namespaced,
+    status = "ConnectionStatus",
+    doc = "A ZITADEL instance and the credentials to reach it. OrgMetadata and UserMetadata in the same namespace use it through spec.connectionRef.",
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Identity","type":"string","jsonPath":".status.identity"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ZitadelConnectionSpec {
+    /// Base URL of the ZITADEL instance (its custom domain, also the OIDC issuer), e.g.
+    /// `https://acme.zitadel.cloud`.
+    #[schemars(
+        length(min = 1, max = 2048),
+        regex(pattern = r"^https?://[^\s/]+(/.*)?$")
+    )]
+    pub url: String,
+    /// Extra CA certificates (PEM) to trust for the instance's TLS certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<CaBundle>,
+    /// Server name to verify the TLS certificate against (and send as SNI) when it differs from
+    /// the URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::common::optional_id_schema")]
+    pub tls_server_name: Option<String>,
+    /// How to authenticate. The Secret must be in the connection's namespace.
+    pub credentials: Credentials,
+}
+
+/// A ZITADEL instance and credentials for the whole cluster, usable only from the namespaces
+/// and for the organizations its `allowedNamespaces` rules allow (none by default).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "metadata.zitadel-operator.dev",
+    version = "v1alpha1",
+    kind = "ClusterZitadelConnection",
+    plural = "clusterzitadelconnections",
+    singular = "clusterzitadelconnection",
+    shortname = "czconn",
+    category = "zitadel",
+    status = "ConnectionStatus",
+    doc = "A cluster-wide ZITADEL connection. Only namespaces matched by allowedNamespaces may use it, and only for the organizations listed there; by default no namespace may.",
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Identity","type":"string","jsonPath":".status.identity"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new("(has(self.credentials.personalAccessToken) && has(self.credentials.personalAccessToken.namespace)) || (has(self.credentials.jwtProfile) && has(self.credentials.jwtProfile.namespace))").message("a ClusterZitadelConnection must name the namespace of its credentials Secret"))]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterZitadelConnectionSpec {
+    /// Base URL of the ZITADEL instance (its custom domain, also the OIDC issuer).
+    #[schemars(
+        length(min = 1, max = 2048),
+        regex(pattern = r"^https?://[^\s/]+(/.*)?$")
+    )]
+    pub url: String,
+    /// Extra CA certificates (PEM) to trust; `namespace` is required here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<CaBundle>,
+    /// Server name to verify the TLS certificate against when it differs from the URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::common::optional_id_schema")]
+    pub tls_server_name: Option<String>,
+    /// How to authenticate; the Secret reference must name its namespace.
+    pub credentials: Credentials,
+    /// Which namespaces may use this connection, and for which organizations. A namespace
+    /// matching no rule is refused (`TargetNotAllowed`). Empty (the default): no namespace.
+    #[serde(default)]
+    pub allowed_namespaces: Vec<NamespaceRule>,
+}
+
+/// One guard rule of a ClusterZitadelConnection.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("size(self.names) > 0 || has(self.selector)").message("a rule needs names or a selector"))]
+pub struct NamespaceRule {
+    /// Namespace names the rule applies to.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Label selector of namespaces the rule applies to (ANDed with `names` when both are set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// ZITADEL organization ids these namespaces may target (for UserMetadata: the user's
+    /// organization). `"*"` allows every organization the credentials reach.
+    #[schemars(length(min = 1))]
+    pub organization_ids: Vec<String>,
+}
+
+/// Exactly one credential kind.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.personalAccessToken) != has(self.jwtProfile)").message("set exactly one of personalAccessToken or jwtProfile"))]
+pub struct Credentials {
+    /// A Personal Access Token of a ZITADEL service user, in a Secret key (sent as bearer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal_access_token: Option<SecretKeyRef>,
+    /// The service-user key JSON that ZITADEL issues (`{"type":"serviceaccount","keyId",
+    /// "key","userId",...}`), in a Secret key: the operator signs an RS256 assertion and exchanges
+    /// it at `/oauth/v2/token` for an access token, refreshed before it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_profile: Option<SecretKeyRef>,
+}
+
+/// A key of a Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key in the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+    /// Secret namespace: required for ClusterZitadelConnection, ignored (the connection's own
+    /// namespace) for ZitadelConnection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::common::optional_id_schema")]
+    pub namespace: Option<String>,
+}
+
+/// PEM CA certificates from a Secret or ConfigMap key (exactly one).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretRef) != has(self.configMapRef)").message("set exactly one of secretRef or configMapRef"))]
+pub struct CaBundle {
+    /// A Secret key holding PEM certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// A ConfigMap key holding PEM certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<SecretKeyRef>,
+}
+
+/// Observed state of a connection.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The URL the last successful probe reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Who the credentials authenticate as (`user <id>` for a key file; the organization the
+    /// token's user belongs to otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// `resourceVersion`s of the Secrets/ConfigMaps the client was built from (rotation
+    /// detection; never their content).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub observed_secret_versions: Vec<String>,
+    /// The `Ready` condition: True after a successful authenticated probe.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// `spec.connectionRef` of OrgMetadata / UserMetadata.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionRef {
+    /// `ZitadelConnection` (same namespace, default) or `ClusterZitadelConnection`.
+    #[serde(default)]
+    pub kind: ConnectionKind,
+    /// Name of the connection.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Kinds a `connectionRef` may name.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
+pub enum ConnectionKind {
+    /// A `ZitadelConnection` in the object's namespace.
+    #[default]
+    ZitadelConnection,
+    /// A `ClusterZitadelConnection`.
+    ClusterZitadelConnection,
+}
+
+/// The parts of a connection spec both kinds share.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConnectionSettings {
+    /// Base URL.
+    pub url: String,
+    /// CA bundle reference.
+    pub ca_bundle: Option<CaBundle>,
+    /// TLS server name.
+    pub tls_server_name: Option<String>,
+    /// Credentials.
+    pub credentials: Credentials,
+    /// Namespace the referenced Secrets/ConfigMaps live in by default.
+    pub namespace: Option<String>,
+}
+
+impl ZitadelConnection {
+    /// Shared settings (Secrets resolved in the connection's namespace).
+    pub fn settings(&self) -> ConnectionSettings {
+        ConnectionSettings {
+            url: self.spec.url.clone(),
+            ca_bundle: self.spec.ca_bundle.clone(),
+            tls_server_name: self.spec.tls_server_name.clone(),
+            credentials: self.spec.credentials.clone(),
+            namespace: self.metadata.namespace.clone(),
+        }
+    }
+}
+
+impl ClusterZitadelConnection {
+    /// Shared settings (Secrets resolved in the namespace each reference names).
+    pub fn settings(&self) -> ConnectionSettings {
+        ConnectionSettings {
+            url: self.spec.url.clone(),
+            ca_bundle: self.spec.ca_bundle.clone(),
+            tls_server_name: self.spec.tls_server_name.clone(),
+            credentials: self.spec.credentials.clone(),
+            namespace: None,
+        }
+    }
+}

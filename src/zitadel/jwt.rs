@@ -1,0 +1,277 @@
+//! JWT-profile authentication (RFC 7523) for ZITADEL service users: sign an RS256 assertion with
+//! the key from the service-user key file, exchange it at `/oauth/v2/token`, cache the access
+//! token until shortly before it expires.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use url::Url;
+
+use super::ZitadelError;
+
+/// Scopes the Management API needs (`…:zitadel:aud` makes the token valid for ZITADEL's APIs).
+pub const SCOPES: &str = "openid urn:zitadel:iam:org:project:id:zitadel:aud";
+/// Refresh this long before the token expires.
+const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+/// Lifetime of the signed assertion.
+const ASSERTION_LIFETIME: u64 = 300;
+
+/// A ZITADEL service-user key file, validated. Debug output never shows the key.
+pub struct KeyFile {
+    /// `keyId`.
+    pub key_id: String,
+    /// `userId` (the service user; `iss` and `sub` of the assertion).
+    pub user_id: String,
+    key: EncodingKey,
+}
+
+impl std::fmt::Debug for KeyFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyFile")
+            .field("key_id", &self.key_id)
+            .field("user_id", &self.user_id)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A key file that cannot be used. Messages name the field, never its content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyFileError {
+    /// Not JSON.
+    #[error("the service-user key is not valid JSON")]
+    NotJson,
+    /// A required field is missing or not a non-empty string.
+    #[error("the service-user key JSON has no usable field {0:?}")]
+    Missing(&'static str),
+    /// `type` is not `serviceaccount`.
+    #[error(
+        "the service-user key JSON field \"type\" must be \"serviceaccount\" (application keys are not supported)"
+    )]
+    WrongType,
+    /// `key` is not an RSA private key PEM.
+    #[error("the service-user key JSON field \"key\" is not an RSA private key in PEM form")]
+    BadKey,
+}
+
+impl KeyFile {
+    /// Parse and validate a key file.
+    pub fn parse(bytes: &[u8]) -> Result<Self, KeyFileError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|_| KeyFileError::NotJson)?;
+        let field = |name: &'static str| -> Result<String, KeyFileError> {
+            value
+                .get(name)
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.trim().is_empty())
+                .map(str::to_owned)
+                .ok_or(KeyFileError::Missing(name))
+        };
+        if field("type")? != "serviceaccount" {
+            return Err(KeyFileError::WrongType);
+        }
+        let key_id = field("keyId")?;
+        let user_id = field("userId")?;
+        let pem = field("key")?;
+        let key = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| KeyFileError::BadKey)?;
+        Ok(KeyFile {
+            key_id,
+            user_id,
+            key,
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    iat: u64,
+    exp: u64,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct OAuthError {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    error_description: String,
+}
+
+/// Access tokens for one service user, exchanged on demand and cached.
+pub struct JwtProfile {
+    key: KeyFile,
+    issuer: String,
+    token_url: Url,
+    http: reqwest::Client,
+    cache: Mutex<Option<(Instant, Arc<str>)>>,
+    exchanges: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for JwtProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "JwtProfile(user {}, key {})",
+            self.key.user_id, self.key.key_id
+        )
+    }
+}
+
+impl JwtProfile {
+    /// For the instance at `base_url` (its issuer), using `http` for the token exchange.
+    pub fn new(key: KeyFile, base_url: &Url, http: reqwest::Client) -> Result<Self, ZitadelError> {
+        let issuer = base_url.as_str().trim_end_matches('/').to_string();
+        let token_url = base_url
+            .join("oauth/v2/token")
+            .map_err(|e| ZitadelError::Credentials(format!("token endpoint URL: {e}")))?;
+        Ok(Self {
+            key,
+            issuer,
+            token_url,
+            http,
+            cache: Mutex::new(None),
+            exchanges: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// The service user the key belongs to.
+    pub fn user_id(&self) -> &str {
+        &self.key.user_id
+    }
+
+    /// How many token exchanges were made (for metrics and tests).
+    pub fn exchanges(&self) -> u64 {
+        self.exchanges.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A valid access token: cached, or freshly exchanged when missing or about to expire.
+    pub async fn token(&self) -> Result<Arc<str>, ZitadelError> {
+        let mut cache = self.cache.lock().await;
+        if let Some((expires, token)) = cache.as_ref()
+            && Instant::now() + REFRESH_MARGIN < *expires
+        {
+            return Ok(token.clone());
+        }
+        let (token, lifetime) = self.exchange().await?;
+        *cache = Some((Instant::now() + lifetime, token.clone()));
+        Ok(token)
+    }
+
+    /// Forget the cached token (after a 401), so the next call exchanges a new one.
+    pub async fn invalidate(&self) {
+        *self.cache.lock().await = None;
+    }
+
+    async fn exchange(&self) -> Result<(Arc<str>, Duration), ZitadelError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let claims = Claims {
+            iss: &self.key.user_id,
+            sub: &self.key.user_id,
+            aud: &self.issuer,
+            iat: now,
+            exp: now + ASSERTION_LIFETIME,
+        };
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(self.key.key_id.clone());
+        let assertion = jsonwebtoken::encode(&header, &claims, &self.key.key).map_err(|e| {
+            ZitadelError::Credentials(format!("cannot sign the JWT assertion: {e}"))
+        })?;
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
+            .append_pair("assertion", &assertion)
+            .append_pair("scope", SCOPES)
+            .finish();
+        let response = self
+            .http
+            .post(self.token_url.clone())
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    ZitadelError::Timeout(Duration::from_secs(0))
+                } else {
+                    ZitadelError::Transport(format!("token endpoint: {e}"))
+                }
+            })?;
+        let status = response.status().as_u16();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| ZitadelError::Transport(format!("token endpoint: {e}")))?;
+        self.exchanges
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !(200..300).contains(&status) {
+            // RFC 6749 error body; fall back to ZITADEL's gRPC shape or plain text.
+            if let Ok(err) = serde_json::from_str::<OAuthError>(&text)
+                && !err.error.is_empty()
+            {
+                return Err(ZitadelError::Api {
+                    status,
+                    code: if status >= 500 { 14 } else { 16 },
+                    id: Some(err.error),
+                    message: format!("token exchange failed: {}", err.error_description),
+                    retry_after: None,
+                });
+            }
+            return Err(ZitadelError::from_response(status, None, &text));
+        }
+        let parsed: TokenResponse = serde_json::from_str(&text)
+            .map_err(|e| ZitadelError::Decode(format!("token endpoint answer: {e}")))?;
+        if parsed.access_token.is_empty() {
+            return Err(ZitadelError::Decode(
+                "token endpoint returned an empty access_token".into(),
+            ));
+        }
+        let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3600).max(1));
+        Ok((Arc::from(parsed.access_token.as_str()), lifetime))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_file_errors_name_the_field_and_never_the_content() {
+        assert_eq!(
+            KeyFile::parse(b"not json").err(),
+            Some(KeyFileError::NotJson)
+        );
+        let no_key = br#"{"type":"serviceaccount","keyId":"k1","userId":"u1"}"#;
+        assert_eq!(
+            KeyFile::parse(no_key).err(),
+            Some(KeyFileError::Missing("key"))
+        );
+        let no_user = br#"{"type":"serviceaccount","keyId":"k1","key":"x"}"#;
+        assert_eq!(
+            KeyFile::parse(no_user).err(),
+            Some(KeyFileError::Missing("userId"))
+        );
+        let app = br#"{"type":"application","keyId":"k1","key":"x","userId":"u"}"#;
+        assert_eq!(KeyFile::parse(app).err(), Some(KeyFileError::WrongType));
+        let bad = br#"{"type":"serviceaccount","keyId":"k1","key":"-----BEGIN RSA PRIVATE KEY-----\nsecret-material\n-----END RSA PRIVATE KEY-----","userId":"u"}"#;
+        let err = KeyFile::parse(bad).err().expect("bad key");
+        assert_eq!(err, KeyFileError::BadKey);
+        assert!(!err.to_string().contains("secret-material"));
+    }
+}
