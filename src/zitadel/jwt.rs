@@ -14,7 +14,8 @@ use super::ZitadelError;
 
 /// Scopes the Management API needs (`…:zitadel:aud` makes the token valid for ZITADEL's APIs).
 pub const SCOPES: &str = "openid urn:zitadel:iam:org:project:id:zitadel:aud";
-/// Refresh this long before the token expires.
+/// Refresh this long before the token expires (at most; a tenth of the lifetime for short-lived
+/// tokens).
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// Lifetime of the signed assertion.
 const ASSERTION_LIFETIME: u64 = 300;
@@ -159,13 +160,14 @@ impl JwtProfile {
     /// A valid access token: cached, or freshly exchanged when missing or about to expire.
     pub async fn token(&self) -> Result<Arc<str>, ZitadelError> {
         let mut cache = self.cache.lock().await;
-        if let Some((expires, token)) = cache.as_ref()
-            && Instant::now() + REFRESH_MARGIN < *expires
+        if let Some((refresh_at, token)) = cache.as_ref()
+            && Instant::now() < *refresh_at
         {
             return Ok(token.clone());
         }
         let (token, lifetime) = self.exchange().await?;
-        *cache = Some((Instant::now() + lifetime, token.clone()));
+        let margin = REFRESH_MARGIN.min(lifetime / 10);
+        *cache = Some((Instant::now() + lifetime - margin, token.clone()));
         Ok(token)
     }
 

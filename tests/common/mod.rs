@@ -250,6 +250,30 @@ impl Operator {
         Operator { stop, handle }
     }
 
+    /// The controllers without a default connection (multi-tenant mode), watching `namespaces`.
+    pub fn start_multi_tenant(
+        client: Client,
+        namespaces: Vec<String>,
+        settings: Settings,
+    ) -> Operator {
+        let (stop, rx) = watch::channel(false);
+        let shutdown = move || -> Shutdown {
+            let mut rx = rx.clone();
+            Box::pin(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+        };
+        let handle = tokio::spawn(controller::run_with(
+            client,
+            None,
+            Namespaces::Only(namespaces),
+            settings,
+            shutdown,
+            controller::Hooks::default(),
+        ));
+        Operator { stop, handle }
+    }
+
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(10), self.handle).await;
