@@ -313,6 +313,25 @@ async fn helm_lint_passes_and_the_schema_rejects_bad_values() {
     );
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("set at most one of zitadel.tokenSecret.name"));
+    // A default connection is a URL and a token source together, or neither (multi-tenant mode).
+    for (set, expected) in [
+        (
+            "zitadel.url=https://acme.zitadel.cloud",
+            "zitadel.url needs a token source",
+        ),
+        (
+            "zitadel.existingSecret.name=zitadel-pat",
+            "a token source needs zitadel.url",
+        ),
+    ] {
+        let out = try_template(cp, "bad", "default", &["--set", set]);
+        assert!(!out.status.success(), "{set} was accepted");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(expected),
+            "{set}: {expected:?} not in {stderr}"
+        );
+    }
 }
 
 #[tokio::test]

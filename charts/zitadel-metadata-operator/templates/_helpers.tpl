@@ -70,6 +70,13 @@ app.kubernetes.io/component: operator
 {{- if and .Values.zitadel.tokenSecret.name .Values.zitadel.existingSecret.name }}
 {{- fail "set at most one of zitadel.tokenSecret.name (read through the API) and zitadel.existingSecret.name (mounted as a file)" }}
 {{- end }}
+{{- $token := or .Values.zitadel.tokenSecret.name .Values.zitadel.existingSecret.name }}
+{{- if and .Values.zitadel.url (not $token) }}
+{{- fail "zitadel.url needs a token source: set zitadel.tokenSecret.name or zitadel.existingSecret.name (or leave zitadel.url empty for multi-tenant mode)" }}
+{{- end }}
+{{- if and $token (not .Values.zitadel.url) }}
+{{- fail "a token source needs zitadel.url (the default connection's ZITADEL instance)" }}
+{{- end }}
 {{- if and .Values.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
 {{- fail "serviceMonitor.enabled needs metrics.service.enabled" }}
 {{- end }}
