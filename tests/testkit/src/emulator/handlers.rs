@@ -526,7 +526,10 @@ fn decode(op: Operation, params: &Params, query: &str, body: &[u8]) -> Result<Re
             login_name: wire::string(&wire::parse_query(query), "loginName", "login_name")?,
         },
         Operation::ListUsersV1 => decode_list_users(body)?,
-        Operation::Other => return Err(ApiError::plain(code::NOT_FOUND, "Not Found")),
+        // Served by `super::oauth`; never routed here.
+        Operation::OAuthToken | Operation::OidcDiscovery | Operation::Other => {
+            return Err(ApiError::plain(code::NOT_FOUND, "Not Found"));
+        }
     })
 }
 
@@ -786,7 +789,7 @@ fn authorize(
             ));
         }
     };
-    let Some(grant) = st.tokens.get(token) else {
+    let Some(grant) = st.token_grant(token) else {
         return Err(ApiError::zitadel(
             code::UNAUTHENTICATED,
             "AUTH-7fs1e",
@@ -795,7 +798,7 @@ fn authorize(
     };
     let Some(permission) = permission else {
         return Ok(Auth {
-            grant: grant.clone(),
+            grant,
             ctx_org: String::new(),
         });
     };
@@ -815,10 +818,7 @@ fn authorize(
             Msg::NoMatchingPermissions,
         ));
     }
-    Ok(Auth {
-        grant: grant.clone(),
-        ctx_org,
-    })
+    Ok(Auth { grant, ctx_org })
 }
 
 // ---------------------------------------------------------------------------------------------

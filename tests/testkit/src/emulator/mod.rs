@@ -11,6 +11,10 @@
 //!   `GET /management/v1/global/orgs/_by_domain?domain=` (primary domain),
 //!   `GET /management/v1/global/users/_by_login_name?loginName=` (preferred login name, all orgs)
 //!   and `POST /management/v1/users/_search` (users of the context org),
+//! * machine-client authentication (contract §5): `POST /oauth/v2/token` with the JWT profile
+//!   grant for service users ([`Emulator::register_service_user`],
+//!   [`Emulator::generate_key_file`]) and `GET /.well-known/openid-configuration`; issued access
+//!   tokens call the API with the service user's [`TokenGrant`] until they expire,
 //! * admin routes for demos (`/_emulator/state`, `/_emulator/requests`, `/_emulator/faults`,
 //!   loopback callers only, no authentication).
 //!
@@ -56,6 +60,7 @@
 mod errors;
 mod handlers;
 mod model;
+mod oauth;
 mod routes;
 mod server;
 mod state;
@@ -85,6 +90,9 @@ pub const DEMO_USER_ALICE: &str = "200000000000000001";
 pub const DEMO_USER_BOB: &str = "200000000000000002";
 /// The demo IAM-owner token (owner org Acme).
 pub const DEMO_ADMIN_TOKEN: &str = "demo-admin-token";
+
+/// Generated key ids count up from here (18 digits, like ZITADEL's ids).
+const GENERATED_KEY_IDS: u64 = 300_000_000_000_000_000;
 
 /// How long [`Emulator::shutdown`] waits for in-flight requests before aborting the server.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -143,14 +151,17 @@ impl Emulator {
                 tracing::warn!(error = %e, "ZITADEL emulator server stopped with an error");
             }
         });
-        Ok(Emulator {
+        let emulator = Emulator {
             handle: Arc::new(Handle {
                 core,
                 addr,
                 shutdown: tx,
                 task: Mutex::new(Some(task)),
             }),
-        })
+        };
+        let issuer = emulator.url();
+        emulator.with_state(|st| st.issuer = issuer);
+        Ok(emulator)
     }
 
     /// [`Emulator::start`] followed by [`Emulator::seed_demo`].
@@ -249,6 +260,99 @@ impl Emulator {
     /// Revokes a bearer token (later calls with it get 401 `AUTH-7fs1e`).
     pub fn revoke_token(&self, token: &str) {
         self.with_state(|st| st.tokens.remove(token));
+    }
+
+    /// The OIDC issuer: the base URL ([`Emulator::url`]). JWT assertions must carry it in `aud`.
+    pub fn issuer(&self) -> String {
+        self.with_state(|st| st.issuer.clone())
+    }
+
+    /// Registers a service (machine) user that may obtain access tokens with the JWT profile
+    /// grant. Its tokens act with `grant` (`grant.owner_org` is the user's org and the context org
+    /// without `x-zitadel-orgid`, e.g. for `GET /management/v1/orgs/me`). For an existing user this
+    /// replaces the grant, also for tokens already issued; its keys stay. The user is not added
+    /// to the org's users (user lookups and searches do not see it).
+    pub fn register_service_user(&self, user_id: &str, grant: TokenGrant) {
+        self.with_state(|st| {
+            st.service_users
+                .entry(user_id.to_owned())
+                .and_modify(|u| u.grant = grant.clone())
+                .or_insert_with(|| state::ServiceUser {
+                    grant,
+                    keys: BTreeMap::new(),
+                });
+        });
+    }
+
+    /// Registers (or replaces) the public key `key_id` of a service user, as PEM: SPKI
+    /// (`-----BEGIN PUBLIC KEY-----`) or PKCS#1 (`-----BEGIN RSA PUBLIC KEY-----`). Assertions with
+    /// header `kid` = `key_id` and `iss` = `user_id` are verified with it.
+    ///
+    /// # Panics
+    /// If the service user is not registered or `public_key_pem` is not an RSA public key (bugs
+    /// in the calling test).
+    pub fn add_service_user_key(&self, user_id: &str, key_id: &str, public_key_pem: &str) {
+        if let Err(e) = oauth::check_public_key(public_key_pem) {
+            panic!("add_service_user_key: key {key_id}: {e:#}");
+        }
+        self.with_state(|st| {
+            st.service_users
+                .get_mut(user_id)
+                .unwrap_or_else(|| panic!("add_service_user_key: unknown service user {user_id}"))
+                .keys
+                .insert(key_id.to_owned(), public_key_pem.to_owned());
+        });
+    }
+
+    /// Generates an RSA-2048 key pair for a service user, registers the public key under a new
+    /// key id (18 digits, like ZITADEL's ids) and returns the key file ZITADEL would hand out:
+    /// `{"type":"serviceaccount","keyId","key":"-----BEGIN RSA PRIVATE KEY-----…"` (PKCS#1 PEM)
+    /// `,"expirationDate":"9999-12-31T23:59:59Z","userId"}`.
+    ///
+    /// Key generation is CPU-bound and takes a moment (more in debug builds).
+    ///
+    /// # Errors
+    /// If the service user is not registered, or key generation fails.
+    pub fn generate_key_file(&self, user_id: &str) -> anyhow::Result<String> {
+        if !self.with_state(|st| st.service_users.contains_key(user_id)) {
+            anyhow::bail!("generate_key_file: unknown service user {user_id}");
+        }
+        let (private_pem, public_pem) = oauth::generate_key_pair()?;
+        let key_id = self.with_state(|st| {
+            st.generated_keys += 1;
+            format!("{}", GENERATED_KEY_IDS + st.generated_keys)
+        });
+        let file = oauth::key_file(user_id, &key_id, &private_pem)?;
+        self.with_state(|st| {
+            st.service_users
+                .get_mut(user_id)
+                .map(|u| u.keys.insert(key_id.clone(), public_pem))
+                .with_context(|| format!("generate_key_file: service user {user_id} vanished"))
+        })?;
+        Ok(file)
+    }
+
+    /// Removes a public key of a service user (later assertions signed with it are rejected
+    /// with `invalid_grant`; access tokens already issued stay valid until they expire). Does
+    /// nothing for an unknown user or key.
+    pub fn remove_service_user_key(&self, user_id: &str, key_id: &str) {
+        self.with_state(|st| {
+            if let Some(user) = st.service_users.get_mut(user_id) {
+                user.keys.remove(key_id);
+            }
+        });
+    }
+
+    /// Sets the lifetime of access tokens issued from now on (default 43 199 s, ZITADEL's 12 h as
+    /// reported in `expires_in`). `expires_in` is the lifetime in seconds, rounded up.
+    pub fn set_access_token_lifetime(&self, lifetime: Duration) {
+        self.with_state(|st| st.access_token_lifetime = Some(lifetime));
+    }
+
+    /// Number of recorded requests to the token endpoint (`POST /oauth/v2/token`), whatever
+    /// their outcome; same as `count(Operation::OAuthToken)`.
+    pub fn token_requests(&self) -> usize {
+        self.count(Operation::OAuthToken)
     }
 
     /// Current metadata of an org, values decoded (empty for an unknown org).

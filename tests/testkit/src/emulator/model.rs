@@ -49,12 +49,19 @@ pub enum Operation {
     GetUserByLoginNameGlobal,
     /// `POST /management/v1/users/_search` (users of the context org).
     ListUsersV1,
+    /// `POST /oauth/v2/token` (the OAuth token endpoint; the emulator implements the JWT profile
+    /// grant, `urn:ietf:params:oauth:grant-type:jwt-bearer`).
+    OAuthToken,
+    /// `GET /.well-known/openid-configuration` (OIDC discovery).
+    OidcDiscovery,
     /// Anything else (unknown routes, wrong methods).
     Other,
 }
 
 impl Operation {
-    /// Every operation, in declaration order.
+    /// Every API operation (gRPC methods of the Management, v2 org and v2 user services) and
+    /// [`Operation::Other`], in declaration order. The OAuth / OIDC endpoints are in
+    /// [`Operation::OIDC`].
     pub const ALL: [Operation; 20] = [
         Operation::SetOrgMetadata,
         Operation::BulkSetOrgMetadata,
@@ -78,8 +85,11 @@ impl Operation {
         Operation::Other,
     ];
 
+    /// The OAuth / OIDC endpoints (no gRPC method, no authentication).
+    pub const OIDC: [Operation; 2] = [Operation::OAuthToken, Operation::OidcDiscovery];
+
     /// The fully qualified gRPC method name ZITADEL uses for this operation (`None` for
-    /// [`Operation::Other`]).
+    /// [`Operation::Other`] and the OAuth / OIDC endpoints).
     pub fn grpc_method(self) -> Option<&'static str> {
         Some(match self {
             Operation::SetOrgMetadata => "/zitadel.management.v1.ManagementService/SetOrgMetadata",
@@ -127,7 +137,7 @@ impl Operation {
                 "/zitadel.management.v1.ManagementService/GetUserByLoginNameGlobal"
             }
             Operation::ListUsersV1 => "/zitadel.management.v1.ManagementService/ListUsers",
-            Operation::Other => return None,
+            Operation::OAuthToken | Operation::OidcDiscovery | Operation::Other => return None,
         })
     }
 

@@ -129,6 +129,16 @@ const PATTERNS: &[(&str, &[Seg], Operation)] = &[
         &[Lit("v2"), Lit("organizations"), Lit("_search")],
         Operation::ListOrganizationsV2,
     ),
+    (
+        "POST",
+        &[Lit("oauth"), Lit("v2"), Lit("token")],
+        Operation::OAuthToken,
+    ),
+    (
+        "GET",
+        &[Lit(".well-known"), Lit("openid-configuration")],
+        Operation::OidcDiscovery,
+    ),
 ];
 
 fn match_pattern(pattern: &[Seg], segments: &[&str]) -> Option<Params> {
@@ -262,6 +272,19 @@ mod tests {
         assert_eq!(
             op("POST", "/management/v1/global/orgs/_by_domain"),
             Route::MethodNotAllowed
+        );
+    }
+
+    #[test]
+    fn oauth_routes() {
+        assert_eq!(
+            op("POST", "/oauth/v2/token").operation(),
+            Operation::OAuthToken
+        );
+        assert_eq!(op("GET", "/oauth/v2/token"), Route::MethodNotAllowed);
+        assert_eq!(
+            op("GET", "/.well-known/openid-configuration").operation(),
+            Operation::OidcDiscovery
         );
     }
 

@@ -1,6 +1,6 @@
 //! The axum server: request recording, fault injection, the emulated API (as the router's
-//! fallback, with grpc-gateway routing done by [`super::routes`]) and the `/_emulator/*` admin
-//! routes.
+//! fallback, with grpc-gateway routing done by [`super::routes`]; the OAuth / OIDC endpoints are
+//! answered by [`super::oauth`]) and the `/_emulator/*` admin routes.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -19,6 +19,7 @@ use super::errors::{ApiError, Msg, code};
 use super::handlers::{self, WriteFault};
 use super::lock;
 use super::model::{Fault, FaultKind, Operation, RecordedRequest};
+use super::oauth;
 use super::routes;
 use super::state::{Aggregate, State};
 use super::wire;
@@ -251,9 +252,23 @@ impl Core {
                 })
             })
             .collect();
+        let service_users: Vec<Value> = st
+            .service_users
+            .iter()
+            .map(|(id, u)| {
+                json!({
+                    "id": id,
+                    "ownerOrg": u.grant.owner_org,
+                    "keyIds": u.keys.keys().collect::<Vec<_>>(),
+                })
+            })
+            .collect();
         json!({
             "orgs": orgs,
             "users": users,
+            "issuer": st.issuer,
+            "serviceUsers": service_users,
+            "issuedTokens": st.issued_tokens.len(),
             "mode": st.mode,
             "german": st.german,
             "defaultOrg": st.default_org,
@@ -347,6 +362,9 @@ async fn api(AxState(core): AxState<Arc<Core>>, request: Request) -> Response {
                 format!("grpc: received message larger than max (> {MAX_BODY})"),
             )
             .render(german)
+        }
+        FaultOutcome::Proceed(_) if Operation::OIDC.contains(&operation) => {
+            oauth::handle(&core.state, operation, &parts.headers, &query, &bytes)
         }
         FaultOutcome::Proceed(write) => {
             handlers::handle(&core.state, &route, &parts.headers, &query, &bytes, write)

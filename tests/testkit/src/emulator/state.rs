@@ -1,7 +1,9 @@
 //! The emulated instance: orgs and users as event-sourced aggregates with per-aggregate sequences,
-//! their metadata, and the tokens that may call the API.
+//! their metadata, the tokens that may call the API, and the service users (with their public
+//! keys) that obtain access tokens from the token endpoint.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Duration as ChronoDuration, DurationRound, Utc};
 
@@ -178,6 +180,29 @@ impl User {
     }
 }
 
+/// A service (machine) user that authenticates with the JWT profile grant.
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceUser {
+    /// What the user's access tokens may do; `owner_org` is the user's org.
+    pub(crate) grant: TokenGrant,
+    /// Registered public keys (PEM) by key id.
+    pub(crate) keys: BTreeMap<String, String>,
+}
+
+/// An opaque access token issued by the token endpoint.
+#[derive(Debug, Clone)]
+pub(crate) struct IssuedToken {
+    pub(crate) user_id: String,
+    pub(crate) expires_at: Instant,
+    /// Whether the token's audience includes ZITADEL's own project (scope
+    /// `urn:zitadel:iam:org:project:id:zitadel:aud`); without it the API rejects the token.
+    pub(crate) api_audience: bool,
+}
+
+/// Access token lifetime reported as `expires_in` by default (ZITADEL's 12 h default, as the
+/// whole seconds it reports right after issuing).
+pub(crate) const DEFAULT_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(43_199);
+
 /// Primary domain ZITADEL would generate for an org name: the lower-cased name with
 /// non-alphanumerics replaced by `-`, under `localhost`.
 fn primary_domain(id: &str, name: &str) -> String {
@@ -211,10 +236,41 @@ pub(crate) struct State {
     pub(crate) default_org: Option<String>,
     /// Number of events written in the instance (reported as `processedSequence` on lists).
     pub(crate) total_events: u64,
+    /// The OIDC issuer (the emulator's base URL); JWT assertions must name it in `aud`.
+    pub(crate) issuer: String,
+    /// Service users by user id.
+    pub(crate) service_users: BTreeMap<String, ServiceUser>,
+    /// Access tokens issued by the token endpoint.
+    pub(crate) issued_tokens: HashMap<String, IssuedToken>,
+    /// Lifetime of newly issued access tokens; `None` = [`DEFAULT_ACCESS_TOKEN_LIFETIME`].
+    pub(crate) access_token_lifetime: Option<Duration>,
+    /// Counter for generated key ids.
+    pub(crate) generated_keys: u64,
     last_time: Option<DateTime<Utc>>,
 }
 
 impl State {
+    /// The grant of a bearer token: a registered token, or an unexpired access token of an
+    /// existing service user issued with ZITADEL's API audience.
+    pub(crate) fn token_grant(&self, token: &str) -> Option<TokenGrant> {
+        if let Some(grant) = self.tokens.get(token) {
+            return Some(grant.clone());
+        }
+        let issued = self
+            .issued_tokens
+            .get(token)
+            .filter(|t| t.api_audience && Instant::now() < t.expires_at)?;
+        self.service_users
+            .get(&issued.user_id)
+            .map(|u| u.grant.clone())
+    }
+
+    /// Lifetime of newly issued access tokens.
+    pub(crate) fn access_token_lifetime(&self) -> Duration {
+        self.access_token_lifetime
+            .unwrap_or(DEFAULT_ACCESS_TOKEN_LIFETIME)
+    }
+
     /// A strictly increasing event timestamp with microsecond precision (like Postgres).
     pub(crate) fn now(&mut self) -> DateTime<Utc> {
         let now = Utc::now();
