@@ -1,0 +1,373 @@
+//! End-to-end: ZitadelConnection / ClusterZitadelConnection, tenant guards, PAT and JWT-profile
+//! credentials, Secret rotation — the operator in multi-tenant mode (no default connection).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use serde_json::{Value, json};
+use zitadel_metadata_operator::crd::{
+    ClusterZitadelConnection, MetadataResource, ZitadelConnection,
+};
+use zitadel_metadata_operator::status::STALLED;
+use zmo_testkit::emulator::{Operation, TokenGrant};
+
+async fn put_secret(env: &TestEnv, ns: &str, name: &str, key: &str, value: &str) {
+    let api: Api<Secret> = Api::namespaced(env.client.clone(), ns);
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            key.to_string(),
+            ByteString(value.as_bytes().to_vec()),
+        )])),
+        ..Default::default()
+    };
+    api.patch(
+        name,
+        &PatchParams::apply("e2e-test").force(),
+        &Patch::Apply(&secret),
+    )
+    .await
+    .expect("apply secret");
+}
+
+async fn apply_connection(env: &TestEnv, name: &str, spec: Value) {
+    let api: Api<ZitadelConnection> = Api::namespaced(env.client.clone(), &env.ns);
+    let obj = json!({"apiVersion": "metadata.zitadel-operator.dev/v1alpha1", "kind": "ZitadelConnection",
+        "metadata": {"name": name}, "spec": spec});
+    api.patch(
+        name,
+        &PatchParams::apply("e2e-test").force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .expect("apply ZitadelConnection");
+}
+
+async fn wait_connection(
+    env: &TestEnv,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&ZitadelConnection) -> bool,
+) -> ZitadelConnection {
+    let api: Api<ZitadelConnection> = Api::namespaced(env.client.clone(), &env.ns);
+    wait_obj(&api, name, what, pred).await
+}
+
+fn conn_ready(c: &ZitadelConnection) -> Option<(String, String, String)> {
+    c.status.as_ref().and_then(|s| {
+        zitadel_metadata_operator::status::find(&s.conditions, "Ready")
+            .map(|r| (r.status.clone(), r.reason.clone(), r.message.clone()))
+    })
+}
+
+/// Requests other than the connection probes.
+fn metadata_requests(env: &TestEnv) -> usize {
+    env.emu
+        .requests()
+        .into_iter()
+        .filter(|r| r.operation != Operation::GetMyOrg && !r.path.starts_with("/oauth/"))
+        .count()
+}
+
+#[tokio::test]
+async fn cluster_connection_guards_namespaces_and_organizations() {
+    let env = TestEnv::new("tenant-a").await;
+    let denied = env
+        .cp
+        .create_namespace("tenant-b")
+        .await
+        .expect("namespace");
+    env.emu
+        .add_token("cluster-pat", TokenGrant::iam_owner(ACME));
+    put_secret(&env, &env.ns, "zitadel-pat", "token", "cluster-pat").await;
+    let name = format!("shared-{}", env.ns);
+    let api: Api<ClusterZitadelConnection> = Api::all(env.client.clone());
+    let obj = json!({"apiVersion": "metadata.zitadel-operator.dev/v1alpha1", "kind": "ClusterZitadelConnection",
+        "metadata": {"name": name},
+        "spec": {"url": env.emu.url(),
+                 "credentials": {"personalAccessToken": {"name": "zitadel-pat", "key": "token", "namespace": env.ns}},
+                 "allowedNamespaces": [{"names": [env.ns], "organizationIds": [ACME]}]}});
+    api.patch(
+        &name,
+        &PatchParams::apply("e2e-test").force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .expect("apply ClusterZitadelConnection");
+    let op = Operator::start_multi_tenant(
+        env.client.clone(),
+        vec![env.ns.clone(), denied.clone()],
+        fast_settings(),
+    );
+    let conn = wait_obj(&api, &name, "Ready", |c| {
+        c.status.as_ref().is_some_and(|s| {
+            zitadel_metadata_operator::status::find(&s.conditions, "Ready")
+                .is_some_and(|r| r.status == "True")
+        })
+    })
+    .await;
+    let identity = conn
+        .status
+        .as_ref()
+        .and_then(|s| s.identity.clone())
+        .unwrap_or_default();
+    assert!(identity.contains(ACME), "{identity}");
+
+    // A namespace the guard does not list: refused, and ZITADEL sees nothing from it.
+    let other_orgs: Api<zitadel_metadata_operator::crd::OrgMetadata> =
+        Api::namespaced(env.client.clone(), &denied);
+    let obj: zitadel_metadata_operator::crd::OrgMetadata = serde_json::from_value(json!({
+        "apiVersion": "metadata.zitadel-operator.dev/v1alpha1", "kind": "OrgMetadata",
+        "metadata": {"name": "sneaky"},
+        "spec": {"organizationId": ACME, "connectionRef": {"kind": "ClusterZitadelConnection", "name": name},
+                 "metadata": [{"key": "k", "value": "v"}]}}))
+    .expect("json");
+    other_orgs
+        .patch(
+            "sneaky",
+            &PatchParams::apply("e2e-test").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .expect("apply");
+    let refused = wait_obj(&other_orgs, "sneaky", "TargetNotAllowed", |o| {
+        reason(o.status()) == Some("TargetNotAllowed")
+    })
+    .await;
+    assert_eq!(condition(refused.status(), STALLED), Some("True"));
+    assert!(
+        message(refused.status()).contains(&denied),
+        "{}",
+        message(refused.status())
+    );
+
+    // The allowed namespace works for the allowed org…
+    env.apply_org(
+        "allowed",
+        json!({"organizationId": ACME, "connectionRef": {"kind": "ClusterZitadelConnection", "name": name},
+               "metadata": [{"key": "k", "value": "v"}]}),
+    )
+    .await;
+    env.wait_org("allowed", "Ready", |o| {
+        is_ready(o.status(), o.metadata.generation)
+    })
+    .await;
+    assert_eq!(env.org_value(ACME, "k").as_deref(), Some("v"));
+    // …and not for another org.
+    env.apply_org(
+        "other-org",
+        json!({"organizationId": GLOBEX, "connectionRef": {"kind": "ClusterZitadelConnection", "name": name},
+               "metadata": [{"key": "k", "value": "v"}]}),
+    )
+    .await;
+    env.wait_org("other-org", "TargetNotAllowed", |o| {
+        reason(o.status()) == Some("TargetNotAllowed")
+    })
+    .await;
+    assert!(env.emu.org_metadata(GLOBEX).is_empty());
+    // Only the allowed object's calls reached ZITADEL: one list, one bulk set, one read-back.
+    for r in env.emu.requests() {
+        if r.operation != Operation::GetMyOrg {
+            assert_eq!(
+                r.org_header.as_deref(),
+                Some(ACME),
+                "{:?} reached ZITADEL",
+                r.operation
+            );
+        }
+    }
+    op.stop().await;
+    let _ = api.delete(&name, &DeleteParams::default()).await;
+}
+
+#[tokio::test]
+async fn jwt_profile_connection_exchanges_and_refreshes_tokens() {
+    let env = TestEnv::new("jwt").await;
+    let service_user = "300000000000000042";
+    env.emu
+        .register_service_user(service_user, TokenGrant::org_owner(ACME));
+    let key_json = env.emu.generate_key_file(service_user).expect("key file");
+    env.emu.set_access_token_lifetime(Duration::from_secs(3));
+    put_secret(&env, &env.ns, "zitadel-key", "key.json", &key_json).await;
+    let op =
+        Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], fast_settings());
+    apply_connection(&env, "acme", json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "zitadel-key", "key": "key.json"}}})).await;
+    let conn = wait_connection(&env, "acme", "Ready", |c| {
+        conn_ready(c).is_some_and(|r| r.0 == "True")
+    })
+    .await;
+    let identity = conn
+        .status
+        .as_ref()
+        .and_then(|s| s.identity.clone())
+        .unwrap_or_default();
+    assert!(identity.contains(service_user), "{identity}");
+
+    env.apply_org("a", json!({"organizationId": ACME, "connectionRef": {"name": "acme"}, "metadata": [{"key": "k", "value": "1"}]})).await;
+    env.wait_org("a", "Ready", |o| {
+        is_ready(o.status(), o.metadata.generation)
+    })
+    .await;
+    let exchanges = env
+        .emu
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/oauth/v2/token"))
+        .count();
+    assert!(exchanges >= 1);
+    // Let the access token expire, then change the spec: a fresh token is obtained and used.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    env.apply_org("a", json!({"organizationId": ACME, "connectionRef": {"name": "acme"}, "metadata": [{"key": "k", "value": "2"}]})).await;
+    env.wait_org("a", "Ready after expiry", |o| {
+        is_ready(o.status(), o.metadata.generation)
+    })
+    .await;
+    assert_eq!(env.org_value(ACME, "k").as_deref(), Some("2"));
+    let after = env
+        .emu
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/oauth/v2/token"))
+        .count();
+    assert!(
+        after > exchanges,
+        "no token refresh after expiry ({exchanges} -> {after})"
+    );
+    // Org-owner rights in Acme do not reach Globex: a 403 from ZITADEL stalls the object.
+    env.apply_org("b", json!({"organizationId": GLOBEX, "connectionRef": {"name": "acme"}, "metadata": [{"key": "k", "value": "1"}]})).await;
+    let b = env
+        .wait_org("b", "Stalled", |o| {
+            condition(o.status(), STALLED) == Some("True")
+        })
+        .await;
+    assert_eq!(reason(b.status()), Some("ZitadelPermissionDenied"));
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn rotating_the_credentials_secret_switches_tokens() {
+    let env = TestEnv::new("rotate").await;
+    env.emu.add_token("pat-one", TokenGrant::iam_owner(ACME));
+    put_secret(&env, &env.ns, "zitadel-pat", "token", "pat-one").await;
+    let op =
+        Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], fast_settings());
+    apply_connection(&env, "main", json!({"url": env.emu.url(), "credentials": {"personalAccessToken": {"name": "zitadel-pat", "key": "token"}}})).await;
+    wait_connection(&env, "main", "Ready", |c| {
+        conn_ready(c).is_some_and(|r| r.0 == "True")
+    })
+    .await;
+    env.apply_org("a", json!({"organizationId": ACME, "connectionRef": {"name": "main"}, "metadata": [{"key": "k", "value": "1"}]})).await;
+    env.wait_org("a", "Ready", |o| {
+        is_ready(o.status(), o.metadata.generation)
+    })
+    .await;
+
+    // Rotate: the old token stops working, the Secret gets the new one.
+    env.emu.add_token("pat-two", TokenGrant::iam_owner(ACME));
+    env.emu.revoke_token("pat-one");
+    put_secret(&env, &env.ns, "zitadel-pat", "token", "pat-two").await;
+    env.apply_org("a", json!({"organizationId": ACME, "connectionRef": {"name": "main"}, "metadata": [{"key": "k", "value": "2"}]})).await;
+    env.wait_org("a", "Ready with the new token", |o| {
+        is_ready(o.status(), o.metadata.generation)
+    })
+    .await;
+    assert_eq!(
+        env.org_value(ACME, "k").as_deref(),
+        Some("2"),
+        "the write after rotation must use the new token"
+    );
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn missing_or_malformed_credentials_give_precise_messages_and_no_calls() {
+    let env = TestEnv::new("badcreds").await;
+    let op =
+        Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], fast_settings());
+    // No connection at all.
+    env.apply_org("none", json!({"organizationId": ACME, "connectionRef": {"name": "nope"}, "metadata": [{"key": "k", "value": "v"}]})).await;
+    let o = env
+        .wait_org("none", "ConnectionNotFound", |o| {
+            reason(o.status()) == Some("ConnectionNotFound")
+        })
+        .await;
+    assert!(message(o.status()).contains("nope"));
+    // No connectionRef in multi-tenant mode.
+    env.apply_org(
+        "bare",
+        json!({"organizationId": ACME, "metadata": [{"key": "k", "value": "v"}]}),
+    )
+    .await;
+    env.wait_org("bare", "ConnectionNotFound", |o| {
+        reason(o.status()) == Some("ConnectionNotFound")
+    })
+    .await;
+
+    // A connection whose Secret is missing.
+    apply_connection(&env, "missing", json!({"url": env.emu.url(), "credentials": {"personalAccessToken": {"name": "absent", "key": "token"}}})).await;
+    let c = wait_connection(&env, "missing", "SecretNotFound", |c| {
+        conn_ready(c).is_some_and(|r| r.1 == "SecretNotFound")
+    })
+    .await;
+    let (_, _, msg) = conn_ready(&c).expect("ready condition");
+    assert!(
+        msg.contains(&format!("Secret {}/absent not found", env.ns)),
+        "{msg}"
+    );
+
+    // A malformed key file: the message names the field, never the content.
+    put_secret(
+        &env,
+        &env.ns,
+        "bad-key",
+        "key.json",
+        r#"{"type":"serviceaccount","keyId":"k1","key":"TOP-SECRET-MATERIAL"}"#,
+    )
+    .await;
+    apply_connection(&env, "malformed", json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "bad-key", "key": "key.json"}}})).await;
+    let c = wait_connection(&env, "malformed", "InvalidCredentials", |c| {
+        conn_ready(c).is_some_and(|r| r.1 == "InvalidCredentials")
+    })
+    .await;
+    let (_, _, msg) = conn_ready(&c).expect("ready condition");
+    assert!(msg.contains("userId"), "{msg}");
+    assert!(!msg.contains("TOP-SECRET"), "{msg}");
+
+    // Objects using a connection that is not Ready: refused, no call.
+    env.apply_org("uses-bad", json!({"organizationId": ACME, "connectionRef": {"name": "malformed"}, "metadata": [{"key": "k", "value": "v"}]})).await;
+    let o = env
+        .wait_org("uses-bad", "ConnectionNotReady", |o| {
+            reason(o.status()) == Some("ConnectionNotReady")
+        })
+        .await;
+    assert!(
+        message(o.status()).contains("userId"),
+        "{}",
+        message(o.status())
+    );
+    let events = env.events().await;
+    assert!(
+        events.iter().any(|(r, _)| r == "ConnectionNotReady"),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().all(|(_, n)| !n.contains("TOP-SECRET")),
+        "{events:?}"
+    );
+    assert_eq!(
+        metadata_requests(&env),
+        0,
+        "refused objects must not call ZITADEL"
+    );
+    op.stop().await;
+}
