@@ -3,12 +3,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -17,28 +14,6 @@ use zitadel_metadata_operator::crd::{
 };
 use zitadel_metadata_operator::status::STALLED;
 use zmo_testkit::emulator::{Operation, TokenGrant};
-
-async fn put_secret(env: &TestEnv, ns: &str, name: &str, key: &str, value: &str) {
-    let api: Api<Secret> = Api::namespaced(env.client.clone(), ns);
-    let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([(
-            key.to_string(),
-            ByteString(value.as_bytes().to_vec()),
-        )])),
-        ..Default::default()
-    };
-    api.patch(
-        name,
-        &PatchParams::apply("e2e-test").force(),
-        &Patch::Apply(&secret),
-    )
-    .await
-    .expect("apply secret");
-}
 
 async fn apply_connection(env: &TestEnv, name: &str, spec: Value) {
     let api: Api<ZitadelConnection> = Api::namespaced(env.client.clone(), &env.ns);
@@ -89,7 +64,8 @@ async fn cluster_connection_guards_namespaces_and_organizations() {
         .expect("namespace");
     env.emu
         .add_token("cluster-pat", TokenGrant::iam_owner(ACME));
-    put_secret(&env, &env.ns, "zitadel-pat", "token", "cluster-pat").await;
+    env.put_secret(&env.ns, "zitadel-pat", "token", "cluster-pat")
+        .await;
     let name = format!("shared-{}", env.ns);
     let api: Api<ClusterZitadelConnection> = Api::all(env.client.clone());
     let obj = json!({"apiVersion": "metadata.zitadel-operator.dev/v1alpha1", "kind": "ClusterZitadelConnection",
@@ -198,7 +174,8 @@ async fn jwt_profile_connection_exchanges_and_refreshes_tokens() {
         .register_service_user(service_user, TokenGrant::org_owner(ACME));
     let key_json = env.emu.generate_key_file(service_user).expect("key file");
     env.emu.set_access_token_lifetime(Duration::from_secs(3));
-    put_secret(&env, &env.ns, "zitadel-key", "key.json", &key_json).await;
+    env.put_secret(&env.ns, "zitadel-key", "key.json", &key_json)
+        .await;
     let op =
         Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], fast_settings());
     apply_connection(&env, "acme", json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "zitadel-key", "key": "key.json"}}})).await;
@@ -258,7 +235,8 @@ async fn jwt_profile_connection_exchanges_and_refreshes_tokens() {
 async fn rotating_the_credentials_secret_switches_tokens() {
     let env = TestEnv::new("rotate").await;
     env.emu.add_token("pat-one", TokenGrant::iam_owner(ACME));
-    put_secret(&env, &env.ns, "zitadel-pat", "token", "pat-one").await;
+    env.put_secret(&env.ns, "zitadel-pat", "token", "pat-one")
+        .await;
     let op =
         Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], fast_settings());
     apply_connection(&env, "main", json!({"url": env.emu.url(), "credentials": {"personalAccessToken": {"name": "zitadel-pat", "key": "token"}}})).await;
@@ -275,7 +253,8 @@ async fn rotating_the_credentials_secret_switches_tokens() {
     // Rotate: the old token stops working, the Secret gets the new one.
     env.emu.add_token("pat-two", TokenGrant::iam_owner(ACME));
     env.emu.revoke_token("pat-one");
-    put_secret(&env, &env.ns, "zitadel-pat", "token", "pat-two").await;
+    env.put_secret(&env.ns, "zitadel-pat", "token", "pat-two")
+        .await;
     env.apply_org("a", json!({"organizationId": ACME, "connectionRef": {"name": "main"}, "metadata": [{"key": "k", "value": "2"}]})).await;
     env.wait_org("a", "Ready with the new token", |o| {
         is_ready(o.status(), o.metadata.generation)
@@ -326,8 +305,7 @@ async fn missing_or_malformed_credentials_give_precise_messages_and_no_calls() {
     );
 
     // A malformed key file: the message names the field, never the content.
-    put_secret(
-        &env,
+    env.put_secret(
         &env.ns,
         "bad-key",
         "key.json",

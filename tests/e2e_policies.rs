@@ -10,7 +10,7 @@ use common::*;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
 use zitadel_metadata_operator::crd::MetadataResource;
 use zitadel_metadata_operator::status::DRIFTED;
@@ -18,28 +18,6 @@ use zmo_testkit::emulator::Operation;
 
 fn writes(env: &TestEnv) -> usize {
     env.emu.count(Operation::BulkSetOrgMetadata) + env.emu.count(Operation::BulkRemoveOrgMetadata)
-}
-
-async fn put_secret(env: &TestEnv, name: &str, key: &str, value: &str) {
-    let api: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
-    let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([(
-            key.to_string(),
-            ByteString(value.as_bytes().to_vec()),
-        )])),
-        ..Default::default()
-    };
-    api.patch(
-        name,
-        &PatchParams::apply("e2e-test").force(),
-        &Patch::Apply(&secret),
-    )
-    .await
-    .expect("apply secret");
 }
 
 /// Wait until ZITADEL holds `value` for `key` in `org`.
@@ -62,7 +40,8 @@ async fn secret_values_sync_rotate_on_watch_and_report_a_missing_secret() {
     let mut settings = fast_settings();
     settings.resync = Duration::from_secs(3600);
     let op = env.start_operator(settings);
-    put_secret(&env, "api-creds", "client-id", "first-secret-value").await;
+    env.put_secret(&env.ns, "api-creds", "client-id", "first-secret-value")
+        .await;
     let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
     cms.create(
         &PostParams::default(),
@@ -122,7 +101,8 @@ async fn secret_values_sync_rotate_on_watch_and_report_a_missing_secret() {
     );
 
     // Rotate: ZITADEL follows within seconds, without waiting for a resync.
-    put_secret(&env, "api-creds", "client-id", "rotated-secret-value").await;
+    env.put_secret(&env.ns, "api-creds", "client-id", "rotated-secret-value")
+        .await;
     wait_value(
         &env,
         ACME,

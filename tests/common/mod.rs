@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -162,6 +163,29 @@ impl TestEnv {
             .into_iter()
             .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
             .collect()
+    }
+
+    /// Create or replace the Secret `ns/name` holding one key.
+    pub async fn put_secret(&self, ns: &str, name: &str, key: &str, value: &str) {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            data: Some(std::collections::BTreeMap::from([(
+                key.to_string(),
+                k8s_openapi::ByteString(value.as_bytes().to_vec()),
+            )])),
+            ..Default::default()
+        };
+        api.patch(
+            name,
+            &PatchParams::apply("e2e-test").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .expect("apply secret");
     }
 
     pub fn org_value(&self, org: &str, key: &str) -> Option<String> {
