@@ -3,8 +3,10 @@
 //! * [`emulator`] — a stateful emulator of the ZITADEL Management API endpoints the operator uses,
 //!   written to the contract in `shared/zitadel-api.md`, with request recording and fault injection.
 //! * [`controlplane`] — a real `kube-apiserver` + `etcd` started on loopback, envtest-style.
+//! * [`bench`] — the performance benchmark (operator binary vs. a per-key baseline).
 //!
 //! Used by the integration and end-to-end tests, the benchmarks and the local demo.
 
+pub mod bench;
 pub mod controlplane;
 pub mod emulator;

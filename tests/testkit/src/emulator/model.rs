@@ -350,6 +350,10 @@ pub struct RecordedRequest {
     /// The request body parsed as JSON: `null` when empty, a JSON string holding the raw text
     /// when it was not valid JSON.
     pub body: serde_json::Value,
+    /// When the request arrived (before any injected latency), in microseconds since the Unix
+    /// epoch; lets benchmarks attribute calls to time windows.
+    #[serde(default)]
+    pub received_unix_micros: u64,
 }
 
 /// What an injected fault does.

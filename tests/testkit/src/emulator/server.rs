@@ -298,6 +298,13 @@ fn metadata_snapshot(agg: &Aggregate) -> Vec<Value> {
         .collect()
 }
 
+/// Microseconds since the Unix epoch (0 if the clock is before it).
+fn unix_micros_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 /// The request body as recorded: `null` when empty, JSON when it parses, else the raw text.
 fn recorded_body(bytes: &[u8]) -> Value {
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -347,6 +354,7 @@ async fn api(AxState(core): AxState<Arc<Core>>, request: Request) -> Response {
         org_header,
         status: 0,
         body: recorded_body(&bytes),
+        received_unix_micros: unix_micros_now(),
     });
     let response = match core.apply_faults(operation).await {
         FaultOutcome::Respond(resp) => resp,

@@ -1,0 +1,592 @@
+//! The performance benchmark: the real operator binary against a real kube-apiserver and the
+//! ZITADEL emulator with a per-call latency, at several object counts, next to a per-key baseline
+//! run in the same process (`cargo run --release -p zmo-testkit --bin bench`, or `make bench`).
+//!
+//! For each N it:
+//!
+//! 1. starts a fresh emulator holding N/2 orgs and N/2 users, with a latency fault on every
+//!    operation, and the operator binary watching a fresh namespace;
+//! 2. creates N objects (half `OrgMetadata`, half `UserMetadata`, `keys` keys each) with bounded
+//!    client concurrency, and watches them: apply→Ready per object, total converge time, and
+//!    every write to them (finalizer, status) as the watch delivers it;
+//! 3. attributes every ZITADEL call to the object whose target it acts on: an object's creation
+//!    cost is the calls for its target until its first resync is due (Ready + 0.9 × resync);
+//! 4. observes the converged system for several resync intervals (steady state): ZITADEL calls,
+//!    writes, status writes, Events;
+//! 5. edits one object and measures the time to Ready and the calls it caused;
+//! 6. reads the operator's CPU seconds (`/proc/<pid>/stat`) and peak RSS (`VmHWM`);
+//! 7. runs the per-key baseline ([`perkey`]) for the same objects against a fresh emulator with
+//!    the same latency, with as many objects at once as the operator reconciles at once.
+
+mod perkey;
+mod process;
+mod report;
+mod tracker;
+mod workload;
+
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result, bail};
+use futures::{StreamExt as _, TryStreamExt as _};
+use k8s_openapi::api::events::v1::Event as KubeEvent;
+use kube::api::PostParams;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use serde_json::json;
+
+use crate::controlplane::ControlPlane;
+use crate::emulator::RecordedRequest;
+
+pub use process::{ProcStats, default_concurrency, proc_stats};
+pub use report::{
+    BulkRun, Calls, Edit, KubeWrites, Machine, PerKeyRunReport, Ratios, Report, RunReport, Steady,
+};
+pub use workload::{CallKind, Object, TargetKind, objects};
+
+use self::tracker::{Tracker, WriteKind};
+use self::workload::Targets;
+
+const GROUP: &str = "metadata.zitadel-operator.dev";
+const VERSION: &str = "v1alpha1";
+
+/// Which strategies to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Only the operator (bulk diff).
+    Bulk,
+    /// Only the per-key baseline.
+    PerKey,
+    /// Both, and their ratios.
+    Both,
+}
+
+impl Strategy {
+    fn bulk(self) -> bool {
+        matches!(self, Strategy::Bulk | Strategy::Both)
+    }
+
+    fn per_key(self) -> bool {
+        matches!(self, Strategy::PerKey | Strategy::Both)
+    }
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The operator binary.
+    pub operator: PathBuf,
+    /// Object counts, one run each.
+    pub objects: Vec<usize>,
+    /// Keys per object.
+    pub keys: usize,
+    /// Emulator latency per call.
+    pub latency: Duration,
+    /// `--max-concurrent-reconciles` (per kind); `None` = the operator's default.
+    pub concurrency: Option<u16>,
+    /// Requests-per-second budget for both strategies (0 = unlimited).
+    pub rps: u32,
+    /// Strategies.
+    pub strategy: Strategy,
+    /// The operator's `--resync-interval`.
+    pub resync: Duration,
+    /// Resync intervals observed for the steady state.
+    pub resyncs: u32,
+    /// Object creations in flight at once.
+    pub create_concurrency: usize,
+    /// Give up when not converged after this long.
+    pub converge_timeout: Duration,
+    /// Where operator logs and results go.
+    pub out_dir: PathBuf,
+    /// The command line, for the report.
+    pub command: String,
+}
+
+impl Options {
+    /// The CI smoke test: N=100, 10 keys, 5 ms latency, 2 s resync, both strategies.
+    pub fn smoke(operator: PathBuf, out_dir: PathBuf) -> Options {
+        Options {
+            operator,
+            objects: vec![100],
+            keys: 10,
+            latency: Duration::from_millis(5),
+            concurrency: None,
+            rps: 0,
+            strategy: Strategy::Both,
+            resync: Duration::from_secs(2),
+            resyncs: 2,
+            create_concurrency: 16,
+            converge_timeout: Duration::from_secs(120),
+            out_dir,
+            command: "bench smoke test".into(),
+        }
+    }
+}
+
+/// A per-key request pacer: at most `rps` requests per second, evenly spaced (0 = unlimited).
+pub(crate) struct Pacer {
+    interval: Option<Duration>,
+    next: Mutex<tokio::time::Instant>,
+}
+
+impl Pacer {
+    pub(crate) fn new(rps: u32) -> Pacer {
+        Pacer {
+            interval: (rps > 0).then(|| Duration::from_secs(1) / rps),
+            next: Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    pub(crate) async fn wait(&self) {
+        let Some(interval) = self.interval else {
+            return;
+        };
+        let at = {
+            let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+            let at = (*next).max(tokio::time::Instant::now());
+            *next = at + interval;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// Converts the emulator's wall-clock timestamps to `Instant`s.
+#[derive(Clone, Copy)]
+struct Clock {
+    instant: Instant,
+    unix_micros: u64,
+}
+
+impl Clock {
+    fn now() -> Clock {
+        Clock {
+            instant: Instant::now(),
+            unix_micros: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
+        }
+    }
+
+    fn at(&self, unix_micros: u64) -> Instant {
+        if unix_micros >= self.unix_micros {
+            self.instant + Duration::from_micros(unix_micros - self.unix_micros)
+        } else {
+            self.instant
+                .checked_sub(Duration::from_micros(self.unix_micros - unix_micros))
+                .unwrap_or(self.instant)
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Runs the benchmark for every N in `opts.objects`. Prints progress to stderr.
+pub async fn run(cp: &ControlPlane, opts: &Options) -> Result<Report> {
+    let default = default_concurrency(&opts.operator);
+    let concurrency = opts.concurrency.or(default).unwrap_or(4);
+    let mut report = Report {
+        date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        command: opts.command.clone(),
+        machine: Machine {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            load_start: load_average(),
+            other_rustc_start: count_processes("rustc"),
+            ..Machine::default()
+        },
+        runs: Vec::new(),
+    };
+    std::fs::create_dir_all(&opts.out_dir)
+        .with_context(|| format!("creating {}", opts.out_dir.display()))?;
+    for &n in &opts.objects {
+        let objects = workload::objects(n, opts.keys);
+        let mut run = RunReport {
+            objects: n,
+            keys: opts.keys,
+            latency_ms: opts.latency.as_millis() as u64,
+            ..RunReport::default()
+        };
+        if opts.strategy.bulk() {
+            eprintln!("bench: N={n}: operator (bulk diff), concurrency {concurrency} per kind");
+            let mut bulk = bulk(cp, opts, &objects).await?;
+            bulk.concurrency = concurrency;
+            bulk.default_concurrency = opts.concurrency.is_none() || opts.concurrency == default;
+            run.bulk = Some(bulk);
+        }
+        if opts.strategy.per_key() {
+            // As many objects at once as the operator reconciles at once (both kinds).
+            let workers = usize::from(concurrency) * 2;
+            eprintln!("bench: N={n}: per-key baseline, {workers} objects at once");
+            run.per_key = Some(per_key(opts, &objects, workers).await?);
+        }
+        if let (Some(b), Some(p)) = (&run.bulk, &run.per_key) {
+            let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+            run.ratios = Some(Ratios {
+                calls: ratio(p.calls.total() as f64, b.create_calls.total() as f64),
+                wall: ratio(p.wall_s, b.converge_s),
+                cpu: ratio(p.cpu_s, b.cpu_converge_s),
+            });
+        }
+        report.runs.push(run);
+    }
+    report.machine.load_end = load_average();
+    report.machine.other_rustc_end = count_processes("rustc");
+    Ok(report)
+}
+
+fn api_resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, VERSION, kind), plural)
+}
+
+/// Tallies `requests`.
+fn tally<'a>(requests: impl IntoIterator<Item = &'a RecordedRequest>) -> Calls {
+    let mut calls = Calls::default();
+    for r in requests {
+        calls.add(CallKind::of(r.operation), r.status);
+    }
+    calls
+}
+
+fn kube_writes<'a>(writes: impl IntoIterator<Item = &'a tracker::Write>) -> KubeWrites {
+    let mut out = KubeWrites::default();
+    for w in writes {
+        match w.kind {
+            WriteKind::Finalizer => out.finalizer += 1,
+            WriteKind::Status => out.status += 1,
+            WriteKind::Other => out.other += 1,
+            WriteKind::Spec => {}
+        }
+    }
+    out
+}
+
+async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<BulkRun> {
+    let n = objects.len();
+    let client = cp.client().await?;
+    let ns = cp.create_namespace(&format!("bench-{n}")).await?;
+    let emu = workload::emulator(objects, opts.latency).await?;
+    let targets = Targets::new(objects);
+    let orgs: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &api_resource("OrgMetadata", "orgmetadatas"),
+    );
+    let users: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &api_resource("UserMetadata", "usermetadatas"),
+    );
+    let events: Api<KubeEvent> = Api::namespaced(client.clone(), &ns);
+    let api_of = |o: &Object| match o.kind {
+        TargetKind::Org => orgs.clone(),
+        TargetKind::User => users.clone(),
+    };
+
+    let names: Vec<String> = objects.iter().map(|o| o.name.clone()).collect();
+    let tracker = Tracker::new(&names);
+    let (org_synced, org_rx) = tokio::sync::oneshot::channel();
+    let (user_synced, user_rx) = tokio::sync::oneshot::channel();
+    let (events_synced, events_rx) = tokio::sync::oneshot::channel();
+    let watches = [
+        tracker.watch(orgs.clone(), org_synced),
+        tracker.watch(users.clone(), user_synced),
+        tracker.watch_events(events, events_synced),
+    ];
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let _ = org_rx.await;
+        let _ = user_rx.await;
+        let _ = events_rx.await;
+    })
+    .await
+    .context("the benchmark's watches did not start")?;
+
+    let work = tempfile::tempdir()?;
+    let token_file = work.path().join("token");
+    std::fs::write(&token_file, workload::TOKEN)?;
+    let mut operator = process::Operator::start(&process::OperatorArgs {
+        binary: opts.operator.clone(),
+        zitadel_url: emu.url(),
+        token_file,
+        kubeconfig: cp.kubeconfig_path().to_path_buf(),
+        namespace: ns.clone(),
+        resync: opts.resync,
+        concurrency: opts.concurrency,
+        rps: opts.rps,
+        log: opts.out_dir.join(format!("operator-{n}.log")),
+    })
+    .await?;
+    let clock = Clock::now();
+    let cpu_start = operator.stats()?.cpu_seconds;
+
+    // Create everything, a bounded number at a time.
+    let t0 = Instant::now();
+    futures::stream::iter(objects.iter().enumerate())
+        .map(|(i, o)| {
+            let api = api_of(o);
+            let obj: Result<DynamicObject, _> = serde_json::from_value(o.manifest(&ns));
+            let tracker = tracker.clone();
+            async move {
+                let obj = obj?;
+                tracker.created(i, Instant::now());
+                api.create(&PostParams::default(), &obj)
+                    .await
+                    .with_context(|| format!("creating {}", o.name))?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(opts.create_concurrency.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    let create_s = t0.elapsed().as_secs_f64();
+    eprintln!("bench: N={n}: {n} objects created in {create_s:.1} s");
+
+    // Converge.
+    let mut last_report = Instant::now();
+    loop {
+        let ready = tracker.ready_count();
+        if ready >= n {
+            break;
+        }
+        operator.check_running()?;
+        if t0.elapsed() > opts.converge_timeout {
+            bail!(
+                "N={n}: only {ready} of {n} objects Ready after {:?}; operator log: {}",
+                opts.converge_timeout,
+                opts.out_dir.join(format!("operator-{n}.log")).display()
+            );
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            eprintln!(
+                "bench: N={n}: {ready}/{n} Ready after {:.0} s",
+                t0.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let converged_stats = operator.stats()?;
+    let times = tracker.times();
+    let ready_at: Vec<Instant> = times
+        .iter()
+        .map(|(_, r)| r.expect("every object is Ready"))
+        .collect();
+    let last_ready = ready_at.iter().copied().max().unwrap_or(t0);
+    let converge_s = last_ready.duration_since(t0).as_secs_f64();
+    let mut latencies: Vec<f64> = times
+        .iter()
+        .filter_map(|(c, r)| Some(ms(r.as_ref()?.duration_since(*c.as_ref()?))))
+        .collect();
+    let p50 = report::quantile(&mut latencies, 0.5);
+    let p99 = report::quantile(&mut latencies, 0.99);
+    let max = report::quantile(&mut latencies, 1.0);
+    eprintln!(
+        "bench: N={n}: converged in {converge_s:.1} s (p50 {p50:.0} ms, p99 {p99:.0} ms); observing {} resyncs of {:?}",
+        opts.resyncs, opts.resync
+    );
+
+    // An object's creation ends where its first resync may start.
+    let window_end: Vec<Instant> = ready_at
+        .iter()
+        .map(|r| *r + opts.resync.mul_f64(0.9))
+        .collect();
+    let steady_start = last_ready + opts.resync;
+    tokio::time::sleep_until(steady_start.into()).await;
+    let steady_cpu_before = operator.stats()?.cpu_seconds;
+    let steady_start = Instant::now();
+    tokio::time::sleep(opts.resync * opts.resyncs).await;
+    let steady_end = Instant::now();
+    let steady_cpu = operator.stats()?.cpu_seconds - steady_cpu_before;
+    operator.check_running()?;
+
+    // One edit.
+    let edited = 0;
+    let edit_generation = tracker.generation(edited).unwrap_or(1) + 1;
+    let mut entries = objects[edited].entries.clone();
+    if let Some(first) = entries.first_mut() {
+        first.1 = format!("{}-edited", first.1);
+    }
+    let metadata: Vec<_> = entries
+        .iter()
+        .map(|(k, v)| json!({"key": k, "value": v}))
+        .collect();
+    let edit_start = Instant::now();
+    api_of(&objects[edited])
+        .patch(
+            &objects[edited].name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"metadata": metadata}})),
+        )
+        .await
+        .context("editing an object")?;
+    let edit_ready = loop {
+        if let Some(at) = tracker.ready_at_generation(edited, edit_generation) {
+            break at;
+        }
+        if edit_start.elapsed() > Duration::from_secs(60) {
+            bail!("N={n}: the edited object did not become Ready within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    // Let whatever the edit triggers finish (but stay clear of the object's next resync).
+    tokio::time::sleep(opts.resync.mul_f64(0.5).min(Duration::from_secs(3))).await;
+    let edit_end = Instant::now();
+
+    let final_stats = operator.stats()?;
+    let requests = emu.requests();
+    let writes = tracker.writes();
+    let event_writes = tracker.event_writes();
+    let events_in = |from: Instant, to: Instant| {
+        event_writes
+            .iter()
+            .filter(|t| **t >= from && **t < to)
+            .count() as u64
+    };
+    let watch_restarts = tracker.restarts();
+    operator.stop().await?;
+    for w in watches {
+        w.abort();
+    }
+    emu.shutdown().await;
+
+    // Attribute the calls.
+    let mut create_calls = Calls::default();
+    let mut per_object = vec![(0u64, 0u64); n];
+    let mut steady_calls = Calls::default();
+    let mut edit_calls = Calls::default();
+    for r in &requests {
+        let at = clock.at(r.received_unix_micros);
+        let object = targets.object_of(r);
+        let kind = CallKind::of(r.operation);
+        let in_create = match object {
+            Some(i) => at < window_end[i],
+            None => at < last_ready,
+        };
+        if at >= edit_start && at < edit_end {
+            if object == Some(edited) {
+                edit_calls.add(kind, r.status);
+            }
+        } else if in_create {
+            create_calls.add(kind, r.status);
+            if let Some(i) = object {
+                match kind {
+                    CallKind::List => per_object[i].0 += 1,
+                    CallKind::BulkSet => per_object[i].1 += 1,
+                    _ => {}
+                }
+            }
+        } else if at >= steady_start && at < steady_end {
+            steady_calls.add(kind, r.status);
+        }
+    }
+    let mut create_kube = kube_writes(writes.iter().filter(|w| w.at < window_end[w.object]));
+    create_kube.events = events_in(t0, steady_start);
+    let mut steady_kube = kube_writes(
+        writes
+            .iter()
+            .filter(|w| w.at >= steady_start && w.at < steady_end),
+    );
+    steady_kube.events = events_in(steady_start, steady_end);
+    let mut edit_kube = kube_writes(
+        writes
+            .iter()
+            .filter(|w| w.at >= edit_start && w.at < edit_end),
+    );
+    edit_kube.events = events_in(edit_start, edit_end);
+
+    Ok(BulkRun {
+        concurrency: 0,
+        default_concurrency: false,
+        rps: opts.rps,
+        resync_s: opts.resync.as_secs_f64(),
+        ready: n,
+        converge_s,
+        create_s,
+        p50_ms: p50,
+        p99_ms: p99,
+        max_ms: max,
+        create_calls,
+        max_lists_per_object: per_object.iter().map(|p| p.0).max().unwrap_or(0),
+        max_bulk_sets_per_object: per_object.iter().map(|p| p.1).max().unwrap_or(0),
+        create_kube,
+        steady: Steady {
+            window_s: steady_end.duration_since(steady_start).as_secs_f64(),
+            resyncs: opts.resyncs,
+            calls: steady_calls,
+            zitadel_writes: steady_calls.writes(),
+            kube: steady_kube,
+            reads_per_resync: steady_calls.list as f64 / f64::from(opts.resyncs.max(1)),
+            cpu_s: steady_cpu,
+        },
+        edit: Edit {
+            ready_ms: ms(edit_ready.duration_since(edit_start)),
+            calls: edit_calls,
+            kube: edit_kube,
+        },
+        cpu_converge_s: converged_stats.cpu_seconds - cpu_start,
+        cpu_total_s: final_stats.cpu_seconds,
+        rss_converged_mib: mib(converged_stats.rss_kib),
+        rss_peak_mib: mib(final_stats.peak_rss_kib),
+        watch_restarts,
+    })
+}
+
+async fn per_key(opts: &Options, objects: &[Object], workers: usize) -> Result<PerKeyRunReport> {
+    let emu = workload::emulator(objects, opts.latency).await?;
+    let url = emu.url();
+    let owned = objects.to_vec();
+    let rps = opts.rps;
+    let run = tokio::task::spawn_blocking(move || {
+        perkey::run(&url, workload::TOKEN, &owned, workers, rps)
+    })
+    .await
+    .context("per-key thread")??;
+    let calls = tally(&emu.requests());
+    emu.shutdown().await;
+    let mut done: Vec<f64> = run.done_after.iter().map(|d| ms(*d)).collect();
+    eprintln!(
+        "bench: N={}: per-key baseline took {:.1} s ({} calls, {} failed)",
+        objects.len(),
+        run.wall.as_secs_f64(),
+        calls.total(),
+        run.errors
+    );
+    Ok(PerKeyRunReport {
+        workers,
+        rps,
+        wall_s: run.wall.as_secs_f64(),
+        p50_ms: report::quantile(&mut done, 0.5),
+        p99_ms: report::quantile(&mut done, 0.99),
+        calls,
+        cpu_s: run.cpu_seconds,
+    })
+}
+
+/// 1-minute load average.
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Processes whose command name is `name`.
+fn count_processes(name: &str) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .count()
+}

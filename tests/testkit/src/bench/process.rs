@@ -1,0 +1,223 @@
+//! The operator binary as a child process, and the kernel's accounting of a process (CPU seconds
+//! from `/proc/<pid>/stat`, resident memory from `/proc/<pid>/status`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use tokio::process::{Child, Command};
+
+/// CPU and memory of a process as the kernel accounts them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcStats {
+    /// User + system CPU time, seconds.
+    pub cpu_seconds: f64,
+    /// Resident set size now, KiB (`VmRSS`).
+    pub rss_kib: u64,
+    /// Peak resident set size, KiB (`VmHWM`).
+    pub peak_rss_kib: u64,
+}
+
+/// Reads `/proc/<pid>/stat` and `/proc/<pid>/status`.
+pub fn proc_stats(pid: u32) -> Result<ProcStats> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the command name (which may contain spaces) start at field 3 (`state`);
+    // utime and stime are fields 14 and 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("unexpected /proc/<pid>/stat format")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .context("short /proc/<pid>/stat")?
+            .parse::<u64>()
+            .context("parsing /proc/<pid>/stat")
+    };
+    let (utime, stime) = (ticks(11)?, ticks(12)?);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as f64 } else { 100.0 };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let kib = |field: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(ProcStats {
+        cpu_seconds: (utime + stime) as f64 / hz,
+        rss_kib: kib("VmRSS:"),
+        peak_rss_kib: kib("VmHWM:"),
+    })
+}
+
+/// CPU time consumed so far by the calling thread, seconds.
+pub fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer to a timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// How to run the operator.
+#[derive(Clone, Debug)]
+pub struct OperatorArgs {
+    /// The binary.
+    pub binary: PathBuf,
+    /// ZITADEL (emulator) URL.
+    pub zitadel_url: String,
+    /// File holding the token.
+    pub token_file: PathBuf,
+    /// Kubeconfig of the control plane.
+    pub kubeconfig: PathBuf,
+    /// Namespace to watch.
+    pub namespace: String,
+    /// `--resync-interval`.
+    pub resync: Duration,
+    /// `--max-concurrent-reconciles`, or the operator's default.
+    pub concurrency: Option<u16>,
+    /// `--zitadel-rps` (0 = not passed).
+    pub rps: u32,
+    /// Where stdout/stderr go.
+    pub log: PathBuf,
+}
+
+/// A running operator binary.
+pub struct Operator {
+    child: Child,
+    pid: u32,
+    log: PathBuf,
+}
+
+impl Operator {
+    /// Starts the binary and waits until `/readyz` answers 200 (its caches hold the initial
+    /// lists).
+    pub async fn start(args: &OperatorArgs) -> Result<Operator> {
+        let addr = free_addr()?;
+        let log = std::fs::File::create(&args.log)
+            .with_context(|| format!("creating {}", args.log.display()))?;
+        let mut command = Command::new(&args.binary);
+        command
+            .args(["--zitadel-url", &args.zitadel_url])
+            .arg("--token-file")
+            .arg(&args.token_file)
+            .args(["--namespace", &args.namespace])
+            .args([
+                "--resync-interval",
+                &format!("{}ms", args.resync.as_millis()),
+            ])
+            .args(["--health-addr", &addr.to_string()])
+            .args(["--metrics-addr", &addr.to_string()])
+            .env("KUBECONFIG", &args.kubeconfig)
+            .env_remove("MAX_CONCURRENT_RECONCILES")
+            .env_remove("ZITADEL_RPS")
+            .env_remove("WATCH_NAMESPACES")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        if let Some(c) = args.concurrency {
+            command.args(["--max-concurrent-reconciles", &c.to_string()]);
+        }
+        if args.rps > 0 {
+            command.args(["--zitadel-rps", &args.rps.to_string()]);
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {}", args.binary.display()))?;
+        let pid = child.id().context("operator pid")?;
+        let http = reqwest::Client::new();
+        let url = format!("http://{addr}/readyz");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "the operator exited with {status} during start-up:\n{}",
+                    tail(&args.log)
+                );
+            }
+            if let Ok(r) = http.get(&url).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "the operator was not ready within 60 s:\n{}",
+                    tail(&args.log)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Operator {
+            child,
+            pid,
+            log: args.log.clone(),
+        })
+    }
+
+    /// CPU and memory so far.
+    pub fn stats(&self) -> Result<ProcStats> {
+        proc_stats(self.pid)
+    }
+
+    /// Fails if the operator has exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("the operator exited with {status}:\n{}", tail(&self.log));
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then wait (SIGKILL after 15 s).
+    pub async fn stop(mut self) -> Result<()> {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        match tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await {
+            Ok(status) => {
+                status?;
+            }
+            Err(_) => self.child.kill().await?,
+        }
+        Ok(())
+    }
+}
+
+/// A free loopback address (bound, then released).
+fn free_addr() -> Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+/// The last lines of a log file.
+pub fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// The operator's default `--max-concurrent-reconciles`, read from its `--help`.
+pub fn default_concurrency(binary: &Path) -> Option<u16> {
+    let out = std::process::Command::new(binary)
+        .arg("--help")
+        .output()
+        .ok()?;
+    let help = String::from_utf8_lossy(&out.stdout);
+    let after = help.split("--max-concurrent-reconciles").nth(1)?;
+    let default = after.split("[default: ").nth(1)?;
+    default.split(']').next()?.trim().parse().ok()
+}

@@ -1,0 +1,449 @@
+//! Results of a benchmark run: the data (serialised as JSON), a flat CSV, and Markdown tables.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+
+use super::workload::CallKind;
+
+/// ZITADEL calls by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Calls {
+    /// Metadata lists.
+    pub list: u64,
+    /// Bulk sets.
+    pub bulk_set: u64,
+    /// Bulk removes.
+    pub bulk_remove: u64,
+    /// Single-key sets.
+    pub set: u64,
+    /// Everything else.
+    pub other: u64,
+    /// Answers other than 2xx.
+    pub errors: u64,
+}
+
+impl Calls {
+    /// Counts one call.
+    pub fn add(&mut self, kind: CallKind, status: u16) {
+        match kind {
+            CallKind::List => self.list += 1,
+            CallKind::BulkSet => self.bulk_set += 1,
+            CallKind::BulkRemove => self.bulk_remove += 1,
+            CallKind::Set => self.set += 1,
+            CallKind::Other => self.other += 1,
+        }
+        if !(200..300).contains(&status) {
+            self.errors += 1;
+        }
+    }
+
+    /// All calls.
+    pub fn total(&self) -> u64 {
+        self.list + self.bulk_set + self.bulk_remove + self.set + self.other
+    }
+
+    /// Metadata writes (bulk set, bulk remove, set).
+    pub fn writes(&self) -> u64 {
+        self.bulk_set + self.bulk_remove + self.set
+    }
+}
+
+/// Writes to the benchmark's objects and Events, as seen through a watch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct KubeWrites {
+    /// Finalizer additions/removals.
+    pub finalizer: u64,
+    /// Status patches that changed something.
+    pub status: u64,
+    /// Other metadata changes.
+    pub other: u64,
+    /// Event objects created in the namespace.
+    pub events: u64,
+}
+
+impl KubeWrites {
+    /// All writes.
+    pub fn total(&self) -> u64 {
+        self.finalizer + self.status + self.other + self.events
+    }
+}
+
+/// Steady state: several resync intervals on the converged system, nothing changed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Steady {
+    /// Length of the observed window, seconds.
+    pub window_s: f64,
+    /// Resync intervals in the window.
+    pub resyncs: u32,
+    /// ZITADEL calls in the window.
+    pub calls: Calls,
+    /// ZITADEL metadata writes in the window (target 0).
+    pub zitadel_writes: u64,
+    /// Kubernetes writes in the window (target 0).
+    pub kube: KubeWrites,
+    /// Metadata lists per resync interval (ideally = N).
+    pub reads_per_resync: f64,
+    /// Operator CPU seconds in the window.
+    pub cpu_s: f64,
+}
+
+/// One edit of one object on the converged system.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Edit {
+    /// Patch sent to Ready=True at the new generation, ms.
+    pub ready_ms: f64,
+    /// ZITADEL calls for the edited object's target.
+    pub calls: Calls,
+    /// Writes to the edited object (status, ...) and Events.
+    pub kube: KubeWrites,
+}
+
+/// The operator (bulk diff strategy) at one N.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BulkRun {
+    /// `--max-concurrent-reconciles` (per kind).
+    pub concurrency: u16,
+    /// Whether that is the operator's default.
+    pub default_concurrency: bool,
+    /// `--zitadel-rps` (0 = unlimited).
+    pub rps: u32,
+    /// `--resync-interval`, seconds.
+    pub resync_s: f64,
+    /// Objects that became Ready.
+    pub ready: usize,
+    /// First create sent to last object Ready, seconds.
+    pub converge_s: f64,
+    /// Time the creates took (bounded client concurrency), seconds.
+    pub create_s: f64,
+    /// Apply→Ready per object, median, ms.
+    pub p50_ms: f64,
+    /// Apply→Ready per object, 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Apply→Ready, slowest object, ms.
+    pub max_ms: f64,
+    /// ZITADEL calls made for the creation (per object: until its first resync).
+    pub create_calls: Calls,
+    /// Most lists made for one object on create.
+    pub max_lists_per_object: u64,
+    /// Most bulk sets made for one object on create.
+    pub max_bulk_sets_per_object: u64,
+    /// Kubernetes writes for the creation.
+    pub create_kube: KubeWrites,
+    /// Steady state.
+    pub steady: Steady,
+    /// One edit.
+    pub edit: Edit,
+    /// Operator CPU seconds from the first create to convergence.
+    pub cpu_converge_s: f64,
+    /// Operator CPU seconds over its whole life in this run.
+    pub cpu_total_s: f64,
+    /// Operator resident memory at convergence, MiB.
+    pub rss_converged_mib: f64,
+    /// Operator peak resident memory (VmHWM), MiB.
+    pub rss_peak_mib: f64,
+    /// Watch restarts of the benchmark's own watch (0: no write can have been missed).
+    pub watch_restarts: usize,
+}
+
+/// The per-key baseline at one N.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PerKeyRunReport {
+    /// Objects synced at once.
+    pub workers: usize,
+    /// Requests per second budget (0 = unlimited).
+    pub rps: u32,
+    /// Start to last object synced, seconds.
+    pub wall_s: f64,
+    /// Start to object synced, median, ms.
+    pub p50_ms: f64,
+    /// Start to object synced, 99th percentile, ms.
+    pub p99_ms: f64,
+    /// ZITADEL calls.
+    pub calls: Calls,
+    /// CPU seconds of the syncer's own thread.
+    pub cpu_s: f64,
+}
+
+/// Per-key divided by bulk.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Ratios {
+    /// ZITADEL calls on create.
+    pub calls: f64,
+    /// Wall time to converge.
+    pub wall: f64,
+    /// CPU seconds (per-key syncer thread vs operator process).
+    pub cpu: f64,
+}
+
+/// Everything measured at one N.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunReport {
+    /// Objects.
+    pub objects: usize,
+    /// Keys per object.
+    pub keys: usize,
+    /// Emulator latency per call, ms.
+    pub latency_ms: u64,
+    /// The operator.
+    pub bulk: Option<BulkRun>,
+    /// The per-key baseline.
+    pub per_key: Option<PerKeyRunReport>,
+    /// Per-key / bulk.
+    pub ratios: Option<Ratios>,
+}
+
+/// The machine while the benchmark ran.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Machine {
+    /// CPUs available.
+    pub cpus: usize,
+    /// 1-minute load average at the start.
+    pub load_start: f64,
+    /// 1-minute load average at the end.
+    pub load_end: f64,
+    /// Other `rustc` processes seen at the start and at the end (other builds on a shared box).
+    pub other_rustc_start: usize,
+    /// See `other_rustc_start`.
+    pub other_rustc_end: usize,
+}
+
+/// A whole benchmark run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    /// UTC start time, RFC 3339.
+    pub date: String,
+    /// The command line.
+    pub command: String,
+    /// The machine.
+    pub machine: Machine,
+    /// One entry per N.
+    pub runs: Vec<RunReport>,
+}
+
+fn f1(x: f64) -> String {
+    format!("{x:.1}")
+}
+
+fn f0(x: f64) -> String {
+    format!("{x:.0}")
+}
+
+impl Report {
+    /// Markdown tables: convergence, steady state + edit, and ratios.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "| N | strategy | converge s | p50 ms | p99 ms | ZITADEL calls | list | bulk set | bulk rm | set | other | calls/object | K8s writes (finalizer/status/events) | CPU s | peak RSS MiB |"
+        );
+        let _ = writeln!(
+            out,
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"
+        );
+        for r in &self.runs {
+            let n = r.objects as f64;
+            if let Some(b) = &r.bulk {
+                let c = &b.create_calls;
+                let k = &b.create_kube;
+                let _ = writeln!(
+                    out,
+                    "| {} | bulk diff (operator) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {}/{}/{} | {:.1} | {} |",
+                    r.objects,
+                    f1(b.converge_s),
+                    f0(b.p50_ms),
+                    f0(b.p99_ms),
+                    c.total(),
+                    c.list,
+                    c.bulk_set,
+                    c.bulk_remove,
+                    c.set,
+                    c.other,
+                    c.total() as f64 / n,
+                    k.finalizer,
+                    k.status,
+                    k.events,
+                    b.cpu_converge_s,
+                    f1(b.rss_peak_mib),
+                );
+            }
+            if let Some(p) = &r.per_key {
+                let c = &p.calls;
+                let _ = writeln!(
+                    out,
+                    "| {} | per-key baseline | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | – | {:.1} | – |",
+                    r.objects,
+                    f1(p.wall_s),
+                    f0(p.p50_ms),
+                    f0(p.p99_ms),
+                    c.total(),
+                    c.list,
+                    c.bulk_set,
+                    c.bulk_remove,
+                    c.set,
+                    c.other,
+                    c.total() as f64 / n,
+                    p.cpu_s,
+                );
+            }
+        }
+        let bulk: Vec<(&RunReport, &BulkRun)> = self
+            .runs
+            .iter()
+            .filter_map(|r| r.bulk.as_ref().map(|b| (r, b)))
+            .collect();
+        if !bulk.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "| N | steady: resyncs | ZITADEL writes | K8s writes | lists/resync | CPU s | edit: ms to Ready | edit: ZITADEL calls | edit: K8s writes | RSS at converge MiB |"
+            );
+            let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|");
+            for (r, b) in bulk {
+                let e = &b.edit.calls;
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {:.1} | {} | {} list + {} bulk set + {} other | {} | {} |",
+                    r.objects,
+                    b.steady.resyncs,
+                    b.steady.zitadel_writes,
+                    b.steady.kube.total(),
+                    f0(b.steady.reads_per_resync),
+                    b.steady.cpu_s,
+                    f0(b.edit.ready_ms),
+                    e.list,
+                    e.bulk_set,
+                    e.bulk_remove + e.set + e.other,
+                    b.edit.kube.total(),
+                    f1(b.rss_converged_mib),
+                );
+            }
+        }
+        let ratios: Vec<(&RunReport, &Ratios)> = self
+            .runs
+            .iter()
+            .filter_map(|r| r.ratios.as_ref().map(|x| (r, x)))
+            .collect();
+        if !ratios.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "| N | per-key ÷ bulk: ZITADEL calls | wall time | CPU |"
+            );
+            let _ = writeln!(out, "|---:|---:|---:|---:|");
+            for (r, x) in ratios {
+                let _ = writeln!(
+                    out,
+                    "| {} | {:.1}x | {:.1}x | {:.2}x |",
+                    r.objects, x.calls, x.wall, x.cpu
+                );
+            }
+        }
+        out
+    }
+
+    /// One CSV row per N and strategy.
+    pub fn csv(&self) -> String {
+        let mut out = String::from(
+            "objects,keys,latency_ms,strategy,concurrency,rps,converge_s,p50_ms,p99_ms,max_ms,calls_total,calls_list,calls_bulk_set,calls_bulk_remove,calls_set,calls_other,calls_errors,max_lists_per_object,max_bulk_sets_per_object,k8s_finalizer_writes,k8s_status_writes,k8s_other_writes,k8s_events,cpu_s,rss_converged_mib,rss_peak_mib,steady_resyncs,steady_zitadel_writes,steady_k8s_writes,steady_lists_per_resync,steady_cpu_s,edit_ready_ms,edit_calls,edit_k8s_writes\n",
+        );
+        for r in &self.runs {
+            if let Some(b) = &r.bulk {
+                let c = &b.create_calls;
+                let k = &b.create_kube;
+                let _ = writeln!(
+                    out,
+                    "{},{},{},bulk,{},{},{:.3},{:.1},{:.1},{:.1},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.1},{:.1},{},{},{},{:.1},{:.3},{:.1},{},{}",
+                    r.objects,
+                    r.keys,
+                    r.latency_ms,
+                    b.concurrency,
+                    b.rps,
+                    b.converge_s,
+                    b.p50_ms,
+                    b.p99_ms,
+                    b.max_ms,
+                    c.total(),
+                    c.list,
+                    c.bulk_set,
+                    c.bulk_remove,
+                    c.set,
+                    c.other,
+                    c.errors,
+                    b.max_lists_per_object,
+                    b.max_bulk_sets_per_object,
+                    k.finalizer,
+                    k.status,
+                    k.other,
+                    k.events,
+                    b.cpu_converge_s,
+                    b.rss_converged_mib,
+                    b.rss_peak_mib,
+                    b.steady.resyncs,
+                    b.steady.zitadel_writes,
+                    b.steady.kube.total(),
+                    b.steady.reads_per_resync,
+                    b.steady.cpu_s,
+                    b.edit.ready_ms,
+                    b.edit.calls.total(),
+                    b.edit.kube.total(),
+                );
+            }
+            if let Some(p) = &r.per_key {
+                let c = &p.calls;
+                let _ = writeln!(
+                    out,
+                    "{},{},{},per-key,{},{},{:.3},{:.1},{:.1},,{},{},{},{},{},{},{},,,,,,,{:.3},,,,,,,,,,",
+                    r.objects,
+                    r.keys,
+                    r.latency_ms,
+                    p.workers,
+                    p.rps,
+                    p.wall_s,
+                    p.p50_ms,
+                    p.p99_ms,
+                    c.total(),
+                    c.list,
+                    c.bulk_set,
+                    c.bulk_remove,
+                    c.set,
+                    c.other,
+                    c.errors,
+                    p.cpu_s,
+                );
+            }
+        }
+        out
+    }
+
+    /// Writes `bench.json`, `bench.csv` and `bench.md` into `dir`; returns their paths.
+    pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let files = [
+            (dir.join("bench.json"), serde_json::to_string_pretty(self)?),
+            (dir.join("bench.csv"), self.csv()),
+            (
+                dir.join("bench.md"),
+                format!("{} — `{}`\n\n{}", self.date, self.command, self.markdown()),
+            ),
+        ];
+        let mut paths = Vec::new();
+        for (path, text) in files {
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            paths.push(path);
+        }
+        Ok(paths)
+    }
+}
+
+/// The `q`-quantile (0..=1) of `values` (nearest rank), 0 when empty.
+pub fn quantile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = (q * values.len() as f64).ceil() as usize;
+    values[rank.clamp(1, values.len()) - 1]
+}
