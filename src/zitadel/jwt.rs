@@ -272,7 +272,7 @@ mod tests {
         let app = br#"{"type":"application","keyId":"k1","key":"x","userId":"u"}"#;
         assert_eq!(KeyFile::parse(app).err(), Some(KeyFileError::WrongType));
         let bad = br#"{"type":"serviceaccount","keyId":"k1","key":"-----BEGIN RSA PRIVATE KEY-----\nsecret-material\n-----END RSA PRIVATE KEY-----","userId":"u"}"#;
-        let err = KeyFile::parse(bad).err().expect("bad key");
+        let err = KeyFile::parse(bad).expect_err("bad key");
         assert_eq!(err, KeyFileError::BadKey);
         assert!(!err.to_string().contains("secret-material"));
     }
