@@ -64,12 +64,18 @@ pub struct Config {
     pub backoff_max: Duration,
 
     /// Reconciles running at once, per kind.
-    #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub max_concurrent_reconciles: u16,
 
     /// Timeout of one ZITADEL request.
     #[arg(long, env = "ZITADEL_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+
+    /// Client-side budget of ZITADEL requests per second for the whole process (all
+    /// connections), spaced evenly; 0 = unlimited. ZITADEL Cloud allows about 50 per second per
+    /// IP.
+    #[arg(long, env = "ZITADEL_RPS", default_value_t = 0)]
+    pub zitadel_rps: u32,
 
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -328,6 +334,7 @@ mod tests {
         ])
         .expect("parse");
         assert_eq!(c.resync_interval, Duration::from_secs(300));
+        assert_eq!(c.zitadel_rps, 0, "no request budget unless asked for");
         assert!(matches!(c.watch(), Namespaces::All));
         assert!(
             matches!(c.validate(), Ok(Some(TokenConfig::Secret { ref key, .. })) if key == "token")

@@ -15,7 +15,9 @@ use zitadel_metadata_operator::http::{self, Health};
 use zitadel_metadata_operator::leader::{self, LeaderElector};
 use zitadel_metadata_operator::metrics::Metrics;
 use zitadel_metadata_operator::telemetry;
-use zitadel_metadata_operator::zitadel::{ClientConfig, HttpClient, TokenSource, ZitadelApi};
+use zitadel_metadata_operator::zitadel::{
+    ClientConfig, HttpClient, RateLimit, TokenSource, ZitadelApi,
+};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -33,6 +35,13 @@ async fn main() -> ExitCode {
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let token_config = config.validate()?;
+    if let Some(limit) = RateLimit::per_second(config.zitadel_rps) {
+        RateLimit::install_for_process(limit);
+        tracing::info!(
+            rps = config.zitadel_rps,
+            "ZITADEL requests limited per second"
+        );
+    }
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let (health_addr, metrics_addr) = http::serve(

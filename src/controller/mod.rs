@@ -2,6 +2,7 @@
 //! [`Context`] with the ZITADEL client, an event recorder and per-object backoff state.
 
 mod connection;
+mod index;
 mod reconcile;
 
 use std::cell::Cell;
@@ -13,13 +14,13 @@ use std::time::{Duration, Instant};
 use std::future::Future;
 use std::pin::Pin;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use rand::Rng as _;
 
@@ -38,6 +39,8 @@ pub use reconcile::reconcile;
 pub const FINALIZER: &str = "metadata.zitadel-operator.dev/cleanup";
 /// Field manager for server-side-apply status writes.
 pub const FIELD_MANAGER: &str = "zitadel-metadata-operator";
+/// kubectl's client-side-apply annotation (a copy of the object), dropped from the caches.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Timing knobs of the reconciler.
 #[derive(Clone, Debug)]
@@ -63,7 +66,7 @@ impl Default for Settings {
             stalled_requeue: Duration::from_secs(600),
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
-            concurrency: 4,
+            concurrency: 16,
             request_timeout: Duration::from_secs(30),
         }
     }
@@ -131,6 +134,8 @@ pub struct Context<K: MetadataResource> {
     /// Caches of all watched objects of this kind (one per watched namespace), for conflict
     /// detection.
     pub stores: Vec<Store<K>>,
+    /// Objects by target identity, across `stores`.
+    targets: index::TargetIndex,
     /// Metrics (reconcile counters and timings are recorded around [`reconcile`]).
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per object, for exponential backoff.
@@ -138,6 +143,19 @@ pub struct Context<K: MetadataResource> {
 }
 
 impl<K: MetadataResource> Context<K> {
+    /// Objects in the caches whose target identity is `identity` (as far as the index knows;
+    /// callers re-check each against its cached version).
+    fn on_target(&self, identity: &str) -> Vec<Arc<K>> {
+        self.targets
+            .objects(identity)
+            .into_iter()
+            .filter_map(|(ns, name)| {
+                let reference = ObjectRef::new(&name).within(&ns);
+                self.stores.iter().find_map(|s| s.get(&reference))
+            })
+            .collect()
+    }
+
     fn object_key(obj: &K) -> String {
         format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
     }
@@ -297,11 +315,40 @@ pub async fn run_kind<K>(
         Namespaces::All => vec![None],
         Namespaces::Only(list) => list.iter().cloned().map(Some).collect(),
     };
+    let targets = index::TargetIndex::default();
     let controllers: Vec<Controller<K>> = apis
         .into_iter()
         .zip(namespaces_list)
         .map(|(api, ns)| {
-            let controller = Controller::new(api, watcher::Config::default().any_semantic())
+            let (reader, writer) = reflector::store();
+            let (index, scope) = (targets.clone(), ns.clone());
+            let trigger = watcher(api, watcher::Config::default().any_semantic())
+                .default_backoff()
+                // Nothing reads managedFields (three quarters of the cache's memory) or kubectl's
+                // copy of the last applied object.
+                .modify(|o: &mut K| {
+                    let meta = o.meta_mut();
+                    meta.managed_fields = None;
+                    if let Some(annotations) = meta.annotations.as_mut() {
+                        annotations.remove(LAST_APPLIED);
+                    }
+                })
+                .inspect_ok(move |event| {
+                    index.observe(scope.as_deref(), event, reconcile::identity::<K>)
+                })
+                .reflect(writer)
+                .applied_objects()
+                // Reconcile on changes of spec (generation; deletion bumps it too), finalizers,
+                // labels and annotations — not on the operator's own status writes, which would
+                // cost one more ZITADEL read per write. Drift is caught by the periodic resync.
+                .predicate_filter(
+                    predicates::generation
+                        .combine(predicates::finalizers)
+                        .combine(predicates::labels)
+                        .combine(predicates::annotations),
+                    PredicateConfig::default(),
+                );
+            let controller = Controller::for_stream(trigger, reader)
                 .with_config(controller::Config::default().concurrency(settings.concurrency));
             // Re-sync objects whose valueFrom names a Secret/ConfigMap that changed (metadata-only
             // watches: values are read on reconcile, never cached).
@@ -362,6 +409,7 @@ pub async fn run_kind<K>(
         recorder: Recorder::new(client, Reporter::from(FIELD_MANAGER)),
         settings,
         stores: stores.clone(),
+        targets,
         metrics: metrics.clone(),
         failures: Mutex::new(HashMap::new()),
     });

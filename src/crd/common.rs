@@ -43,8 +43,9 @@ pub struct MetadataEntry {
     /// The value read from a key of a Secret or ConfigMap in the object's namespace. The
     /// operator watches the source and re-syncs when it changes. Secret values never appear in
     /// status, events or logs.
+    // Boxed: rarely set, and inline it would double the entry's size in the operator's cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value_from: Option<ValueSource>,
+    pub value_from: Option<Box<ValueSource>>,
 }
 
 /// Where a value comes from. Exactly one of `secretKeyRef` and `configMapKeyRef` is set.
@@ -140,14 +141,11 @@ impl MetadataEntry {
                 .map_err(|_| EntryError::InvalidBase64 {
                     key: self.key.clone(),
                 }),
-            (
-                None,
-                None,
-                Some(ValueSource {
-                    secret_key_ref,
-                    config_map_key_ref,
-                }),
-            ) if secret_key_ref.is_some() != config_map_key_ref.is_some() => Ok(None),
+            (None, None, Some(source))
+                if source.secret_key_ref.is_some() != source.config_map_key_ref.is_some() =>
+            {
+                Ok(None)
+            }
             _ => Err(EntryError::ValueChoice {
                 key: self.key.clone(),
             }),
@@ -232,7 +230,8 @@ pub fn validate(entries: &[MetadataEntry]) -> Result<Desired, EntryError> {
             }
             None => {
                 if let Some(source) = &entry.value_from {
-                    out.sourced.insert(entry.key.clone(), source.clone());
+                    out.sourced
+                        .insert(entry.key.clone(), ValueSource::clone(source));
                 }
             }
         }

@@ -323,6 +323,7 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
     .await?;
     let clock = Clock::now();
     let cpu_start = operator.stats()?.cpu_seconds;
+    let others_start = others_cpu(cp);
 
     // Create everything, a bounded number at a time.
     let t0 = Instant::now();
@@ -371,6 +372,7 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let converged_stats = operator.stats()?;
+    let others_converged = others_cpu(cp);
     let times = tracker.times();
     let ready_at: Vec<Instant> = times
         .iter()
@@ -390,13 +392,16 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
         opts.resyncs, opts.resync
     );
 
-    // An object's creation ends where its first resync may start.
+    // Kubernetes writes of an object's creation: until its first resync may start, as the
+    // watch sees it.
     let window_end: Vec<Instant> = ready_at
         .iter()
         .map(|r| *r + opts.resync.mul_f64(0.9))
         .collect();
-    let steady_start = last_ready + opts.resync;
-    tokio::time::sleep_until(steady_start.into()).await;
+    // Without steady-state resyncs to observe (`resyncs` 0), go straight to the edit.
+    if opts.resyncs > 0 {
+        tokio::time::sleep_until((last_ready + opts.resync).into()).await;
+    }
     let steady_cpu_before = operator.stats()?.cpu_seconds;
     let steady_start = Instant::now();
     tokio::time::sleep(opts.resync * opts.resyncs).await;
@@ -454,7 +459,39 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
     }
     emu.shutdown().await;
 
-    // Attribute the calls.
+    // Every call relative to its object's first Ready, for digging into the numbers.
+    if let Some(path) = std::env::var_os("ZMO_BENCH_TRACE") {
+        let mut out = String::from("object,operation,status,ms_after_ready\n");
+        for r in &requests {
+            let at = clock.at(r.received_unix_micros);
+            let (name, since) = match targets.object_of(r) {
+                Some(i) => (
+                    objects[i].name.as_str(),
+                    at.saturating_duration_since(ready_at[i]).as_secs_f64() * 1000.0
+                        - ready_at[i].saturating_duration_since(at).as_secs_f64() * 1000.0,
+                ),
+                None => ("", 0.0),
+            };
+            out.push_str(&format!("{name},{:?},{},{since:.1}\n", r.operation, r.status));
+        }
+        std::fs::write(&path, out).with_context(|| format!("writing {path:?}"))?;
+    }
+
+    // Attribute the calls. An object's creation ends where its first resync may start: one
+    // resync interval after the reconcile that made it Ready, i.e. after that reconcile's last
+    // ZITADEL call (the watch may deliver Ready late on a busy machine).
+    let mut last_call = vec![None::<Instant>; n];
+    for r in &requests {
+        let at = clock.at(r.received_unix_micros);
+        if let Some(i) = targets.object_of(r)
+            && at < ready_at[i]
+        {
+            last_call[i] = Some(last_call[i].map_or(at, |l: Instant| l.max(at)));
+        }
+    }
+    let call_window_end: Vec<Instant> = (0..n)
+        .map(|i| last_call[i].unwrap_or(ready_at[i]) + opts.resync.mul_f64(0.9))
+        .collect();
     let mut create_calls = Calls::default();
     let mut per_object = vec![(0u64, 0u64); n];
     let mut steady_calls = Calls::default();
@@ -464,7 +501,7 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
         let object = targets.object_of(r);
         let kind = CallKind::of(r.operation);
         let in_create = match object {
-            Some(i) => at < window_end[i],
+            Some(i) => at < call_window_end[i],
             None => at < last_ready,
         };
         if at >= edit_start && at < edit_end {
@@ -484,7 +521,12 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
             steady_calls.add(kind, r.status);
         }
     }
-    let mut create_kube = kube_writes(writes.iter().filter(|w| w.at < window_end[w.object]));
+    let in_edit = |at: Instant| at >= edit_start && at < edit_end;
+    let mut create_kube = kube_writes(
+        writes
+            .iter()
+            .filter(|w| w.at < window_end[w.object] && !in_edit(w.at)),
+    );
     create_kube.events = events_in(t0, steady_start);
     let mut steady_kube = kube_writes(
         writes
@@ -529,6 +571,8 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
             kube: edit_kube,
         },
         cpu_converge_s: converged_stats.cpu_seconds - cpu_start,
+        control_plane_cpu_converge_s: others_converged.0 - others_start.0,
+        bench_cpu_converge_s: others_converged.1 - others_start.1,
         cpu_total_s: final_stats.cpu_seconds,
         rss_converged_mib: mib(converged_stats.rss_kib),
         rss_peak_mib: mib(final_stats.peak_rss_kib),
@@ -565,6 +609,18 @@ async fn per_key(opts: &Options, objects: &[Object], workers: usize) -> Result<P
         calls,
         cpu_s: run.cpu_seconds,
     })
+}
+
+/// CPU seconds so far of (etcd + kube-apiserver, this process: the emulator, watches, creates).
+fn others_cpu(cp: &ControlPlane) -> (f64, f64) {
+    let control_plane = cp
+        .process_ids()
+        .into_iter()
+        .filter_map(|pid| proc_stats(pid).ok())
+        .map(|s| s.cpu_seconds)
+        .sum();
+    let bench = proc_stats(std::process::id()).map_or(0.0, |s| s.cpu_seconds);
+    (control_plane, bench)
 }
 
 /// 1-minute load average.

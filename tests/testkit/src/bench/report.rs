@@ -138,6 +138,10 @@ pub struct BulkRun {
     pub edit: Edit,
     /// Operator CPU seconds from the first create to convergence.
     pub cpu_converge_s: f64,
+    /// etcd + kube-apiserver CPU seconds from the first create to convergence.
+    pub control_plane_cpu_converge_s: f64,
+    /// The benchmark process's CPU seconds in that time (emulator, watches, creates).
+    pub bench_cpu_converge_s: f64,
     /// Operator CPU seconds over its whole life in this run.
     pub cpu_total_s: f64,
     /// Operator resident memory at convergence, MiB.
@@ -318,6 +322,31 @@ impl Report {
                     e.bulk_remove + e.set + e.other,
                     b.edit.kube.total(),
                     f1(b.rss_converged_mib),
+                );
+            }
+        }
+        let converged: Vec<(&RunReport, &BulkRun)> = self
+            .runs
+            .iter()
+            .filter_map(|r| r.bulk.as_ref().map(|b| (r, b)))
+            .collect();
+        if !converged.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "| N | CPU s during convergence: available ({} cores × converge s) | operator | kube-apiserver + etcd | bench + emulator |",
+                self.machine.cpus
+            );
+            let _ = writeln!(out, "|---:|---:|---:|---:|---:|");
+            for (r, b) in converged {
+                let _ = writeln!(
+                    out,
+                    "| {} | {:.0} | {:.1} | {:.1} | {:.1} |",
+                    r.objects,
+                    b.converge_s * self.machine.cpus as f64,
+                    b.cpu_converge_s,
+                    b.control_plane_cpu_converge_s,
+                    b.bench_cpu_converge_s,
                 );
             }
         }

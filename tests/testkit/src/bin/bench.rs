@@ -53,7 +53,7 @@ struct Args {
     /// The operator's --resync-interval, seconds.
     #[arg(long, default_value_t = 30)]
     resync_secs: u64,
-    /// Resync intervals observed for the steady state.
+    /// Resync intervals observed for the steady state (0: skip the steady state).
     #[arg(long, default_value_t = 3)]
     resyncs: u32,
     /// Object creations in flight at once.
@@ -115,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
             StrategyArg::Both => Strategy::Both,
         },
         resync: Duration::from_secs(args.resync_secs.max(1)),
-        resyncs: args.resyncs.max(1),
+        resyncs: args.resyncs,
         create_concurrency: args.create_concurrency,
         converge_timeout: Duration::from_secs(args.timeout_secs),
         out_dir: out.clone(),

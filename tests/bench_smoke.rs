@@ -1,0 +1,74 @@
+//! The performance benchmark at N=100 (the only size CI runs): the real operator binary against
+//! the test control plane and the ZITADEL emulator (5 ms per call), next to the per-key baseline.
+//! Asserts structural facts only — never timings.
+
+mod common;
+
+use std::path::PathBuf;
+
+use zmo_testkit::bench::{self, Options};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn benchmark_smoke_at_100_objects() {
+    let cp = common::shared_with_crds().await;
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-smoke");
+    let opts = Options::smoke(
+        PathBuf::from(env!("CARGO_BIN_EXE_zitadel-metadata-operator")),
+        out.clone(),
+    );
+    let report = bench::run(cp, &opts).await.expect("benchmark run");
+    report.write(&out).expect("write the report");
+    println!("{}", report.markdown());
+
+    let run = &report.runs[0];
+    let n = run.objects as u64;
+    let bulk = run.bulk.as_ref().expect("bulk run");
+    let per_key = run.per_key.as_ref().expect("per-key run");
+
+    // Everything converged; nothing failed.
+    assert_eq!(bulk.ready, run.objects);
+    assert_eq!(bulk.create_calls.errors, 0, "{:?}", bulk.create_calls);
+    assert_eq!(per_key.calls.errors, 0, "{:?}", per_key.calls);
+
+    // Create: one bulk set per object, one list to diff plus one read-back list after the write,
+    // nothing else (no reconcile is triggered by the operator's own status write).
+    let c = &bulk.create_calls;
+    assert_eq!(c.bulk_set, n, "{c:?}");
+    assert_eq!(bulk.max_bulk_sets_per_object, 1, "{bulk:?}");
+    assert!(bulk.max_lists_per_object <= 2, "{bulk:?}");
+    assert_eq!(c.bulk_remove + c.set + c.other, 0, "{c:?}");
+    // Kubernetes: the finalizer and one status write per object, one Event per write.
+    assert_eq!(bulk.create_kube.finalizer, n, "{:?}", bulk.create_kube);
+    assert_eq!(bulk.create_kube.status, n, "{:?}", bulk.create_kube);
+    assert_eq!(bulk.create_kube.events, n, "{:?}", bulk.create_kube);
+
+    // Steady state: one list per object and resync, no writes anywhere (ZITADEL, status, Events).
+    let s = &bulk.steady;
+    assert_eq!(s.zitadel_writes, 0, "{s:?}");
+    assert_eq!(s.kube.total(), 0, "{s:?}");
+    assert_eq!(s.calls.total(), s.calls.list, "{s:?}");
+    assert!(s.calls.list >= n, "{s:?}");
+    assert!(s.calls.list <= n * (u64::from(s.resyncs) + 1), "{s:?}");
+
+    // The edit: one list, one bulk set, one read-back list; one status write and its Event.
+    let e = &bulk.edit;
+    assert_eq!(e.calls.bulk_set, 1, "{e:?}");
+    assert_eq!(e.calls.list, 2, "{e:?}");
+    assert_eq!(e.calls.total(), 3, "{e:?}");
+    assert_eq!(e.kube.status, 1, "{e:?}");
+    assert_eq!(e.kube.events, 1, "{e:?}");
+
+    // The per-key baseline makes one list and one set per key for each object: 10x the writes
+    // and (with the operator's read-back list) 11/3 the calls.
+    assert_eq!(per_key.calls.set, n * run.keys as u64, "{per_key:?}");
+    assert_eq!(per_key.calls.list, n, "{per_key:?}");
+    assert!(
+        per_key.calls.writes() >= 5 * c.writes(),
+        "per-key writes {per_key:?} vs bulk {c:?}"
+    );
+    let ratios = run.ratios.as_ref().expect("ratios");
+    assert!(
+        ratios.calls >= 3.0,
+        "per-key should make several times more calls: {ratios:?}"
+    );
+}
