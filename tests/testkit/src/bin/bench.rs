@@ -6,7 +6,7 @@
 //! ```text
 //! cargo build --release --workspace --bins && ./target/release/bench \
 //!     [--objects 100,1000,10000] [--keys 10] [--latency-ms 20] [--concurrency N] [--rps 0] \
-//!     [--strategy bulk|per-key|both] [--resync-secs 30] [--resyncs 3]
+//!     [--strategy bulk|per-key|both] [--resync-secs 60] [--resyncs 3]
 //! ```
 
 use std::path::PathBuf;
@@ -50,8 +50,9 @@ struct Args {
     /// Which strategies to run.
     #[arg(long, value_enum, default_value = "both")]
     strategy: StrategyArg,
-    /// The operator's --resync-interval, seconds.
-    #[arg(long, default_value_t = 30)]
+    /// The operator's --resync-interval, seconds (its default is 300; 60 keeps the steady-state
+    /// phase short).
+    #[arg(long, default_value_t = 60)]
     resync_secs: u64,
     /// Resync intervals observed for the steady state (0: skip the steady state).
     #[arg(long, default_value_t = 3)]
