@@ -472,7 +472,10 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
                 ),
                 None => ("", 0.0),
             };
-            out.push_str(&format!("{name},{:?},{},{since:.1}\n", r.operation, r.status));
+            out.push_str(&format!(
+                "{name},{:?},{},{since:.1}\n",
+                r.operation, r.status
+            ));
         }
         std::fs::write(&path, out).with_context(|| format!("writing {path:?}"))?;
     }
