@@ -13,11 +13,17 @@ use zmo_testkit::emulator::{
 };
 
 fn client(emu: &Emulator, token: &str) -> HttpClient {
+    client_with_timeout(emu, token, Duration::from_secs(15))
+}
+
+/// A short timeout only where a test waits for one (hangs); generous elsewhere, since a busy
+/// 2-core CI machine can take seconds to move 500 kB or 2,345 keys through a debug build.
+fn client_with_timeout(emu: &Emulator, token: &str, timeout: Duration) -> HttpClient {
     let mut config = ClientConfig::new(
         emu.url().parse().expect("url"),
         TokenSource::Static(Arc::from(token)),
     );
-    config.request_timeout = Duration::from_millis(800);
+    config.request_timeout = timeout;
     HttpClient::new(config).expect("client")
 }
 
@@ -248,7 +254,11 @@ async fn transient_errors_carry_retry_after_and_time_out() {
         kind: FaultKind::Hang,
         times: Some(1),
     });
-    let err = c.list_metadata(&org(ACME)).await.expect_err("timeout");
+    let hang_client = client_with_timeout(&emu, DEMO_ADMIN_TOKEN, Duration::from_millis(800));
+    let err = hang_client
+        .list_metadata(&org(ACME))
+        .await
+        .expect_err("timeout");
     assert!(matches!(err, ZitadelError::Timeout(_)), "{err:?}");
     assert!(err.is_transient());
 
