@@ -127,7 +127,9 @@ async fn cluster_connection_guards_namespaces_and_organizations() {
         message(refused.status())
     );
 
-    // The allowed namespace works for the allowed org…
+    // The allowed namespace works for the allowed org, even though the refused object is older
+    // and lists the same key (a refused object claims nothing)…
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     env.apply_org(
         "allowed",
         json!({"organizationId": ACME, "connectionRef": {"kind": "ClusterZitadelConnection", "name": name},

@@ -672,10 +672,23 @@ fn conflicts<K: MetadataResource>(obj: &K, ctx: &Context<K>) -> BTreeMap<String,
         .on_target(&identity)
         .iter()
         .filter(|o| o.meta().deletion_timestamp.is_none() && self::identity(o.as_ref()) == identity)
+        .filter(|o| !refused_by_guard(o.as_ref()))
         .map(|o| claim(o.as_ref()))
         .filter(|c| c.object != me.object)
         .collect();
     plan::conflicts(&me, &others)
+}
+
+/// An object its connection's guard refuses (`TargetNotAllowed` for its current generation)
+/// never writes, so it claims nothing: otherwise a namespace that may not use a connection could
+/// block the keys of one that may, just by being created first.
+fn refused_by_guard<K: MetadataResource>(obj: &K) -> bool {
+    obj.status().is_some_and(|s| {
+        s.observed_generation == obj.meta().generation
+            && status::find(&s.conditions, status::STALLED).is_some_and(|c| {
+                c.status == "True" && c.reason == crate::connection::reason::TARGET_NOT_ALLOWED
+            })
+    })
 }
 
 /// Which metadata store an object writes to, with the ids resolved so far.

@@ -206,7 +206,7 @@ pub async fn shared_with_crds() -> &'static ControlPlane {
 
 pub async fn wait_obj<K>(api: &Api<K>, name: &str, what: &str, pred: impl Fn(&K) -> bool) -> K
 where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut last = None;
@@ -219,7 +219,12 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("timed out waiting for {name}: {what}; last seen: {last:#?}");
+    // The status is what explains a timeout; managedFields would drown it.
+    let status = last
+        .as_ref()
+        .and_then(|o| serde_json::to_value(o).ok())
+        .map(|v| v["status"].clone());
+    panic!("timed out waiting for {name}: {what}; last status seen: {status:#?}");
 }
 
 /// `status` of the condition `type_`, e.g. `Some("True")`.
