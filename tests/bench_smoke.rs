@@ -66,6 +66,16 @@ async fn benchmark_smoke_at_100_objects() {
         per_key.calls.writes() >= 5 * c.writes(),
         "per-key writes {per_key:?} vs bulk {c:?}"
     );
+    // The CSV is rectangular (every row has the header's columns), and the machine was sampled
+    // while converging (the report says how busy it was and with what).
+    let csv = report.csv();
+    let widths: Vec<usize> = csv.lines().map(|l| l.split(',').count()).collect();
+    assert!(widths.iter().all(|w| *w == widths[0]), "{csv}");
+    let md = report.markdown();
+    assert!(md.contains("machine busy (mean / peak)"), "{md}");
+    if bulk.converge_s >= 2.0 {
+        assert!(bulk.contention.samples >= 1, "{:?}", bulk.contention);
+    }
     let ratios = run.ratios.as_ref().expect("ratios");
     assert!(
         ratios.calls >= 3.0,

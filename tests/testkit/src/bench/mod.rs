@@ -18,6 +18,7 @@
 //! 7. runs the per-key baseline ([`perkey`]) for the same objects against a fresh emulator with
 //!    the same latency, with as many objects at once as the operator reconciles at once.
 
+mod busy;
 mod perkey;
 mod process;
 mod report;
@@ -325,6 +326,11 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
     let cpu_start = operator.stats()?.cpu_seconds;
     let others_start = others_cpu(cp);
 
+    // Other work on a shared machine skews the numbers: sample the machine while converging.
+    let mut own = cp.process_ids();
+    own.push(operator.pid());
+    let sampler = busy::Sampler::start(own, Duration::from_secs(1));
+
     // Create everything, a bounded number at a time.
     let t0 = Instant::now();
     futures::stream::iter(objects.iter().enumerate())
@@ -372,6 +378,7 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let converged_stats = operator.stats()?;
+    let contention = sampler.finish().await;
     let others_converged = others_cpu(cp);
     let times = tracker.times();
     let ready_at: Vec<Instant> = times
@@ -575,6 +582,7 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
         },
         cpu_converge_s: converged_stats.cpu_seconds - cpu_start,
         control_plane_cpu_converge_s: others_converged.0 - others_start.0,
+        contention,
         bench_cpu_converge_s: others_converged.1 - others_start.1,
         cpu_total_s: final_stats.cpu_seconds,
         rss_converged_mib: mib(converged_stats.rss_kib),

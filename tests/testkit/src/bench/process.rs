@@ -170,7 +170,12 @@ impl Operator {
         })
     }
 
-    /// CPU and memory so far.
+    /// The operator's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// CPU and memory of the operator process so far.
     pub fn stats(&self) -> Result<ProcStats> {
         proc_stats(self.pid)
     }

@@ -140,6 +140,9 @@ pub struct BulkRun {
     pub cpu_converge_s: f64,
     /// etcd + kube-apiserver CPU seconds from the first create to convergence.
     pub control_plane_cpu_converge_s: f64,
+    /// How busy the machine was while converging, and how much of it went to processes that
+    /// are not part of the benchmark (contention).
+    pub contention: super::busy::Contention,
     /// The benchmark process's CPU seconds in that time (emulator, watches, creates).
     pub bench_cpu_converge_s: f64,
     /// Operator CPU seconds over its whole life in this run.
@@ -334,19 +337,24 @@ impl Report {
             let _ = writeln!(out);
             let _ = writeln!(
                 out,
-                "| N | CPU s during convergence: available ({} cores × converge s) | operator | kube-apiserver + etcd | bench + emulator |",
+                "| N | CPU s during convergence: available ({} cores × converge s) | operator | kube-apiserver + etcd | bench + emulator | machine busy (mean / peak) | other processes (contention) | busiest others |",
                 self.machine.cpus
             );
-            let _ = writeln!(out, "|---:|---:|---:|---:|---:|");
+            let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---|");
             for (r, b) in converged {
                 let _ = writeln!(
                     out,
-                    "| {} | {:.0} | {:.1} | {:.1} | {:.1} |",
+                    "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0}% / {:.0}% | {:.1} CPU s, busy in {:.0}% of samples | {} |",
                     r.objects,
                     b.converge_s * self.machine.cpus as f64,
                     b.cpu_converge_s,
                     b.control_plane_cpu_converge_s,
                     b.bench_cpu_converge_s,
+                    b.contention.machine_busy_mean_pct,
+                    b.contention.machine_busy_peak_pct,
+                    b.contention.other_cpu_s,
+                    b.contention.others_busy_pct(),
+                    b.contention.top_others_text(3),
                 );
             }
         }
@@ -376,7 +384,7 @@ impl Report {
     /// One CSV row per N and strategy.
     pub fn csv(&self) -> String {
         let mut out = String::from(
-            "objects,keys,latency_ms,strategy,concurrency,rps,converge_s,p50_ms,p99_ms,max_ms,calls_total,calls_list,calls_bulk_set,calls_bulk_remove,calls_set,calls_other,calls_errors,max_lists_per_object,max_bulk_sets_per_object,k8s_finalizer_writes,k8s_status_writes,k8s_other_writes,k8s_events,cpu_s,rss_converged_mib,rss_peak_mib,steady_resyncs,steady_zitadel_writes,steady_k8s_writes,steady_lists_per_resync,steady_cpu_s,edit_ready_ms,edit_calls,edit_k8s_writes\n",
+            "objects,keys,latency_ms,strategy,concurrency,rps,converge_s,p50_ms,p99_ms,max_ms,calls_total,calls_list,calls_bulk_set,calls_bulk_remove,calls_set,calls_other,calls_errors,max_lists_per_object,max_bulk_sets_per_object,k8s_finalizer_writes,k8s_status_writes,k8s_other_writes,k8s_events,cpu_s,rss_converged_mib,rss_peak_mib,steady_resyncs,steady_zitadel_writes,steady_k8s_writes,steady_lists_per_resync,steady_cpu_s,edit_ready_ms,edit_calls,edit_k8s_writes,machine_busy_mean_pct,machine_busy_peak_pct,other_cpu_s,others_busy_pct\n",
         );
         for r in &self.runs {
             if let Some(b) = &r.bulk {
@@ -384,7 +392,7 @@ impl Report {
                 let k = &b.create_kube;
                 let _ = writeln!(
                     out,
-                    "{},{},{},bulk,{},{},{:.3},{:.1},{:.1},{:.1},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.1},{:.1},{},{},{},{:.1},{:.3},{:.1},{},{}",
+                    "{},{},{},bulk,{},{},{:.3},{:.1},{:.1},{:.1},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.1},{:.1},{},{},{},{:.1},{:.3},{:.1},{},{},{:.1},{:.1},{:.2},{:.1}",
                     r.objects,
                     r.keys,
                     r.latency_ms,
@@ -418,13 +426,17 @@ impl Report {
                     b.edit.ready_ms,
                     b.edit.calls.total(),
                     b.edit.kube.total(),
+                    b.contention.machine_busy_mean_pct,
+                    b.contention.machine_busy_peak_pct,
+                    b.contention.other_cpu_s,
+                    b.contention.others_busy_pct(),
                 );
             }
             if let Some(p) = &r.per_key {
                 let c = &p.calls;
                 let _ = writeln!(
                     out,
-                    "{},{},{},per-key,{},{},{:.3},{:.1},{:.1},,{},{},{},{},{},{},{},,,,,,,{:.3},,,,,,,,,,",
+                    "{},{},{},per-key,{},{},{:.3},{:.1},{:.1},,{},{},{},{},{},{},{},,,,,,,{:.3},,,,,,,,,,,,,,",
                     r.objects,
                     r.keys,
                     r.latency_ms,
