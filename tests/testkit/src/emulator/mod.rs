@@ -24,7 +24,9 @@
 //! and ZITADEL's error body with `zitadel.v1.ErrorDetail` (optionally with German messages).
 //! Every request is recorded ([`Emulator::requests`]) and faults can be injected
 //! ([`Emulator::inject`]), including silently dropped or corrupted metadata writes
-//! ([`FaultKind::DropWrites`], [`FaultKind::CorruptWrites`]).
+//! ([`FaultKind::DropWrites`], [`FaultKind::CorruptWrites`]), connections closed without an
+//! answer ([`FaultKind::Reset`]) and faults hitting a share of requests drawn from a seeded
+//! generator ([`Fault::with_probability`], [`Emulator::seed_faults`]).
 //!
 //! Domains, login names and emails: an org gets the verified primary domain `<slug>.localhost`
 //! (its lower-cased name, non-alphanumerics as `-`), more with [`Emulator::add_org_domain`]. A
@@ -57,6 +59,7 @@
 //! # }
 //! ```
 
+mod conn;
 mod errors;
 mod handlers;
 mod model;
@@ -72,6 +75,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -135,6 +139,10 @@ impl Emulator {
         let (tx, rx) = watch::channel(false);
         let core = Arc::new(Core::new(rx.clone()));
         let app = server::router(Arc::clone(&core));
+        // Plain TCP with a reset switch per connection (FaultKind::Reset); `tap_io` keeps
+        // `ConnectInfo<SocketAddr>` available to the handlers.
+        let listener =
+            conn::ResettableListener::new(listener, Arc::clone(&core.connections)).tap_io(|_| ());
         let mut stop = rx;
         let task = tokio::spawn(async move {
             let shutdown = async move {
@@ -349,6 +357,17 @@ impl Emulator {
         self.with_state(|st| st.access_token_lifetime = Some(lifetime));
     }
 
+    /// Makes every access token issued so far expire now, as if its lifetime had passed (API
+    /// calls with it get 401 like any unknown token; tokens issued later live normally).
+    pub fn expire_access_tokens(&self) {
+        self.with_state(|st| {
+            let now = std::time::Instant::now();
+            for token in st.issued_tokens.values_mut() {
+                token.expires_at = token.expires_at.min(now);
+            }
+        });
+    }
+
     /// Number of recorded requests to the token endpoint (`POST /oauth/v2/token`), whatever
     /// their outcome; same as `count(Operation::OAuthToken)`.
     pub fn token_requests(&self) -> usize {
@@ -469,6 +488,13 @@ impl Emulator {
     /// emulator shuts down).
     pub fn clear_faults(&self) {
         self.core().clear_faults();
+    }
+
+    /// Re-seeds the generator deciding which requests probabilistic faults hit
+    /// ([`Fault::with_probability`]); the same seed and request order give the same hits. A fixed
+    /// default seed is used until called.
+    pub fn seed_faults(&self, seed: u64) {
+        self.core().seed_faults(seed);
     }
 
     /// Selects the same-value-write behaviour.

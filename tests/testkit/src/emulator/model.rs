@@ -345,7 +345,8 @@ pub struct RecordedRequest {
     pub operation: Operation,
     /// Value of the `x-zitadel-orgid` header, if present.
     pub org_header: Option<String>,
-    /// HTTP status returned; `0` while no response has been sent (in flight or hanging).
+    /// HTTP status returned; `0` while no response has been sent (in flight or hanging) and for
+    /// a request answered by closing the connection ([`FaultKind::Reset`]).
     pub status: u16,
     /// The request body parsed as JSON: `null` when empty, a JSON string holding the raw text
     /// when it was not valid JSON.
@@ -360,7 +361,7 @@ pub struct RecordedRequest {
 ///
 /// JSON form (for `POST /_emulator/faults`): `{"latency_ms":250}`,
 /// `{"status":{"http":503,"code":14}}`, `{"too_many_requests":{"retry_after":3,"plain_text":true}}`,
-/// `"hang"`, `"drop_writes"` or `"corrupt_writes"`.
+/// `"hang"`, `"reset"`, `"drop_writes"` or `"corrupt_writes"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultKind {
@@ -387,6 +388,10 @@ pub enum FaultKind {
     },
     /// Never answer (until the emulator shuts down); the client must time out.
     Hang,
+    /// Close the TCP connection without answering, with a reset (RST, `SO_LINGER` 0): what a
+    /// crashing pod or a load balancer dropping a connection looks like. The request is read and
+    /// recorded (status 0: no response was sent) but not handled, so nothing is written.
+    Reset,
     /// Silently lose the write: a metadata Set/BulkSet (org or user) is handled normally
     /// (authentication, validation and errors included) and answers 200 with the `details` it
     /// would have had, sequence advanced as if the events were written, but nothing is stored
@@ -422,7 +427,7 @@ mod duration_ms {
 /// [`FaultKind::CorruptWrites`]) apply, and only to metadata Set/BulkSet requests
 /// ([`Operation::sets_metadata`]); it is consumed (`times`) even if the request then fails
 /// authentication or validation, like every other fault.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fault {
     /// Operations this fault applies to; `None` = every request.
     #[serde(default)]
@@ -432,6 +437,12 @@ pub struct Fault {
     /// How many requests it affects; `None` = until [`crate::emulator::Emulator::clear_faults`].
     #[serde(default)]
     pub times: Option<u32>,
+    /// Chance (0.0–1.0) that the fault hits a matching request; `None` = every one. Drawn from the
+    /// emulator's seeded generator ([`crate::emulator::Emulator::seed_faults`]), so a run with
+    /// the same seed and request order hits the same requests. A miss does not count against
+    /// `times`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
 }
 
 impl Fault {
@@ -441,6 +452,7 @@ impl Fault {
             operations: None,
             kind,
             times: None,
+            probability: None,
         }
     }
 
@@ -478,6 +490,11 @@ impl Fault {
         Fault::new(FaultKind::Hang)
     }
 
+    /// Close the connection without answering ([`FaultKind::Reset`]).
+    pub fn reset() -> Self {
+        Fault::new(FaultKind::Reset)
+    }
+
     /// Answer metadata Set/BulkSet requests normally but store nothing
     /// ([`FaultKind::DropWrites`]).
     pub fn drop_writes() -> Self {
@@ -505,6 +522,13 @@ impl Fault {
     /// Apply the fault to the next `n` affected requests only.
     pub fn times(mut self, n: u32) -> Self {
         self.times = Some(n);
+        self
+    }
+
+    /// Hit each matching request with chance `p` (clamped to 0.0–1.0) instead of every one; see
+    /// [`Fault::probability`](Fault#structfield.probability).
+    pub fn with_probability(mut self, p: f64) -> Self {
+        self.probability = Some(if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) });
         self
     }
 

@@ -12,9 +12,12 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use super::conn::Connections;
 use super::errors::{ApiError, Msg, code};
 use super::handlers::{self, WriteFault};
 use super::lock;
@@ -42,8 +45,15 @@ pub(crate) struct Core {
     pub(crate) state: Mutex<State>,
     log: Mutex<RequestLog>,
     faults: Mutex<Vec<Fault>>,
+    /// Draws of probabilistic faults ([`Fault::probability`]).
+    fault_rng: Mutex<StdRng>,
+    /// Live connections, for [`FaultKind::Reset`].
+    pub(crate) connections: Arc<Connections>,
     shutdown: watch::Receiver<bool>,
 }
+
+/// Seed of the fault generator until [`Core::seed_faults`] sets another.
+const DEFAULT_FAULT_SEED: u64 = 0x5eed_2026;
 
 /// What the fault stage decided.
 enum FaultOutcome {
@@ -53,6 +63,8 @@ enum FaultOutcome {
     Respond(Response),
     /// Never answer.
     Hang,
+    /// Close the connection without answering.
+    Reset,
 }
 
 impl Core {
@@ -61,6 +73,8 @@ impl Core {
             state: Mutex::new(State::default()),
             log: Mutex::new(RequestLog::default()),
             faults: Mutex::new(Vec::new()),
+            fault_rng: Mutex::new(StdRng::seed_from_u64(DEFAULT_FAULT_SEED)),
+            connections: Arc::default(),
             shutdown,
         }
     }
@@ -93,6 +107,10 @@ impl Core {
         lock(&self.faults).clear();
     }
 
+    pub(crate) fn seed_faults(&self, seed: u64) {
+        *lock(&self.fault_rng) = StdRng::seed_from_u64(seed);
+    }
+
     fn faults(&self) -> Vec<Fault> {
         lock(&self.faults).clone()
     }
@@ -116,6 +134,10 @@ impl Core {
     /// wins; without a terminal fault, the first write fault applies to a metadata Set/BulkSet.
     fn take_faults(&self, op: Operation) -> (Duration, Option<FaultKind>, Option<WriteFault>) {
         let mut faults = lock(&self.faults);
+        let mut rng = lock(&self.fault_rng);
+        // One draw per request and probabilistic fault that could act on it, in fault order: the
+        // same seed and request sequence hit the same requests.
+        let mut hits = |fault: &Fault| fault.probability.is_none_or(|p| rng.random::<f64>() < p);
         let mut latency = Duration::ZERO;
         let mut terminal = None;
         for fault in faults.iter_mut() {
@@ -123,14 +145,17 @@ impl Core {
                 continue;
             }
             let kind = match &fault.kind {
-                FaultKind::Latency(d) => {
-                    latency += *d;
-                    None
-                }
                 FaultKind::DropWrites | FaultKind::CorruptWrites => continue,
+                FaultKind::Latency(_) => None,
                 _ if terminal.is_some() => continue,
                 other => Some(other.clone()),
             };
+            if !hits(fault) {
+                continue;
+            }
+            if let FaultKind::Latency(d) = &fault.kind {
+                latency += *d;
+            }
             if let Some(n) = fault.times.as_mut() {
                 *n -= 1;
             }
@@ -143,19 +168,16 @@ impl Core {
             let candidate = faults
                 .iter_mut()
                 .filter(|f| f.applies_to(op) && f.times != Some(0))
-                .find_map(|f| {
-                    let kind = match f.kind {
-                        FaultKind::DropWrites => WriteFault::Drop,
-                        FaultKind::CorruptWrites => WriteFault::Corrupt,
-                        _ => return None,
-                    };
-                    Some((f, kind))
-                });
-            if let Some((fault, kind)) = candidate {
+                .filter(|f| matches!(f.kind, FaultKind::DropWrites | FaultKind::CorruptWrites))
+                .find(|f| hits(f));
+            if let Some(fault) = candidate {
                 if let Some(n) = fault.times.as_mut() {
                     *n -= 1;
                 }
-                write = Some(kind);
+                write = Some(match fault.kind {
+                    FaultKind::CorruptWrites => WriteFault::Corrupt,
+                    _ => WriteFault::Drop,
+                });
             }
         }
         faults.retain(|f| f.times != Some(0));
@@ -204,6 +226,7 @@ impl Core {
                     .render(german),
             ),
             Some(FaultKind::Hang) => FaultOutcome::Hang,
+            Some(FaultKind::Reset) => FaultOutcome::Reset,
         }
     }
 
@@ -362,6 +385,21 @@ async fn api(AxState(core): AxState<Arc<Core>>, request: Request) -> Response {
             tracing::debug!(%method, %path, %operation, "emulator: hanging request");
             core.shutdown_signal().await;
             return (StatusCode::SERVICE_UNAVAILABLE, "emulator shut down").into_response();
+        }
+        FaultOutcome::Reset => {
+            let peer = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| *addr);
+            match peer {
+                Some(peer) if core.connections.reset(peer) => {
+                    tracing::debug!(%method, %path, %operation, "emulator: resetting the connection");
+                    // Never sent: writing it fails and the connection closes with a RST.
+                    return StatusCode::SERVICE_UNAVAILABLE.into_response();
+                }
+                // Not served through the resettable listener (cannot happen with `start_on`).
+                _ => (StatusCode::SERVICE_UNAVAILABLE, "connection reset").into_response(),
+            }
         }
         FaultOutcome::Proceed(_) if too_large => {
             let german = lock(&core.state).german;
