@@ -69,6 +69,12 @@ pub enum ZitadelError {
     /// The bearer token could not be read.
     #[error("cannot read the ZITADEL token: {0}")]
     Credentials(String),
+    /// A 2xx answer longer than the client reads (see [`super::MAX_RESPONSE_BYTES`]).
+    #[error("answer from ZITADEL is larger than {limit} bytes")]
+    ResponseTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
 }
 
 impl ZitadelError {
@@ -80,7 +86,9 @@ impl ZitadelError {
                 *status == 429 || *status >= 500 || *code == code::ABORTED || *status == 409
             }
             ZitadelError::Timeout(_) | ZitadelError::Transport(_) => true,
-            ZitadelError::Decode(_) | ZitadelError::Credentials(_) => false,
+            ZitadelError::Decode(_)
+            | ZitadelError::Credentials(_)
+            | ZitadelError::ResponseTooLarge { .. } => false,
         }
     }
 
@@ -138,7 +146,7 @@ impl ZitadelError {
             ZitadelError::Api { .. } => "ZitadelRejected",
             ZitadelError::Timeout(_) => "ZitadelTimeout",
             ZitadelError::Transport(_) => "ZitadelUnreachable",
-            ZitadelError::Decode(_) => "ZitadelBadResponse",
+            ZitadelError::Decode(_) | ZitadelError::ResponseTooLarge { .. } => "ZitadelBadResponse",
             ZitadelError::Credentials(_) => "CredentialsUnavailable",
         }
     }

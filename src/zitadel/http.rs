@@ -19,6 +19,23 @@ use crate::metrics::Metrics;
 /// Page size used when listing metadata (v1 has no maximum; keep responses moderate).
 const LIST_PAGE: u32 = 1000;
 
+/// Largest response body read from ZITADEL, in bytes (16 MiB). Anything longer fails with
+/// [`ZitadelError::ResponseTooLarge`] after at most this much was buffered, whatever the server
+/// claims in `Content-Length` or streams.
+///
+/// Only list pages can legitimately come near it: one metadata item is at most about 668 kB of
+/// JSON (a 500 000-byte value is 666 668 base64 characters, a key at most 200 characters, i.e.
+/// at most 2 400 bytes even fully `\u`-escaped, plus its `details`), so a full page of
+/// [`LIST_PAGE`] items of maximal size could be ~670 MB. [`HttpClient::list_metadata`] therefore
+/// retries a page that is too large with a page size ten times smaller, down to one item per
+/// page, which always fits: no response ZITADEL may send under the contract is rejected, and
+/// memory per request stays bounded. (ZITADEL itself answers through a gRPC connection whose
+/// default message limit is 4 MiB, so real pages should never get here.)
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Largest part of an error (non-2xx) body read; only its first 200 characters are reported.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
 /// Settings of the HTTP client.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -402,21 +419,22 @@ impl HttpClient {
             };
             m.zitadel_request(operation, &code, started.elapsed());
         }
-        let (status, retry_after, text) = result?;
+        let (status, retry_after, body) = result?;
         if !status.is_success() {
             return Err(ZitadelError::from_response(
                 status.as_u16(),
                 retry_after.as_deref(),
-                &text,
+                &String::from_utf8_lossy(&body),
             ));
         }
-        if text.trim().is_empty() || status == StatusCode::NO_CONTENT {
+        if body.trim_ascii().is_empty() || status == StatusCode::NO_CONTENT {
             return Ok(R::default());
         }
-        serde_json::from_str(&text).map_err(|e| ZitadelError::Decode(e.to_string()))
+        serde_json::from_slice(&body).map_err(|e| ZitadelError::Decode(e.to_string()))
     }
 
-    /// Send a request and read the whole answer: (status, `Retry-After`, body).
+    /// Send a request and read the answer: (status, `Retry-After`, body). A 2xx body longer
+    /// than [`MAX_RESPONSE_BYTES`] is an error; an error body is cut at 64 KiB.
     async fn send<B: Serialize + ?Sized>(
         &self,
         method: Method,
@@ -424,7 +442,7 @@ impl HttpClient {
         org_id: Option<&str>,
         body: Option<&B>,
         token: &str,
-    ) -> Result<(StatusCode, Option<String>, String), ZitadelError> {
+    ) -> Result<(StatusCode, Option<String>, Vec<u8>), ZitadelError> {
         let mut request = self
             .http
             .request(method, url)
@@ -443,8 +461,23 @@ impl HttpClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let text = response.text().await.map_err(|e| self.transport_error(e))?;
-        Ok((status, retry_after, text))
+        let body = if status.is_success() {
+            read_body(response, MAX_RESPONSE_BYTES)
+                .await
+                .map_err(|e| self.body_error(e))?
+        } else {
+            read_body_prefix(response, MAX_ERROR_BODY_BYTES)
+                .await
+                .map_err(|e| self.transport_error(e))?
+        };
+        Ok((status, retry_after, body))
+    }
+
+    fn body_error(&self, e: BodyError) -> ZitadelError {
+        match e {
+            BodyError::TooLarge { limit } => ZitadelError::ResponseTooLarge { limit },
+            BodyError::Read(e) => self.transport_error(e),
+        }
     }
 
     fn transport_error(&self, e: reqwest::Error) -> ZitadelError {
@@ -464,6 +497,57 @@ impl HttpClient {
     }
 }
 
+/// Why a response body could not be read.
+pub(crate) enum BodyError {
+    /// The body is (or claims to be) longer than the limit.
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The connection failed while reading (including a body shorter than its `Content-Length`).
+    Read(reqwest::Error),
+}
+
+/// Read a whole response body, refusing (without buffering more than `limit` bytes) one longer
+/// than `limit`: a `Content-Length` above the limit fails before reading, a streamed body as soon
+/// as it passes the limit.
+pub(crate) async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > limit as u64)
+    {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Read at most the first `limit` bytes of a response body and drop the rest (error bodies,
+/// of which only a short message is reported).
+pub(crate) async fn read_body_prefix(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= limit {
+            break;
+        }
+    }
+    Ok(body)
+}
+
 #[async_trait::async_trait]
 impl ZitadelApi for HttpClient {
     async fn list_metadata(&self, target: &Target) -> Result<MetadataMap, ZitadelError> {
@@ -471,15 +555,16 @@ impl ZitadelApi for HttpClient {
         let b64 = base64::engine::general_purpose::STANDARD;
         let mut out = MetadataMap::new();
         let mut offset: u64 = 0;
+        let mut limit = LIST_PAGE;
         loop {
             let body = ListRequest {
                 query: ListQuery {
                     offset: offset.to_string(),
-                    limit: LIST_PAGE,
+                    limit,
                     asc: true,
                 },
             };
-            let page: ListResponse = self
+            let page: ListResponse = match self
                 .call(
                     by_target(target, op::LIST_ORG, op::LIST_USER),
                     Method::POST,
@@ -487,8 +572,18 @@ impl ZitadelApi for HttpClient {
                     Some(target.org_id()),
                     Some(&body),
                 )
-                .await?;
+                .await
+            {
+                Ok(page) => page,
+                // Large values: ask again for fewer items (see MAX_RESPONSE_BYTES).
+                Err(ZitadelError::ResponseTooLarge { .. }) if limit > 1 => {
+                    limit = (limit / 10).max(1);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let received = page.result.len() as u64;
+            let known = out.len();
             for item in page.result {
                 let value = b64
                     .decode(item.value.as_bytes())
@@ -512,6 +607,13 @@ impl ZitadelApi for HttpClient {
                 .unwrap_or(0);
             if received == 0 || offset >= total {
                 return Ok(out);
+            }
+            // A server that ignores `offset` (or keeps claiming more results) would page forever.
+            if out.len() == known {
+                return Err(ZitadelError::Decode(format!(
+                    "metadata list claims {total} results but page at offset {} brought no new key",
+                    offset - received
+                )));
             }
         }
     }

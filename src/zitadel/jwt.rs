@@ -19,6 +19,8 @@ pub const SCOPES: &str = "openid urn:zitadel:iam:org:project:id:zitadel:aud";
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// Lifetime of the signed assertion.
 const ASSERTION_LIFETIME: u64 = 300;
+/// Largest token endpoint answer read (an access token, maybe an id token: a few kB).
+const MAX_TOKEN_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// A ZITADEL service-user key file, validated. Debug output never shows the key.
 pub struct KeyFile {
@@ -216,10 +218,17 @@ impl JwtProfile {
                 }
             })?;
         let status = response.status().as_u16();
-        let text = response
-            .text()
+        let text = super::http::read_body(response, MAX_TOKEN_RESPONSE_BYTES)
             .await
-            .map_err(|e| ZitadelError::Transport(format!("token endpoint: {e}")))?;
+            .map_err(|e| match e {
+                super::http::BodyError::TooLarge { limit } => {
+                    ZitadelError::ResponseTooLarge { limit }
+                }
+                super::http::BodyError::Read(e) => {
+                    ZitadelError::Transport(format!("token endpoint: {e}"))
+                }
+            })?;
+        let text = String::from_utf8_lossy(&text);
         self.exchanges
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if !(200..300).contains(&status) {

@@ -12,7 +12,7 @@ mod token;
 use std::collections::BTreeMap;
 
 pub use error::{ZitadelError, code, ids};
-pub use http::{ClientConfig, HttpClient, RateLimit};
+pub use http::{ClientConfig, HttpClient, MAX_RESPONSE_BYTES, RateLimit};
 pub use jwt::{JwtProfile, KeyFile, KeyFileError};
 pub use token::TokenSource;
 
