@@ -146,19 +146,37 @@ pub struct Built {
     pub service_user: Option<String>,
 }
 
+/// The namespace a connection's Secret/ConfigMap reference reads from. A `ZitadelConnection`
+/// (`own_ns` = its namespace) reads only from its own namespace: a reference naming another one
+/// is refused, so that whoever may create connections in one namespace cannot make the operator
+/// read (and use) credentials of another. A `ClusterZitadelConnection` (`own_ns` = `None`) must
+/// name the namespace.
+pub fn reference_namespace<'a>(
+    kind: &str,
+    reference: &'a SecretKeyRef,
+    own_ns: Option<&'a str>,
+) -> Result<&'a str, BuildError> {
+    match (reference.namespace.as_deref(), own_ns) {
+        (Some(named), Some(own)) if named != own => Err(BuildError::Invalid(format!(
+            "{kind} {:?}: namespace {named:?} is not allowed: a ZitadelConnection reads Secrets and ConfigMaps only from its own namespace {own:?}",
+            reference.name
+        ))),
+        (_, Some(own)) => Ok(own),
+        (Some(named), None) => Ok(named),
+        (None, None) => Err(BuildError::Invalid(format!(
+            "{kind} {:?}: no namespace given",
+            reference.name
+        ))),
+    }
+}
+
 async fn read_key(
     client: &Client,
     kind: &str,
     reference: &SecretKeyRef,
     default_ns: Option<&str>,
 ) -> Result<(Vec<u8>, String), BuildError> {
-    let ns = reference
-        .namespace
-        .as_deref()
-        .or(default_ns)
-        .ok_or_else(|| {
-            BuildError::Invalid(format!("{kind} {:?}: no namespace given", reference.name))
-        })?;
+    let ns = reference_namespace(kind, reference, default_ns)?;
     let (data, rv) = if kind == "ConfigMap" {
         let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
             .get_opt(&reference.name)
@@ -447,6 +465,39 @@ mod tests {
     #[test]
     fn no_rules_allow_nothing() {
         assert_eq!(evaluate_rules(&[], "team-a", &labels(&[])), None);
+    }
+
+    #[test]
+    fn namespaced_connections_read_only_their_own_namespace() {
+        let reference = |ns: Option<&str>| SecretKeyRef {
+            name: "token".into(),
+            key: "pat".into(),
+            namespace: ns.map(str::to_owned),
+        };
+        let own = reference(None);
+        assert_eq!(
+            reference_namespace("Secret", &own, Some("team-a")).ok(),
+            Some("team-a")
+        );
+        let same = reference(Some("team-a"));
+        assert_eq!(
+            reference_namespace("Secret", &same, Some("team-a")).ok(),
+            Some("team-a")
+        );
+        let other = reference(Some("zitadel-system"));
+        let err = reference_namespace("Secret", &other, Some("team-a")).expect_err("refused");
+        assert_eq!(err.reason(), "InvalidCredentials");
+        assert!(
+            err.to_string()
+                .contains("\"zitadel-system\" is not allowed"),
+            "{err}"
+        );
+        // Cluster connections name the namespace.
+        assert_eq!(
+            reference_namespace("Secret", &other, None).ok(),
+            Some("zitadel-system")
+        );
+        assert!(reference_namespace("Secret", &own, None).is_err());
     }
 
     #[test]

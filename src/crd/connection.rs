@@ -130,8 +130,8 @@ pub struct SecretKeyRef {
     /// Key in the Secret.
     #[schemars(length(min = 1, max = 253))]
     pub key: String,
-    /// Secret namespace: required for ClusterZitadelConnection, ignored (the connection's own
-    /// namespace) for ZitadelConnection.
+    /// Secret namespace: required for ClusterZitadelConnection. A ZitadelConnection reads only
+    /// from its own namespace: leave it out (or name that namespace); another one is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::common::optional_id_schema")]
     pub namespace: Option<String>,
