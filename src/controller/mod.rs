@@ -49,9 +49,11 @@ pub struct Settings {
     pub resync: Duration,
     /// Re-check interval of an object stalled on a permanent error.
     pub stalled_requeue: Duration,
-    /// First retry delay after a transient error; doubles per consecutive failure.
+    /// First retry delay after a transient error; doubles per consecutive failure. Each delay is
+    /// jittered by ±20% but never shorter than this.
     pub backoff_base: Duration,
-    /// Longest retry delay after transient errors.
+    /// Longest retry delay after transient errors (jitter included; only a longer `Retry-After`
+    /// from ZITADEL waits longer).
     pub backoff_max: Duration,
     /// Reconciles running at once per controller.
     pub concurrency: u16,
@@ -184,17 +186,26 @@ impl<K: MetadataResource> Context<K> {
     }
 }
 
-/// Exponential backoff with jitter, at least what `Retry-After` asked for.
+/// Exponential backoff with jitter (`jitter` is a factor, drawn from 0.8–1.2), kept within
+/// `backoff_base..=backoff_max` so that neither bound is broken by the jitter, and at least what
+/// `Retry-After` asked for (which may exceed `backoff_max`).
 pub fn backoff_delay(
     settings: &Settings,
     attempt: u32,
     retry_after: Option<Duration>,
     jitter: f64,
 ) -> Duration {
+    let max = settings.backoff_max;
     let exp = settings
         .backoff_base
-        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(20)));
-    let delay = exp.min(settings.backoff_max).mul_f64(jitter);
+        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(20)))
+        .min(max);
+    let jittered = if jitter.is_finite() && jitter > 0.0 {
+        exp.mul_f64(jitter.min(2.0))
+    } else {
+        exp
+    };
+    let delay = jittered.clamp(settings.backoff_base.min(max), max);
     retry_after.map_or(delay, |ra| delay.max(ra))
 }
 
@@ -620,6 +631,46 @@ mod tests {
             backoff_delay(&s, 1, Some(Duration::from_secs(9)), 1.0),
             Duration::from_secs(9)
         );
-        assert_eq!(backoff_delay(&s, 1, None, 0.8), Duration::from_millis(800));
+        // Jitter never goes below the base nor above the maximum.
+        assert_eq!(backoff_delay(&s, 1, None, 0.8), Duration::from_secs(1));
+        assert_eq!(backoff_delay(&s, 1, None, 1.2), Duration::from_millis(1200));
+        assert_eq!(backoff_delay(&s, 3, None, 0.8), Duration::from_millis(3200));
+        assert_eq!(backoff_delay(&s, 30, None, 1.2), Duration::from_secs(60));
+        assert_eq!(backoff_delay(&s, 30, None, 0.8), Duration::from_secs(48));
+        // Retry-After may exceed the maximum.
+        assert_eq!(
+            backoff_delay(&s, 30, Some(Duration::from_secs(90)), 0.8),
+            Duration::from_secs(90)
+        );
+    }
+
+    #[test]
+    fn jittered_backoff_stays_within_base_and_max() {
+        let s = Settings {
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(2),
+            ..Settings::default()
+        };
+        for attempt in 1..40 {
+            for step in 0..=40 {
+                let jitter = 0.8 + f64::from(step) * 0.01;
+                let d = backoff_delay(&s, attempt, None, jitter);
+                assert!(
+                    (s.backoff_base..=s.backoff_max).contains(&d),
+                    "attempt {attempt} jitter {jitter}: {d:?}"
+                );
+            }
+        }
+        // A base above the maximum (rejected by the flags) does not panic.
+        let odd = Settings {
+            backoff_base: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(1),
+            ..Settings::default()
+        };
+        assert_eq!(backoff_delay(&odd, 1, None, 1.0), Duration::from_secs(1));
+        assert_eq!(
+            backoff_delay(&odd, 1, None, f64::NAN),
+            Duration::from_secs(1)
+        );
     }
 }
