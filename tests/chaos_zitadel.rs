@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures::StreamExt as _;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 use zitadel_metadata_operator::controller::Settings;
@@ -1005,7 +1005,19 @@ fn expected_state(n: usize, round: u32) -> (State, State) {
 }
 
 fn assert_state(env: &TestEnv, n: usize, round: u32) {
-    let (orgs, users) = expected_state(n, round);
+    assert_state_without(env, n, round, &BTreeSet::new());
+}
+
+/// [`assert_state`] after the objects `gone` were deleted (their keys removed).
+fn assert_state_without(env: &TestEnv, n: usize, round: u32, gone: &BTreeSet<usize>) {
+    let (mut orgs, mut users) = expected_state(n, round);
+    for i in gone {
+        for k in load_desired(*i, round).keys() {
+            for m in orgs.values_mut().chain(users.values_mut()) {
+                m.remove(k);
+            }
+        }
+    }
     for (org, want) in &orgs {
         assert_eq!(&decoded(env.emu.org_metadata(org)), want, "org {org}");
     }
@@ -1067,6 +1079,54 @@ async fn load_converges_while_five_percent_of_requests_fail() {
     let edit_s = started.elapsed().as_secs_f64();
     assert_state(&env, n, 1);
     let round1 = env.emu.requests();
+
+    // Round 2: delete every fourth object; the finalizer removes its keys.
+    env.emu.clear_requests();
+    let started = Instant::now();
+    let deleted: Vec<usize> = (0..n).filter(|i| i % 4 == 3).collect();
+    let env_ref = &env;
+    futures::stream::iter(deleted.iter().copied())
+        .map(|i| async move {
+            let (is_org, name, _) = load_spec(i, 1);
+            let dp = DeleteParams::default();
+            if is_org {
+                env_ref.orgs().delete(&name, &dp).await.expect("delete");
+            } else {
+                env_ref.users().delete(&name, &dp).await.expect("delete");
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    let remaining = n - deleted.len();
+    loop {
+        let left = env
+            .orgs()
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .len()
+            + env
+                .users()
+                .list(&ListParams::default())
+                .await
+                .expect("list")
+                .items
+                .len();
+        if left == remaining {
+            break;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{left} objects left, want {remaining}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let delete_s = started.elapsed().as_secs_f64();
+    let gone: BTreeSet<usize> = deleted.iter().copied().collect();
+    assert_state_without(&env, n, 1, &gone);
+    let round2 = env.emu.requests();
     env.emu.clear_faults();
 
     // No duplicate or lost writes: per round exactly one successful bulk set per object with
@@ -1102,10 +1162,50 @@ async fn load_converges_while_five_percent_of_requests_fail() {
         })
         .count();
     assert_eq!(removes, n, "round 1: one successful bulk remove per object");
+    // Round 2: one successful bulk remove per deleted object, with its keys; nothing set.
+    let mut removed: Vec<BTreeSet<String>> = round2
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.operation,
+                Operation::BulkRemoveOrgMetadata | Operation::BulkRemoveUserMetadata
+            ) && r.status == 200
+        })
+        .map(|r| {
+            r.body["keys"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|k| k.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    removed.sort();
+    let mut want_removed: Vec<BTreeSet<String>> = deleted
+        .iter()
+        .map(|i| load_desired(*i, 1).into_keys().collect())
+        .collect();
+    want_removed.sort();
+    assert_eq!(
+        removed, want_removed,
+        "round 2: each deleted object's keys removed once"
+    );
+    assert_eq!(
+        round2
+            .iter()
+            .filter(|r| r.operation.sets_metadata())
+            .count(),
+        0,
+        "round 2 wrote values"
+    );
 
-    let (calls0, calls1) = (round0.len(), round1.len());
-    let (inj0, inj1) = (injected(&round0), injected(&round1));
-    let share = (inj0 + inj1) as f64 / (calls0 + calls1) as f64;
+    let (calls0, calls1, calls2) = (round0.len(), round1.len(), round2.len());
+    let (inj0, inj1, inj2) = (injected(&round0), injected(&round1), injected(&round2));
+    let calls = calls0 + calls1 + calls2;
+    let injected_total = inj0 + inj1 + inj2;
+    let share = injected_total as f64 / calls as f64;
     assert!(
         (0.02..0.09).contains(&share),
         "injected {share:.3} of the calls, expected about 5%"
@@ -1116,6 +1216,11 @@ async fn load_converges_while_five_percent_of_requests_fail() {
         per_object < 12.0,
         "{per_object:.1} calls per object over two rounds"
     );
+    let per_deleted = calls2 as f64 / deleted.len() as f64;
+    assert!(
+        per_deleted < 5.0,
+        "{per_deleted:.1} calls per deleted object"
+    );
     figure(
         &format!("load_{n}_5pct"),
         &[
@@ -1123,10 +1228,13 @@ async fn load_converges_while_five_percent_of_requests_fail() {
             ("converge_s", format!("{create_s:.1}")),
             ("apply_s", format!("{applied_s:.1}")),
             ("edit_converge_s", format!("{edit_s:.1}")),
-            ("calls", (calls0 + calls1).to_string()),
+            ("deleted", deleted.len().to_string()),
+            ("delete_s", format!("{delete_s:.1}")),
+            ("calls", calls.to_string()),
             ("calls_create", calls0.to_string()),
             ("calls_edit", calls1.to_string()),
-            ("errors_injected", (inj0 + inj1).to_string()),
+            ("calls_delete", calls2.to_string()),
+            ("errors_injected", injected_total.to_string()),
             ("error_share", format!("{share:.3}")),
             ("calls_per_object", format!("{per_object:.2}")),
             ("duplicate_writes", "0".into()),
