@@ -63,6 +63,10 @@ pub enum ZitadelError {
     /// Connection-level failure.
     #[error("cannot reach ZITADEL: {0}")]
     Transport(String),
+    /// The TLS handshake failed: the server's certificate is not trusted (unknown CA: see
+    /// `caBundle`), not valid for the name (see `tlsServerName`), expired, ...
+    #[error("TLS verification of ZITADEL's certificate failed: {0}")]
+    Tls(String),
     /// A 2xx answer that is not the documented JSON.
     #[error("unexpected answer from ZITADEL: {0}")]
     Decode(String),
@@ -85,7 +89,8 @@ impl ZitadelError {
             ZitadelError::Api { status, code, .. } => {
                 *status == 429 || *status >= 500 || *code == code::ABORTED || *status == 409
             }
-            ZitadelError::Timeout(_) | ZitadelError::Transport(_) => true,
+            // TLS: may be a certificate rotation in progress; retried with backoff.
+            ZitadelError::Timeout(_) | ZitadelError::Transport(_) | ZitadelError::Tls(_) => true,
             ZitadelError::Decode(_)
             | ZitadelError::Credentials(_)
             | ZitadelError::ResponseTooLarge { .. } => false,
@@ -146,6 +151,7 @@ impl ZitadelError {
             ZitadelError::Api { .. } => "ZitadelRejected",
             ZitadelError::Timeout(_) => "ZitadelTimeout",
             ZitadelError::Transport(_) => "ZitadelUnreachable",
+            ZitadelError::Tls(_) => "TlsVerificationFailed",
             ZitadelError::Decode(_) | ZitadelError::ResponseTooLarge { .. } => "ZitadelBadResponse",
             ZitadelError::Credentials(_) => "CredentialsUnavailable",
         }

@@ -483,18 +483,45 @@ impl HttpClient {
     fn transport_error(&self, e: reqwest::Error) -> ZitadelError {
         if e.is_timeout() {
             ZitadelError::Timeout(self.config.request_timeout)
+        } else if let Some(tls) = tls_error(&e) {
+            tls
         } else {
-            // Only the error chain: reqwest errors carry the URL, never headers or bodies.
-            let mut msg = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                source = s.source();
-            }
-            ZitadelError::Transport(msg)
+            ZitadelError::Transport(error_chain(&e))
         }
     }
+}
+
+/// The error and its sources, joined by `: `. Only the chain: reqwest errors carry the URL,
+/// never headers or bodies.
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// [`ZitadelError::Tls`] when the request failed in the TLS handshake: a rustls error somewhere
+/// in the chain (`io::Error` hides its inner error from `source()`, and the connector nests
+/// them, so look inside each).
+pub(crate) fn tls_error(e: &reqwest::Error) -> Option<ZitadelError> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            let url = e.url().map(|u| format!(" ({u})")).unwrap_or_default();
+            return Some(ZitadelError::Tls(format!("{tls}{url}")));
+        }
+        current = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
 }
 
 /// Why a response body could not be read.

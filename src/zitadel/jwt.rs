@@ -213,6 +213,8 @@ impl JwtProfile {
             .map_err(|e| {
                 if e.is_timeout() {
                     ZitadelError::Timeout(Duration::from_secs(0))
+                } else if let Some(tls) = super::http::tls_error(&e) {
+                    tls
                 } else {
                     ZitadelError::Transport(format!("token endpoint: {e}"))
                 }

@@ -62,11 +62,13 @@
 mod conn;
 mod errors;
 mod handlers;
+mod inspect;
 mod model;
 mod oauth;
 mod routes;
 mod server;
 mod state;
+mod tls;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -81,6 +83,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use model::{Fault, FaultKind, Mode, Operation, Permission, RecordedRequest, TokenGrant};
+pub use tls::TlsMaterial;
 
 use server::Core;
 
