@@ -88,6 +88,26 @@ async fn kubectl_rejects_invalid_objects_with_specific_messages() {
             "apiVersion: metadata.zitadel-operator.dev/v1alpha1\nkind: UserMetadata\nmetadata:\n  name: nouser\nspec:\n  metadata: []\n".to_string(),
             "set exactly one of userId or user",
         ),
+        (
+            "connectionRef without a name",
+            org("noconnname", "  organizationId: \"1\"\n  connectionRef: {kind: ZitadelConnection}\n"),
+            "spec.connectionRef.name: Required value",
+        ),
+        (
+            "connectionRef of an unknown kind",
+            org("badconnkind", "  organizationId: \"1\"\n  connectionRef: {kind: Secret, name: x}\n"),
+            "spec.connectionRef.kind: Unsupported value",
+        ),
+        (
+            "valueFrom with both references",
+            org("bothrefs", "  organizationId: \"1\"\n  metadata:\n  - key: a\n    valueFrom: {secretKeyRef: {name: s, key: k}, configMapKeyRef: {name: c, key: k}}\n"),
+            "exactly one of secretKeyRef or configMapKeyRef must be set",
+        ),
+        (
+            "valueFrom naming another namespace",
+            org("xns", "  organizationId: \"1\"\n  metadata:\n  - key: a\n    valueFrom: {secretKeyRef: {name: s, key: k, namespace: kube-system}}\n"),
+            "secretKeyRef.namespace: field not declared in schema",
+        ),
     ];
     for (what, yaml, expected) in &cases {
         let (ok, stderr) = kubectl_apply(cp, &ns, yaml);
@@ -112,4 +132,16 @@ async fn kubectl_rejects_invalid_objects_with_specific_messages() {
     let (ok, stderr) = kubectl_apply(cp, &ns, &org("valid", "  organizationId: \"2\"\n"));
     assert!(!ok);
     assert!(stderr.contains("organizationId is immutable"), "{stderr}");
+
+    // Same for a user's id.
+    let user = |id: &str| {
+        format!(
+            "apiVersion: metadata.zitadel-operator.dev/v1alpha1\nkind: UserMetadata\nmetadata:\n  name: u\nspec:\n  userId: \"{id}\"\n"
+        )
+    };
+    let (ok, stderr) = kubectl_apply(cp, &ns, &user("1"));
+    assert!(ok, "valid user rejected: {stderr}");
+    let (ok, stderr) = kubectl_apply(cp, &ns, &user("2"));
+    assert!(!ok);
+    assert!(stderr.contains("userId is immutable"), "{stderr}");
 }
