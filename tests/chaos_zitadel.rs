@@ -735,6 +735,143 @@ async fn key_removed_by_someone_else_between_list_and_remove() {
     op.stop().await;
 }
 
+/// Hold the next `keys.len()` bulk removes 800 ms each on arrival, and remove `keys[n]` "by
+/// someone else" as soon as the n-th one arrived (before ZITADEL handles it).
+async fn remove_behind_the_operators_back(env: &TestEnv, keys: &[&str]) {
+    env.emu.inject(
+        Fault::latency(Duration::from_millis(800))
+            .on(Operation::BulkRemoveOrgMetadata)
+            .times(keys.len() as u32),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut done = 0;
+    while done < keys.len() {
+        let arrived = env
+            .emu
+            .requests()
+            .iter()
+            .filter(|r| r.operation == Operation::BulkRemoveOrgMetadata)
+            .count();
+        if arrived > done {
+            env.emu.delete_org_metadata(ACME, keys[done]);
+            done += 1;
+            continue;
+        }
+        assert!(Instant::now() < deadline, "bulk remove {done} did not come");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn keys_removed_by_someone_else_twice_in_a_row_is_retried_not_stalled() {
+    let env = TestEnv::new("chaos-race2").await;
+    let op = env.start_operator(chaos_settings());
+    let all = kv(&[("keep", "1"), ("drop", "2"), ("gone1", "3"), ("gone2", "4")]);
+    env.apply_org(
+        "race2",
+        json!({"organizationId": ACME, "metadata": entries(&all)}),
+    )
+    .await;
+    wait_ready(&env, "race2").await;
+    env.emu.clear_requests();
+    let keep = kv(&[("keep", "1")]);
+    env.apply_org(
+        "race2",
+        json!({"organizationId": ACME, "metadata": entries(&keep)}),
+    )
+    .await;
+    let started = Instant::now();
+    // Both the remove and the one re-read-and-remove of the same reconcile lose the race.
+    remove_behind_the_operators_back(&env, &["gone1", "gone2"]).await;
+    let o = wait_ready(&env, "race2").await;
+    let ready_s = started.elapsed().as_secs_f64();
+    assert_eq!(decoded(env.emu.org_metadata(ACME)), keep);
+    assert_eq!(
+        o.status()
+            .map(|s| s.managed_keys.clone())
+            .unwrap_or_default(),
+        vec!["keep".to_string()]
+    );
+    let removes: Vec<(u16, Value)> = env
+        .emu
+        .requests()
+        .iter()
+        .filter(|r| r.operation == Operation::BulkRemoveOrgMetadata)
+        .map(|r| (r.status, r.body["keys"].clone()))
+        .collect();
+    assert_eq!(
+        removes,
+        vec![
+            (404, json!(["drop", "gone1", "gone2"])),
+            (404, json!(["drop", "gone2"])),
+            (200, json!(["drop"])),
+        ]
+    );
+    // A race with another writer is transient: retried with backoff, never reported as a
+    // missing organization (Stalled until the stalled-retry interval).
+    let events = env.events().await;
+    assert!(
+        !events.iter().any(|(r, _)| r == "ZitadelNotFound"),
+        "reported as not found: {events:?}"
+    );
+    assert!(
+        ready_s < 15.0,
+        "Ready only after {ready_s:.1} s (stalled-retry interval?)"
+    );
+    figure(
+        "zitadel_key_removed_concurrently_twice",
+        &[
+            ("bulk_removes", removes.len().to_string()),
+            ("ready_s", format!("{ready_s:.2}")),
+            ("stalled", "0".into()),
+        ],
+    );
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_while_someone_else_removes_keys_still_removes_the_rest() {
+    let env = TestEnv::new("chaos-race-del").await;
+    let op = env.start_operator(chaos_settings());
+    let all = kv(&[("a", "1"), ("b", "2"), ("c", "3")]);
+    env.apply_org(
+        "racedel",
+        json!({"organizationId": ACME, "metadata": entries(&all)}),
+    )
+    .await;
+    wait_ready(&env, "racedel").await;
+    env.emu.put_org_metadata(ACME, "unmanaged", b"x");
+    env.emu.clear_requests();
+    env.delete_org("racedel").await;
+    remove_behind_the_operators_back(&env, &["a", "b"]).await;
+    env.wait_org_gone("racedel").await;
+    // The finalizer went only after every managed key was gone: nothing left behind.
+    assert_eq!(
+        decoded(env.emu.org_metadata(ACME)),
+        kv(&[("unmanaged", "x")])
+    );
+    let events = env.events().await;
+    assert!(
+        !events.iter().any(|(r, _)| r == "TargetGone"),
+        "treated as a vanished organization: {events:?}"
+    );
+    let removes = env
+        .emu
+        .requests()
+        .iter()
+        .filter(|r| r.operation == Operation::BulkRemoveOrgMetadata && r.status == 200)
+        .count();
+    assert_eq!(removes, 1);
+    figure(
+        "zitadel_key_removed_during_delete",
+        &[
+            ("removed_after_race", "1".into()),
+            ("left_behind", "0".into()),
+        ],
+    );
+    op.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Access tokens expiring mid-run (JWT-profile connection).
 // ---------------------------------------------------------------------------------------------

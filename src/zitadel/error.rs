@@ -83,11 +83,16 @@ pub enum ZitadelError {
 
 impl ZitadelError {
     /// Whether retrying later may succeed without anyone changing anything (429, 5xx,
-    /// timeouts, connection failures, 409 Aborted).
+    /// timeouts, connection failures, 409 Aborted, and a bulk remove that lost a race with
+    /// another writer removing one of its keys: re-reading and planning again succeeds).
     pub fn is_transient(&self) -> bool {
         match self {
             ZitadelError::Api { status, code, .. } => {
-                *status == 429 || *status >= 500 || *code == code::ABORTED || *status == 409
+                *status == 429
+                    || *status >= 500
+                    || *code == code::ABORTED
+                    || *status == 409
+                    || self.is_key_not_existing()
             }
             // TLS: may be a certificate rotation in progress; retried with backoff.
             ZitadelError::Timeout(_) | ZitadelError::Transport(_) | ZitadelError::Tls(_) => true,
@@ -129,16 +134,20 @@ impl ZitadelError {
         )
     }
 
-    /// True when the error says the target (org or user) does not exist.
+    /// True when the error says the target (org or user) does not exist. A 404 saying a
+    /// metadata key does not exist ([`Self::is_key_not_existing`]) is not: the target is there.
     pub fn is_target_missing(&self) -> bool {
         matches!(
             self.id(),
             Some(ids::USER_NOT_FOUND_IN_ORG | ids::ORG_DOES_NOT_EXIST)
-        ) || matches!(self, ZitadelError::Api { status: 404, .. })
+        ) || (matches!(self, ZitadelError::Api { status: 404, .. }) && !self.is_key_not_existing())
     }
 
     /// A one-word PascalCase reason for conditions and events.
     pub fn reason(&self) -> &'static str {
+        if self.is_key_not_existing() {
+            return "ConcurrentMetadataChange";
+        }
         match self {
             ZitadelError::Api { status: 401, .. } => "ZitadelUnauthenticated",
             ZitadelError::Api { status: 403, .. } => "ZitadelPermissionDenied",
@@ -231,8 +240,33 @@ mod tests {
         let body = r#"{"code":5,"message":"Ein oder mehrere Schlüssel existieren nicht (META-2npds)","details":[{"@type":"type.googleapis.com/zitadel.v1.ErrorDetail","id":"META-2npds","message":"x"}]}"#;
         let err = ZitadelError::from_response(404, None, body);
         assert!(err.is_key_not_existing());
-        assert!(!err.is_transient());
         assert_eq!(err.id(), Some("META-2npds"));
+    }
+
+    #[test]
+    fn a_missing_key_is_a_race_not_a_missing_target() {
+        for (status, body) in [
+            (
+                404,
+                r#"{"code":5,"message":"One or more keys do not exist (META-2npds)","details":[{"id":"META-2npds"}]}"#,
+            ),
+            (
+                404,
+                r#"{"code":5,"message":"x","details":[{"id":"META-2nnds"}]}"#,
+            ),
+        ] {
+            let err = ZitadelError::from_response(status, None, body);
+            assert!(err.is_key_not_existing());
+            // Someone else removed a key between the read and the remove: retry (re-read),
+            // never "organization/user not found" (which would stall, or end a cleanup early).
+            assert!(!err.is_target_missing(), "{err}");
+            assert!(err.is_transient(), "{err}");
+            assert_eq!(err.reason(), "ConcurrentMetadataChange");
+        }
+        // Other 404s still mean the target is gone.
+        let gone =
+            ZitadelError::from_response(404, None, r#"{"code":5,"message":"User not found"}"#);
+        assert!(gone.is_target_missing() && !gone.is_transient());
     }
 
     #[test]
