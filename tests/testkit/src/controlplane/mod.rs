@@ -79,6 +79,14 @@ const LOG_TAIL_LINES: usize = 40;
 const MAX_NAME_LEN: usize = 63;
 /// Length of the random suffix of [`ControlPlane::create_namespace`] names.
 const SUFFIX_LEN: usize = 6;
+/// Audit policy of [`Options::audit_log`]: every request at level `Metadata`, one event per
+/// request (when the response is complete; panics too).
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: Metadata
+";
 
 /// A running etcd + kube-apiserver pair on 127.0.0.1, with an admin kubeconfig.
 ///
@@ -92,7 +100,21 @@ pub struct ControlPlane {
     kubeconfig_path: PathBuf,
     kubeconfig: Kubeconfig,
     url: String,
+    /// etcd's client URL, `http://127.0.0.1:<port>`.
+    etcd_url: String,
+    /// The kube-apiserver command line, reused by [`ControlPlane::start_apiserver`].
+    apiserver_args: Vec<String>,
+    /// Where the apiserver writes its audit log, if [`Options::audit_log`] was set.
+    audit_log: Option<PathBuf>,
     state: Mutex<State>,
+}
+
+/// How [`ControlPlane::start_with`] starts a control plane.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Run the apiserver with an audit log of every request at level `Metadata` (verb, user,
+    /// resource, URI, response code; no bodies), read back with [`ControlPlane::audit_events`].
+    pub audit_log: bool,
 }
 
 /// What [`ControlPlane::shutdown`] tears down.
@@ -134,12 +156,17 @@ impl ControlPlane {
     /// is 90 s, or `KUBEBUILDER_CONTROLPLANE_START_TIMEOUT`; on failure the error carries the last
     /// 40 log lines of both processes.
     pub async fn start() -> Result<ControlPlane> {
+        Self::start_with(Options::default()).await
+    }
+
+    /// Like [`start`](Self::start), with [`Options`].
+    pub async fn start_with(options: Options) -> Result<ControlPlane> {
         let bin_dir = assets::ensure().await?;
         let timeout = start_timeout();
         let started = Instant::now();
         let mut attempt = 1;
         loop {
-            match Self::try_start(&bin_dir, timeout).await {
+            match Self::try_start(&bin_dir, timeout, &options).await {
                 Ok(cp) => {
                     tracing::info!(
                         url = %cp.url,
@@ -333,9 +360,153 @@ impl ControlPlane {
             .unwrap_or_default()
     }
 
+    /// etcd's client URL, `http://127.0.0.1:<port>` (plain HTTP; it also serves etcd's v3
+    /// HTTP/JSON gateway under `/v3/`).
+    pub fn etcd_url(&self) -> &str {
+        &self.etcd_url
+    }
+
+    /// Whether a kube-apiserver process is currently owned (false between
+    /// [`stop_apiserver`](Self::stop_apiserver) and [`start_apiserver`](Self::start_apiserver)).
+    pub fn apiserver_running(&self) -> bool {
+        self.lock(true)
+            .is_some_and(|state| state.processes.iter().any(|p| p.name() == "kube-apiserver"))
+    }
+
+    /// Kills kube-apiserver (SIGKILL, whole process group) and reaps it; etcd keeps running. A
+    /// no-op if it is not running.
+    ///
+    /// Never call this on the [`shared`](Self::shared) instance while other tests use it: start a
+    /// private control plane with [`start`](Self::start) for restart tests.
+    pub fn stop_apiserver(&self) {
+        let Some(mut state) = self.lock(true) else {
+            return;
+        };
+        if let Some(index) = state
+            .processes
+            .iter()
+            .position(|p| p.name() == "kube-apiserver")
+        {
+            let mut process = state.processes.remove(index);
+            process.kill();
+            tracing::info!(url = %self.url, "kube-apiserver stopped");
+        }
+    }
+
+    /// Starts kube-apiserver again with the command line of the first start: same port,
+    /// certificates, etcd (and so the same data) and flags; its output is appended to
+    /// `kube-apiserver.log`. Waits until `/readyz` answers (start timeout as in
+    /// [`start`](Self::start)) and returns how long that took.
+    ///
+    /// Fails if the apiserver is already running or exits while starting (e.g. its port was taken
+    /// in the meantime; the error then carries the log tails).
+    pub async fn start_apiserver(&self) -> Result<Duration> {
+        if self.apiserver_running() {
+            bail!("kube-apiserver is already running");
+        }
+        let timeout = start_timeout();
+        let started = Instant::now();
+        self.spawn("kube-apiserver", self.apiserver_args.clone())?;
+        let client = self.client().await?;
+        self.wait_for(
+            started + timeout,
+            timeout,
+            "restarted kube-apiserver /readyz",
+            async || {
+                let request = http::Request::get("/readyz").body(Vec::new())?;
+                client.request_text(request).await?;
+                Ok(())
+            },
+        )
+        .await
+        .map_err(|(StartError::PortConflict(e) | StartError::Fatal(e))| e)?;
+        let elapsed = started.elapsed();
+        tracing::info!(url = %self.url, elapsed_ms = elapsed.as_millis(), "kube-apiserver restarted");
+        Ok(elapsed)
+    }
+
+    /// [`stop_apiserver`](Self::stop_apiserver), then [`start_apiserver`](Self::start_apiserver).
+    pub async fn restart_apiserver(&self) -> Result<Duration> {
+        self.stop_apiserver();
+        self.start_apiserver().await
+    }
+
+    /// etcd's current revision (the cluster-wide `resourceVersion` counter), via the v3
+    /// HTTP/JSON gateway (`POST /v3/kv/range`).
+    pub async fn etcd_revision(&self) -> Result<i64> {
+        // Any key does: the response header carries the store's revision.
+        let body = serde_json::json!({ "key": BASE64_STANDARD.encode("/"), "count_only": true });
+        let answer = self.etcd_call("/v3/kv/range", &body).await?;
+        answer["header"]["revision"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .or_else(|| answer["header"]["revision"].as_i64())
+            .with_context(|| format!("no header.revision in etcd's answer: {answer}"))
+    }
+
+    /// Compacts etcd's history up to its current revision (physically, waiting for it), so every
+    /// older revision is gone: a watch or list at an older `resourceVersion` that reaches etcd
+    /// gets `410 Gone`. Returns the revision compacted at.
+    ///
+    /// The apiserver's watch cache is not affected until the apiserver restarts (or its own
+    /// watch on etcd breaks); combine with [`restart_apiserver`](Self::restart_apiserver).
+    pub async fn compact_etcd(&self) -> Result<i64> {
+        let revision = self.etcd_revision().await?;
+        let body = serde_json::json!({ "revision": revision.to_string(), "physical": true });
+        self.etcd_call("/v3/kv/compaction", &body).await?;
+        tracing::info!(revision, "etcd compacted");
+        Ok(revision)
+    }
+
+    /// One call to etcd's v3 HTTP/JSON gateway; fails on a non-2xx answer.
+    async fn etcd_call(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
+        let client = reqwest::Client::builder()
+            .timeout(PROBE_TIMEOUT)
+            .build()
+            .context("building an HTTP client for etcd")?;
+        let response = client
+            .post(format!("{}{path}", self.etcd_url))
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("calling etcd {path}"))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("etcd {path} answered {status}: {text}");
+        }
+        serde_json::from_str(&text)
+            .with_context(|| format!("etcd {path} answered non-JSON: {text}"))
+    }
+
+    /// The audit events written so far (one JSON object per request, level `Metadata`: `verb`,
+    /// `requestURI`, `objectRef`, `responseStatus`, `userAgent`, ...), across apiserver restarts.
+    ///
+    /// Fails unless the control plane was started with [`Options::audit_log`]. A line the
+    /// apiserver is still writing is skipped.
+    pub fn audit_events(&self) -> Result<Vec<serde_json::Value>> {
+        let path = self
+            .audit_log
+            .as_ref()
+            .context("the control plane was started without Options::audit_log")?;
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        Ok(text
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect())
+    }
+
     /// One start attempt with fresh ports and directory. Whatever was started is cleaned up by
     /// `Drop` if the attempt fails.
-    async fn try_start(bin_dir: &Path, timeout: Duration) -> Result<ControlPlane, StartError> {
+    async fn try_start(
+        bin_dir: &Path,
+        timeout: Duration,
+        options: &Options,
+    ) -> Result<ControlPlane, StartError> {
         let deadline = Instant::now() + timeout;
         let dir = tempfile::Builder::new()
             .prefix("zmo-envtest-")
@@ -363,12 +534,53 @@ impl ControlPlane {
         let yaml = serde_yaml::to_string(&kubeconfig).context("serializing the kubeconfig")?;
         std::fs::write(&kubeconfig_path, yaml).context("writing the kubeconfig")?;
 
+        let cert = |file: &str| cert_dir.join(file).display().to_string();
+        let mut apiserver_args = vec![
+            format!("--etcd-servers={etcd_url}"),
+            format!("--secure-port={api_port}"),
+            "--bind-address=127.0.0.1".into(),
+            format!("--cert-dir={}", cert_dir.display()),
+            format!("--tls-cert-file={}", cert("apiserver.crt")),
+            format!("--tls-private-key-file={}", cert("apiserver.key")),
+            format!("--client-ca-file={}", cert("client-cert-auth-ca.crt")),
+            "--authorization-mode=RBAC".into(),
+            format!("--service-account-issuer=https://127.0.0.1:{api_port}/"),
+            format!("--service-account-key-file={}", cert("sa-signer.pub")),
+            format!(
+                "--service-account-signing-key-file={}",
+                cert("sa-signer.key")
+            ),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            "--disable-admission-plugins=ServiceAccount".into(),
+            "--allow-privileged=true".into(),
+        ];
+        if let Some(ip) = net::advertise_address() {
+            apiserver_args.push(format!("--advertise-address={ip}"));
+        }
+        let audit_log = if options.audit_log {
+            let policy = root.join("audit-policy.yaml");
+            std::fs::write(&policy, AUDIT_POLICY).context("writing the audit policy")?;
+            let log = root.join("audit.log");
+            apiserver_args.extend([
+                format!("--audit-policy-file={}", policy.display()),
+                format!("--audit-log-path={}", log.display()),
+                "--audit-log-format=json".into(),
+                "--audit-log-mode=blocking".into(),
+            ]);
+            Some(log)
+        } else {
+            None
+        };
+
         let cp = ControlPlane {
             bin_dir: bin_dir.to_path_buf(),
             root: root.clone(),
             kubeconfig_path,
             kubeconfig,
             url,
+            etcd_url: etcd_url.clone(),
+            apiserver_args,
+            audit_log,
             state: Mutex::new(State {
                 processes: Vec::new(),
                 dir: Some(dir),
@@ -391,30 +603,7 @@ impl ControlPlane {
         })
         .await?;
 
-        let cert = |file: &str| cert_dir.join(file).display().to_string();
-        let mut args = vec![
-            format!("--etcd-servers={etcd_url}"),
-            format!("--secure-port={api_port}"),
-            "--bind-address=127.0.0.1".into(),
-            format!("--cert-dir={}", cert_dir.display()),
-            format!("--tls-cert-file={}", cert("apiserver.crt")),
-            format!("--tls-private-key-file={}", cert("apiserver.key")),
-            format!("--client-ca-file={}", cert("client-cert-auth-ca.crt")),
-            "--authorization-mode=RBAC".into(),
-            format!("--service-account-issuer=https://127.0.0.1:{api_port}/"),
-            format!("--service-account-key-file={}", cert("sa-signer.pub")),
-            format!(
-                "--service-account-signing-key-file={}",
-                cert("sa-signer.key")
-            ),
-            "--service-cluster-ip-range=10.0.0.0/24".into(),
-            "--disable-admission-plugins=ServiceAccount".into(),
-            "--allow-privileged=true".into(),
-        ];
-        if let Some(ip) = net::advertise_address() {
-            args.push(format!("--advertise-address={ip}"));
-        }
-        cp.spawn("kube-apiserver", args)?;
+        cp.spawn("kube-apiserver", cp.apiserver_args.clone())?;
 
         let client = cp.client().await?;
         cp.wait_for(deadline, timeout, "kube-apiserver /readyz", async || {

@@ -83,14 +83,19 @@ pub(crate) struct Process {
 }
 
 impl Process {
-    /// Starts `program` with `args`, stdout and stderr appended to `log`, stdin closed.
+    /// Starts `program` with `args`, stdout and stderr appended to `log` (created if missing, so a
+    /// restarted process keeps its predecessor's output), stdin closed.
     pub(crate) fn spawn(
         name: &'static str,
         program: &Path,
         args: &[String],
         log: PathBuf,
     ) -> Result<Process> {
-        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("opening {}", log.display()))?;
         let err = out.try_clone().context("duplicating the log file handle")?;
         let mut command = Command::new(program);
         command
