@@ -124,7 +124,8 @@ pub async fn run<C: ConnectionResource>(
         Namespaces::Only(_) => vec![],
     };
     let runs = C::apis(&client, namespaces).into_iter().map(|api| {
-        let mut controller = Controller::new(api, watcher::Config::default().any_semantic());
+        let mut controller = Controller::new(api, watcher::Config::default().any_semantic())
+            .trigger_backoff(super::WatchBackoff::default());
         for scope in &secret_scopes {
             let secrets: Api<PartialObjectMeta<Secret>> = match scope {
                 Some(ns) => Api::namespaced(client.clone(), ns),

@@ -209,6 +209,51 @@ pub fn backoff_delay(
     retry_after.map_or(delay, |ra| delay.max(ra))
 }
 
+/// Backoff of the Kubernetes watches (each kind's own watch, and the controller's merged trigger
+/// stream): exponential from 250 ms, doubling per consecutive error, capped at 5 s, ±20 % jitter,
+/// reset by the next successful event.
+///
+/// kube-runtime's default (800 ms doubling to 30 s, plus up to 100 % jitter) keeps growing with
+/// every error of every watch during an apiserver outage — several per reconnect attempt — and the
+/// `410 Gone` that follows a restart counts as one more. After a 4 s kube-apiserver restart the
+/// operator was blind to changes for over a minute (`tests/chaos_kubernetes.rs`). With this
+/// backoff it resumes within a few seconds; retrying a dozen watches every 5 s costs an apiserver
+/// nothing.
+#[derive(Clone, Debug, Default)]
+pub struct WatchBackoff {
+    /// Consecutive errors so far.
+    attempt: u32,
+}
+
+impl WatchBackoff {
+    /// First delay.
+    pub const BASE: Duration = Duration::from_millis(250);
+    /// Longest delay (before jitter).
+    pub const MAX: Duration = Duration::from_secs(5);
+
+    /// The delay before retry number `attempt` (1-based), before jitter.
+    pub fn delay(attempt: u32) -> Duration {
+        Self::BASE
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)))
+            .min(Self::MAX)
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        self.attempt = self.attempt.saturating_add(1);
+        Some(Self::delay(self.attempt).mul_f64(rand::rng().random_range(0.8..1.2)))
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
 /// Called by the controller when [`reconcile`] fails: retry with per-object backoff.
 pub fn error_policy<K: MetadataResource>(
     obj: Arc<K>,
@@ -334,7 +379,7 @@ pub async fn run_kind<K>(
             let (reader, writer) = reflector::store();
             let (index, scope) = (targets.clone(), ns.clone());
             let trigger = watcher(api, watcher::Config::default().any_semantic())
-                .default_backoff()
+                .backoff(WatchBackoff::default())
                 // Nothing reads managedFields (three quarters of the cache's memory) or kubectl's
                 // copy of the last applied object.
                 .modify(|o: &mut K| {
@@ -360,7 +405,8 @@ pub async fn run_kind<K>(
                     PredicateConfig::default(),
                 );
             let controller = Controller::for_stream(trigger, reader)
-                .with_config(controller::Config::default().concurrency(settings.concurrency));
+                .with_config(controller::Config::default().concurrency(settings.concurrency))
+                .trigger_backoff(WatchBackoff::default());
             // Re-sync objects whose valueFrom names a Secret/ConfigMap that changed (metadata-only
             // watches: values are read on reconcile, never cached).
             let secrets: Api<PartialObjectMeta<Secret>> = scoped_api(&client, ns.as_deref());
