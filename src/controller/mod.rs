@@ -719,4 +719,19 @@ mod tests {
             Duration::from_secs(1)
         );
     }
+
+    #[test]
+    fn watch_backoff_is_short_capped_and_resets() {
+        use kube::runtime::utils::Backoff as _;
+        assert_eq!(WatchBackoff::delay(1), Duration::from_millis(250));
+        assert_eq!(WatchBackoff::delay(3), Duration::from_secs(1));
+        assert_eq!(WatchBackoff::delay(6), WatchBackoff::MAX);
+        assert_eq!(WatchBackoff::delay(u32::MAX), WatchBackoff::MAX);
+        let mut backoff = WatchBackoff::default();
+        let delays: Vec<Duration> = backoff.by_ref().take(20).collect();
+        assert!(delays.iter().all(|d| *d <= WatchBackoff::MAX.mul_f64(1.2)));
+        assert!(delays[0] <= Duration::from_millis(300));
+        backoff.reset();
+        assert!(backoff.next().expect("endless") <= Duration::from_millis(300));
+    }
 }
