@@ -517,6 +517,88 @@ async fn connection_resets_on_writes_are_retried_without_duplicates() {
 }
 
 #[tokio::test]
+async fn answers_lost_after_zitadel_committed_are_not_written_twice() {
+    let env = TestEnv::new("chaos-lost-answer").await;
+    let op = env.start_operator(chaos_settings());
+    // ZITADEL stores the bulk set, then the connection dies before the answer arrives.
+    env.emu.inject(
+        Fault::reset_after_handling()
+            .on(Operation::BulkSetOrgMetadata)
+            .times(1),
+    );
+    let before = env.emu.org_sequence(ACME);
+    let desired = kv(&[("a", "1"), ("b", "2")]);
+    env.apply_org(
+        "lost",
+        json!({"organizationId": ACME, "metadata": entries(&desired)}),
+    )
+    .await;
+    let o = wait_ready(&env, "lost").await;
+    // The retry re-reads, finds both values and writes nothing: one event per key, once.
+    assert_eq!(decoded(env.emu.org_metadata(ACME)), desired);
+    assert_eq!(
+        env.emu.org_sequence(ACME),
+        before + 2,
+        "a key was written twice"
+    );
+    let reqs = requests_in(&env.emu.requests(), ACME);
+    let sets: Vec<u16> = reqs
+        .iter()
+        .filter(|r| r.operation == Operation::BulkSetOrgMetadata)
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(sets, vec![0], "the committed write was sent again");
+    assert_eq!(
+        o.status()
+            .map(|s| s.managed_keys.clone())
+            .unwrap_or_default(),
+        vec!["a".to_string(), "b".to_string()]
+    );
+    assert!(warnings(&env, "ZitadelUnreachable").await >= 1);
+    let sequence_recorded = o.status().and_then(|s| s.sequence.clone()).is_some();
+
+    // The same for a remove.
+    env.emu.clear_requests();
+    env.emu.inject(
+        Fault::reset_after_handling()
+            .on(Operation::BulkRemoveOrgMetadata)
+            .times(1),
+    );
+    let before = env.emu.org_sequence(ACME);
+    let keep = kv(&[("a", "1")]);
+    env.apply_org(
+        "lost",
+        json!({"organizationId": ACME, "metadata": entries(&keep)}),
+    )
+    .await;
+    wait_ready(&env, "lost").await;
+    assert_eq!(decoded(env.emu.org_metadata(ACME)), keep);
+    assert_eq!(env.emu.org_sequence(ACME), before + 1);
+    let removes: Vec<u16> = env
+        .emu
+        .requests()
+        .iter()
+        .filter(|r| r.operation == Operation::BulkRemoveOrgMetadata)
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(removes, vec![0], "the committed remove was sent again");
+    figure(
+        "zitadel_answer_lost_after_commit",
+        &[
+            ("lost_answers", "2".into()),
+            ("writes_sent", "1".into()),
+            ("removes_sent", "1".into()),
+            ("duplicate_events", "0".into()),
+            (
+                "status_sequence_after_lost_answer",
+                sequence_recorded.to_string(),
+            ),
+        ],
+    );
+    op.stop().await;
+}
+
+#[tokio::test]
 async fn hangs_past_the_client_timeout_time_out_and_retry() {
     const HANGS: u32 = 2;
     // The in-process operator's ZITADEL client times out after 2 s (tests/common).

@@ -68,6 +68,32 @@ async fn reset_closes_the_connection_without_answer_and_writes_nothing() {
 }
 
 #[tokio::test]
+async fn reset_after_handling_stores_the_write_but_loses_the_answer() {
+    let emu = Emulator::start_seeded().await.expect("emulator");
+    let client = client();
+    let before = emu.org_sequence(ACME);
+    emu.inject(
+        Fault::reset_after_handling()
+            .on(Operation::SetOrgMetadata)
+            .times(1),
+    );
+    let err = set(&client, &emu, "landed")
+        .await
+        .expect_err("the answer is lost");
+    assert!(!err.is_timeout() && !err.is_status(), "{err:?}");
+    // ZITADEL committed it: one event, value stored.
+    assert_eq!(emu.org_sequence(ACME), before + 1);
+    assert!(emu.org_metadata(ACME).contains_key("landed"));
+    let last = emu.requests().pop().expect("recorded");
+    assert_eq!(
+        (last.operation, last.status),
+        (Operation::SetOrgMetadata, 0)
+    );
+    assert_eq!(set(&client, &emu, "next").await.expect("set"), 200);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
 async fn reset_is_available_through_the_admin_route() {
     let emu = Emulator::start_seeded().await.expect("emulator");
     let added: Value = client()

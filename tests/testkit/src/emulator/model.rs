@@ -361,7 +361,7 @@ pub struct RecordedRequest {
 ///
 /// JSON form (for `POST /_emulator/faults`): `{"latency_ms":250}`,
 /// `{"status":{"http":503,"code":14}}`, `{"too_many_requests":{"retry_after":3,"plain_text":true}}`,
-/// `"hang"`, `"reset"`, `"drop_writes"` or `"corrupt_writes"`.
+/// `"hang"`, `"reset"`, `"reset_after_handling"`, `"drop_writes"` or `"corrupt_writes"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultKind {
@@ -392,6 +392,10 @@ pub enum FaultKind {
     /// crashing pod or a load balancer dropping a connection looks like. The request is read and
     /// recorded (status 0: no response was sent) but not handled, so nothing is written.
     Reset,
+    /// Handle the request normally (a write is stored), then close the connection with a reset
+    /// instead of answering: the answer is lost after ZITADEL committed, as when a proxy or the
+    /// network fails on the way back. Recorded with status 0.
+    ResetAfterHandling,
     /// Silently lose the write: a metadata Set/BulkSet (org or user) is handled normally
     /// (authentication, validation and errors included) and answers 200 with the `details` it
     /// would have had, sequence advanced as if the events were written, but nothing is stored
@@ -422,11 +426,11 @@ mod duration_ms {
 /// An injected fault: which operations it applies to, what happens, and how often.
 ///
 /// Faults are evaluated before routing errors and authentication. All matching latency faults add
-/// up; then the first matching terminal fault (status, 429, hang) answers the request. Only when no
-/// terminal fault answers does the first matching write fault ([`FaultKind::DropWrites`],
-/// [`FaultKind::CorruptWrites`]) apply, and only to metadata Set/BulkSet requests
-/// ([`Operation::sets_metadata`]); it is consumed (`times`) even if the request then fails
-/// authentication or validation, like every other fault.
+/// up; then the first matching terminal fault (status, 429, hang, resets) answers the request.
+/// Only when no terminal fault answers does the first matching write fault
+/// ([`FaultKind::DropWrites`], [`FaultKind::CorruptWrites`]) apply, and only to metadata
+/// Set/BulkSet requests ([`Operation::sets_metadata`]); it is consumed (`times`) even if the
+/// request then fails authentication or validation, like every other fault.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fault {
     /// Operations this fault applies to; `None` = every request.
@@ -493,6 +497,12 @@ impl Fault {
     /// Close the connection without answering ([`FaultKind::Reset`]).
     pub fn reset() -> Self {
         Fault::new(FaultKind::Reset)
+    }
+
+    /// Handle the request, then close the connection without answering
+    /// ([`FaultKind::ResetAfterHandling`]).
+    pub fn reset_after_handling() -> Self {
+        Fault::new(FaultKind::ResetAfterHandling)
     }
 
     /// Answer metadata Set/BulkSet requests normally but store nothing

@@ -65,6 +65,9 @@ enum FaultOutcome {
     Hang,
     /// Close the connection without answering.
     Reset,
+    /// Handle the request (after the total latency, with a write fault if one applies), then
+    /// close the connection instead of answering.
+    ProceedThenReset(Option<WriteFault>),
 }
 
 impl Core {
@@ -227,6 +230,7 @@ impl Core {
             ),
             Some(FaultKind::Hang) => FaultOutcome::Hang,
             Some(FaultKind::Reset) => FaultOutcome::Reset,
+            Some(FaultKind::ResetAfterHandling) => FaultOutcome::ProceedThenReset(write),
         }
     }
 
@@ -379,7 +383,9 @@ async fn api(AxState(core): AxState<Arc<Core>>, request: Request) -> Response {
         body: recorded_body(&bytes),
         received_unix_micros: unix_micros_now(),
     });
-    let response = match core.apply_faults(operation).await {
+    let outcome = core.apply_faults(operation).await;
+    let reset_after = matches!(outcome, FaultOutcome::ProceedThenReset(_));
+    let response = match outcome {
         FaultOutcome::Respond(resp) => resp,
         FaultOutcome::Hang => {
             tracing::debug!(%method, %path, %operation, "emulator: hanging request");
@@ -387,21 +393,14 @@ async fn api(AxState(core): AxState<Arc<Core>>, request: Request) -> Response {
             return (StatusCode::SERVICE_UNAVAILABLE, "emulator shut down").into_response();
         }
         FaultOutcome::Reset => {
-            let peer = parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| *addr);
-            match peer {
-                Some(peer) if core.connections.reset(peer) => {
-                    tracing::debug!(%method, %path, %operation, "emulator: resetting the connection");
-                    // Never sent: writing it fails and the connection closes with a RST.
-                    return StatusCode::SERVICE_UNAVAILABLE.into_response();
-                }
-                // Not served through the resettable listener (cannot happen with `start_on`).
-                _ => (StatusCode::SERVICE_UNAVAILABLE, "connection reset").into_response(),
+            if reset_connection(&core, &parts.extensions) {
+                tracing::debug!(%method, %path, %operation, "emulator: resetting the connection");
+                // Never sent: writing it fails and the connection closes with a RST.
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
             }
+            (StatusCode::SERVICE_UNAVAILABLE, "connection reset").into_response()
         }
-        FaultOutcome::Proceed(_) if too_large => {
+        FaultOutcome::Proceed(_) | FaultOutcome::ProceedThenReset(_) if too_large => {
             let german = lock(&core.state).german;
             ApiError::plain(
                 code::RESOURCE_EXHAUSTED,
@@ -409,17 +408,32 @@ async fn api(AxState(core): AxState<Arc<Core>>, request: Request) -> Response {
             )
             .render(german)
         }
-        FaultOutcome::Proceed(_) if Operation::OIDC.contains(&operation) => {
+        FaultOutcome::Proceed(_) | FaultOutcome::ProceedThenReset(_)
+            if Operation::OIDC.contains(&operation) =>
+        {
             oauth::handle(&core.state, operation, &parts.headers, &query, &bytes)
         }
-        FaultOutcome::Proceed(write) => {
+        FaultOutcome::Proceed(write) | FaultOutcome::ProceedThenReset(write) => {
             handlers::handle(&core.state, &route, &parts.headers, &query, &bytes, write)
         }
     };
+    if reset_after && reset_connection(&core, &parts.extensions) {
+        tracing::debug!(%method, %path, %operation, "emulator: handled, resetting the connection");
+        // Recorded as unanswered (status 0): the client never sees this response.
+        return response;
+    }
     let status = response.status().as_u16();
     core.record_finish(id, status);
     tracing::debug!(%method, %path, %operation, status, "emulator: request");
     response
+}
+
+/// Resets the connection the request came on ([`FaultKind::Reset`]); false if it is not known
+/// (not served through the resettable listener).
+fn reset_connection(core: &Core, extensions: &axum::http::Extensions) -> bool {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|ConnectInfo(peer)| core.connections.reset(*peer))
 }
 
 fn loopback_only(addr: SocketAddr) -> Result<(), Box<Response>> {
