@@ -44,6 +44,11 @@ lint:
 
 ## Everything: formatting, lints, unit tests, emulator and client tests, and the end-to-end
 ## suites against a real kube-apiserver + etcd (built from source on first use).
+## Dependency policy (deny.toml: licenses, banned crates, sources; .ci/run installs cargo-deny,
+## elsewhere it is skipped when missing: `cargo install --locked cargo-deny --version 0.20.2`).
 test: lint
+	@if $(CARGO) deny --version >/dev/null 2>&1; then \
+		$(CARGO) deny check licenses bans sources; \
+	else echo "cargo-deny not installed: skipping cargo deny check" >&2; fi
 	export KUBEBUILDER_ASSETS="$$(bash tests/envtest/build.sh | tail -n 1)" && \
 	$(CARGO) test --workspace --no-fail-fast
