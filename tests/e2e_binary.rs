@@ -77,6 +77,7 @@ async fn binary_converges_across_a_restart_without_duplicate_writes() {
         operations: Some(vec![Operation::BulkSetOrgMetadata]),
         kind: FaultKind::Latency(Duration::from_millis(700)),
         times: None,
+        probability: None,
     });
     let first = Binary::start(&env, &token);
     for (i, org) in orgs.iter().enumerate() {

@@ -165,6 +165,7 @@ async fn read_back_mismatch_is_a_visible_error_then_recovers() {
         operations: Some(vec![Operation::BulkSetOrgMetadata]),
         kind: FaultKind::DropWrites,
         times: Some(2),
+        probability: None,
     });
     let op = env.start_operator(fast_settings());
     env.apply_org(

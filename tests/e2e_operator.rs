@@ -393,6 +393,7 @@ async fn zitadel_503_backs_off_then_recovers_without_losing_the_change() {
             code: 14,
         },
         times: Some(3),
+        probability: None,
     });
     let op = env.start_operator(fast_settings());
     env.apply_org(

@@ -214,6 +214,7 @@ async fn transient_errors_carry_retry_after_and_time_out() {
             code: 14,
         },
         times: Some(1),
+        probability: None,
     });
     let err = c.list_metadata(&org(ACME)).await.expect_err("503");
     assert!(err.is_transient());
@@ -226,6 +227,7 @@ async fn transient_errors_carry_retry_after_and_time_out() {
             code: 13,
         },
         times: Some(1),
+        probability: None,
     });
     assert!(
         c.list_metadata(&org(ACME))
@@ -242,6 +244,7 @@ async fn transient_errors_carry_retry_after_and_time_out() {
                 plain_text,
             },
             times: Some(1),
+            probability: None,
         });
         let err = c.list_metadata(&org(ACME)).await.expect_err("429");
         assert!(err.is_transient());
@@ -253,6 +256,7 @@ async fn transient_errors_carry_retry_after_and_time_out() {
         operations: None,
         kind: FaultKind::Hang,
         times: Some(1),
+        probability: None,
     });
     let hang_client = client_with_timeout(&emu, DEMO_ADMIN_TOKEN, Duration::from_millis(800));
     let err = hang_client
