@@ -41,6 +41,10 @@ pub struct Refusal {
     pub reason: &'static str,
     /// Human message.
     pub message: String,
+    /// The refusal clears without anyone acting: the connection's probe is pending or failed on
+    /// a transient ZITADEL error, or the connection could not be read from the API. Objects
+    /// retry with backoff (Reconciling) instead of stalling.
+    pub transient: bool,
 }
 
 /// Which organizations an object may target through its connection.
@@ -332,12 +336,14 @@ impl Connections {
                 None => Err(Refusal {
                     reason: reason::NOT_FOUND,
                     message: "spec.connectionRef is not set and the operator runs without a default connection (multi-tenant mode)".into(),
+                    transient: false,
                 }),
             };
         };
         let api_error = |e: kube::Error| Refusal {
             reason: reason::NOT_READY,
             message: format!("cannot read {:?} {:?}: {e}", reference.kind, reference.name),
+            transient: true,
         };
         let (key, name, settings, status, generation, allowed) = match reference.kind {
             ConnectionKind::ZitadelConnection => {
@@ -352,6 +358,7 @@ impl Connections {
                             "ZitadelConnection {namespace}/{} not found",
                             reference.name
                         ),
+                        transient: false,
                     })?;
                 (
                     format!("ns/{namespace}/{}", reference.name),
@@ -371,6 +378,7 @@ impl Connections {
                     .ok_or_else(|| Refusal {
                         reason: reason::NOT_FOUND,
                         message: format!("ClusterZitadelConnection {} not found", reference.name),
+                        transient: false,
                     })?;
                 let labels = Api::<Namespace>::all(self.client.clone())
                     .get_opt(namespace)
@@ -384,6 +392,7 @@ impl Connections {
                         "ClusterZitadelConnection {} does not allow namespace {namespace} (spec.allowedNamespaces)",
                         reference.name
                     ),
+                    transient: false,
                 })?;
                 (
                     format!("cluster/{}", reference.name),
@@ -396,12 +405,18 @@ impl Connections {
             }
         };
         if !is_ready(&status, generation) {
-            let why = status::find(&status.conditions, status::READY)
+            let ready = status::find(&status.conditions, status::READY);
+            let why = ready
                 .map(|c| format!("{}: {}", c.reason, c.message))
                 .unwrap_or_else(|| "not probed yet".into());
+            // Not probed (yet, or not since the last spec change), or ZITADEL failed the probe
+            // transiently: waiting helps. Bad credentials, TLS or permissions do not.
+            let transient = status.observed_generation != generation
+                || ready.is_none_or(|c| ZitadelError::is_transient_reason(&c.reason));
             return Err(Refusal {
                 reason: reason::NOT_READY,
                 message: format!("{name} is not Ready ({why})"),
+                transient,
             });
         }
         let fingerprint = format!(
@@ -423,6 +438,7 @@ impl Connections {
             .map_err(|e| Refusal {
                 reason: reason::NOT_READY,
                 message: format!("{name}: {e}"),
+                transient: false,
             })?;
         cache.insert(key, (fingerprint, built.client.clone()));
         Ok(Granted {

@@ -1091,6 +1091,65 @@ async fn access_token_expiring_mid_run_is_renewed_without_failures() {
     op.stop().await;
 }
 
+#[tokio::test]
+async fn zitadel_down_while_a_connection_is_probed_is_transient_for_its_objects() {
+    let env = TestEnv::new("chaos-probe").await;
+    env.emu.add_token("pat-probe", TokenGrant::iam_owner(ACME));
+    env.put_secret(&env.ns, "zitadel-pat", "token", "pat-probe")
+        .await;
+    // ZITADEL is down when the operator starts and probes the connection.
+    env.emu.inject(Fault::unavailable());
+    let op =
+        Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], chaos_settings());
+    apply_connection(&env, "main", json!({"url": env.emu.url(), "credentials": {"personalAccessToken": {"name": "zitadel-pat", "key": "token"}}})).await;
+    let desired = kv(&[("probe", "ok")]);
+    env.apply_org("probed", json!({"organizationId": ACME, "connectionRef": {"name": "main"}, "metadata": entries(&desired)}))
+        .await;
+    // While it is down: waiting for ZITADEL, not stuck on something the user must fix.
+    let o = env
+        .wait_org("probed", "a condition", |o| {
+            condition(o.status(), READY) == Some("False")
+                && o.status().and_then(|s| s.observed_generation) == o.metadata.generation
+        })
+        .await;
+    let (conds, reason_during) = conditions_of(o.status());
+    let fault_started = Instant::now();
+    while fault_started.elapsed() < Duration::from_secs(3) {
+        let o = env.orgs().get("probed").await.expect("get");
+        let (conds, why) = conditions_of(o.status());
+        assert_eq!(
+            condition(o.status(), STALLED),
+            Some("False"),
+            "{conds} {why}: {}",
+            message(o.status())
+        );
+        assert_eq!(
+            condition(o.status(), RECONCILING),
+            Some("True"),
+            "{conds} {why}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.emu.clear_faults();
+    let cleared = Instant::now();
+    wait_ready(&env, "probed").await;
+    let recovered_s = cleared.elapsed().as_secs_f64();
+    assert!(
+        recovered_s < 15.0,
+        "Ready only {recovered_s:.1} s after ZITADEL came back"
+    );
+    assert_eq!(decoded(env.emu.org_metadata(ACME)), desired);
+    figure(
+        "zitadel_down_during_connection_probe",
+        &[
+            ("condition_during", conds),
+            ("reason_during", reason_during),
+            ("ready_after_recovery_s", format!("{recovered_s:.2}")),
+        ],
+    );
+    op.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Load: 1,000 objects (5,000 with CHAOS_LONG=1) while 5% of the requests fail.
 // ---------------------------------------------------------------------------------------------

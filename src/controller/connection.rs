@@ -26,6 +26,10 @@ use crate::crd::{
 };
 use crate::status;
 
+/// Re-probe delay after a transient probe failure (ZITADEL unavailable, rate limited, timed out):
+/// the objects using the connection are waiting for it.
+const TRANSIENT_PROBE_RETRY: Duration = Duration::from_secs(5);
+
 /// What the connection controller needs from either connection kind.
 pub trait ConnectionResource:
     Resource<DynamicType = ()>
@@ -195,6 +199,7 @@ async fn reconcile<C: ConnectionResource>(
         observed_generation: generation,
         ..Default::default()
     };
+    let mut transient = false;
     let (ready, reason, message) =
         match connection::build(&ctx.client, &settings, ctx.settings.request_timeout).await {
             Err(e) => ("False", e.reason().to_string(), e.to_string()),
@@ -216,11 +221,14 @@ async fn reconcile<C: ConnectionResource>(
                                 .to_string(),
                         )
                     }
-                    Err(e) => (
-                        "False",
-                        e.reason().to_string(),
-                        format!("authenticated probe failed: {e}"),
-                    ),
+                    Err(e) => {
+                        transient = e.is_transient();
+                        (
+                            "False",
+                            e.reason().to_string(),
+                            format!("authenticated probe failed: {e}"),
+                        )
+                    }
                 }
             }
         };
@@ -260,8 +268,11 @@ async fn reconcile<C: ConnectionResource>(
             }
         }
     }
+    // Objects using a connection wait for it: probe again soon after a transient failure.
     Ok(Action::requeue(if ready == "True" {
         ctx.settings.resync
+    } else if transient {
+        ctx.settings.resync.min(TRANSIENT_PROBE_RETRY)
     } else {
         ctx.settings.resync.min(Duration::from_secs(30))
     }))

@@ -83,6 +83,10 @@ pub enum Error {
     /// The Kubernetes API failed.
     #[error("Kubernetes API error: {0}")]
     Kube(#[from] kube::Error),
+    /// The object's connection is not Ready yet for a reason that clears by itself (probe
+    /// pending, ZITADEL failing the probe transiently).
+    #[error("{0}")]
+    ConnectionNotReady(String),
     /// ZITADEL acknowledged a write, but reading back shows other values.
     #[error("read-back after write to {target} does not match for key(s) {keys}")]
     ReadBack {
@@ -106,7 +110,7 @@ impl Error {
                 F::ApplyFailed(e) | F::CleanupFailed(e) => e.retry_after(),
                 _ => None,
             },
-            Error::Kube(_) | Error::ReadBack { .. } => None,
+            Error::Kube(_) | Error::ReadBack { .. } | Error::ConnectionNotReady(_) => None,
         }
     }
 

@@ -73,6 +73,14 @@ enum SyncError {
     Zitadel(ZitadelError),
     /// After a write, ZITADEL did not hold what was sent (keys listed).
     ReadBack(Vec<String>),
+    /// The object's connection cannot be used right now, but will be without anyone acting
+    /// (probe pending or failed transiently): retried with backoff.
+    ConnectionPending {
+        /// PascalCase reason.
+        reason: &'static str,
+        /// Human message.
+        message: String,
+    },
     /// The target named in the spec cannot be resolved to exactly one org/user.
     Resolve {
         /// PascalCase reason.
@@ -190,6 +198,14 @@ async fn apply<K: MetadataResource>(
             },
             Action::requeue(ctx.settings.stalled_requeue),
             None,
+        ),
+        Err(SyncError::ConnectionPending { reason, message }) => (
+            Outcome::Retrying {
+                reason: reason.into(),
+                message: format!("{message}; retrying with backoff"),
+            },
+            Action::await_change(),
+            Some(Error::ConnectionNotReady(message)),
         ),
         Err(SyncError::Kube(e)) => (
             Outcome::Retrying {
@@ -318,9 +334,18 @@ async fn sync<K: MetadataResource>(
         .connections
         .for_object(&ns, obj.connection_ref())
         .await
-        .map_err(|r| SyncError::Resolve {
-            reason: r.reason,
-            message: r.message,
+        .map_err(|r| {
+            if r.transient {
+                SyncError::ConnectionPending {
+                    reason: r.reason,
+                    message: r.message,
+                }
+            } else {
+                SyncError::Resolve {
+                    reason: r.reason,
+                    message: r.message,
+                }
+            }
         })?;
     let api = granted.api.as_ref();
 
@@ -879,6 +904,13 @@ async fn cleanup<K: MetadataResource>(
         let ns = obj.namespace().unwrap_or_default();
         let granted = match ctx.connections.for_object(&ns, obj.connection_ref()).await {
             Ok(granted) => granted,
+            // A transient refusal is retried like an unreachable ZITADEL.
+            Err(refusal) if refusal.transient => {
+                return Err(ZitadelError::Transport(format!(
+                    "{}: {}",
+                    refusal.reason, refusal.message
+                )));
+            }
             Err(refusal) => {
                 return Err(ZitadelError::Credentials(format!(
                     "{}: {}",

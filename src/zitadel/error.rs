@@ -143,6 +143,19 @@ impl ZitadelError {
         ) || (matches!(self, ZitadelError::Api { status: 404, .. }) && !self.is_key_not_existing())
     }
 
+    /// Whether `reason` (as returned by [`Self::reason`], e.g. read back from a connection's
+    /// status) only ever names transient errors: waiting may clear it.
+    pub fn is_transient_reason(reason: &str) -> bool {
+        matches!(
+            reason,
+            "ZitadelUnavailable"
+                | "ZitadelRateLimited"
+                | "ZitadelTimeout"
+                | "ZitadelUnreachable"
+                | "ConcurrentMetadataChange"
+        )
+    }
+
     /// A one-word PascalCase reason for conditions and events.
     pub fn reason(&self) -> &'static str {
         if self.is_key_not_existing() {
@@ -294,6 +307,41 @@ mod tests {
         }
         assert!(ZitadelError::Timeout(Duration::from_secs(1)).is_transient());
         assert!(ZitadelError::Transport("refused".into()).is_transient());
+    }
+
+    #[test]
+    fn transient_reasons_name_only_transient_errors() {
+        let samples = [
+            ZitadelError::from_response(400, None, "{}"),
+            ZitadelError::from_response(401, None, "{}"),
+            ZitadelError::from_response(403, None, "{}"),
+            ZitadelError::from_response(404, None, "{}"),
+            ZitadelError::from_response(409, None, "{}"),
+            ZitadelError::from_response(429, Some("3"), "blocked"),
+            ZitadelError::from_response(500, None, "{}"),
+            ZitadelError::from_response(503, None, "{}"),
+            ZitadelError::from_response(
+                404,
+                None,
+                r#"{"code":5,"message":"x","details":[{"id":"META-2npds"}]}"#,
+            ),
+            ZitadelError::Timeout(Duration::from_secs(1)),
+            ZitadelError::Transport("reset".into()),
+            ZitadelError::Decode("x".into()),
+            ZitadelError::Credentials("x".into()),
+        ];
+        let mut transient_reasons = 0;
+        for e in &samples {
+            if ZitadelError::is_transient_reason(e.reason()) {
+                assert!(e.is_transient(), "{} is not transient: {e}", e.reason());
+                transient_reasons += 1;
+            }
+        }
+        assert_eq!(transient_reasons, 6);
+        assert!(!ZitadelError::is_transient_reason(
+            "ZitadelPermissionDenied"
+        ));
+        assert!(!ZitadelError::is_transient_reason("Connected"));
     }
 
     #[test]
