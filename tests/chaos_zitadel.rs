@@ -1150,6 +1150,65 @@ async fn zitadel_down_while_a_connection_is_probed_is_transient_for_its_objects(
     op.stop().await;
 }
 
+#[tokio::test]
+async fn rate_limited_token_endpoint_honours_retry_after() {
+    const RETRY_AFTER: u64 = 3;
+    let env = TestEnv::new("chaos-token-429").await;
+    let service_user = "300000000000000078";
+    env.emu
+        .register_service_user(service_user, TokenGrant::org_owner(ACME));
+    let key_json = env.emu.generate_key_file(service_user).expect("key file");
+    env.put_secret(&env.ns, "zitadel-key", "key.json", &key_json)
+        .await;
+    let op =
+        Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], chaos_settings());
+    apply_connection(&env, "acme", json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "zitadel-key", "key": "key.json"}}})).await;
+    let conn = json!({"name": "acme"});
+    env.apply_org("tok429", json!({"organizationId": ACME, "connectionRef": conn, "metadata": entries(&kv(&[("t", "0")]))}))
+        .await;
+    wait_ready(&env, "tok429").await;
+    // The token expires; the token endpoint answers 429 with Retry-After once.
+    env.emu.expire_access_tokens();
+    env.emu.inject(
+        Fault::too_many_requests(Some(RETRY_AFTER), false)
+            .on(Operation::OAuthToken)
+            .times(1),
+    );
+    env.emu.clear_requests();
+    let desired = kv(&[("t", "1")]);
+    env.apply_org(
+        "tok429",
+        json!({"organizationId": ACME, "connectionRef": conn, "metadata": entries(&desired)}),
+    )
+    .await;
+    wait_ready(&env, "tok429").await;
+    let reqs = env.emu.requests();
+    let tokens: Vec<&RecordedRequest> = reqs
+        .iter()
+        .filter(|r| r.operation == Operation::OAuthToken)
+        .collect();
+    assert_eq!(tokens[0].status, 429, "{tokens:?}");
+    let next = reqs
+        .iter()
+        .skip_while(|r| r.status != 429)
+        .nth(1)
+        .expect("a request after the 429");
+    let gap = secs_between(tokens[0], next);
+    assert!(
+        gap >= RETRY_AFTER as f64,
+        "next request {gap:.3} s after the token endpoint's 429 with Retry-After {RETRY_AFTER}"
+    );
+    assert_eq!(decoded(env.emu.org_metadata(ACME)), desired);
+    figure(
+        "zitadel_token_endpoint_429",
+        &[
+            ("retry_after_s", RETRY_AFTER.to_string()),
+            ("next_request_after_s", format!("{gap:.2}")),
+        ],
+    );
+    op.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Load: 1,000 objects (5,000 with CHAOS_LONG=1) while 5% of the requests fail.
 // ---------------------------------------------------------------------------------------------

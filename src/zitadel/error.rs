@@ -225,7 +225,7 @@ struct ErrorDetail {
 }
 
 /// `Retry-After` as delay-seconds (the HTTP-date form is rare for APIs; treated as absent).
-fn parse_retry_after(value: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 

@@ -220,6 +220,12 @@ impl JwtProfile {
                 }
             })?;
         let status = response.status().as_u16();
+        // A rate-limited token endpoint says when to come back, like the API does.
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let text = super::http::read_body(response, MAX_TOKEN_RESPONSE_BYTES)
             .await
             .map_err(|e| match e {
@@ -243,10 +249,16 @@ impl JwtProfile {
                     code: if status >= 500 { 14 } else { 16 },
                     id: Some(err.error),
                     message: format!("token exchange failed: {}", err.error_description),
-                    retry_after: None,
+                    retry_after: retry_after
+                        .as_deref()
+                        .and_then(super::error::parse_retry_after),
                 });
             }
-            return Err(ZitadelError::from_response(status, None, &text));
+            return Err(ZitadelError::from_response(
+                status,
+                retry_after.as_deref(),
+                &text,
+            ));
         }
         let parsed: TokenResponse = serde_json::from_str(&text)
             .map_err(|e| ZitadelError::Decode(format!("token endpoint answer: {e}")))?;
