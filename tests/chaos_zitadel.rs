@@ -1369,6 +1369,108 @@ fn assert_state_without(env: &TestEnv, n: usize, round: u32, gone: &BTreeSet<usi
     }
 }
 
+#[tokio::test]
+async fn steady_state_under_five_percent_errors_writes_nothing() {
+    const OBJECTS: usize = 40;
+    const WINDOW: Duration = Duration::from_secs(10);
+    let env = TestEnv::new("chaos-steady").await;
+    for o in 0..OBJECTS {
+        env.emu.add_org(&org_id(o), &format!("Steady {o}"));
+    }
+    // Resync every second: each object re-reads ZITADEL about 10 times in the window.
+    let settings = Settings {
+        resync: Duration::from_secs(1),
+        ..chaos_settings()
+    };
+    let op = env.start_operator(settings);
+    for i in 0..OBJECTS {
+        env.apply_org(
+            &format!("s{i}"),
+            json!({"organizationId": org_id(i), "metadata": entries(&load_desired(i, 0))}),
+        )
+        .await;
+    }
+    for i in 0..OBJECTS {
+        wait_ready(&env, &format!("s{i}")).await;
+    }
+    env.emu.clear_requests();
+    env.emu.seed_faults(7);
+    env.emu.inject(Fault::unavailable().with_probability(0.05));
+    let started = Instant::now();
+    let (mut samples, mut not_ready, mut stalled) = (0usize, 0usize, 0usize);
+    while started.elapsed() < WINDOW {
+        for o in env
+            .orgs()
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+        {
+            samples += 1;
+            if condition(o.status(), READY) != Some("True") {
+                not_ready += 1;
+                assert_eq!(
+                    condition(o.status(), RECONCILING),
+                    Some("True"),
+                    "{}: {:?}",
+                    o.name_any(),
+                    conditions_of(o.status())
+                );
+            }
+            if condition(o.status(), STALLED) == Some("True") {
+                stalled += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    env.emu.clear_faults();
+    for i in 0..OBJECTS {
+        wait_ready(&env, &format!("s{i}")).await;
+    }
+    let reqs = env.emu.requests();
+    assert_eq!(stalled, 0);
+    // Nothing changed: no write at all, whatever failed.
+    let writes: Vec<&RecordedRequest> = reqs
+        .iter()
+        .filter(|r| {
+            r.operation.sets_metadata()
+                || matches!(
+                    r.operation,
+                    Operation::BulkRemoveOrgMetadata | Operation::RemoveOrgMetadata
+                )
+        })
+        .collect();
+    assert!(writes.is_empty(), "steady state wrote: {writes:?}");
+    assert_state_orgs(&env, OBJECTS);
+    let failed = injected(&reqs);
+    assert!(failed > 0, "no fault hit in {} calls", reqs.len());
+    figure(
+        "steady_state_5pct",
+        &[
+            ("objects", OBJECTS.to_string()),
+            ("resync_s", "1".into()),
+            ("window_s", WINDOW.as_secs().to_string()),
+            ("calls", reqs.len().to_string()),
+            ("errors_injected", failed.to_string()),
+            ("writes", "0".into()),
+            (
+                "ready_false_share",
+                format!("{:.3}", not_ready as f64 / samples.max(1) as f64),
+            ),
+            ("stalled", "0".into()),
+        ],
+    );
+    op.stop().await;
+}
+
+/// Every org `o{i}` of the steady-state scenario holds `load_desired(i, 0)` exactly.
+fn assert_state_orgs(env: &TestEnv, objects: usize) {
+    for i in 0..objects {
+        let want = load_desired(i, 0);
+        assert_eq!(decoded(env.emu.org_metadata(&org_id(i))), want, "org {i}");
+    }
+}
+
 /// Requests the faults answered: injected statuses, or no answer (reset).
 fn injected(reqs: &[RecordedRequest]) -> usize {
     reqs.iter()
