@@ -280,7 +280,8 @@ pub async fn build(
                 ))
             })?;
             let user = key.user_id.clone();
-            let profile = JwtProfile::new(key, &config.base_url, http.clone())?;
+            let profile = JwtProfile::new(key, &config.base_url, http.clone())?
+                .with_request_timeout(config.request_timeout);
             (TokenSource::JwtProfile(Arc::new(profile)), Some(user))
         }
         _ => {

@@ -1209,6 +1209,54 @@ async fn rate_limited_token_endpoint_honours_retry_after() {
     op.stop().await;
 }
 
+#[tokio::test]
+async fn hanging_token_endpoint_times_out_and_recovers() {
+    let env = TestEnv::new("chaos-token-hang").await;
+    let service_user = "300000000000000079";
+    env.emu
+        .register_service_user(service_user, TokenGrant::org_owner(ACME));
+    let key_json = env.emu.generate_key_file(service_user).expect("key file");
+    env.put_secret(&env.ns, "zitadel-key", "key.json", &key_json)
+        .await;
+    let op =
+        Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], chaos_settings());
+    apply_connection(&env, "acme", json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "zitadel-key", "key": "key.json"}}})).await;
+    let conn = json!({"name": "acme"});
+    env.apply_org("tokhang", json!({"organizationId": ACME, "connectionRef": conn, "metadata": entries(&kv(&[("t", "0")]))}))
+        .await;
+    wait_ready(&env, "tokhang").await;
+    env.emu.expire_access_tokens();
+    env.emu
+        .inject(Fault::hang().on(Operation::OAuthToken).times(1));
+    let desired = kv(&[("t", "1")]);
+    env.apply_org(
+        "tokhang",
+        json!({"organizationId": ACME, "connectionRef": conn, "metadata": entries(&desired)}),
+    )
+    .await;
+    let during = wait_retrying(&env, "tokhang", "ZitadelTimeout").await;
+    // The message names the real timeout (2 s in tests/common).
+    assert!(
+        message(during.status()).contains("timed out after 2s"),
+        "{}",
+        message(during.status())
+    );
+    let started = Instant::now();
+    wait_ready(&env, "tokhang").await;
+    assert_eq!(decoded(env.emu.org_metadata(ACME)), desired);
+    figure(
+        "zitadel_token_endpoint_hang",
+        &[
+            ("client_timeout_s", "2".into()),
+            (
+                "ready_after_timeout_s",
+                format!("{:.2}", started.elapsed().as_secs_f64()),
+            ),
+        ],
+    );
+    op.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Load: 1,000 objects (5,000 with CHAOS_LONG=1) while 5% of the requests fail.
 // ---------------------------------------------------------------------------------------------

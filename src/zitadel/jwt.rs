@@ -120,6 +120,8 @@ pub struct JwtProfile {
     http: reqwest::Client,
     cache: Mutex<Option<(Instant, Arc<str>)>>,
     exchanges: std::sync::atomic::AtomicU64,
+    /// The `http` client's request timeout, for the error message of a timed-out exchange.
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for JwtProfile {
@@ -146,7 +148,14 @@ impl JwtProfile {
             http,
             cache: Mutex::new(None),
             exchanges: std::sync::atomic::AtomicU64::new(0),
+            timeout: Duration::ZERO,
         })
+    }
+
+    /// Names the timeout `http` was built with, so a timed-out exchange reports it.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// The service user the key belongs to.
@@ -212,7 +221,7 @@ impl JwtProfile {
             .await
             .map_err(|e| {
                 if e.is_timeout() {
-                    ZitadelError::Timeout(Duration::from_secs(0))
+                    ZitadelError::Timeout(self.timeout)
                 } else if let Some(tls) = super::http::tls_error(&e) {
                     tls
                 } else {
