@@ -604,6 +604,53 @@ async fn answers_lost_after_zitadel_committed_are_not_written_twice() {
 }
 
 #[tokio::test]
+async fn failed_read_back_after_a_write_does_not_write_again() {
+    let env = TestEnv::new("chaos-readback").await;
+    let op = env.start_operator(chaos_settings());
+    // Hold the bulk set 500 ms; while it is held, make the next list (the read-back) fail.
+    env.emu.inject(
+        Fault::latency(Duration::from_millis(500))
+            .on(Operation::BulkSetOrgMetadata)
+            .times(1),
+    );
+    let desired = kv(&[("verified", "later")]);
+    env.apply_org(
+        "rb",
+        json!({"organizationId": ACME, "metadata": entries(&desired)}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.emu.count(Operation::BulkSetOrgMetadata) == 0 {
+        assert!(Instant::now() < deadline, "no bulk set within 30 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    env.emu
+        .inject(Fault::unavailable().on(Operation::ListOrgMetadata).times(1));
+    wait_ready(&env, "rb").await;
+    let reqs = requests_in(&env.emu.requests(), ACME);
+    let calls: Vec<(Operation, u16)> = reqs.iter().map(|r| (r.operation, r.status)).collect();
+    // list, set, read-back 503 → backoff → list finds the value: nothing more to write.
+    assert_eq!(
+        calls,
+        vec![
+            (Operation::ListOrgMetadata, 200),
+            (Operation::BulkSetOrgMetadata, 200),
+            (Operation::ListOrgMetadata, 503),
+            (Operation::ListOrgMetadata, 200),
+        ]
+    );
+    assert_eq!(decoded(env.emu.org_metadata(ACME)), desired);
+    figure(
+        "zitadel_read_back_failed",
+        &[
+            ("bulk_sets", "1".into()),
+            ("calls", calls.len().to_string()),
+        ],
+    );
+    op.stop().await;
+}
+
+#[tokio::test]
 async fn hangs_past_the_client_timeout_time_out_and_retry() {
     const HANGS: u32 = 2;
     // The in-process operator's ZITADEL client times out after 2 s (tests/common).
@@ -1578,6 +1625,32 @@ async fn load_converges_while_five_percent_of_requests_fail() {
     assert_state(&env, n, 1);
     let round1 = env.emu.requests();
 
+    // Racing edits: every object edited twice back to back (value v2, then v3), so the second
+    // edit often lands while the first one's reconcile is in flight.
+    env.emu.clear_requests();
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let env = &env;
+            async move {
+                for round in [2, 3] {
+                    let (is_org, name, spec) = load_spec(i, round);
+                    if is_org {
+                        env.apply_org(&name, spec).await;
+                    } else {
+                        env.apply_user(&name, spec).await;
+                    }
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    wait_all_ready(&env, n, limit).await;
+    let race_s = started.elapsed().as_secs_f64();
+    assert_state(&env, n, 3);
+    let race = env.emu.requests();
+
     // Round 2: delete every fourth object; the finalizer removes its keys.
     env.emu.clear_requests();
     let started = Instant::now();
@@ -1623,7 +1696,7 @@ async fn load_converges_while_five_percent_of_requests_fail() {
     }
     let delete_s = started.elapsed().as_secs_f64();
     let gone: BTreeSet<usize> = deleted.iter().copied().collect();
-    assert_state_without(&env, n, 1, &gone);
+    assert_state_without(&env, n, 3, &gone);
     let round2 = env.emu.requests();
     env.emu.clear_faults();
 
@@ -1683,7 +1756,7 @@ async fn load_converges_while_five_percent_of_requests_fail() {
     removed.sort();
     let mut want_removed: Vec<BTreeSet<String>> = deleted
         .iter()
-        .map(|i| load_desired(*i, 1).into_keys().collect())
+        .map(|i| load_desired(*i, 3).into_keys().collect())
         .collect();
     want_removed.sort();
     assert_eq!(
@@ -1699,10 +1772,32 @@ async fn load_converges_while_five_percent_of_requests_fail() {
         "round 2 wrote values"
     );
 
+    // Racing edits: only the edited key is written, once or twice (v2 may be skipped when the
+    // reconcile already saw v3), never more; nothing removed.
+    let wr = writes(&race);
+    assert_eq!(
+        wr.keys().cloned().collect::<BTreeSet<_>>(),
+        (0..n).map(|i| format!("k{i}-a")).collect::<BTreeSet<_>>(),
+        "racing edits wrote other keys or lost one"
+    );
+    assert!(
+        wr.values().all(|c| (1..=2).contains(c)),
+        "a key written more than twice for two edits: {:?}",
+        wr.iter().filter(|(_, c)| **c > 2).collect::<Vec<_>>()
+    );
+    let race_writes: usize = wr.values().sum();
+    assert!(
+        !race.iter().any(|r| matches!(
+            r.operation,
+            Operation::BulkRemoveOrgMetadata | Operation::BulkRemoveUserMetadata
+        ) && r.status == 200),
+        "racing edits removed keys"
+    );
+
     let (calls0, calls1, calls2) = (round0.len(), round1.len(), round2.len());
     let (inj0, inj1, inj2) = (injected(&round0), injected(&round1), injected(&round2));
-    let calls = calls0 + calls1 + calls2;
-    let injected_total = inj0 + inj1 + inj2;
+    let calls = calls0 + calls1 + calls2 + race.len();
+    let injected_total = inj0 + inj1 + inj2 + injected(&race);
     let share = injected_total as f64 / calls as f64;
     assert!(
         (0.02..0.09).contains(&share),
@@ -1726,11 +1821,14 @@ async fn load_converges_while_five_percent_of_requests_fail() {
             ("converge_s", format!("{create_s:.1}")),
             ("apply_s", format!("{applied_s:.1}")),
             ("edit_converge_s", format!("{edit_s:.1}")),
+            ("racing_edits_converge_s", format!("{race_s:.1}")),
+            ("racing_edit_writes", race_writes.to_string()),
             ("deleted", deleted.len().to_string()),
             ("delete_s", format!("{delete_s:.1}")),
             ("calls", calls.to_string()),
             ("calls_create", calls0.to_string()),
             ("calls_edit", calls1.to_string()),
+            ("calls_racing_edits", race.len().to_string()),
             ("calls_delete", calls2.to_string()),
             ("errors_injected", injected_total.to_string()),
             ("error_share", format!("{share:.3}")),
