@@ -1328,7 +1328,7 @@ fn load_objects() -> usize {
 }
 
 /// Objects of the load run: even indexes OrgMetadata on org `i/2 % ORGS`, odd ones UserMetadata
-/// on user `i/2 % USERS`; keys unique per object.
+/// on user `i/2 % USERS` (half of them without `organizationId`); keys unique per object.
 const ORGS: usize = 40;
 const USERS: usize = 200;
 
@@ -1356,11 +1356,13 @@ fn load_spec(i: usize, round: u32) -> (bool, String, Value) {
     } else {
         let user = user_id(half % USERS);
         let org = org_id((half % USERS) % ORGS);
-        (
-            false,
-            format!("u{i}"),
-            json!({"userId": user, "organizationId": org, "metadata": entries(&d)}),
-        )
+        // Every other UserMetadata leaves the org to a lookup (GET /v2/users/{id}).
+        let spec = if half.is_multiple_of(2) {
+            json!({"userId": user, "organizationId": org, "metadata": entries(&d)})
+        } else {
+            json!({"userId": user, "metadata": entries(&d)})
+        };
+        (false, format!("u{i}"), spec)
     }
 }
 
