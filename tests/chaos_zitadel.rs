@@ -23,7 +23,7 @@
 //! `CHAOS_LONG=1` runs the load scenario with 5,000 objects instead of 1,000 (`CHAOS_OBJECTS=N`
 //! picks any other count). Measured on the shared 2-core machine (2026-11-23, debug build): the
 //! default file takes about a minute of test time (scenarios run in parallel), the 5,000-object
-//! load run alone 6.6 minutes.
+//! load run alone 7.1 minutes.
 
 mod common;
 
