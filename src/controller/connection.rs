@@ -11,10 +11,10 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt as _;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -128,19 +128,20 @@ pub async fn run<C: ConnectionResource>(
         Namespaces::Only(_) => vec![],
     };
     let runs = C::apis(&client, namespaces).into_iter().map(|api| {
-        let mut controller = Controller::new(api, watcher::Config::default().any_semantic())
-            .trigger_backoff(super::WatchBackoff::default());
+        let (reader, writer) = reflector::store();
+        let main = super::watch(api).reflect(writer).applied_objects();
+        let mut controller =
+            Controller::for_stream(main, reader).trigger_backoff(super::NoTriggerBackoff);
         for scope in &secret_scopes {
             let secrets: Api<PartialObjectMeta<Secret>> = match scope {
                 Some(ns) => Api::namespaced(client.clone(), ns),
                 None => Api::all(client.clone()),
             };
             let store = controller.store();
-            controller = controller.watches(
-                secrets,
-                watcher::Config::default().any_semantic(),
-                move |s| referencing(&store, s.namespace().as_deref(), &s.name_any()),
-            );
+            controller = controller
+                .watches_stream(super::watch(secrets).touched_objects(), move |s| {
+                    referencing(&store, s.namespace().as_deref(), &s.name_any())
+                });
         }
         controller
             .graceful_shutdown_on(shutdown())

@@ -258,6 +258,38 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
     }
 }
 
+/// The controllers' merged trigger stream does not back off on its own: every watch feeding it
+/// already does ([`watch`]). One shared backoff over all of a controller's watches (kube-runtime's
+/// `trigger_backoff`) pauses every watch for each error of any of them and is only reset by an
+/// event that reaches the trigger — a re-list of an empty Secret/ConfigMap/connection watch
+/// never does. After a kube-apiserver restart each watch's `410 Gone` then cost one full delay in
+/// turn: edits took ~30 s to be seen (`tests/chaos_kubernetes.rs`).
+#[derive(Clone, Debug, Default)]
+pub struct NoTriggerBackoff;
+
+impl Iterator for NoTriggerBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+}
+
+impl kube::runtime::utils::Backoff for NoTriggerBackoff {
+    fn reset(&mut self) {}
+}
+
+/// A watch of `api` (any-semantic lists, served from the apiserver's cache) with its own
+/// [`WatchBackoff`], reset by any event of this watch, including the markers of an empty re-list.
+pub fn watch<K>(
+    api: Api<K>,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher(api, watcher::Config::default().any_semantic()).backoff(WatchBackoff::default())
+}
+
 /// Called by the controller when [`reconcile`] fails: retry with per-object backoff.
 pub fn error_policy<K: MetadataResource>(
     obj: Arc<K>,
@@ -382,8 +414,7 @@ pub async fn run_kind<K>(
         .map(|(api, ns)| {
             let (reader, writer) = reflector::store();
             let (index, scope) = (targets.clone(), ns.clone());
-            let trigger = watcher(api, watcher::Config::default().any_semantic())
-                .backoff(WatchBackoff::default())
+            let trigger = watch(api)
                 // Nothing reads managedFields (three quarters of the cache's memory) or kubectl's
                 // copy of the last applied object.
                 .modify(|o: &mut K| {
@@ -410,7 +441,7 @@ pub async fn run_kind<K>(
                 );
             let controller = Controller::for_stream(trigger, reader)
                 .with_config(controller::Config::default().concurrency(settings.concurrency))
-                .trigger_backoff(WatchBackoff::default());
+                .trigger_backoff(NoTriggerBackoff);
             // Re-sync objects whose valueFrom names a Secret/ConfigMap that changed (metadata-only
             // watches: values are read on reconcile, never cached).
             let secrets: Api<PartialObjectMeta<Secret>> = scoped_api(&client, ns.as_deref());
@@ -423,40 +454,28 @@ pub async fn run_kind<K>(
             let cluster_connections: Api<ClusterZitadelConnection> = Api::all(client.clone());
             controller
                 // Re-sync the objects using a connection when it changes (becomes Ready, rotates).
-                .watches(
-                    connections,
-                    watcher::Config::default().any_semantic(),
-                    move |c| {
-                        connection_dependents(
-                            &store3,
-                            ConnectionKind::ZitadelConnection,
-                            c.metadata.namespace.as_deref(),
-                            &c.name_any(),
-                        )
-                    },
-                )
-                .watches(
-                    cluster_connections,
-                    watcher::Config::default().any_semantic(),
-                    move |c| {
-                        connection_dependents(
-                            &store4,
-                            ConnectionKind::ClusterZitadelConnection,
-                            None,
-                            &c.name_any(),
-                        )
-                    },
-                )
-                .watches(
-                    secrets,
-                    watcher::Config::default().any_semantic(),
-                    move |s| dependents(&store, SourceKind::Secret, &s),
-                )
-                .watches(
-                    config_maps,
-                    watcher::Config::default().any_semantic(),
-                    move |c| dependents(&store2, SourceKind::ConfigMap, &c),
-                )
+                .watches_stream(watch(connections).touched_objects(), move |c| {
+                    connection_dependents(
+                        &store3,
+                        ConnectionKind::ZitadelConnection,
+                        c.metadata.namespace.as_deref(),
+                        &c.name_any(),
+                    )
+                })
+                .watches_stream(watch(cluster_connections).touched_objects(), move |c| {
+                    connection_dependents(
+                        &store4,
+                        ConnectionKind::ClusterZitadelConnection,
+                        None,
+                        &c.name_any(),
+                    )
+                })
+                .watches_stream(watch(secrets).touched_objects(), move |s| {
+                    dependents(&store, SourceKind::Secret, &s)
+                })
+                .watches_stream(watch(config_maps).touched_objects(), move |c| {
+                    dependents(&store2, SourceKind::ConfigMap, &c)
+                })
         })
         .collect();
     metrics.register_controller(K::CONTROLLER, settings.concurrency);
