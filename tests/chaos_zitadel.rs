@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures::StreamExt as _;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
+use kube::api::{DeleteParams, ListParams};
 use serde_json::{Value, json};
 use zitadel_metadata_operator::controller::Settings;
 use zitadel_metadata_operator::crd::{MetadataResource, OrgMetadata};
@@ -1010,20 +1010,6 @@ async fn deleting_while_someone_else_removes_keys_still_removes_the_rest() {
 // Access tokens expiring mid-run (JWT-profile connection).
 // ---------------------------------------------------------------------------------------------
 
-async fn apply_connection(env: &TestEnv, name: &str, spec: Value) {
-    let api: Api<zitadel_metadata_operator::crd::ZitadelConnection> =
-        Api::namespaced(env.client.clone(), &env.ns);
-    let obj = json!({"apiVersion": "metadata.zitadel-operator.dev/v1alpha1", "kind": "ZitadelConnection",
-        "metadata": {"name": name}, "spec": spec});
-    api.patch(
-        name,
-        &PatchParams::apply("e2e-test").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .expect("apply ZitadelConnection");
-}
-
 /// API calls (metadata or the connection's probe) answered 401.
 fn unauthorized(reqs: &[RecordedRequest]) -> usize {
     reqs.iter()
@@ -1042,7 +1028,7 @@ async fn access_token_expiring_mid_run_is_renewed_without_failures() {
         .await;
     let op =
         Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], chaos_settings());
-    apply_connection(&env, "acme", json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "zitadel-key", "key": "key.json"}}})).await;
+    env.apply_connection("acme", json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "zitadel-key", "key": "key.json"}}})).await;
     let conn = json!({"name": "acme"});
     let mut org_values = kv(&[("o", "0")]);
     let mut user_values = kv(&[("u", "0")]);
@@ -1153,7 +1139,7 @@ async fn zitadel_down_while_a_connection_is_probed_is_transient_for_its_objects(
     env.emu.inject(Fault::unavailable());
     let op =
         Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], chaos_settings());
-    apply_connection(&env, "main", json!({"url": env.emu.url(), "credentials": {"personalAccessToken": {"name": "zitadel-pat", "key": "token"}}})).await;
+    env.apply_connection("main", json!({"url": env.emu.url(), "credentials": {"personalAccessToken": {"name": "zitadel-pat", "key": "token"}}})).await;
     let desired = kv(&[("probe", "ok")]);
     env.apply_org("probed", json!({"organizationId": ACME, "connectionRef": {"name": "main"}, "metadata": entries(&desired)}))
         .await;
@@ -1214,7 +1200,7 @@ async fn rate_limited_token_endpoint_honours_retry_after() {
         .await;
     let op =
         Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], chaos_settings());
-    apply_connection(&env, "acme", json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "zitadel-key", "key": "key.json"}}})).await;
+    env.apply_connection("acme", json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "zitadel-key", "key": "key.json"}}})).await;
     let conn = json!({"name": "acme"});
     env.apply_org("tok429", json!({"organizationId": ACME, "connectionRef": conn, "metadata": entries(&kv(&[("t", "0")]))}))
         .await;
@@ -1272,7 +1258,7 @@ async fn hanging_token_endpoint_times_out_and_recovers() {
         .await;
     let op =
         Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], chaos_settings());
-    apply_connection(&env, "acme", json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "zitadel-key", "key": "key.json"}}})).await;
+    env.apply_connection("acme", json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "zitadel-key", "key": "key.json"}}})).await;
     let conn = json!({"name": "acme"});
     env.apply_org("tokhang", json!({"organizationId": ACME, "connectionRef": conn, "metadata": entries(&kv(&[("t", "0")]))}))
         .await;

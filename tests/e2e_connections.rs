@@ -8,25 +8,12 @@ use std::time::Duration;
 use common::*;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use serde_json::{Value, json};
+use serde_json::json;
 use zitadel_metadata_operator::crd::{
     ClusterZitadelConnection, MetadataResource, ZitadelConnection,
 };
 use zitadel_metadata_operator::status::STALLED;
 use zmo_testkit::emulator::{Operation, TokenGrant};
-
-async fn apply_connection(env: &TestEnv, name: &str, spec: Value) {
-    let api: Api<ZitadelConnection> = Api::namespaced(env.client.clone(), &env.ns);
-    let obj = json!({"apiVersion": "metadata.zitadel-operator.dev/v1alpha1", "kind": "ZitadelConnection",
-        "metadata": {"name": name}, "spec": spec});
-    api.patch(
-        name,
-        &PatchParams::apply("e2e-test").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .expect("apply ZitadelConnection");
-}
 
 async fn wait_connection(
     env: &TestEnv,
@@ -180,7 +167,7 @@ async fn jwt_profile_connection_exchanges_and_refreshes_tokens() {
         .await;
     let op =
         Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], fast_settings());
-    apply_connection(&env, "acme", json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "zitadel-key", "key": "key.json"}}})).await;
+    env.apply_connection("acme", json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "zitadel-key", "key": "key.json"}}})).await;
     let conn = wait_connection(&env, "acme", "Ready", |c| {
         conn_ready(c).is_some_and(|r| r.0 == "True")
     })
@@ -241,7 +228,7 @@ async fn rotating_the_credentials_secret_switches_tokens() {
         .await;
     let op =
         Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], fast_settings());
-    apply_connection(&env, "main", json!({"url": env.emu.url(), "credentials": {"personalAccessToken": {"name": "zitadel-pat", "key": "token"}}})).await;
+    env.apply_connection("main", json!({"url": env.emu.url(), "credentials": {"personalAccessToken": {"name": "zitadel-pat", "key": "token"}}})).await;
     wait_connection(&env, "main", "Ready", |c| {
         conn_ready(c).is_some_and(|r| r.0 == "True")
     })
@@ -295,7 +282,7 @@ async fn missing_or_malformed_credentials_give_precise_messages_and_no_calls() {
     .await;
 
     // A connection whose Secret is missing.
-    apply_connection(&env, "missing", json!({"url": env.emu.url(), "credentials": {"personalAccessToken": {"name": "absent", "key": "token"}}})).await;
+    env.apply_connection("missing", json!({"url": env.emu.url(), "credentials": {"personalAccessToken": {"name": "absent", "key": "token"}}})).await;
     let c = wait_connection(&env, "missing", "SecretNotFound", |c| {
         conn_ready(c).is_some_and(|r| r.1 == "SecretNotFound")
     })
@@ -314,7 +301,7 @@ async fn missing_or_malformed_credentials_give_precise_messages_and_no_calls() {
         r#"{"type":"serviceaccount","keyId":"k1","key":"TOP-SECRET-MATERIAL"}"#,
     )
     .await;
-    apply_connection(&env, "malformed", json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "bad-key", "key": "key.json"}}})).await;
+    env.apply_connection("malformed", json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "bad-key", "key": "key.json"}}})).await;
     let c = wait_connection(&env, "malformed", "InvalidCredentials", |c| {
         conn_ready(c).is_some_and(|r| r.1 == "InvalidCredentials")
     })

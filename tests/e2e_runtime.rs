@@ -153,25 +153,6 @@ fn sample(text: &str, series: &str) -> Option<f64> {
     })
 }
 
-/// Poll until `check` yields `Some` or `within` passes.
-async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Wait until exactly one of `replicas` reports leadership and the others report standby;
 /// returns the leader's index.
 async fn one_leader(replicas: &[&Replica]) -> usize {

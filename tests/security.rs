@@ -40,19 +40,6 @@ fn rand_u64() -> u64 {
     h.finish()
 }
 
-async fn apply_connection(env: &TestEnv, ns: &str, name: &str, spec: Value) {
-    let api: Api<ZitadelConnection> = Api::namespaced(env.client.clone(), ns);
-    let obj = json!({"apiVersion": "metadata.zitadel-operator.dev/v1alpha1", "kind": "ZitadelConnection",
-        "metadata": {"name": name}, "spec": spec});
-    api.patch(
-        name,
-        &PatchParams::apply("e2e-test").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .expect("apply ZitadelConnection");
-}
-
 /// (status, reason, message) of a connection's Ready condition, once it has one.
 async fn connection_ready(env: &TestEnv, name: &str, want: &str) -> (String, String) {
     let api: Api<ZitadelConnection> = Api::namespaced(env.client.clone(), &env.ns);
@@ -139,16 +126,12 @@ async fn no_secret_reaches_logs_events_or_status() {
     env.put_secret(&ns, "zitadel-key", "key.json", &key_file)
         .await;
     env.put_secret(&ns, "zitadel-pat", "token", &pat).await;
-    apply_connection(
-        &env,
-        &ns,
+    env.apply_connection_in(&ns,
         "jwt",
         json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "zitadel-key", "key": "key.json"}}}),
     )
     .await;
-    apply_connection(
-        &env,
-        &ns,
+    env.apply_connection_in(&ns,
         "pat",
         json!({"url": env.emu.url(), "credentials": {"personalAccessToken": {"name": "zitadel-pat", "key": "token"}}}),
     )
@@ -406,31 +389,27 @@ async fn tls_is_verified_and_ca_bundles_and_server_names_work() {
     let pat = json!({"personalAccessToken": {"name": "pat", "key": "token"}});
     let localhost = emu.https_url("localhost");
     let by_ip = emu.https_url("127.0.0.1");
-    apply_connection(
-        &env,
+    env.apply_connection_in(
         &env.ns,
         "no-ca",
         json!({"url": localhost, "credentials": pat}),
     )
     .await;
-    apply_connection(
-        &env,
+    env.apply_connection_in(
         &env.ns,
         "secret-ca",
         json!({"url": localhost, "credentials": pat,
                "caBundle": {"secretRef": {"name": "ca", "key": "ca.crt"}}}),
     )
     .await;
-    apply_connection(
-        &env,
+    env.apply_connection_in(
         &env.ns,
         "configmap-ca-server-name",
         json!({"url": by_ip, "credentials": pat, "tlsServerName": "zitadel.test",
                "caBundle": {"configMapRef": {"name": "ca", "key": "ca.crt"}}}),
     )
     .await;
-    apply_connection(
-        &env,
+    env.apply_connection_in(
         &env.ns,
         "wrong-name",
         json!({"url": by_ip, "credentials": pat,
@@ -628,24 +607,20 @@ async fn cross_namespace_references_are_refused() {
         .await;
     env.put_secret(&env.ns, "own-pat", "token", TOKEN).await;
 
-    apply_connection(
-        &env,
+    env.apply_connection_in(
         &env.ns,
         "steal-token",
         json!({"url": env.emu.url(), "credentials": {"personalAccessToken":
             {"name": "zitadel-pat", "key": "token", "namespace": victim}}}),
     )
     .await;
-    apply_connection(
-        &env,
-        &env.ns,
+    env.apply_connection_in(&env.ns,
         "steal-ca",
         json!({"url": env.emu.url(), "credentials": {"personalAccessToken": {"name": "own-pat", "key": "token"}},
                "caBundle": {"secretRef": {"name": "app", "key": "apiKey", "namespace": victim}}}),
     )
     .await;
-    apply_connection(
-        &env,
+    env.apply_connection_in(
         &env.ns,
         "own",
         json!({"url": env.emu.url(), "credentials": {"personalAccessToken":

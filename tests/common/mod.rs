@@ -68,6 +68,26 @@ impl TestEnv {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
+    /// Server-side apply a ZitadelConnection named `name` with `spec` in this test's namespace.
+    pub async fn apply_connection(&self, name: &str, spec: serde_json::Value) {
+        self.apply_connection_in(&self.ns, name, spec).await;
+    }
+
+    /// Server-side apply a ZitadelConnection named `name` with `spec` in `ns`.
+    pub async fn apply_connection_in(&self, ns: &str, name: &str, spec: serde_json::Value) {
+        let api: Api<zitadel_metadata_operator::crd::ZitadelConnection> =
+            Api::namespaced(self.client.clone(), ns);
+        let obj = json!({"apiVersion": "metadata.zitadel-operator.dev/v1alpha1", "kind": "ZitadelConnection",
+            "metadata": {"name": name}, "spec": spec});
+        api.patch(
+            name,
+            &PatchParams::apply("e2e-test").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .expect("apply ZitadelConnection");
+    }
+
     /// Run the controllers in-process, watching only this test's namespace.
     pub fn start_operator(&self, settings: Settings) -> Operator {
         Operator::start(self.client.clone(), &self.emu.url(), &self.ns, settings)
@@ -225,6 +245,25 @@ where
         .and_then(|o| serde_json::to_value(o).ok())
         .map(|v| v["status"].clone());
     panic!("timed out waiting for {name}: {what}; last status seen: {status:#?}");
+}
+
+/// Poll `check` every 100 ms until it yields `Some`, or panic with `what` after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// `status` of the condition `type_`, e.g. `Some("True")`.
