@@ -681,6 +681,32 @@ async fn malformed_responses_are_typed_errors() {
         .map(|s| s.body["query"]["limit"].as_u64().unwrap_or(0))
         .collect();
     assert_eq!(limits, [1000, 100, 10]);
+    // The same when ZITADEL's gRPC layer refuses a page for its size (ResourceExhausted with
+    // gRPC's text, HTTP 429): fewer items, not a rate-limit wait.
+    let server = RawServer::start(Arc::new(|seen: &Seen| {
+        let limit = seen.body["query"]["limit"].as_u64().unwrap_or(0);
+        if limit > 100 {
+            http(
+                "429 Too Many Requests",
+                br#"{"code":8,"message":"grpc: received message larger than max (9437184 vs. 4194304)","details":[]}"#,
+            )
+        } else {
+            ok(r#"{"details":{"totalResult":"1"},"result":[{"key":"big","value":"YQ=="}]}"#)
+        }
+    }))
+    .await;
+    let listed = server
+        .client()
+        .list_metadata(&org())
+        .await
+        .expect("page shrunk after a gRPC size refusal");
+    assert_eq!(listed.get("big").map(Vec::as_slice), Some(&b"a"[..]));
+    let limits: Vec<u64> = server
+        .seen()
+        .iter()
+        .map(|s| s.body["query"]["limit"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(limits, [1000, 100]);
     // ... but one item over the cap is an error after a bounded number of tries.
     let server = RawServer::start(Arc::new(|_: &Seen| {
         Answer::Hold(b"HTTP/1.1 200 OK\r\ncontent-length: 30000000\r\n\r\n".to_vec())

@@ -126,6 +126,19 @@ impl ZitadelError {
         }
     }
 
+    /// True when ZITADEL's gRPC layer refused a message for its size: ResourceExhausted (code 8,
+    /// HTTP 429) with gRPC's own text (`grpc: received message larger than max (… vs. 4194304)`,
+    /// or `trying to send message larger than max`) and none of ZITADEL's quota/limit ids. Not a
+    /// rate limit: waiting does not help, a smaller request or page does. (The contract infers a
+    /// 4 MiB gRPC default for requests; a list page answered through the gateway may hit the same
+    /// default on the way back.)
+    pub fn is_message_too_large(&self) -> bool {
+        matches!(
+            self,
+            ZitadelError::Api { code: 8, id: None, message, .. } if message.contains("message larger than max")
+        )
+    }
+
     /// True when the error says a key to remove was not there (BulkRemove fails whole).
     pub fn is_key_not_existing(&self) -> bool {
         matches!(
@@ -254,6 +267,24 @@ mod tests {
         let err = ZitadelError::from_response(404, None, body);
         assert!(err.is_key_not_existing());
         assert_eq!(err.id(), Some("META-2npds"));
+    }
+
+    #[test]
+    fn grpc_message_size_refusals_are_not_rate_limits() {
+        let too_large = ZitadelError::from_response(
+            429,
+            None,
+            r#"{"code":8,"message":"grpc: received message larger than max (9437184 vs. 4194304)","details":[]}"#,
+        );
+        assert!(too_large.is_message_too_large());
+        for body in [
+            r#"{"code":8,"message":"quota exceeded","details":[{"id":"QUOTA-vjAy8"}]}"#,
+            r#"{"code":8,"message":"Instance is blocked","details":[{"id":"LIMITS-molsj"}]}"#,
+            "Your ZITADEL instance is blocked.",
+        ] {
+            let err = ZitadelError::from_response(429, None, body);
+            assert!(!err.is_message_too_large(), "{body}");
+        }
     }
 
     #[test]
