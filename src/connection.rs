@@ -381,12 +381,22 @@ impl Connections {
                         message: format!("ClusterZitadelConnection {} not found", reference.name),
                         transient: false,
                     })?;
-                let labels = Api::<Namespace>::all(self.client.clone())
-                    .get_opt(namespace)
-                    .await
-                    .map_err(api_error)?
-                    .map(|n| n.labels().clone())
-                    .unwrap_or_default();
+                // The namespace's labels matter only to rules with a selector: no read otherwise.
+                let labels = if conn
+                    .spec
+                    .allowed_namespaces
+                    .iter()
+                    .any(|r| r.selector.is_some())
+                {
+                    Api::<Namespace>::all(self.client.clone())
+                        .get_opt(namespace)
+                        .await
+                        .map_err(api_error)?
+                        .map(|n| n.labels().clone())
+                        .unwrap_or_default()
+                } else {
+                    BTreeMap::new()
+                };
                 let allowed = evaluate_rules(&conn.spec.allowed_namespaces, namespace, &labels).ok_or_else(|| Refusal {
                     reason: reason::TARGET_NOT_ALLOWED,
                     message: format!(

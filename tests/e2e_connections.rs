@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
@@ -59,7 +60,9 @@ async fn cluster_connection_guards_namespaces_and_organizations() {
         "metadata": {"name": name},
         "spec": {"url": env.emu.url(),
                  "credentials": {"personalAccessToken": {"name": "zitadel-pat", "key": "token", "namespace": env.ns}},
-                 "allowedNamespaces": [{"names": [env.ns], "organizationIds": [ACME]}]}});
+                 "allowedNamespaces": [
+                     {"names": [env.ns], "organizationIds": [ACME]},
+                     {"selector": {"matchLabels": {"zmo-e2e/tenant": denied}}, "organizationIds": [GLOBEX]}]}});
     api.patch(
         &name,
         &PatchParams::apply("e2e-test").force(),
@@ -151,6 +154,42 @@ async fn cluster_connection_guards_namespaces_and_organizations() {
             );
         }
     }
+
+    // A selector rule: once the refused namespace carries the label it names, it may write to
+    // the org that rule lists (and only there).
+    let namespaces: Api<Namespace> = Api::all(env.client.clone());
+    let labelled = json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": denied, "labels": {"zmo-e2e/tenant": denied}}});
+    namespaces
+        .patch(
+            &denied,
+            &PatchParams::apply("e2e-test").force(),
+            &Patch::Apply(&labelled),
+        )
+        .await
+        .expect("label the namespace");
+    let obj: zitadel_metadata_operator::crd::OrgMetadata = serde_json::from_value(json!({
+        "apiVersion": "metadata.zitadel-operator.dev/v1alpha1", "kind": "OrgMetadata",
+        "metadata": {"name": "by-label"},
+        "spec": {"organizationId": GLOBEX, "connectionRef": {"kind": "ClusterZitadelConnection", "name": name},
+                 "metadata": [{"key": "team", "value": "c"}]}}))
+    .expect("json");
+    other_orgs
+        .patch(
+            "by-label",
+            &PatchParams::apply("e2e-test").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .expect("apply");
+    wait_obj(&other_orgs, "by-label", "Ready", |o| {
+        is_ready(o.status(), o.metadata.generation)
+    })
+    .await;
+    assert_eq!(
+        env.emu.org_metadata(GLOBEX).get("team").map(Vec::as_slice),
+        Some(&b"c"[..])
+    );
     op.stop().await;
     let _ = api.delete(&name, &DeleteParams::default()).await;
 }
