@@ -167,37 +167,11 @@ fn user_spec(user: &str, keys: &BTreeMap<String, String>) -> serde_json::Value {
 }
 
 async fn apply_org(api: &Api<OrgMetadata>, name: &str, spec: serde_json::Value) -> OrgMetadata {
-    let obj: OrgMetadata = serde_json::from_value(json!({
-        "apiVersion": "metadata.zitadel-operator.dev/v1alpha1",
-        "kind": "OrgMetadata",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .expect("OrgMetadata json");
-    api.patch(
-        name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .expect("apply OrgMetadata")
+    apply_as(api, MANAGER, name, spec).await
 }
 
 async fn apply_user(api: &Api<UserMetadata>, name: &str, spec: serde_json::Value) -> UserMetadata {
-    let obj: UserMetadata = serde_json::from_value(json!({
-        "apiVersion": "metadata.zitadel-operator.dev/v1alpha1",
-        "kind": "UserMetadata",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .expect("UserMetadata json");
-    api.patch(
-        name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .expect("apply UserMetadata")
+    apply_as(api, MANAGER, name, spec).await
 }
 
 /// The emulator's metadata of an org / user as strings.

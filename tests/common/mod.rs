@@ -94,39 +94,11 @@ impl TestEnv {
     }
 
     pub async fn apply_org(&self, name: &str, spec: serde_json::Value) -> OrgMetadata {
-        let obj: OrgMetadata = serde_json::from_value(json!({
-            "apiVersion": "metadata.zitadel-operator.dev/v1alpha1",
-            "kind": "OrgMetadata",
-            "metadata": {"name": name},
-            "spec": spec,
-        }))
-        .expect("OrgMetadata json");
-        self.orgs()
-            .patch(
-                name,
-                &PatchParams::apply("e2e-test").force(),
-                &Patch::Apply(&obj),
-            )
-            .await
-            .expect("apply OrgMetadata")
+        apply_as(&self.orgs(), "e2e-test", name, spec).await
     }
 
     pub async fn apply_user(&self, name: &str, spec: serde_json::Value) -> UserMetadata {
-        let obj: UserMetadata = serde_json::from_value(json!({
-            "apiVersion": "metadata.zitadel-operator.dev/v1alpha1",
-            "kind": "UserMetadata",
-            "metadata": {"name": name},
-            "spec": spec,
-        }))
-        .expect("UserMetadata json");
-        self.users()
-            .patch(
-                name,
-                &PatchParams::apply("e2e-test").force(),
-                &Patch::Apply(&obj),
-            )
-            .await
-            .expect("apply UserMetadata")
+        apply_as(&self.users(), "e2e-test", name, spec).await
     }
 
     pub async fn create_org(&self, obj: &OrgMetadata) -> kube::Result<OrgMetadata> {
@@ -245,6 +217,34 @@ where
         .and_then(|o| serde_json::to_value(o).ok())
         .map(|v| v["status"].clone());
     panic!("timed out waiting for {name}: {what}; last status seen: {status:#?}");
+}
+
+/// Server-side apply (forced, field manager `manager`) an object of kind `K` named `name` with
+/// `spec`.
+pub async fn apply_as<K>(api: &Api<K>, manager: &str, name: &str, spec: serde_json::Value) -> K
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    // Through the typed struct, as a client built on these types would send it (defaults
+    // included, unknown fields dropped).
+    let obj: K = serde_json::from_value(json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap_or_else(|e| panic!("{} json: {e}", K::kind(&())));
+    api.patch(
+        name,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {} {name}: {e}", K::kind(&())))
 }
 
 /// Poll `check` every 100 ms until it yields `Some`, or panic with `what` after `within`.
