@@ -213,9 +213,9 @@ pub fn backoff_delay(
     retry_after.map_or(delay, |ra| delay.max(ra))
 }
 
-/// Backoff of the Kubernetes watches (each kind's own watch, and the controller's merged trigger
-/// stream): exponential from 250 ms, doubling per consecutive error, capped at 5 s, ±20 % jitter,
-/// reset by the next successful event.
+/// Backoff of each Kubernetes watch on its own (see [`watch`]; the controllers' merged trigger
+/// stream has none, see [`NoTriggerBackoff`]): exponential from 250 ms, doubling per consecutive
+/// error of that watch, capped at 5 s, ±20 % jitter, reset by its next event.
 ///
 /// kube-runtime's default (800 ms doubling to 30 s, plus up to 100 % jitter) keeps growing with
 /// every error of every watch during an apiserver outage — several per reconnect attempt — and the

@@ -602,13 +602,13 @@ impl ZitadelApi for HttpClient {
                 .await
             {
                 Ok(page) => page,
-                // Large values: ask again for fewer items (see MAX_RESPONSE_BYTES); the same
-                // when ZITADEL's gRPC layer refuses the page for its size.
-                Err(ZitadelError::ResponseTooLarge { .. }) if limit > 1 => {
-                    limit = (limit / 10).max(1);
-                    continue;
-                }
-                Err(e) if e.is_message_too_large() && limit > 1 => {
+                // Large values: ask again for fewer items (see MAX_RESPONSE_BYTES), whether our
+                // cap or ZITADEL's gRPC layer refused the page for its size.
+                Err(e)
+                    if limit > 1
+                        && (matches!(e, ZitadelError::ResponseTooLarge { .. })
+                            || e.is_message_too_large()) =>
+                {
                     limit = (limit / 10).max(1);
                     continue;
                 }
