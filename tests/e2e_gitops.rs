@@ -31,7 +31,7 @@ use zitadel_metadata_operator::crd::{
 };
 use zitadel_metadata_operator::status::{self, READY, RECONCILING, STALLED};
 use zmo_testkit::controlplane::ControlPlane;
-use zmo_testkit::emulator::{Fault, Operation};
+use zmo_testkit::emulator::{Fault, Operation, TokenGrant};
 
 /// What Argo CD shows for an object (gitops-engine's HealthStatus).
 #[derive(Debug, Deserialize, Clone, PartialEq)]
@@ -405,6 +405,16 @@ async fn every_stalled_reason_is_failed_in_kstatus_and_degraded_in_argo_cd() {
         json!({"url": env.emu.url(), "credentials": {"personalAccessToken": {"name": "absent", "key": "token"}}}),
     )
     .await;
+    // A service user that may read but not write Acme's metadata.
+    env.emu
+        .add_token("viewer-pat", TokenGrant::org_owner_viewer(ACME));
+    env.put_secret(&env.ns, "viewer-pat", "token", "viewer-pat")
+        .await;
+    env.apply_connection(
+        "viewer",
+        json!({"url": env.emu.url(), "credentials": {"personalAccessToken": {"name": "viewer-pat", "key": "token"}}}),
+    )
+    .await;
     let op = env.start_operator(fast_settings());
     let entry = json!([{"key": "k", "value": "v"}]);
 
@@ -422,7 +432,7 @@ async fn every_stalled_reason_is_failed_in_kstatus_and_degraded_in_argo_cd() {
     .await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
-    let orgs: [(&str, &str, Value); 8] = [
+    let orgs: [(&str, &str, Value); 9] = [
         (
             "second",
             "KeyConflict",
@@ -462,6 +472,12 @@ async fn every_stalled_reason_is_failed_in_kstatus_and_degraded_in_argo_cd() {
             "not-allowed",
             "TargetNotAllowed",
             json!({"organizationId": ACME, "connectionRef": {"kind": "ClusterZitadelConnection", "name": czconn}, "metadata": entry}),
+        ),
+        (
+            "read-only",
+            "ZitadelPermissionDenied",
+            // A key of its own: the others' "k" would be a KeyConflict first.
+            json!({"organizationId": ACME, "connectionRef": {"name": "viewer"}, "metadata": [{"key": "own", "value": "v"}]}),
         ),
     ];
     let users: [(&str, &str, Value); 3] = [
