@@ -60,15 +60,19 @@
 //! ```
 
 mod conn;
+mod connect;
 mod errors;
+mod events;
 mod handlers;
 mod inspect;
 mod model;
 mod oauth;
+mod profile;
 mod routes;
 mod server;
 mod state;
 mod tls;
+mod v2;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -82,7 +86,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use model::{Fault, FaultKind, Mode, Operation, Permission, RecordedRequest, TokenGrant};
+pub use model::{
+    Fault, FaultKind, ListOrder, Mode, Operation, Permission, RECORDED_BODY_LIMIT,
+    RecordedRequest, TokenGrant,
+};
+pub use profile::Profile;
+pub use state::{ANONYMOUS_EDITOR, OUT_OF_BAND_EDITOR};
 pub use tls::TlsMaterial;
 
 use server::Core;
@@ -172,6 +181,20 @@ impl Emulator {
         };
         let issuer = emulator.url();
         emulator.with_state(|st| st.issuer = issuer);
+        Ok(emulator)
+    }
+
+    /// Starts an emulator (empty state) that imitates the ZITADEL version line `profile`.
+    pub async fn start_with(profile: Profile) -> anyhow::Result<Emulator> {
+        let emulator = Emulator::start().await?;
+        emulator.set_profile(profile);
+        Ok(emulator)
+    }
+
+    /// [`Emulator::start_with`] followed by [`Emulator::seed_demo`].
+    pub async fn start_seeded_with(profile: Profile) -> anyhow::Result<Emulator> {
+        let emulator = Emulator::start_with(profile).await?;
+        emulator.seed_demo();
         Ok(emulator)
     }
 
@@ -414,12 +437,12 @@ impl Emulator {
     /// If the org does not exist (a bug in the calling test).
     pub fn put_org_metadata(&self, org_id: &str, key: &str, value: &[u8]) {
         self.with_state(|st| {
-            let at = st.now();
+            let push = st.push_out_of_band();
             let org = st
                 .orgs
                 .get_mut(org_id)
                 .unwrap_or_else(|| panic!("put_org_metadata: unknown org {org_id}"));
-            org.agg.set_metadata(key, value, at);
+            org.agg.set_metadata(&push, key, value);
             st.total_events += 1;
         });
     }
@@ -427,11 +450,11 @@ impl Emulator {
     /// Out-of-band removal: appends an `org.metadata.removed` event if the key exists.
     pub fn delete_org_metadata(&self, org_id: &str, key: &str) {
         self.with_state(|st| {
-            let at = st.now();
+            let push = st.push_out_of_band();
             if let Some(org) = st.orgs.get_mut(org_id)
                 && org.agg.metadata.contains_key(key)
             {
-                org.agg.remove_metadata(key, at);
+                org.agg.remove_metadata(&push, key);
                 st.total_events += 1;
             }
         });
@@ -443,12 +466,12 @@ impl Emulator {
     /// If the user does not exist (a bug in the calling test).
     pub fn put_user_metadata(&self, user_id: &str, key: &str, value: &[u8]) {
         self.with_state(|st| {
-            let at = st.now();
+            let push = st.push_out_of_band();
             let user = st
                 .users
                 .get_mut(user_id)
                 .unwrap_or_else(|| panic!("put_user_metadata: unknown user {user_id}"));
-            user.agg.set_metadata(key, value, at);
+            user.agg.set_metadata(&push, key, value);
             st.total_events += 1;
         });
     }
@@ -456,11 +479,11 @@ impl Emulator {
     /// Out-of-band removal: appends a `user.metadata.removed` event if the key exists.
     pub fn delete_user_metadata(&self, user_id: &str, key: &str) {
         self.with_state(|st| {
-            let at = st.now();
+            let push = st.push_out_of_band();
             if let Some(user) = st.users.get_mut(user_id)
                 && user.agg.metadata.contains_key(key)
             {
-                user.agg.remove_metadata(key, at);
+                user.agg.remove_metadata(&push, key);
                 st.total_events += 1;
             }
         });
@@ -500,6 +523,91 @@ impl Emulator {
         self.core().seed_faults(seed);
     }
 
+    /// Switches the ZITADEL version line imitated from now on (routes, v2 semantics) and selects
+    /// that profile's same-value-write [`Mode`] (override it afterwards with
+    /// [`Emulator::set_mode`]). State, tokens and recorded requests are kept.
+    pub fn set_profile(&self, profile: Profile) {
+        self.with_state(|st| {
+            st.profile = profile;
+            st.mode = profile.mode();
+        });
+    }
+
+    /// The current [`Profile`] (default [`Profile::Main2026`]).
+    pub fn profile(&self) -> Profile {
+        self.with_state(|st| st.profile)
+    }
+
+    /// Sets the row order of the lists ZITADEL does not sort ([`ListOrder`]); a
+    /// [`ListOrder::Shuffled`] seed restarts its generator.
+    pub fn set_list_order(&self, order: ListOrder) {
+        use rand::SeedableRng as _;
+        self.with_state(|st| {
+            st.list_order = order;
+            if let ListOrder::Shuffled { seed } = order {
+                st.list_rng = rand::rngs::StdRng::seed_from_u64(seed);
+            }
+        });
+    }
+
+    /// The current [`ListOrder`].
+    pub fn list_order(&self) -> ListOrder {
+        self.with_state(|st| st.list_order)
+    }
+
+    /// Skews the emulator's clock by `offset` from the machine's (negative = behind): event and
+    /// metadata timestamps and the token endpoint's `iat` / `exp` checks use it. A client whose
+    /// clock runs 5 s ahead of ZITADEL is `set_clock_offset(TimeDelta::seconds(-5))`.
+    pub fn set_clock_offset(&self, offset: chrono::TimeDelta) {
+        self.with_state(|st| st.clock_offset = offset);
+    }
+
+    /// The emulator's current time (machine clock plus offset, or the frozen time).
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.with_state(|st| st.clock())
+    }
+
+    /// Freezes the clock at `at` (`None` = its current time): until
+    /// [`Emulator::unfreeze_clock`], every write — API calls and test helpers alike — gets
+    /// exactly this timestamp, so events of several pushes share one `creationDate` (what a
+    /// busy ZITADEL produces for events of one transaction). Within a push events are still
+    /// ordered by their position.
+    pub fn freeze_clock(&self, at: Option<chrono::DateTime<chrono::Utc>>) {
+        self.with_state(|st| {
+            let at = at.unwrap_or_else(|| st.clock());
+            st.frozen_at = Some(at);
+        });
+    }
+
+    /// Lets the clock run again (timestamps stay strictly increasing after the frozen time).
+    pub fn unfreeze_clock(&self) {
+        self.with_state(|st| {
+            if let Some(at) = st.frozen_at.take() {
+                st.last_time = Some(st.last_time.map_or(at, |l| l.max(at)));
+            }
+        });
+    }
+
+    /// Every event recorded so far (removed orgs and users included), in ZITADEL's global order
+    /// (position, then order within the push).
+    pub fn events(&self) -> Vec<EmulatedEvent> {
+        self.with_state(|st| {
+            st.all_events()
+                .into_iter()
+                .map(|e| EmulatedEvent {
+                    aggregate_type: e.agg_kind.as_str().to_owned(),
+                    aggregate_id: e.agg_id.clone(),
+                    resource_owner: e.owner.clone(),
+                    sequence: e.sequence,
+                    creation_date: e.at,
+                    event_type: e.event_type.to_owned(),
+                    editor_user_id: e.editor.clone(),
+                    payload: e.payload.clone(),
+                })
+                .collect()
+        })
+    }
+
     /// Selects the same-value-write behaviour.
     pub fn set_mode(&self, mode: Mode) {
         self.with_state(|st| st.mode = mode);
@@ -528,6 +636,28 @@ impl Emulator {
             task.abort();
         }
     }
+}
+
+/// One recorded event, as [`Emulator::events`] reports it (the fields ListEvents serves).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EmulatedEvent {
+    /// `org` or `user`.
+    pub aggregate_type: String,
+    /// Org or user id.
+    pub aggregate_id: String,
+    /// The org itself (org events) or the user's org.
+    pub resource_owner: String,
+    /// Per-aggregate sequence.
+    pub sequence: u64,
+    /// Creation date (shared by all events of one push).
+    pub creation_date: chrono::DateTime<chrono::Utc>,
+    /// ZITADEL's event type, e.g. `user.metadata.set`.
+    pub event_type: String,
+    /// The user whose call wrote it ([`TokenGrant::user_id`], a service user's id,
+    /// [`ANONYMOUS_EDITOR`] or [`OUT_OF_BAND_EDITOR`]).
+    pub editor_user_id: String,
+    /// The JSON payload (`{"key","value"}` for `*.metadata.set`, `{"key"}` for removals).
+    pub payload: Option<serde_json::Value>,
 }
 
 fn metadata_values(agg: &state::Aggregate) -> BTreeMap<String, Vec<u8>> {
