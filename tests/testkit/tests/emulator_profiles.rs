@@ -105,11 +105,18 @@ async fn v4_0_has_user_v2_and_org_service_without_metadata() {
     assert_eq!(r.body, json!({"pagination": {"appliedLimit": "1"}}));
     assert_page_not_found(&probe_org(&emu).await);
     // The org service itself exists.
-    let r = connect(&emu, &format!("{ORG_SVC}/ListOrganizations"), ADMIN, &json!({})).await;
+    let r = connect(
+        &emu,
+        &format!("{ORG_SVC}/ListOrganizations"),
+        ADMIN,
+        &json!({}),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
     // v2beta: present, writes an event even for an unchanged value, rejects empty values.
     let set = format!("{ORG_BETA_SVC}/SetOrganizationMetadata");
-    let body = json!({"organizationId": DEMO_ORG_ACME, "metadata": [{"key": "k", "value": b64(b"v")}]});
+    let body =
+        json!({"organizationId": DEMO_ORG_ACME, "metadata": [{"key": "k", "value": b64(b"v")}]});
     assert_eq!(connect(&emu, &set, ADMIN, &body).await.status, 200);
     let seq = emu.org_sequence(DEMO_ORG_ACME);
     assert_eq!(connect(&emu, &set, ADMIN, &body).await.status, 200);
@@ -118,7 +125,10 @@ async fn v4_0_has_user_v2_and_org_service_without_metadata() {
     let r = connect(&emu, &set, ADMIN, &empty).await;
     assert_connect_error(&r, 400, "invalid_argument", None);
     // v2beta on v4.0 checked no permission at all (v2e §1.4 historical caveat).
-    emu.add_token("nobody", zmo_testkit::emulator::TokenGrant::new(DEMO_ORG_ACME));
+    emu.add_token(
+        "nobody",
+        zmo_testkit::emulator::TokenGrant::new(DEMO_ORG_ACME),
+    );
     assert_eq!(connect(&emu, &set, "nobody", &body).await.status, 200);
     // User v2 rejects empty values before "empty deletes" (PGV, no details).
     let r = connect(
@@ -129,7 +139,12 @@ async fn v4_0_has_user_v2_and_org_service_without_metadata() {
     )
     .await;
     assert_connect_error(&r, 400, "invalid_argument", None);
-    assert!(r.body["message"].as_str().unwrap().contains("between 1 and 500000 bytes"));
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("between 1 and 500000 bytes")
+    );
     assert_eq!(v1_list(&emu).await.status, 200);
     emu.shutdown().await;
 }
@@ -166,7 +181,13 @@ async fn v5_removes_v1_and_v2beta() {
     }
     assert_routing_404(&beta_list(&emu).await);
     // Admin is never served over Connect.
-    let r = connect(&emu, "/zitadel.admin.v1.AdminService/ListEvents", ADMIN, &json!({})).await;
+    let r = connect(
+        &emu,
+        "/zitadel.admin.v1.AdminService/ListEvents",
+        ADMIN,
+        &json!({}),
+    )
+    .await;
     assert_routing_404(&r);
     // The empty-value probe reaches the user lookup: new semantics.
     let r = connect(

@@ -2,10 +2,10 @@
 //! errors with `zitadel.v1.ErrorDetail` details and plain errors without details.
 
 use axum::Json;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD_NO_PAD;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
 use serde_json::{Map, Value, json};
 
 /// Numeric gRPC status codes.
@@ -136,7 +136,6 @@ impl Msg {
             }
             (Msg::MembershipNotFound, _) => "membership not found",
             (Msg::PermissionMissing, _) => "No matching permissions found",
-
         }
     }
 }
@@ -300,13 +299,33 @@ mod tests {
     fn error_detail_matches_the_contract_examples() {
         // v2e §1.6: the values computed for the contract.
         let cases = [
-            ("META-2nnds", "One or more keys do not exist", "CgpNRVRBLTJubmRzEh1PbmUgb3IgbW9yZSBrZXlzIGRvIG5vdCBleGlzdA"),
-            ("COMMAND-uXHNj", "User could not be found", "Cg1DT01NQU5ELXVYSE5qEhdVc2VyIGNvdWxkIG5vdCBiZSBmb3VuZA"),
-            ("META-2npds", "One or more keys do not exist", "CgpNRVRBLTJucGRzEh1PbmUgb3IgbW9yZSBrZXlzIGRvIG5vdCBleGlzdA"),
-            ("AUTH-AWfge", "No matching permissions found", "CgpBVVRILUFXZmdlEh1ObyBtYXRjaGluZyBwZXJtaXNzaW9ucyBmb3VuZA"),
+            (
+                "META-2nnds",
+                "One or more keys do not exist",
+                "CgpNRVRBLTJubmRzEh1PbmUgb3IgbW9yZSBrZXlzIGRvIG5vdCBleGlzdA",
+            ),
+            (
+                "COMMAND-uXHNj",
+                "User could not be found",
+                "Cg1DT01NQU5ELXVYSE5qEhdVc2VyIGNvdWxkIG5vdCBiZSBmb3VuZA",
+            ),
+            (
+                "META-2npds",
+                "One or more keys do not exist",
+                "CgpNRVRBLTJucGRzEh1PbmUgb3IgbW9yZSBrZXlzIGRvIG5vdCBleGlzdA",
+            ),
+            (
+                "AUTH-AWfge",
+                "No matching permissions found",
+                "CgpBVVRILUFXZmdlEh1ObyBtYXRjaGluZyBwZXJtaXNzaW9ucyBmb3VuZA",
+            ),
         ];
         for (id, message, value) in cases {
-            assert_eq!(STANDARD_NO_PAD.encode(error_detail_proto(id, message)), value, "{id}");
+            assert_eq!(
+                STANDARD_NO_PAD.encode(error_detail_proto(id, message)),
+                value,
+                "{id}"
+            );
         }
     }
 }

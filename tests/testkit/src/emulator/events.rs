@@ -70,9 +70,7 @@ fn localized_event(event_type: &str) -> String {
 
 /// `zitadel.v1.LocalizedMessage`.
 fn localized(key: String, message: &str) -> Out {
-    Out::new()
-        .str("key", &key)
-        .str("localizedMessage", message)
+    Out::new().str("key", &key).str("localizedMessage", message)
 }
 
 /// `zitadel.event.v1.EventType` / `AggregateType`: `{type, localized}`.

@@ -1585,7 +1585,12 @@ fn execute(
             asc,
             sorting,
             queries,
-        } => Ok(list_users_v2(st, auth, (offset, limit, asc, sorting), queries)),
+        } => Ok(list_users_v2(
+            st,
+            auth,
+            (offset, limit, asc, sorting),
+            queries,
+        )),
         Req::ListUsersV1 {
             offset,
             limit,

@@ -87,8 +87,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use model::{
-    Fault, FaultKind, ListOrder, Mode, Operation, Permission, RECORDED_BODY_LIMIT,
-    RecordedRequest, TokenGrant,
+    Fault, FaultKind, ListOrder, Mode, Operation, Permission, RECORDED_BODY_LIMIT, RecordedRequest,
+    TokenGrant,
 };
 pub use profile::Profile;
 pub use state::{ANONYMOUS_EDITOR, OUT_OF_BAND_EDITOR};

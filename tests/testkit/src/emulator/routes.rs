@@ -158,15 +158,27 @@ const PATTERNS: &[(&str, &[Seg], Operation)] = &[
         &[V2, USERS, Id, META, Lit("search")],
         Operation::ListUserMetadataV2,
     ),
-    ("DELETE", &[V2, USERS, Id, META], Operation::DeleteUserMetadataV2),
+    (
+        "DELETE",
+        &[V2, USERS, Id, META],
+        Operation::DeleteUserMetadataV2,
+    ),
     ("POST", &[V2, ORGS, Id, META], Operation::SetOrgMetadataV2),
     (
         "POST",
         &[V2, ORGS, Id, META, Lit("search")],
         Operation::ListOrgMetadataV2,
     ),
-    ("DELETE", &[V2, ORGS, Id, META], Operation::DeleteOrgMetadataV2),
-    ("POST", &[V2BETA, ORGS, Id, META], Operation::SetOrgMetadataV2beta),
+    (
+        "DELETE",
+        &[V2, ORGS, Id, META],
+        Operation::DeleteOrgMetadataV2,
+    ),
+    (
+        "POST",
+        &[V2BETA, ORGS, Id, META],
+        Operation::SetOrgMetadataV2beta,
+    ),
     (
         "POST",
         &[V2BETA, ORGS, Id, META, Lit("search")],
@@ -195,7 +207,14 @@ const PATTERNS: &[(&str, &[Seg], Operation)] = &[
     ),
     (
         "POST",
-        &[M, V1, Lit("orgs"), Lit("me"), Lit("changes"), Lit("_search")],
+        &[
+            M,
+            V1,
+            Lit("orgs"),
+            Lit("me"),
+            Lit("changes"),
+            Lit("_search"),
+        ],
         Operation::ListOrgChanges,
     ),
     (
@@ -253,10 +272,7 @@ fn rest_served(op: Operation, facts: &ProfileFacts) -> bool {
 
 /// The Connect methods a service serves under `facts`; `None` = no such service (the request
 /// falls through to the gateway's catch-all route).
-fn connect_methods(
-    service: &str,
-    facts: &ProfileFacts,
-) -> Option<Vec<(&'static str, Operation)>> {
+fn connect_methods(service: &str, facts: &ProfileFacts) -> Option<Vec<(&'static str, Operation)>> {
     if !facts.connect {
         return None;
     }
@@ -360,7 +376,11 @@ mod tests {
         );
         assert_eq!(on(Profile::V4x, "GET", org_list), Route::ConnectWrongMethod);
         assert_eq!(
-            on(Profile::V5, "POST", "/zitadel.org.v2beta.OrganizationService/SetOrganizationMetadata"),
+            on(
+                Profile::V5,
+                "POST",
+                "/zitadel.org.v2beta.OrganizationService/SetOrganizationMetadata"
+            ),
             Route::NotFound
         );
         assert_eq!(
@@ -368,7 +388,11 @@ mod tests {
             Route::NotFound
         );
         assert_eq!(
-            on(Profile::V5, "POST", "/zitadel.admin.v1.AdminService/ListEvents"),
+            on(
+                Profile::V5,
+                "POST",
+                "/zitadel.admin.v1.AdminService/ListEvents"
+            ),
             Route::NotFound
         );
         assert_eq!(

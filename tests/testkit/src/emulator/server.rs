@@ -242,9 +242,9 @@ impl Core {
                 FaultOutcome::Respond(handlers::no_membership().render_for(connect, german))
             }
             // A missing route is the gateway's catch-all, whatever the transport.
-            Some(FaultKind::RouteNotFound) => FaultOutcome::Respond(
-                ApiError::plain(code::NOT_FOUND, "Not Found").render(german),
-            ),
+            Some(FaultKind::RouteNotFound) => {
+                FaultOutcome::Respond(ApiError::plain(code::NOT_FOUND, "Not Found").render(german))
+            }
             Some(FaultKind::Hang) => FaultOutcome::Hang,
             Some(FaultKind::Reset) => FaultOutcome::Reset,
             Some(FaultKind::ResetAfterHandling) => FaultOutcome::ProceedThenReset(write),

@@ -502,7 +502,8 @@ impl State {
             Some(org) => {
                 if org.name != name {
                     org.name = name.to_owned();
-                    org.agg.push(&push, "org.changed", Some(json!({ "name": name })));
+                    org.agg
+                        .push(&push, "org.changed", Some(json!({ "name": name })));
                     self.total_events += 1;
                 }
             }

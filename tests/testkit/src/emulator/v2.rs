@@ -154,7 +154,12 @@ fn decode(
     };
     let (list_json, oneof_json, oneof_proto, methods): (&str, &str, &str, &[&str]) =
         if api == Api::OrgBeta {
-            ("filter", "keyQuery", "key_query", &super::handlers::TEXT_QUERY_METHODS)
+            (
+                "filter",
+                "keyQuery",
+                "key_query",
+                &super::handlers::TEXT_QUERY_METHODS,
+            )
         } else {
             ("filters", "keyFilter", "key_filter", &TEXT_FILTER_METHODS)
         };
@@ -299,7 +304,11 @@ fn zitadel(code: i32, id: &'static str, msg: Msg) -> ApiError {
 }
 
 fn permission_denied() -> ApiError {
-    zitadel(code::PERMISSION_DENIED, "AUTH-AWfge", Msg::PermissionMissing)
+    zitadel(
+        code::PERMISSION_DENIED,
+        "AUTH-AWfge",
+        Msg::PermissionMissing,
+    )
 }
 
 /// The zero `google.protobuf.Timestamp` (an object that never had metadata events).
@@ -629,11 +638,7 @@ fn user_not_found() -> ApiError {
 }
 
 fn org_not_found() -> ApiError {
-    zitadel(
-        code::FAILED_PRECONDITION,
-        "COMMAND-QXPGs",
-        Msg::OrgNotFound,
-    )
+    zitadel(code::FAILED_PRECONDITION, "COMMAND-QXPGs", Msg::OrgNotFound)
 }
 
 /// The org of an existing user, looked up in any org (v2e §1.3), before any permission check.

@@ -291,10 +291,12 @@ pub(crate) fn proto_size(value: &Value) -> usize {
             Value::String(s) if !in_struct && DateTime::parse_from_rfc3339(s).is_ok() => {
                 delimited(12)
             }
-            Value::String(s) if !in_struct && s.parse::<u64>().is_ok() => 1 + varint_len(
-                usize::try_from(s.parse::<u64>().unwrap_or(0)).unwrap_or(usize::MAX),
-            ),
-            Value::String(s) => delimited(s.len()) + if in_struct { delimited(name.len()) } else { 0 },
+            Value::String(s) if !in_struct && s.parse::<u64>().is_ok() => {
+                1 + varint_len(usize::try_from(s.parse::<u64>().unwrap_or(0)).unwrap_or(usize::MAX))
+            }
+            Value::String(s) => {
+                delimited(s.len()) + if in_struct { delimited(name.len()) } else { 0 }
+            }
             Value::Number(_) => 6,
             Value::Bool(_) => 2,
             Value::Null => 0,

@@ -92,7 +92,10 @@ pub fn connect_detail_id(body: &Value) -> Option<(String, String)> {
         .iter()
         .find(|d| d["type"] == "zitadel.v1.ErrorDetail")?;
     let value = detail["value"].as_str()?;
-    assert!(!value.ends_with('='), "detail value must be unpadded: {value}");
+    assert!(
+        !value.ends_with('='),
+        "detail value must be unpadded: {value}"
+    );
     let bytes = STANDARD_NO_PAD.decode(value).ok()?;
     let (mut id, mut message) = (String::new(), String::new());
     let mut i = 0;
@@ -125,7 +128,11 @@ pub fn connect_detail_id(body: &Value) -> Option<(String, String)> {
 /// Asserts a Connect error: HTTP status, `code` name and detail id (decoded from the protobuf).
 pub fn assert_connect_error(r: &Resp, http: u16, code: &str, id: Option<&str>) {
     assert_eq!(r.status, http, "{}", r.text);
-    assert!(r.content_type.starts_with("application/json"), "{}", r.content_type);
+    assert!(
+        r.content_type.starts_with("application/json"),
+        "{}",
+        r.content_type
+    );
     assert_eq!(r.body["code"], code, "{}", r.text);
     match id {
         Some(id) => {
