@@ -1,22 +1,51 @@
-//! A stateful emulator of the ZITADEL Management API endpoints the operator uses, written to the
-//! contract in `shared/zitadel-api.md`.
+//! A stateful emulator of the ZITADEL APIs the operator uses, written to the contract in
+//! `shared/zitadel-api.md` and `shared/zitadel-v2-and-events.md` (cited as "api §n" and
+//! "v2e §n").
 //!
 //! It serves, over real HTTP on loopback:
 //!
-//! * org and user metadata (`/management/v1/metadata/...`, `/management/v1/users/{id}/metadata/...`:
-//!   Set, BulkSet, List (`_search`), Get, Remove, BulkRemove),
-//! * `GET /v2/users/{userId}`, `GET /management/v1/users/{id}` and `GET /management/v1/orgs/me`,
-//! * resolving human-friendly references (contract §6): `POST /v2/organizations/_search` (name,
-//!   verified domain, id, state and default-org queries; only orgs the caller may read),
-//!   `GET /management/v1/global/orgs/_by_domain?domain=` (primary domain),
-//!   `GET /management/v1/global/users/_by_login_name?loginName=` (preferred login name, all orgs)
-//!   and `POST /management/v1/users/_search` (users of the context org),
-//! * machine-client authentication (contract §5): `POST /oauth/v2/token` with the JWT profile
-//!   grant for service users ([`Emulator::register_service_user`],
-//!   [`Emulator::generate_key_file`]) and `GET /.well-known/openid-configuration`; issued access
-//!   tokens call the API with the service user's [`TokenGrant`] until they expire,
-//! * admin routes for demos (`/_emulator/state`, `/_emulator/requests`, `/_emulator/faults`,
-//!   loopback callers only, no authentication).
+//! | API | routes | contract |
+//! |---|---|---|
+//! | Management v1 metadata | `/management/v1/metadata/...`, `/management/v1/users/{id}/metadata/...` (Set, BulkSet, List, Get, Remove, BulkRemove) | api §1–§3 |
+//! | v1 lookups | `GET /management/v1/users/{id}`, `GET /management/v1/orgs/me`, `…/global/orgs/_by_domain`, `…/global/users/_by_login_name`, `POST /management/v1/users/_search` | api §6 |
+//! | user v2 metadata | Connect `POST /zitadel.user.v2.UserService/{Set,List,Delete}UserMetadata`; REST `POST /v2/users/{id}/metadata`, `POST …/metadata/search`, `DELETE …/metadata?keys=` | v2e §1.1–§1.6 |
+//! | org v2 metadata | Connect `/zitadel.org.v2.OrganizationService/{Set,List,Delete}OrganizationMetadata`; REST `/v2/organizations/{id}/metadata[...]` | v2e §1.1–§1.6 |
+//! | org v2beta metadata | Connect `/zitadel.org.v2beta.OrganizationService/…`; REST `/v2beta/organizations/{id}/metadata[...]` (`filter`, `TEXT_QUERY_METHOD_*`) | v2e §1.2 |
+//! | v2 lookups | `GET /v2/users/{id}` and Connect `UserService/GetUserByID`, `POST /v2/users` and `UserService/ListUsers`, `POST /v2/organizations/_search` and `OrganizationService/ListOrganizations` | v2e §1.8, api §10 |
+//! | events | `POST /admin/v1/events/_search`, `…/events/types/_search`, `…/aggregates/types/_search` (`events.read`), `POST /management/v1/orgs/me/changes/_search`, `POST /management/v1/users/{id}/changes/_search` | v2e Part 2, api §9 |
+//! | machine auth | `POST /oauth/v2/token` (JWT profile grant), `GET /.well-known/openid-configuration` | api §5, §11 |
+//! | admin (loopback, no auth) | `/_emulator/state`, `/_emulator/requests`, `/_emulator/faults` | — |
+//!
+//! Which of these exist, and how the v2 commands behave, follows the selected ZITADEL version
+//! line ([`Profile`]: `V3`, `V4_0`, `V4x`, `Main2026` (default), `V5`; the per-version table is
+//! in the `profile` module): a removed API answers the gateway's routing 404
+//! `{"code":5,"message":"Not Found"}`, a Connect service without the method `text/plain`
+//! `404 page not found` (v2e §1.7).
+//!
+//! For tests:
+//!
+//! * profiles: [`Emulator::start_with`], [`Emulator::start_seeded_with`],
+//!   [`Emulator::set_profile`], [`Emulator::profile`];
+//! * faults ([`Emulator::inject`]): latency, status codes, 429s, hangs, resets, lost and
+//!   corrupted writes, and the deletion-safety answers [`Fault::org_lookup_failed`] (transient
+//!   403 `AUTH-Bs7Ds` for an existing org), [`Fault::no_membership`] (404 `AUTHZ-cdgFk`) and
+//!   [`Fault::route_not_found`]; a caller whose [`TokenGrant`] holds no role in the context org
+//!   gets `AUTHZ-cdgFk` without any fault (api §3);
+//! * row order: [`Emulator::set_list_order`] with [`ListOrder::Shuffled`] (a new order per
+//!   request for the lists ZITADEL does not sort);
+//! * clock: [`Emulator::set_clock_offset`] (skew against the client, also for the JWT `iat`
+//!   check), [`Emulator::freeze_clock`] / [`Emulator::unfreeze_clock`] (same-timestamp batches),
+//!   [`Emulator::now`];
+//! * events: [`Emulator::events`] ([`EmulatedEvent`]: type, aggregate, owner, sequence, date,
+//!   editor, payload), editors named by [`TokenGrant::with_user_id`] (service users' tokens use
+//!   their id; [`ANONYMOUS_EDITOR`], [`OUT_OF_BAND_EDITOR`] otherwise);
+//! * recording: [`Emulator::requests`] with request and answer bodies
+//!   ([`RecordedRequest::body`], [`RecordedRequest::response_body`], up to
+//!   [`RECORDED_BODY_LIMIT`]).
+//!
+//! REST answers (v1, `/v2/...`, admin) whose protobuf encoding exceeds 4 MiB fail like the
+//! gateway's gRPC client does: 429 `{"code":8,"message":"grpc: received message larger than max
+//! (N vs. 4194304)"}`; so do REST requests over 4 MiB. Connect has no limit (v2e §1.0).
 //!
 //! Behaviour follows ZITADEL: grpc-gateway routing and protojson wire format, bearer-token
 //! authentication and `x-zitadel-orgid` context orgs, PGV validation messages, per-aggregate
