@@ -294,8 +294,9 @@ async fn key_file_grant_and_api_calls() {
         None,
     )
     .await;
-    assert_eq!(other.status, 403, "{}", other.body);
-    assert_eq!(other.body["details"][0]["id"], "AUTH-5mWD2");
+    // An org owner of Acme holds no membership in Globex: 404 AUTHZ-cdgFk (contract §3).
+    assert_eq!(other.status, 404, "{}", other.body);
+    assert_eq!(other.body["details"][0]["id"], "AUTHZ-cdgFk");
 
     // Each key file is a new key under a new id; both verify.
     let second: Value =
