@@ -928,7 +928,7 @@ pub(crate) fn authorize(
             Msg::OrgDoesNotExist,
         ));
     }
-    if !grant.has_membership(&ctx_org) {
+    if st.membership_check && !grant.has_membership(&ctx_org) {
         return Err(no_membership());
     }
     if !grant.allows(&ctx_org, permission) {

@@ -529,6 +529,15 @@ impl Emulator {
         self.core().count(op)
     }
 
+    /// Keeps (default) or drops answer bodies in the request log
+    /// ([`RecordedRequest::response_body`] stays `null` while off): long benchmark runs with
+    /// tens of thousands of calls need not hold every answer in memory.
+    pub fn record_answer_bodies(&self, on: bool) {
+        self.core()
+            .record_answers
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Forgets the recorded requests.
     pub fn clear_requests(&self) {
         self.core().clear_requests();
@@ -635,6 +644,14 @@ impl Emulator {
                 })
                 .collect()
         })
+    }
+
+    /// Whether a v1 call by a caller without any membership in the context org (and no
+    /// instance role) answers 404 `AUTHZ-cdgFk` as ZITADEL does (api §3; the default), or — when
+    /// `false` — the 403 `AUTH-5mWD2` the emulator answered before. Only for suites not yet
+    /// updated to the contract.
+    pub fn set_membership_check(&self, on: bool) {
+        self.with_state(|st| st.membership_check = on);
     }
 
     /// Selects the same-value-write behaviour.

@@ -49,6 +49,8 @@ pub(crate) struct Core {
     fault_rng: Mutex<StdRng>,
     /// Live connections, for [`FaultKind::Reset`].
     pub(crate) connections: Arc<Connections>,
+    /// Whether answer bodies are kept in the request log.
+    pub(crate) record_answers: std::sync::atomic::AtomicBool,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -78,6 +80,7 @@ impl Core {
             faults: Mutex::new(Vec::new()),
             fault_rng: Mutex::new(StdRng::seed_from_u64(DEFAULT_FAULT_SEED)),
             connections: Arc::default(),
+            record_answers: std::sync::atomic::AtomicBool::new(true),
             shutdown,
         }
     }
@@ -460,7 +463,15 @@ async fn api(AxState(core): AxState<Arc<Core>>, request: Request) -> Response {
         .get(header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .unwrap_or_default();
-    core.record_finish(id, status, recorded_body(&answer), content_type);
+    let recorded = if core
+        .record_answers
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        recorded_body(&answer)
+    } else {
+        Value::Null
+    };
+    core.record_finish(id, status, recorded, content_type);
     tracing::debug!(%method, %path, %operation, status, "emulator: request");
     Response::from_parts(parts, axum::body::Body::from(answer))
 }

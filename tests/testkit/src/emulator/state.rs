@@ -376,6 +376,9 @@ pub(crate) struct State {
     pub(crate) clock_offset: ChronoDuration,
     /// While set, every push gets exactly this timestamp.
     pub(crate) frozen_at: Option<DateTime<Utc>>,
+    /// v1 calls without any membership in the context org answer 404 `AUTHZ-cdgFk` (else the
+    /// pre-contract 403 `AUTH-5mWD2`).
+    pub(crate) membership_check: bool,
     pub(crate) last_time: Option<DateTime<Utc>>,
 }
 
@@ -401,6 +404,7 @@ impl Default for State {
             list_rng: StdRng::seed_from_u64(0),
             clock_offset: ChronoDuration::zero(),
             frozen_at: None,
+            membership_check: true,
             last_time: None,
         }
     }
