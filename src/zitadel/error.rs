@@ -375,13 +375,14 @@ impl ZitadelError {
             || matches!(self, ZitadelError::UserNotInOrganization { .. })
     }
 
-    /// Always `false`: no error answer proves that an organization or user is gone
-    /// (`shared/zitadel-api.md` §10 — a route 404, `AUTHZ-cdgFk`, `AUTH-Bs7Ds` and
-    /// `COMMAND-uXHNj` all occur for targets that exist). Prove it with
-    /// [`super::ZitadelApi::target_exists`]. Kept only until the controller's last callers
-    /// move to that call; do not use in new code.
+    /// True only for the one error that is positive proof of a missing target: `GetUserByID`
+    /// (`GET /v2/users/{id}` or Connect) answering 404 `QUERY-Dfbg2` — ZITADEL looks the id up
+    /// instance-wide before any permission check (`shared/zitadel-api.md` §10). A route 404,
+    /// `AUTHZ-cdgFk`, `AUTH-Bs7Ds`, `COMMAND-uXHNj` and any other 404 are **not** proof. For an
+    /// organization no single error is; use [`super::ZitadelApi::target_exists`], which also
+    /// proves an org gone.
     pub fn is_target_missing(&self) -> bool {
-        false
+        self.status() == Some(404) && self.id() == Some(ids::USER_NOT_FOUND)
     }
 
     /// Whether `reason` (as returned by [`Self::reason`], e.g. read back from a connection's
@@ -809,6 +810,8 @@ mod tests {
         assert_eq!(err.id(), Some(ids::USER_NOT_FOUND));
         assert!(!err.is_route_missing() && !err.is_permission());
         assert_eq!(err.reason(), reason::NOT_FOUND);
+        // GetUserByID's answer for an id no user has: the one error that is proof.
+        assert!(err.is_target_missing() && !err.is_transient());
     }
 
     #[test]
