@@ -419,15 +419,22 @@ async fn inconclusive_probe_fails_the_call_and_is_retried() {
             http: 503,
             code: 14,
         },
-        times: Some(2),
+        times: Some(1),
         probability: None,
     });
-    let err = c.list_metadata(&org(ACME)).await.expect_err("503");
-    assert!(err.is_transient(), "{err}");
+    // Eight calls at once share the one failed probe: a single request reached ZITADEL.
+    let acme = org(ACME);
+    let calls = (0..8).map(|_| c.list_metadata(&acme));
+    for result in futures::future::join_all(calls).await {
+        let err = result.expect_err("503");
+        assert!(err.is_transient() && err.status() == Some(503), "{err}");
+    }
+    assert_eq!(emu.requests().len(), 1, "one probe call for eight callers");
     assert_eq!(c.api_selection(), None);
     assert_eq!(emu.count(Operation::ListOrgMetadata), 0);
     c.list_metadata(&org(ACME)).await.expect("list");
     assert_eq!(c.api_selection().map(|s| s.org_metadata), Some(Api::V1));
+    assert_eq!(emu.requests().len(), 1 + 2 + 1);
 }
 
 /// Pinned v2 on an instance that serves only v1: every call is the routing 404, reported as

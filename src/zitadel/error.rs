@@ -157,7 +157,7 @@ pub mod reason {
 }
 
 /// An error talking to ZITADEL. Display output never contains tokens or metadata values.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ZitadelError {
     /// ZITADEL answered with an error status.
     #[error("ZITADEL answered HTTP {status} (code {code}{}): {message}", id.as_deref().map(|i| format!(", {i}")).unwrap_or_default())]
@@ -216,7 +216,9 @@ pub enum ZitadelError {
     /// A paged listing did not add up even after listing again: ZITADEL reported `total` keys
     /// but only `seen` distinct ones came back (rows reordered between pages, or rows the caller
     /// may not read).
-    #[error("ZITADEL reported {total} metadata keys but only {seen} distinct keys could be listed")]
+    #[error(
+        "ZITADEL reported {total} metadata keys but only {seen} distinct keys could be listed (rows reordered between pages, or rows the service user may not read)"
+    )]
     IncompleteListing {
         /// Distinct keys received.
         seen: usize,

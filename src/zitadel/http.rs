@@ -390,24 +390,54 @@ impl HttpClient {
         Ok(url)
     }
 
-    /// The current selection, probing first when there is none.
+    /// The current selection, probing first when there is none. Callers that waited while a
+    /// probe failed get its error rather than probing again one after the other.
     async fn selection(&self) -> Result<(u64, ApiSelection), ZitadelError> {
         if let Some(current) = self.selector.get() {
             return Ok(current);
         }
+        let attempts = self.selector.attempts();
         let _probing = self.selector.probing.lock().await;
         if let Some(current) = self.selector.get() {
             return Ok(current);
         }
-        let (user_body, org_body) = (probe::requests::user_body(), probe::requests::org_body());
-        let (user, org) = tokio::join!(
-            self.probe_call(op::PROBE_USER, probe::requests::USER_PATH, &user_body),
-            self.probe_call(op::PROBE_ORG, probe::requests::ORG_PATH, &org_body),
-        );
-        let selection = probe::decide(probe::classify(user)?, probe::classify(org)?);
-        tracing::info!(url = %self.config.base_url, %selection, "ZITADEL API selected");
-        let generation = self.selector.store(selection);
-        Ok((generation, selection))
+        if self.selector.attempts() != attempts
+            && let Some(error) = self.selector.last_failure()
+        {
+            return Err(error);
+        }
+        match self.probe_instance().await {
+            Ok(selection) => {
+                tracing::info!(url = %self.config.base_url, %selection, "ZITADEL API selected");
+                Ok((self.selector.store(selection), selection))
+            }
+            Err(e) => {
+                self.selector.failed(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// The two probe calls, one after the other (concurrent calls would each fetch a token when
+    /// none is cached); an inconclusive first answer ends the probe.
+    async fn probe_instance(&self) -> Result<ApiSelection, ZitadelError> {
+        let user = probe::classify(
+            self.probe_call(
+                op::PROBE_USER,
+                probe::requests::USER_PATH,
+                &probe::requests::user_body(),
+            )
+            .await,
+        )?;
+        let org = probe::classify(
+            self.probe_call(
+                op::PROBE_ORG,
+                probe::requests::ORG_PATH,
+                &probe::requests::org_body(),
+            )
+            .await,
+        )?;
+        Ok(probe::decide(user, org))
     }
 
     /// One probe call: 2xx with a JSON object, or an error.

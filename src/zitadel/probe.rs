@@ -196,6 +196,10 @@ pub(crate) struct Selector {
     /// Serialises probes so concurrent first calls probe once.
     pub(crate) probing: tokio::sync::Mutex<()>,
     probes: AtomicU64,
+    /// Probe attempts (successful or not), and the error of the last failed one: callers that
+    /// waited for a probe that failed share its error instead of probing again one by one.
+    attempts: AtomicU64,
+    last_failure: Mutex<Option<ZitadelError>>,
     /// `/management/v1/orgs/me` answered the routing 404 since the last probe (v5): not asked
     /// again until the next probe.
     pub(crate) v1_gone: AtomicBool,
@@ -210,6 +214,8 @@ impl Selector {
             generation: AtomicU64::new(0),
             probing: tokio::sync::Mutex::new(()),
             probes: AtomicU64::new(0),
+            attempts: AtomicU64::new(0),
+            last_failure: Mutex::new(None),
             v1_gone: AtomicBool::new(false),
             metrics: OnceLock::new(),
         }
@@ -241,6 +247,7 @@ impl Selector {
     pub(crate) fn store(&self, sel: ApiSelection) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         self.probes.fetch_add(1, Ordering::Relaxed);
+        self.attempts.fetch_add(1, Ordering::Relaxed);
         let previous = self
             .current
             .lock()
@@ -270,7 +277,29 @@ impl Selector {
         }
     }
 
-    /// Probes made so far.
+    /// Probe attempts so far (to recognise one that ran while waiting for the lock).
+    pub(crate) fn attempts(&self) -> u64 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    /// A probe attempt failed with `error`.
+    pub(crate) fn failed(&self, error: &ZitadelError) {
+        *self
+            .last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(error.clone());
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The error of the last failed probe.
+    pub(crate) fn last_failure(&self) -> Option<ZitadelError> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Successful probes so far.
     pub(crate) fn probes(&self) -> u64 {
         self.probes.load(Ordering::Relaxed)
     }
