@@ -19,26 +19,17 @@ use crate::crd::{
     ClusterZitadelConnection, ConnectionKind, ConnectionRef, ConnectionSettings, ConnectionStatus,
     NamespaceRule, SecretKeyRef, ZitadelConnection,
 };
+use crate::reason::Reason;
 use crate::status;
 use crate::zitadel::{
     ClientConfig, HttpClient, JwtProfile, KeyFile, TokenSource, ZitadelApi, ZitadelError,
 };
 
-/// Reasons for refusing an object its connection.
-pub mod reason {
-    /// The referenced connection does not exist (or no default connection is configured).
-    pub const NOT_FOUND: &str = "ConnectionNotFound";
-    /// The connection exists but is not Ready.
-    pub const NOT_READY: &str = "ConnectionNotReady";
-    /// The connection does not allow this namespace or organization.
-    pub const TARGET_NOT_ALLOWED: &str = "TargetNotAllowed";
-}
-
 /// Why an object may not use a connection. No ZITADEL call is made in these cases.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
-    /// PascalCase reason.
-    pub reason: &'static str,
+    /// Why.
+    pub reason: Reason,
     /// Human message.
     pub message: String,
     /// The refusal clears without anyone acting: the connection's probe is pending or failed on
@@ -130,12 +121,12 @@ pub enum BuildError {
 
 impl BuildError {
     /// PascalCase reason for the connection's condition.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            BuildError::Missing(_) => "SecretNotFound",
-            BuildError::Invalid(_) => "InvalidCredentials",
-            BuildError::Kube(_) => "SecretUnreadable",
-            BuildError::Client(_) => "InvalidSettings",
+            BuildError::Missing(_) => Reason::SecretNotFound,
+            BuildError::Invalid(_) => Reason::InvalidCredentials,
+            BuildError::Kube(_) => Reason::SecretUnreadable,
+            BuildError::Client(_) => Reason::InvalidSettings,
         }
     }
 }
@@ -335,14 +326,14 @@ impl Connections {
                     name: "the operator's default connection".into(),
                 }),
                 None => Err(Refusal {
-                    reason: reason::NOT_FOUND,
+                    reason: Reason::ConnectionNotFound,
                     message: "spec.connectionRef is not set and the operator runs without a default connection (multi-tenant mode)".into(),
                     transient: false,
                 }),
             };
         };
         let api_error = |e: kube::Error| Refusal {
-            reason: reason::NOT_READY,
+            reason: Reason::ConnectionNotReady,
             message: format!("cannot read {:?} {:?}: {e}", reference.kind, reference.name),
             transient: true,
         };
@@ -354,7 +345,7 @@ impl Connections {
                     .await
                     .map_err(api_error)?
                     .ok_or_else(|| Refusal {
-                        reason: reason::NOT_FOUND,
+                        reason: Reason::ConnectionNotFound,
                         message: format!(
                             "ZitadelConnection {namespace}/{} not found",
                             reference.name
@@ -377,7 +368,7 @@ impl Connections {
                     .await
                     .map_err(api_error)?
                     .ok_or_else(|| Refusal {
-                        reason: reason::NOT_FOUND,
+                        reason: Reason::ConnectionNotFound,
                         message: format!("ClusterZitadelConnection {} not found", reference.name),
                         transient: false,
                     })?;
@@ -398,7 +389,7 @@ impl Connections {
                     BTreeMap::new()
                 };
                 let allowed = evaluate_rules(&conn.spec.allowed_namespaces, namespace, &labels).ok_or_else(|| Refusal {
-                    reason: reason::TARGET_NOT_ALLOWED,
+                    reason: Reason::TargetNotAllowed,
                     message: format!(
                         "ClusterZitadelConnection {} does not allow namespace {namespace} (spec.allowedNamespaces)",
                         reference.name
@@ -423,9 +414,9 @@ impl Connections {
             // Not probed (yet, or not since the last spec change), or ZITADEL failed the probe
             // transiently: waiting helps. Bad credentials, TLS or permissions do not.
             let transient = status.observed_generation != generation
-                || ready.is_none_or(|c| ZitadelError::is_transient_reason(&c.reason));
+                || ready.is_none_or(|c| Reason::parse(&c.reason).is_some_and(Reason::is_transient));
             return Err(Refusal {
-                reason: reason::NOT_READY,
+                reason: Reason::ConnectionNotReady,
                 message: format!("{name} is not Ready ({why})"),
                 transient,
             });
@@ -447,7 +438,7 @@ impl Connections {
         let built = build(&self.client, &settings, self.request_timeout)
             .await
             .map_err(|e| Refusal {
-                reason: reason::NOT_READY,
+                reason: Reason::ConnectionNotReady,
                 message: format!("{name}: {e}"),
                 transient: false,
             })?;

@@ -24,6 +24,7 @@ use crate::connection;
 use crate::crd::{
     ClusterZitadelConnection, ConnectionSettings, ConnectionStatus, ZitadelConnection,
 };
+use crate::reason::Reason;
 use crate::status;
 
 /// Re-probe delay after a transient probe failure (ZITADEL unavailable, rate limited, timed out):
@@ -203,7 +204,7 @@ async fn reconcile<C: ConnectionResource>(
     let mut transient = false;
     let (ready, reason, message) =
         match connection::build(&ctx.client, &settings, ctx.settings.request_timeout).await {
-            Err(e) => ("False", e.reason().to_string(), e.to_string()),
+            Err(e) => ("False", e.reason(), e.to_string()),
             Ok(built) => {
                 next.observed_secret_versions = built.versions.clone();
                 match built.client.probe().await {
@@ -217,7 +218,7 @@ async fn reconcile<C: ConnectionResource>(
                         });
                         (
                             "True",
-                            "Connected".to_string(),
+                            Reason::Connected,
                             "authenticated probe (GET /management/v1/orgs/me) succeeded"
                                 .to_string(),
                         )
@@ -226,7 +227,7 @@ async fn reconcile<C: ConnectionResource>(
                         transient = e.is_transient();
                         (
                             "False",
-                            e.reason().to_string(),
+                            e.reason(),
                             format!("authenticated probe failed: {e}"),
                         )
                     }
@@ -238,7 +239,7 @@ async fn reconcile<C: ConnectionResource>(
         &previous.conditions,
         status::READY,
         ready,
-        &reason,
+        reason,
         &message,
         generation,
         &now,
@@ -259,7 +260,7 @@ async fn reconcile<C: ConnectionResource>(
         if ready == "False" {
             let event = Event {
                 type_: EventType::Warning,
-                reason: reason.clone(),
+                reason: reason.to_string(),
                 note: Some(message.chars().take(1000).collect()),
                 action: "Probe".into(),
                 secondary: None,

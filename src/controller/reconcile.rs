@@ -19,7 +19,8 @@ use crate::crd::{
     UserRef, ValueSource,
 };
 use crate::plan::{self, Claim, Plan};
-use crate::status::{self, Outcome, reason};
+use crate::reason::Reason;
+use crate::status::{self, Outcome};
 use crate::zitadel::{
     Found, MetadataMap, ObjectDetails, OrgQuery, Target, UserQuery, ZitadelApi, ZitadelError,
 };
@@ -76,15 +77,15 @@ enum SyncError {
     /// The object's connection cannot be used right now, but will be without anyone acting
     /// (probe pending or failed transiently): retried with backoff.
     ConnectionPending {
-        /// PascalCase reason.
-        reason: &'static str,
+        /// Why.
+        reason: Reason,
         /// Human message.
         message: String,
     },
     /// The target named in the spec cannot be resolved to exactly one org/user.
     Resolve {
-        /// PascalCase reason.
-        reason: &'static str,
+        /// Why.
+        reason: Reason,
         /// Human message.
         message: String,
     },
@@ -159,7 +160,7 @@ async fn apply<K: MetadataResource>(
                     describe(obj)
                 );
                 let outcome = Outcome::Stalled {
-                    reason: reason::KEY_CONFLICT.into(),
+                    reason: Reason::KeyConflict,
                     message,
                 };
                 (outcome, requeue, None)
@@ -177,23 +178,20 @@ async fn apply<K: MetadataResource>(
         }
         Err(SyncError::Invalid(e)) => (
             Outcome::Stalled {
-                reason: reason::INVALID_SPEC.into(),
+                reason: Reason::InvalidSpec,
                 message: e.to_string(),
             },
             Action::await_change(),
             None,
         ),
         Err(SyncError::Resolve { reason, message }) => (
-            Outcome::Stalled {
-                reason: reason.into(),
-                message,
-            },
+            Outcome::Stalled { reason, message },
             Action::requeue(ctx.settings.stalled_requeue),
             None,
         ),
         Err(SyncError::SourceMissing(message)) => (
             Outcome::Stalled {
-                reason: reason::SOURCE_NOT_FOUND.into(),
+                reason: Reason::ValueSourceNotFound,
                 message: format!("{message}; nothing was written"),
             },
             Action::requeue(ctx.settings.stalled_requeue),
@@ -201,7 +199,7 @@ async fn apply<K: MetadataResource>(
         ),
         Err(SyncError::ConnectionPending { reason, message }) => (
             Outcome::Retrying {
-                reason: reason.into(),
+                reason,
                 message: format!("{message}; retrying with backoff"),
             },
             Action::await_change(),
@@ -209,7 +207,7 @@ async fn apply<K: MetadataResource>(
         ),
         Err(SyncError::Kube(e)) => (
             Outcome::Retrying {
-                reason: "SourceUnreadable".into(),
+                reason: Reason::SourceUnreadable,
                 message: format!("cannot read a value source: {e}"),
             },
             Action::await_change(),
@@ -228,7 +226,7 @@ async fn apply<K: MetadataResource>(
             };
             (
                 Outcome::Retrying {
-                    reason: reason::READ_BACK_MISMATCH.into(),
+                    reason: Reason::ReadBackMismatch,
                     message,
                 },
                 Action::await_change(),
@@ -237,7 +235,7 @@ async fn apply<K: MetadataResource>(
         }
         Err(SyncError::Zitadel(e)) if e.is_transient() => (
             Outcome::Retrying {
-                reason: e.reason().into(),
+                reason: e.reason(),
                 message: format!("{e}; retrying with backoff"),
             },
             Action::await_change(),
@@ -257,7 +255,7 @@ async fn apply<K: MetadataResource>(
                 (e, _) => e.to_string(),
             };
             let outcome = Outcome::Stalled {
-                reason: e.reason().into(),
+                reason: e.reason(),
                 message,
             };
             (outcome, Action::requeue(ctx.settings.stalled_requeue), None)
@@ -272,11 +270,15 @@ async fn apply<K: MetadataResource>(
         let generation = obj.meta().generation;
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let condition = if drifted.is_empty() {
-            ("False", "InSync", "ZITADEL matches the spec".to_string())
+            (
+                "False",
+                Reason::InSync,
+                "ZITADEL matches the spec".to_string(),
+            )
         } else {
             (
                 "True",
-                "Drifted",
+                Reason::Drifted,
                 format!("differing keys: {}", key_list(drifted)),
             )
         };
@@ -295,14 +297,14 @@ async fn apply<K: MetadataResource>(
         if let Outcome::Stalled { reason, message } | Outcome::Retrying { reason, message } =
             &outcome
         {
-            publish(ctx, obj, EventType::Warning, reason, "Reconcile", message).await;
+            publish(ctx, obj, EventType::Warning, *reason, "Reconcile", message).await;
         }
         if let Outcome::Drifted { message } = &outcome {
             publish(
                 ctx,
                 obj,
                 EventType::Warning,
-                "Drifted",
+                Reason::Drifted,
                 "Reconcile",
                 message,
             )
@@ -369,7 +371,7 @@ async fn sync<K: MetadataResource>(
     let target = resolve_target(obj, api, previous).await?;
     if !granted.allowed.allows(target.org_id()) {
         return Err(SyncError::Resolve {
-            reason: crate::connection::reason::TARGET_NOT_ALLOWED,
+            reason: Reason::TargetNotAllowed,
             message: format!(
                 "{} does not allow namespace {ns} to target organization {}",
                 granted.name,
@@ -586,7 +588,7 @@ async fn resolve_target<K: MetadataResource>(
 ) -> Result<Target, SyncError> {
     let Some(target) = obj.target_ref() else {
         return Err(SyncError::Resolve {
-            reason: reason::INVALID_SPEC,
+            reason: Reason::InvalidSpec,
             message: "the spec names no target (set organizationId/organization or userId/user)"
                 .into(),
         });
@@ -637,7 +639,7 @@ async fn resolve_target<K: MetadataResource>(
                 },
                 _ => {
                     return Err(SyncError::Resolve {
-                        reason: reason::INVALID_SPEC,
+                        reason: Reason::InvalidSpec,
                         message: "user.userName and user.email need spec.organizationId".into(),
                     });
                 }
@@ -666,11 +668,11 @@ fn exactly_one(mut found: Vec<Found>, reference: &TargetRef) -> Result<Found, Sy
     match found.len() {
         1 => Ok(found.remove(0)),
         0 => Err(SyncError::Resolve {
-            reason: reason::TARGET_NOT_FOUND,
+            reason: Reason::TargetNotFound,
             message: format!("no {reference} is visible to the operator in ZITADEL"),
         }),
         n => Err(SyncError::Resolve {
-            reason: reason::TARGET_AMBIGUOUS,
+            reason: Reason::TargetAmbiguous,
             message: format!(
                 "{n} matches for {reference} (ids {}); use an id instead",
                 found
@@ -711,7 +713,7 @@ fn refused_by_guard<K: MetadataResource>(obj: &K) -> bool {
     obj.status().is_some_and(|s| {
         s.observed_generation == obj.meta().generation
             && status::find(&s.conditions, status::STALLED).is_some_and(|c| {
-                c.status == "True" && c.reason == crate::connection::reason::TARGET_NOT_ALLOWED
+                c.status == "True" && Reason::TargetNotAllowed == c.reason.as_str()
             })
     })
 }
@@ -803,7 +805,7 @@ async fn publish_write_events<K: MetadataResource>(obj: &K, ctx: &Context<K>, pr
             progress.set.len(),
             key_list(&progress.set)
         );
-        publish_write(ctx, obj, "MetadataSet", "BulkSet", &note).await;
+        publish_write(ctx, obj, Reason::MetadataSet, "BulkSet", &note).await;
     }
     if !progress.removed.is_empty() {
         let note = format!(
@@ -811,7 +813,7 @@ async fn publish_write_events<K: MetadataResource>(obj: &K, ctx: &Context<K>, pr
             progress.removed.len(),
             key_list(&progress.removed)
         );
-        publish_write(ctx, obj, "MetadataRemoved", "BulkRemove", &note).await;
+        publish_write(ctx, obj, Reason::MetadataRemoved, "BulkRemove", &note).await;
     }
 }
 
@@ -822,7 +824,7 @@ async fn publish_write_events<K: MetadataResource>(obj: &K, ctx: &Context<K>, pr
 async fn publish_write<K: MetadataResource>(
     ctx: &Context<K>,
     obj: &K,
-    reason: &str,
+    reason: Reason,
     action: &str,
     note: &str,
 ) {
@@ -850,7 +852,7 @@ async fn publish<K: MetadataResource>(
     ctx: &Context<K>,
     obj: &K,
     type_: EventType,
-    reason: &str,
+    reason: Reason,
     action: &str,
     note: &str,
 ) {
@@ -861,13 +863,13 @@ async fn publish_with<K: MetadataResource>(
     recorder: &Recorder,
     obj: &K,
     type_: EventType,
-    reason: &str,
+    reason: Reason,
     action: &str,
     note: &str,
 ) {
     let event = KubeEvent {
         type_,
-        reason: reason.to_string(),
+        reason: reason.as_str().to_string(),
         note: Some(note.chars().take(1000).collect()),
         action: action.to_string(),
         secondary: None,
@@ -945,7 +947,15 @@ async fn cleanup<K: MetadataResource>(
                 "{} no longer exists in ZITADEL; nothing to clean up: {e}",
                 describe(obj)
             );
-            publish(ctx, obj, EventType::Normal, "TargetGone", "Cleanup", &note).await;
+            publish(
+                ctx,
+                obj,
+                EventType::Normal,
+                Reason::TargetGone,
+                "Cleanup",
+                &note,
+            )
+            .await;
             Ok(Action::await_change())
         }
         Err(e) => {
@@ -954,12 +964,12 @@ async fn cleanup<K: MetadataResource>(
             );
             let outcome = if e.is_transient() {
                 Outcome::Retrying {
-                    reason: reason::CLEANUP_FAILED.into(),
+                    reason: Reason::CleanupFailed,
                     message,
                 }
             } else {
                 Outcome::Stalled {
-                    reason: reason::CLEANUP_FAILED.into(),
+                    reason: Reason::CleanupFailed,
                     message,
                 }
             };
@@ -972,7 +982,7 @@ async fn cleanup<K: MetadataResource>(
                     ctx,
                     obj,
                     EventType::Warning,
-                    reason::CLEANUP_FAILED,
+                    Reason::CleanupFailed,
                     "Cleanup",
                     &e.to_string(),
                 )
