@@ -10,14 +10,13 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 
 use zitadel_metadata_operator::config::{Config, TokenConfig};
+use zitadel_metadata_operator::connections::build::default_connection;
 use zitadel_metadata_operator::controller::{self, Hooks, Shutdown};
 use zitadel_metadata_operator::http::{self, Health};
 use zitadel_metadata_operator::leader::{self, LeaderElector};
 use zitadel_metadata_operator::metrics::Metrics;
 use zitadel_metadata_operator::telemetry;
-use zitadel_metadata_operator::zitadel::{
-    ClientConfig, HttpClient, RateLimit, TokenSource, ZitadelApi,
-};
+use zitadel_metadata_operator::zitadel::{RateLimit, TokenSource, ZitadelApi};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -80,11 +79,12 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
                     source
                 }
             };
-            let mut zitadel_config = ClientConfig::new(url, token);
-            zitadel_config.request_timeout = config.request_timeout;
-            Some(Arc::new(
-                HttpClient::new(zitadel_config)?.with_metrics(metrics.clone()),
-            ))
+            Some(default_connection(
+                url,
+                token,
+                config.request_timeout,
+                metrics.clone(),
+            )?)
         }
         _ => {
             tracing::info!(
