@@ -14,9 +14,9 @@
 //!   duration), so a standby takes over on its next poll instead of waiting for the expiry.
 //!
 //! Written here rather than taken from a crate: `kube-leader-election` targets kube 4, and
-//! `kube-lease-manager` (kube 5) keeps reporting leadership while renewals fail and lets standbys
-//! sleep until the old expiry, which misses the "stop at the renew deadline" and "hand over at once
-//! on release" behaviour required here.
+//! `kube-lease-manager` 0.13 (kube 5), measured against the test control plane, handed over 12 s
+//! after a release (standbys sleep until the old expiry), needs the `patch` verb on Leases, and
+//! keeps reporting leadership while renewals fail (README, "Leader election").
 
 use std::time::Duration;
 

@@ -122,16 +122,14 @@ impl SourceObject {
     }
 }
 
+/// A read object, `None` when it does not exist.
+pub type Lookup = Result<Option<SourceObject>, kube::Error>;
+
 /// Reads Secrets and ConfigMaps (the Kubernetes API in production, a map in unit tests).
 #[async_trait::async_trait]
 pub trait ValueSources: Send + Sync {
-    /// The object `namespace/name` of `kind`, or `None` when it does not exist.
-    async fn get(
-        &self,
-        kind: SourceKind,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<SourceObject>, kube::Error>;
+    /// The object `ns/name` of `kind`, or `None` when it does not exist.
+    async fn get(&self, kind: SourceKind, ns: &str, name: &str) -> Lookup;
 }
 
 /// [`ValueSources`] through the Kubernetes API (one GET per call, no cache).
@@ -149,18 +147,13 @@ impl KubeSources {
 
 #[async_trait::async_trait]
 impl ValueSources for KubeSources {
-    async fn get(
-        &self,
-        kind: SourceKind,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<SourceObject>, kube::Error> {
+    async fn get(&self, kind: SourceKind, ns: &str, name: &str) -> Lookup {
         Ok(match kind {
-            SourceKind::Secret => Api::<Secret>::namespaced(self.client.clone(), namespace)
+            SourceKind::Secret => Api::<Secret>::namespaced(self.client.clone(), ns)
                 .get_opt(name)
                 .await?
                 .map(SourceObject::from_secret),
-            SourceKind::ConfigMap => Api::<ConfigMap>::namespaced(self.client.clone(), namespace)
+            SourceKind::ConfigMap => Api::<ConfigMap>::namespaced(self.client.clone(), ns)
                 .get_opt(name)
                 .await?
                 .map(SourceObject::from_config_map),

@@ -5,11 +5,11 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::connections::{AllowedOrgs, ConnectionResolver, Granted, Refusal};
+use crate::connections::{AllowedOrgs, ConnectionResolver, Granted, Refusal, Resolution};
 use crate::controller::Settings;
 use crate::controller::metadata::{Io, Neighbours, Notice, Report};
 use crate::crd::{ConnectionRef, MetadataStatus};
-use crate::sources::{SourceKind, SourceObject, ValueSources};
+use crate::sources::{Lookup, SourceKind, SourceObject, ValueSources};
 use crate::zitadel::{
     Found, MetadataMap, ObjectDetails, OrgQuery, Target, UserQuery, ZitadelApi, ZitadelError,
 };
@@ -54,6 +54,14 @@ struct Zitadel {
     drop_writes: bool,
     calls: Vec<Op>,
     sequence: u64,
+}
+
+/// The hits registered for `query`.
+fn matching<Q: PartialEq>(hits: &[(Q, Found)], query: &Q) -> Vec<Found> {
+    hits.iter()
+        .filter(|(q, _)| q == query)
+        .map(|(_, f)| f.clone())
+        .collect()
 }
 
 /// A ZITADEL in memory.
@@ -193,24 +201,12 @@ impl ZitadelApi for FakeZitadel {
 
     async fn find_organizations(&self, query: &OrgQuery) -> Result<Vec<Found>, ZitadelError> {
         self.call(Op::FindOrgs)?;
-        let inner = lock(&self.inner);
-        Ok(inner
-            .orgs
-            .iter()
-            .filter(|(q, _)| q == query)
-            .map(|(_, f)| f.clone())
-            .collect())
+        Ok(matching(&lock(&self.inner).orgs, query))
     }
 
     async fn find_users(&self, query: &UserQuery) -> Result<Vec<Found>, ZitadelError> {
         self.call(Op::FindUsers)?;
-        let inner = lock(&self.inner);
-        Ok(inner
-            .users
-            .iter()
-            .filter(|(q, _)| q == query)
-            .map(|(_, f)| f.clone())
-            .collect())
+        Ok(matching(&lock(&self.inner).users, query))
     }
 }
 
@@ -252,17 +248,12 @@ impl FakeSources {
 
 #[async_trait::async_trait]
 impl ValueSources for FakeSources {
-    async fn get(
-        &self,
-        kind: SourceKind,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<SourceObject>, kube::Error> {
+    async fn get(&self, kind: SourceKind, ns: &str, name: &str) -> Lookup {
         if *lock(&self.failing) {
             return Err(kube_error(500));
         }
         Ok(lock(&self.objects)
-            .get(&(kind, namespace.into(), name.into()))
+            .get(&(kind, ns.into(), name.into()))
             .cloned())
     }
 }
@@ -297,11 +288,7 @@ impl FakeConnections {
 
 #[async_trait::async_trait]
 impl ConnectionResolver for FakeConnections {
-    async fn for_object(
-        &self,
-        _namespace: &str,
-        _reference: Option<&ConnectionRef>,
-    ) -> Result<Granted, Refusal> {
+    async fn for_object(&self, _ns: &str, _reference: Option<&ConnectionRef>) -> Resolution {
         lock(&self.answer).clone()
     }
 }
@@ -317,6 +304,13 @@ impl<K> Default for FakeNeighbours<K> {
         Self {
             objects: Mutex::new(Vec::new()),
         }
+    }
+}
+
+impl<K> FakeNeighbours<K> {
+    /// One more object in the caches.
+    pub fn add(&self, obj: K) {
+        lock(&self.objects).push(Arc::new(obj));
     }
 }
 

@@ -74,16 +74,15 @@ pub struct Granted {
     pub name: String,
 }
 
+/// A client an object may use, or why not.
+pub type Resolution = Result<Granted, Refusal>;
+
 /// Resolves an object's connection to a client (the Kubernetes API and built clients in
 /// production, a table in unit tests).
 #[async_trait::async_trait]
 pub trait ConnectionResolver: Send + Sync {
-    /// The client for an object in `namespace` with `reference`, or why it may not have one.
-    async fn for_object(
-        &self,
-        namespace: &str,
-        reference: Option<&ConnectionRef>,
-    ) -> Result<Granted, Refusal>;
+    /// The client for an object in namespace `ns` with `reference`, or why it may not have one.
+    async fn for_object(&self, ns: &str, reference: Option<&ConnectionRef>) -> Resolution;
 }
 
 /// A connection object as the resolver needs it.
@@ -96,6 +95,40 @@ struct Found {
     status: ConnectionStatus,
     generation: Option<i64>,
     allowed: AllowedOrgs,
+}
+
+/// What the resolver reads from either connection kind.
+trait ConnectionParts {
+    /// URL, CA bundle, credentials.
+    fn parts(&self) -> (ConnectionSettings, ConnectionStatus, Option<i64>);
+}
+
+impl ConnectionParts for ZitadelConnection {
+    fn parts(&self) -> (ConnectionSettings, ConnectionStatus, Option<i64>) {
+        let status = self.status.clone().unwrap_or_default();
+        (self.settings(), status, self.metadata.generation)
+    }
+}
+
+impl ConnectionParts for ClusterZitadelConnection {
+    fn parts(&self) -> (ConnectionSettings, ConnectionStatus, Option<i64>) {
+        let status = self.status.clone().unwrap_or_default();
+        (self.settings(), status, self.metadata.generation)
+    }
+}
+
+impl Found {
+    fn new(key: String, name: String, conn: &impl ConnectionParts, allowed: AllowedOrgs) -> Found {
+        let (settings, status, generation) = conn.parts();
+        Found {
+            key,
+            name,
+            settings,
+            status,
+            generation,
+            allowed,
+        }
+    }
 }
 
 /// A built client and the fingerprint of what it was built from.
@@ -152,14 +185,9 @@ impl Connections {
                 let conn = api.get_opt(name).await.map_err(api_error)?.ok_or_else(|| {
                     Self::not_found(format!("ZitadelConnection {namespace}/{name} not found"))
                 })?;
-                Ok(Found {
-                    key: format!("ns/{namespace}/{name}"),
-                    name: format!("ZitadelConnection {namespace}/{name}"),
-                    settings: conn.settings(),
-                    status: conn.status.clone().unwrap_or_default(),
-                    generation: conn.metadata.generation,
-                    allowed: AllowedOrgs::Any,
-                })
+                let label = format!("ZitadelConnection {namespace}/{name}");
+                let key = format!("ns/{namespace}/{name}");
+                Ok(Found::new(key, label, &conn, AllowedOrgs::Any))
             }
             ConnectionKind::ClusterZitadelConnection => {
                 let api: Api<ClusterZitadelConnection> = Api::all(self.client.clone());
@@ -185,14 +213,8 @@ impl Connections {
                     ),
                     transient: false,
                 })?;
-                Ok(Found {
-                    key: format!("cluster/{name}"),
-                    name: format!("ClusterZitadelConnection {name}"),
-                    settings: conn.settings(),
-                    status: conn.status.clone().unwrap_or_default(),
-                    generation: conn.metadata.generation,
-                    allowed,
-                })
+                let label = format!("ClusterZitadelConnection {name}");
+                Ok(Found::new(format!("cluster/{name}"), label, &conn, allowed))
             }
         }
     }
@@ -200,11 +222,7 @@ impl Connections {
 
 #[async_trait::async_trait]
 impl ConnectionResolver for Connections {
-    async fn for_object(
-        &self,
-        namespace: &str,
-        reference: Option<&ConnectionRef>,
-    ) -> Result<Granted, Refusal> {
+    async fn for_object(&self, ns: &str, reference: Option<&ConnectionRef>) -> Resolution {
         let Some(reference) = reference else {
             return match &self.default {
                 Some(api) => Ok(Granted {
@@ -217,7 +235,7 @@ impl ConnectionResolver for Connections {
                 )),
             };
         };
-        let found = self.find(namespace, reference).await?;
+        let found = self.find(ns, reference).await?;
         guard::check_ready(&found.name, &found.status, found.generation)?;
         let fingerprint = format!(
             "{:?}|{}",

@@ -182,13 +182,17 @@ pub fn backoff_delay(
 mod tests {
     use super::*;
 
+    fn bounds(base: Duration, max: Duration) -> Settings {
+        Settings {
+            backoff_base: base,
+            backoff_max: max,
+            ..Settings::default()
+        }
+    }
+
     #[test]
     fn backoff_doubles_caps_and_honours_retry_after() {
-        let s = Settings {
-            backoff_base: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
-            ..Settings::default()
-        };
+        let s = bounds(Duration::from_secs(1), Duration::from_secs(60));
         assert_eq!(backoff_delay(&s, 1, None, 1.0), Duration::from_secs(1));
         assert_eq!(backoff_delay(&s, 2, None, 1.0), Duration::from_secs(2));
         assert_eq!(backoff_delay(&s, 5, None, 1.0), Duration::from_secs(16));
@@ -216,11 +220,7 @@ mod tests {
 
     #[test]
     fn jittered_backoff_stays_within_base_and_max() {
-        let s = Settings {
-            backoff_base: Duration::from_millis(200),
-            backoff_max: Duration::from_secs(2),
-            ..Settings::default()
-        };
+        let s = bounds(Duration::from_millis(200), Duration::from_secs(2));
         for attempt in 1..40 {
             for step in 0..=40 {
                 let jitter = 0.8 + f64::from(step) * 0.01;
@@ -232,11 +232,7 @@ mod tests {
             }
         }
         // A base above the maximum (rejected by the flags) does not panic.
-        let odd = Settings {
-            backoff_base: Duration::from_secs(5),
-            backoff_max: Duration::from_secs(1),
-            ..Settings::default()
-        };
+        let odd = bounds(Duration::from_secs(5), Duration::from_secs(1));
         assert_eq!(backoff_delay(&odd, 1, None, 1.0), Duration::from_secs(1));
         assert_eq!(
             backoff_delay(&odd, 1, None, f64::NAN),

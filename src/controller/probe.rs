@@ -21,7 +21,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::watches::{NoTriggerBackoff, scoped_api, watch};
+use super::watches::{NoTriggerBackoff, matching, scoped_api, watch};
 use super::{FIELD_MANAGER, Namespaces, Settings, Shutdown};
 use crate::connections::build::{self, BuildError, Built, ProbeResult};
 use crate::crd::{
@@ -59,16 +59,23 @@ pub trait ConnectionResource:
     fn api_for(&self, client: &Client) -> Api<Self>;
 }
 
+/// The parts both connection kinds implement alike.
+macro_rules! settings_and_status {
+    ($kind:ty) => {
+        fn settings(&self) -> ConnectionSettings {
+            <$kind>::settings(self)
+        }
+
+        fn connection_status(&self) -> Option<&ConnectionStatus> {
+            self.status.as_ref()
+        }
+    };
+}
+
 impl ConnectionResource for ZitadelConnection {
     const CONTROLLER: &'static str = "zitadelconnection";
 
-    fn settings(&self) -> ConnectionSettings {
-        ZitadelConnection::settings(self)
-    }
-
-    fn connection_status(&self) -> Option<&ConnectionStatus> {
-        self.status.as_ref()
-    }
+    settings_and_status!(ZitadelConnection);
 
     fn apis(client: &Client, namespaces: &Namespaces) -> Vec<Api<Self>> {
         namespaces
@@ -86,13 +93,7 @@ impl ConnectionResource for ZitadelConnection {
 impl ConnectionResource for ClusterZitadelConnection {
     const CONTROLLER: &'static str = "clusterzitadelconnection";
 
-    fn settings(&self) -> ConnectionSettings {
-        ClusterZitadelConnection::settings(self)
-    }
-
-    fn connection_status(&self) -> Option<&ConnectionStatus> {
-        self.status.as_ref()
-    }
+    settings_and_status!(ClusterZitadelConnection);
 
     fn apis(client: &Client, _: &Namespaces) -> Vec<Api<Self>> {
         vec![Api::all(client.clone())]
@@ -162,26 +163,20 @@ fn referencing<C: ConnectionResource>(
     namespace: Option<&str>,
     name: &str,
 ) -> Vec<ObjectRef<C>> {
-    store
-        .state()
-        .into_iter()
-        .filter(|c| {
-            let settings = c.settings();
-            let refs = [
-                settings.credentials.personal_access_token.as_ref(),
-                settings.credentials.jwt_profile.as_ref(),
-                settings
-                    .ca_bundle
-                    .as_ref()
-                    .and_then(|b| b.secret_ref.as_ref()),
-            ];
-            refs.into_iter().flatten().any(|r| {
-                r.name == name
-                    && r.namespace.as_deref().or(settings.namespace.as_deref()) == namespace
-            })
+    matching(store, |c| {
+        let settings = c.settings();
+        let refs = [
+            settings.credentials.personal_access_token.as_ref(),
+            settings.credentials.jwt_profile.as_ref(),
+            settings
+                .ca_bundle
+                .as_ref()
+                .and_then(|b| b.secret_ref.as_ref()),
+        ];
+        refs.into_iter().flatten().any(|r| {
+            r.name == name && r.namespace.as_deref().or(settings.namespace.as_deref()) == namespace
         })
-        .map(|c| ObjectRef::from_obj(c.as_ref()))
-        .collect()
+    })
 }
 
 fn error_policy<C: ConnectionResource>(_: Arc<C>, error: &kube::Error, _: Arc<Ctx>) -> Action {

@@ -99,6 +99,19 @@ where
     }
 }
 
+/// References to the objects in `store` for which `pred` holds.
+pub(super) fn matching<K>(store: &Store<K>, pred: impl Fn(&K) -> bool) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    store
+        .state()
+        .into_iter()
+        .filter(|o| pred(o))
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
+}
+
 /// Objects in `store` that read a value from the Secret/ConfigMap `source`.
 pub fn dependents<K: MetadataResource, S: Resource>(
     store: &Store<K>,
@@ -111,12 +124,9 @@ pub fn dependents<K: MetadataResource, S: Resource>(
     ) else {
         return Vec::new();
     };
-    store
-        .state()
-        .into_iter()
-        .filter(|o| o.namespace().as_deref() == Some(ns))
-        .filter(|o| {
-            o.entries().iter().any(|e| {
+    matching(store, |o| {
+        o.namespace().as_deref() == Some(ns)
+            && o.entries().iter().any(|e| {
                 e.value_from.as_ref().is_some_and(|v| {
                     let r = match kind {
                         SourceKind::Secret => v.secret_key_ref.as_ref(),
@@ -125,9 +135,7 @@ pub fn dependents<K: MetadataResource, S: Resource>(
                     r.is_some_and(|r| r.name == name)
                 })
             })
-        })
-        .map(|o| ObjectRef::from_obj(o.as_ref()))
-        .collect()
+    })
 }
 
 /// Objects in `store` whose `connectionRef` names this connection.
@@ -137,17 +145,12 @@ pub(super) fn connection_dependents<K: MetadataResource>(
     namespace: Option<&str>,
     name: &str,
 ) -> Vec<ObjectRef<K>> {
-    store
-        .state()
-        .into_iter()
-        .filter(|o| {
-            o.connection_ref()
-                .is_some_and(|r| r.kind == kind && r.name == name)
-                && (kind == ConnectionKind::ClusterZitadelConnection
-                    || o.namespace().as_deref() == namespace)
-        })
-        .map(|o| ObjectRef::from_obj(o.as_ref()))
-        .collect()
+    matching(store, |o| {
+        o.connection_ref()
+            .is_some_and(|r| r.kind == kind && r.name == name)
+            && (kind == ConnectionKind::ClusterZitadelConnection
+                || o.namespace().as_deref() == namespace)
+    })
 }
 
 #[cfg(test)]

@@ -2,6 +2,11 @@
 //! ZITADEL emulator, and the operator (in-process or the real binary) watching that namespace.
 #![allow(dead_code)]
 
+mod binary;
+
+#[allow(unused_imports)]
+pub use binary::{Launch, OperatorBinary};
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -3,13 +3,12 @@
 
 use std::collections::BTreeSet;
 
-use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
 use super::report::{Notice, build_status, write_notices};
 use super::sync::{Progress, execute};
 use super::target::{self, TargetError, describe};
-use super::{Io, claims};
+use super::{Io, claims, connect};
 use crate::controller::{CleanupError, Error};
 use crate::crd::{DeletionPolicy, MetadataResource, MetadataStatus};
 use crate::plan;
@@ -25,12 +24,7 @@ async fn remove_keys<K: MetadataResource>(
     managed: &BTreeSet<String>,
     progress: &mut Progress,
 ) -> Result<(), CleanupError> {
-    let ns = obj.namespace().unwrap_or_default();
-    let granted = io
-        .connections
-        .for_object(&ns, obj.connection_ref())
-        .await
-        .map_err(CleanupError::Refused)?;
+    let granted = connect(obj, io).await.map_err(CleanupError::Refused)?;
     let api = granted.api.as_ref();
     let target = match target::resolve(obj, api, previous).await {
         Ok(target) => target,

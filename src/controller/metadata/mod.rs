@@ -52,6 +52,12 @@ pub struct Io<'a, K> {
     pub report: &'a dyn Report<K>,
 }
 
+/// The object's connection: a client, or why it may not have one (no ZITADEL call then).
+async fn connect<K: MetadataResource>(obj: &K, io: &Io<'_, K>) -> crate::connections::Resolution {
+    let ns = obj.namespace().unwrap_or_default();
+    io.connections.for_object(&ns, obj.connection_ref()).await
+}
+
 /// The result of one reconcile, and whether it left the object Stalled (a terminal error for
 /// the metrics, although the controller gets `Ok`).
 pub struct Reconciled {

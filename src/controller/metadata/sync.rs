@@ -7,7 +7,7 @@ use kube::ResourceExt;
 
 use super::sources::{self, SourceError};
 use super::target::{self, TargetError};
-use super::{Io, claims};
+use super::{Io, claims, connect};
 use crate::connections::Refusal;
 use crate::crd::{self, DriftPolicy, MetadataResource, MetadataStatus};
 use crate::plan::{self, Plan};
@@ -120,11 +120,7 @@ pub async fn sync<K: MetadataResource>(
     desired.extend(sourced.values);
 
     // The connection: refused (missing, not Ready, namespace not allowed) → no ZITADEL call.
-    let granted = io
-        .connections
-        .for_object(&ns, obj.connection_ref())
-        .await
-        .map_err(SyncError::Refused)?;
+    let granted = connect(obj, io).await.map_err(SyncError::Refused)?;
     let api = granted.api.as_ref();
 
     // Leave ZITADEL alone (not even read it) when nothing changed on our side (driftPolicy
@@ -158,16 +154,7 @@ pub async fn sync<K: MetadataResource>(
 
     // Keys an earlier object on the same target already claims are not ours to write or remove.
     let conflicts = claims::conflicts(obj, &io.neighbours.on_target(obj).await);
-    let desired: MetadataMap = desired
-        .into_iter()
-        .filter(|(k, _)| !conflicts.contains_key(k))
-        .collect();
-    let managed: BTreeSet<String> = previous
-        .managed_keys
-        .iter()
-        .filter(|k| !conflicts.contains_key(*k))
-        .cloned()
-        .collect();
+    let (desired, managed) = unclaimed(desired, previous, &conflicts);
 
     let observed = api.list_metadata(&target).await?;
     if obj.drift_policy() == DriftPolicy::Report {
@@ -187,6 +174,25 @@ pub async fn sync<K: MetadataResource>(
         drifted: BTreeSet::new(),
         source_versions,
     })
+}
+
+/// The desired and the managed keys without those an earlier object claims.
+fn unclaimed(
+    desired: MetadataMap,
+    previous: &MetadataStatus,
+    conflicts: &BTreeMap<String, String>,
+) -> (MetadataMap, BTreeSet<String>) {
+    let desired = desired
+        .into_iter()
+        .filter(|(k, _)| !conflicts.contains_key(k))
+        .collect();
+    let managed = previous
+        .managed_keys
+        .iter()
+        .filter(|k| !conflicts.contains_key(*k))
+        .cloned()
+        .collect();
+    (desired, managed)
 }
 
 /// driftPolicy `Report`: nothing is written; keys that already match are adopted.
