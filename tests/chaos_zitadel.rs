@@ -159,6 +159,18 @@ async fn wait_retrying(env: &TestEnv, name: &str, want_reason: &str) -> OrgMetad
     .await
 }
 
+/// `name` on ACME with exactly `pairs`, once Ready; returns the pairs.
+async fn synced_org(env: &TestEnv, name: &str, pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let desired = kv(pairs);
+    env.apply_org(
+        name,
+        json!({"organizationId": ACME, "metadata": entries(&desired)}),
+    )
+    .await;
+    wait_ready(env, name).await;
+    desired
+}
+
 async fn wait_ready(env: &TestEnv, name: &str) -> OrgMetadata {
     env.wait_org(name, "Ready", |o| {
         is_ready(o.status(), o.metadata.generation)
@@ -600,13 +612,7 @@ async fn answers_lost_after_zitadel_committed_are_not_written_twice() {
             .times(1),
     );
     let before = env.emu.org_sequence(ACME);
-    let keep = kv(&[("a", "1")]);
-    env.apply_org(
-        "lost",
-        json!({"organizationId": ACME, "metadata": entries(&keep)}),
-    )
-    .await;
-    wait_ready(&env, "lost").await;
+    let keep = synced_org(&env, "lost", &[("a", "1")]).await;
     assert_eq!(decoded(env.emu.org_metadata(ACME)), keep);
     assert_eq!(env.emu.org_sequence(ACME), before + 1);
     let removes: Vec<u16> = env
@@ -814,13 +820,7 @@ async fn slow_answers_below_the_timeout_succeed_without_duplicate_writes() {
 async fn key_removed_by_someone_else_between_list_and_remove() {
     let env = TestEnv::new("chaos-race").await;
     let op = env.start_operator(chaos_settings());
-    let all = kv(&[("keep", "1"), ("gone", "2"), ("drop", "3")]);
-    env.apply_org(
-        "race",
-        json!({"organizationId": ACME, "metadata": entries(&all)}),
-    )
-    .await;
-    wait_ready(&env, "race").await;
+    synced_org(&env, "race", &[("keep", "1"), ("gone", "2"), ("drop", "3")]).await;
     env.emu.clear_requests();
     // Hold the next bulk remove 800 ms on arrival, before ZITADEL handles it.
     env.emu.inject(
@@ -930,13 +930,12 @@ async fn remove_behind_the_operators_back(env: &TestEnv, keys: &[&str]) {
 async fn keys_removed_by_someone_else_twice_in_a_row_is_retried_not_stalled() {
     let env = TestEnv::new("chaos-race2").await;
     let op = env.start_operator(chaos_settings());
-    let all = kv(&[("keep", "1"), ("drop", "2"), ("gone1", "3"), ("gone2", "4")]);
-    env.apply_org(
+    synced_org(
+        &env,
         "race2",
-        json!({"organizationId": ACME, "metadata": entries(&all)}),
+        &[("keep", "1"), ("drop", "2"), ("gone1", "3"), ("gone2", "4")],
     )
     .await;
-    wait_ready(&env, "race2").await;
     env.emu.clear_requests();
     let keep = kv(&[("keep", "1")]);
     env.apply_org(
@@ -997,13 +996,7 @@ async fn keys_removed_by_someone_else_twice_in_a_row_is_retried_not_stalled() {
 async fn deleting_while_someone_else_removes_keys_still_removes_the_rest() {
     let env = TestEnv::new("chaos-race-del").await;
     let op = env.start_operator(chaos_settings());
-    let all = kv(&[("a", "1"), ("b", "2"), ("c", "3")]);
-    env.apply_org(
-        "racedel",
-        json!({"organizationId": ACME, "metadata": entries(&all)}),
-    )
-    .await;
-    wait_ready(&env, "racedel").await;
+    synced_org(&env, "racedel", &[("a", "1"), ("b", "2"), ("c", "3")]).await;
     env.emu.put_org_metadata(ACME, "unmanaged", b"x");
     env.emu.clear_requests();
     env.delete_org("racedel").await;
@@ -1304,11 +1297,7 @@ async fn hanging_token_endpoint_times_out_and_recovers() {
     .await;
     let during = wait_retrying(&env, "tokhang", "ZitadelTimeout").await;
     // The message names the real timeout (2 s in tests/common).
-    assert!(
-        message(during.status()).contains("timed out after 2s"),
-        "{}",
-        message(during.status())
-    );
+    assert_message_contains(during.status(), "timed out after 2s");
     let started = Instant::now();
     wait_ready(&env, "tokhang").await;
     assert_eq!(decoded(env.emu.org_metadata(ACME)), desired);

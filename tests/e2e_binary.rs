@@ -85,10 +85,7 @@ async fn binary_converges_across_a_restart_without_duplicate_writes() {
         json!({"userId": ALICE, "metadata": [{"key": "team", "value": "sre"}]}),
     )
     .await;
-    env.wait_user("alice", "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
+    env.wait_user_ready("alice").await;
     assert_eq!(
         env.emu.user_metadata(ALICE).get("team").map(Vec::as_slice),
         Some(&b"sre"[..])

@@ -121,6 +121,16 @@ fn sample(text: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// `replica-a`, started alone with leader election, once it leads.
+async fn leading_replica(env: &TestEnv, token: &std::path::Path) -> Replica {
+    let a = Replica::start(env, token, "replica-a", true);
+    eventually(Duration::from_secs(30), "replica-a leads", || async {
+        a.leading().await.filter(|l| *l)
+    })
+    .await;
+    a
+}
+
 /// Wait until exactly one of `replicas` reports leadership and the others report standby;
 /// returns the leader's index.
 async fn one_leader(replicas: &[&Replica]) -> usize {
@@ -159,10 +169,7 @@ async fn create_ready_org(env: &TestEnv, name: &str, org: &str) -> Duration {
         json!({"organizationId": org, "metadata": [{"key": name, "value": "v"}]}),
     )
     .await;
-    env.wait_org(name, "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
+    env.wait_org_ready(name).await;
     started.elapsed()
 }
 
@@ -263,9 +270,7 @@ async fn sigkill_of_the_leader_fails_over_within_the_lease_duration() {
     assert!(transitions >= 1, "leaseTransitions {transitions}");
     assert_eq!(env.org_value(GLOBEX, "after").as_deref(), Some("v"));
 
-    let mut survivor = replicas.swap_remove(standby);
-    survivor.terminate();
-    let status = survivor.wait_exit(Duration::from_secs(15)).await;
+    let status = replicas.swap_remove(standby).binary.stop().await;
     assert!(status.success(), "{status}");
 }
 
@@ -274,12 +279,8 @@ async fn sigterm_of_the_leader_hands_over_at_once() {
     let env = TestEnv::new("le-term").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let token = token_file(&dir);
-    let mut a = Replica::start(&env, &token, "replica-a", true);
     // Let the first one win, so the roles are known.
-    eventually(Duration::from_secs(30), "replica-a leads", || async {
-        a.leading().await.filter(|l| *l)
-    })
-    .await;
+    let mut a = leading_replica(&env, &token).await;
     let mut b = Replica::start(&env, &token, "replica-b", true);
     eventually(Duration::from_secs(30), "replica-b stands by", || async {
         (b.leading().await == Some(false) && b.health_status("/readyz").await == Some(200))
@@ -352,10 +353,7 @@ async fn healthy_with_four_objects(env: &TestEnv, op: &Replica) -> [&'static str
         json!({"userId": ALICE, "metadata": [{"key": "team", "value": "sre"}]}),
     )
     .await;
-    env.wait_user("metrics-gamma-user", "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
+    env.wait_user_ready("metrics-gamma-user").await;
     env.apply_user(
         "metrics-ghost-user",
         json!({"userId": "299999999999999999", "metadata": [{"key": "k", "value": "v"}]}),
@@ -485,7 +483,7 @@ async fn metrics_and_health_after_a_scenario() {
     let env = TestEnv::new("runtime-metrics").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let token = token_file(&dir);
-    let mut op = Replica::start(&env, &token, "solo", false);
+    let op = Replica::start(&env, &token, "solo", false);
 
     let names = healthy_with_four_objects(&env, &op).await;
     // The gauges read the caches, which follow the API within moments.
@@ -558,8 +556,7 @@ async fn metrics_and_health_after_a_scenario() {
     })
     .await;
 
-    op.terminate();
-    let status = op.wait_exit(Duration::from_secs(15)).await;
+    let status = op.binary.stop().await;
     assert!(status.success(), "{status}");
 }
 
@@ -568,11 +565,7 @@ async fn a_leader_that_loses_its_lease_stops_at_once() {
     let env = TestEnv::new("le-lost").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let token = token_file(&dir);
-    let mut a = Replica::start(&env, &token, "replica-a", true);
-    eventually(Duration::from_secs(30), "replica-a leads", || async {
-        a.leading().await.filter(|l| *l)
-    })
-    .await;
+    let mut a = leading_replica(&env, &token).await;
     create_ready_org(&env, "before", ACME).await;
 
     // Someone else takes the Lease (as a partitioned leader would find after the fact).

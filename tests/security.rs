@@ -315,14 +315,8 @@ async fn no_secret_reaches_logs_events_or_status() {
         ]}),
     )
     .await;
-    env.wait_org("org", "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
-    env.wait_user("user", "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
+    env.wait_org_ready("org").await;
+    env.wait_user_ready("user").await;
     assert_eq!(env.org_value(ACME, "plain"), Some(inline.clone()));
     assert_eq!(env.org_value(ACME, "bin"), Some(binary.clone()));
     assert_eq!(env.org_value(ACME, "api-key"), Some(secret_value.clone()));
@@ -456,14 +450,8 @@ async fn tls_is_verified_and_ca_bundles_and_server_names_work() {
         )
         .await;
     }
-    env.wait_org("trusted", "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
-    env.wait_org("server-name", "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
+    env.wait_org_ready("trusted").await;
+    env.wait_org_ready("server-name").await;
     let untrusted = env
         .wait_org("untrusted", "Ready=False", |o| {
             condition(o.status(), "Ready") == Some("False")

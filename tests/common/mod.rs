@@ -102,6 +102,21 @@ impl TestEnv {
         apply_as(&self.orgs(), "e2e-test", name, spec).await
     }
 
+    /// An OrgMetadata on `org` with these inline values.
+    pub async fn apply_org_values(
+        &self,
+        name: &str,
+        org: &str,
+        values: &[(&str, &str)],
+    ) -> OrgMetadata {
+        let metadata: Vec<_> = values
+            .iter()
+            .map(|(k, v)| json!({"key": k, "value": v}))
+            .collect();
+        self.apply_org(name, json!({"organizationId": org, "metadata": metadata}))
+            .await
+    }
+
     pub async fn apply_user(&self, name: &str, spec: serde_json::Value) -> UserMetadata {
         apply_as(&self.users(), "e2e-test", name, spec).await
     }
@@ -125,6 +140,38 @@ impl TestEnv {
         pred: impl Fn(&OrgMetadata) -> bool,
     ) -> OrgMetadata {
         wait_obj(&self.orgs(), name, what, pred).await
+    }
+
+    /// Ready for its current generation (30 s).
+    pub async fn wait_org_ready(&self, name: &str) -> OrgMetadata {
+        self.wait_org(name, "Ready", |o| {
+            is_ready(o.status.as_ref(), o.metadata.generation)
+        })
+        .await
+    }
+
+    /// Ready for its current generation (30 s).
+    pub async fn wait_user_ready(&self, name: &str) -> UserMetadata {
+        self.wait_user(name, "Ready", |o| {
+            is_ready(o.status.as_ref(), o.metadata.generation)
+        })
+        .await
+    }
+
+    /// Stalled=True (30 s).
+    pub async fn wait_org_stalled(&self, name: &str) -> OrgMetadata {
+        self.wait_org(name, "Stalled", |o| {
+            condition(o.status.as_ref(), status::STALLED) == Some("True")
+        })
+        .await
+    }
+
+    /// Stalled=True (30 s).
+    pub async fn wait_user_stalled(&self, name: &str) -> UserMetadata {
+        self.wait_user(name, "Stalled", |o| {
+            condition(o.status.as_ref(), status::STALLED) == Some("True")
+        })
+        .await
     }
 
     pub async fn wait_user(
@@ -286,6 +333,12 @@ pub fn message(st: Option<&MetadataStatus>) -> String {
     st.and_then(|s| status::find(&s.conditions, status::READY))
         .map(|c| c.message.clone())
         .unwrap_or_default()
+}
+
+/// The Ready message mentions `needle`.
+pub fn assert_message_contains(st: Option<&MetadataStatus>, needle: &str) {
+    let text = message(st);
+    assert!(text.contains(needle), "{text}");
 }
 
 /// Ready=True for the object's current generation.
