@@ -101,6 +101,20 @@ impl OperatorProcess {
     }
 }
 
+/// The resourceVersions of the objects `api` lists.
+async fn resource_versions<K>(api: &Api<K>) -> Vec<String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .map(|o| o.resource_version().unwrap_or_default())
+        .collect()
+}
+
 /// The last `n` lines of a file.
 fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -714,25 +728,11 @@ async fn concurrent_writers_and_stale_updates_converge() {
     // Quiet afterwards: no status churn (resourceVersions stable) and ZITADEL reads at the resync
     // rate only.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rvs: Vec<String> = api
-        .list(&ListParams::default())
-        .await
-        .expect("list")
-        .items
-        .iter()
-        .map(|o| o.resource_version().unwrap_or_default())
-        .collect();
+    let rvs = resource_versions(&api).await;
     let calls_before = env.emu.requests().len();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let quiet_calls = env.emu.requests().len() - calls_before;
-    let rvs_after: Vec<String> = api
-        .list(&ListParams::default())
-        .await
-        .expect("list")
-        .items
-        .iter()
-        .map(|o| o.resource_version().unwrap_or_default())
-        .collect();
+    let rvs_after = resource_versions(&api).await;
     assert_eq!(
         rvs, rvs_after,
         "objects kept changing after the writers stopped"

@@ -1043,15 +1043,7 @@ fn unauthorized(reqs: &[RecordedRequest]) -> usize {
 #[tokio::test]
 async fn access_token_expiring_mid_run_is_renewed_without_failures() {
     let env = TestEnv::new("chaos-token").await;
-    let service_user = "300000000000000077";
-    env.emu
-        .register_service_user(service_user, TokenGrant::org_owner(ACME));
-    let key_json = env.emu.generate_key_file(service_user).expect("key file");
-    env.put_secret(&env.ns, "zitadel-key", "key.json", &key_json)
-        .await;
-    let op =
-        Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], chaos_settings());
-    env.apply_connection("acme", json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "zitadel-key", "key": "key.json"}}})).await;
+    let op = jwt_profile_connection(&env, "300000000000000077").await;
     let conn = json!({"name": "acme"});
     let mut org_values = kv(&[("o", "0")]);
     let mut user_values = kv(&[("u", "0")]);
@@ -1211,11 +1203,9 @@ async fn zitadel_down_while_a_connection_is_probed_is_transient_for_its_objects(
     op.stop().await;
 }
 
-#[tokio::test]
-async fn rate_limited_token_endpoint_honours_retry_after() {
-    const RETRY_AFTER: u64 = 3;
-    let env = TestEnv::new("chaos-token-429").await;
-    let service_user = "300000000000000078";
+/// The service user `service_user` (org owner of ACME) with a key file in a Secret, the operator
+/// in multi-tenant mode, and a JWT-profile connection `acme` using that key.
+async fn jwt_profile_connection(env: &TestEnv, service_user: &str) -> Operator {
     env.emu
         .register_service_user(service_user, TokenGrant::org_owner(ACME));
     let key_json = env.emu.generate_key_file(service_user).expect("key file");
@@ -1224,6 +1214,14 @@ async fn rate_limited_token_endpoint_honours_retry_after() {
     let op =
         Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], chaos_settings());
     env.apply_connection("acme", json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "zitadel-key", "key": "key.json"}}})).await;
+    op
+}
+
+#[tokio::test]
+async fn rate_limited_token_endpoint_honours_retry_after() {
+    const RETRY_AFTER: u64 = 3;
+    let env = TestEnv::new("chaos-token-429").await;
+    let op = jwt_profile_connection(&env, "300000000000000078").await;
     let conn = json!({"name": "acme"});
     env.apply_org("tok429", json!({"organizationId": ACME, "connectionRef": conn, "metadata": entries(&kv(&[("t", "0")]))}))
         .await;
@@ -1273,15 +1271,7 @@ async fn rate_limited_token_endpoint_honours_retry_after() {
 #[tokio::test]
 async fn hanging_token_endpoint_times_out_and_recovers() {
     let env = TestEnv::new("chaos-token-hang").await;
-    let service_user = "300000000000000079";
-    env.emu
-        .register_service_user(service_user, TokenGrant::org_owner(ACME));
-    let key_json = env.emu.generate_key_file(service_user).expect("key file");
-    env.put_secret(&env.ns, "zitadel-key", "key.json", &key_json)
-        .await;
-    let op =
-        Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], chaos_settings());
-    env.apply_connection("acme", json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "zitadel-key", "key": "key.json"}}})).await;
+    let op = jwt_profile_connection(&env, "300000000000000079").await;
     let conn = json!({"name": "acme"});
     env.apply_org("tokhang", json!({"organizationId": ACME, "connectionRef": conn, "metadata": entries(&kv(&[("t", "0")]))}))
         .await;

@@ -367,17 +367,23 @@ async fn healthy_with_four_objects(env: &TestEnv, op: &Replica) -> [&'static str
     names
 }
 
+/// The sample `series` of `text`, at least `min`.
+fn at_least(text: &str, series: &str, min: f64) -> f64 {
+    let v = sample(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    assert!(v >= min, "{series} = {v}, expected >= {min}");
+    v
+}
+
+/// The sample `series` of `text` is `want`.
+fn exactly(text: &str, series: &str, want: f64) {
+    let v = sample(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    assert_eq!(v, want, "{series}");
+}
+
 /// The controller-runtime families after [`healthy_with_four_objects`] (`text` is `/metrics`).
 fn check_controller_metrics(text: &str) {
-    let at_least = |series: &str, min: f64| {
-        let v = sample(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
-        assert!(v >= min, "{series} = {v}, expected >= {min}");
-        v
-    };
-    let exactly = |series: &str, want: f64| {
-        let v = sample(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
-        assert_eq!(v, want, "{series}");
-    };
+    let at_least = |series: &str, min: f64| at_least(text, series, min);
+    let exactly = |series: &str, want: f64| exactly(text, series, want);
     at_least(
         "controller_runtime_reconcile_total{controller=\"orgmetadata\",result=\"success\"}",
         2.0,
@@ -438,15 +444,8 @@ fn check_controller_metrics(text: &str) {
 
 /// The ZITADEL client's families: they match what the emulator saw.
 fn check_zitadel_metrics(text: &str, env: &TestEnv) {
-    let at_least = |series: &str, min: f64| {
-        let v = sample(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
-        assert!(v >= min, "{series} = {v}, expected >= {min}");
-        v
-    };
-    let exactly = |series: &str, want: f64| {
-        let v = sample(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
-        assert_eq!(v, want, "{series}");
-    };
+    let at_least = |series: &str, min: f64| at_least(text, series, min);
+    let exactly = |series: &str, want: f64| exactly(text, series, want);
     // ZITADEL client: one bulk set per org, matching what the emulator saw.
     exactly(
         "zitadel_requests_total{operation=\"BulkSetOrgMetadata\",code=\"200\"}",
@@ -513,10 +512,7 @@ async fn metrics_and_health_after_a_scenario() {
     );
     check_controller_metrics(&text);
     check_zitadel_metrics(&text, &env);
-    let exactly = |series: &str, want: f64| {
-        let v = sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
-        assert_eq!(v, want, "{series}");
-    };
+    let exactly = |series: &str, want: f64| exactly(&text, series, want);
     exactly("zitadel_token_refreshes_total", 0.0);
     exactly(
         "zitadel_metadata_objects{kind=\"OrgMetadata\",condition=\"Unknown\"}",

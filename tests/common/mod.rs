@@ -347,6 +347,18 @@ pub fn is_ready(st: Option<&MetadataStatus>, generation: Option<i64>) -> bool {
         && st.and_then(|s| s.observed_generation) == generation
 }
 
+/// A stop switch and the shutdown futures it resolves.
+fn stop_signal() -> (watch::Sender<bool>, impl Fn() -> Shutdown + Clone) {
+    let (stop, rx) = watch::channel(false);
+    let shutdown = move || -> Shutdown {
+        let mut rx = rx.clone();
+        Box::pin(async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })
+    };
+    (stop, shutdown)
+}
+
 /// The controllers running in-process on the test's runtime.
 pub struct Operator {
     stop: watch::Sender<bool>,
@@ -359,13 +371,7 @@ impl Operator {
         let mut config = ClientConfig::new(url, TokenSource::Static(Arc::from(TOKEN)));
         config.request_timeout = Duration::from_secs(2);
         let zitadel = Arc::new(HttpClient::new(config).expect("zitadel client"));
-        let (stop, rx) = watch::channel(false);
-        let shutdown = move || -> Shutdown {
-            let mut rx = rx.clone();
-            Box::pin(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-        };
+        let (stop, shutdown) = stop_signal();
         let handle = tokio::spawn(controller::run(
             client,
             zitadel,
@@ -382,13 +388,7 @@ impl Operator {
         namespaces: Vec<String>,
         settings: Settings,
     ) -> Operator {
-        let (stop, rx) = watch::channel(false);
-        let shutdown = move || -> Shutdown {
-            let mut rx = rx.clone();
-            Box::pin(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-        };
+        let (stop, shutdown) = stop_signal();
         let handle = tokio::spawn(controller::run_with(
             client,
             None,
