@@ -51,11 +51,12 @@ macro_rules! reasons {
 }
 
 reasons! {
-    // Metadata objects: settled states.
+    // Metadata objects: settled states (Drifted stalls).
     /// ZITADEL matches the spec (Ready=True).
     Synced => Neither,
-    /// driftPolicy `Report` found differences (Ready=False, and the `Drifted` condition).
-    Drifted => Neither,
+    /// driftPolicy `Report` found differences (Stalled: only a person can resolve it; and the
+    /// `Drifted` condition).
+    Drifted => Stalled,
     /// The `Drifted` condition is False: ZITADEL matches the spec.
     InSync => Neither,
     /// `spec.suspend` is true.

@@ -1,5 +1,16 @@
 //! Kstatus conditions (`Ready`, `Reconciling`, `Stalled`) built from a reconcile outcome.
 //!
+//! What kstatus (`sigs.k8s.io/cli-utils`, used by Flux and `helm --wait`) makes of each outcome,
+//! checked on live objects by `tests/e2e_gitops.rs`:
+//!
+//! | outcome | Ready | Reconciling | Stalled | kstatus |
+//! |---|---|---|---|---|
+//! | Ready | True | False | False | Current |
+//! | Retrying | False | True | False | InProgress |
+//! | Stalled | False | False | True | Failed |
+//! | Drifted (driftPolicy Report) | False | False | True | Failed: only a person can resolve it |
+//! | Suspended | — | False | False | Current: paused as the spec asks; a `Ready` condition of any status would be a lie or keep `--wait` waiting |
+//!
 //! Status is rebuilt from the current result every time; `lastTransitionTime` is carried over
 //! unless a condition's `status` flips, so an unchanged outcome yields an identical status and no
 //! write.
@@ -52,16 +63,25 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn parts(&self) -> (&str, &str, &str, Reason, &str) {
-        // (ready status, reconciling status, stalled status, reason, message)
+    fn parts(&self) -> (Option<&str>, &str, &str, Reason, &str) {
+        // (ready status — None: no Ready condition, reconciling status, stalled status, reason,
+        // message)
         match self {
-            Outcome::Ready { message } => ("True", "False", "False", Reason::Synced, message),
-            Outcome::Retrying { reason, message } => ("False", "True", "False", *reason, message),
-            Outcome::Drifted { message } => ("False", "False", "False", Reason::Drifted, message),
-            Outcome::Suspended { message } => {
-                ("False", "False", "False", Reason::Suspended, message)
+            Outcome::Ready { message } => (Some("True"), "False", "False", Reason::Synced, message),
+            Outcome::Retrying { reason, message } => {
+                (Some("False"), "True", "False", *reason, message)
             }
-            Outcome::Stalled { reason, message } => ("False", "False", "True", *reason, message),
+            // Only a person can resolve reported drift (fix ZITADEL or the spec, or switch the
+            // policy): Stalled, so `--wait` fails at once with the message instead of timing out.
+            Outcome::Drifted { message } => {
+                (Some("False"), "False", "True", Reason::Drifted, message)
+            }
+            // Paused on purpose: kstatus Current. Ready=False would keep `--wait` waiting until
+            // it times out, Ready=True would claim a sync that did not happen.
+            Outcome::Suspended { message } => (None, "False", "False", Reason::Suspended, message),
+            Outcome::Stalled { reason, message } => {
+                (Some("False"), "False", "True", *reason, message)
+            }
         }
     }
 
@@ -76,8 +96,9 @@ impl Outcome {
     }
 }
 
-/// Build the three conditions for `outcome`, keeping `lastTransitionTime` from `existing` where a
-/// condition's status did not change.
+/// Build the conditions for `outcome` (`Ready`, `Reconciling`, `Stalled`; no `Ready` while
+/// suspended), keeping `lastTransitionTime` from `existing` where a condition's status did not
+/// change.
 pub fn conditions(
     existing: &[Condition],
     outcome: &Outcome,
@@ -87,10 +108,11 @@ pub fn conditions(
     let (ready, reconciling, stalled, reason, message) = outcome.parts();
     [
         (READY, ready),
-        (RECONCILING, reconciling),
-        (STALLED, stalled),
+        (RECONCILING, Some(reconciling)),
+        (STALLED, Some(stalled)),
     ]
     .into_iter()
+    .filter_map(|(type_, status)| status.map(|status| (type_, status)))
     .map(|(type_, status)| condition(existing, type_, status, reason, message, generation, now))
     .collect()
 }
@@ -153,6 +175,65 @@ mod tests {
         assert_eq!(
             find(&c, RECONCILING).map(|c| c.status.as_str()),
             Some("False")
+        );
+    }
+
+    fn statuses(c: &[Condition]) -> Vec<(&str, &str, &str)> {
+        c.iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn reported_drift_is_stalled() {
+        let c = conditions(
+            &[],
+            &Outcome::Drifted {
+                message: "1 key(s) differ".into(),
+            },
+            Some(2),
+            &t("2026-01-01T00:00:00Z"),
+        );
+        assert_eq!(
+            statuses(&c),
+            [
+                (READY, "False", "Drifted"),
+                (RECONCILING, "False", "Drifted"),
+                (STALLED, "True", "Drifted")
+            ]
+        );
+    }
+
+    #[test]
+    fn suspended_has_no_ready_condition() {
+        let ready = conditions(
+            &[],
+            &Outcome::Ready {
+                message: "ok".into(),
+            },
+            Some(1),
+            &t("2026-01-01T00:00:00Z"),
+        );
+        let c = conditions(
+            &ready,
+            &Outcome::Suspended {
+                message: "paused".into(),
+            },
+            Some(2),
+            &t("2026-02-01T00:00:00Z"),
+        );
+        assert_eq!(
+            statuses(&c),
+            [
+                (RECONCILING, "False", "Suspended"),
+                (STALLED, "False", "Suspended")
+            ]
+        );
+        assert!(c.iter().all(|c| c.observed_generation == Some(2)));
+        // Reconciling stayed False: its transition time is kept.
+        assert_eq!(
+            find(&c, RECONCILING).map(|c| c.last_transition_time.clone()),
+            Some(t("2026-01-01T00:00:00Z"))
         );
     }
 

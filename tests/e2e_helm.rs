@@ -22,7 +22,7 @@ use kube::config::KubeConfigOptions;
 use kube::{Api, Client};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use zitadel_metadata_operator::crd::OrgMetadata;
+use zitadel_metadata_operator::crd::{MetadataStatus, OrgMetadata};
 use zmo_testkit::controlplane::ControlPlane;
 
 use common::{ACME, ALICE, Operator, TestEnv, condition, fast_settings, is_ready};
@@ -914,7 +914,15 @@ async fn without_the_status_patch_verb_the_object_never_becomes_ready() {
     let until = tokio::time::Instant::now() + Duration::from_secs(6);
     while tokio::time::Instant::now() < until {
         let obj = env.orgs().get("acme").await.expect("get");
-        assert_eq!(obj.status, None, "status written without the verb");
+        // Only the CRD's default (`observedGeneration: 0`), never the operator's status.
+        assert_eq!(
+            obj.status.clone().unwrap_or_default(),
+            MetadataStatus {
+                observed_generation: Some(0),
+                ..Default::default()
+            },
+            "status written without the verb"
+        );
         assert_ne!(condition(obj.status.as_ref(), "Ready"), Some("True"));
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -244,7 +244,11 @@ async fn suspend_pauses_all_calls_until_resumed() {
     .await;
     let o = env
         .wait_org("acme", "Suspended", |o| {
-            reason(o.status()) == Some("Suspended")
+            // No Ready condition while suspended (kstatus Current); Stalled carries the reason.
+            condition(o.status(), "Ready").is_none()
+                && o.status()
+                    .and_then(|s| zitadel_metadata_operator::status::find(&s.conditions, "Stalled"))
+                    .is_some_and(|c| c.reason == "Suspended")
         })
         .await;
     assert_eq!(

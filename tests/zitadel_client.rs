@@ -184,8 +184,12 @@ async fn permanent_errors_are_typed_by_code_and_id() {
     assert_eq!(err.status(), Some(401));
     assert_eq!(err.reason(), "ZitadelUnauthenticated");
 
-    // No permission in that org: 403 AUTH-5mWD2.
-    emu.add_token("acme-only", TokenGrant::org_owner(ACME));
+    // No permission in that org: 403 AUTH-5mWD2. (A membership in Globex without org.read; no
+    // membership there at all is 404 AUTHZ-cdgFk, contract §3.)
+    emu.add_token(
+        "acme-only",
+        TokenGrant::org_owner(ACME).with_permissions(GLOBEX, std::iter::empty()),
+    );
     let err = client(&emu, "acme-only")
         .list_metadata(&org(GLOBEX))
         .await
