@@ -115,28 +115,6 @@ fn request_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
 }
 
-/// Register `metric` as `name` and hand it back.
-fn register<M: prometheus_client::registry::Metric + Clone>(
-    registry: &mut Registry,
-    name: &str,
-    help: &str,
-    metric: M,
-) -> M {
-    registry.register(name, help, metric.clone());
-    metric
-}
-
-/// Register `metric` as `name` in seconds and hand it back.
-fn register_seconds<M: prometheus_client::registry::Metric + Clone>(
-    registry: &mut Registry,
-    name: &str,
-    help: &str,
-    metric: M,
-) -> M {
-    registry.register_with_unit(name, help, Unit::Seconds, metric.clone());
-    metric
-}
-
 /// All metrics of the process and their registry. Cheap to share (`Arc<Metrics>`); the metric
 /// handles are internally reference-counted and atomic.
 pub struct Metrics {
@@ -173,71 +151,75 @@ impl Metrics {
     // splitting it would only scatter that list.
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let reconcile_total = register(
-            &mut registry,
+        let reconcile_total = Family::<ReconcileLabels, Counter>::default();
+        registry.register(
             "controller_runtime_reconcile",
             "Total number of reconciliations per controller and result (success, error, requeue)",
-            Family::<ReconcileLabels, Counter>::default(),
+            reconcile_total.clone(),
         );
-        let reconcile_errors = register(
-            &mut registry,
+        let reconcile_errors = Family::<ControllerLabels, Counter>::default();
+        registry.register(
             "controller_runtime_reconcile_errors",
             "Total number of reconciliation errors per controller",
-            Family::<ControllerLabels, Counter>::default(),
+            reconcile_errors.clone(),
         );
-        let terminal_errors = register(
-            &mut registry,
+        let terminal_errors = Family::<ControllerLabels, Counter>::default();
+        registry.register(
             "controller_runtime_terminal_reconcile_errors",
             "Total number of terminal reconciliation errors per controller (objects left Stalled until the user acts)",
-            Family::<ControllerLabels, Counter>::default(),
+            terminal_errors.clone(),
         );
-        let reconcile_time: HistogramFamily<ControllerLabels> = register_seconds(
-            &mut registry,
+        let reconcile_time: HistogramFamily<ControllerLabels> =
+            Family::new_with_constructor(reconcile_histogram);
+        registry.register_with_unit(
             "controller_runtime_reconcile_time",
             "Length of time per reconciliation per controller",
-            Family::new_with_constructor(reconcile_histogram),
+            Unit::Seconds,
+            reconcile_time.clone(),
         );
-        let max_concurrent = register(
-            &mut registry,
+        let max_concurrent = Family::<ControllerLabels, Gauge>::default();
+        registry.register(
             "controller_runtime_max_concurrent_reconciles",
             "Maximum number of concurrent reconciles per controller",
-            Family::<ControllerLabels, Gauge>::default(),
+            max_concurrent.clone(),
         );
-        let active_workers = register(
-            &mut registry,
+        let active_workers = Family::<ControllerLabels, Gauge>::default();
+        registry.register(
             "controller_runtime_active_workers",
             "Number of currently running reconciles per controller",
-            Family::<ControllerLabels, Gauge>::default(),
+            active_workers.clone(),
         );
-        let zitadel_requests = register(
-            &mut registry,
+        let zitadel_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
             "zitadel_requests",
             "ZITADEL API requests by operation and HTTP status code (\"timeout\" / \"error\" when no response arrived)",
-            Family::<RequestLabels, Counter>::default(),
+            zitadel_requests.clone(),
         );
-        let zitadel_duration: HistogramFamily<OperationLabels> = register_seconds(
-            &mut registry,
+        let zitadel_duration: HistogramFamily<OperationLabels> =
+            Family::new_with_constructor(request_histogram);
+        registry.register_with_unit(
             "zitadel_request_duration",
             "Latency of ZITADEL API requests by operation",
-            Family::new_with_constructor(request_histogram),
+            Unit::Seconds,
+            zitadel_duration.clone(),
         );
-        let token_refreshes = register(
-            &mut registry,
+        let token_refreshes = Counter::default();
+        registry.register(
             "zitadel_token_refreshes",
             "Times the ZITADEL token read from its file or Secret changed (rotation picked up)",
-            Counter::default(),
+            token_refreshes.clone(),
         );
-        let objects = register(
-            &mut registry,
+        let objects = Family::<ObjectLabels, Gauge>::default();
+        registry.register(
             "zitadel_metadata_objects",
             "Managed OrgMetadata/UserMetadata objects by kind and status of their Ready condition",
-            Family::<ObjectLabels, Gauge>::default(),
+            objects.clone(),
         );
-        let leader = register(
-            &mut registry,
+        let leader = Family::<LeaseLabels, Gauge>::default();
+        registry.register(
             "leader_election_master_status",
             "1 while this process holds the leader-election Lease `name`, else 0",
-            Family::<LeaseLabels, Gauge>::default(),
+            leader.clone(),
         );
         Self {
             registry,
@@ -404,70 +386,4 @@ impl Drop for ActiveWorker {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renders_expected_names_and_labels() {
-        let m = Metrics::new();
-        m.register_controller("orgmetadata", 4);
-        {
-            let _w = m.reconcile_started("orgmetadata");
-            m.reconcile_finished(
-                "orgmetadata",
-                ReconcileResult::Error,
-                true,
-                Duration::from_millis(20),
-            );
-        }
-        m.reconcile_finished(
-            "orgmetadata",
-            ReconcileResult::Success,
-            false,
-            Duration::from_millis(5),
-        );
-        m.zitadel_request("BulkSetOrgMetadata", "200", Duration::from_millis(3));
-        m.set_leader("zitadel-metadata-operator", true);
-        m.set_object_counter(
-            "OrgMetadata",
-            Box::new(|| {
-                let mut c = ConditionCounts::default();
-                c.add(Some("True"));
-                c.add(Some("True"));
-                c.add(None);
-                c
-            }),
-        );
-        let text = m.encode().expect("encode");
-        for line in [
-            "controller_runtime_reconcile_total{controller=\"orgmetadata\",result=\"success\"} 1",
-            "controller_runtime_reconcile_total{controller=\"orgmetadata\",result=\"error\"} 1",
-            "controller_runtime_reconcile_total{controller=\"orgmetadata\",result=\"requeue\"} 0",
-            "controller_runtime_reconcile_errors_total{controller=\"orgmetadata\"} 1",
-            "controller_runtime_terminal_reconcile_errors_total{controller=\"orgmetadata\"} 1",
-            "controller_runtime_reconcile_time_seconds_count{controller=\"orgmetadata\"} 2",
-            "controller_runtime_max_concurrent_reconciles{controller=\"orgmetadata\"} 4",
-            "controller_runtime_active_workers{controller=\"orgmetadata\"} 0",
-            "zitadel_requests_total{operation=\"BulkSetOrgMetadata\",code=\"200\"} 1",
-            "zitadel_request_duration_seconds_count{operation=\"BulkSetOrgMetadata\"} 1",
-            "zitadel_token_refreshes_total 0",
-            "zitadel_metadata_objects{kind=\"OrgMetadata\",condition=\"True\"} 2",
-            "zitadel_metadata_objects{kind=\"OrgMetadata\",condition=\"False\"} 0",
-            "zitadel_metadata_objects{kind=\"OrgMetadata\",condition=\"Unknown\"} 1",
-            "leader_election_master_status{name=\"zitadel-metadata-operator\"} 1",
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "missing {line:?} in\n{text}"
-            );
-        }
-        assert!(!text.contains("_total_total"), "{text}");
-        assert!(text.ends_with("# EOF\n"), "{text}");
-
-        m.clear_object_counter("OrgMetadata");
-        let text = m.encode().expect("encode");
-        assert!(
-            text.contains("zitadel_metadata_objects{kind=\"OrgMetadata\",condition=\"True\"} 0")
-        );
-    }
-}
+mod tests;
