@@ -90,7 +90,8 @@ impl Outcome {
         self.parts().3
     }
 
-    /// Whether the object needs someone to act (Stalled=True): a terminal error for the metrics.
+    /// Whether the reconcile failed on something someone must fix: a terminal error for the
+    /// metrics. (Reported drift is `Stalled=True` too, but not a failed reconcile.)
     pub fn is_stalled(&self) -> bool {
         matches!(self, Outcome::Stalled { .. })
     }
