@@ -835,11 +835,8 @@ async fn the_operator_runs_with_only_the_charts_rbac() {
 
     let operator = Operator::start(client, &env.emu.url(), &env.ns, fast_settings());
 
-    env.apply_org(
-        "acme",
-        json!({"organizationId": ACME, "metadata": [{"key": "cost-center", "value": "CC-4711"}]}),
-    )
-    .await;
+    env.apply_org_values("acme", ACME, &[("cost-center", "CC-4711")])
+        .await;
     env.apply_user(
         "alice",
         json!({"userId": ALICE, "metadata": [{"key": "team", "value": "platform"}]}),
@@ -901,11 +898,8 @@ async fn without_the_status_patch_verb_the_object_never_becomes_ready() {
     await_rbac(&client, &env.ns).await;
 
     let operator = Operator::start(client.clone(), &env.emu.url(), &env.ns, fast_settings());
-    env.apply_org(
-        "acme",
-        json!({"organizationId": ACME, "metadata": [{"key": "no-status", "value": "written"}]}),
-    )
-    .await;
+    env.apply_org_values("acme", ACME, &[("no-status", "written")])
+        .await;
 
     // The operator runs and writes ZITADEL (so everything but the status write works) ...
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

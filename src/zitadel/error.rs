@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::reason::Reason;
+
 /// gRPC status codes ZITADEL reports in the `code` field of its error body.
 pub mod code {
     /// InvalidArgument (HTTP 400).
@@ -156,39 +158,28 @@ impl ZitadelError {
         ) || (matches!(self, ZitadelError::Api { status: 404, .. }) && !self.is_key_not_existing())
     }
 
-    /// Whether `reason` (as returned by [`Self::reason`], e.g. read back from a connection's
-    /// status) only ever names transient errors: waiting may clear it.
-    pub fn is_transient_reason(reason: &str) -> bool {
-        matches!(
-            reason,
-            "ZitadelUnavailable"
-                | "ZitadelRateLimited"
-                | "ZitadelTimeout"
-                | "ZitadelUnreachable"
-                | "ConcurrentMetadataChange"
-        )
-    }
-
     /// A one-word PascalCase reason for conditions and events.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         if self.is_key_not_existing() {
-            return "ConcurrentMetadataChange";
+            return Reason::ConcurrentMetadataChange;
         }
         match self {
-            ZitadelError::Api { status: 401, .. } => "ZitadelUnauthenticated",
-            ZitadelError::Api { status: 403, .. } => "ZitadelPermissionDenied",
-            ZitadelError::Api { status: 404, .. } => "ZitadelNotFound",
-            ZitadelError::Api { status: 429, .. } => "ZitadelRateLimited",
-            ZitadelError::Api { status, .. } if *status >= 500 => "ZitadelUnavailable",
+            ZitadelError::Api { status: 401, .. } => Reason::ZitadelUnauthenticated,
+            ZitadelError::Api { status: 403, .. } => Reason::ZitadelPermissionDenied,
+            ZitadelError::Api { status: 404, .. } => Reason::ZitadelNotFound,
+            ZitadelError::Api { status: 429, .. } => Reason::ZitadelRateLimited,
+            ZitadelError::Api { status, .. } if *status >= 500 => Reason::ZitadelUnavailable,
             ZitadelError::Api { id: Some(id), .. } if id == ids::USER_NOT_FOUND_IN_ORG => {
-                "UserNotFound"
+                Reason::UserNotFound
             }
-            ZitadelError::Api { .. } => "ZitadelRejected",
-            ZitadelError::Timeout(_) => "ZitadelTimeout",
-            ZitadelError::Transport(_) => "ZitadelUnreachable",
-            ZitadelError::Tls(_) => "TlsVerificationFailed",
-            ZitadelError::Decode(_) | ZitadelError::ResponseTooLarge { .. } => "ZitadelBadResponse",
-            ZitadelError::Credentials(_) => "CredentialsUnavailable",
+            ZitadelError::Api { .. } => Reason::ZitadelRejected,
+            ZitadelError::Timeout(_) => Reason::ZitadelTimeout,
+            ZitadelError::Transport(_) => Reason::ZitadelUnreachable,
+            ZitadelError::Tls(_) => Reason::TlsVerificationFailed,
+            ZitadelError::Decode(_) | ZitadelError::ResponseTooLarge { .. } => {
+                Reason::ZitadelBadResponse
+            }
+            ZitadelError::Credentials(_) => Reason::CredentialsUnavailable,
         }
     }
 
@@ -363,16 +354,14 @@ mod tests {
         ];
         let mut transient_reasons = 0;
         for e in &samples {
-            if ZitadelError::is_transient_reason(e.reason()) {
+            if e.reason().is_transient() {
                 assert!(e.is_transient(), "{} is not transient: {e}", e.reason());
                 transient_reasons += 1;
             }
         }
         assert_eq!(transient_reasons, 6);
-        assert!(!ZitadelError::is_transient_reason(
-            "ZitadelPermissionDenied"
-        ));
-        assert!(!ZitadelError::is_transient_reason("Connected"));
+        assert!(!Reason::ZitadelPermissionDenied.is_transient());
+        assert!(!Reason::Connected.is_transient());
     }
 
     #[test]
