@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo demo-once test lint unit envtest crds release-static bench
+.PHONY: demo demo-once test lint unit envtest crds release-static bench conformance-tools
 
 ## Build what is missing, start kube-apiserver + etcd + the ZITADEL emulator, run the operator,
 ## apply examples/, print the result, keep running until Ctrl-C.
@@ -37,6 +37,12 @@ crds:
 ## x86_64-unknown-linux-musl` and a musl C compiler (Debian: musl-tools). Not part of `make test`.
 release-static:
 	$(CARGO) build --release --locked --target x86_64-unknown-linux-musl --bin zitadel-metadata-operator
+
+## Tools of the wire-format conformance test (tests/conformance, test emulator_conformance):
+## ZITADEL's protobuf definitions from npm and the official Python SDK models from PyPI.
+conformance-tools:
+	cd tests/conformance && npm ci --no-audit --no-fund
+	python3 -m pip install --user -r tests/conformance/requirements.txt
 
 lint:
 	$(CARGO) fmt --all --check

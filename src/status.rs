@@ -1,10 +1,23 @@
 //! Kstatus conditions (`Ready`, `Reconciling`, `Stalled`) built from a reconcile outcome.
 //!
+//! What kstatus (`sigs.k8s.io/cli-utils`, used by Flux and `helm --wait`) makes of each outcome,
+//! checked on live objects by `tests/e2e_gitops.rs`:
+//!
+//! | outcome | Ready | Reconciling | Stalled | kstatus |
+//! |---|---|---|---|---|
+//! | Ready | True | False | False | Current |
+//! | Retrying | False | True | False | InProgress |
+//! | Stalled | False | False | True | Failed |
+//! | Drifted (driftPolicy Report) | False | False | True | Failed: only a person can resolve it |
+//! | Suspended | — | False | False | Current: paused as the spec asks; a `Ready` condition of any status would be a lie or keep `--wait` waiting |
+//!
 //! Status is rebuilt from the current result every time; `lastTransitionTime` is carried over
 //! unless a condition's `status` flips, so an unchanged outcome yields an identical status and no
 //! write.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::reason::Reason;
 
 /// `Ready` condition type.
 pub const READY: &str = "Ready";
@@ -14,30 +27,6 @@ pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 /// `Drifted` condition type (driftPolicy `Report` only).
 pub const DRIFTED: &str = "Drifted";
-
-/// Reasons used in conditions and events (PascalCase).
-pub mod reason {
-    /// ZITADEL matches the spec.
-    pub const SYNCED: &str = "Synced";
-    /// The spec is invalid (e.g. a value over ZITADEL's byte limit).
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    /// Another object already manages one of the keys on the same target.
-    pub const KEY_CONFLICT: &str = "KeyConflict";
-    /// Removing managed keys during deletion failed.
-    pub const CLEANUP_FAILED: &str = "CleanupFailed";
-    /// A `valueFrom` Secret/ConfigMap or key does not exist.
-    pub const SOURCE_NOT_FOUND: &str = "ValueSourceNotFound";
-    /// ZITADEL acknowledged a write but the read-back shows other values.
-    pub const READ_BACK_MISMATCH: &str = "ReadBackMismatch";
-    /// `spec.suspend` is true.
-    pub const SUSPENDED: &str = "Suspended";
-    /// No org/user matches the name given in the spec.
-    pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
-    /// Several orgs/users match the name given in the spec.
-    pub const TARGET_AMBIGUOUS: &str = "TargetAmbiguous";
-    /// driftPolicy `Report` found differences.
-    pub const DRIFTED: &str = "Drifted";
-}
 
 /// What a reconcile ended in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,8 +38,8 @@ pub enum Outcome {
     },
     /// Failed, will retry by itself (backoff).
     Retrying {
-        /// PascalCase reason.
-        reason: String,
+        /// Why.
+        reason: Reason,
         /// Human message.
         message: String,
     },
@@ -66,30 +55,51 @@ pub enum Outcome {
     },
     /// Needs the user to act (spec, permissions, target, conflict).
     Stalled {
-        /// PascalCase reason.
-        reason: String,
+        /// Why.
+        reason: Reason,
         /// Human message.
         message: String,
     },
 }
 
 impl Outcome {
-    fn parts(&self) -> (&str, &str, &str, &str, &str) {
-        // (ready status, reconciling status, stalled status, reason, message)
+    fn parts(&self) -> (Option<&str>, &str, &str, Reason, &str) {
+        // (ready status — None: no Ready condition, reconciling status, stalled status, reason,
+        // message)
         match self {
-            Outcome::Ready { message } => ("True", "False", "False", reason::SYNCED, message),
-            Outcome::Retrying { reason, message } => ("False", "True", "False", reason, message),
-            Outcome::Drifted { message } => ("False", "False", "False", reason::DRIFTED, message),
-            Outcome::Suspended { message } => {
-                ("False", "False", "False", reason::SUSPENDED, message)
+            Outcome::Ready { message } => (Some("True"), "False", "False", Reason::Synced, message),
+            Outcome::Retrying { reason, message } => {
+                (Some("False"), "True", "False", *reason, message)
             }
-            Outcome::Stalled { reason, message } => ("False", "False", "True", reason, message),
+            // Only a person can resolve reported drift (fix ZITADEL or the spec, or switch the
+            // policy): Stalled, so `--wait` fails at once with the message instead of timing out.
+            Outcome::Drifted { message } => {
+                (Some("False"), "False", "True", Reason::Drifted, message)
+            }
+            // Paused on purpose: kstatus Current. Ready=False would keep `--wait` waiting until
+            // it times out, Ready=True would claim a sync that did not happen.
+            Outcome::Suspended { message } => (None, "False", "False", Reason::Suspended, message),
+            Outcome::Stalled { reason, message } => {
+                (Some("False"), "False", "True", *reason, message)
+            }
         }
+    }
+
+    /// The reason its conditions carry.
+    pub fn reason(&self) -> Reason {
+        self.parts().3
+    }
+
+    /// Whether the reconcile failed on something someone must fix: a terminal error for the
+    /// metrics. (Reported drift is `Stalled=True` too, but not a failed reconcile.)
+    pub fn is_stalled(&self) -> bool {
+        matches!(self, Outcome::Stalled { .. })
     }
 }
 
-/// Build the three conditions for `outcome`, keeping `lastTransitionTime` from `existing` where a
-/// condition's status did not change.
+/// Build the conditions for `outcome` (`Ready`, `Reconciling`, `Stalled`; no `Ready` while
+/// suspended), keeping `lastTransitionTime` from `existing` where a condition's status did not
+/// change.
 pub fn conditions(
     existing: &[Condition],
     outcome: &Outcome,
@@ -99,10 +109,11 @@ pub fn conditions(
     let (ready, reconciling, stalled, reason, message) = outcome.parts();
     [
         (READY, ready),
-        (RECONCILING, reconciling),
-        (STALLED, stalled),
+        (RECONCILING, Some(reconciling)),
+        (STALLED, Some(stalled)),
     ]
     .into_iter()
+    .filter_map(|(type_, status)| status.map(|status| (type_, status)))
     .map(|(type_, status)| condition(existing, type_, status, reason, message, generation, now))
     .collect()
 }
@@ -112,7 +123,7 @@ pub fn condition(
     existing: &[Condition],
     type_: &str,
     status: &str,
-    reason: &str,
+    reason: Reason,
     message: &str,
     generation: Option<i64>,
     now: &Time,
@@ -125,7 +136,7 @@ pub fn condition(
     Condition {
         type_: type_.to_string(),
         status: status.to_string(),
-        reason: reason.to_string(),
+        reason: reason.as_str().to_string(),
         message: message.to_string(),
         observed_generation: generation,
         last_transition_time: last,
@@ -168,6 +179,65 @@ mod tests {
         );
     }
 
+    fn statuses(c: &[Condition]) -> Vec<(&str, &str, &str)> {
+        c.iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn reported_drift_is_stalled() {
+        let c = conditions(
+            &[],
+            &Outcome::Drifted {
+                message: "1 key(s) differ".into(),
+            },
+            Some(2),
+            &t("2026-01-01T00:00:00Z"),
+        );
+        assert_eq!(
+            statuses(&c),
+            [
+                (READY, "False", "Drifted"),
+                (RECONCILING, "False", "Drifted"),
+                (STALLED, "True", "Drifted")
+            ]
+        );
+    }
+
+    #[test]
+    fn suspended_has_no_ready_condition() {
+        let ready = conditions(
+            &[],
+            &Outcome::Ready {
+                message: "ok".into(),
+            },
+            Some(1),
+            &t("2026-01-01T00:00:00Z"),
+        );
+        let c = conditions(
+            &ready,
+            &Outcome::Suspended {
+                message: "paused".into(),
+            },
+            Some(2),
+            &t("2026-02-01T00:00:00Z"),
+        );
+        assert_eq!(
+            statuses(&c),
+            [
+                (RECONCILING, "False", "Suspended"),
+                (STALLED, "False", "Suspended")
+            ]
+        );
+        assert!(c.iter().all(|c| c.observed_generation == Some(2)));
+        // Reconciling stayed False: its transition time is kept.
+        assert_eq!(
+            find(&c, RECONCILING).map(|c| c.last_transition_time.clone()),
+            Some(t("2026-01-01T00:00:00Z"))
+        );
+    }
+
     #[test]
     fn transition_time_kept_while_status_unchanged() {
         let first = conditions(
@@ -193,7 +263,7 @@ mod tests {
         let failed = conditions(
             &again,
             &Outcome::Stalled {
-                reason: "ZitadelNotFound".into(),
+                reason: Reason::ZitadelNotFound,
                 message: "gone".into(),
             },
             Some(2),

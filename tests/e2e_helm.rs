@@ -22,7 +22,7 @@ use kube::config::KubeConfigOptions;
 use kube::{Api, Client};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use zitadel_metadata_operator::crd::OrgMetadata;
+use zitadel_metadata_operator::crd::{MetadataStatus, OrgMetadata};
 use zmo_testkit::controlplane::ControlPlane;
 
 use common::{ACME, ALICE, Operator, TestEnv, condition, fast_settings, is_ready};
@@ -835,11 +835,8 @@ async fn the_operator_runs_with_only_the_charts_rbac() {
 
     let operator = Operator::start(client, &env.emu.url(), &env.ns, fast_settings());
 
-    env.apply_org(
-        "acme",
-        json!({"organizationId": ACME, "metadata": [{"key": "cost-center", "value": "CC-4711"}]}),
-    )
-    .await;
+    env.apply_org_values("acme", ACME, &[("cost-center", "CC-4711")])
+        .await;
     env.apply_user(
         "alice",
         json!({"userId": ALICE, "metadata": [{"key": "team", "value": "platform"}]}),
@@ -901,11 +898,8 @@ async fn without_the_status_patch_verb_the_object_never_becomes_ready() {
     await_rbac(&client, &env.ns).await;
 
     let operator = Operator::start(client.clone(), &env.emu.url(), &env.ns, fast_settings());
-    env.apply_org(
-        "acme",
-        json!({"organizationId": ACME, "metadata": [{"key": "no-status", "value": "written"}]}),
-    )
-    .await;
+    env.apply_org_values("acme", ACME, &[("no-status", "written")])
+        .await;
 
     // The operator runs and writes ZITADEL (so everything but the status write works) ...
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -920,7 +914,15 @@ async fn without_the_status_patch_verb_the_object_never_becomes_ready() {
     let until = tokio::time::Instant::now() + Duration::from_secs(6);
     while tokio::time::Instant::now() < until {
         let obj = env.orgs().get("acme").await.expect("get");
-        assert_eq!(obj.status, None, "status written without the verb");
+        // Only the CRD's default (`observedGeneration: 0`), never the operator's status.
+        assert_eq!(
+            obj.status.clone().unwrap_or_default(),
+            MetadataStatus {
+                observed_generation: Some(0),
+                ..Default::default()
+            },
+            "status written without the verb"
+        );
         assert_ne!(condition(obj.status.as_ref(), "Ready"), Some("True"));
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

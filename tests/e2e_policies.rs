@@ -69,11 +69,7 @@ async fn secret_values_sync_rotate_on_watch_and_report_a_missing_secret() {
         ]}),
     )
     .await;
-    let o = env
-        .wait_org("acme", "Ready", |o| {
-            is_ready(o.status(), o.metadata.generation)
-        })
-        .await;
+    let o = env.wait_org_ready("acme").await;
     assert_eq!(
         env.org_value(ACME, "client-id").as_deref(),
         Some("first-secret-value")
@@ -130,11 +126,7 @@ async fn secret_values_sync_rotate_on_watch_and_report_a_missing_secret() {
             reason(o.status()) == Some("ValueSourceNotFound")
         })
         .await;
-    assert!(
-        message(o.status()).contains("\"api-creds\""),
-        "{}",
-        message(o.status())
-    );
+    assert_message_contains(o.status(), "\"api-creds\"");
     assert_eq!(condition(o.status(), "Ready"), Some("False"));
     assert_eq!(writes(&env), before);
     assert_eq!(
@@ -205,11 +197,7 @@ async fn drift_policy_report_never_writes_and_lists_keys() {
     // Fix ZITADEL by hand: the object becomes Ready and Drifted=False.
     env.emu.put_org_metadata(ACME, "differs", b"spec value");
     env.emu.put_org_metadata(ACME, "missing", b"m");
-    let o = env
-        .wait_org("acme", "Ready", |o| {
-            is_ready(o.status(), o.metadata.generation)
-        })
-        .await;
+    let o = env.wait_org_ready("acme").await;
     assert_eq!(condition(o.status(), DRIFTED), Some("False"));
     assert_eq!(writes(&env), 0);
     op.stop().await;
@@ -221,10 +209,7 @@ async fn drift_policy_ignore_applies_spec_changes_but_leaves_outside_edits() {
     let op = env.start_operator(fast_settings());
     env.apply_org("acme", json!({"organizationId": ACME, "driftPolicy": "Ignore", "metadata": [{"key": "a", "value": "1"}]}))
         .await;
-    env.wait_org("acme", "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
+    env.wait_org_ready("acme").await;
     let lists = env.emu.count(Operation::ListOrgMetadata);
     env.emu.put_org_metadata(ACME, "a", b"edited outside");
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -241,10 +226,7 @@ async fn drift_policy_ignore_applies_spec_changes_but_leaves_outside_edits() {
     // A spec change is applied.
     env.apply_org("acme", json!({"organizationId": ACME, "driftPolicy": "Ignore", "metadata": [{"key": "a", "value": "2"}]}))
         .await;
-    env.wait_org("acme", "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
+    env.wait_org_ready("acme").await;
     assert_eq!(env.org_value(ACME, "a").as_deref(), Some("2"));
     op.stop().await;
 }
@@ -253,15 +235,8 @@ async fn drift_policy_ignore_applies_spec_changes_but_leaves_outside_edits() {
 async fn suspend_pauses_all_calls_until_resumed() {
     let env = TestEnv::new("suspend").await;
     let op = env.start_operator(fast_settings());
-    env.apply_org(
-        "acme",
-        json!({"organizationId": ACME, "metadata": [{"key": "a", "value": "1"}]}),
-    )
-    .await;
-    env.wait_org("acme", "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
+    env.apply_org_values("acme", ACME, &[("a", "1")]).await;
+    env.wait_org_ready("acme").await;
     env.apply_org(
         "acme",
         json!({"organizationId": ACME, "suspend": true, "metadata": [{"key": "a", "value": "2"}]}),
@@ -269,7 +244,11 @@ async fn suspend_pauses_all_calls_until_resumed() {
     .await;
     let o = env
         .wait_org("acme", "Suspended", |o| {
-            reason(o.status()) == Some("Suspended")
+            // No Ready condition while suspended (kstatus Current); Stalled carries the reason.
+            condition(o.status(), "Ready").is_none()
+                && o.status()
+                    .and_then(|s| zitadel_metadata_operator::status::find(&s.conditions, "Stalled"))
+                    .is_some_and(|c| c.reason == "Suspended")
         })
         .await;
     assert_eq!(
@@ -290,10 +269,7 @@ async fn suspend_pauses_all_calls_until_resumed() {
         json!({"organizationId": ACME, "suspend": false, "metadata": [{"key": "a", "value": "2"}]}),
     )
     .await;
-    env.wait_org("acme", "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
+    env.wait_org_ready("acme").await;
     assert_eq!(env.org_value(ACME, "a").as_deref(), Some("2"));
     op.stop().await;
 }
@@ -304,16 +280,8 @@ async fn adoption_of_existing_keys() {
     env.emu.put_org_metadata(ACME, "equal", b"same");
     env.emu.put_org_metadata(ACME, "other", b"old");
     let op = env.start_operator(fast_settings());
-    env.apply_org(
-        "eq",
-        json!({"organizationId": ACME, "metadata": [{"key": "equal", "value": "same"}]}),
-    )
-    .await;
-    let o = env
-        .wait_org("eq", "Ready", |o| {
-            is_ready(o.status(), o.metadata.generation)
-        })
-        .await;
+    env.apply_org_values("eq", ACME, &[("equal", "same")]).await;
+    let o = env.wait_org_ready("eq").await;
     assert_eq!(writes(&env), 0, "equal values are adopted without a write");
     assert_eq!(
         o.status.as_ref().map(|s| s.managed_keys.clone()),
@@ -325,15 +293,9 @@ async fn adoption_of_existing_keys() {
         "no write, no write details"
     );
 
-    env.apply_org(
-        "diff",
-        json!({"organizationId": ACME, "metadata": [{"key": "other", "value": "new"}]}),
-    )
-    .await;
-    env.wait_org("diff", "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
+    env.apply_org_values("diff", ACME, &[("other", "new")])
+        .await;
+    env.wait_org_ready("diff").await;
     assert_eq!(env.org_value(ACME, "other").as_deref(), Some("new"));
     assert_eq!(env.emu.count(Operation::BulkSetOrgMetadata), 1);
 

@@ -2,9 +2,8 @@
 //! pagination, each error class, the API probe, the positive proof that a target is gone, and
 //! the JWT profile with a skewed clock.
 //!
-//! Most tests pin Management API v1 (the emulator serves v1 today) so that their request
-//! assertions are exact; the probe has its own tests. Tests that need the emulator to serve the
-//! v2 services over Connect are `#[ignore]`d until it does.
+//! Most tests pin Management API v1 so that their request assertions are exact; the probe, v2
+//! over Connect and the version profiles (`v3`, `v4.0`, `v4.x`, `v5`) have their own tests.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -16,7 +15,7 @@ use zitadel_metadata_operator::zitadel::{
 };
 use zmo_testkit::emulator::{
     DEMO_ADMIN_TOKEN, DEMO_ORG_ACME as ACME, DEMO_ORG_GLOBEX as GLOBEX, DEMO_USER_ALICE as ALICE,
-    DEMO_USER_BOB as BOB, Emulator, Fault, FaultKind, Operation, TokenGrant,
+    DEMO_USER_BOB as BOB, Emulator, Fault, FaultKind, ListOrder, Operation, Profile, TokenGrant,
 };
 
 /// A client pinned to Management API v1.
@@ -235,8 +234,12 @@ async fn permanent_errors_are_typed_by_code_and_id() {
     assert_eq!(err.status(), Some(401));
     assert_eq!(err.reason(), "ZitadelUnauthenticated");
 
-    // No permission in that org: 403 AUTH-5mWD2.
-    emu.add_token("acme-only", TokenGrant::org_owner(ACME));
+    // No permission in that org: 403 AUTH-5mWD2. (A membership in Globex without org.read; no
+    // membership there at all is 404 AUTHZ-cdgFk, contract §3.)
+    emu.add_token(
+        "acme-only",
+        TokenGrant::org_owner(ACME).with_permissions(GLOBEX, std::iter::empty()),
+    );
     let err = client(&emu, "acme-only")
         .list_metadata(&org(GLOBEX))
         .await
@@ -335,12 +338,14 @@ async fn unreachable_server_is_transient() {
 const CONNECT_USER_PROBE: &str = "/zitadel.user.v2.UserService/ListUserMetadata";
 const CONNECT_ORG_PROBE: &str = "/zitadel.org.v2.OrganizationService/ListOrganizationMetadata";
 
-/// `Auto` against an instance without Connect (ZITADEL before v4; today's emulator): the two
+/// `Auto` against an instance without Connect (ZITADEL before v4, profile `V3`): the two
 /// probe calls answer the routing 404, v1 is chosen for both services, once, and every later
 /// call is v1.
 #[tokio::test]
 async fn auto_mode_without_connect_selects_v1_once() {
-    let emu = Emulator::start_seeded().await.expect("emulator");
+    let emu = Emulator::start_seeded_with(Profile::V3)
+        .await
+        .expect("emulator");
     let c = client_with(
         &emu,
         DEMO_ADMIN_TOKEN,
@@ -406,7 +411,9 @@ async fn auto_mode_without_connect_selects_v1_once() {
 /// nothing; the next call probes again.
 #[tokio::test]
 async fn inconclusive_probe_fails_the_call_and_is_retried() {
-    let emu = Emulator::start_seeded().await.expect("emulator");
+    let emu = Emulator::start_seeded_with(Profile::V3)
+        .await
+        .expect("emulator");
     let c = client_with(
         &emu,
         DEMO_ADMIN_TOKEN,
@@ -441,7 +448,9 @@ async fn inconclusive_probe_fails_the_call_and_is_retried() {
 /// a missing API (`ZitadelApiUnavailable`), never as a missing target.
 #[tokio::test]
 async fn pinned_v2_without_connect_is_api_unavailable() {
-    let emu = Emulator::start_seeded().await.expect("emulator");
+    let emu = Emulator::start_seeded_with(Profile::V3)
+        .await
+        .expect("emulator");
     let c = client_with(&emu, DEMO_ADMIN_TOKEN, ApiMode::V2, Duration::from_secs(15));
     let err = c.list_metadata(&org(ACME)).await.expect_err("no route");
     assert!(err.is_route_missing(), "{err:?}");
@@ -559,9 +568,10 @@ async fn jwt_profile_survives_a_clock_ahead() {
 
 /// Pinned v2 over Connect: set, list, delete for org and user, exact bytes, no sequence.
 #[tokio::test]
-#[ignore = "needs the emulator to serve the v2 metadata services over Connect (issue #11 item 6, profile v4.x)"]
 async fn v2_round_trip_over_connect() {
-    let emu = Emulator::start_seeded().await.expect("emulator");
+    let emu = Emulator::start_seeded_with(Profile::V4x)
+        .await
+        .expect("emulator");
     let c = client_with(&emu, DEMO_ADMIN_TOKEN, ApiMode::V2, Duration::from_secs(15));
     let binary: Vec<u8> = (0..=255u8).collect();
     for target in [org(ACME), user(GLOBEX, BOB)] {
@@ -599,23 +609,164 @@ async fn v2_round_trip_over_connect() {
     );
 }
 
-/// `Auto` on an instance with both v2 metadata services picks v2 for both.
+/// `Auto` against every version profile: the per-service choice of §1.7, and on v5 not a
+/// single `/management/v1` request after the probe (writes, listing, lookups, the proof that a
+/// target is gone, the connection check).
 #[tokio::test]
-#[ignore = "needs the emulator's version profiles (v4.0 / v4.x / v5) with Connect (issue #11 item 6)"]
-async fn auto_mode_with_connect_selects_v2() {
-    let emu = Emulator::start_seeded().await.expect("emulator");
-    let c = client_with(
-        &emu,
-        DEMO_ADMIN_TOKEN,
-        ApiMode::Auto,
-        Duration::from_secs(15),
-    );
-    c.list_metadata(&org(ACME)).await.expect("list");
-    let selection = c.api_selection().expect("selected");
-    assert_eq!(
-        (selection.user_metadata, selection.org_metadata),
-        (Api::V2, Api::V2)
-    );
+async fn auto_mode_picks_per_service_on_every_profile() {
+    for (profile, user_api, org_api) in [
+        (Profile::V3, Api::V1, Api::V1),
+        (Profile::V4_0, Api::V2, Api::V1),
+        (Profile::V4x, Api::V2, Api::V2),
+        (Profile::Main2026, Api::V2, Api::V2),
+        (Profile::V5, Api::V2, Api::V2),
+    ] {
+        let emu = Emulator::start_seeded_with(profile)
+            .await
+            .expect("emulator");
+        let c = client_with(
+            &emu,
+            DEMO_ADMIN_TOKEN,
+            ApiMode::Auto,
+            Duration::from_secs(15),
+        );
+        c.bulk_set_metadata(&org(ACME), &[("tier", b"gold")])
+            .await
+            .unwrap_or_else(|e| panic!("{profile:?}: org set: {e}"));
+        c.bulk_set_metadata(&user(GLOBEX, BOB), &[("team", b"sre")])
+            .await
+            .unwrap_or_else(|e| panic!("{profile:?}: user set: {e}"));
+        let relevant: BTreeSet<String> = ["tier".to_string()].into();
+        let listing = c
+            .list_metadata_for(&org(ACME), Relevant::Only(&relevant))
+            .await
+            .expect("list");
+        assert_eq!(
+            listing.metadata.get("tier").map(Vec::as_slice),
+            Some(&b"gold"[..])
+        );
+        assert_eq!(
+            emu.user_metadata(BOB).get("team").map(Vec::as_slice),
+            Some(&b"sre"[..])
+        );
+        let removed = c
+            .bulk_remove_metadata(&user(GLOBEX, BOB), &["team"])
+            .await
+            .expect("remove");
+        // v2 answers a date and no sequence; v1 its details.
+        assert_eq!(
+            removed.sequence.is_some(),
+            user_api == Api::V1,
+            "{profile:?}"
+        );
+        assert!(emu.user_metadata(BOB).is_empty());
+        assert_eq!(c.user_organization(BOB).await.expect("lookup"), GLOBEX);
+        assert_eq!(
+            c.target_exists(&user(ACME, "299999999999999999"))
+                .await
+                .expect("proof"),
+            Existence::Gone
+        );
+        assert_eq!(
+            c.target_exists(&org("999")).await.expect("proof"),
+            Existence::Gone,
+            "{profile:?}"
+        );
+        let check = c.check().await.expect("check");
+        let selection = c.api_selection().expect("selected");
+        assert_eq!(check.selection, selection);
+        assert_eq!(
+            (selection.user_metadata, selection.org_metadata),
+            (user_api, org_api),
+            "{profile:?}"
+        );
+        assert_eq!(c.api_probes(), 1, "{profile:?}: probed once");
+        let v1_calls = emu
+            .requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/management/v1"))
+            .count();
+        if profile == Profile::V5 {
+            // Only the connection check's one orgs/me (the identity), answered with the
+            // routing 404; a second check does not ask again.
+            assert_eq!(v1_calls, 1, "{profile:?}");
+            assert_eq!(check.organization, None);
+            c.check().await.expect("check");
+            let again = emu
+                .requests()
+                .iter()
+                .filter(|r| r.path.starts_with("/management/v1"))
+                .count();
+            assert_eq!(again, 1);
+        } else {
+            assert_eq!(check.organization.map(|(id, _)| id).as_deref(), Some(ACME));
+        }
+        println!(
+            "FIGURE api_selection profile={profile:?} selection=\"{selection}\" requests={} v1_requests={v1_calls}",
+            emu.requests().len()
+        );
+    }
+}
+
+/// Issue #16's target on the emulator: 1,500 foreign keys and 8 values of 450 kB (about 3.7 MB
+/// of protobuf: one v1 page fits the gateway), and the same with 12 such values (5.5 MB: REST
+/// answers over 4 MiB are refused like the gateway does), in key order and shuffled per
+/// request. The relevant keys are exact and a listing costs a bounded number of calls, on v1
+/// and on v2.
+#[tokio::test]
+async fn large_target_listing_is_exact_and_bounded_in_both_orders() {
+    let emu = Emulator::start_seeded_with(Profile::V4x)
+        .await
+        .expect("emulator");
+    let big = vec![b'b'; 450_000];
+    let targets = [(ACME, 8usize), (GLOBEX, 12)];
+    for (org_id, large) in targets {
+        for i in 0..1_500 {
+            emu.put_org_metadata(org_id, &format!("foreign-{i:05}"), b"x");
+        }
+        for i in 0..large {
+            emu.put_org_metadata(org_id, &format!("managed-{i:02}"), &big);
+        }
+    }
+    for order in [ListOrder::Sorted, ListOrder::Shuffled { seed: 16 }] {
+        emu.set_list_order(order);
+        for (org_id, large) in targets {
+            let relevant: BTreeSet<String> =
+                (0..=large).map(|i| format!("managed-{i:02}")).collect();
+            for api in [ApiMode::V1, ApiMode::V2] {
+                let c = client_with(&emu, DEMO_ADMIN_TOKEN, api, Duration::from_secs(30));
+                let before = emu.requests().len();
+                let listing = c
+                    .list_metadata_for(&org(org_id), Relevant::Only(&relevant))
+                    .await
+                    .unwrap_or_else(|e| panic!("{api:?} {order:?} {large}: {e}"));
+                for i in 0..large {
+                    assert_eq!(listing.metadata.get(&format!("managed-{i:02}")), Some(&big));
+                }
+                assert!(
+                    !listing
+                        .metadata
+                        .contains_key(&format!("managed-{large:02}"))
+                );
+                let calls = emu.requests().len() - before;
+                assert_eq!(calls, listing.calls as usize);
+                let refused = emu.requests()[before..]
+                    .iter()
+                    .filter(|r| r.status == 429)
+                    .count();
+                // ceil(1,5xx keys / page) + ceil(bytes / 4 MiB): at most 2 + 2, plus a small
+                // constant for refusals and, shuffled, lookups of unseen relevant keys.
+                println!(
+                    "FIGURE issue16_listing api={api:?} order={order:?} large_values={large} calls={calls} refused={refused} complete={}",
+                    listing.complete
+                );
+                assert!(calls <= 4 + 12, "{api:?} {order:?} {large}: {calls} calls");
+                if order == ListOrder::Sorted {
+                    assert!(listing.complete, "{api:?} {large}");
+                }
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

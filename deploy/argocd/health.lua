@@ -4,9 +4,9 @@
 -- with observedGeneration) and never trusts a status older than the spec:
 --   Healthy      Ready=True for the current generation
 --   Progressing  no status yet, generation not observed yet, Reconciling=True, or not Ready yet
---   Degraded     Stalled=True (the user must fix something; message from Ready), or drift reported
---                by driftPolicy Report (Ready reason Drifted)
---   Suspended    spec.suspend is true (Ready reason Suspended)
+--   Degraded     Stalled=True (the user must fix something, including drift reported by
+--                driftPolicy Report; message from Ready)
+--   Suspended    spec.suspend is true (reason Suspended; the operator then writes no Ready)
 local hs = {}
 
 local function find(conditions, type)
@@ -79,12 +79,20 @@ if reconciling ~= nil and reconciling.status == "True" then
   return hs
 end
 
+-- Suspended: Reconciling=False with reason Suspended and no Ready condition (earlier versions of
+-- the operator wrote Ready=False with reason Suspended instead).
+if reconciling ~= nil and reconciling.reason == "Suspended" then
+  hs.status = "Suspended"
+  hs.message = describe(reconciling, "Suspended")
+  return hs
+end
 if ready ~= nil and ready.reason == "Suspended" then
   hs.status = "Suspended"
   hs.message = describe(ready, "Suspended")
   return hs
 end
 
+-- Reported drift is Stalled=True (above); earlier versions wrote only Ready=False, reason Drifted.
 if ready ~= nil and ready.reason == "Drifted" then
   hs.status = "Degraded"
   hs.message = describe(ready, "Drifted")

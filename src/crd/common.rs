@@ -291,11 +291,14 @@ pub enum DriftPolicy {
     Ignore,
 }
 
-/// Observed state, written by the operator. Kstatus-compatible.
+/// Observed state, written by the operator (kstatus conventions). Until the operator first
+/// reports, the API server shows the schema default `{observedGeneration: 0}`, so kstatus tools
+/// (Flux, `helm --wait`) see the object as in progress rather than current.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("default" = {"observedGeneration": 0}))]
 pub struct MetadataStatus {
-    /// The `metadata.generation` this status describes.
+    /// The `metadata.generation` this status describes; 0 until the operator first reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 

@@ -186,7 +186,8 @@ pub struct ConnectionStatus {
     /// detection; never their content).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub observed_secret_versions: Vec<String>,
-    /// The `Ready` condition: True after a successful authenticated probe.
+    /// `Ready`: True after a successful authenticated probe. `Reconciling`: True while the last
+    /// probe failed on a transient ZITADEL error (objects using the connection wait for it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

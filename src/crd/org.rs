@@ -25,7 +25,8 @@ use super::{
     printcolumn = r#"{"name":"Keys","type":"integer","jsonPath":".status.managedKeyCount"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Sequence","type":"string","jsonPath":".status.sequence"}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    // Stalled carries the same reason as Ready, and is also there while suspended (no Ready).
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Stalled\")].reason"}"#,
     printcolumn = r#"{"name":"Changed","type":"string","priority":1,"jsonPath":".status.changeDate"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]

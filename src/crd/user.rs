@@ -26,7 +26,8 @@ use super::{
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Sequence","type":"string","jsonPath":".status.sequence"}"#,
     printcolumn = r#"{"name":"Organization","type":"string","priority":1,"jsonPath":".status.organizationId"}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    // Stalled carries the same reason as Ready, and is also there while suspended (no Ready).
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Stalled\")].reason"}"#,
     printcolumn = r#"{"name":"Changed","type":"string","priority":1,"jsonPath":".status.changeDate"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]

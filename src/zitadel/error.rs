@@ -11,6 +11,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::Value;
 
+use crate::reason::Reason;
+
 /// gRPC status codes ZITADEL reports in the `code` field of its error body.
 pub mod code {
     /// Unknown (HTTP 500).
@@ -86,74 +88,6 @@ pub mod ids {
     pub const USER_NOT_FOUND: &str = "QUERY-Dfbg2";
     /// v2 list `limit` above 1000.
     pub const LIMIT_EXCEEDED: &str = "QUERY-4M0fs";
-}
-
-/// Every reason string [`ZitadelError::reason`] returns (one CamelCase word each, for conditions
-/// and Events). Listed in one place so a `Reason` enum can replace them one to one.
-pub mod reason {
-    /// A key to remove was already gone (someone else removed it): re-read and plan again.
-    pub const CONCURRENT_METADATA_CHANGE: &str = "ConcurrentMetadataChange";
-    /// The instance has no route for the call: the API (v1 or v2) is not served there.
-    pub const API_UNAVAILABLE: &str = "ZitadelApiUnavailable";
-    /// 401: the token is missing, invalid or expired.
-    pub const UNAUTHENTICATED: &str = "ZitadelUnauthenticated";
-    /// 403, or 404 `AUTHZ-cdgFk` (no membership): the service user lacks a role.
-    pub const PERMISSION_DENIED: &str = "ZitadelPermissionDenied";
-    /// 403 `AUTH-Bs7Ds`: ZITADEL could not resolve the organization (missing, or its lookup
-    /// failed). Retried; not proof that the organization is gone.
-    pub const ORGANIZATION_LOOKUP_FAILED: &str = "OrganizationLookupFailed";
-    /// The user is not in the organization the object names (or does not exist).
-    pub const USER_NOT_FOUND: &str = "UserNotFound";
-    /// Any other 404 (never read as "target gone").
-    pub const NOT_FOUND: &str = "ZitadelNotFound";
-    /// gRPC refused a message over its 4 MiB limit (a smaller request is needed, waiting does
-    /// not help).
-    pub const MESSAGE_TOO_LARGE: &str = "ZitadelMessageTooLarge";
-    /// 429: rate limit, quota or blocked instance.
-    pub const RATE_LIMITED: &str = "ZitadelRateLimited";
-    /// 5xx.
-    pub const UNAVAILABLE: &str = "ZitadelUnavailable";
-    /// Any other 4xx.
-    pub const REJECTED: &str = "ZitadelRejected";
-    /// No answer in time.
-    pub const TIMEOUT: &str = "ZitadelTimeout";
-    /// Connection-level failure.
-    pub const UNREACHABLE: &str = "ZitadelUnreachable";
-    /// The TLS handshake failed.
-    pub const TLS_VERIFICATION_FAILED: &str = "TlsVerificationFailed";
-    /// A 2xx answer that is not the documented JSON, or larger than the client reads.
-    pub const BAD_RESPONSE: &str = "ZitadelBadResponse";
-    /// The bearer token could not be read.
-    pub const CREDENTIALS_UNAVAILABLE: &str = "CredentialsUnavailable";
-    /// A paged listing did not add up (ZITADEL reported more keys than it returned).
-    pub const LISTING_INCOMPLETE: &str = "ZitadelListingIncomplete";
-    /// Whether the organization or user still exists could not be established.
-    pub const TARGET_EXISTENCE_UNKNOWN: &str = "TargetExistenceUnknown";
-    /// The client refused to send a request ZITADEL would misread (e.g. an empty value).
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-
-    /// All of the above.
-    pub const ALL: &[&str] = &[
-        CONCURRENT_METADATA_CHANGE,
-        API_UNAVAILABLE,
-        UNAUTHENTICATED,
-        PERMISSION_DENIED,
-        ORGANIZATION_LOOKUP_FAILED,
-        USER_NOT_FOUND,
-        NOT_FOUND,
-        MESSAGE_TOO_LARGE,
-        RATE_LIMITED,
-        UNAVAILABLE,
-        REJECTED,
-        TIMEOUT,
-        UNREACHABLE,
-        TLS_VERIFICATION_FAILED,
-        BAD_RESPONSE,
-        CREDENTIALS_UNAVAILABLE,
-        LISTING_INCOMPLETE,
-        TARGET_EXISTENCE_UNKNOWN,
-        INVALID_SPEC,
-    ];
 }
 
 /// An error talking to ZITADEL. Display output never contains tokens or metadata values.
@@ -387,54 +321,42 @@ impl ZitadelError {
         self.status() == Some(404) && self.id() == Some(ids::USER_NOT_FOUND)
     }
 
-    /// Whether `reason` (as returned by [`Self::reason`], e.g. read back from a connection's
-    /// status) only ever names transient errors: waiting may clear it.
-    pub fn is_transient_reason(reason: &str) -> bool {
-        matches!(
-            reason,
-            reason::UNAVAILABLE
-                | reason::RATE_LIMITED
-                | reason::TIMEOUT
-                | reason::UNREACHABLE
-                | reason::CONCURRENT_METADATA_CHANGE
-                | reason::ORGANIZATION_LOOKUP_FAILED
-                | reason::LISTING_INCOMPLETE
-        )
-    }
-
-    /// A one-word PascalCase reason for conditions and events (see [`reason`] for the list).
-    pub fn reason(&self) -> &'static str {
+    /// The reason for conditions and Events. Every reason a ZITADEL error can map to is chosen
+    /// here, in one place.
+    pub fn reason(&self) -> Reason {
         if self.is_key_not_existing() {
-            return reason::CONCURRENT_METADATA_CHANGE;
+            return Reason::ConcurrentMetadataChange;
         }
         if self.is_org_lookup_failed() {
-            return reason::ORGANIZATION_LOOKUP_FAILED;
+            return Reason::OrganizationLookupFailed;
         }
         if self.is_permission() {
-            return reason::PERMISSION_DENIED;
+            return Reason::ZitadelPermissionDenied;
         }
         if self.is_user_not_in_org() {
-            return reason::USER_NOT_FOUND;
+            return Reason::UserNotFound;
         }
         if self.is_message_too_large() {
-            return reason::MESSAGE_TOO_LARGE;
+            return Reason::ZitadelMessageTooLarge;
         }
         match self {
-            ZitadelError::Api { status: 401, .. } => reason::UNAUTHENTICATED,
-            ZitadelError::Api { status: 404, .. } => reason::NOT_FOUND,
-            ZitadelError::Api { status: 429, .. } => reason::RATE_LIMITED,
-            ZitadelError::Api { status, .. } if *status >= 500 => reason::UNAVAILABLE,
-            ZitadelError::Api { .. } => reason::REJECTED,
-            ZitadelError::RouteMissing { .. } => reason::API_UNAVAILABLE,
-            ZitadelError::Timeout(_) => reason::TIMEOUT,
-            ZitadelError::Transport(_) => reason::UNREACHABLE,
-            ZitadelError::Tls(_) => reason::TLS_VERIFICATION_FAILED,
-            ZitadelError::Decode(_) | ZitadelError::ResponseTooLarge { .. } => reason::BAD_RESPONSE,
-            ZitadelError::Credentials(_) => reason::CREDENTIALS_UNAVAILABLE,
-            ZitadelError::IncompleteListing { .. } => reason::LISTING_INCOMPLETE,
-            ZitadelError::Unproven(_) => reason::TARGET_EXISTENCE_UNKNOWN,
-            ZitadelError::InvalidRequest(_) => reason::INVALID_SPEC,
-            ZitadelError::UserNotInOrganization { .. } => reason::USER_NOT_FOUND,
+            ZitadelError::Api { status: 401, .. } => Reason::ZitadelUnauthenticated,
+            ZitadelError::Api { status: 404, .. } => Reason::ZitadelNotFound,
+            ZitadelError::Api { status: 429, .. } => Reason::ZitadelRateLimited,
+            ZitadelError::Api { status, .. } if *status >= 500 => Reason::ZitadelUnavailable,
+            ZitadelError::Api { .. } => Reason::ZitadelRejected,
+            ZitadelError::RouteMissing { .. } => Reason::ZitadelApiUnavailable,
+            ZitadelError::Timeout(_) => Reason::ZitadelTimeout,
+            ZitadelError::Transport(_) => Reason::ZitadelUnreachable,
+            ZitadelError::Tls(_) => Reason::TlsVerificationFailed,
+            ZitadelError::Decode(_) | ZitadelError::ResponseTooLarge { .. } => {
+                Reason::ZitadelBadResponse
+            }
+            ZitadelError::Credentials(_) => Reason::CredentialsUnavailable,
+            ZitadelError::IncompleteListing { .. } => Reason::ZitadelListingIncomplete,
+            ZitadelError::Unproven(_) => Reason::TargetExistenceUnknown,
+            ZitadelError::InvalidRequest(_) => Reason::InvalidSpec,
+            ZitadelError::UserNotInOrganization { .. } => Reason::UserNotFound,
         }
     }
 
@@ -723,7 +645,7 @@ mod tests {
             r#"{"code":"permission_denied","message":"x","details":[{"type":"zitadel.v1.ErrorDetail","value":"CgpBVVRILUFXZmdlEh1ObyBtYXRjaGluZyBwZXJtaXNzaW9ucyBmb3VuZA"}]}"#,
         );
         assert!(err.is_permission() && !err.is_transient());
-        assert_eq!(err.reason(), reason::PERMISSION_DENIED);
+        assert_eq!(err.reason(), Reason::ZitadelPermissionDenied);
     }
 
     #[test]
@@ -778,7 +700,7 @@ mod tests {
         let err = ZitadelError::from_response(400, None, body);
         assert_eq!(err.id(), Some("COMMAND-uXHNj"));
         assert!(err.is_user_not_in_org());
-        assert_eq!(err.reason(), reason::USER_NOT_FOUND);
+        assert_eq!(err.reason(), Reason::UserNotFound);
         // Nothing at all: the code only.
         let err = ZitadelError::from_response(
             400,
@@ -811,7 +733,7 @@ mod tests {
         let err = ZitadelError::from_response(404, None, body);
         assert_eq!(err.id(), Some(ids::USER_NOT_FOUND));
         assert!(!err.is_route_missing() && !err.is_permission());
-        assert_eq!(err.reason(), reason::NOT_FOUND);
+        assert_eq!(err.reason(), Reason::ZitadelNotFound);
         // GetUserByID's answer for an id no user has: the one error that is proof.
         assert!(err.is_target_missing() && !err.is_transient());
     }
@@ -829,7 +751,7 @@ mod tests {
                 matches!(err, ZitadelError::RouteMissing { service_exists: s, .. } if s == service_exists)
             );
             assert!(!err.is_transient() && !err.is_permission() && !err.is_target_missing());
-            assert_eq!(err.reason(), reason::API_UNAVAILABLE);
+            assert_eq!(err.reason(), Reason::ZitadelApiUnavailable);
             assert_eq!(err.status(), Some(404));
         }
         // A 404 with an id, or another message, is not a missing route.
@@ -840,7 +762,7 @@ mod tests {
         ] {
             let err = ZitadelError::from_response(404, None, body);
             assert!(!err.is_route_missing(), "{body}");
-            assert_eq!(err.reason(), reason::NOT_FOUND);
+            assert_eq!(err.reason(), Reason::ZitadelNotFound);
         }
         // 405 on a REST path that exists with another method: rejected, not a missing route.
         let err =
@@ -854,7 +776,7 @@ mod tests {
         let err = ZitadelError::from_response(404, None, body);
         assert!(err.is_permission());
         assert!(!err.is_route_missing() && !err.is_transient() && !err.is_target_missing());
-        assert_eq!(err.reason(), reason::PERMISSION_DENIED);
+        assert_eq!(err.reason(), Reason::ZitadelPermissionDenied);
     }
 
     #[test]
@@ -864,8 +786,8 @@ mod tests {
         assert!(err.is_org_lookup_failed());
         assert!(err.is_transient());
         assert!(!err.is_permission() && !err.is_target_missing());
-        assert_eq!(err.reason(), reason::ORGANIZATION_LOOKUP_FAILED);
-        assert!(ZitadelError::is_transient_reason(err.reason()));
+        assert_eq!(err.reason(), Reason::OrganizationLookupFailed);
+        assert!(err.reason().is_transient());
         // v1 permission miss.
         let err = ZitadelError::from_response(
             403,
@@ -893,7 +815,7 @@ mod tests {
         assert!(too_large.is_message_too_large() && too_large.is_too_large());
         assert_eq!(too_large.refused_size(), Some(9_437_184));
         assert!(!too_large.is_transient());
-        assert_eq!(too_large.reason(), reason::MESSAGE_TOO_LARGE);
+        assert_eq!(too_large.reason(), Reason::ZitadelMessageTooLarge);
         let connect = ZitadelError::from_response(
             429,
             None,
@@ -922,7 +844,7 @@ mod tests {
             assert!(err.is_key_not_existing());
             assert!(!err.is_target_missing(), "{err}");
             assert!(err.is_transient(), "{err}");
-            assert_eq!(err.reason(), reason::CONCURRENT_METADATA_CHANGE);
+            assert_eq!(err.reason(), Reason::ConcurrentMetadataChange);
         }
         // Other 404s prove nothing either.
         let other =
@@ -935,7 +857,7 @@ mod tests {
         let err = ZitadelError::from_response(429, Some("7"), "Your ZITADEL instance is blocked.");
         assert!(err.is_transient());
         assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
-        assert_eq!(err.reason(), reason::RATE_LIMITED);
+        assert_eq!(err.reason(), Reason::ZitadelRateLimited);
     }
 
     #[test]
@@ -1010,21 +932,32 @@ mod tests {
         ];
         let mut seen = std::collections::BTreeSet::new();
         for e in &samples {
-            assert!(
-                reason::ALL.contains(&e.reason()),
-                "{} not listed",
-                e.reason()
-            );
             seen.insert(e.reason());
-            if ZitadelError::is_transient_reason(e.reason()) {
+            // A reason that always clears by itself names only transient errors; one that
+            // always stalls names none.
+            if e.reason().is_transient() {
                 assert!(e.is_transient(), "{} is not transient: {e}", e.reason());
             }
+            if e.reason().is_stalled() {
+                assert!(!e.is_transient(), "{} is transient: {e}", e.reason());
+            }
         }
-        assert_eq!(seen.len(), reason::ALL.len(), "every reason is reachable");
-        assert!(!ZitadelError::is_transient_reason(
-            reason::PERMISSION_DENIED
-        ));
-        assert!(!ZitadelError::is_transient_reason("Connected"));
+        // Every reason of the client's own (those added with the v2 client) is reachable.
+        for r in [
+            Reason::ZitadelApiUnavailable,
+            Reason::OrganizationLookupFailed,
+            Reason::ZitadelMessageTooLarge,
+            Reason::ZitadelListingIncomplete,
+            Reason::TargetExistenceUnknown,
+            Reason::ZitadelPermissionDenied,
+            Reason::UserNotFound,
+            Reason::InvalidSpec,
+        ] {
+            assert!(seen.contains(&r), "{r} unreachable");
+        }
+        assert_eq!(seen.len(), 19);
+        assert!(!Reason::ZitadelPermissionDenied.is_transient());
+        assert!(!Reason::Connected.is_transient());
     }
 
     #[test]

@@ -936,6 +936,13 @@ fn check_entries(entries: &[(&str, &[u8])]) -> Result<(), ZitadelError> {
 
 #[async_trait::async_trait]
 impl ZitadelApi for HttpClient {
+    async fn list_metadata(&self, target: &Target) -> Result<super::MetadataMap, ZitadelError> {
+        Ok(self
+            .list_metadata_for(target, Relevant::All)
+            .await?
+            .metadata)
+    }
+
     async fn list_metadata_for(
         &self,
         target: &Target,

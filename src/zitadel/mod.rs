@@ -17,7 +17,7 @@ mod v2;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-pub use error::{ZitadelError, code, ids, reason};
+pub use error::{ZitadelError, code, ids};
 pub use http::{ClientConfig, ConnectionCheck, HttpClient, MAX_RESPONSE_BYTES, RateLimit};
 pub use jwt::{JwtProfile, KeyFile, KeyFileError};
 pub use probe::{Api, ApiMode, ApiSelection};
@@ -123,22 +123,25 @@ pub enum Existence {
 /// The operations the operator needs from ZITADEL.
 #[async_trait::async_trait]
 pub trait ZitadelApi: Send + Sync {
-    /// The target's metadata: exact for the `relevant` keys whatever order ZITADEL returns rows
+    /// All metadata of the target, every key exact: fails (e.g. with
+    /// [`ZitadelError::IncompleteListing`]) rather than return a listing that lost a key.
+    async fn list_metadata(&self, target: &Target) -> Result<MetadataMap, ZitadelError>;
+
+    /// The target's metadata, exact for the `relevant` keys whatever order ZITADEL returns rows
     /// in, at a cost of about `ceil(keys / page) + ceil(bytes / page budget)` requests plus a
-    /// small constant (see [`Listing::calls`]).
+    /// small constant ([`Listing::calls`]). The default lists everything with
+    /// [`Self::list_metadata`] (and counts one call); [`HttpClient`] implements it.
     async fn list_metadata_for(
         &self,
         target: &Target,
         relevant: Relevant<'_>,
-    ) -> Result<Listing, ZitadelError>;
-
-    /// All metadata of the target ([`Relevant::All`]): fails with
-    /// [`ZitadelError::IncompleteListing`] rather than return a listing that lost a key.
-    async fn list_metadata(&self, target: &Target) -> Result<MetadataMap, ZitadelError> {
-        Ok(self
-            .list_metadata_for(target, Relevant::All)
-            .await?
-            .metadata)
+    ) -> Result<Listing, ZitadelError> {
+        let _ = relevant;
+        Ok(Listing {
+            metadata: self.list_metadata(target).await?,
+            complete: true,
+            calls: 1,
+        })
     }
 
     /// Set the given keys in one all-or-nothing call. `entries` must not be empty, and no value
@@ -176,8 +179,13 @@ pub trait ZitadelApi: Send + Sync {
     ///
     /// Anything else — a missing route, a permission error, `AUTH-Bs7Ds` alone, 5xx, timeouts,
     /// a caller that sees no organization at all — is an `Err`: existence unknown, keep the
-    /// finalizer.
-    async fn target_exists(&self, target: &Target) -> Result<Existence, ZitadelError>;
+    /// finalizer. The default proves nothing ([`ZitadelError::Unproven`]).
+    async fn target_exists(&self, target: &Target) -> Result<Existence, ZitadelError> {
+        let _ = target;
+        Err(ZitadelError::Unproven(
+            "this ZITADEL client cannot establish whether a target exists".into(),
+        ))
+    }
 
     /// Which API serves user and org metadata, once known (after the first call or
     /// [`HttpClient::select_api`]); `None` before.

@@ -10,9 +10,13 @@ use super::listing::{Page, PageQuery, PageSource};
 use super::{ObjectDetails, Target, ZitadelError};
 
 /// Bytes of JSON one v1 page should stay under. The REST gateway relays the answer from a gRPC
-/// connection limited to 4 MiB of protobuf; the JSON is at least as large as the protobuf
-/// (base64 values: 4/3 of it), so 3 MiB of JSON leaves a margin for estimation errors.
-pub(crate) const PAGE_BUDGET: usize = 3 * 1024 * 1024;
+/// connection limited to 4 MiB of **protobuf**. A page only comes near that through its values,
+/// and base64 makes a value's JSON 4/3 of its protobuf, so 3.5 MiB of protobuf — half a MiB of
+/// margin for estimates — is about 4.67 MiB of JSON. (A page of long keys with small values has
+/// a smaller JSON/protobuf ratio; if the gateway refuses one, its refusal names the size and the
+/// page shrinks.)
+pub(crate) const PAGE_BUDGET: usize =
+    3 * 1024 * 1024 + 512 * 1024 + (3 * 1024 * 1024 + 512 * 1024) / 3;
 
 /// v1 operation names (the `operation` metric label).
 pub(crate) mod op {

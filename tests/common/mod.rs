@@ -2,6 +2,11 @@
 //! ZITADEL emulator, and the operator (in-process or the real binary) watching that namespace.
 #![allow(dead_code)]
 
+mod binary;
+
+#[allow(unused_imports)]
+pub use binary::{Launch, OperatorBinary};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,6 +102,21 @@ impl TestEnv {
         apply_as(&self.orgs(), "e2e-test", name, spec).await
     }
 
+    /// An OrgMetadata on `org` with these inline values.
+    pub async fn apply_org_values(
+        &self,
+        name: &str,
+        org: &str,
+        values: &[(&str, &str)],
+    ) -> OrgMetadata {
+        let metadata: Vec<_> = values
+            .iter()
+            .map(|(k, v)| json!({"key": k, "value": v}))
+            .collect();
+        self.apply_org(name, json!({"organizationId": org, "metadata": metadata}))
+            .await
+    }
+
     pub async fn apply_user(&self, name: &str, spec: serde_json::Value) -> UserMetadata {
         apply_as(&self.users(), "e2e-test", name, spec).await
     }
@@ -120,6 +140,38 @@ impl TestEnv {
         pred: impl Fn(&OrgMetadata) -> bool,
     ) -> OrgMetadata {
         wait_obj(&self.orgs(), name, what, pred).await
+    }
+
+    /// Ready for its current generation (30 s).
+    pub async fn wait_org_ready(&self, name: &str) -> OrgMetadata {
+        self.wait_org(name, "Ready", |o| {
+            is_ready(o.status.as_ref(), o.metadata.generation)
+        })
+        .await
+    }
+
+    /// Ready for its current generation (30 s).
+    pub async fn wait_user_ready(&self, name: &str) -> UserMetadata {
+        self.wait_user(name, "Ready", |o| {
+            is_ready(o.status.as_ref(), o.metadata.generation)
+        })
+        .await
+    }
+
+    /// Stalled=True (30 s).
+    pub async fn wait_org_stalled(&self, name: &str) -> OrgMetadata {
+        self.wait_org(name, "Stalled", |o| {
+            condition(o.status.as_ref(), status::STALLED) == Some("True")
+        })
+        .await
+    }
+
+    /// Stalled=True (30 s).
+    pub async fn wait_user_stalled(&self, name: &str) -> UserMetadata {
+        self.wait_user(name, "Stalled", |o| {
+            condition(o.status.as_ref(), status::STALLED) == Some("True")
+        })
+        .await
     }
 
     pub async fn wait_user(
@@ -283,10 +335,28 @@ pub fn message(st: Option<&MetadataStatus>) -> String {
         .unwrap_or_default()
 }
 
+/// The Ready message mentions `needle`.
+pub fn assert_message_contains(st: Option<&MetadataStatus>, needle: &str) {
+    let text = message(st);
+    assert!(text.contains(needle), "{text}");
+}
+
 /// Ready=True for the object's current generation.
 pub fn is_ready(st: Option<&MetadataStatus>, generation: Option<i64>) -> bool {
     condition(st, status::READY) == Some("True")
         && st.and_then(|s| s.observed_generation) == generation
+}
+
+/// A stop switch and the shutdown futures it resolves.
+fn stop_signal() -> (watch::Sender<bool>, impl Fn() -> Shutdown + Clone) {
+    let (stop, rx) = watch::channel(false);
+    let shutdown = move || -> Shutdown {
+        let mut rx = rx.clone();
+        Box::pin(async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })
+    };
+    (stop, shutdown)
 }
 
 /// The controllers running in-process on the test's runtime.
@@ -301,13 +371,7 @@ impl Operator {
         let mut config = ClientConfig::new(url, TokenSource::Static(Arc::from(TOKEN)));
         config.request_timeout = Duration::from_secs(2);
         let zitadel = Arc::new(HttpClient::new(config).expect("zitadel client"));
-        let (stop, rx) = watch::channel(false);
-        let shutdown = move || -> Shutdown {
-            let mut rx = rx.clone();
-            Box::pin(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-        };
+        let (stop, shutdown) = stop_signal();
         let handle = tokio::spawn(controller::run(
             client,
             zitadel,
@@ -324,13 +388,7 @@ impl Operator {
         namespaces: Vec<String>,
         settings: Settings,
     ) -> Operator {
-        let (stop, rx) = watch::channel(false);
-        let shutdown = move || -> Shutdown {
-            let mut rx = rx.clone();
-            Box::pin(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-        };
+        let (stop, shutdown) = stop_signal();
         let handle = tokio::spawn(controller::run_with(
             client,
             None,

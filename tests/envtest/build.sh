@@ -14,6 +14,11 @@
 # and a file `helm.key` beside it records which helm module graph built it, so a helm bump rebuilds
 # helm alone and never the control plane.
 #
+# gitops-eval (tests/envtest/gitops: kstatus and Argo CD's gopher-lua health checks, for
+# tests/e2e_gitops.rs) is built the same way after helm, keyed by its go.mod, go.sum and source
+# (`gitops-eval.key`). It shares helm's k8s.io and golang.org/x versions, so after helm it compiles
+# only its own few packages.
+#
 # Environment: ZMO_CACHE_DIR (default ${XDG_CACHE_HOME:-$HOME/.cache}/zitadel-metadata-operator).
 set -euo pipefail
 
@@ -36,8 +41,10 @@ cache_root="${ZMO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/zitadel-metadata-op
 dest="$cache_root/envtest/k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}-${key}"
 helm_key="helm-${HELM_VERSION}-$(cat "$here/helm/go.mod" "$here/helm/go.sum" | sha256sum | cut -c1-12)"
 helm_ok() { [[ -x "$dest/helm" && "$(cat "$dest/helm.key" 2>/dev/null)" == "$helm_key" ]]; }
+gitops_key="gitops-$(cat "$here/gitops/go.mod" "$here/gitops/go.sum" "$here/gitops/"*.go | sha256sum | cut -c1-12)"
+gitops_ok() { [[ -x "$dest/gitops-eval" && "$(cat "$dest/gitops-eval.key" 2>/dev/null)" == "$gitops_key" ]]; }
 
-if [[ -x "$dest/kube-apiserver" && -x "$dest/etcd" && -x "$dest/kubectl" ]] && helm_ok; then
+if [[ -x "$dest/kube-apiserver" && -x "$dest/etcd" && -x "$dest/kubectl" ]] && helm_ok && gitops_ok; then
   log "cached control plane in $dest"
   echo "$dest"
   exit 0
@@ -78,6 +85,13 @@ if ! helm_ok; then
     -o "$dest/helm.tmp" helm.sh/helm/v4/cmd/helm)
   mv "$dest/helm.tmp" "$dest/helm"
   echo "$helm_key" > "$dest/helm.key"
+fi
+if ! gitops_ok; then
+  log "building gitops-eval (kstatus + gopher-lua; seconds after helm)"
+  rm -f "$dest/gitops-eval.key"
+  (cd "$here/gitops" && go build -trimpath -buildvcs=false -ldflags "-s -w" -o "$dest/gitops-eval.tmp" .)
+  mv "$dest/gitops-eval.tmp" "$dest/gitops-eval"
+  echo "$gitops_key" > "$dest/gitops-eval.key"
 fi
 log "built in $(( $(date +%s) - start ))s into $dest"
 echo "$dest"

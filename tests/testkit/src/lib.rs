@@ -1,7 +1,8 @@
 //! Test kit for `zitadel-metadata-operator`.
 //!
-//! * [`emulator`] — a stateful emulator of the ZITADEL Management API endpoints the operator uses,
-//!   written to the contract in `shared/zitadel-api.md`, with request recording and fault injection.
+//! * [`emulator`] — a stateful emulator of the ZITADEL APIs the operator uses (Management v1,
+//!   v2/v2beta metadata over Connect and REST, the events API), per ZITADEL version profile,
+//!   written to the contracts in `shared/`, with request recording and fault injection.
 //! * [`controlplane`] — a real `kube-apiserver` + `etcd` started on loopback, envtest-style.
 //! * [`bench`] — the performance benchmark (operator binary vs. a per-key baseline).
 //!

@@ -1,7 +1,9 @@
-//! The Argo CD health check `deploy/argocd/health.lua`, run in a Lua 5.1 interpreter (Argo CD's
-//! gopher-lua implements 5.1) against sample OrgMetadata/UserMetadata objects, the way Argo CD
-//! calls it: the live object in the global `obj`, the returned table's `status` and `message`.
-//! Also: `deploy/argocd/argocd-cm-patch.yaml` embeds exactly that script for both kinds.
+//! The Argo CD health check `deploy/argocd/health.lua`, run in a Lua 5.1 interpreter (C Lua via
+//! mlua; Argo CD's gopher-lua implements 5.1) against hand-written OrgMetadata/UserMetadata
+//! samples, including statuses of earlier operator versions: the live object in the global
+//! `obj`, the returned table's `status` and `message`. Also: `deploy/argocd/argocd-cm-patch.yaml`
+//! embeds exactly that script for both kinds. The proof on objects the operator wrote, in
+//! gopher-lua with Argo CD's sandbox, is `tests/e2e_gitops.rs`.
 
 use std::path::PathBuf;
 
@@ -178,6 +180,45 @@ fn stalled_is_degraded_with_the_ready_message() {
     }
 }
 
+#[test]
+fn suspended_without_ready_and_drift_as_stalled() {
+    // What the operator writes now: suspended objects have no Ready condition; reported drift
+    // is Stalled=True with reason Drifted.
+    let mut obj = object(
+        "OrgMetadata",
+        3,
+        3,
+        ("False", "False", "False"),
+        "Suspended",
+        "reconciliation is suspended",
+    );
+    obj["status"]["conditions"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|c| c["type"] != "Ready");
+    assert_eq!(
+        health(&obj),
+        (
+            "Suspended".into(),
+            "Suspended: reconciliation is suspended".into()
+        )
+    );
+    let obj = object(
+        "UserMetadata",
+        2,
+        2,
+        ("False", "False", "True"),
+        "Drifted",
+        "1 key(s) differ",
+    );
+    assert_eq!(
+        health(&obj),
+        ("Degraded".into(), "Drifted: 1 key(s) differ".into())
+    );
+}
+
+/// Statuses written by earlier versions of the operator (Ready=False with reason Suspended or
+/// Drifted, nothing stalled) keep their meaning.
 #[test]
 fn suspended_and_reported_drift() {
     let obj = object(

@@ -207,9 +207,11 @@ async fn authorization_and_context_org() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
 
-    // Org owner of Globex: the header selects the org; its own org is the default.
+    // Org owner of Globex: the header selects the org; its own org is the default. No
+    // membership at all in the header's org is 404 AUTHZ-cdgFk (contract §3), not 403.
     let r = set_org(&emu, Some("Bearer globex"), Some(ACME), "k").await;
-    assert_error(&r, 403, 7, "AUTH-5mWD2");
+    assert_error(&r, 404, 5, "AUTHZ-cdgFk");
+    assert_eq!(r.body["message"], "membership not found (AUTHZ-cdgFk)");
     let r = set_org(&emu, Some("Bearer globex"), None, "g").await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["details"]["resourceOwner"], GLOBEX);
@@ -226,7 +228,15 @@ async fn authorization_and_context_org() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(emu.org_metadata(GLOBEX).contains_key("c"));
+    // Its own org (no header) holds no membership of it.
     let r = set_org(&emu, Some("Bearer custom"), None, "c").await;
+    assert_error(&r, 404, 5, "AUTHZ-cdgFk");
+    // A membership without the permission is 403.
+    emu.add_token(
+        "custom2",
+        TokenGrant::new(ACME).with_permission(ACME, Permission::UserRead),
+    );
+    let r = set_org(&emu, Some("Bearer custom2"), None, "c").await;
     assert_error(&r, 403, 7, "AUTH-5mWD2");
 
     // Authorization is checked before validation.

@@ -294,8 +294,9 @@ async fn key_file_grant_and_api_calls() {
         None,
     )
     .await;
-    assert_eq!(other.status, 403, "{}", other.body);
-    assert_eq!(other.body["details"][0]["id"], "AUTH-5mWD2");
+    // An org owner of Acme holds no membership in Globex: 404 AUTHZ-cdgFk (contract §3).
+    assert_eq!(other.status, 404, "{}", other.body);
+    assert_eq!(other.body["details"][0]["id"], "AUTHZ-cdgFk");
 
     // Each key file is a new key under a new id; both verify.
     let second: Value =
@@ -705,5 +706,29 @@ async fn tokens_follow_the_service_users_current_grant() {
     .await;
     assert_eq!(globex.body["org"]["id"], GLOBEX);
     access_token(&emu, &assertion(&emu)).await;
+    emu.shutdown().await;
+}
+
+/// A client whose clock runs ahead of ZITADEL's: an `iat` of "now" on the client is more than
+/// 1 s in the emulator's future and is refused; a backdated `iat` passes (contract §11).
+#[tokio::test]
+async fn skewed_emulator_clock_refuses_future_iat() {
+    let emu = emulator().await;
+    emu.set_clock_offset(chrono::TimeDelta::seconds(-5));
+    let resp = grant(&emu, &assertion(&emu)).await;
+    assert_oauth_error(&resp, "invalid_grant", "issuedAt of token is in the future");
+    let now = now();
+    let backdated = json!({ "iss": SERVICE_USER, "sub": SERVICE_USER, "aud": emu.issuer(), "iat": now - 60, "exp": now + 300 });
+    let resp = grant(&emu, &sign(TEST_KEY, KEY_ID, &backdated)).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    // An emulator clock ahead of the client by more than the assertion's lifetime: expired.
+    emu.set_clock_offset(chrono::TimeDelta::seconds(600));
+    let resp = grant(&emu, &assertion(&emu)).await;
+    assert_oauth_error(&resp, "invalid_grant", "token has expired");
+    // And an iat older than one hour in the emulator's time.
+    emu.set_clock_offset(chrono::TimeDelta::seconds(3700));
+    let long = json!({ "iss": SERVICE_USER, "sub": SERVICE_USER, "aud": emu.issuer(), "iat": now, "exp": now + 7200 });
+    let resp = grant(&emu, &sign(TEST_KEY, KEY_ID, &long)).await;
+    assert_oauth_error(&resp, "invalid_grant", "issuedAt of token is to old");
     emu.shutdown().await;
 }

@@ -4,6 +4,8 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
 use serde_json::{Map, Value, json};
 
 /// Numeric gRPC status codes.
@@ -38,6 +40,48 @@ pub(crate) fn http_status_from_code(code: i32) -> u16 {
     }
 }
 
+/// Connect's snake_case name of a gRPC code ([C] `code.go`).
+pub(crate) fn connect_code_name(code: i32) -> &'static str {
+    match code {
+        1 => "canceled",
+        3 => "invalid_argument",
+        4 => "deadline_exceeded",
+        5 => "not_found",
+        6 => "already_exists",
+        7 => "permission_denied",
+        8 => "resource_exhausted",
+        9 => "failed_precondition",
+        10 => "aborted",
+        11 => "out_of_range",
+        12 => "unimplemented",
+        13 => "internal",
+        14 => "unavailable",
+        15 => "data_loss",
+        16 => "unauthenticated",
+        _ => "unknown",
+    }
+}
+
+/// Protobuf encoding of `zitadel.v1.ErrorDetail {string id = 1; string message = 2;}`.
+pub(crate) fn error_detail_proto(id: &str, message: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(id.len() + message.len() + 8);
+    for (tag, text) in [(0x0a_u8, id), (0x12_u8, message)] {
+        if text.is_empty() {
+            continue;
+        }
+        out.push(tag);
+        let mut len = text.len();
+        while len >= 0x80 {
+            // Low 7 bits with the continuation bit; truncation is the point.
+            out.push((len as u8 & 0x7f) | 0x80);
+            len >>= 7;
+        }
+        out.push(len as u8);
+        out.extend_from_slice(text.as_bytes());
+    }
+    out
+}
+
 /// A translatable ZITADEL error message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Msg {
@@ -53,6 +97,11 @@ pub(crate) enum Msg {
     ListQueryInvalid,
     QueryLimitExceeded,
     QuotaExhausted,
+    /// `membership not found` (`AUTHZ-cdgFk`): a plain Go string, never translated.
+    MembershipNotFound,
+    /// `No matching permissions found` of `authz.CheckPermission` (`AUTH-AWfge`): not an i18n
+    /// key, so it stays English (v2e §1.4).
+    PermissionMissing,
 }
 
 impl Msg {
@@ -85,6 +134,8 @@ impl Msg {
             (Msg::QuotaExhausted, true) => {
                 "Das Kontingent für authentifizierte Anfragen ist aufgebraucht"
             }
+            (Msg::MembershipNotFound, _) => "membership not found",
+            (Msg::PermissionMissing, _) => "No matching permissions found",
         }
     }
 }
@@ -177,6 +228,51 @@ impl ApiError {
         Value::Object(body)
     }
 
+    /// The Connect error body (v2e §1.6): `code` as its snake_case name, the message, and for
+    /// ZITADEL errors exactly one `zitadel.v1.ErrorDetail` detail whose `value` is the protobuf
+    /// encoding in standard base64 without padding, plus the `debug` protojson.
+    pub(crate) fn connect_body(&self, german: bool) -> Value {
+        let mut body = Map::new();
+        body.insert("code".into(), json!(connect_code_name(self.code)));
+        let message = self.message(german);
+        if !message.is_empty() {
+            body.insert("message".into(), Value::String(message));
+        }
+        if let Kind::Zitadel { id, msg } = &self.kind {
+            let text = msg.text(german);
+            body.insert(
+                "details".into(),
+                json!([{
+                    "type": "zitadel.v1.ErrorDetail",
+                    "value": STANDARD_NO_PAD.encode(error_detail_proto(id, text)),
+                    "debug": { "id": id, "message": text },
+                }]),
+            );
+        }
+        Value::Object(body)
+    }
+
+    /// Renders a Connect error answer (`application/json`, HTTP status from the same map).
+    pub(crate) fn render_connect(&self, german: bool) -> Response {
+        let status =
+            StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (status, Json(self.connect_body(german))).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+
+    /// Renders in the shape of `transport`.
+    pub(crate) fn render_for(&self, connect: bool, german: bool) -> Response {
+        if connect {
+            self.render_connect(german)
+        } else {
+            self.render(german)
+        }
+    }
+
     /// Renders the full HTTP response.
     pub(crate) fn render(&self, german: bool) -> Response {
         let status =
@@ -192,5 +288,44 @@ impl ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_detail_matches_the_contract_examples() {
+        // v2e §1.6: the values computed for the contract.
+        let cases = [
+            (
+                "META-2nnds",
+                "One or more keys do not exist",
+                "CgpNRVRBLTJubmRzEh1PbmUgb3IgbW9yZSBrZXlzIGRvIG5vdCBleGlzdA",
+            ),
+            (
+                "COMMAND-uXHNj",
+                "User could not be found",
+                "Cg1DT01NQU5ELXVYSE5qEhdVc2VyIGNvdWxkIG5vdCBiZSBmb3VuZA",
+            ),
+            (
+                "META-2npds",
+                "One or more keys do not exist",
+                "CgpNRVRBLTJucGRzEh1PbmUgb3IgbW9yZSBrZXlzIGRvIG5vdCBleGlzdA",
+            ),
+            (
+                "AUTH-AWfge",
+                "No matching permissions found",
+                "CgpBVVRILUFXZmdlEh1ObyBtYXRjaGluZyBwZXJtaXNzaW9ucyBmb3VuZA",
+            ),
+        ];
+        for (id, message, value) in cases {
+            assert_eq!(
+                STANDARD_NO_PAD.encode(error_detail_proto(id, message)),
+                value,
+                "{id}"
+            );
+        }
     }
 }

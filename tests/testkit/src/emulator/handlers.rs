@@ -19,7 +19,7 @@ use super::state::{Aggregate, MetaEntry, Org, Stamp, State, User};
 use super::wire::{self, Obj, Out};
 
 /// Names of `zitadel.v1.TextQueryMethod`, indexed by number.
-const TEXT_QUERY_METHODS: [&str; 8] = [
+pub(crate) const TEXT_QUERY_METHODS: [&str; 8] = [
     "TEXT_QUERY_METHOD_EQUALS",
     "TEXT_QUERY_METHOD_EQUALS_IGNORE_CASE",
     "TEXT_QUERY_METHOD_STARTS_WITH",
@@ -62,12 +62,19 @@ const USER_TYPES: [&str; 3] = ["TYPE_UNSPECIFIED", "TYPE_HUMAN", "TYPE_MACHINE"]
 /// Last name of every emulated (human) user; first and display name are the user name.
 const PROFILE_LAST_NAME: &str = "Emulated";
 
-/// v2 list default and maximum limit (`SystemDefaults.DefaultQueryLimit` / `MaxQueryLimit`).
-const V2_DEFAULT_LIMIT: u32 = 100;
-const V2_MAX_LIMIT: u32 = 1000;
+use super::v2::{V2_DEFAULT_LIMIT, V2_MAX_LIMIT};
 
-/// gRPC's default maximum received message size.
-const MAX_GRPC_MESSAGE: usize = 4 * 1024 * 1024;
+/// gRPC's default maximum received message size (4 MiB), enforced by the grpc-gateway's client
+/// on requests and answers of REST calls (api §0, v2e §1.0); Connect has no limit.
+pub(crate) const MAX_GRPC_MESSAGE: usize = 4 * 1024 * 1024;
+
+/// The gateway's error for a message over [`MAX_GRPC_MESSAGE`]: 429, code 8, no details.
+pub(crate) fn too_large(size: usize) -> ApiError {
+    ApiError::plain(
+        code::RESOURCE_EXHAUSTED,
+        format!("grpc: received message larger than max ({size} vs. {MAX_GRPC_MESSAGE})"),
+    )
+}
 const MAX_KEY_RUNES: usize = 200;
 const MAX_ID_RUNES: usize = 200;
 const MAX_VALUE_BYTES: usize = 500_000;
@@ -145,15 +152,16 @@ impl Scope {
     }
 }
 
-/// One `MetadataKeyQuery`.
+/// One `MetadataKeyQuery` (v1, v2beta) or `MetadataKeyFilter` (v2): the method numbers of
+/// `TextQueryMethod` and `TextFilterMethod` coincide.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct KeyQuery {
-    key: String,
-    method: i32,
+pub(crate) struct KeyQuery {
+    pub(crate) key: String,
+    pub(crate) method: i32,
 }
 
 impl KeyQuery {
-    fn matches(&self, key: &str) -> bool {
+    pub(crate) fn matches(&self, key: &str) -> bool {
         text_matches(self.method, key, &self.key)
     }
 }
@@ -383,6 +391,13 @@ enum Req {
         limit: u32,
         queries: Vec<Option<UserQuery>>,
     },
+    ListUsersV2 {
+        offset: u64,
+        limit: u32,
+        asc: bool,
+        sorting: i32,
+        queries: Vec<Option<UserQuery>>,
+    },
 }
 
 impl Req {
@@ -401,7 +416,7 @@ impl Req {
             Req::OrgByDomain { .. } => Some(Permission::OrgRead),
             Req::UserByLoginName { .. } => Some(Permission::UserRead),
             // v2: any valid token; results are filtered per object.
-            Req::UserV2 { .. } | Req::ListOrgsV2 { .. } => None,
+            Req::UserV2 { .. } | Req::ListOrgsV2 { .. } | Req::ListUsersV2 { .. } => None,
         }
     }
 
@@ -431,7 +446,7 @@ impl Req {
 }
 
 /// Encoded size of a length-delimited field with a one-byte tag.
-fn len_field(len: usize) -> usize {
+pub(crate) fn len_field(len: usize) -> usize {
     let mut varint = 1;
     let mut n = len >> 7;
     while n > 0 {
@@ -441,7 +456,8 @@ fn len_field(len: usize) -> usize {
     1 + varint + len
 }
 
-/// Handles a routed request (`query` = the raw URL query string) and renders the response.
+/// Handles a routed request (`query` = the raw URL query string) and renders the response: in
+/// Connect's shape for Connect routes, in the gateway's otherwise (with the 4 MiB answer limit).
 pub(crate) fn handle(
     state: &Mutex<State>,
     route: &Route,
@@ -450,11 +466,32 @@ pub(crate) fn handle(
     body: &[u8],
     write_fault: Option<WriteFault>,
 ) -> Response {
+    let connect = route.is_connect();
+    match route {
+        Route::ConnectNoMethod => return super::connect::page_not_found(),
+        Route::ConnectWrongMethod => return super::connect::method_not_allowed(),
+        _ => {}
+    }
+    if connect && !super::connect::is_json(headers) {
+        return super::connect::unsupported_media_type();
+    }
+    if connect && let Some(refused) = super::connect::precheck(headers, body) {
+        return refused.render_connect(false);
+    }
     match exec(state, route, headers, query, body, write_fault) {
-        Ok(value) => Json(value).into_response(),
+        Ok(value) => {
+            if !connect {
+                let size = wire::proto_size(&value);
+                if size > MAX_GRPC_MESSAGE {
+                    let german = lock(state).german;
+                    return too_large(size).render(german);
+                }
+            }
+            Json(value).into_response()
+        }
         Err(e) => {
             let german = lock(state).german;
-            e.render(german)
+            e.render_for(connect, german)
         }
     }
 }
@@ -468,19 +505,30 @@ fn exec(
     write_fault: Option<WriteFault>,
 ) -> Result<Value, ApiError> {
     let (op, params) = match route {
-        Route::Api(op, params) => (*op, params),
-        Route::NotFound => return Err(ApiError::plain(code::NOT_FOUND, "Not Found")),
+        Route::Api(op, params) => (*op, params.clone()),
+        Route::Connect(op) => (*op, Params::default()),
+        Route::NotFound | Route::ConnectNoMethod | Route::ConnectWrongMethod => {
+            return Err(ApiError::plain(code::NOT_FOUND, "Not Found"));
+        }
         Route::MethodNotAllowed => {
             return Err(ApiError::plain(code::UNIMPLEMENTED, "Method Not Allowed"));
         }
     };
-    let req = decode(op, params, query, body)?;
+    let connect = route.is_connect();
+    if op.is_v2_metadata() {
+        let prepared = super::v2::prepare(op, &params, query, body, !connect)?;
+        let mut st = lock(state);
+        let auth = authorize(&st, headers, None)?;
+        return super::v2::exec(&mut st, &auth, prepared, write_fault);
+    }
+    if super::events::serves(op) {
+        let mut st = lock(state);
+        return super::events::exec(&mut st, headers, op, &params, body);
+    }
+    let req = decode(op, &params, query, body, connect)?;
     let size = req.proto_size();
     if size > MAX_GRPC_MESSAGE {
-        return Err(ApiError::plain(
-            code::RESOURCE_EXHAUSTED,
-            format!("grpc: received message larger than max ({size} vs. {MAX_GRPC_MESSAGE})"),
-        ));
+        return Err(too_large(size));
     }
     let mut st = lock(state);
     let auth = authorize(&st, headers, req.permission())?;
@@ -492,7 +540,13 @@ fn exec(
 // Decoding (grpc-gateway: body and path parameters into the proto request message)
 // ---------------------------------------------------------------------------------------------
 
-fn decode(op: Operation, params: &Params, query: &str, body: &[u8]) -> Result<Req, ApiError> {
+fn decode(
+    op: Operation,
+    params: &Params,
+    query: &str,
+    body: &[u8],
+    connect: bool,
+) -> Result<Req, ApiError> {
     let id = params.id.clone().unwrap_or_default();
     let key = params.key.clone().unwrap_or_default();
     let user = || Scope::User(id.clone());
@@ -516,7 +570,11 @@ fn decode(op: Operation, params: &Params, query: &str, body: &[u8]) -> Result<Re
         Operation::BulkRemoveOrgMetadata => decode_bulk_remove(Scope::Org, body)?,
         Operation::BulkRemoveUserMetadata => decode_bulk_remove(user(), body)?,
         Operation::GetUserV1 => Req::UserV1 { id },
+        Operation::GetUserV2 if connect => Req::UserV2 {
+            id: wire::string(&wire::parse_body(body)?, "userId", "user_id")?,
+        },
         Operation::GetUserV2 => Req::UserV2 { id },
+        Operation::ListUsersV2 => decode_list_users_v2(body)?,
         Operation::GetMyOrg => Req::MyOrg,
         Operation::ListOrganizationsV2 => decode_list_orgs(body)?,
         Operation::GetOrgByDomain => Req::OrgByDomain {
@@ -526,8 +584,8 @@ fn decode(op: Operation, params: &Params, query: &str, body: &[u8]) -> Result<Re
             login_name: wire::string(&wire::parse_query(query), "loginName", "login_name")?,
         },
         Operation::ListUsersV1 => decode_list_users(body)?,
-        // Served by `super::oauth`; never routed here.
-        Operation::OAuthToken | Operation::OidcDiscovery | Operation::Other => {
+        // Served by `super::oauth`, `super::v2` and `super::events`; never decoded here.
+        _ => {
             return Err(ApiError::plain(code::NOT_FOUND, "Not Found"));
         }
     })
@@ -662,14 +720,58 @@ fn decode_list_orgs(body: &[u8]) -> Result<Req, ApiError> {
     })
 }
 
-fn decode_user_queries(obj: &Obj) -> Result<Vec<Option<UserQuery>>, ApiError> {
+fn decode_user_queries(obj: &Obj, v2: bool) -> Result<Vec<Option<UserQuery>>, ApiError> {
     wire::array(obj, "queries", "queries")?
         .iter()
-        .map(|q| decode_user_query(wire::element_message(q, "queries")?))
+        .map(|q| decode_user_query(wire::element_message(q, "queries")?, v2))
         .collect()
 }
 
-fn decode_user_query(q: &Obj) -> Result<Option<UserQuery>, ApiError> {
+/// Names of `zitadel.user.v2.UserState`, indexed by number.
+const USER_STATES_V2: [&str; 6] = [
+    "USER_STATE_UNSPECIFIED",
+    "USER_STATE_ACTIVE",
+    "USER_STATE_INACTIVE",
+    "USER_STATE_DELETED",
+    "USER_STATE_LOCKED",
+    "USER_STATE_INITIAL",
+];
+
+/// Names of `zitadel.user.v2.UserFieldName`, indexed by number.
+const USER_FIELD_NAMES_V2: [&str; 10] = [
+    "USER_FIELD_NAME_UNSPECIFIED",
+    "USER_FIELD_NAME_USER_NAME",
+    "USER_FIELD_NAME_FIRST_NAME",
+    "USER_FIELD_NAME_LAST_NAME",
+    "USER_FIELD_NAME_NICK_NAME",
+    "USER_FIELD_NAME_DISPLAY_NAME",
+    "USER_FIELD_NAME_EMAIL",
+    "USER_FIELD_NAME_STATE",
+    "USER_FIELD_NAME_TYPE",
+    "USER_FIELD_NAME_CREATION_DATE",
+];
+
+/// `zitadel.user.v2.ListUsersRequest` (v2e §1.8).
+fn decode_list_users_v2(body: &[u8]) -> Result<Req, ApiError> {
+    let obj = wire::parse_body(body)?;
+    let (offset, limit, asc) = decode_list_query(&obj)?;
+    let sorting = wire::enumeration(
+        &obj,
+        "sortingColumn",
+        "sorting_column",
+        &USER_FIELD_NAMES_V2,
+    )?;
+    let queries = decode_user_queries(&obj, true)?;
+    Ok(Req::ListUsersV2 {
+        offset,
+        limit,
+        asc,
+        sorting,
+        queries,
+    })
+}
+
+fn decode_user_query(q: &Obj, v2: bool) -> Result<Option<UserQuery>, ApiError> {
     let mut found = Vec::new();
     for spec in &USER_TEXT_QUERIES {
         if let Some(m) = wire::message(q, spec.oneof.0, spec.oneof.1)? {
@@ -681,11 +783,9 @@ fn decode_user_query(q: &Obj) -> Result<Option<UserQuery>, ApiError> {
         }
     }
     if let Some(m) = wire::message(q, "stateQuery", "state_query")? {
+        let states: &[&str] = if v2 { &USER_STATES_V2 } else { &USER_STATES };
         found.push(UserQuery::State(wire::enumeration(
-            m,
-            "state",
-            "state",
-            &USER_STATES,
+            m, "state", "state", states,
         )?));
     }
     if let Some(m) = wire::message(q, "typeQuery", "type_query")? {
@@ -696,9 +796,16 @@ fn decode_user_query(q: &Obj) -> Result<Option<UserQuery>, ApiError> {
             &USER_TYPES,
         )?));
     }
-    if let Some(m) = wire::message(q, "resourceOwner", "resource_owner")? {
+    if !v2 && let Some(m) = wire::message(q, "resourceOwner", "resource_owner")? {
         found.push(UserQuery::ResourceOwner(wire::string(
             m, "orgId", "org_id",
+        )?));
+    }
+    if v2 && let Some(m) = wire::message(q, "organizationIdQuery", "organization_id_query")? {
+        found.push(UserQuery::ResourceOwner(wire::string(
+            m,
+            "organizationId",
+            "organization_id",
         )?));
     }
     if let Some(m) = wire::message(q, "inUserIdsQuery", "in_user_ids_query")? {
@@ -710,14 +817,14 @@ fn decode_user_query(q: &Obj) -> Result<Option<UserQuery>, ApiError> {
         ));
     }
     if let Some(m) = wire::message(q, "orQuery", "or_query")? {
-        found.push(UserQuery::Or(decode_user_queries(m)?));
+        found.push(UserQuery::Or(decode_user_queries(m, v2)?));
     }
     if let Some(m) = wire::message(q, "andQuery", "and_query")? {
-        found.push(UserQuery::And(decode_user_queries(m)?));
+        found.push(UserQuery::And(decode_user_queries(m, v2)?));
     }
     if let Some(m) = wire::message(q, "notQuery", "not_query")? {
         let inner = match wire::message(m, "query", "query")? {
-            Some(inner) => decode_user_query(inner)?,
+            Some(inner) => decode_user_query(inner, v2)?,
             None => None,
         };
         found.push(UserQuery::Not(Box::new(inner)));
@@ -732,7 +839,7 @@ fn decode_list_users(body: &[u8]) -> Result<Req, ApiError> {
     let obj = wire::parse_body(body)?;
     // `asc` (and `sortingColumn`) are accepted but have no effect: results are ordered by id.
     let (offset, limit, _asc) = decode_list_query(&obj)?;
-    let queries = decode_user_queries(&obj)?;
+    let queries = decode_user_queries(&obj, false)?;
     Ok(Req::ListUsersV1 {
         offset,
         limit,
@@ -755,10 +862,20 @@ fn decode_bulk_remove(scope: Scope, body: &[u8]) -> Result<Req, ApiError> {
 // ---------------------------------------------------------------------------------------------
 
 /// The authenticated caller.
-struct Auth {
-    grant: TokenGrant,
+pub(crate) struct Auth {
+    pub(crate) grant: TokenGrant,
     /// Context org (empty for v2 calls, which ignore `x-zitadel-orgid`).
-    ctx_org: String,
+    pub(crate) ctx_org: String,
+}
+
+impl Auth {
+    /// The editor recorded on the events of this caller's writes.
+    pub(crate) fn editor(&self) -> String {
+        self.grant
+            .user_id
+            .clone()
+            .unwrap_or_else(|| super::state::ANONYMOUS_EDITOR.to_owned())
+    }
 }
 
 fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -768,7 +885,7 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-fn authorize(
+pub(crate) fn authorize(
     st: &State,
     headers: &HeaderMap,
     permission: Option<Permission>,
@@ -811,6 +928,9 @@ fn authorize(
             Msg::OrgDoesNotExist,
         ));
     }
+    if st.membership_check && !grant.has_membership(&ctx_org) {
+        return Err(no_membership());
+    }
     if !grant.allows(&ctx_org, permission) {
         return Err(ApiError::zitadel(
             code::PERMISSION_DENIED,
@@ -819,6 +939,12 @@ fn authorize(
         ));
     }
     Ok(Auth { grant, ctx_org })
+}
+
+/// 404 `AUTHZ-cdgFk`: the caller holds no role in the context org nor at instance level
+/// (api §3).
+pub(crate) fn no_membership() -> ApiError {
+    ApiError::zitadel(code::NOT_FOUND, "AUTHZ-cdgFk", Msg::MembershipNotFound)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1032,7 +1158,9 @@ fn validate(req: &Req) -> Result<(), String> {
             "LoginName",
             runes(login_name, 1, MAX_QUERY_RUNES),
         ),
-        Req::ListUsersV1 { queries, .. } => validate_user_queries("ListUsersRequest", queries),
+        Req::ListUsersV1 { queries, .. } | Req::ListUsersV2 { queries, .. } => {
+            validate_user_queries("ListUsersRequest", queries)
+        }
     }
 }
 
@@ -1126,7 +1254,7 @@ fn metadata_item(key: &str, entry: &MetaEntry, owner: &str) -> Value {
 }
 
 /// [`WriteFault::Corrupt`]: flips all bits of the last byte (appends `x` to an empty value).
-fn corrupt(value: &mut Vec<u8>) {
+pub(crate) fn corrupt(value: &mut Vec<u8>) {
     match value.last_mut() {
         Some(last) => *last = !*last,
         None => value.push(b'x'),
@@ -1134,7 +1262,7 @@ fn corrupt(value: &mut Vec<u8>) {
 }
 
 /// Offset/limit pagination; `limit` 0 = no limit.
-fn page<T>(items: Vec<T>, offset: u64, limit: u32) -> Vec<T> {
+pub(crate) fn page<T>(items: Vec<T>, offset: u64, limit: u32) -> Vec<T> {
     let skip = usize::try_from(offset).unwrap_or(usize::MAX);
     let take = if limit == 0 {
         usize::MAX
@@ -1167,6 +1295,7 @@ fn execute(
     write_fault: Option<WriteFault>,
 ) -> Result<Value, ApiError> {
     let ctx_org = auth.ctx_org.as_str();
+    let editor = auth.editor();
     let mode = st.mode;
     let dropped = write_fault == Some(WriteFault::Drop);
     match req {
@@ -1179,7 +1308,7 @@ fn execute(
                 corrupt(&mut value);
             }
             let skip_unchanged = !scope.is_org() && mode.user_set_skips_unchanged;
-            let at = st.now();
+            let push = st.push_by(&editor);
             let (agg, owner) = write_target(st, &scope, ctx_org)?;
             let mut scratch;
             let agg = if dropped {
@@ -1191,7 +1320,7 @@ fn execute(
             let (stamp, written) = if skip_unchanged && agg.holds(&key, &value) {
                 (agg.last_metadata_stamp(), 0)
             } else {
-                (agg.set_metadata(&key, &value, at), 1)
+                (agg.set_metadata(&push, &key, &value), 1)
             };
             if !dropped {
                 st.total_events += written;
@@ -1212,7 +1341,7 @@ fn execute(
             } else {
                 mode.user_set_skips_unchanged
             };
-            let at = st.now();
+            let push = st.push_by(&editor);
             let (agg, owner) = write_target(st, &scope, ctx_org)?;
             let mut scratch;
             let agg = if dropped {
@@ -1227,7 +1356,7 @@ fn execute(
                 if skip_unchanged && agg.holds(key, value) {
                     continue;
                 }
-                last = Some(agg.set_metadata(key, value, at));
+                last = Some(agg.set_metadata(&push, key, value));
                 written += 1;
             }
             let stamp = last.unwrap_or_else(|| agg.last_metadata_stamp());
@@ -1237,7 +1366,7 @@ fn execute(
             Ok(write_details(stamp, &owner, false))
         }
         Req::Remove { scope, key } => {
-            let at = st.now();
+            let push = st.push_by(&editor);
             let (agg, owner) = write_target(st, &scope, ctx_org)?;
             if !agg.metadata.contains_key(&key) {
                 let id = if scope.is_org() {
@@ -1251,7 +1380,7 @@ fn execute(
                     Msg::MetadataNotFound,
                 ));
             }
-            let stamp = agg.remove_metadata(&key, at);
+            let stamp = agg.remove_metadata(&push, &key);
             st.total_events += 1;
             Ok(write_details(stamp, &owner, false))
         }
@@ -1263,7 +1392,7 @@ fn execute(
                     "META-9mm2d"
                 }));
             }
-            let at = st.now();
+            let push = st.push_by(&editor);
             let (agg, owner) = write_target(st, &scope, ctx_org)?;
             if keys.iter().any(|k| !agg.metadata.contains_key(k)) {
                 let id = if scope.is_org() {
@@ -1279,7 +1408,7 @@ fn execute(
             }
             let mut stamp = agg.last_metadata_stamp();
             for key in &keys {
-                stamp = agg.remove_metadata(key, at);
+                stamp = agg.remove_metadata(&push, key);
             }
             st.total_events += keys.len() as u64;
             Ok(write_details(stamp, &owner, false))
@@ -1323,7 +1452,8 @@ fn execute(
                     Msg::ListQueryInvalid,
                 ));
             };
-            let (matches, owner) = match read_target(st, &scope, ctx_org) {
+            let shuffle = st.shuffler();
+            let (mut matches, owner) = match read_target(st, &scope, ctx_org) {
                 Some((agg, owner)) => (
                     agg.metadata
                         .iter()
@@ -1333,6 +1463,9 @@ fn execute(
                 ),
                 None => (Vec::new(), ""),
             };
+            // No sorting column (checklist item 12): any order, a new one per request when
+            // shuffled.
+            super::state::apply_order(shuffle, &mut matches);
             let total = matches.len() as u64;
             let result = page(matches, offset, limit)
                 .into_iter()
@@ -1389,6 +1522,7 @@ fn execute(
             let limit = if limit == 0 { V2_DEFAULT_LIMIT } else { limit };
             // Validation rejected queries with nothing set.
             let queries: Vec<OrgQuery> = queries.into_iter().flatten().collect();
+            let shuffle = st.shuffler();
             let default_org = st.default_org.as_deref();
             let mut matches: Vec<&Org> = st
                 .orgs
@@ -1406,7 +1540,10 @@ fn execute(
                     matches.sort_by_key(|o| o.agg.creation_date);
                     true
                 }
-                _ => false,
+                _ => {
+                    super::state::apply_order(shuffle, &mut matches);
+                    false
+                }
             };
             if sorted && !asc {
                 matches.reverse();
@@ -1442,6 +1579,18 @@ fn execute(
                 })?;
             Ok(Out::new().obj("user", user_v1(user, st)).build())
         }
+        Req::ListUsersV2 {
+            offset,
+            limit,
+            asc,
+            sorting,
+            queries,
+        } => Ok(list_users_v2(
+            st,
+            auth,
+            (offset, limit, asc, sorting),
+            queries,
+        )),
         Req::ListUsersV1 {
             offset,
             limit,
@@ -1466,6 +1615,58 @@ fn execute(
                 .build())
         }
     }
+}
+
+/// `ListUsers` of the user v2 service: instance-wide, filtered to users the caller may read, no
+/// default limit (v2e §1.8).
+fn list_users_v2(
+    st: &State,
+    auth: &Auth,
+    (offset, limit, asc, sorting): (u64, u32, bool, i32),
+    queries: Vec<Option<UserQuery>>,
+) -> Value {
+    // Validation rejected queries with nothing set.
+    let queries: Vec<UserQuery> = queries.into_iter().flatten().collect();
+    let mut matches: Vec<&User> = st
+        .users
+        .values()
+        .filter(|u| auth.grant.allows(&u.org_id, Permission::UserRead))
+        .filter(|u| queries.iter().all(|q| q.matches(u, &st.orgs)))
+        .collect();
+    let sorted = match sorting {
+        1 | 2 | 5 => {
+            matches.sort_by(|a, b| a.user_name.cmp(&b.user_name));
+            true
+        }
+        6 => {
+            matches.sort_by_cached_key(|u| u.email(&st.orgs));
+            true
+        }
+        9 => {
+            matches.sort_by_key(|u| u.agg.creation_date);
+            true
+        }
+        _ => false,
+    };
+    if sorted && !asc {
+        matches.reverse();
+    }
+    let total = matches.len() as u64;
+    let result = page(matches, offset, limit)
+        .into_iter()
+        .map(|u| user_v2(u, st).build())
+        .collect();
+    let sorting_name = usize::try_from(sorting)
+        .ok()
+        .and_then(|i| USER_FIELD_NAMES_V2.get(i))
+        .filter(|_| sorting != 0)
+        .copied()
+        .unwrap_or_default();
+    Out::new()
+        .obj("details", list_details_v2(total, st))
+        .str("sortingColumn", sorting_name)
+        .list("result", result)
+        .build()
 }
 
 fn login_name_values(user: &User, st: &State) -> Vec<Value> {

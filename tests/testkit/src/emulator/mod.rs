@@ -1,22 +1,51 @@
-//! A stateful emulator of the ZITADEL Management API endpoints the operator uses, written to the
-//! contract in `shared/zitadel-api.md`.
+//! A stateful emulator of the ZITADEL APIs the operator uses, written to the contract in
+//! `shared/zitadel-api.md` and `shared/zitadel-v2-and-events.md` (cited as "api §n" and
+//! "v2e §n").
 //!
 //! It serves, over real HTTP on loopback:
 //!
-//! * org and user metadata (`/management/v1/metadata/...`, `/management/v1/users/{id}/metadata/...`:
-//!   Set, BulkSet, List (`_search`), Get, Remove, BulkRemove),
-//! * `GET /v2/users/{userId}`, `GET /management/v1/users/{id}` and `GET /management/v1/orgs/me`,
-//! * resolving human-friendly references (contract §6): `POST /v2/organizations/_search` (name,
-//!   verified domain, id, state and default-org queries; only orgs the caller may read),
-//!   `GET /management/v1/global/orgs/_by_domain?domain=` (primary domain),
-//!   `GET /management/v1/global/users/_by_login_name?loginName=` (preferred login name, all orgs)
-//!   and `POST /management/v1/users/_search` (users of the context org),
-//! * machine-client authentication (contract §5): `POST /oauth/v2/token` with the JWT profile
-//!   grant for service users ([`Emulator::register_service_user`],
-//!   [`Emulator::generate_key_file`]) and `GET /.well-known/openid-configuration`; issued access
-//!   tokens call the API with the service user's [`TokenGrant`] until they expire,
-//! * admin routes for demos (`/_emulator/state`, `/_emulator/requests`, `/_emulator/faults`,
-//!   loopback callers only, no authentication).
+//! | API | routes | contract |
+//! |---|---|---|
+//! | Management v1 metadata | `/management/v1/metadata/...`, `/management/v1/users/{id}/metadata/...` (Set, BulkSet, List, Get, Remove, BulkRemove) | api §1–§3 |
+//! | v1 lookups | `GET /management/v1/users/{id}`, `GET /management/v1/orgs/me`, `…/global/orgs/_by_domain`, `…/global/users/_by_login_name`, `POST /management/v1/users/_search` | api §6 |
+//! | user v2 metadata | Connect `POST /zitadel.user.v2.UserService/{Set,List,Delete}UserMetadata`; REST `POST /v2/users/{id}/metadata`, `POST …/metadata/search`, `DELETE …/metadata?keys=` | v2e §1.1–§1.6 |
+//! | org v2 metadata | Connect `/zitadel.org.v2.OrganizationService/{Set,List,Delete}OrganizationMetadata`; REST `/v2/organizations/{id}/metadata[...]` | v2e §1.1–§1.6 |
+//! | org v2beta metadata | Connect `/zitadel.org.v2beta.OrganizationService/…`; REST `/v2beta/organizations/{id}/metadata[...]` (`filter`, `TEXT_QUERY_METHOD_*`) | v2e §1.2 |
+//! | v2 lookups | `GET /v2/users/{id}` and Connect `UserService/GetUserByID`, `POST /v2/users` and `UserService/ListUsers`, `POST /v2/organizations/_search` and `OrganizationService/ListOrganizations` | v2e §1.8, api §10 |
+//! | events | `POST /admin/v1/events/_search`, `…/events/types/_search`, `…/aggregates/types/_search` (`events.read`), `POST /management/v1/orgs/me/changes/_search`, `POST /management/v1/users/{id}/changes/_search` | v2e Part 2, api §9 |
+//! | machine auth | `POST /oauth/v2/token` (JWT profile grant), `GET /.well-known/openid-configuration` | api §5, §11 |
+//! | admin (loopback, no auth) | `/_emulator/state`, `/_emulator/requests`, `/_emulator/faults` | — |
+//!
+//! Which of these exist, and how the v2 commands behave, follows the selected ZITADEL version
+//! line ([`Profile`]: `V3`, `V4_0`, `V4x`, `Main2026` (default), `V5`; the per-version table is
+//! in the `profile` module): a removed API answers the gateway's routing 404
+//! `{"code":5,"message":"Not Found"}`, a Connect service without the method `text/plain`
+//! `404 page not found` (v2e §1.7).
+//!
+//! For tests:
+//!
+//! * profiles: [`Emulator::start_with`], [`Emulator::start_seeded_with`],
+//!   [`Emulator::set_profile`], [`Emulator::profile`];
+//! * faults ([`Emulator::inject`]): latency, status codes, 429s, hangs, resets, lost and
+//!   corrupted writes, and the deletion-safety answers [`Fault::org_lookup_failed`] (transient
+//!   403 `AUTH-Bs7Ds` for an existing org), [`Fault::no_membership`] (404 `AUTHZ-cdgFk`) and
+//!   [`Fault::route_not_found`]; a caller whose [`TokenGrant`] holds no role in the context org
+//!   gets `AUTHZ-cdgFk` without any fault (api §3);
+//! * row order: [`Emulator::set_list_order`] with [`ListOrder::Shuffled`] (a new order per
+//!   request for the lists ZITADEL does not sort);
+//! * clock: [`Emulator::set_clock_offset`] (skew against the client, also for the JWT `iat`
+//!   check), [`Emulator::freeze_clock`] / [`Emulator::unfreeze_clock`] (same-timestamp batches),
+//!   [`Emulator::now`];
+//! * events: [`Emulator::events`] ([`EmulatedEvent`]: type, aggregate, owner, sequence, date,
+//!   editor, payload), editors named by [`TokenGrant::with_user_id`] (service users' tokens use
+//!   their id; [`ANONYMOUS_EDITOR`], [`OUT_OF_BAND_EDITOR`] otherwise);
+//! * recording: [`Emulator::requests`] with request and answer bodies
+//!   ([`RecordedRequest::body`], [`RecordedRequest::response_body`], up to
+//!   [`RECORDED_BODY_LIMIT`]).
+//!
+//! REST answers (v1, `/v2/...`, admin) whose protobuf encoding exceeds 4 MiB fail like the
+//! gateway's gRPC client does: 429 `{"code":8,"message":"grpc: received message larger than max
+//! (N vs. 4194304)"}`; so do REST requests over 4 MiB. Connect has no limit (v2e §1.0).
 //!
 //! Behaviour follows ZITADEL: grpc-gateway routing and protojson wire format, bearer-token
 //! authentication and `x-zitadel-orgid` context orgs, PGV validation messages, per-aggregate
@@ -60,15 +89,19 @@
 //! ```
 
 mod conn;
+mod connect;
 mod errors;
+mod events;
 mod handlers;
 mod inspect;
 mod model;
 mod oauth;
+mod profile;
 mod routes;
 mod server;
 mod state;
 mod tls;
+mod v2;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -82,7 +115,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use model::{Fault, FaultKind, Mode, Operation, Permission, RecordedRequest, TokenGrant};
+pub use model::{
+    Fault, FaultKind, ListOrder, Mode, Operation, Permission, RECORDED_BODY_LIMIT, RecordedRequest,
+    TokenGrant,
+};
+pub use profile::Profile;
+pub use state::{ANONYMOUS_EDITOR, OUT_OF_BAND_EDITOR};
 pub use tls::TlsMaterial;
 
 use server::Core;
@@ -172,6 +210,20 @@ impl Emulator {
         };
         let issuer = emulator.url();
         emulator.with_state(|st| st.issuer = issuer);
+        Ok(emulator)
+    }
+
+    /// Starts an emulator (empty state) that imitates the ZITADEL version line `profile`.
+    pub async fn start_with(profile: Profile) -> anyhow::Result<Emulator> {
+        let emulator = Emulator::start().await?;
+        emulator.set_profile(profile);
+        Ok(emulator)
+    }
+
+    /// [`Emulator::start_with`] followed by [`Emulator::seed_demo`].
+    pub async fn start_seeded_with(profile: Profile) -> anyhow::Result<Emulator> {
+        let emulator = Emulator::start_with(profile).await?;
+        emulator.seed_demo();
         Ok(emulator)
     }
 
@@ -414,12 +466,12 @@ impl Emulator {
     /// If the org does not exist (a bug in the calling test).
     pub fn put_org_metadata(&self, org_id: &str, key: &str, value: &[u8]) {
         self.with_state(|st| {
-            let at = st.now();
+            let push = st.push_out_of_band();
             let org = st
                 .orgs
                 .get_mut(org_id)
                 .unwrap_or_else(|| panic!("put_org_metadata: unknown org {org_id}"));
-            org.agg.set_metadata(key, value, at);
+            org.agg.set_metadata(&push, key, value);
             st.total_events += 1;
         });
     }
@@ -427,11 +479,11 @@ impl Emulator {
     /// Out-of-band removal: appends an `org.metadata.removed` event if the key exists.
     pub fn delete_org_metadata(&self, org_id: &str, key: &str) {
         self.with_state(|st| {
-            let at = st.now();
+            let push = st.push_out_of_band();
             if let Some(org) = st.orgs.get_mut(org_id)
                 && org.agg.metadata.contains_key(key)
             {
-                org.agg.remove_metadata(key, at);
+                org.agg.remove_metadata(&push, key);
                 st.total_events += 1;
             }
         });
@@ -443,12 +495,12 @@ impl Emulator {
     /// If the user does not exist (a bug in the calling test).
     pub fn put_user_metadata(&self, user_id: &str, key: &str, value: &[u8]) {
         self.with_state(|st| {
-            let at = st.now();
+            let push = st.push_out_of_band();
             let user = st
                 .users
                 .get_mut(user_id)
                 .unwrap_or_else(|| panic!("put_user_metadata: unknown user {user_id}"));
-            user.agg.set_metadata(key, value, at);
+            user.agg.set_metadata(&push, key, value);
             st.total_events += 1;
         });
     }
@@ -456,11 +508,11 @@ impl Emulator {
     /// Out-of-band removal: appends a `user.metadata.removed` event if the key exists.
     pub fn delete_user_metadata(&self, user_id: &str, key: &str) {
         self.with_state(|st| {
-            let at = st.now();
+            let push = st.push_out_of_band();
             if let Some(user) = st.users.get_mut(user_id)
                 && user.agg.metadata.contains_key(key)
             {
-                user.agg.remove_metadata(key, at);
+                user.agg.remove_metadata(&push, key);
                 st.total_events += 1;
             }
         });
@@ -475,6 +527,15 @@ impl Emulator {
     /// Number of recorded requests routed to `op`, whatever their status.
     pub fn count(&self, op: Operation) -> usize {
         self.core().count(op)
+    }
+
+    /// Keeps (default) or drops answer bodies in the request log
+    /// ([`RecordedRequest::response_body`] stays `null` while off): long benchmark runs with
+    /// tens of thousands of calls need not hold every answer in memory.
+    pub fn record_answer_bodies(&self, on: bool) {
+        self.core()
+            .record_answers
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Forgets the recorded requests.
@@ -498,6 +559,99 @@ impl Emulator {
     /// default seed is used until called.
     pub fn seed_faults(&self, seed: u64) {
         self.core().seed_faults(seed);
+    }
+
+    /// Switches the ZITADEL version line imitated from now on (routes, v2 semantics) and selects
+    /// that profile's same-value-write [`Mode`] (override it afterwards with
+    /// [`Emulator::set_mode`]). State, tokens and recorded requests are kept.
+    pub fn set_profile(&self, profile: Profile) {
+        self.with_state(|st| {
+            st.profile = profile;
+            st.mode = profile.mode();
+        });
+    }
+
+    /// The current [`Profile`] (default [`Profile::Main2026`]).
+    pub fn profile(&self) -> Profile {
+        self.with_state(|st| st.profile)
+    }
+
+    /// Sets the row order of the lists ZITADEL does not sort ([`ListOrder`]); a
+    /// [`ListOrder::Shuffled`] seed restarts its generator.
+    pub fn set_list_order(&self, order: ListOrder) {
+        use rand::SeedableRng as _;
+        self.with_state(|st| {
+            st.list_order = order;
+            if let ListOrder::Shuffled { seed } = order {
+                st.list_rng = rand::rngs::StdRng::seed_from_u64(seed);
+            }
+        });
+    }
+
+    /// The current [`ListOrder`].
+    pub fn list_order(&self) -> ListOrder {
+        self.with_state(|st| st.list_order)
+    }
+
+    /// Skews the emulator's clock by `offset` from the machine's (negative = behind): event and
+    /// metadata timestamps and the token endpoint's `iat` / `exp` checks use it. A client whose
+    /// clock runs 5 s ahead of ZITADEL is `set_clock_offset(TimeDelta::seconds(-5))`.
+    pub fn set_clock_offset(&self, offset: chrono::TimeDelta) {
+        self.with_state(|st| st.clock_offset = offset);
+    }
+
+    /// The emulator's current time (machine clock plus offset, or the frozen time).
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.with_state(|st| st.clock())
+    }
+
+    /// Freezes the clock at `at` (`None` = its current time): until
+    /// [`Emulator::unfreeze_clock`], every write — API calls and test helpers alike — gets
+    /// exactly this timestamp, so events of several pushes share one `creationDate` (what a
+    /// busy ZITADEL produces for events of one transaction). Within a push events are still
+    /// ordered by their position.
+    pub fn freeze_clock(&self, at: Option<chrono::DateTime<chrono::Utc>>) {
+        self.with_state(|st| {
+            let at = at.unwrap_or_else(|| st.clock());
+            st.frozen_at = Some(at);
+        });
+    }
+
+    /// Lets the clock run again (timestamps stay strictly increasing after the frozen time).
+    pub fn unfreeze_clock(&self) {
+        self.with_state(|st| {
+            if let Some(at) = st.frozen_at.take() {
+                st.last_time = Some(st.last_time.map_or(at, |l| l.max(at)));
+            }
+        });
+    }
+
+    /// Every event recorded so far (removed orgs and users included), in ZITADEL's global order
+    /// (position, then order within the push).
+    pub fn events(&self) -> Vec<EmulatedEvent> {
+        self.with_state(|st| {
+            st.all_events()
+                .into_iter()
+                .map(|e| EmulatedEvent {
+                    aggregate_type: e.agg_kind.as_str().to_owned(),
+                    aggregate_id: e.agg_id.clone(),
+                    resource_owner: e.owner.clone(),
+                    sequence: e.sequence,
+                    creation_date: e.at,
+                    event_type: e.event_type.to_owned(),
+                    editor_user_id: e.editor.clone(),
+                    payload: e.payload.clone(),
+                })
+                .collect()
+        })
+    }
+
+    /// Whether a v1 call by a caller without any membership in the context org (and no
+    /// instance role) answers 404 `AUTHZ-cdgFk` as ZITADEL does (api §3; the default), or — when
+    /// `false` — the 403 `AUTH-5mWD2` the emulator answered before. Only for suites not yet
+    /// updated to the contract.
+    pub fn set_membership_check(&self, on: bool) {
+        self.with_state(|st| st.membership_check = on);
     }
 
     /// Selects the same-value-write behaviour.
@@ -528,6 +682,28 @@ impl Emulator {
             task.abort();
         }
     }
+}
+
+/// One recorded event, as [`Emulator::events`] reports it (the fields ListEvents serves).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EmulatedEvent {
+    /// `org` or `user`.
+    pub aggregate_type: String,
+    /// Org or user id.
+    pub aggregate_id: String,
+    /// The org itself (org events) or the user's org.
+    pub resource_owner: String,
+    /// Per-aggregate sequence.
+    pub sequence: u64,
+    /// Creation date (shared by all events of one push).
+    pub creation_date: chrono::DateTime<chrono::Utc>,
+    /// ZITADEL's event type, e.g. `user.metadata.set`.
+    pub event_type: String,
+    /// The user whose call wrote it ([`TokenGrant::user_id`], a service user's id,
+    /// [`ANONYMOUS_EDITOR`] or [`OUT_OF_BAND_EDITOR`]).
+    pub editor_user_id: String,
+    /// The JSON payload (`{"key","value"}` for `*.metadata.set`, `{"key"}` for removals).
+    pub payload: Option<serde_json::Value>,
 }
 
 fn metadata_values(agg: &state::Aggregate) -> BTreeMap<String, Vec<u8>> {

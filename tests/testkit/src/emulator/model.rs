@@ -56,13 +56,49 @@ pub enum Operation {
     OidcDiscovery,
     /// Anything else (unknown routes, wrong methods).
     Other,
+    /// v2 user Set: Connect `/zitadel.user.v2.UserService/SetUserMetadata` or REST
+    /// `POST /v2/users/{userId}/metadata`.
+    SetUserMetadataV2,
+    /// v2 user List: Connect `…/ListUserMetadata` or REST `POST /v2/users/{userId}/metadata/search`.
+    ListUserMetadataV2,
+    /// v2 user Delete: Connect `…/DeleteUserMetadata` or REST
+    /// `DELETE /v2/users/{userId}/metadata?keys=…`.
+    DeleteUserMetadataV2,
+    /// v2 org Set: Connect `/zitadel.org.v2.OrganizationService/SetOrganizationMetadata` or REST
+    /// `POST /v2/organizations/{organizationId}/metadata`.
+    SetOrgMetadataV2,
+    /// v2 org List: Connect `…/ListOrganizationMetadata` or REST
+    /// `POST /v2/organizations/{organizationId}/metadata/search`.
+    ListOrgMetadataV2,
+    /// v2 org Delete: Connect `…/DeleteOrganizationMetadata` or REST
+    /// `DELETE /v2/organizations/{organizationId}/metadata?keys=…`.
+    DeleteOrgMetadataV2,
+    /// v2beta org Set: Connect `/zitadel.org.v2beta.OrganizationService/SetOrganizationMetadata`
+    /// or REST `POST /v2beta/organizations/{organizationId}/metadata`.
+    SetOrgMetadataV2beta,
+    /// v2beta org List (`…/metadata/search`).
+    ListOrgMetadataV2beta,
+    /// v2beta org Delete (`DELETE …/metadata?keys=…`).
+    DeleteOrgMetadataV2beta,
+    /// v2 ListUsers: Connect `/zitadel.user.v2.UserService/ListUsers` or REST `POST /v2/users`.
+    ListUsersV2,
+    /// `POST /admin/v1/events/_search` (AdminService/ListEvents; REST only).
+    ListEvents,
+    /// `POST /admin/v1/events/types/_search` (AdminService/ListEventTypes).
+    ListEventTypes,
+    /// `POST /admin/v1/aggregates/types/_search` (AdminService/ListAggregateTypes).
+    ListAggregateTypes,
+    /// `POST /management/v1/orgs/me/changes/_search` (ManagementService/ListOrgChanges).
+    ListOrgChanges,
+    /// `POST /management/v1/users/{userId}/changes/_search` (ManagementService/ListUserChanges).
+    ListUserChanges,
 }
 
 impl Operation {
     /// Every API operation (gRPC methods of the Management, v2 org and v2 user services) and
     /// [`Operation::Other`], in declaration order. The OAuth / OIDC endpoints are in
     /// [`Operation::OIDC`].
-    pub const ALL: [Operation; 20] = [
+    pub const ALL: [Operation; 35] = [
         Operation::SetOrgMetadata,
         Operation::BulkSetOrgMetadata,
         Operation::ListOrgMetadata,
@@ -83,6 +119,21 @@ impl Operation {
         Operation::GetUserByLoginNameGlobal,
         Operation::ListUsersV1,
         Operation::Other,
+        Operation::SetUserMetadataV2,
+        Operation::ListUserMetadataV2,
+        Operation::DeleteUserMetadataV2,
+        Operation::SetOrgMetadataV2,
+        Operation::ListOrgMetadataV2,
+        Operation::DeleteOrgMetadataV2,
+        Operation::SetOrgMetadataV2beta,
+        Operation::ListOrgMetadataV2beta,
+        Operation::DeleteOrgMetadataV2beta,
+        Operation::ListUsersV2,
+        Operation::ListEvents,
+        Operation::ListEventTypes,
+        Operation::ListAggregateTypes,
+        Operation::ListOrgChanges,
+        Operation::ListUserChanges,
     ];
 
     /// The OAuth / OIDC endpoints (no gRPC method, no authentication).
@@ -137,12 +188,41 @@ impl Operation {
                 "/zitadel.management.v1.ManagementService/GetUserByLoginNameGlobal"
             }
             Operation::ListUsersV1 => "/zitadel.management.v1.ManagementService/ListUsers",
+            Operation::SetUserMetadataV2 => "/zitadel.user.v2.UserService/SetUserMetadata",
+            Operation::ListUserMetadataV2 => "/zitadel.user.v2.UserService/ListUserMetadata",
+            Operation::DeleteUserMetadataV2 => "/zitadel.user.v2.UserService/DeleteUserMetadata",
+            Operation::SetOrgMetadataV2 => {
+                "/zitadel.org.v2.OrganizationService/SetOrganizationMetadata"
+            }
+            Operation::ListOrgMetadataV2 => {
+                "/zitadel.org.v2.OrganizationService/ListOrganizationMetadata"
+            }
+            Operation::DeleteOrgMetadataV2 => {
+                "/zitadel.org.v2.OrganizationService/DeleteOrganizationMetadata"
+            }
+            Operation::SetOrgMetadataV2beta => {
+                "/zitadel.org.v2beta.OrganizationService/SetOrganizationMetadata"
+            }
+            Operation::ListOrgMetadataV2beta => {
+                "/zitadel.org.v2beta.OrganizationService/ListOrganizationMetadata"
+            }
+            Operation::DeleteOrgMetadataV2beta => {
+                "/zitadel.org.v2beta.OrganizationService/DeleteOrganizationMetadata"
+            }
+            Operation::ListUsersV2 => "/zitadel.user.v2.UserService/ListUsers",
+            Operation::ListEvents => "/zitadel.admin.v1.AdminService/ListEvents",
+            Operation::ListEventTypes => "/zitadel.admin.v1.AdminService/ListEventTypes",
+            Operation::ListAggregateTypes => "/zitadel.admin.v1.AdminService/ListAggregateTypes",
+            Operation::ListOrgChanges => "/zitadel.management.v1.ManagementService/ListOrgChanges",
+            Operation::ListUserChanges => {
+                "/zitadel.management.v1.ManagementService/ListUserChanges"
+            }
             Operation::OAuthToken | Operation::OidcDiscovery | Operation::Other => return None,
         })
     }
 
-    /// Whether the operation is a metadata Set or BulkSet (org or user), the only operations
-    /// [`FaultKind::DropWrites`] and [`FaultKind::CorruptWrites`] act on.
+    /// Whether the operation is a metadata Set or BulkSet (org or user, v1, v2 or v2beta), the
+    /// only operations [`FaultKind::DropWrites`] and [`FaultKind::CorruptWrites`] act on.
     pub fn sets_metadata(self) -> bool {
         matches!(
             self,
@@ -150,6 +230,32 @@ impl Operation {
                 | Operation::BulkSetOrgMetadata
                 | Operation::SetUserMetadata
                 | Operation::BulkSetUserMetadata
+                | Operation::SetUserMetadataV2
+                | Operation::SetOrgMetadataV2
+                | Operation::SetOrgMetadataV2beta
+        )
+    }
+
+    /// Whether the operation belongs to the Management API v1 (`/management/v1`), which
+    /// [`crate::emulator::Profile::V5`] no longer serves.
+    pub fn is_management_v1(self) -> bool {
+        self.grpc_method()
+            .is_some_and(|m| m.starts_with("/zitadel.management.v1."))
+    }
+
+    /// Whether the operation is one of the v2 / v2beta metadata RPCs.
+    pub fn is_v2_metadata(self) -> bool {
+        matches!(
+            self,
+            Operation::SetUserMetadataV2
+                | Operation::ListUserMetadataV2
+                | Operation::DeleteUserMetadataV2
+                | Operation::SetOrgMetadataV2
+                | Operation::ListOrgMetadataV2
+                | Operation::DeleteOrgMetadataV2
+                | Operation::SetOrgMetadataV2beta
+                | Operation::ListOrgMetadataV2beta
+                | Operation::DeleteOrgMetadataV2beta
         )
     }
 }
@@ -214,8 +320,19 @@ pub struct TokenGrant {
     pub owner_org: String,
     /// Instance-wide administrator (IAM_OWNER): every permission in every existing org.
     pub iam_owner: bool,
-    /// Permissions per org id (org memberships such as ORG_OWNER).
+    /// Permissions per org id (org memberships such as ORG_OWNER). An org listed here, even with
+    /// an empty set, counts as a membership; an org missing here (and no instance role) is "no
+    /// membership at all": v1 calls in it answer 404 `AUTHZ-cdgFk` (contract §3).
     pub org_permissions: BTreeMap<String, BTreeSet<Permission>>,
+    /// Instance-wide read-only administrator (IAM_OWNER_VIEWER): `org.read`, `user.read` in every
+    /// org and `events.read`.
+    #[serde(default)]
+    pub iam_owner_viewer: bool,
+    /// The calling user's id, recorded as the editor of the events its writes produce. Access
+    /// tokens of service users fill it with the service user's id; registered tokens without it
+    /// write as [`crate::emulator::ANONYMOUS_EDITOR`].
+    #[serde(default)]
+    pub user_id: Option<String>,
 }
 
 impl TokenGrant {
@@ -225,6 +342,8 @@ impl TokenGrant {
             owner_org: owner_org.into(),
             iam_owner: false,
             org_permissions: BTreeMap::new(),
+            iam_owner_viewer: false,
+            user_id: None,
         }
     }
 
@@ -234,6 +353,21 @@ impl TokenGrant {
             iam_owner: true,
             ..TokenGrant::new(owner_org)
         }
+    }
+
+    /// IAM_OWNER_VIEWER: `org.read` and `user.read` in all orgs, and `events.read`; `owner_org` is
+    /// the caller's own org.
+    pub fn iam_owner_viewer(owner_org: impl Into<String>) -> Self {
+        TokenGrant {
+            iam_owner_viewer: true,
+            ..TokenGrant::new(owner_org)
+        }
+    }
+
+    /// Names the calling user (the `editor.userId` of events its writes produce).
+    pub fn with_user_id(mut self, user_id: impl Into<String>) -> Self {
+        self.user_id = Some(user_id.into());
+        self
     }
 
     /// ORG_OWNER of `org` (org.read, org.write, user.read, user.write there), owned by `org`.
@@ -279,13 +413,26 @@ impl TokenGrant {
         self
     }
 
-    /// Whether the grant holds `permission` in `org` (directly or as IAM owner).
+    /// Whether the grant holds `permission` in `org` (directly or as IAM owner / viewer).
     pub fn allows(&self, org: &str, permission: Permission) -> bool {
         self.iam_owner
+            || (self.iam_owner_viewer
+                && matches!(permission, Permission::OrgRead | Permission::UserRead))
             || self
                 .org_permissions
                 .get(org)
                 .is_some_and(|p| p.contains(&permission))
+    }
+
+    /// Whether the caller holds any role in `org` or at instance level (else ZITADEL's
+    /// `CheckUserAuthorization` answers 404 `AUTHZ-cdgFk`).
+    pub fn has_membership(&self, org: &str) -> bool {
+        self.iam_owner || self.iam_owner_viewer || self.org_permissions.contains_key(org)
+    }
+
+    /// Whether the grant holds `events.read` (IAM_OWNER, IAM_OWNER_VIEWER).
+    pub fn reads_events(&self) -> bool {
+        self.iam_owner || self.iam_owner_viewer
     }
 }
 
@@ -355,13 +502,45 @@ pub struct RecordedRequest {
     /// epoch; lets benchmarks attribute calls to time windows.
     #[serde(default)]
     pub received_unix_micros: u64,
+    /// The answer body parsed as JSON (`null` when empty or not yet answered, a JSON string
+    /// holding the raw text when it was not JSON, e.g. `404 page not found`). Bodies over
+    /// [`RECORDED_BODY_LIMIT`] bytes (request or answer) are recorded as the string
+    /// `"<N bytes not recorded>"`.
+    #[serde(default)]
+    pub response_body: serde_json::Value,
+    /// `Content-Type` of the answer (empty until answered).
+    #[serde(default)]
+    pub response_content_type: String,
+}
+
+/// Largest request or answer body kept in a [`RecordedRequest`] (8 MiB: every answer ZITADEL's
+/// gateway lets through, and every request up to twice the gRPC limit).
+pub const RECORDED_BODY_LIMIT: usize = 8 * 1024 * 1024;
+
+/// Row order of lists that ZITADEL does not sort (contract checklist item 12, v2e §1.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListOrder {
+    /// Stable order: key order for metadata lists, id order for organizations (the default,
+    /// what Postgres usually returns).
+    #[default]
+    Sorted,
+    /// A different order on every request, drawn from a generator seeded with `seed`: v1
+    /// metadata lists, org v2 / v2beta metadata lists and ListOrganizations without a sorting
+    /// column. The user v2 metadata list still sorts by creation date but breaks ties (keys
+    /// written in one request) in a random order.
+    Shuffled {
+        /// Seed of the order generator (the same seed and request sequence give the same orders).
+        seed: u64,
+    },
 }
 
 /// What an injected fault does.
 ///
 /// JSON form (for `POST /_emulator/faults`): `{"latency_ms":250}`,
 /// `{"status":{"http":503,"code":14}}`, `{"too_many_requests":{"retry_after":3,"plain_text":true}}`,
-/// `"hang"`, `"reset"`, `"reset_after_handling"`, `"drop_writes"` or `"corrupt_writes"`.
+/// `"hang"`, `"reset"`, `"reset_after_handling"`, `"drop_writes"`, `"corrupt_writes"`,
+/// `"org_lookup_failed"`, `"no_membership"` or `"route_not_found"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultKind {
@@ -407,6 +586,15 @@ pub enum FaultKind {
     /// normally. Same-value checks compare the damaged value. Other operations are unaffected and
     /// do not consume the fault.
     CorruptWrites,
+    /// 403 code 7 `AUTH-Bs7Ds` "Organisation doesn't exist" for an org that does exist: what
+    /// ZITADEL answers when its org lookup fails for any reason (database errors, timeouts;
+    /// contract §3). Rendered in the transport's error shape.
+    OrgLookupFailed,
+    /// 404 code 5 `AUTHZ-cdgFk` (the caller has no membership; contract §3).
+    NoMembership,
+    /// The gateway's routing 404 `{"code":5,"message":"Not Found"}` without details (a removed
+    /// API, contract §10).
+    RouteNotFound,
 }
 
 mod duration_ms {
@@ -515,6 +703,21 @@ impl Fault {
     /// ([`FaultKind::CorruptWrites`]).
     pub fn corrupt_writes() -> Self {
         Fault::new(FaultKind::CorruptWrites)
+    }
+
+    /// A transient 403 `AUTH-Bs7Ds` for an existing org ([`FaultKind::OrgLookupFailed`]).
+    pub fn org_lookup_failed() -> Self {
+        Fault::new(FaultKind::OrgLookupFailed)
+    }
+
+    /// 404 `AUTHZ-cdgFk` ([`FaultKind::NoMembership`]).
+    pub fn no_membership() -> Self {
+        Fault::new(FaultKind::NoMembership)
+    }
+
+    /// The routing 404 without details ([`FaultKind::RouteNotFound`]).
+    pub fn route_not_found() -> Self {
+        Fault::new(FaultKind::RouteNotFound)
     }
 
     /// Restrict the fault to `op` (may be called repeatedly to add more operations).

@@ -16,7 +16,7 @@
 //! any other with 401 `AUTH-7fs1e` "Token is invalid", as it does expired tokens.
 
 use std::sync::Mutex;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use axum::Json;
@@ -238,12 +238,6 @@ fn token(
     }))
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 /// A Unix time for error descriptions.
 fn show_time(secs: f64) -> String {
     // Truncation to whole seconds is intended.
@@ -292,7 +286,8 @@ fn verify_assertion(st: &State, assertion: &str) -> Result<String, OAuthError> {
         )));
     }
 
-    let now = unix_now();
+    // The emulator's clock (it may be skewed from the client's: `Emulator::set_clock_offset`).
+    let now = st.clock().timestamp_micros() as f64 / 1e6;
     let exp = number("exp").unwrap_or(0.0);
     if now + OFFSET_SECS >= exp {
         return Err(OAuthError::invalid_grant(format!(

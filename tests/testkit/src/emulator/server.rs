@@ -21,7 +21,7 @@ use super::conn::Connections;
 use super::errors::{ApiError, Msg, code};
 use super::handlers::{self, WriteFault};
 use super::lock;
-use super::model::{Fault, FaultKind, Operation, RecordedRequest};
+use super::model::{Fault, FaultKind, Operation, RECORDED_BODY_LIMIT, RecordedRequest};
 use super::oauth;
 use super::routes;
 use super::state::{Aggregate, State};
@@ -49,6 +49,8 @@ pub(crate) struct Core {
     fault_rng: Mutex<StdRng>,
     /// Live connections, for [`FaultKind::Reset`].
     pub(crate) connections: Arc<Connections>,
+    /// Whether answer bodies are kept in the request log.
+    pub(crate) record_answers: std::sync::atomic::AtomicBool,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -78,6 +80,7 @@ impl Core {
             faults: Mutex::new(Vec::new()),
             fault_rng: Mutex::new(StdRng::seed_from_u64(DEFAULT_FAULT_SEED)),
             connections: Arc::default(),
+            record_answers: std::sync::atomic::AtomicBool::new(true),
             shutdown,
         }
     }
@@ -126,10 +129,12 @@ impl Core {
         id
     }
 
-    fn record_finish(&self, id: u64, status: u16) {
+    fn record_finish(&self, id: u64, status: u16, body: Value, content_type: String) {
         let mut log = lock(&self.log);
         if let Some((_, r)) = log.entries.iter_mut().rev().find(|(i, _)| *i == id) {
             r.status = status;
+            r.response_body = body;
+            r.response_content_type = content_type;
         }
     }
 
@@ -187,7 +192,7 @@ impl Core {
         (latency, terminal, write)
     }
 
-    async fn apply_faults(&self, op: Operation) -> FaultOutcome {
+    async fn apply_faults(&self, op: Operation, connect: bool) -> FaultOutcome {
         let (latency, terminal, write) = self.take_faults(op);
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
@@ -203,7 +208,11 @@ impl Core {
                     .ok()
                     .and_then(|s| s.canonical_reason())
                     .unwrap_or("injected fault");
-                FaultOutcome::Respond(ApiError::plain(code, reason).with_http(http).render(german))
+                FaultOutcome::Respond(
+                    ApiError::plain(code, reason)
+                        .with_http(http)
+                        .render_for(connect, german),
+                )
             }
             Some(FaultKind::TooManyRequests {
                 retry_after,
@@ -226,8 +235,19 @@ impl Core {
             }) => FaultOutcome::Respond(
                 ApiError::zitadel(code::RESOURCE_EXHAUSTED, "QUOTA-vjAy8", Msg::QuotaExhausted)
                     .with_retry_after(retry_after)
-                    .render(german),
+                    .render_for(connect, german),
             ),
+            Some(FaultKind::OrgLookupFailed) => FaultOutcome::Respond(
+                ApiError::zitadel(code::PERMISSION_DENIED, "AUTH-Bs7Ds", Msg::OrgDoesNotExist)
+                    .render_for(connect, german),
+            ),
+            Some(FaultKind::NoMembership) => {
+                FaultOutcome::Respond(handlers::no_membership().render_for(connect, german))
+            }
+            // A missing route is the gateway's catch-all, whatever the transport.
+            Some(FaultKind::RouteNotFound) => {
+                FaultOutcome::Respond(ApiError::plain(code::NOT_FOUND, "Not Found").render(german))
+            }
             Some(FaultKind::Hang) => FaultOutcome::Hang,
             Some(FaultKind::Reset) => FaultOutcome::Reset,
             Some(FaultKind::ResetAfterHandling) => FaultOutcome::ProceedThenReset(write),
@@ -297,6 +317,9 @@ impl Core {
             "serviceUsers": service_users,
             "issuedTokens": st.issued_tokens.len(),
             "mode": st.mode,
+            "profile": st.profile.to_string(),
+            "listOrder": st.list_order,
+            "events": st.all_events().len(),
             "german": st.german,
             "defaultOrg": st.default_org,
             "tokens": st.tokens.len(),
@@ -332,10 +355,14 @@ fn unix_micros_now() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// The request body as recorded: `null` when empty, JSON when it parses, else the raw text.
+/// A body as recorded: `null` when empty, JSON when it parses, else the raw text; bodies over
+/// [`RECORDED_BODY_LIMIT`] as a note of their size.
 fn recorded_body(bytes: &[u8]) -> Value {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Value::Null;
+    }
+    if bytes.len() > RECORDED_BODY_LIMIT {
+        return Value::String(format!("<{} bytes not recorded>", bytes.len()));
     }
     serde_json::from_slice(bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
@@ -364,8 +391,10 @@ async fn api(AxState(core): AxState<Arc<Core>>, request: Request) -> Response {
     let method = parts.method.as_str().to_owned();
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().unwrap_or_default().to_owned();
-    let route = routes::route(&method, &path);
+    let facts = lock(&core.state).profile.facts();
+    let route = routes::route(&method, &path, &facts);
     let operation = route.operation();
+    let connect = route.is_connect();
     let org_header = parts
         .headers
         .get("x-zitadel-orgid")
@@ -382,8 +411,10 @@ async fn api(AxState(core): AxState<Arc<Core>>, request: Request) -> Response {
         status: 0,
         body: recorded_body(&bytes),
         received_unix_micros: unix_micros_now(),
+        response_body: Value::Null,
+        response_content_type: String::new(),
     });
-    let outcome = core.apply_faults(operation).await;
+    let outcome = core.apply_faults(operation, connect).await;
     let reset_after = matches!(outcome, FaultOutcome::ProceedThenReset(_));
     let response = match outcome {
         FaultOutcome::Respond(resp) => resp,
@@ -406,7 +437,7 @@ async fn api(AxState(core): AxState<Arc<Core>>, request: Request) -> Response {
                 code::RESOURCE_EXHAUSTED,
                 format!("grpc: received message larger than max (> {MAX_BODY})"),
             )
-            .render(german)
+            .render_for(connect, german)
         }
         FaultOutcome::Proceed(_) | FaultOutcome::ProceedThenReset(_)
             if Operation::OIDC.contains(&operation) =>
@@ -423,9 +454,26 @@ async fn api(AxState(core): AxState<Arc<Core>>, request: Request) -> Response {
         return response;
     }
     let status = response.status().as_u16();
-    core.record_finish(id, status);
+    let (parts, body) = response.into_parts();
+    let answer = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let recorded = if core
+        .record_answers
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        recorded_body(&answer)
+    } else {
+        Value::Null
+    };
+    core.record_finish(id, status, recorded, content_type);
     tracing::debug!(%method, %path, %operation, status, "emulator: request");
-    response
+    Response::from_parts(parts, axum::body::Body::from(answer))
 }
 
 /// Resets the connection the request came on ([`FaultKind::Reset`]); false if it is not known
