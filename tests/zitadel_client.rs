@@ -407,6 +407,41 @@ async fn auto_mode_without_connect_selects_v1_once() {
     assert_eq!(c.api_probes(), 2);
 }
 
+/// The selection is a metric label: one client per selected API and service, gone with the
+/// client.
+#[tokio::test]
+async fn selection_is_a_metric() {
+    let emu = Emulator::start_seeded_with(Profile::V4_0)
+        .await
+        .expect("emulator");
+    let metrics = Arc::new(zitadel_metadata_operator::metrics::Metrics::new());
+    let c = client_with(
+        &emu,
+        DEMO_ADMIN_TOKEN,
+        ApiMode::Auto,
+        Duration::from_secs(15),
+    )
+    .with_metrics(metrics.clone());
+    c.list_metadata(&org(ACME)).await.expect("list");
+    let text = metrics.encode().expect("encode");
+    for line in [
+        r#"zitadel_api_selected{service="user_metadata",api="v2"} 1"#,
+        r#"zitadel_api_selected{service="org_metadata",api="v1"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} missing in:\n{text}");
+    }
+    assert!(
+        text.contains(r#"operation="ProbeUserMetadataV2""#),
+        "{text}"
+    );
+    drop(c);
+    let text = metrics.encode().expect("encode");
+    assert!(
+        text.contains(r#"zitadel_api_selected{service="user_metadata",api="v2"} 0"#),
+        "{text}"
+    );
+}
+
 /// A probe that cannot conclude (ZITADEL down) fails the call with that error and decides
 /// nothing; the next call probes again.
 #[tokio::test]
