@@ -422,9 +422,8 @@ pub async fn run(args: &DiffArgs) -> Result<DiffReport, DiffError> {
             })
             .collect();
         let (orgs, users) = split(manifests);
-        let now = k8s_openapi::jiff::Timestamp::now().to_string();
-        let orgs = manifest_items(&client, orgs, &namespaces, &now, &mut notes).await?;
-        let users = manifest_items(&client, users, &namespaces, &now, &mut notes).await?;
+        let orgs = manifest_items(&client, orgs, &namespaces, &mut notes).await?;
+        let users = manifest_items(&client, users, &namespaces, &mut notes).await?;
         let mut out = preview_kind(&env, orgs.0, orgs.1).await;
         out.extend(preview_kind(&env, users.0, users.1).await);
         out
@@ -488,7 +487,6 @@ async fn manifest_items<K: MetadataResource>(
     client: &Client,
     manifests: Indexed<K>,
     namespaces: &BTreeSet<String>,
-    now: &str,
     notes: &mut Vec<String>,
 ) -> Result<(Vec<Item<K>>, Snapshot<K>), DiffError> {
     let listed = list_kind::<K>(client, namespaces, notes).await?;
@@ -505,7 +503,7 @@ async fn manifest_items<K: MetadataResource>(
             )));
         }
         let live = listed.iter().find(|o| key(o) == key(&manifest));
-        let (obj, item_notes, refused) = match as_applied(&manifest, live, now) {
+        let (obj, item_notes, refused) = match as_applied(&manifest, live) {
             Ok((obj, notes)) => (obj, notes, None),
             Err(refused) => (manifest, Vec::new(), Some(refused.0)),
         };

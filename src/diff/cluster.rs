@@ -99,12 +99,13 @@ pub struct Refused(pub String);
 
 /// The manifest as the API server would hold it after the apply, and notes about it: with the
 /// live object's uid, creation time, finalizers, deletion time and status (its managed keys and
-/// resolved ids), and its generation bumped when the spec changes; a new object is created `now`
-/// (RFC 3339) at generation 1 without status. A changed target (immutable) is refused.
+/// resolved ids), and its generation bumped when the spec changes. A new object has generation 1,
+/// no status and no creation time yet: in key claims it loses to every existing object (it will
+/// be created after them), and among new objects the name decides, as for objects created in the
+/// same second. A changed target (immutable) is refused.
 pub fn as_applied<K: MetadataResource>(
     manifest: &K,
     live: Option<&K>,
-    now: &str,
 ) -> Result<(K, Vec<String>), Refused> {
     let json = |e: serde_json::Error| Refused(format!("cannot convert the object: {e}"));
     let mut value = serde_json::to_value(manifest).map_err(json)?;
@@ -138,9 +139,7 @@ pub fn as_applied<K: MetadataResource>(
             });
         }
         None => {
-            let meta = &mut value["metadata"];
-            meta["creationTimestamp"] = now.into();
-            meta["generation"] = 1.into();
+            value["metadata"]["generation"] = 1.into();
             notes.push("new object".into());
         }
     }
@@ -217,28 +216,22 @@ mod tests {
         };
         let live = org("acme", "1", &["a", "gone"], Some(status.clone()));
         let (same, notes) =
-            as_applied(&manifest("acme", "1", &["a", "gone"]), Some(&live), "now").expect("ok");
+            as_applied(&manifest("acme", "1", &["a", "gone"]), Some(&live)).expect("ok");
         assert_eq!(same.metadata.generation, Some(3));
         assert_eq!(same.status, Some(status.clone()));
         assert_eq!(same.metadata.uid.as_deref(), Some("uid-acme"));
         assert_eq!(same.finalizers().len(), 1);
         assert!(notes[0].starts_with("spec unchanged"));
-        let (changed, notes) =
-            as_applied(&manifest("acme", "1", &["a"]), Some(&live), "now").expect("ok");
+        let (changed, notes) = as_applied(&manifest("acme", "1", &["a"]), Some(&live)).expect("ok");
         assert_eq!(changed.metadata.generation, Some(4));
         assert_eq!(changed.status, Some(status));
         assert_eq!(notes, ["changes the spec of the live object"]);
-        let (new, notes) =
-            as_applied(&manifest("new", "1", &["a"]), None, "2026-02-02T00:00:00Z").expect("ok");
+        let (new, notes) = as_applied(&manifest("new", "1", &["a"]), None).expect("ok");
         assert_eq!(new.metadata.generation, Some(1));
         assert!(new.status.is_none());
-        assert_eq!(
-            new.metadata.creation_timestamp.map(|t| t.0.to_string()),
-            Some("2026-02-02T00:00:00Z".into())
-        );
+        assert!(new.metadata.creation_timestamp.is_none());
         assert_eq!(notes, ["new object"]);
-        let err =
-            as_applied(&manifest("acme", "2", &["a"]), Some(&live), "now").expect_err("immutable");
+        let err = as_applied(&manifest("acme", "2", &["a"]), Some(&live)).expect_err("immutable");
         assert!(err.0.contains("target is immutable"), "{err}");
     }
 
