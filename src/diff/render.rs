@@ -4,10 +4,10 @@
 //! OrgMetadata team-a/acme (manifests/acme.yaml): organization 100000000000000001 via the operator's default connection
 //!   + cost-center = "CC-4711"
 //!   ~ tier: "gold" -> "platinum"
-//!   - legacy
+//!   - legacy (value redacted)
 //!   = region (adopt: ZITADEL already holds the desired value)
 //!   ! shared (left alone: claimed by team-a/older)
-//!   . external (left alone: not managed by this object)
+//!   . left alone (not managed by this object): external
 //!     2 keys unchanged
 //!   after: Stalled (KeyConflict): …
 //! ```
@@ -20,6 +20,22 @@ use super::model::{
 
 /// Longest value shown in full; longer ones are cut with their size.
 const MAX_SHOWN_CHARS: usize = 120;
+/// Unmanaged keys named per object; the rest are counted.
+const MAX_LISTED_KEYS: usize = 20;
+
+/// Order of key lines: writes, reported drift, adoptions, claims, forgotten, left alone.
+fn rank(action: KeyAction) -> u8 {
+    match action {
+        KeyAction::Set => 0,
+        KeyAction::Remove => 1,
+        KeyAction::Drift => 2,
+        KeyAction::Adopt => 3,
+        KeyAction::Conflict => 4,
+        KeyAction::Forget => 5,
+        KeyAction::Unmanaged => 6,
+        KeyAction::Unchanged => 7,
+    }
+}
 
 /// The whole report as text.
 pub fn text(report: &DiffReport) -> String {
@@ -129,13 +145,37 @@ fn planned_block(out: &mut String, object: &ObjectDiff) {
         out.push_str(": no changes");
     }
     out.push('\n');
+    // Writes first, then what is only reported or adopted, then what is left alone.
+    let mut keys: Vec<&KeyDiff> = object.keys.iter().collect();
+    keys.sort_by_key(|k| (rank(k.action), k.key.as_str()));
+    let mut unmanaged = Vec::new();
     let mut unchanged = 0;
-    for key in &object.keys {
-        if key.action == KeyAction::Unchanged {
-            unchanged += 1;
-        } else {
-            let _ = writeln!(out, "  {}", key_line(key));
+    for key in keys {
+        match key.action {
+            KeyAction::Unchanged => unchanged += 1,
+            KeyAction::Unmanaged => unmanaged.push(key.key.as_str()),
+            _ => {
+                let _ = writeln!(out, "  {}", key_line(key));
+            }
         }
+    }
+    if !unmanaged.is_empty() {
+        let shown: Vec<String> = unmanaged
+            .iter()
+            .take(MAX_LISTED_KEYS)
+            .map(|k| k.to_string())
+            .collect();
+        let more = unmanaged.len().saturating_sub(MAX_LISTED_KEYS);
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "  . left alone (not managed by this object): {}{more}",
+            shown.join(", ")
+        );
     }
     if unchanged > 0 {
         let _ = writeln!(
@@ -150,13 +190,11 @@ fn planned_block(out: &mut String, object: &ObjectDiff) {
 }
 
 fn outcome_text(outcome: &OutcomeView) -> String {
-    if outcome.state == "Ready" {
-        return "Ready".into();
+    match outcome.state.as_str() {
+        "Ready" => "Ready".into(),
+        state if state == outcome.reason => format!("{state}: {}", outcome.message),
+        state => format!("{state} ({}): {}", outcome.reason, outcome.message),
     }
-    format!(
-        "{} ({}): {}",
-        outcome.state, outcome.reason, outcome.message
-    )
 }
 
 /// One key's line (without indentation).
@@ -341,10 +379,15 @@ mod tests {
     fn a_report_renders_block_by_block_with_a_summary() {
         let mut add = key("a", KeyAction::Set, Some(Change::Add));
         add.desired = text_value("1");
+        let mut removed = key("0-old", KeyAction::Remove, None);
+        removed.redacted = true;
         let keys = vec![
+            removed,
+            key("a-ext", KeyAction::Unmanaged, None),
             add,
             key("b", KeyAction::Unchanged, None),
             key("c", KeyAction::Unchanged, None),
+            key("z-ext", KeyAction::Unmanaged, None),
         ];
         let ready = OutcomeView {
             state: "Ready".into(),
@@ -380,6 +423,8 @@ mod tests {
         );
         let expected = r#"OrgMetadata team-a/acme (manifests/acme.yaml): organization 1 via the operator's default connection
   + a = "1"
+  - 0-old (value redacted)
+  . left alone (not managed by this object): a-ext, z-ext
     2 keys unchanged
   after: Ready
 OrgMetadata team-a/broken: cannot be previewed; the reconcile would not write either
@@ -388,7 +433,7 @@ OrgMetadata team-a/paused (manifests/acme.yaml): suspended (spec.suspend): nothi
   note: spec unchanged
 ignored: v1 ConfigMap settings (manifests/cm.yaml): not an OrgMetadata or UserMetadata
 note: a note
-Summary: 3 objects previewed: 1 with changes, 1 without, 1 error; keys: 1 to set, 0 to remove, 0 to adopt, 2 unchanged.
+Summary: 3 objects previewed: 1 with changes, 1 without, 1 error; keys: 1 to set, 1 to remove, 0 to adopt, 2 unmanaged (left alone), 2 unchanged.
 "#;
         assert_eq!(text(&report), expected);
         assert_eq!(report.exit_code, 2);
@@ -400,6 +445,8 @@ Summary: 3 objects previewed: 1 with changes, 1 without, 1 error; keys: 1 to set
                 without_changes: 1,
                 errors: 1,
                 set: 1,
+                removed: 1,
+                unmanaged: 2,
                 unchanged: 2,
                 ..Summary::default()
             }
