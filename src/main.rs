@@ -134,7 +134,14 @@ async fn default_zitadel(
             source
         }
     };
-    let api = default_connection(url, token, config.request_timeout, metrics)?;
+    tracing::info!(url = %url, api = ?config.zitadel_api, "default ZITADEL connection");
+    let api = default_connection(
+        url,
+        token,
+        config.request_timeout,
+        config.zitadel_api,
+        metrics,
+    )?;
     Ok(Some(api))
 }
 
