@@ -93,6 +93,12 @@ struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    service: &'static str,
+    api: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ObjectLabels {
     kind: String,
     condition: &'static str,
@@ -128,6 +134,7 @@ pub struct Metrics {
     zitadel_requests: Family<RequestLabels, Counter>,
     zitadel_duration: HistogramFamily<OperationLabels>,
     token_refreshes: Counter,
+    api_selected: Family<ApiLabels, Gauge>,
     objects: Family<ObjectLabels, Gauge>,
     object_counters: Mutex<BTreeMap<String, ObjectCounter>>,
     leader: Family<LeaseLabels, Gauge>,
@@ -209,6 +216,12 @@ impl Metrics {
             "Times the ZITADEL token read from its file or Secret changed (rotation picked up)",
             token_refreshes.clone(),
         );
+        let api_selected = Family::<ApiLabels, Gauge>::default();
+        registry.register(
+            "zitadel_api_selected",
+            "ZITADEL clients (connections) using API `api` (v1/v2) for `service` (user_metadata/org_metadata), as probed or pinned",
+            api_selected.clone(),
+        );
         let objects = Family::<ObjectLabels, Gauge>::default();
         registry.register(
             "zitadel_metadata_objects",
@@ -232,6 +245,7 @@ impl Metrics {
             zitadel_requests,
             zitadel_duration,
             token_refreshes,
+            api_selected,
             objects,
             object_counters: Mutex::new(BTreeMap::new()),
             leader,
@@ -312,6 +326,13 @@ impl Metrics {
     /// The ZITADEL token changed since it was last used (a rotation was picked up).
     pub fn token_refreshed(&self) {
         self.token_refreshes.inc();
+    }
+
+    /// A client started (`delta` 1) or stopped (-1) using `api` for `service`.
+    pub fn zitadel_api_selected(&self, service: &'static str, api: &'static str, delta: i64) {
+        self.api_selected
+            .get_or_create(&ApiLabels { service, api })
+            .inc_by(delta);
     }
 
     /// Count `kind`'s objects with `counter` on every scrape (replaces an earlier counter of the

@@ -75,8 +75,17 @@ reasons! {
     TargetAmbiguous => Stalled,
     /// The user is not in the given organization (or does not exist).
     UserNotFound => Stalled,
-    /// ZITADEL answered 404.
+    /// ZITADEL answered 404 (never read as "target gone" unless it is the proof of
+    /// `ZitadelApi::target_exists`).
     ZitadelNotFound => Stalled,
+    /// The instance has no route for the API in use (a connection pinned to v1 on ZITADEL v5,
+    /// or to v2 before it existed); in `Auto` mode the client already probed again.
+    ZitadelApiUnavailable => Stalled,
+    /// gRPC refused a message over its 4 MiB limit even at the smallest size.
+    ZitadelMessageTooLarge => Stalled,
+    /// Whether the organization or user still exists could not be established (it is
+    /// invisible to the service user, and ZITADEL does not say why).
+    TargetExistenceUnknown => Stalled,
     /// ZITADEL answered 403.
     ZitadelPermissionDenied => Stalled,
     /// ZITADEL answered 401.
@@ -101,6 +110,11 @@ reasons! {
     ZitadelUnreachable => Transient,
     /// Someone else removed a key while the operator was removing keys.
     ConcurrentMetadataChange => Transient,
+    /// `AUTH-Bs7Ds`: ZITADEL could not resolve the organization (it does not exist, or its
+    /// lookup failed); never proof that it is gone.
+    OrganizationLookupFailed => Transient,
+    /// A paged listing did not add up (ZITADEL reported more keys than it returned).
+    ZitadelListingIncomplete => Transient,
     /// ZITADEL acknowledged a write but the read-back shows other values.
     ReadBackMismatch => Transient,
     /// Reading a `valueFrom` Secret/ConfigMap from the Kubernetes API failed.

@@ -197,6 +197,7 @@ pub async fn build(
     let mut config = ClientConfig::new(url, TokenSource::Static(Arc::from("")));
     config.request_timeout = request_timeout;
     config.tls_server_name = settings.tls_server_name.clone();
+    config.api = settings.api;
     if let Some(ca) = &settings.ca_bundle {
         let (kind, reference) = match (&ca.secret_ref, &ca.config_map_ref) {
             (Some(r), None) => (SourceKind::Secret, r),
@@ -236,6 +237,7 @@ mod tests {
             tls_server_name: None,
             credentials,
             namespace: Some("team-a".into()),
+            api: Default::default(),
         }
     }
 
@@ -311,6 +313,16 @@ mod tests {
             .await
             .expect("built");
         assert_eq!(built.versions, vec!["Secret/team-a/pat@1".to_string()]);
+        assert_eq!(built.client.api_mode(), crate::zitadel::ApiMode::Auto);
+        // `spec.api` reaches the client.
+        let pinned = ConnectionSettings {
+            api: crate::zitadel::ApiMode::V2,
+            ..ok.clone()
+        };
+        let built = build(&sources, &pinned, Duration::from_secs(1))
+            .await
+            .expect("built");
+        assert_eq!(built.client.api_mode(), crate::zitadel::ApiMode::V2);
         assert_eq!(
             reason_of(&sources, &settings(pat("absent"), None)).await,
             Reason::SecretNotFound

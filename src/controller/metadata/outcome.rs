@@ -185,7 +185,7 @@ fn failed<K: MetadataResource>(
 /// A permanent ZITADEL error, naming the target when ZITADEL says it does not exist.
 fn zitadel_message<K: MetadataResource>(obj: &K, e: &ZitadelError) -> String {
     match obj.target_ref() {
-        _ if !e.is_target_missing() => e.to_string(),
+        _ if !(e.is_target_missing() || e.is_user_not_in_org()) => e.to_string(),
         Some(TargetRef::User { user, .. }) => format!(
             "{} was not found in ZITADEL (or not in the given organization): {e}",
             TargetRef::User { user, org_id: None }

@@ -235,6 +235,7 @@ mod tests {
     fn a_connection_holds_what_its_spec_references_in_the_namespaces_it_reads() {
         let settings = ConnectionSettings {
             url: "https://z".into(),
+            api: Default::default(),
             ca_bundle: Some(CaBundle {
                 secret_ref: None,
                 config_map_ref: Some(key_ref("ca", None)),

@@ -92,6 +92,44 @@ pub(super) async fn maps_zitadel_errors() -> BTreeSet<Reason> {
             ZitadelError::Credentials("no token".into()),
             Reason::CredentialsUnavailable,
         ),
+        // The client's contract-driven kinds (issue #11): a missing route, no membership, the
+        // ambiguous org lookup, gRPC's size refusal, a listing that does not add up.
+        (
+            ZitadelError::from_response(404, None, r#"{"code":5,"message":"Not Found"}"#),
+            Reason::ZitadelApiUnavailable,
+        ),
+        (
+            ZitadelError::from_response(
+                404,
+                None,
+                r#"{"code":5,"message":"x","details":[{"id":"AUTHZ-cdgFk"}]}"#,
+            ),
+            Reason::ZitadelPermissionDenied,
+        ),
+        (
+            ZitadelError::from_response(
+                403,
+                None,
+                r#"{"code":7,"message":"x","details":[{"id":"AUTH-Bs7Ds"}]}"#,
+            ),
+            Reason::OrganizationLookupFailed,
+        ),
+        (
+            ZitadelError::from_response(
+                429,
+                None,
+                r#"{"code":8,"message":"grpc: received message larger than max (5 vs. 4)"}"#,
+            ),
+            Reason::ZitadelMessageTooLarge,
+        ),
+        (
+            ZitadelError::IncompleteListing { seen: 1, total: 2 },
+            Reason::ZitadelListingIncomplete,
+        ),
+        (
+            ZitadelError::Unproven("invisible".into()),
+            Reason::TargetExistenceUnknown,
+        ),
     ];
     let mut reasons = BTreeSet::new();
     for (error, want) in cases {

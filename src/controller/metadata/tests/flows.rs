@@ -157,6 +157,7 @@ pub(super) async fn cleans_up() -> BTreeSet<Reason> {
     assert_eq!(keys_held(&io), vec!["shared"]);
     reasons.extend(seen.reasons());
 
+    // A bare 404 (a missing route, an unknown org...) proves nothing: the finalizer stays.
     let io = FakeIo::default();
     io.zitadel.fail(
         Op::List,
@@ -164,6 +165,19 @@ pub(super) async fn cleans_up() -> BTreeSet<Reason> {
             404,
             None,
             r#"{"code":5,"message":"Organisation not found"}"#,
+        ),
+    );
+    let seen = cleanup_once(&io, &obj).await;
+    assert!(seen.result.is_err(), "{:?}", seen.result);
+    assert!(!seen.events.contains(&Reason::TargetGone));
+    // Only ZITADEL's proof lets it go (GetUserByID's 404 QUERY-Dfbg2, shared/zitadel-api.md §10).
+    let io = FakeIo::default();
+    io.zitadel.fail(
+        Op::List,
+        ZitadelError::from_response(
+            404,
+            None,
+            r#"{"code":5,"message":"User could not be found (QUERY-Dfbg2)","details":[{"id":"QUERY-Dfbg2"}]}"#,
         ),
     );
     let seen = cleanup_once(&io, &obj).await;
