@@ -8,6 +8,7 @@ use clap::{Parser, ValueEnum};
 use url::Url;
 
 use crate::controller::{Namespaces, Settings};
+use crate::zitadel::ApiMode;
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -81,6 +82,13 @@ pub struct Config {
     /// IP.
     #[arg(long, env = "ZITADEL_RPS", default_value_t = 0)]
     pub zitadel_rps: u32,
+
+    /// Which ZITADEL API the default connection uses for metadata: `auto` (probe the instance:
+    /// Management API v1 wherever it is served, so `status.sequence` keeps being reported; the
+    /// v2 services where v1 is gone, as on ZITADEL v5), `v1` or `v2` (pinned, no probe).
+    /// Connections set this with `spec.api`.
+    #[arg(long, env = "ZITADEL_API", default_value = "auto", value_parser = parse_api_mode)]
+    pub zitadel_api: ApiMode,
 
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -309,6 +317,16 @@ impl Config {
             concurrency: self.max_concurrent_reconciles,
             request_timeout: self.request_timeout,
         }
+    }
+}
+
+/// Parse `auto`, `v1` or `v2` (any case) into an [`ApiMode`].
+pub fn parse_api_mode(s: &str) -> Result<ApiMode, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "auto" => Ok(ApiMode::Auto),
+        "v1" => Ok(ApiMode::V1),
+        "v2" => Ok(ApiMode::V2),
+        _ => Err(format!("invalid ZITADEL API {s:?} (use auto, v1 or v2)")),
     }
 }
 

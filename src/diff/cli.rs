@@ -24,14 +24,16 @@ use super::manifests::{self, Document, Manifest, ManifestError};
 use super::model::{DiffReport, EXIT_ERROR, Mode, ObjectDiff, Reveal, object_diff, rejected_diff};
 use super::preview::preview;
 use super::render;
-use crate::config::parse_duration;
+use crate::config::{parse_api_mode, parse_duration};
 use crate::connections::Connections;
+use crate::connections::build::default_connection as build_default;
 use crate::controller::Settings;
 use crate::controller::metadata::Reads;
 use crate::crd::{MetadataResource, OrgMetadata, UserMetadata};
+use crate::metrics::Metrics;
 use crate::reason::Reason;
 use crate::sources::{KubeSources, ValueSources};
-use crate::zitadel::{ApiMode, ClientConfig, HttpClient, TokenSource, ZitadelApi, ZitadelError};
+use crate::zitadel::{ApiMode, TokenSource, ZitadelApi, ZitadelError};
 
 /// How the report is printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -138,16 +140,6 @@ pub struct DiffArgs {
     /// Objects previewed at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
-}
-
-/// Parse `auto`, `v1` or `v2` (any case).
-fn parse_api_mode(s: &str) -> Result<ApiMode, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "auto" => Ok(ApiMode::Auto),
-        "v1" => Ok(ApiMode::V1),
-        "v2" => Ok(ApiMode::V2),
-        _ => Err(format!("invalid ZITADEL API {s:?} (use auto, v1 or v2)")),
-    }
 }
 
 /// Why the preview as a whole failed (exit code 2).
@@ -341,11 +333,16 @@ async fn default_connection(
         )));
     }
     token.token().await.map_err(DiffError::Token)?;
-    let mut config = ClientConfig::new(url, token);
-    config.request_timeout = args.request_timeout;
-    config.api = args.zitadel_api;
-    let client = HttpClient::new(config).map_err(DiffError::Client)?;
-    Ok(Some(Arc::new(client)))
+    // The operator's own builder; the metrics registry is private to this run.
+    let api = build_default(
+        url,
+        token,
+        args.request_timeout,
+        args.zitadel_api,
+        Arc::new(Metrics::new()),
+    )
+    .map_err(DiffError::Client)?;
+    Ok(Some(api))
 }
 
 /// One object to preview and what the report says about it besides the plan.
