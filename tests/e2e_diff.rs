@@ -821,6 +821,48 @@ async fn exit_codes_stdin_directories_and_redaction() {
         nodefault.stdout
     );
 
+    // The default connection's token from a Secret (--token-secret), read with the preview's
+    // own read-only identity.
+    env.put_secret("zitadel-token", "token", TOKEN).await;
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_zitadel-metadata-operator"));
+    let secret_ref = format!("{}/zitadel-token", env.ns);
+    command.args([
+        "diff",
+        "-n",
+        &env.ns,
+        "-f",
+        "-",
+        "--zitadel-url",
+        &env.emu.url(),
+    ]);
+    command.args(["--token-secret", &secret_ref]);
+    let from_secret = run(command, &env.readonly, Some(&yaml)).await;
+    assert_eq!(
+        from_secret.code, 0,
+        "{}\n{}",
+        from_secret.stdout, from_secret.stderr
+    );
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_zitadel-metadata-operator"));
+    command.args([
+        "diff",
+        "-n",
+        &env.ns,
+        "-f",
+        "-",
+        "--zitadel-url",
+        &env.emu.url(),
+    ]);
+    command.args(["--token-secret", &format!("{}/absent", env.ns)]);
+    let no_secret = run(command, &env.readonly, Some(&yaml)).await;
+    assert_eq!(no_secret.code, 2);
+    assert!(no_secret.stdout.is_empty(), "{}", no_secret.stdout);
+    assert!(
+        no_secret.stderr.contains("cannot read the ZITADEL token"),
+        "{}",
+        no_secret.stderr
+    );
+    assert!(!no_secret.stderr.contains(TOKEN));
+
     // None of it wrote to ZITADEL.
     assert_eq!(env.effects().0, 0, "the preview wrote to ZITADEL");
 }
