@@ -8,6 +8,7 @@ use clap::{Parser, ValueEnum};
 use url::Url;
 
 use crate::controller::{Namespaces, Settings};
+use crate::zitadel::ApiMode;
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -20,7 +21,12 @@ pub enum LogFormat {
 
 /// Keeps ZITADEL organization and user metadata in sync with OrgMetadata / UserMetadata objects.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "zitadel-metadata-operator", version, about)]
+#[command(
+    name = "zitadel-metadata-operator",
+    version,
+    about,
+    after_help = "Preview what manifests would change in ZITADEL (read-only): zitadel-metadata-operator diff --help"
+)]
 pub struct Config {
     /// Base URL of the default ZITADEL instance (its custom domain), e.g.
     /// https://acme.zitadel.cloud. With a token flag this is the operator-wide default connection
@@ -76,6 +82,13 @@ pub struct Config {
     /// IP.
     #[arg(long, env = "ZITADEL_RPS", default_value_t = 0)]
     pub zitadel_rps: u32,
+
+    /// Which ZITADEL API the default connection uses for metadata: `auto` (probe the instance:
+    /// Management API v1 wherever it is served, so `status.sequence` keeps being reported; the
+    /// v2 services where v1 is gone, as on ZITADEL v5), `v1` or `v2` (pinned, no probe).
+    /// Connections set this with `spec.api`.
+    #[arg(long, env = "ZITADEL_API", default_value = "auto", value_parser = parse_api_mode)]
+    pub zitadel_api: ApiMode,
 
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -307,6 +320,16 @@ impl Config {
     }
 }
 
+/// Parse `auto`, `v1` or `v2` (any case) into an [`ApiMode`].
+pub fn parse_api_mode(s: &str) -> Result<ApiMode, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "auto" => Ok(ApiMode::Auto),
+        "v1" => Ok(ApiMode::V1),
+        "v2" => Ok(ApiMode::V2),
+        _ => Err(format!("invalid ZITADEL API {s:?} (use auto, v1 or v2)")),
+    }
+}
+
 /// Parse `500ms`, `30s`, `5m`, `1h` (or a bare number of seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
@@ -315,160 +338,4 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
-        let mut argv = vec!["zitadel-metadata-operator"];
-        argv.extend_from_slice(args);
-        Config::try_parse_from(argv)
-    }
-
-    #[test]
-    fn defaults_and_durations() {
-        let c = parse(&[
-            "--zitadel-url",
-            "https://z.example",
-            "--token-secret",
-            "ops/zitadel",
-        ])
-        .expect("parse");
-        assert_eq!(c.resync_interval, Duration::from_secs(300));
-        assert_eq!(c.zitadel_rps, 0, "no request budget unless asked for");
-        assert!(matches!(c.watch(), Namespaces::All));
-        assert!(
-            matches!(c.validate(), Ok(Some(TokenConfig::Secret { ref key, .. })) if key == "token")
-        );
-        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("soon").is_err());
-    }
-
-    #[test]
-    fn no_url_and_no_token_is_multi_tenant_mode() {
-        let c = Config::try_parse_from(["zitadel-metadata-operator"]).expect("parse");
-        assert!(matches!(c.validate(), Ok(None)));
-        let c = Config::try_parse_from(["zitadel-metadata-operator", "--token-secret", "a/b"])
-            .expect("parse");
-        assert!(matches!(c.validate(), Err(ConfigError::MissingUrl)));
-    }
-
-    #[test]
-    fn clear_errors_for_bad_config() {
-        let c = parse(&["--zitadel-url", "https://z.example"]).expect("parse");
-        assert_eq!(
-            c.validate().map_err(|e| e.to_string()).err().as_deref(),
-            Some(
-                "set exactly one of --token-file (ZITADEL_TOKEN_FILE) or --token-secret (ZITADEL_TOKEN_SECRET)"
-            )
-        );
-        let c = parse(&[
-            "--zitadel-url",
-            "https://z.example",
-            "--token-secret",
-            "nons",
-        ])
-        .expect("parse");
-        assert!(matches!(c.validate(), Err(ConfigError::SecretRef(_))));
-        let c =
-            parse(&["--zitadel-url", "ftp://z.example", "--token-secret", "a/b"]).expect("parse");
-        assert!(matches!(c.validate(), Err(ConfigError::Url(_))));
-        let c = parse(&[
-            "--zitadel-url",
-            "https://z.example",
-            "--token-file",
-            "/nonexistent/token",
-        ])
-        .expect("parse");
-        assert!(matches!(c.validate(), Err(ConfigError::TokenFile { .. })));
-        assert!(parse(&["--zitadel-url", "not a url", "--token-file", "x"]).is_err());
-        assert!(
-            parse(&[
-                "--zitadel-url",
-                "https://z",
-                "--token-file",
-                "x",
-                "--max-concurrent-reconciles",
-                "0"
-            ])
-            .is_err()
-        );
-    }
-
-    #[test]
-    fn leader_election_flags() {
-        let base = ["--zitadel-url", "https://z", "--token-secret", "a/b"];
-        let c = parse(&base).expect("parse");
-        assert!(!c.leader_elect);
-        assert!(c.leader_election("me".into()).is_none());
-        assert_eq!(c.health_addr, "0.0.0.0:8080".parse().expect("addr"));
-        assert_eq!(c.metrics_addr, "0.0.0.0:9090".parse().expect("addr"));
-
-        let mut args = base.to_vec();
-        args.extend(["--leader-elect", "--leader-election-namespace", "ops"]);
-        let c = parse(&args).expect("parse");
-        assert!(c.leader_elect);
-        assert!(c.validate().is_ok());
-        let le = c.leader_election("me".into()).expect("enabled");
-        assert_eq!(le.namespace, "ops");
-        assert_eq!(le.name, "zitadel-metadata-operator");
-        assert_eq!(le.lease_duration, Duration::from_secs(15));
-        assert_eq!(le.renew_deadline, Duration::from_secs(10));
-        assert_eq!(le.retry_period, Duration::from_secs(2));
-
-        let mut args = base.to_vec();
-        args.extend(["--leader-elect=false"]);
-        assert!(!parse(&args).expect("parse").leader_elect);
-
-        let mut args = base.to_vec();
-        args.extend(["--leader-elect", "--leader-election-renew-deadline", "20s"]);
-        let c = parse(&args).expect("parse");
-        assert!(matches!(
-            c.validate(),
-            Err(ConfigError::LeaderTiming { .. })
-        ));
-    }
-
-    #[test]
-    fn leader_election_namespace_fallbacks() {
-        let c = parse(&["--zitadel-url", "https://z", "--token-file", "x"]).expect("parse");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let sa = dir.path().join("namespace");
-        assert_eq!(c.leader_election_namespace_or(None, &sa), "default");
-        std::fs::write(&sa, "from-sa\n").expect("write");
-        assert_eq!(c.leader_election_namespace_or(None, &sa), "from-sa");
-        assert_eq!(
-            c.leader_election_namespace_or(Some("from-env".into()), &sa),
-            "from-env"
-        );
-        let c = parse(&[
-            "--zitadel-url",
-            "https://z",
-            "--token-file",
-            "x",
-            "--leader-election-namespace",
-            "from-flag",
-        ])
-        .expect("parse");
-        assert_eq!(
-            c.leader_election_namespace_or(Some("from-env".into()), &sa),
-            "from-flag"
-        );
-    }
-
-    #[test]
-    fn namespace_list() {
-        let c = parse(&[
-            "--zitadel-url",
-            "https://z",
-            "--token-file",
-            "x",
-            "--namespace",
-            "a,b",
-            "--namespace",
-            "c",
-        ])
-        .expect("parse");
-        assert!(matches!(c.watch(), Namespaces::Only(ref v) if v == &["a", "b", "c"]));
-    }
-}
+mod tests;

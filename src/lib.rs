@@ -6,13 +6,18 @@
 #![warn(missing_docs)]
 
 pub mod config;
-pub mod connection;
+pub mod connections;
 pub mod controller;
 pub mod crd;
+pub mod diff;
 pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod plan;
+pub mod reason;
+pub mod sources;
 pub mod status;
 pub mod telemetry;
+#[cfg(test)]
+pub mod testing;
 pub mod zitadel;

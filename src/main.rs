@@ -10,17 +10,20 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 
 use zitadel_metadata_operator::config::{Config, TokenConfig};
-use zitadel_metadata_operator::controller::{self, Hooks, Shutdown};
+use zitadel_metadata_operator::connections::build::default_connection;
+use zitadel_metadata_operator::controller::{self, DefaultConnection, Hooks, Shutdown};
 use zitadel_metadata_operator::http::{self, Health};
 use zitadel_metadata_operator::leader::{self, LeaderElector};
 use zitadel_metadata_operator::metrics::Metrics;
 use zitadel_metadata_operator::telemetry;
-use zitadel_metadata_operator::zitadel::{
-    ClientConfig, HttpClient, RateLimit, TokenSource, ZitadelApi,
-};
+use zitadel_metadata_operator::zitadel::{RateLimit, TokenSource};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `zitadel-metadata-operator diff …` and the kubectl plugin `kubectl zitadel diff …`.
+    if let Some(code) = zitadel_metadata_operator::diff::cli::main_if_invoked().await {
+        return code;
+    }
     let config = Config::parse();
     telemetry::init(config.log_format);
     match run(config).await {
@@ -33,7 +36,9 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+type BoxError = Box<dyn std::error::Error>;
+
+async fn run(config: Config) -> Result<(), BoxError> {
     let token_config = config.validate()?;
     if let Some(limit) = RateLimit::per_second(config.zitadel_rps) {
         RateLimit::install_for_process(limit);
@@ -55,44 +60,8 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::try_default().await.map_err(|e| {
         format!("cannot configure the Kubernetes client (KUBECONFIG or in-cluster): {e}")
     })?;
-    // The operator-wide default connection (single-tenant mode), only when configured.
-    let default_connection: Option<Arc<dyn ZitadelApi>> = match (
-        token_config,
-        config.zitadel_url.clone(),
-    ) {
-        (Some(token_config), Some(url)) => {
-            let token = match token_config {
-                TokenConfig::File(path) => TokenSource::File(path),
-                TokenConfig::Secret {
-                    namespace,
-                    name,
-                    key,
-                } => {
-                    let source = TokenSource::secret(
-                        Api::<Secret>::namespaced(client.clone(), &namespace),
-                        name,
-                        key,
-                    );
-                    source
-                        .token()
-                        .await
-                        .map_err(|e| format!("cannot read the ZITADEL token at startup: {e}"))?;
-                    source
-                }
-            };
-            let mut zitadel_config = ClientConfig::new(url, token);
-            zitadel_config.request_timeout = config.request_timeout;
-            Some(Arc::new(
-                HttpClient::new(zitadel_config)?.with_metrics(metrics.clone()),
-            ))
-        }
-        _ => {
-            tracing::info!(
-                "no default connection: every object must set spec.connectionRef (multi-tenant mode)"
-            );
-            None
-        }
-    };
+    let default_connection =
+        default_zitadel(&config, token_config, &client, metrics.clone()).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -111,41 +80,92 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         metrics: metrics.clone(),
         caches_synced: health.caches_synced(),
     };
-    let controllers = {
-        let client = client.clone();
-        let (namespaces, settings) = (config.watch(), config.settings());
-        let (url, resync) = (config.zitadel_url.clone(), config.resync_interval);
-        async move {
-            tracing::info!(
-                default_zitadel = ?url.map(|u| u.to_string()),
-                namespaces = ?namespaces,
-                resync = ?resync,
-                "starting controllers"
-            );
-            controller::run_with(
-                client,
-                default_connection,
-                namespaces,
-                settings,
-                shutdown,
-                hooks,
-            )
-            .await;
-        }
+    let (namespaces, settings) = (config.watch(), config.settings());
+    let (url, resync) = (config.zitadel_url.clone(), config.resync_interval);
+    let controller_client = client.clone();
+    // Started only once this replica may reconcile (after winning the election, if any).
+    let controllers = async move {
+        tracing::info!(
+            default_zitadel = ?url.map(|u| u.to_string()),
+            namespaces = ?namespaces,
+            resync = ?resync,
+            "starting controllers"
+        );
+        controller::run_with(
+            controller_client,
+            default_connection,
+            namespaces,
+            settings,
+            shutdown,
+            hooks,
+        )
+        .await;
     };
-
     let Some(election) = config.leader_election(leader::default_identity()) else {
         controllers.await;
         tracing::info!("stopped");
         return Ok(());
     };
+    lead(client, election, &metrics, &health, stop_rx, controllers).await
+}
 
-    // Leader election: stand by until the Lease is ours, reconcile while it stays ours.
+/// The operator-wide default connection (single-tenant mode), only when configured.
+async fn default_zitadel(
+    config: &Config,
+    token_config: Option<TokenConfig>,
+    client: &Client,
+    metrics: Arc<Metrics>,
+) -> Result<Option<DefaultConnection>, BoxError> {
+    let (Some(token_config), Some(url)) = (token_config, config.zitadel_url.clone()) else {
+        tracing::info!(
+            "no default connection: every object must set spec.connectionRef (multi-tenant mode)"
+        );
+        return Ok(None);
+    };
+    let mut token_secret = None;
+    let token = match token_config {
+        TokenConfig::File(path) => TokenSource::File(path),
+        TokenConfig::Secret {
+            namespace,
+            name,
+            key,
+        } => {
+            let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+            token_secret = Some((namespace.clone(), name.clone()));
+            let source = TokenSource::secret(secrets, name, key);
+            source
+                .token()
+                .await
+                .map_err(|e| format!("cannot read the ZITADEL token at startup: {e}"))?;
+            source
+        }
+    };
+    tracing::info!(url = %url, api = ?config.zitadel_api, "default ZITADEL connection");
+    let api = default_connection(
+        url,
+        token,
+        config.request_timeout,
+        config.zitadel_api,
+        metrics,
+    )?;
+    Ok(Some(DefaultConnection { api, token_secret }))
+}
+
+/// Leader election: stand by until the Lease is ours, reconcile while it stays ours. The
+/// renewals go on while the controllers finish in-flight work after SIGTERM; losing the Lease
+/// drops the controllers at once (in-flight reconciles are aborted) and exits non-zero.
+async fn lead(
+    client: Client,
+    election: leader::LeaderElectionConfig,
+    metrics: &Metrics,
+    health: &Health,
+    mut stopped: watch::Receiver<bool>,
+    controllers: impl std::future::Future<Output = ()>,
+) -> Result<(), BoxError> {
     let lease = election.name.clone();
     let mut elector = LeaderElector::new(client, election);
     metrics.set_leader(&lease, false);
     health.set_standby(true);
-    let mut stopped = stop_rx.clone();
     tokio::select! {
         () = elector.acquire() => {}
         _ = stopped.wait_for(|stop| *stop) => {
@@ -155,8 +175,6 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     }
     metrics.set_leader(&lease, true);
     health.set_standby(false);
-    // The renewals go on while the controllers finish in-flight work after SIGTERM; losing the
-    // Lease drops the controllers at once (in-flight reconciles are aborted) and exits non-zero.
     let lost = tokio::select! {
         lost = elector.hold() => Some(lost),
         () = controllers => None,

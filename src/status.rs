@@ -17,6 +17,8 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use crate::reason::Reason;
+
 /// `Ready` condition type.
 pub const READY: &str = "Ready";
 /// `Reconciling` condition type.
@@ -25,30 +27,8 @@ pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 /// `Drifted` condition type (driftPolicy `Report` only).
 pub const DRIFTED: &str = "Drifted";
-
-/// Reasons used in conditions and events (PascalCase).
-pub mod reason {
-    /// ZITADEL matches the spec.
-    pub const SYNCED: &str = "Synced";
-    /// The spec is invalid (e.g. a value over ZITADEL's byte limit).
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    /// Another object already manages one of the keys on the same target.
-    pub const KEY_CONFLICT: &str = "KeyConflict";
-    /// Removing managed keys during deletion failed.
-    pub const CLEANUP_FAILED: &str = "CleanupFailed";
-    /// A `valueFrom` Secret/ConfigMap or key does not exist.
-    pub const SOURCE_NOT_FOUND: &str = "ValueSourceNotFound";
-    /// ZITADEL acknowledged a write but the read-back shows other values.
-    pub const READ_BACK_MISMATCH: &str = "ReadBackMismatch";
-    /// `spec.suspend` is true.
-    pub const SUSPENDED: &str = "Suspended";
-    /// No org/user matches the name given in the spec.
-    pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
-    /// Several orgs/users match the name given in the spec.
-    pub const TARGET_AMBIGUOUS: &str = "TargetAmbiguous";
-    /// driftPolicy `Report` found differences.
-    pub const DRIFTED: &str = "Drifted";
-}
+/// `Terminating` condition type (connections being deleted while objects still use them).
+pub const TERMINATING: &str = "Terminating";
 
 /// What a reconcile ended in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,8 +40,8 @@ pub enum Outcome {
     },
     /// Failed, will retry by itself (backoff).
     Retrying {
-        /// PascalCase reason.
-        reason: String,
+        /// Why.
+        reason: Reason,
         /// Human message.
         message: String,
     },
@@ -77,34 +57,45 @@ pub enum Outcome {
     },
     /// Needs the user to act (spec, permissions, target, conflict).
     Stalled {
-        /// PascalCase reason.
-        reason: String,
+        /// Why.
+        reason: Reason,
         /// Human message.
         message: String,
     },
 }
 
 impl Outcome {
-    fn parts(&self) -> (Option<&str>, &str, &str, &str, &str) {
+    fn parts(&self) -> (Option<&str>, &str, &str, Reason, &str) {
         // (ready status — None: no Ready condition, reconciling status, stalled status, reason,
         // message)
         match self {
-            Outcome::Ready { message } => (Some("True"), "False", "False", reason::SYNCED, message),
+            Outcome::Ready { message } => (Some("True"), "False", "False", Reason::Synced, message),
             Outcome::Retrying { reason, message } => {
-                (Some("False"), "True", "False", reason, message)
+                (Some("False"), "True", "False", *reason, message)
             }
             // Only a person can resolve reported drift (fix ZITADEL or the spec, or switch the
             // policy): Stalled, so `--wait` fails at once with the message instead of timing out.
             Outcome::Drifted { message } => {
-                (Some("False"), "False", "True", reason::DRIFTED, message)
+                (Some("False"), "False", "True", Reason::Drifted, message)
             }
             // Paused on purpose: kstatus Current. Ready=False would keep `--wait` waiting until
             // it times out, Ready=True would claim a sync that did not happen.
-            Outcome::Suspended { message } => (None, "False", "False", reason::SUSPENDED, message),
+            Outcome::Suspended { message } => (None, "False", "False", Reason::Suspended, message),
             Outcome::Stalled { reason, message } => {
-                (Some("False"), "False", "True", reason, message)
+                (Some("False"), "False", "True", *reason, message)
             }
         }
+    }
+
+    /// The reason its conditions carry.
+    pub fn reason(&self) -> Reason {
+        self.parts().3
+    }
+
+    /// Whether the reconcile failed on something someone must fix: a terminal error for the
+    /// metrics. (Reported drift is `Stalled=True` too, but not a failed reconcile.)
+    pub fn is_stalled(&self) -> bool {
+        matches!(self, Outcome::Stalled { .. })
     }
 }
 
@@ -134,7 +125,7 @@ pub fn condition(
     existing: &[Condition],
     type_: &str,
     status: &str,
-    reason: &str,
+    reason: Reason,
     message: &str,
     generation: Option<i64>,
     now: &Time,
@@ -147,7 +138,7 @@ pub fn condition(
     Condition {
         type_: type_.to_string(),
         status: status.to_string(),
-        reason: reason.to_string(),
+        reason: reason.as_str().to_string(),
         message: message.to_string(),
         observed_generation: generation,
         last_transition_time: last,
@@ -274,7 +265,7 @@ mod tests {
         let failed = conditions(
             &again,
             &Outcome::Stalled {
-                reason: "ZitadelNotFound".into(),
+                reason: Reason::ZitadelNotFound,
                 message: "gone".into(),
             },
             Some(2),

@@ -31,7 +31,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -40,7 +39,6 @@ use kube::{Api, Client, ResourceExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use zitadel_metadata_operator::crd::{MetadataResource, OrgMetadata, UserMetadata};
 use zmo_testkit::controlplane::{ControlPlane, Options};
@@ -58,9 +56,9 @@ const RESYNC: Duration = Duration::from_secs(1);
 // ---------------------------------------------------------------------------------------------
 
 /// The real operator binary as a child process, killed when dropped and (PDEATHSIG) when the test
-/// binary dies; stderr goes to a log file that survives restarts.
+/// binary dies; stdout and stderr go to a log file that survives restarts.
 struct OperatorProcess {
-    child: Child,
+    binary: OperatorBinary,
 }
 
 impl OperatorProcess {
@@ -76,59 +74,21 @@ impl OperatorProcess {
             .append(true)
             .open(log)
             .expect("operator log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_zitadel-metadata-operator"));
-        command
-            .args(["--zitadel-url", zitadel_url])
-            .arg("--token-file")
-            .arg(token_file)
-            .args([
-                "--namespace",
-                namespace,
-                "--resync-interval",
-                "1s",
-                "--backoff-base",
-                "200ms",
-                "--backoff-max",
-                "2s",
-                "--request-timeout",
-                "5s",
-                "--health-addr",
-                "127.0.0.1:0",
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ])
-            .env("KUBECONFIG", kubeconfig)
+        let binary = Launch::new(kubeconfig, namespace, "1s")
+            .zitadel(zitadel_url, token_file)
+            .args(["--request-timeout", "5s"])
             // The watcher's debug lines show 410 Gone and relists.
             .env("RUST_LOG", "info,kube_runtime::watcher=debug")
             .env("LOG_FORMAT", "text")
-            .env_remove("LEADER_ELECT")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log file handle"))
-            .stderr(out)
-            .kill_on_drop(true);
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command.spawn().expect("start operator binary");
-        OperatorProcess { child }
+            .output(out.try_clone().expect("log file handle"), out)
+            .die_with_parent()
+            .spawn();
+        OperatorProcess { binary }
     }
 
     /// Panics if the process has exited (crashed).
     fn assert_running(&mut self, log: &Path) {
-        if let Some(status) = self.child.try_wait().expect("try_wait") {
+        if let Some(status) = self.binary.exited() {
             panic!(
                 "the operator exited with {status}; log tail:\n{}",
                 tail(log, 40)
@@ -137,8 +97,22 @@ impl OperatorProcess {
     }
 
     async fn sigkill(mut self) {
-        self.child.kill().await.expect("SIGKILL operator");
+        self.binary.kill().await;
     }
+}
+
+/// The resourceVersions of the objects `api` lists.
+async fn resource_versions<K>(api: &Api<K>) -> Vec<String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .map(|o| o.resource_version().unwrap_or_default())
+        .collect()
 }
 
 /// The last `n` lines of a file.
@@ -754,25 +728,11 @@ async fn concurrent_writers_and_stale_updates_converge() {
     // Quiet afterwards: no status churn (resourceVersions stable) and ZITADEL reads at the resync
     // rate only.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rvs: Vec<String> = api
-        .list(&ListParams::default())
-        .await
-        .expect("list")
-        .items
-        .iter()
-        .map(|o| o.resource_version().unwrap_or_default())
-        .collect();
+    let rvs = resource_versions(&api).await;
     let calls_before = env.emu.requests().len();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let quiet_calls = env.emu.requests().len() - calls_before;
-    let rvs_after: Vec<String> = api
-        .list(&ListParams::default())
-        .await
-        .expect("list")
-        .items
-        .iter()
-        .map(|o| o.resource_version().unwrap_or_default())
-        .collect();
+    let rvs_after = resource_versions(&api).await;
     assert_eq!(
         rvs, rvs_after,
         "objects kept changing after the writers stopped"

@@ -24,6 +24,10 @@
 //! picks any other count). Measured on the shared 2-core machine (2026-11-23, debug build): the
 //! default file takes about a minute of test time (scenarios run in parallel), the 5,000-object
 //! load run alone 7.1 minutes.
+//!
+//! The default connection (and the connections the tests create) is pinned to Management API
+//! v1: the scenarios inject faults into, and count, v1 operations. The deletion-safety cases
+//! (routing 404, `AUTHZ-cdgFk`, `AUTH-Bs7Ds`) run on both APIs.
 
 mod common;
 
@@ -159,6 +163,18 @@ async fn wait_retrying(env: &TestEnv, name: &str, want_reason: &str) -> OrgMetad
     .await
 }
 
+/// `name` on ACME with exactly `pairs`, once Ready; returns the pairs.
+async fn synced_org(env: &TestEnv, name: &str, pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let desired = kv(pairs);
+    env.apply_org(
+        name,
+        json!({"organizationId": ACME, "metadata": entries(&desired)}),
+    )
+    .await;
+    wait_ready(env, name).await;
+    desired
+}
+
 async fn wait_ready(env: &TestEnv, name: &str) -> OrgMetadata {
     env.wait_org(name, "Ready", |o| {
         is_ready(o.status(), o.metadata.generation)
@@ -197,6 +213,87 @@ async fn warnings(env: &TestEnv, reason: &str) -> usize {
 // 500/503 bursts: exponential backoff with jitter, bounded attempts, conditions, convergence.
 // ---------------------------------------------------------------------------------------------
 
+/// Retry gaps (seconds) of the objects in a burst: all normalized to their nominal delay, and
+/// the waits before the 2nd, 3rd and 5th attempt.
+#[derive(Default)]
+struct Gaps {
+    normalized: Vec<f64>,
+    first: Vec<f64>,
+    second: Vec<f64>,
+    fourth: Vec<f64>,
+}
+
+/// One object's attempts during a 503 burst cleared at `cleared_at`: each failed attempt is one
+/// list, spaced by at least the backoff minimum and at most its jittered maximum, no more than
+/// fit the window; afterwards one bulk set. Returns the failed attempts and when the first came.
+fn check_burst_retries(
+    env: &TestEnv,
+    settings: &Settings,
+    reqs: &[RecordedRequest],
+    org: &str,
+    desired: &BTreeMap<String, String>,
+    cleared_at: u64,
+    gaps: &mut Gaps,
+) -> (usize, u64) {
+    let mine = requests_in(reqs, org);
+    let failed: Vec<&RecordedRequest> = mine.iter().filter(|r| r.status == 503).collect();
+    // Each failed attempt is one request (the first call of the reconcile).
+    assert!(
+        failed
+            .iter()
+            .all(|r| r.operation == Operation::ListOrgMetadata),
+        "{org}: a failed reconcile went past its first call"
+    );
+    for (n, pair) in failed.windows(2).enumerate() {
+        let failures = n as u32 + 1;
+        let gap = secs_between(pair[0], pair[1]);
+        let min = min_backoff(settings, failures);
+        assert!(
+            gap >= min - 0.002,
+            "{org}: retry {failures} came after {gap:.3} s, before the backoff minimum {min:.3} s"
+        );
+        // Generous upper bound: 20% jitter plus a loaded machine's scheduling delays.
+        let max = nominal_backoff(settings, failures) * JITTER_MAX + 2.0;
+        assert!(
+            gap <= max,
+            "{org}: retry {failures} waited {gap:.3} s (> {max:.3} s)"
+        );
+        gaps.normalized
+            .push(gap / nominal_backoff(settings, failures));
+        if failures == 1 {
+            gaps.first.push(gap);
+        }
+        if failures == 2 {
+            gaps.second.push(gap);
+        }
+        if failures == 4 {
+            gaps.fourth.push(gap);
+        }
+    }
+    // Bounded: no more attempts than the shortest possible delays fit into the fault window.
+    let window = (cleared_at.saturating_sub(failed[0].received_unix_micros)) as f64 / 1e6;
+    let (mut t, mut possible) = (0.0, 1u32);
+    while t + min_backoff(settings, possible) <= window {
+        t += min_backoff(settings, possible);
+        possible += 1;
+    }
+    assert!(
+        failed.len() as u32 <= possible,
+        "{org}: {} failed attempts in {window:.2} s, at most {possible} possible with backoff",
+        failed.len()
+    );
+    // After the fault: one list, one bulk set with both keys, one read-back.
+    let after: Vec<&RecordedRequest> = mine.iter().filter(|r| r.status != 503).collect();
+    assert!(after.iter().all(|r| r.status == 200), "{org}: {after:?}");
+    assert_eq!(
+        bulk_sets(&mine, Operation::BulkSetOrgMetadata),
+        vec![desired.keys().cloned().collect::<BTreeSet<_>>()],
+        "{org}: exactly one bulk set after the burst"
+    );
+    assert_eq!(decoded(env.emu.org_metadata(org)), *desired, "{org}");
+    (failed.len(), failed[0].received_unix_micros)
+}
+
 #[tokio::test]
 async fn unavailable_burst_backs_off_with_growing_jittered_delays() {
     const OBJECTS: usize = 8;
@@ -208,7 +305,7 @@ async fn unavailable_burst_backs_off_with_growing_jittered_delays() {
     // 503 on every call until cleared (500s for half the orgs' first calls are covered by the
     // load scenario; here one kind keeps the attempt arithmetic simple).
     env.emu.inject(Fault::unavailable());
-    let op = env.start_operator(settings.clone());
+    let op = env.start_operator_with_api(settings.clone(), ApiMode::V1);
     let desired = kv(&[("tier", "gold"), ("region", "eu")]);
     for i in 0..OBJECTS {
         env.apply_org(
@@ -248,87 +345,36 @@ async fn unavailable_burst_backs_off_with_growing_jittered_delays() {
     let converge_s = converge_start.elapsed().as_secs_f64();
 
     let reqs = env.emu.requests();
-    let mut normalized = Vec::new();
+    let mut gaps = Gaps::default();
     let mut failed_total = 0;
-    let mut first_gaps = Vec::new();
-    let mut second_gaps = Vec::new();
-    let mut fourth_gaps = Vec::new();
     let mut starts = Vec::new();
     for i in 0..OBJECTS {
         let org = org_id(i);
-        let mine = requests_in(&reqs, &org);
-        let failed: Vec<&RecordedRequest> = mine.iter().filter(|r| r.status == 503).collect();
-        // Each failed attempt is one request (the first call of the reconcile).
-        assert!(
-            failed
-                .iter()
-                .all(|r| r.operation == Operation::ListOrgMetadata),
-            "{org}: a failed reconcile went past its first call"
+        let (failed, started) = check_burst_retries(
+            &env, &settings, &reqs, &org, &desired, cleared_at, &mut gaps,
         );
-        failed_total += failed.len();
-        starts.push(failed[0].received_unix_micros);
-        for (n, pair) in failed.windows(2).enumerate() {
-            let failures = n as u32 + 1;
-            let gap = secs_between(pair[0], pair[1]);
-            let min = min_backoff(&settings, failures);
-            assert!(
-                gap >= min - 0.002,
-                "{org}: retry {failures} came after {gap:.3} s, before the backoff minimum {min:.3} s"
-            );
-            // Generous upper bound: 20% jitter plus a loaded machine's scheduling delays.
-            let max = nominal_backoff(&settings, failures) * JITTER_MAX + 2.0;
-            assert!(
-                gap <= max,
-                "{org}: retry {failures} waited {gap:.3} s (> {max:.3} s)"
-            );
-            normalized.push(gap / nominal_backoff(&settings, failures));
-            if failures == 1 {
-                first_gaps.push(gap);
-            }
-            if failures == 2 {
-                second_gaps.push(gap);
-            }
-            if failures == 4 {
-                fourth_gaps.push(gap);
-            }
-        }
-        // Bounded: no more attempts than the shortest possible delays fit into the fault window.
-        let window = (cleared_at.saturating_sub(failed[0].received_unix_micros)) as f64 / 1e6;
-        let (mut t, mut possible) = (0.0, 1u32);
-        while t + min_backoff(&settings, possible) <= window {
-            t += min_backoff(&settings, possible);
-            possible += 1;
-        }
-        assert!(
-            failed.len() as u32 <= possible,
-            "{org}: {} failed attempts in {window:.2} s, at most {possible} possible with backoff",
-            failed.len()
-        );
-        // After the fault: one list, one bulk set with both keys, one read-back.
-        let after: Vec<&RecordedRequest> = mine.iter().filter(|r| r.status != 503).collect();
-        assert!(after.iter().all(|r| r.status == 200), "{org}: {after:?}");
-        assert_eq!(
-            bulk_sets(&mine, Operation::BulkSetOrgMetadata),
-            vec![desired.keys().cloned().collect::<BTreeSet<_>>()],
-            "{org}: exactly one bulk set after the burst"
-        );
-        assert_eq!(decoded(env.emu.org_metadata(&org)), desired, "{org}");
+        failed_total += failed;
+        starts.push(started);
     }
     // Growing delays. The first wait also carries the first failure's status write and Event,
     // so compare the 4th (nominal 2.4 s, capped) with the 2nd (0.6 s).
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     assert!(
-        mean(&fourth_gaps) > 2.0 * mean(&second_gaps),
-        "delays do not grow: second {second_gaps:?}, fourth {fourth_gaps:?}"
+        mean(&gaps.fourth) > 2.0 * mean(&gaps.second),
+        "delays do not grow: second {:?}, fourth {:?}",
+        gaps.second,
+        gaps.fourth
     );
     // Jitter: some waits are shorter than the nominal delay (scheduling only ever adds time),
     // and the objects that started together drift apart.
-    let below = normalized.iter().filter(|n| **n < 0.97).count();
+    let below = gaps.normalized.iter().filter(|n| **n < 0.97).count();
     assert!(
         below > 0,
-        "no wait below its nominal delay: no jitter? {normalized:?}"
+        "no wait below its nominal delay: no jitter? {:?}",
+        gaps.normalized
     );
-    let (lo, hi) = normalized
+    let (lo, hi) = gaps
+        .normalized
         .iter()
         .fold((f64::MAX, f64::MIN), |(lo, hi), n| (lo.min(*n), hi.max(*n)));
     assert!(
@@ -350,9 +396,9 @@ async fn unavailable_burst_backs_off_with_growing_jittered_delays() {
                 "attempts_per_object",
                 format!("{:.1}", failed_total as f64 / OBJECTS as f64),
             ),
-            ("first_wait_s", format!("{:.3}", mean(&first_gaps))),
-            ("second_wait_s", format!("{:.3}", mean(&second_gaps))),
-            ("fourth_wait_s", format!("{:.3}", mean(&fourth_gaps))),
+            ("first_wait_s", format!("{:.3}", mean(&gaps.first))),
+            ("second_wait_s", format!("{:.3}", mean(&gaps.second))),
+            ("fourth_wait_s", format!("{:.3}", mean(&gaps.fourth))),
             ("jitter_range", format!("{lo:.2}-{hi:.2}")),
             ("start_spread_ms", format!("{start_spread:.0}")),
             ("converge_after_clear_s", format!("{converge_s:.2}")),
@@ -382,7 +428,7 @@ async fn rate_limited(plain_text: bool) {
             .on(Operation::ListOrgMetadata)
             .times(TIMES),
     );
-    let op = env.start_operator(settings);
+    let op = env.start_operator_with_api(settings, ApiMode::V1);
     let desired = kv(&[("plan", "enterprise")]);
     env.apply_org(
         "limited",
@@ -473,7 +519,7 @@ async fn connection_resets_on_writes_are_retried_without_duplicates() {
             .on(Operation::BulkSetOrgMetadata)
             .times(RESETS),
     );
-    let op = env.start_operator(settings.clone());
+    let op = env.start_operator_with_api(settings.clone(), ApiMode::V1);
     let desired = kv(&[("a", "1"), ("b", "2"), ("c", "3")]);
     env.apply_org(
         "reset",
@@ -524,7 +570,7 @@ async fn connection_resets_on_writes_are_retried_without_duplicates() {
 #[tokio::test]
 async fn answers_lost_after_zitadel_committed_are_not_written_twice() {
     let env = TestEnv::new("chaos-lost-answer").await;
-    let op = env.start_operator(chaos_settings());
+    let op = env.start_operator_with_api(chaos_settings(), ApiMode::V1);
     // ZITADEL stores the bulk set, then the connection dies before the answer arrives.
     env.emu.inject(
         Fault::reset_after_handling()
@@ -570,13 +616,7 @@ async fn answers_lost_after_zitadel_committed_are_not_written_twice() {
             .times(1),
     );
     let before = env.emu.org_sequence(ACME);
-    let keep = kv(&[("a", "1")]);
-    env.apply_org(
-        "lost",
-        json!({"organizationId": ACME, "metadata": entries(&keep)}),
-    )
-    .await;
-    wait_ready(&env, "lost").await;
+    let keep = synced_org(&env, "lost", &[("a", "1")]).await;
     assert_eq!(decoded(env.emu.org_metadata(ACME)), keep);
     assert_eq!(env.emu.org_sequence(ACME), before + 1);
     let removes: Vec<u16> = env
@@ -606,7 +646,7 @@ async fn answers_lost_after_zitadel_committed_are_not_written_twice() {
 #[tokio::test]
 async fn failed_read_back_after_a_write_does_not_write_again() {
     let env = TestEnv::new("chaos-readback").await;
-    let op = env.start_operator(chaos_settings());
+    let op = env.start_operator_with_api(chaos_settings(), ApiMode::V1);
     // Hold the bulk set 500 ms; while it is held, make the next list (the read-back) fail.
     env.emu.inject(
         Fault::latency(Duration::from_millis(500))
@@ -659,7 +699,7 @@ async fn hangs_past_the_client_timeout_time_out_and_retry() {
     let settings = chaos_settings();
     env.emu
         .inject(Fault::hang().on(Operation::ListOrgMetadata).times(HANGS));
-    let op = env.start_operator(settings.clone());
+    let op = env.start_operator_with_api(settings.clone(), ApiMode::V1);
     let desired = kv(&[("hung", "no")]);
     env.apply_org(
         "hang",
@@ -717,7 +757,7 @@ async fn slow_answers_below_the_timeout_succeed_without_duplicate_writes() {
     const LATENCY: Duration = Duration::from_millis(1000);
     let env = TestEnv::new("chaos-slow").await;
     env.emu.inject(Fault::latency(LATENCY));
-    let op = env.start_operator(chaos_settings());
+    let op = env.start_operator_with_api(chaos_settings(), ApiMode::V1);
     let orgs = [ACME, GLOBEX];
     let mut desired: Vec<BTreeMap<String, String>> = Vec::new();
     let started = Instant::now();
@@ -783,14 +823,8 @@ async fn slow_answers_below_the_timeout_succeed_without_duplicate_writes() {
 #[tokio::test]
 async fn key_removed_by_someone_else_between_list_and_remove() {
     let env = TestEnv::new("chaos-race").await;
-    let op = env.start_operator(chaos_settings());
-    let all = kv(&[("keep", "1"), ("gone", "2"), ("drop", "3")]);
-    env.apply_org(
-        "race",
-        json!({"organizationId": ACME, "metadata": entries(&all)}),
-    )
-    .await;
-    wait_ready(&env, "race").await;
+    let op = env.start_operator_with_api(chaos_settings(), ApiMode::V1);
+    synced_org(&env, "race", &[("keep", "1"), ("gone", "2"), ("drop", "3")]).await;
     env.emu.clear_requests();
     // Hold the next bulk remove 800 ms on arrival, before ZITADEL handles it.
     env.emu.inject(
@@ -899,14 +933,13 @@ async fn remove_behind_the_operators_back(env: &TestEnv, keys: &[&str]) {
 #[tokio::test]
 async fn keys_removed_by_someone_else_twice_in_a_row_is_retried_not_stalled() {
     let env = TestEnv::new("chaos-race2").await;
-    let op = env.start_operator(chaos_settings());
-    let all = kv(&[("keep", "1"), ("drop", "2"), ("gone1", "3"), ("gone2", "4")]);
-    env.apply_org(
+    let op = env.start_operator_with_api(chaos_settings(), ApiMode::V1);
+    synced_org(
+        &env,
         "race2",
-        json!({"organizationId": ACME, "metadata": entries(&all)}),
+        &[("keep", "1"), ("drop", "2"), ("gone1", "3"), ("gone2", "4")],
     )
     .await;
-    wait_ready(&env, "race2").await;
     env.emu.clear_requests();
     let keep = kv(&[("keep", "1")]);
     env.apply_org(
@@ -966,14 +999,8 @@ async fn keys_removed_by_someone_else_twice_in_a_row_is_retried_not_stalled() {
 #[tokio::test]
 async fn deleting_while_someone_else_removes_keys_still_removes_the_rest() {
     let env = TestEnv::new("chaos-race-del").await;
-    let op = env.start_operator(chaos_settings());
-    let all = kv(&[("a", "1"), ("b", "2"), ("c", "3")]);
-    env.apply_org(
-        "racedel",
-        json!({"organizationId": ACME, "metadata": entries(&all)}),
-    )
-    .await;
-    wait_ready(&env, "racedel").await;
+    let op = env.start_operator_with_api(chaos_settings(), ApiMode::V1);
+    synced_org(&env, "racedel", &[("a", "1"), ("b", "2"), ("c", "3")]).await;
     env.emu.put_org_metadata(ACME, "unmanaged", b"x");
     env.emu.clear_requests();
     env.delete_org("racedel").await;
@@ -1020,15 +1047,7 @@ fn unauthorized(reqs: &[RecordedRequest]) -> usize {
 #[tokio::test]
 async fn access_token_expiring_mid_run_is_renewed_without_failures() {
     let env = TestEnv::new("chaos-token").await;
-    let service_user = "300000000000000077";
-    env.emu
-        .register_service_user(service_user, TokenGrant::org_owner(ACME));
-    let key_json = env.emu.generate_key_file(service_user).expect("key file");
-    env.put_secret(&env.ns, "zitadel-key", "key.json", &key_json)
-        .await;
-    let op =
-        Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], chaos_settings());
-    env.apply_connection("acme", json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "zitadel-key", "key": "key.json"}}})).await;
+    let op = jwt_profile_connection(&env, "300000000000000077").await;
     let conn = json!({"name": "acme"});
     let mut org_values = kv(&[("o", "0")]);
     let mut user_values = kv(&[("u", "0")]);
@@ -1139,7 +1158,7 @@ async fn zitadel_down_while_a_connection_is_probed_is_transient_for_its_objects(
     env.emu.inject(Fault::unavailable());
     let op =
         Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], chaos_settings());
-    env.apply_connection("main", json!({"url": env.emu.url(), "credentials": {"personalAccessToken": {"name": "zitadel-pat", "key": "token"}}})).await;
+    env.apply_connection("main", json!({"url": env.emu.url(), "api": "V1", "credentials": {"personalAccessToken": {"name": "zitadel-pat", "key": "token"}}})).await;
     let desired = kv(&[("probe", "ok")]);
     env.apply_org("probed", json!({"organizationId": ACME, "connectionRef": {"name": "main"}, "metadata": entries(&desired)}))
         .await;
@@ -1188,11 +1207,9 @@ async fn zitadel_down_while_a_connection_is_probed_is_transient_for_its_objects(
     op.stop().await;
 }
 
-#[tokio::test]
-async fn rate_limited_token_endpoint_honours_retry_after() {
-    const RETRY_AFTER: u64 = 3;
-    let env = TestEnv::new("chaos-token-429").await;
-    let service_user = "300000000000000078";
+/// The service user `service_user` (org owner of ACME) with a key file in a Secret, the operator
+/// in multi-tenant mode, and a JWT-profile connection `acme` using that key.
+async fn jwt_profile_connection(env: &TestEnv, service_user: &str) -> Operator {
     env.emu
         .register_service_user(service_user, TokenGrant::org_owner(ACME));
     let key_json = env.emu.generate_key_file(service_user).expect("key file");
@@ -1200,7 +1217,15 @@ async fn rate_limited_token_endpoint_honours_retry_after() {
         .await;
     let op =
         Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], chaos_settings());
-    env.apply_connection("acme", json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "zitadel-key", "key": "key.json"}}})).await;
+    env.apply_connection("acme", json!({"url": env.emu.url(), "api": "V1", "credentials": {"jwtProfile": {"name": "zitadel-key", "key": "key.json"}}})).await;
+    op
+}
+
+#[tokio::test]
+async fn rate_limited_token_endpoint_honours_retry_after() {
+    const RETRY_AFTER: u64 = 3;
+    let env = TestEnv::new("chaos-token-429").await;
+    let op = jwt_profile_connection(&env, "300000000000000078").await;
     let conn = json!({"name": "acme"});
     env.apply_org("tok429", json!({"organizationId": ACME, "connectionRef": conn, "metadata": entries(&kv(&[("t", "0")]))}))
         .await;
@@ -1250,15 +1275,7 @@ async fn rate_limited_token_endpoint_honours_retry_after() {
 #[tokio::test]
 async fn hanging_token_endpoint_times_out_and_recovers() {
     let env = TestEnv::new("chaos-token-hang").await;
-    let service_user = "300000000000000079";
-    env.emu
-        .register_service_user(service_user, TokenGrant::org_owner(ACME));
-    let key_json = env.emu.generate_key_file(service_user).expect("key file");
-    env.put_secret(&env.ns, "zitadel-key", "key.json", &key_json)
-        .await;
-    let op =
-        Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], chaos_settings());
-    env.apply_connection("acme", json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "zitadel-key", "key": "key.json"}}})).await;
+    let op = jwt_profile_connection(&env, "300000000000000079").await;
     let conn = json!({"name": "acme"});
     env.apply_org("tokhang", json!({"organizationId": ACME, "connectionRef": conn, "metadata": entries(&kv(&[("t", "0")]))}))
         .await;
@@ -1274,11 +1291,7 @@ async fn hanging_token_endpoint_times_out_and_recovers() {
     .await;
     let during = wait_retrying(&env, "tokhang", "ZitadelTimeout").await;
     // The message names the real timeout (2 s in tests/common).
-    assert!(
-        message(during.status()).contains("timed out after 2s"),
-        "{}",
-        message(during.status())
-    );
+    assert_message_contains(during.status(), "timed out after 2s");
     let started = Instant::now();
     wait_ready(&env, "tokhang").await;
     assert_eq!(decoded(env.emu.org_metadata(ACME)), desired);
@@ -1470,7 +1483,7 @@ async fn steady_state_under_five_percent_errors_writes_nothing() {
         resync: Duration::from_secs(1),
         ..chaos_settings()
     };
-    let op = env.start_operator(settings);
+    let op = env.start_operator_with_api(settings, ApiMode::V1);
     for i in 0..OBJECTS {
         env.apply_org(
             &format!("s{i}"),
@@ -1566,84 +1579,34 @@ fn injected(reqs: &[RecordedRequest]) -> usize {
         .count()
 }
 
-#[tokio::test]
-async fn load_converges_while_five_percent_of_requests_fail() {
-    let n = load_objects();
-    let env = TestEnv::new("chaos-load").await;
-    for o in 0..ORGS {
-        env.emu.add_org(&org_id(o), &format!("Load {o}"));
-    }
-    for u in 0..USERS {
-        env.emu
-            .add_user(&user_id(u), &org_id(u % ORGS), &format!("load{u}"));
-    }
-    // 5% of all requests fail: 2.5% 503, 1% 500, 0.5% 429 (quota, Retry-After 1 s), 1% reset.
-    env.emu.seed_faults(2026);
-    env.emu.inject(Fault::unavailable().with_probability(0.025));
-    env.emu.inject(Fault::internal().with_probability(0.01));
-    env.emu
-        .inject(Fault::too_many_requests(Some(1), false).with_probability(0.005));
-    env.emu.inject(Fault::reset().with_probability(0.01));
-    let settings = Settings {
-        resync: Duration::from_secs(600),
-        stalled_requeue: Duration::from_secs(600),
-        backoff_base: Duration::from_millis(200),
-        backoff_max: Duration::from_secs(3),
-        concurrency: 16,
-        request_timeout: Duration::from_secs(10),
-    };
-    let limit = Duration::from_secs(if n > 1000 { 900 } else { 240 });
-    let op = env.start_operator(settings);
-
-    // Round 0: create everything at once.
-    let started = Instant::now();
-    apply_all(&env, n, 0).await;
-    let applied_s = started.elapsed().as_secs_f64();
-    wait_all_ready(&env, n, limit).await;
-    let create_s = started.elapsed().as_secs_f64();
-    assert_state(&env, n, 0);
-    let round0 = env.emu.requests();
-
-    // Round 1: edit everything at once (one value changes, one key goes).
-    env.emu.clear_requests();
-    let started = Instant::now();
-    apply_all(&env, n, 1).await;
-    wait_all_ready(&env, n, limit).await;
-    let edit_s = started.elapsed().as_secs_f64();
-    assert_state(&env, n, 1);
-    let round1 = env.emu.requests();
-
-    // Racing edits: every object edited twice back to back (value v2, then v3), so the second
-    // edit often lands while the first one's reconcile is in flight.
-    env.emu.clear_requests();
-    let started = Instant::now();
+/// Every object edited twice back to back (value v2, then v3), so the second edit often lands
+/// while the first one's reconcile is in flight.
+async fn racing_edits(env: &TestEnv, n: usize) {
     futures::stream::iter(0..n)
-        .map(|i| {
-            let env = &env;
-            async move {
-                for round in [2, 3] {
-                    let (is_org, name, spec) = load_spec(i, round);
-                    if is_org {
-                        env.apply_org(&name, spec).await;
-                    } else {
-                        env.apply_user(&name, spec).await;
-                    }
+        .map(|i| async move {
+            for round in [2, 3] {
+                let (is_org, name, spec) = load_spec(i, round);
+                if is_org {
+                    env.apply_org(&name, spec).await;
+                } else {
+                    env.apply_user(&name, spec).await;
                 }
             }
         })
         .buffer_unordered(16)
         .collect::<Vec<()>>()
         .await;
-    wait_all_ready(&env, n, limit).await;
-    let race_s = started.elapsed().as_secs_f64();
-    assert_state(&env, n, 3);
-    let race = env.emu.requests();
+}
 
-    // Round 2: delete every fourth object; the finalizer removes its keys.
-    env.emu.clear_requests();
-    let started = Instant::now();
+/// Delete every fourth object and wait until the finalizers let them go; returns their indexes.
+async fn delete_every_fourth(
+    env: &TestEnv,
+    n: usize,
+    started: Instant,
+    limit: Duration,
+) -> Vec<usize> {
     let deleted: Vec<usize> = (0..n).filter(|i| i % 4 == 3).collect();
-    let env_ref = &env;
+    let env_ref = env;
     futures::stream::iter(deleted.iter().copied())
         .map(|i| async move {
             let (is_org, name, _) = load_spec(i, 1);
@@ -1682,54 +1645,36 @@ async fn load_converges_while_five_percent_of_requests_fail() {
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let delete_s = started.elapsed().as_secs_f64();
-    let gone: BTreeSet<usize> = deleted.iter().copied().collect();
-    assert_state_without(&env, n, 3, &gone);
-    let round2 = env.emu.requests();
-    env.emu.clear_faults();
+    deleted
+}
 
-    // No duplicate or lost writes: per round exactly one successful bulk set per object with
-    // exactly the keys that had to change, and (round 1) one successful bulk remove.
-    let writes = |reqs: &[RecordedRequest]| -> BTreeMap<String, usize> {
-        let mut per_key = BTreeMap::new();
-        for keys in bulk_sets(reqs, Operation::BulkSetOrgMetadata)
-            .into_iter()
-            .chain(bulk_sets(reqs, Operation::BulkSetUserMetadata))
-        {
-            for k in keys {
-                *per_key.entry(k).or_insert(0) += 1;
-            }
+/// Successful bulk sets per key (org and user).
+fn key_writes(reqs: &[RecordedRequest]) -> BTreeMap<String, usize> {
+    let mut per_key = BTreeMap::new();
+    for keys in bulk_sets(reqs, Operation::BulkSetOrgMetadata)
+        .into_iter()
+        .chain(bulk_sets(reqs, Operation::BulkSetUserMetadata))
+    {
+        for k in keys {
+            *per_key.entry(k).or_insert(0) += 1;
         }
-        per_key
-    };
-    let w0 = writes(&round0);
-    let want0: BTreeMap<String, usize> = (0..n)
-        .flat_map(|i| load_desired(i, 0).into_keys())
-        .map(|k| (k, 1))
-        .collect();
-    assert_eq!(w0, want0, "round 0: every key written exactly once");
-    let w1 = writes(&round1);
-    let want1: BTreeMap<String, usize> = (0..n).map(|i| (format!("k{i}-a"), 1)).collect();
-    assert_eq!(w1, want1, "round 1: only the changed key, exactly once");
-    let removes = round1
-        .iter()
-        .filter(|r| {
-            matches!(
-                r.operation,
-                Operation::BulkRemoveOrgMetadata | Operation::BulkRemoveUserMetadata
-            ) && r.status == 200
-        })
-        .count();
-    assert_eq!(removes, n, "round 1: one successful bulk remove per object");
-    // Round 2: one successful bulk remove per deleted object, with its keys; nothing set.
-    let mut removed: Vec<BTreeSet<String>> = round2
-        .iter()
-        .filter(|r| {
-            matches!(
-                r.operation,
-                Operation::BulkRemoveOrgMetadata | Operation::BulkRemoveUserMetadata
-            ) && r.status == 200
-        })
+    }
+    per_key
+}
+
+/// Successful bulk removes (org and user).
+fn successful_removes(reqs: &[RecordedRequest]) -> impl Iterator<Item = &RecordedRequest> {
+    reqs.iter().filter(|r| {
+        matches!(
+            r.operation,
+            Operation::BulkRemoveOrgMetadata | Operation::BulkRemoveUserMetadata
+        ) && r.status == 200
+    })
+}
+
+/// The key sets of the successful bulk removes.
+fn removed_key_sets(reqs: &[RecordedRequest]) -> Vec<BTreeSet<String>> {
+    successful_removes(reqs)
         .map(|r| {
             r.body["keys"]
                 .as_array()
@@ -1740,7 +1685,117 @@ async fn load_converges_while_five_percent_of_requests_fail() {
                 })
                 .unwrap_or_default()
         })
+        .collect()
+}
+
+/// Racing edits: only the edited key is written, once or twice (v2 may be skipped when the
+/// reconcile already saw v3), never more; nothing removed. Returns the number of writes.
+fn check_racing_edit_writes(race: &[RecordedRequest], n: usize) -> usize {
+    let wr = key_writes(race);
+    assert_eq!(
+        wr.keys().cloned().collect::<BTreeSet<_>>(),
+        (0..n).map(|i| format!("k{i}-a")).collect::<BTreeSet<_>>(),
+        "racing edits wrote other keys or lost one"
+    );
+    assert!(
+        wr.values().all(|c| (1..=2).contains(c)),
+        "a key written more than twice for two edits: {:?}",
+        wr.iter().filter(|(_, c)| **c > 2).collect::<Vec<_>>()
+    );
+    let race_writes: usize = wr.values().sum();
+    assert!(
+        !race.iter().any(|r| matches!(
+            r.operation,
+            Operation::BulkRemoveOrgMetadata | Operation::BulkRemoveUserMetadata
+        ) && r.status == 200),
+        "racing edits removed keys"
+    );
+
+    race_writes
+}
+
+#[tokio::test]
+async fn load_converges_while_five_percent_of_requests_fail() {
+    let n = load_objects();
+    let env = TestEnv::new("chaos-load").await;
+    for o in 0..ORGS {
+        env.emu.add_org(&org_id(o), &format!("Load {o}"));
+    }
+    for u in 0..USERS {
+        env.emu
+            .add_user(&user_id(u), &org_id(u % ORGS), &format!("load{u}"));
+    }
+    // 5% of all requests fail: 2.5% 503, 1% 500, 0.5% 429 (quota, Retry-After 1 s), 1% reset.
+    env.emu.seed_faults(2026);
+    env.emu.inject(Fault::unavailable().with_probability(0.025));
+    env.emu.inject(Fault::internal().with_probability(0.01));
+    env.emu
+        .inject(Fault::too_many_requests(Some(1), false).with_probability(0.005));
+    env.emu.inject(Fault::reset().with_probability(0.01));
+    let settings = Settings {
+        resync: Duration::from_secs(600),
+        stalled_requeue: Duration::from_secs(600),
+        backoff_base: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(3),
+        concurrency: 16,
+        request_timeout: Duration::from_secs(10),
+    };
+    let limit = Duration::from_secs(if n > 1000 { 900 } else { 240 });
+    let op = env.start_operator_with_api(settings, ApiMode::V1);
+
+    // Round 0: create everything at once.
+    let started = Instant::now();
+    apply_all(&env, n, 0).await;
+    let applied_s = started.elapsed().as_secs_f64();
+    wait_all_ready(&env, n, limit).await;
+    let create_s = started.elapsed().as_secs_f64();
+    assert_state(&env, n, 0);
+    let round0 = env.emu.requests();
+
+    // Round 1: edit everything at once (one value changes, one key goes).
+    env.emu.clear_requests();
+    let started = Instant::now();
+    apply_all(&env, n, 1).await;
+    wait_all_ready(&env, n, limit).await;
+    let edit_s = started.elapsed().as_secs_f64();
+    assert_state(&env, n, 1);
+    let round1 = env.emu.requests();
+
+    // Racing edits: every object edited twice back to back (value v2, then v3), so the second
+    // edit often lands while the first one's reconcile is in flight.
+    env.emu.clear_requests();
+    let started = Instant::now();
+    racing_edits(&env, n).await;
+    wait_all_ready(&env, n, limit).await;
+    let race_s = started.elapsed().as_secs_f64();
+    assert_state(&env, n, 3);
+    let race = env.emu.requests();
+
+    // Round 2: delete every fourth object; the finalizer removes its keys.
+    env.emu.clear_requests();
+    let started = Instant::now();
+    let deleted = delete_every_fourth(&env, n, started, limit).await;
+    let delete_s = started.elapsed().as_secs_f64();
+    let gone: BTreeSet<usize> = deleted.iter().copied().collect();
+    assert_state_without(&env, n, 3, &gone);
+    let round2 = env.emu.requests();
+    env.emu.clear_faults();
+
+    // No duplicate or lost writes: per round exactly one successful bulk set per object with
+    // exactly the keys that had to change, and (round 1) one successful bulk remove.
+    let w0 = key_writes(&round0);
+    let want0: BTreeMap<String, usize> = (0..n)
+        .flat_map(|i| load_desired(i, 0).into_keys())
+        .map(|k| (k, 1))
         .collect();
+    assert_eq!(w0, want0, "round 0: every key written exactly once");
+    let w1 = key_writes(&round1);
+    let want1: BTreeMap<String, usize> = (0..n).map(|i| (format!("k{i}-a"), 1)).collect();
+    assert_eq!(w1, want1, "round 1: only the changed key, exactly once");
+    let removes = successful_removes(&round1).count();
+    assert_eq!(removes, n, "round 1: one successful bulk remove per object");
+    // Round 2: one successful bulk remove per deleted object, with its keys; nothing set.
+    let mut removed = removed_key_sets(&round2);
     removed.sort();
     let mut want_removed: Vec<BTreeSet<String>> = deleted
         .iter()
@@ -1760,27 +1815,7 @@ async fn load_converges_while_five_percent_of_requests_fail() {
         "round 2 wrote values"
     );
 
-    // Racing edits: only the edited key is written, once or twice (v2 may be skipped when the
-    // reconcile already saw v3), never more; nothing removed.
-    let wr = writes(&race);
-    assert_eq!(
-        wr.keys().cloned().collect::<BTreeSet<_>>(),
-        (0..n).map(|i| format!("k{i}-a")).collect::<BTreeSet<_>>(),
-        "racing edits wrote other keys or lost one"
-    );
-    assert!(
-        wr.values().all(|c| (1..=2).contains(c)),
-        "a key written more than twice for two edits: {:?}",
-        wr.iter().filter(|(_, c)| **c > 2).collect::<Vec<_>>()
-    );
-    let race_writes: usize = wr.values().sum();
-    assert!(
-        !race.iter().any(|r| matches!(
-            r.operation,
-            Operation::BulkRemoveOrgMetadata | Operation::BulkRemoveUserMetadata
-        ) && r.status == 200),
-        "racing edits removed keys"
-    );
+    let race_writes = check_racing_edit_writes(&race, n);
 
     let (calls0, calls1, calls2) = (round0.len(), round1.len(), round2.len());
     let (inj0, inj1, inj2) = (injected(&round0), injected(&round1), injected(&round2));

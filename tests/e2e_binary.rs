@@ -3,63 +3,20 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use zitadel_metadata_operator::crd::MetadataResource;
 use zmo_testkit::emulator::{Fault, FaultKind, Operation};
 
-struct Binary {
-    child: Child,
-}
-
-impl Binary {
-    fn start(env: &TestEnv, token_file: &std::path::Path) -> Binary {
-        let child = Command::new(env!("CARGO_BIN_EXE_zitadel-metadata-operator"))
-            .args(["--zitadel-url", &env.emu.url()])
-            .arg("--token-file")
-            .arg(token_file)
-            .args([
-                "--namespace",
-                &env.ns,
-                "--resync-interval",
-                "1s",
-                "--backoff-base",
-                "200ms",
-                "--backoff-max",
-                "2s",
-                // Any free port: tests run in parallel, and nothing here scrapes them.
-                "--health-addr",
-                "127.0.0.1:0",
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ])
-            .env("KUBECONFIG", env.cp.kubeconfig_path())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start operator binary");
-        Binary { child }
-    }
-
-    async fn kill(mut self) {
-        self.child.kill().await.expect("kill");
-    }
-
-    async fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().expect("pid") as i32;
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        tokio::time::timeout(Duration::from_secs(15), self.child.wait())
-            .await
-            .expect("operator did not stop on SIGTERM")
-            .expect("wait")
-    }
+/// The binary in single-tenant mode on the emulator, as users run it.
+fn start(env: &TestEnv, token_file: &std::path::Path) -> OperatorBinary {
+    Launch::new(env.cp.kubeconfig_path(), &env.ns, "1s")
+        .zitadel(&env.emu.url(), token_file)
+        .env("RUST_LOG", "info")
+        .spawn()
 }
 
 #[tokio::test]
@@ -79,7 +36,7 @@ async fn binary_converges_across_a_restart_without_duplicate_writes() {
         times: None,
         probability: None,
     });
-    let first = Binary::start(&env, &token);
+    let mut first = start(&env, &token);
     for (i, org) in orgs.iter().enumerate() {
         env.apply_org(
             &format!("o{i}"),
@@ -99,7 +56,7 @@ async fn binary_converges_across_a_restart_without_duplicate_writes() {
     first.kill().await;
     env.emu.clear_faults();
 
-    let second = Binary::start(&env, &token);
+    let second = start(&env, &token);
     for (i, org) in orgs.iter().enumerate() {
         env.wait_org(&format!("o{i}"), "Ready after restart", |o| {
             is_ready(o.status(), o.metadata.generation)
@@ -128,17 +85,14 @@ async fn binary_converges_across_a_restart_without_duplicate_writes() {
         json!({"userId": ALICE, "metadata": [{"key": "team", "value": "sre"}]}),
     )
     .await;
-    env.wait_user("alice", "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
+    env.wait_user_ready("alice").await;
     assert_eq!(
         env.emu.user_metadata(ALICE).get("team").map(Vec::as_slice),
         Some(&b"sre"[..])
     );
 
     // SIGTERM: finish in-flight work and exit 0.
-    let status = second.terminate().await;
+    let status = second.stop().await;
     assert!(status.success(), "operator exited with {status}");
 }
 

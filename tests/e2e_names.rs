@@ -1,5 +1,9 @@
 //! End-to-end: targets named by org name/domain and user login name/user name/email, resolved
 //! through ZITADEL's search endpoints (in the emulator) once, recorded in status.
+//!
+//! The default connection is pinned to Management API v1 (`--zitadel-api v1`): the tests count
+//! v1 writes; the lookups they are about go through `/v2/organizations/_search` and v1 search
+//! either way.
 
 mod common;
 
@@ -8,14 +12,13 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 use zitadel_metadata_operator::crd::MetadataResource;
-use zitadel_metadata_operator::status::STALLED;
 use zmo_testkit::emulator::{Fault, FaultKind, Operation};
 
 #[tokio::test]
 async fn organizations_by_name_and_domain() {
     let env = TestEnv::new("orgnames").await;
     env.emu.add_org_domain(GLOBEX, "globex.example", true);
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     env.apply_org(
         "by-name",
         json!({"organization": {"name": "Acme"}, "metadata": [{"key": "k", "value": "by name"}]}),
@@ -26,20 +29,12 @@ async fn organizations_by_name_and_domain() {
         json!({"organization": {"domain": "globex.example"}, "metadata": [{"key": "k", "value": "by domain"}]}),
     )
     .await;
-    let o = env
-        .wait_org("by-name", "Ready", |o| {
-            is_ready(o.status(), o.metadata.generation)
-        })
-        .await;
+    let o = env.wait_org_ready("by-name").await;
     assert_eq!(
         o.status.as_ref().and_then(|s| s.organization_id.as_deref()),
         Some(ACME)
     );
-    let o = env
-        .wait_org("by-domain", "Ready", |o| {
-            is_ready(o.status(), o.metadata.generation)
-        })
-        .await;
+    let o = env.wait_org_ready("by-domain").await;
     assert_eq!(
         o.status.as_ref().and_then(|s| s.organization_id.as_deref()),
         Some(GLOBEX)
@@ -58,7 +53,7 @@ async fn organizations_by_name_and_domain() {
 async fn ambiguous_and_missing_names_stall_with_precise_messages() {
     let env = TestEnv::new("ambiguous").await;
     env.emu.add_org("100000000000000009", "Acme");
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     env.apply_org(
         "two",
         json!({"organization": {"name": "Acme"}, "metadata": [{"key": "k", "value": "v"}]}),
@@ -71,39 +66,19 @@ async fn ambiguous_and_missing_names_stall_with_precise_messages() {
     .await;
     env.apply_user("nobody", json!({"user": {"loginName": "nobody@acme.localhost"}, "metadata": [{"key": "k", "value": "v"}]}))
         .await;
-    let o = env
-        .wait_org("two", "Stalled", |o| {
-            condition(o.status(), STALLED) == Some("True")
-        })
-        .await;
+    let o = env.wait_org_stalled("two").await;
     assert_eq!(reason(o.status()), Some("TargetAmbiguous"));
     let msg = message(o.status());
     assert!(
         msg.contains(ACME) && msg.contains("100000000000000009") && msg.contains("Acme"),
         "{msg}"
     );
-    let o = env
-        .wait_org("none", "Stalled", |o| {
-            condition(o.status(), STALLED) == Some("True")
-        })
-        .await;
+    let o = env.wait_org_stalled("none").await;
     assert_eq!(reason(o.status()), Some("TargetNotFound"));
-    assert!(
-        message(o.status()).contains("Initech"),
-        "{}",
-        message(o.status())
-    );
-    let u = env
-        .wait_user("nobody", "Stalled", |o| {
-            condition(o.status(), STALLED) == Some("True")
-        })
-        .await;
+    assert_message_contains(o.status(), "Initech");
+    let u = env.wait_user_stalled("nobody").await;
     assert_eq!(reason(u.status()), Some("TargetNotFound"));
-    assert!(
-        message(u.status()).contains("nobody@acme.localhost"),
-        "{}",
-        message(u.status())
-    );
+    assert_message_contains(u.status(), "nobody@acme.localhost");
     assert_eq!(env.emu.count(Operation::BulkSetOrgMetadata), 0);
     assert_eq!(env.emu.count(Operation::BulkSetUserMetadata), 0);
     op.stop().await;
@@ -113,7 +88,7 @@ async fn ambiguous_and_missing_names_stall_with_precise_messages() {
 async fn users_by_login_name_user_name_and_email() {
     let env = TestEnv::new("usernames").await;
     env.emu.set_user_email(BOB, "Bob@Globex.example");
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     env.apply_user(
         "by-login",
         json!({"user": {"loginName": "alice@acme.localhost"}, "metadata": [{"key": "via", "value": "login"}]}),
@@ -130,20 +105,12 @@ async fn users_by_login_name_user_name_and_email() {
     )
     .await;
     for name in ["by-login", "by-username"] {
-        let u = env
-            .wait_user(name, "Ready", |o| {
-                is_ready(o.status(), o.metadata.generation)
-            })
-            .await;
+        let u = env.wait_user_ready(name).await;
         let st = u.status.as_ref().expect("status");
         assert_eq!(st.user_id.as_deref(), Some(ALICE));
         assert_eq!(st.organization_id.as_deref(), Some(ACME));
     }
-    let u = env
-        .wait_user("by-email", "Ready", |o| {
-            is_ready(o.status(), o.metadata.generation)
-        })
-        .await;
+    let u = env.wait_user_ready("by-email").await;
     assert_eq!(
         u.status.as_ref().and_then(|s| s.user_id.as_deref()),
         Some(BOB)
@@ -167,12 +134,8 @@ async fn read_back_mismatch_is_a_visible_error_then_recovers() {
         times: Some(2),
         probability: None,
     });
-    let op = env.start_operator(fast_settings());
-    env.apply_org(
-        "acme",
-        json!({"organizationId": ACME, "metadata": [{"key": "a", "value": "1"}]}),
-    )
-    .await;
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
+    env.apply_org_values("acme", ACME, &[("a", "1")]).await;
     let o = env
         .wait_org("acme", "ReadBackMismatch", |o| {
             reason(o.status()) == Some("ReadBackMismatch")
@@ -190,10 +153,7 @@ async fn read_back_mismatch_is_a_visible_error_then_recovers() {
         "{events:?}"
     );
     // Once ZITADEL stores writes again, the retry converges.
-    env.wait_org("acme", "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
+    env.wait_org_ready("acme").await;
     assert_eq!(env.org_value(ACME, "a").as_deref(), Some("1"));
     let sets = env.emu.count(Operation::BulkSetOrgMetadata);
     assert_eq!(sets, 3, "two dropped writes, then one that stuck");

@@ -1,5 +1,9 @@
 //! End-to-end: the controllers (in-process) against a real kube-apiserver + etcd and the ZITADEL
 //! emulator. Each test has its own namespace, emulator and operator.
+//!
+//! The operator's default connection is pinned to Management API v1 (`--zitadel-api v1`): the
+//! tests assert v1 requests (operation names, bulk bodies, `details.sequence`). The same
+//! scenario runs on every ZITADEL version, v2 included, in `tests/e2e_versions.rs`.
 
 mod common;
 
@@ -45,7 +49,7 @@ fn removed_keys(env: &TestEnv, op: Operation) -> Vec<Vec<String>> {
 #[tokio::test]
 async fn org_and_user_metadata_become_ready_with_zitadel_details() {
     let env = TestEnv::new("ready").await;
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     let bin = base64::engine::general_purpose::STANDARD.encode([0u8, 159, 146, 150]);
     env.apply_org(
         "acme",
@@ -58,16 +62,8 @@ async fn org_and_user_metadata_become_ready_with_zitadel_details() {
     )
     .await;
 
-    let org = env
-        .wait_org("acme", "Ready", |o| {
-            is_ready(o.status(), o.metadata.generation)
-        })
-        .await;
-    let user = env
-        .wait_user("alice", "Ready", |o| {
-            is_ready(o.status(), o.metadata.generation)
-        })
-        .await;
+    let org = env.wait_org_ready("acme").await;
+    let user = env.wait_user_ready("alice").await;
 
     // ZITADEL holds the decoded values.
     let stored = env.emu.org_metadata(ACME);
@@ -140,17 +136,9 @@ async fn org_and_user_metadata_become_ready_with_zitadel_details() {
 #[tokio::test]
 async fn steady_state_writes_nothing_and_status_does_not_churn() {
     let env = TestEnv::new("steady").await;
-    let op = env.start_operator(fast_settings());
-    env.apply_org(
-        "acme",
-        json!({"organizationId": ACME, "metadata": [{"key": "a", "value": "1"}]}),
-    )
-    .await;
-    let ready = env
-        .wait_org("acme", "Ready", |o| {
-            is_ready(o.status(), o.metadata.generation)
-        })
-        .await;
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
+    env.apply_org_values("acme", ACME, &[("a", "1")]).await;
+    let ready = env.wait_org_ready("acme").await;
     // Let the status write settle into the cache, then observe several resync periods.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rv = env
@@ -200,27 +188,18 @@ async fn steady_state_writes_nothing_and_status_does_not_churn() {
 async fn edit_sends_only_the_changed_key_and_removal_sends_one_bulk_remove() {
     let env = TestEnv::new("edit").await;
     env.emu.put_org_metadata(ACME, "foreign", b"someone else's");
-    let op = env.start_operator(fast_settings());
-    env.apply_org(
-        "acme",
-        json!({"organizationId": ACME, "metadata": [{"key": "a", "value": "1"}, {"key": "b", "value": "2"}]}),
-    )
-    .await;
-    env.wait_org("acme", "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
+    env.apply_org_values("acme", ACME, &[("a", "1"), ("b", "2")])
+        .await;
+    env.wait_org_ready("acme").await;
     assert_eq!(
         set_keys(&env, Operation::BulkSetOrgMetadata),
         vec![vec!["a".to_string(), "b".to_string()]]
     );
 
     // Edit one value.
-    env.apply_org(
-        "acme",
-        json!({"organizationId": ACME, "metadata": [{"key": "a", "value": "1"}, {"key": "b", "value": "changed"}]}),
-    )
-    .await;
+    env.apply_org_values("acme", ACME, &[("a", "1"), ("b", "changed")])
+        .await;
     env.wait_org("acme", "Ready after edit", |o| {
         is_ready(o.status(), o.metadata.generation)
     })
@@ -232,11 +211,8 @@ async fn edit_sends_only_the_changed_key_and_removal_sends_one_bulk_remove() {
 
     // Remove a key from the spec.
     let before = env.orgs().get("acme").await.expect("get");
-    env.apply_org(
-        "acme",
-        json!({"organizationId": ACME, "metadata": [{"key": "b", "value": "changed"}]}),
-    )
-    .await;
+    env.apply_org_values("acme", ACME, &[("b", "changed")])
+        .await;
     let after = env
         .wait_org("acme", "Ready after removal", |o| {
             is_ready(o.status(), o.metadata.generation)
@@ -273,16 +249,10 @@ async fn edit_sends_only_the_changed_key_and_removal_sends_one_bulk_remove() {
 #[tokio::test]
 async fn drift_is_repaired_within_one_resync() {
     let env = TestEnv::new("drift").await;
-    let op = env.start_operator(fast_settings());
-    env.apply_org(
-        "acme",
-        json!({"organizationId": ACME, "metadata": [{"key": "a", "value": "1"}, {"key": "b", "value": "2"}]}),
-    )
-    .await;
-    env.wait_org("acme", "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
+    env.apply_org_values("acme", ACME, &[("a", "1"), ("b", "2")])
+        .await;
+    env.wait_org_ready("acme").await;
     env.emu.put_org_metadata(ACME, "a", b"tampered");
     env.emu.delete_org_metadata(ACME, "b");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -312,23 +282,15 @@ async fn drift_is_repaired_within_one_resync() {
 #[tokio::test]
 async fn deletion_honours_deletion_policy() {
     let env = TestEnv::new("delete").await;
-    let op = env.start_operator(fast_settings());
-    env.apply_org(
-        "del",
-        json!({"organizationId": ACME, "metadata": [{"key": "gone", "value": "1"}]}),
-    )
-    .await;
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
+    env.apply_org_values("del", ACME, &[("gone", "1")]).await;
     env.apply_org(
         "keep",
         json!({"organizationId": GLOBEX, "deletionPolicy": "Orphan", "metadata": [{"key": "stays", "value": "1"}]}),
     )
     .await;
     for name in ["del", "keep"] {
-        let o = env
-            .wait_org(name, "Ready", |o| {
-                is_ready(o.status(), o.metadata.generation)
-            })
-            .await;
+        let o = env.wait_org_ready(name).await;
         assert!(o.metadata.finalizers.as_ref().is_some_and(|f| {
             f.iter()
                 .any(|f| f == "metadata.zitadel-operator.dev/cleanup")
@@ -357,16 +319,13 @@ async fn deletion_honours_deletion_policy() {
 #[tokio::test]
 async fn deleting_an_object_whose_user_is_gone_does_not_block() {
     let env = TestEnv::new("gone").await;
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     env.apply_user(
         "bob",
         json!({"userId": BOB, "organizationId": GLOBEX, "metadata": [{"key": "k", "value": "v"}]}),
     )
     .await;
-    env.wait_user("bob", "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
+    env.wait_user_ready("bob").await;
     env.emu.remove_user(BOB);
     env.users()
         .delete("bob", &Default::default())
@@ -395,12 +354,8 @@ async fn zitadel_503_backs_off_then_recovers_without_losing_the_change() {
         times: Some(3),
         probability: None,
     });
-    let op = env.start_operator(fast_settings());
-    env.apply_org(
-        "acme",
-        json!({"organizationId": ACME, "metadata": [{"key": "a", "value": "1"}]}),
-    )
-    .await;
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
+    env.apply_org_values("acme", ACME, &[("a", "1")]).await;
     let retrying = env
         .wait_org("acme", "Ready=False while ZITADEL is unavailable", |o| {
             condition(o.status(), RECONCILING) == Some("True")
@@ -432,24 +387,16 @@ async fn zitadel_503_backs_off_then_recovers_without_losing_the_change() {
 #[tokio::test]
 async fn unknown_user_stalls_with_a_clear_message_and_no_writes() {
     let env = TestEnv::new("nouser").await;
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     env.apply_user(
         "ghost",
         json!({"userId": "299999999999999999", "metadata": [{"key": "k", "value": "v"}]}),
     )
     .await;
-    let o = env
-        .wait_user("ghost", "Stalled", |o| {
-            condition(o.status(), STALLED) == Some("True")
-        })
-        .await;
+    let o = env.wait_user_stalled("ghost").await;
     assert_eq!(condition(o.status(), "Ready"), Some("False"));
     assert_eq!(reason(o.status()), Some("ZitadelNotFound"));
-    assert!(
-        message(o.status()).contains("299999999999999999"),
-        "{}",
-        message(o.status())
-    );
+    assert_message_contains(o.status(), "299999999999999999");
     assert_eq!(env.emu.count(Operation::BulkSetUserMetadata), 0);
 
     // A user in another org than the one named: ZITADEL answers 400 (COMMAND-uXHNj) → Stalled.
@@ -458,11 +405,7 @@ async fn unknown_user_stalls_with_a_clear_message_and_no_writes() {
         json!({"userId": BOB, "organizationId": ACME, "metadata": [{"key": "k", "value": "v"}]}),
     )
     .await;
-    let o = env
-        .wait_user("wrong-org", "Stalled", |o| {
-            condition(o.status(), STALLED) == Some("True")
-        })
-        .await;
+    let o = env.wait_user_stalled("wrong-org").await;
     assert_eq!(reason(o.status()), Some("UserNotFound"));
     assert!(env.emu.user_metadata(BOB).is_empty());
     let events = env.events().await;
@@ -477,24 +420,16 @@ async fn unknown_user_stalls_with_a_clear_message_and_no_writes() {
 async fn value_over_the_byte_limit_is_a_reconcile_time_error() {
     // 250 000 two-byte characters pass the schema's 500 000-character cap but are 500 000+ bytes.
     let env = TestEnv::new("toolarge").await;
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     let value = "é".repeat(250_001);
     env.apply_org(
         "big",
         json!({"organizationId": ACME, "metadata": [{"key": "big", "value": value}]}),
     )
     .await;
-    let o = env
-        .wait_org("big", "Stalled", |o| {
-            condition(o.status(), STALLED) == Some("True")
-        })
-        .await;
+    let o = env.wait_org_stalled("big").await;
     assert_eq!(reason(o.status()), Some("InvalidSpec"));
-    assert!(
-        message(o.status()).contains("500000"),
-        "{}",
-        message(o.status())
-    );
+    assert_message_contains(o.status(), "500000");
     assert_eq!(env.emu.count(Operation::BulkSetOrgMetadata), 0);
     assert_eq!(
         env.emu.count(Operation::ListOrgMetadata),
@@ -507,23 +442,14 @@ async fn value_over_the_byte_limit_is_a_reconcile_time_error() {
 #[tokio::test]
 async fn second_object_claiming_a_key_reports_a_conflict_and_does_not_fight() {
     let env = TestEnv::new("conflict").await;
-    let op = env.start_operator(fast_settings());
-    env.apply_org(
-        "first",
-        json!({"organizationId": ACME, "metadata": [{"key": "shared", "value": "first"}]}),
-    )
-    .await;
-    env.wait_org("first", "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
+    env.apply_org_values("first", ACME, &[("shared", "first")])
+        .await;
+    env.wait_org_ready("first").await;
     // Creation timestamps have one-second resolution: make sure the second one is later.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    env.apply_org(
-        "second",
-        json!({"organizationId": ACME, "metadata": [{"key": "shared", "value": "second"}, {"key": "own", "value": "x"}]}),
-    )
-    .await;
+    env.apply_org_values("second", ACME, &[("shared", "second"), ("own", "x")])
+        .await;
     let second = env
         .wait_org("second", "KeyConflict", |o| {
             reason(o.status()) == Some("KeyConflict")

@@ -1,5 +1,8 @@
 //! End-to-end: values from Secrets/ConfigMaps, drift policies, suspend, adoption — against the real
 //! API server and the ZITADEL emulator.
+//!
+//! The default connection is pinned to Management API v1 (`--zitadel-api v1`): the tests count
+//! v1 operations and read v1 bulk bodies. The policies themselves do not depend on the API.
 
 mod common;
 
@@ -39,7 +42,7 @@ async fn secret_values_sync_rotate_on_watch_and_report_a_missing_secret() {
     // A resync far away: a change that lands quickly came through the Secret watch.
     let mut settings = fast_settings();
     settings.resync = Duration::from_secs(3600);
-    let op = env.start_operator(settings);
+    let op = env.start_operator_with_api(settings, ApiMode::V1);
     env.put_secret(&env.ns, "api-creds", "client-id", "first-secret-value")
         .await;
     let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
@@ -69,11 +72,7 @@ async fn secret_values_sync_rotate_on_watch_and_report_a_missing_secret() {
         ]}),
     )
     .await;
-    let o = env
-        .wait_org("acme", "Ready", |o| {
-            is_ready(o.status(), o.metadata.generation)
-        })
-        .await;
+    let o = env.wait_org_ready("acme").await;
     assert_eq!(
         env.org_value(ACME, "client-id").as_deref(),
         Some("first-secret-value")
@@ -130,11 +129,7 @@ async fn secret_values_sync_rotate_on_watch_and_report_a_missing_secret() {
             reason(o.status()) == Some("ValueSourceNotFound")
         })
         .await;
-    assert!(
-        message(o.status()).contains("\"api-creds\""),
-        "{}",
-        message(o.status())
-    );
+    assert_message_contains(o.status(), "\"api-creds\"");
     assert_eq!(condition(o.status(), "Ready"), Some("False"));
     assert_eq!(writes(&env), before);
     assert_eq!(
@@ -160,7 +155,7 @@ async fn drift_policy_report_never_writes_and_lists_keys() {
     let env = TestEnv::new("report").await;
     env.emu.put_org_metadata(ACME, "same", b"1");
     env.emu.put_org_metadata(ACME, "differs", b"outside value");
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     env.apply_org(
         "acme",
         json!({"organizationId": ACME, "driftPolicy": "Report", "metadata": [
@@ -205,11 +200,7 @@ async fn drift_policy_report_never_writes_and_lists_keys() {
     // Fix ZITADEL by hand: the object becomes Ready and Drifted=False.
     env.emu.put_org_metadata(ACME, "differs", b"spec value");
     env.emu.put_org_metadata(ACME, "missing", b"m");
-    let o = env
-        .wait_org("acme", "Ready", |o| {
-            is_ready(o.status(), o.metadata.generation)
-        })
-        .await;
+    let o = env.wait_org_ready("acme").await;
     assert_eq!(condition(o.status(), DRIFTED), Some("False"));
     assert_eq!(writes(&env), 0);
     op.stop().await;
@@ -218,13 +209,10 @@ async fn drift_policy_report_never_writes_and_lists_keys() {
 #[tokio::test]
 async fn drift_policy_ignore_applies_spec_changes_but_leaves_outside_edits() {
     let env = TestEnv::new("ignore").await;
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     env.apply_org("acme", json!({"organizationId": ACME, "driftPolicy": "Ignore", "metadata": [{"key": "a", "value": "1"}]}))
         .await;
-    env.wait_org("acme", "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
+    env.wait_org_ready("acme").await;
     let lists = env.emu.count(Operation::ListOrgMetadata);
     env.emu.put_org_metadata(ACME, "a", b"edited outside");
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -241,10 +229,7 @@ async fn drift_policy_ignore_applies_spec_changes_but_leaves_outside_edits() {
     // A spec change is applied.
     env.apply_org("acme", json!({"organizationId": ACME, "driftPolicy": "Ignore", "metadata": [{"key": "a", "value": "2"}]}))
         .await;
-    env.wait_org("acme", "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
+    env.wait_org_ready("acme").await;
     assert_eq!(env.org_value(ACME, "a").as_deref(), Some("2"));
     op.stop().await;
 }
@@ -252,16 +237,9 @@ async fn drift_policy_ignore_applies_spec_changes_but_leaves_outside_edits() {
 #[tokio::test]
 async fn suspend_pauses_all_calls_until_resumed() {
     let env = TestEnv::new("suspend").await;
-    let op = env.start_operator(fast_settings());
-    env.apply_org(
-        "acme",
-        json!({"organizationId": ACME, "metadata": [{"key": "a", "value": "1"}]}),
-    )
-    .await;
-    env.wait_org("acme", "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
+    env.apply_org_values("acme", ACME, &[("a", "1")]).await;
+    env.wait_org_ready("acme").await;
     env.apply_org(
         "acme",
         json!({"organizationId": ACME, "suspend": true, "metadata": [{"key": "a", "value": "2"}]}),
@@ -294,10 +272,7 @@ async fn suspend_pauses_all_calls_until_resumed() {
         json!({"organizationId": ACME, "suspend": false, "metadata": [{"key": "a", "value": "2"}]}),
     )
     .await;
-    env.wait_org("acme", "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
+    env.wait_org_ready("acme").await;
     assert_eq!(env.org_value(ACME, "a").as_deref(), Some("2"));
     op.stop().await;
 }
@@ -307,17 +282,9 @@ async fn adoption_of_existing_keys() {
     let env = TestEnv::new("adopt").await;
     env.emu.put_org_metadata(ACME, "equal", b"same");
     env.emu.put_org_metadata(ACME, "other", b"old");
-    let op = env.start_operator(fast_settings());
-    env.apply_org(
-        "eq",
-        json!({"organizationId": ACME, "metadata": [{"key": "equal", "value": "same"}]}),
-    )
-    .await;
-    let o = env
-        .wait_org("eq", "Ready", |o| {
-            is_ready(o.status(), o.metadata.generation)
-        })
-        .await;
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
+    env.apply_org_values("eq", ACME, &[("equal", "same")]).await;
+    let o = env.wait_org_ready("eq").await;
     assert_eq!(writes(&env), 0, "equal values are adopted without a write");
     assert_eq!(
         o.status.as_ref().map(|s| s.managed_keys.clone()),
@@ -329,15 +296,9 @@ async fn adoption_of_existing_keys() {
         "no write, no write details"
     );
 
-    env.apply_org(
-        "diff",
-        json!({"organizationId": ACME, "metadata": [{"key": "other", "value": "new"}]}),
-    )
-    .await;
-    env.wait_org("diff", "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
+    env.apply_org_values("diff", ACME, &[("other", "new")])
+        .await;
+    env.wait_org_ready("diff").await;
     assert_eq!(env.org_value(ACME, "other").as_deref(), Some("new"));
     assert_eq!(env.emu.count(Operation::BulkSetOrgMetadata), 1);
 

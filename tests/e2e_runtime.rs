@@ -4,14 +4,12 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use serde_json::json;
-use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use zitadel_metadata_operator::crd::MetadataResource;
 use zmo_testkit::emulator::Operation;
@@ -33,7 +31,7 @@ fn free_addr() -> String {
 /// One operator process.
 struct Replica {
     name: String,
-    child: Child,
+    binary: OperatorBinary,
     health: String,
     metrics: String,
 }
@@ -43,43 +41,21 @@ impl Replica {
     /// the Lease in the test namespace. `POD_NAME` = `name`, so the Lease holder names the replica.
     fn start(env: &TestEnv, token_file: &std::path::Path, name: &str, leader_elect: bool) -> Self {
         let (health, metrics) = (free_addr(), free_addr());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zitadel-metadata-operator"));
-        cmd.args(["--zitadel-url", &env.emu.url()])
-            .arg("--token-file")
-            .arg(token_file)
-            .args([
-                "--namespace",
-                &env.ns,
-                "--resync-interval",
-                "2s",
-                "--backoff-base",
-                "200ms",
-                "--backoff-max",
-                "2s",
-                "--max-concurrent-reconciles",
-                "3",
-                "--health-addr",
-                &health,
-                "--metrics-addr",
-                &metrics,
-            ]);
-        if leader_elect {
-            cmd.args(["--leader-elect", "--leader-election-namespace", &env.ns]);
-        }
-        let child = cmd
-            .env("KUBECONFIG", env.cp.kubeconfig_path())
+        let mut launch = Launch::new(env.cp.kubeconfig_path(), &env.ns, "2s")
+            .zitadel(&env.emu.url(), token_file)
+            // The metrics checked below are v1 operation names: the API is pinned (and the
+            // flag's effect is visible in `zitadel_api_selected`).
+            .args(["--zitadel-api", "v1"])
+            .args(["--max-concurrent-reconciles", "3"])
+            .addresses(&health, &metrics)
             .env("RUST_LOG", "info,kube=warn")
-            .env("POD_NAME", name)
-            .env_remove("LEADER_ELECT")
-            .env_remove("POD_NAMESPACE")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start operator binary");
+            .env("POD_NAME", name);
+        if leader_elect {
+            launch = launch.args(["--leader-elect", "--leader-election-namespace", &env.ns]);
+        }
         Replica {
             name: name.to_string(),
-            child,
+            binary: launch.spawn(),
             health,
             metrics,
         }
@@ -127,20 +103,15 @@ impl Replica {
     }
 
     async fn kill(&mut self) {
-        self.child.kill().await.expect("SIGKILL");
+        self.binary.kill().await;
     }
 
     fn terminate(&self) {
-        let pid = self.child.id().expect("pid") as i32;
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        self.binary.terminate();
     }
 
     async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        tokio::time::timeout(within, self.child.wait())
-            .await
-            .expect("operator did not exit")
-            .expect("wait")
+        self.binary.wait_exit(within).await
     }
 }
 
@@ -151,6 +122,16 @@ fn sample(text: &str, series: &str) -> Option<f64> {
             .and_then(|rest| rest.strip_prefix(' '))
             .and_then(|v| v.trim().parse().ok())
     })
+}
+
+/// `replica-a`, started alone with leader election, once it leads.
+async fn leading_replica(env: &TestEnv, token: &std::path::Path) -> Replica {
+    let a = Replica::start(env, token, "replica-a", true);
+    eventually(Duration::from_secs(30), "replica-a leads", || async {
+        a.leading().await.filter(|l| *l)
+    })
+    .await;
+    a
 }
 
 /// Wait until exactly one of `replicas` reports leadership and the others report standby;
@@ -191,10 +172,7 @@ async fn create_ready_org(env: &TestEnv, name: &str, org: &str) -> Duration {
         json!({"organizationId": org, "metadata": [{"key": name, "value": "v"}]}),
     )
     .await;
-    env.wait_org(name, "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
+    env.wait_org_ready(name).await;
     started.elapsed()
 }
 
@@ -295,9 +273,7 @@ async fn sigkill_of_the_leader_fails_over_within_the_lease_duration() {
     assert!(transitions >= 1, "leaseTransitions {transitions}");
     assert_eq!(env.org_value(GLOBEX, "after").as_deref(), Some("v"));
 
-    let mut survivor = replicas.swap_remove(standby);
-    survivor.terminate();
-    let status = survivor.wait_exit(Duration::from_secs(15)).await;
+    let status = replicas.swap_remove(standby).binary.stop().await;
     assert!(status.success(), "{status}");
 }
 
@@ -306,12 +282,8 @@ async fn sigterm_of_the_leader_hands_over_at_once() {
     let env = TestEnv::new("le-term").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let token = token_file(&dir);
-    let mut a = Replica::start(&env, &token, "replica-a", true);
     // Let the first one win, so the roles are known.
-    eventually(Duration::from_secs(30), "replica-a leads", || async {
-        a.leading().await.filter(|l| *l)
-    })
-    .await;
+    let mut a = leading_replica(&env, &token).await;
     let mut b = Replica::start(&env, &token, "replica-b", true);
     eventually(Duration::from_secs(30), "replica-b stands by", || async {
         (b.leading().await == Some(false) && b.health_status("/readyz").await == Some(200))
@@ -361,13 +333,9 @@ async fn sigterm_of_the_leader_hands_over_at_once() {
     assert_eq!(holder, None);
 }
 
-#[tokio::test]
-async fn metrics_and_health_after_a_scenario() {
-    let env = TestEnv::new("runtime-metrics").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let token = token_file(&dir);
-    let mut op = Replica::start(&env, &token, "solo", false);
-
+/// Healthy and ready, then two Ready orgs, one Ready user and one user that stalls (unknown in
+/// ZITADEL); returns the org names.
+async fn healthy_with_four_objects(env: &TestEnv, op: &Replica) -> [&'static str; 2] {
     eventually(Duration::from_secs(30), "healthz 200", || async {
         (op.health_status("/healthz").await == Some(200)).then_some(())
     })
@@ -381,17 +349,14 @@ async fn metrics_and_health_after_a_scenario() {
 
     // Two Ready orgs, one Ready user, one user that stalls (unknown in ZITADEL).
     let names = ["metrics-alpha-org", "metrics-beta-org"];
-    create_ready_org(&env, names[0], ACME).await;
-    create_ready_org(&env, names[1], GLOBEX).await;
+    create_ready_org(env, names[0], ACME).await;
+    create_ready_org(env, names[1], GLOBEX).await;
     env.apply_user(
         "metrics-gamma-user",
         json!({"userId": ALICE, "metadata": [{"key": "team", "value": "sre"}]}),
     )
     .await;
-    env.wait_user("metrics-gamma-user", "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
+    env.wait_user_ready("metrics-gamma-user").await;
     env.apply_user(
         "metrics-ghost-user",
         json!({"userId": "299999999999999999", "metadata": [{"key": "k", "value": "v"}]}),
@@ -402,40 +367,26 @@ async fn metrics_and_health_after_a_scenario() {
     })
     .await;
 
-    // The gauges read the caches, which follow the API within moments.
-    let text = eventually(Duration::from_secs(10), "object gauges settle", || async {
-        let text = op.scrape().await?;
-        let org_true = sample(
-            &text,
-            "zitadel_metadata_objects{kind=\"OrgMetadata\",condition=\"True\"}",
-        )?;
-        let user_true = sample(
-            &text,
-            "zitadel_metadata_objects{kind=\"UserMetadata\",condition=\"True\"}",
-        )?;
-        let user_false = sample(
-            &text,
-            "zitadel_metadata_objects{kind=\"UserMetadata\",condition=\"False\"}",
-        )?;
-        (org_true == 2.0 && user_true == 1.0 && user_false == 1.0).then_some(text)
-    })
-    .await;
-    eprintln!("--- /metrics after the scenario ---\n{text}---");
+    names
+}
 
-    let (_, content_type, _) = Replica::get(&op.metrics, "/metrics").await.expect("scrape");
-    assert!(
-        content_type.starts_with("application/openmetrics-text"),
-        "{content_type}"
-    );
-    let at_least = |series: &str, min: f64| {
-        let v = sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
-        assert!(v >= min, "{series} = {v}, expected >= {min}");
-        v
-    };
-    let exactly = |series: &str, want: f64| {
-        let v = sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
-        assert_eq!(v, want, "{series}");
-    };
+/// The sample `series` of `text`, at least `min`.
+fn at_least(text: &str, series: &str, min: f64) -> f64 {
+    let v = sample(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    assert!(v >= min, "{series} = {v}, expected >= {min}");
+    v
+}
+
+/// The sample `series` of `text` is `want`.
+fn exactly(text: &str, series: &str, want: f64) {
+    let v = sample(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    assert_eq!(v, want, "{series}");
+}
+
+/// The controller-runtime families after [`healthy_with_four_objects`] (`text` is `/metrics`).
+fn check_controller_metrics(text: &str) {
+    let at_least = |series: &str, min: f64| at_least(text, series, min);
+    let exactly = |series: &str, want: f64| exactly(text, series, want);
     at_least(
         "controller_runtime_reconcile_total{controller=\"orgmetadata\",result=\"success\"}",
         2.0,
@@ -492,6 +443,12 @@ async fn metrics_and_health_after_a_scenario() {
         0.0,
     );
     assert!(active <= 3.0, "active workers {active}");
+}
+
+/// The ZITADEL client's families: they match what the emulator saw.
+fn check_zitadel_metrics(text: &str, env: &TestEnv) {
+    let at_least = |series: &str, min: f64| at_least(text, series, min);
+    let exactly = |series: &str, want: f64| exactly(text, series, want);
     // ZITADEL client: one bulk set per org, matching what the emulator saw.
     exactly(
         "zitadel_requests_total{operation=\"BulkSetOrgMetadata\",code=\"200\"}",
@@ -513,6 +470,15 @@ async fn metrics_and_health_after_a_scenario() {
         "zitadel_requests_total{operation=\"BulkSetUserMetadata\",code=\"200\"}",
         1.0,
     );
+    // `--zitadel-api v1` reached the default connection: pinned, no probe.
+    exactly(
+        "zitadel_api_selected{service=\"org_metadata\",api=\"v1\"}",
+        1.0,
+    );
+    exactly(
+        "zitadel_api_selected{service=\"user_metadata\",api=\"v1\"}",
+        1.0,
+    );
     at_least(
         "zitadel_requests_total{operation=\"GetUserByID\",code=\"404\"}",
         1.0,
@@ -521,6 +487,44 @@ async fn metrics_and_health_after_a_scenario() {
         "zitadel_request_duration_seconds_count{operation=\"BulkSetOrgMetadata\"}",
         2.0,
     );
+}
+
+#[tokio::test]
+async fn metrics_and_health_after_a_scenario() {
+    let env = TestEnv::new("runtime-metrics").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = token_file(&dir);
+    let op = Replica::start(&env, &token, "solo", false);
+
+    let names = healthy_with_four_objects(&env, &op).await;
+    // The gauges read the caches, which follow the API within moments.
+    let text = eventually(Duration::from_secs(10), "object gauges settle", || async {
+        let text = op.scrape().await?;
+        let org_true = sample(
+            &text,
+            "zitadel_metadata_objects{kind=\"OrgMetadata\",condition=\"True\"}",
+        )?;
+        let user_true = sample(
+            &text,
+            "zitadel_metadata_objects{kind=\"UserMetadata\",condition=\"True\"}",
+        )?;
+        let user_false = sample(
+            &text,
+            "zitadel_metadata_objects{kind=\"UserMetadata\",condition=\"False\"}",
+        )?;
+        (org_true == 2.0 && user_true == 1.0 && user_false == 1.0).then_some(text)
+    })
+    .await;
+    eprintln!("--- /metrics after the scenario ---\n{text}---");
+
+    let (_, content_type, _) = Replica::get(&op.metrics, "/metrics").await.expect("scrape");
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    check_controller_metrics(&text);
+    check_zitadel_metrics(&text, &env);
+    let exactly = |series: &str, want: f64| exactly(&text, series, want);
     exactly("zitadel_token_refreshes_total", 0.0);
     exactly(
         "zitadel_metadata_objects{kind=\"OrgMetadata\",condition=\"Unknown\"}",
@@ -560,8 +564,7 @@ async fn metrics_and_health_after_a_scenario() {
     })
     .await;
 
-    op.terminate();
-    let status = op.wait_exit(Duration::from_secs(15)).await;
+    let status = op.binary.stop().await;
     assert!(status.success(), "{status}");
 }
 
@@ -570,11 +573,7 @@ async fn a_leader_that_loses_its_lease_stops_at_once() {
     let env = TestEnv::new("le-lost").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let token = token_file(&dir);
-    let mut a = Replica::start(&env, &token, "replica-a", true);
-    eventually(Duration::from_secs(30), "replica-a leads", || async {
-        a.leading().await.filter(|l| *l)
-    })
-    .await;
+    let mut a = leading_replica(&env, &token).await;
     create_ready_org(&env, "before", ACME).await;
 
     // Someone else takes the Lease (as a partitioned leader would find after the fact).

@@ -5,6 +5,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+pub use crate::zitadel::ApiMode;
+
 /// A ZITADEL instance and credentials, usable by OrgMetadata/UserMetadata in the same namespace.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
@@ -43,6 +45,14 @@ pub struct ZitadelConnectionSpec {
     pub tls_server_name: Option<String>,
     /// How to authenticate. The Secret must be in the connection's namespace.
     pub credentials: Credentials,
+    /// Which ZITADEL API serves metadata: `Auto` (default) probes the instance with
+    /// side-effect-free calls and picks per service — user metadata over the v2 UserService
+    /// from ZITADEL v4.0, org metadata over the v2 OrganizationService from the v4.x minor that
+    /// added it, Management API v1 otherwise — and probes again when a call answers "no such
+    /// route". `V1` pins Management API v1 (gone in ZITADEL v5); `V2` pins the v2 services
+    /// over Connect (ZITADEL v4.x with org metadata v2, or v5).
+    #[serde(default)]
+    pub api: ApiMode,
 }
 
 /// A ZITADEL instance and credentials for the whole cluster, usable only from the namespaces
@@ -82,6 +92,14 @@ pub struct ClusterZitadelConnectionSpec {
     pub tls_server_name: Option<String>,
     /// How to authenticate; the Secret reference must name its namespace.
     pub credentials: Credentials,
+    /// Which ZITADEL API serves metadata: `Auto` (default) probes the instance with
+    /// side-effect-free calls and picks per service — user metadata over the v2 UserService
+    /// from ZITADEL v4.0, org metadata over the v2 OrganizationService from the v4.x minor that
+    /// added it, Management API v1 otherwise — and probes again when a call answers "no such
+    /// route". `V1` pins Management API v1 (gone in ZITADEL v5); `V2` pins the v2 services
+    /// over Connect (ZITADEL v4.x with org metadata v2, or v5).
+    #[serde(default)]
+    pub api: ApiMode,
     /// Which namespaces may use this connection, and for which organizations. A namespace
     /// matching no rule is refused (`TargetNotAllowed`). Empty (the default): no namespace.
     #[serde(default)]
@@ -168,7 +186,16 @@ pub struct ConnectionStatus {
     /// detection; never their content).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub observed_secret_versions: Vec<String>,
-    /// The `Ready` condition: True after a successful authenticated probe.
+    /// `Secret/namespace/name` / `ConfigMap/namespace/name` of the Secrets and ConfigMaps this
+    /// connection holds with its finalizer (`zitadelconnection.metadata.zitadel-operator.dev/NAME`
+    /// or `clusterzitadelconnection.…/NAME`), so that they cannot disappear while the connection
+    /// exists. Released when the connection is gone or no longer references them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_sources: Vec<String>,
+    /// `Ready`: True after a successful authenticated probe. `Reconciling`: True while the last
+    /// probe failed on a transient ZITADEL error (objects using the connection wait for it).
+    /// `Terminating`: True (reason `InUse`) while the connection is being deleted and objects
+    /// still use it; the message counts and names them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -188,7 +215,18 @@ pub struct ConnectionRef {
 
 /// Kinds a `connectionRef` may name.
 #[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    schemars::JsonSchema,
 )]
 pub enum ConnectionKind {
     /// A `ZitadelConnection` in the object's namespace.
@@ -211,6 +249,8 @@ pub struct ConnectionSettings {
     pub credentials: Credentials,
     /// Namespace the referenced Secrets/ConfigMaps live in by default.
     pub namespace: Option<String>,
+    /// Which API serves metadata (`spec.api`).
+    pub api: ApiMode,
 }
 
 impl ZitadelConnection {
@@ -222,6 +262,7 @@ impl ZitadelConnection {
             tls_server_name: self.spec.tls_server_name.clone(),
             credentials: self.spec.credentials.clone(),
             namespace: self.metadata.namespace.clone(),
+            api: self.spec.api,
         }
     }
 }
@@ -235,6 +276,7 @@ impl ClusterZitadelConnection {
             tls_server_name: self.spec.tls_server_name.clone(),
             credentials: self.spec.credentials.clone(),
             namespace: None,
+            api: self.spec.api,
         }
     }
 }

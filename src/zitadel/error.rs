@@ -1,11 +1,22 @@
-//! Typed errors of the ZITADEL client.
+//! Typed errors of the ZITADEL client, and the parsing of ZITADEL's three error shapes:
+//! grpc-gateway `google.rpc.Status` JSON (v1 and v2 REST), Connect JSON (v2 over Connect, the
+//! ZITADEL error id inside a base64 protobuf `zitadel.v1.ErrorDetail`), and bodies that are not
+//! ZITADEL's at all (edge proxies, the routing 404 in plain text).
+//!
+//! No error here is proof that an organization or user is gone: see
+//! [`super::ZitadelApi::target_exists`] (`shared/zitadel-api.md` §10).
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use base64::Engine as _;
+use serde_json::Value;
+
+use crate::reason::Reason;
 
 /// gRPC status codes ZITADEL reports in the `code` field of its error body.
 pub mod code {
+    /// Unknown (HTTP 500).
+    pub const UNKNOWN: i32 = 2;
     /// InvalidArgument (HTTP 400).
     pub const INVALID_ARGUMENT: i32 = 3;
     /// DeadlineExceeded (HTTP 504).
@@ -20,42 +31,97 @@ pub mod code {
     pub const FAILED_PRECONDITION: i32 = 9;
     /// Aborted (HTTP 409).
     pub const ABORTED: i32 = 10;
+    /// Unimplemented (HTTP 501).
+    pub const UNIMPLEMENTED: i32 = 12;
+    /// Internal (HTTP 500).
+    pub const INTERNAL: i32 = 13;
     /// Unavailable (HTTP 503).
     pub const UNAVAILABLE: i32 = 14;
     /// Unauthenticated (HTTP 401).
     pub const UNAUTHENTICATED: i32 = 16;
+
+    /// The numeric code of a Connect error code name (`"not_found"` → 5).
+    pub fn from_connect(name: &str) -> Option<i32> {
+        Some(match name {
+            "canceled" => 1,
+            "unknown" => 2,
+            "invalid_argument" => 3,
+            "deadline_exceeded" => 4,
+            "not_found" => 5,
+            "already_exists" => 6,
+            "permission_denied" => 7,
+            "resource_exhausted" => 8,
+            "failed_precondition" => 9,
+            "aborted" => 10,
+            "out_of_range" => 11,
+            "unimplemented" => 12,
+            "internal" => 13,
+            "unavailable" => 14,
+            "data_loss" => 15,
+            "unauthenticated" => 16,
+            _ => return None,
+        })
+    }
 }
 
 /// ZITADEL error ids (`details[].id`) the operator reacts to. Messages are translated, ids are not.
 pub mod ids {
-    /// BulkRemove of org metadata with a key that does not exist.
+    /// BulkRemove / Delete of org metadata with a key that does not exist.
     pub const ORG_KEY_NOT_EXISTING: &str = "META-2npds";
-    /// BulkRemove of user metadata with a key that does not exist.
+    /// BulkRemove / Delete of user metadata with a key that does not exist.
     pub const USER_KEY_NOT_EXISTING: &str = "META-2nnds";
-    /// User metadata write for a user that is not in the context org (or does not exist).
+    /// A user metadata write for a user that is not in the context org (v1), or that does not
+    /// exist (v2, looked up in any org). Not proof that the user is gone: on v1 it also means
+    /// "the user is in another organization".
     pub const USER_NOT_FOUND_IN_ORG: &str = "COMMAND-uXHNj";
-    /// `x-zitadel-orgid` names an organization that does not exist.
+    /// `x-zitadel-orgid` could not be resolved: the org does not exist **or its lookup failed**
+    /// (database error, timeout). Ambiguous; never proof (`shared/zitadel-api.md` §3).
     pub const ORG_DOES_NOT_EXIST: &str = "AUTH-Bs7Ds";
-    /// The caller holds no role with the needed permission in the org.
+    /// The caller holds no role with the needed permission in the org (v1 interceptor).
     pub const NO_PERMISSION: &str = "AUTH-5mWD2";
+    /// The caller holds no role with the needed permission (v2 handlers).
+    pub const NO_PERMISSION_V2: &str = "AUTH-AWfge";
+    /// The caller has no membership at all in the org or instance (404, a permission problem).
+    pub const NO_MEMBERSHIP: &str = "AUTHZ-cdgFk";
+    /// `GetUserByID`: no user with that id in the instance (looked up before any permission
+    /// check) — the one positive proof that a user is gone.
+    pub const USER_NOT_FOUND: &str = "QUERY-Dfbg2";
+    /// v2 list `limit` above 1000.
+    pub const LIMIT_EXCEEDED: &str = "QUERY-4M0fs";
 }
 
 /// An error talking to ZITADEL. Display output never contains tokens or metadata values.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ZitadelError {
     /// ZITADEL answered with an error status.
     #[error("ZITADEL answered HTTP {status} (code {code}{}): {message}", id.as_deref().map(|i| format!(", {i}")).unwrap_or_default())]
     Api {
         /// HTTP status.
         status: u16,
-        /// gRPC code from the body (derived from the HTTP status when the body is not ZITADEL JSON).
+        /// gRPC code from the body (numeric, or a Connect code name mapped to its number;
+        /// derived from the HTTP status when the body is not ZITADEL JSON).
         code: i32,
-        /// `details[0].id`, when present.
+        /// The ZITADEL error id (`ErrorDetail.id`), when present.
         id: Option<String>,
-        /// The message (translated text, for humans only).
+        /// The message (translated text, for humans only; at most 200 characters).
         message: String,
         /// Parsed `Retry-After`, when present.
         retry_after: Option<Duration>,
+    },
+    /// The instance has no route for this call (the routing 404: JSON `{"code":5,"message":
+    /// "Not Found"}` without details, or `text/plain` `404 page not found` from a Connect
+    /// service without the method): the API is not served by this ZITADEL version.
+    #[error(
+        "ZITADEL has no route for this call (HTTP {status}: {message}): this API is not available on the instance"
+    )]
+    RouteMissing {
+        /// HTTP status (404).
+        status: u16,
+        /// The body's message, for humans.
+        message: String,
+        /// True for the plain-text 404 of a Connect service that exists without the method;
+        /// false when the whole service (or REST prefix) is unknown.
+        service_exists: bool,
     },
     /// No answer in time.
     #[error("request to ZITADEL timed out after {0:?}")]
@@ -78,27 +144,68 @@ pub enum ZitadelError {
     ResponseTooLarge {
         /// The limit in bytes.
         limit: usize,
+        /// The answer's size, when it announced one (`Content-Length`).
+        size: Option<u64>,
+    },
+    /// A paged listing did not add up even after listing again: ZITADEL reported `total` keys
+    /// but only `seen` distinct ones came back (rows reordered between pages, or rows the caller
+    /// may not read).
+    #[error(
+        "ZITADEL reported {total} metadata keys but only {seen} distinct keys could be listed (rows reordered between pages, or rows the service user may not read)"
+    )]
+    IncompleteListing {
+        /// Distinct keys received.
+        seen: usize,
+        /// `totalResult` reported.
+        total: u64,
+    },
+    /// Whether the target still exists could not be established either way.
+    #[error("cannot tell whether the target still exists in ZITADEL: {0}")]
+    Unproven(String),
+    /// The client refused to send a request (it would be rejected, or misread: an empty value
+    /// means "delete" on newer v2 builds).
+    #[error("refused to send to ZITADEL: {0}")]
+    InvalidRequest(String),
+    /// The user exists but not in the organization the target names (checked by the client on
+    /// v2, where ZITADEL itself ignores the organization).
+    #[error("user {user_id} is in organization {actual}, not in {org_id}")]
+    UserNotInOrganization {
+        /// The user.
+        user_id: String,
+        /// The organization the object names.
+        org_id: String,
+        /// The user's actual organization.
+        actual: String,
     },
 }
 
 impl ZitadelError {
-    /// Whether retrying later may succeed without anyone changing anything (429, 5xx,
-    /// timeouts, connection failures, 409 Aborted, and a bulk remove that lost a race with
-    /// another writer removing one of its keys: re-reading and planning again succeeds).
+    /// Whether retrying later may succeed without anyone changing anything (429 other than
+    /// gRPC's size refusal, 5xx, timeouts, connection failures, 409 Aborted, a bulk remove that
+    /// lost a race with another writer, `AUTH-Bs7Ds` — ZITADEL's answer to *any* failed org
+    /// lookup —, and a listing that did not add up).
     pub fn is_transient(&self) -> bool {
         match self {
             ZitadelError::Api { status, code, .. } => {
-                *status == 429
+                (*status == 429 && !self.is_message_too_large())
                     || *status >= 500
                     || *code == code::ABORTED
                     || *status == 409
                     || self.is_key_not_existing()
+                    || self.is_org_lookup_failed()
             }
             // TLS: may be a certificate rotation in progress; retried with backoff.
-            ZitadelError::Timeout(_) | ZitadelError::Transport(_) | ZitadelError::Tls(_) => true,
-            ZitadelError::Decode(_)
+            ZitadelError::Timeout(_)
+            | ZitadelError::Transport(_)
+            | ZitadelError::Tls(_)
+            | ZitadelError::IncompleteListing { .. } => true,
+            ZitadelError::RouteMissing { .. }
+            | ZitadelError::Decode(_)
             | ZitadelError::Credentials(_)
-            | ZitadelError::ResponseTooLarge { .. } => false,
+            | ZitadelError::ResponseTooLarge { .. }
+            | ZitadelError::Unproven(_)
+            | ZitadelError::InvalidRequest(_)
+            | ZitadelError::UserNotInOrganization { .. } => false,
         }
     }
 
@@ -110,7 +217,7 @@ impl ZitadelError {
         }
     }
 
-    /// The ZITADEL error id (`details[].id`), if any.
+    /// The ZITADEL error id, if any.
     pub fn id(&self) -> Option<&str> {
         match self {
             ZitadelError::Api { id, .. } => id.as_deref(),
@@ -121,7 +228,9 @@ impl ZitadelError {
     /// The HTTP status, if ZITADEL answered.
     pub fn status(&self) -> Option<u16> {
         match self {
-            ZitadelError::Api { status, .. } => Some(*status),
+            ZitadelError::Api { status, .. } | ZitadelError::RouteMissing { status, .. } => {
+                Some(*status)
+            }
             _ => None,
         }
     }
@@ -129,9 +238,7 @@ impl ZitadelError {
     /// True when ZITADEL's gRPC layer refused a message for its size: ResourceExhausted (code 8,
     /// HTTP 429) with gRPC's own text (`grpc: received message larger than max (… vs. 4194304)`,
     /// or `trying to send message larger than max`) and none of ZITADEL's quota/limit ids. Not a
-    /// rate limit: waiting does not help, a smaller request or page does. (The contract infers a
-    /// 4 MiB gRPC default for requests; a list page answered through the gateway may hit the same
-    /// default on the way back.)
+    /// rate limit: waiting does not help, a smaller request or page does.
     pub fn is_message_too_large(&self) -> bool {
         matches!(
             self,
@@ -139,7 +246,30 @@ impl ZitadelError {
         )
     }
 
-    /// True when the error says a key to remove was not there (BulkRemove fails whole).
+    /// The size a "too large" refusal reports: gRPC's `(N vs. M)` (bytes of the protobuf
+    /// message), or the announced `Content-Length` of an answer over our cap.
+    pub fn refused_size(&self) -> Option<u64> {
+        match self {
+            ZitadelError::ResponseTooLarge { size, .. } => *size,
+            ZitadelError::Api { message, .. } if self.is_message_too_large() => {
+                let open = message.rfind('(')?;
+                let digits: String = message[open + 1..]
+                    .trim_start_matches(|c: char| c == '>' || c.is_whitespace())
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                digits.parse().ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// True when an answer (or a request) was refused for its size, by our cap or by gRPC.
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, ZitadelError::ResponseTooLarge { .. }) || self.is_message_too_large()
+    }
+
+    /// True when the error says a key to remove was not there (a remove fails whole).
     pub fn is_key_not_existing(&self) -> bool {
         matches!(
             self.id(),
@@ -147,94 +277,287 @@ impl ZitadelError {
         )
     }
 
-    /// True when the error says the target (org or user) does not exist. A 404 saying a
-    /// metadata key does not exist ([`Self::is_key_not_existing`]) is not: the target is there.
+    /// True when the instance has no route for the call (the API is not served there). The
+    /// client re-probes the instance after such an answer (in `Auto` mode).
+    pub fn is_route_missing(&self) -> bool {
+        matches!(self, ZitadelError::RouteMissing { .. })
+    }
+
+    /// True for a permission problem of the service user: 403 (other than `AUTH-Bs7Ds`), and
+    /// 404 `AUTHZ-cdgFk` (no membership at all in the org or instance).
+    pub fn is_permission(&self) -> bool {
+        match self {
+            ZitadelError::Api { status, code, .. } => {
+                self.id() == Some(ids::NO_MEMBERSHIP)
+                    || ((*status == 403 || *code == code::PERMISSION_DENIED)
+                        && !self.is_org_lookup_failed())
+            }
+            _ => false,
+        }
+    }
+
+    /// True for `AUTH-Bs7Ds`: ZITADEL could not resolve the organization of `x-zitadel-orgid`.
+    /// It answers this for a missing org **and** for any failure of the lookup, so it is
+    /// retried, never taken as proof that the org is gone.
+    pub fn is_org_lookup_failed(&self) -> bool {
+        self.id() == Some(ids::ORG_DOES_NOT_EXIST)
+    }
+
+    /// True when the user is not in the organization the target names (v1 `COMMAND-uXHNj`,
+    /// which also covers a user that does not exist; v2: checked by the client). Not proof
+    /// that the user is gone: use [`super::ZitadelApi::target_exists`].
+    pub fn is_user_not_in_org(&self) -> bool {
+        self.id() == Some(ids::USER_NOT_FOUND_IN_ORG)
+            || matches!(self, ZitadelError::UserNotInOrganization { .. })
+    }
+
+    /// True only for the one error that is positive proof of a missing target: `GetUserByID`
+    /// (`GET /v2/users/{id}` or Connect) answering 404 `QUERY-Dfbg2` — ZITADEL looks the id up
+    /// instance-wide before any permission check (`shared/zitadel-api.md` §10). A route 404,
+    /// `AUTHZ-cdgFk`, `AUTH-Bs7Ds`, `COMMAND-uXHNj` and any other 404 are **not** proof. For an
+    /// organization no single error is; use [`super::ZitadelApi::target_exists`], which also
+    /// proves an org gone.
     pub fn is_target_missing(&self) -> bool {
-        matches!(
-            self.id(),
-            Some(ids::USER_NOT_FOUND_IN_ORG | ids::ORG_DOES_NOT_EXIST)
-        ) || (matches!(self, ZitadelError::Api { status: 404, .. }) && !self.is_key_not_existing())
+        self.status() == Some(404) && self.id() == Some(ids::USER_NOT_FOUND)
     }
 
-    /// Whether `reason` (as returned by [`Self::reason`], e.g. read back from a connection's
-    /// status) only ever names transient errors: waiting may clear it.
-    pub fn is_transient_reason(reason: &str) -> bool {
-        matches!(
-            reason,
-            "ZitadelUnavailable"
-                | "ZitadelRateLimited"
-                | "ZitadelTimeout"
-                | "ZitadelUnreachable"
-                | "ConcurrentMetadataChange"
-        )
-    }
-
-    /// A one-word PascalCase reason for conditions and events.
-    pub fn reason(&self) -> &'static str {
+    /// The reason for conditions and Events. Every reason a ZITADEL error can map to is chosen
+    /// here, in one place.
+    pub fn reason(&self) -> Reason {
         if self.is_key_not_existing() {
-            return "ConcurrentMetadataChange";
+            return Reason::ConcurrentMetadataChange;
+        }
+        if self.is_org_lookup_failed() {
+            return Reason::OrganizationLookupFailed;
+        }
+        if self.is_permission() {
+            return Reason::ZitadelPermissionDenied;
+        }
+        if self.is_user_not_in_org() {
+            return Reason::UserNotFound;
+        }
+        if self.is_message_too_large() {
+            return Reason::ZitadelMessageTooLarge;
         }
         match self {
-            ZitadelError::Api { status: 401, .. } => "ZitadelUnauthenticated",
-            ZitadelError::Api { status: 403, .. } => "ZitadelPermissionDenied",
-            ZitadelError::Api { status: 404, .. } => "ZitadelNotFound",
-            ZitadelError::Api { status: 429, .. } => "ZitadelRateLimited",
-            ZitadelError::Api { status, .. } if *status >= 500 => "ZitadelUnavailable",
-            ZitadelError::Api { id: Some(id), .. } if id == ids::USER_NOT_FOUND_IN_ORG => {
-                "UserNotFound"
+            ZitadelError::Api { status: 401, .. } => Reason::ZitadelUnauthenticated,
+            ZitadelError::Api { status: 404, .. } => Reason::ZitadelNotFound,
+            ZitadelError::Api { status: 429, .. } => Reason::ZitadelRateLimited,
+            ZitadelError::Api { status, .. } if *status >= 500 => Reason::ZitadelUnavailable,
+            ZitadelError::Api { .. } => Reason::ZitadelRejected,
+            ZitadelError::RouteMissing { .. } => Reason::ZitadelApiUnavailable,
+            ZitadelError::Timeout(_) => Reason::ZitadelTimeout,
+            ZitadelError::Transport(_) => Reason::ZitadelUnreachable,
+            ZitadelError::Tls(_) => Reason::TlsVerificationFailed,
+            ZitadelError::Decode(_) | ZitadelError::ResponseTooLarge { .. } => {
+                Reason::ZitadelBadResponse
             }
-            ZitadelError::Api { .. } => "ZitadelRejected",
-            ZitadelError::Timeout(_) => "ZitadelTimeout",
-            ZitadelError::Transport(_) => "ZitadelUnreachable",
-            ZitadelError::Tls(_) => "TlsVerificationFailed",
-            ZitadelError::Decode(_) | ZitadelError::ResponseTooLarge { .. } => "ZitadelBadResponse",
-            ZitadelError::Credentials(_) => "CredentialsUnavailable",
+            ZitadelError::Credentials(_) => Reason::CredentialsUnavailable,
+            ZitadelError::IncompleteListing { .. } => Reason::ZitadelListingIncomplete,
+            ZitadelError::Unproven(_) => Reason::TargetExistenceUnknown,
+            ZitadelError::InvalidRequest(_) => Reason::InvalidSpec,
+            ZitadelError::UserNotInOrganization { .. } => Reason::UserNotFound,
         }
     }
 
-    /// Build an error from a non-2xx response (status, headers and body text).
+    /// Build an error from a non-2xx response (status, `Retry-After` and body text). Accepts
+    /// grpc-gateway JSON (`{"code":5,…,"details":[{"@type":…,"id":…}]}`), Connect JSON
+    /// (`{"code":"not_found",…,"details":[{"type":…,"value":"<b64 protobuf>","debug":…}]}`),
+    /// and anything else (plain text, HTML).
     pub fn from_response(status: u16, retry_after: Option<&str>, body: &str) -> Self {
         let retry_after = retry_after.and_then(parse_retry_after);
-        match serde_json::from_str::<StatusBody>(body) {
-            Ok(parsed) if parsed.code.is_some() || parsed.message.is_some() => ZitadelError::Api {
-                status,
-                code: parsed.code.unwrap_or_else(|| code_for_status(status)),
-                id: parsed.details.into_iter().find_map(|d| d.id),
-                message: parsed.message.unwrap_or_default(),
-                retry_after,
-            },
-            // Not ZITADEL JSON (edge proxy, plain-text "instance is blocked", HTML...).
-            _ => ZitadelError::Api {
-                status,
-                code: code_for_status(status),
-                id: None,
-                message: body
-                    .chars()
-                    .take(200)
-                    .collect::<String>()
-                    .trim()
-                    .to_string(),
-                retry_after,
-            },
+        let parsed = serde_json::from_str::<Value>(body)
+            .ok()
+            .and_then(|v| StatusBody::from_value(&v));
+        match parsed {
+            Some(parsed) => {
+                let message = short(&parsed.message);
+                if status == 404
+                    && parsed.code.is_none_or(|c| c == code::NOT_FOUND)
+                    && parsed.id.is_none()
+                    && !parsed.has_details
+                    && parsed.message == "Not Found"
+                {
+                    return ZitadelError::RouteMissing {
+                        status,
+                        message,
+                        service_exists: false,
+                    };
+                }
+                let id = parsed.id.or_else(|| id_from_message(&parsed.message));
+                ZitadelError::Api {
+                    status,
+                    code: parsed.code.unwrap_or_else(|| code_for_status(status)),
+                    id,
+                    message,
+                    retry_after,
+                }
+            }
+            // Not ZITADEL JSON (edge proxy, plain-text "instance is blocked", HTML, the routing
+            // 404 of a Connect service without the method...).
+            None => {
+                let message = short(body);
+                if status == 404 && body.trim() == "404 page not found" {
+                    return ZitadelError::RouteMissing {
+                        status,
+                        message,
+                        service_exists: true,
+                    };
+                }
+                ZitadelError::Api {
+                    status,
+                    code: code_for_status(status),
+                    id: None,
+                    message,
+                    retry_after,
+                }
+            }
         }
     }
 }
 
-/// The `google.rpc.Status` error body of the gRPC gateway.
-#[derive(Deserialize)]
-struct StatusBody {
-    #[serde(default)]
-    code: Option<i32>,
-    #[serde(default)]
-    message: Option<String>,
-    #[serde(default)]
-    details: Vec<ErrorDetail>,
+/// The first 200 characters, trimmed.
+fn short(text: &str) -> String {
+    text.chars()
+        .take(200)
+        .collect::<String>()
+        .trim()
+        .to_string()
 }
 
-#[derive(Deserialize)]
-struct ErrorDetail {
-    #[serde(default)]
+/// An error body of either JSON shape, reduced to what the client uses.
+struct StatusBody {
+    code: Option<i32>,
+    message: String,
     id: Option<String>,
+    has_details: bool,
+}
+
+impl StatusBody {
+    fn from_value(v: &Value) -> Option<Self> {
+        let obj = v.as_object()?;
+        let code = match obj.get("code") {
+            Some(Value::Number(n)) => n.as_i64().and_then(|n| i32::try_from(n).ok()),
+            Some(Value::String(s)) => code::from_connect(s),
+            _ => None,
+        };
+        let message = obj
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if code.is_none() && message.is_none() {
+            return None;
+        }
+        let details = obj
+            .get("details")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        Some(StatusBody {
+            code,
+            message: message.unwrap_or_default(),
+            id: details.iter().find_map(detail_id),
+            has_details: !details.is_empty(),
+        })
+    }
+}
+
+/// The ZITADEL id of one error detail: `id` (grpc-gateway's `@type` form), else the protobuf
+/// `value` of a Connect detail (`zitadel.v1.ErrorDetail` / `CredentialsCheckError`, field 1),
+/// else `debug.id`.
+fn detail_id(detail: &Value) -> Option<String> {
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    if let Some(id) = detail.get("id").and_then(Value::as_str) {
+        return non_empty(id);
+    }
+    let type_name = detail
+        .get("type")
+        .or_else(|| detail.get("@type"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let type_name = type_name.rsplit('/').next().unwrap_or_default();
+    if matches!(
+        type_name,
+        "zitadel.v1.ErrorDetail" | "zitadel.v1.CredentialsCheckError"
+    ) && let Some(id) = detail
+        .get("value")
+        .and_then(Value::as_str)
+        .and_then(|v| decode_base64(v).ok())
+        .and_then(|bytes| protobuf_string_field(&bytes, 1))
+    {
+        return non_empty(&id);
+    }
+    detail
+        .get("debug")
+        .and_then(|d| d.get("id"))
+        .and_then(Value::as_str)
+        .and_then(non_empty)
+}
+
+/// Base64 as protojson accepts it: standard or URL-safe alphabet, padded or not.
+pub(crate) fn decode_base64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    use base64::alphabet::{STANDARD, URL_SAFE};
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const CONFIG: GeneralPurposeConfig =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    const STD: GeneralPurpose = GeneralPurpose::new(&STANDARD, CONFIG);
+    const URL: GeneralPurpose = GeneralPurpose::new(&URL_SAFE, CONFIG);
+    STD.decode(text).or_else(|_| URL.decode(text))
+}
+
+/// Field `field` (wire type 2, UTF-8) of a protobuf message, read by hand: a varint tag
+/// (`field << 3 | wire type`), then per wire type a varint (0), 8 bytes (1), a varint length and
+/// that many bytes (2), or 4 bytes (5). `None` for malformed input.
+pub(crate) fn protobuf_string_field(bytes: &[u8], field: u64) -> Option<String> {
+    fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *bytes.get(*at)?;
+            *at += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    let mut at = 0usize;
+    let mut found = None;
+    while at < bytes.len() {
+        let tag = varint(bytes, &mut at)?;
+        let skip = match tag & 7 {
+            0 => {
+                varint(bytes, &mut at)?;
+                0
+            }
+            1 => 8,
+            2 => {
+                let len = usize::try_from(varint(bytes, &mut at)?).ok()?;
+                let end = at.checked_add(len).filter(|end| *end <= bytes.len())?;
+                if tag >> 3 == field {
+                    found = Some(String::from_utf8(bytes[at..end].to_vec()).ok()?);
+                }
+                len
+            }
+            5 => 4,
+            _ => return None,
+        };
+        at = at.checked_add(skip).filter(|at| *at <= bytes.len())?;
+    }
+    found
+}
+
+/// The `(ID)` at the end of a ZITADEL message (`"User could not be found (COMMAND-uXHNj)"`):
+/// letters, a dash, letters and digits.
+fn id_from_message(message: &str) -> Option<String> {
+    let inner = message.trim_end().strip_suffix(')')?;
+    let candidate = &inner[inner.rfind('(')? + 1..];
+    let (prefix, rest) = candidate.split_once('-')?;
+    let ok = !prefix.is_empty()
+        && prefix.chars().all(|c| c.is_ascii_alphabetic())
+        && !rest.is_empty()
+        && rest.chars().all(|c| c.is_ascii_alphanumeric());
+    ok.then(|| candidate.to_owned())
 }
 
 /// `Retry-After` as delay-seconds (the HTTP-date form is rare for APIs; treated as absent).
@@ -251,15 +574,228 @@ fn code_for_status(status: u16) -> i32 {
         404 => code::NOT_FOUND,
         409 => code::ABORTED,
         429 => code::RESOURCE_EXHAUSTED,
+        501 => code::UNIMPLEMENTED,
         503 => code::UNAVAILABLE,
         504 => code::DEADLINE_EXCEEDED,
-        _ => 2,
+        500 => code::INTERNAL,
+        _ => code::UNKNOWN,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Base64 (standard alphabet, no padding) of `ErrorDetail{id, message}` as Connect sends it.
+    fn detail_value(id: &str, message: &str, padded: bool) -> String {
+        let mut bytes = vec![0x0a, id.len() as u8];
+        bytes.extend_from_slice(id.as_bytes());
+        bytes.push(0x12);
+        bytes.push(message.len() as u8);
+        bytes.extend_from_slice(message.as_bytes());
+        if padded {
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        } else {
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
+        }
+    }
+
+    #[test]
+    fn connect_error_ids_come_from_the_protobuf_detail() {
+        // The contract's own example (zitadel-v2-and-events.md §1.6), value unpadded.
+        let body = r#"{"code":"not_found","message":"One or more keys do not exist (META-2nnds)",
+            "details":[{"type":"zitadel.v1.ErrorDetail","value":"CgpNRVRBLTJubmRzEh1PbmUgb3IgbW9yZSBrZXlzIGRvIG5vdCBleGlzdA",
+            "debug":{"id":"META-2nnds","message":"One or more keys do not exist"}}]}"#;
+        let err = ZitadelError::from_response(404, None, body);
+        assert_eq!(err.id(), Some("META-2nnds"));
+        assert!(err.is_key_not_existing() && err.is_transient());
+        assert!(matches!(err, ZitadelError::Api { code: 5, .. }));
+
+        // The table of §1.6: values computed by ZITADEL's encoding, unpadded.
+        for (status, code_name, value, id) in [
+            (
+                400,
+                "failed_precondition",
+                "Cg1DT01NQU5ELXVYSE5qEhdVc2VyIGNvdWxkIG5vdCBiZSBmb3VuZA",
+                "COMMAND-uXHNj",
+            ),
+            (
+                404,
+                "not_found",
+                "CgpNRVRBLTJucGRzEh1PbmUgb3IgbW9yZSBrZXlzIGRvIG5vdCBleGlzdA",
+                "META-2npds",
+            ),
+            (
+                403,
+                "permission_denied",
+                "CgpBVVRILUFXZmdlEh1ObyBtYXRjaGluZyBwZXJtaXNzaW9ucyBmb3VuZA",
+                "AUTH-AWfge",
+            ),
+        ] {
+            // No debug, and a message without the id: the protobuf is the only source.
+            let body = format!(
+                r#"{{"code":"{code_name}","message":"x","details":[{{"type":"zitadel.v1.ErrorDetail","value":"{value}"}}]}}"#
+            );
+            let err = ZitadelError::from_response(status, None, &body);
+            assert_eq!(err.id(), Some(id), "{body}");
+        }
+        let err = ZitadelError::from_response(
+            403,
+            None,
+            r#"{"code":"permission_denied","message":"x","details":[{"type":"zitadel.v1.ErrorDetail","value":"CgpBVVRILUFXZmdlEh1ObyBtYXRjaGluZyBwZXJtaXNzaW9ucyBmb3VuZA"}]}"#,
+        );
+        assert!(err.is_permission() && !err.is_transient());
+        assert_eq!(err.reason(), Reason::ZitadelPermissionDenied);
+    }
+
+    #[test]
+    fn padded_unpadded_and_url_safe_values_decode_alike() {
+        for padded in [true, false] {
+            // "QUERY-Dfbg2" + a 23-byte message: 38 bytes → padding needed when padded.
+            let value = detail_value("QUERY-Dfbg2", "User could not be found", padded);
+            assert_eq!(value.ends_with('='), padded, "{value}");
+            let body = format!(
+                r#"{{"code":"not_found","message":"Benutzer nicht gefunden","details":[{{"type":"zitadel.v1.ErrorDetail","value":"{value}"}}]}}"#
+            );
+            let err = ZitadelError::from_response(404, None, &body);
+            assert_eq!(err.id(), Some(ids::USER_NOT_FOUND));
+            let url_safe = value.replace('+', "-").replace('/', "_");
+            assert!(decode_base64(&url_safe).is_ok());
+        }
+        // CredentialsCheckError carries its id in field 1 too (field 3 = failed attempts, a
+        // varint, is skipped).
+        let mut bytes = vec![0x0a, 13];
+        bytes.extend_from_slice(b"COMMAND-3M0fs");
+        bytes.extend_from_slice(&[0x18, 0x96, 0x01]);
+        bytes.extend_from_slice(&[0x12, 1, b'x']);
+        let value = base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes);
+        let body = format!(
+            r#"{{"code":"invalid_argument","message":"x","details":[{{"type":"zitadel.v1.CredentialsCheckError","value":"{value}"}}]}}"#
+        );
+        assert_eq!(
+            ZitadelError::from_response(400, None, &body).id(),
+            Some("COMMAND-3M0fs")
+        );
+    }
+
+    #[test]
+    fn fallbacks_debug_then_message_then_code() {
+        // Undecodable value: debug.id.
+        let body = r#"{"code":"not_found","message":"x","details":[{"type":"zitadel.v1.ErrorDetail","value":"!!!","debug":{"id":"META-2npds"}}]}"#;
+        assert_eq!(
+            ZitadelError::from_response(404, None, body).id(),
+            Some("META-2npds")
+        );
+        // Truncated protobuf (length beyond the end): debug.id.
+        let value = base64::engine::general_purpose::STANDARD_NO_PAD.encode([0x0a, 40, b'M']);
+        let body = format!(
+            r#"{{"code":"not_found","message":"x","details":[{{"type":"zitadel.v1.ErrorDetail","value":"{value}","debug":{{"id":"QUERY-Dfbg2"}}}}]}}"#
+        );
+        assert_eq!(
+            ZitadelError::from_response(404, None, &body).id(),
+            Some("QUERY-Dfbg2")
+        );
+        // No usable detail: the message's "(ID)" suffix.
+        let body = r#"{"code":"failed_precondition","message":"User could not be found (COMMAND-uXHNj)","details":[{"type":"other.Type","value":"AAAA"}]}"#;
+        let err = ZitadelError::from_response(400, None, body);
+        assert_eq!(err.id(), Some("COMMAND-uXHNj"));
+        assert!(err.is_user_not_in_org());
+        assert_eq!(err.reason(), Reason::UserNotFound);
+        // Nothing at all: the code only.
+        let err = ZitadelError::from_response(
+            400,
+            None,
+            r#"{"code":"invalid_argument","message":"invalid SetUserMetadataRequest.Metadata[0]: value length must be between 1 and 500000 bytes (inclusive)"}"#,
+        );
+        assert!(
+            matches!(
+                err,
+                ZitadelError::Api {
+                    code: 3,
+                    id: None,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // Not an id: words in parentheses.
+        assert_eq!(id_from_message("failed (for some reason)"), None);
+        assert_eq!(id_from_message("x (AUTH-Bs7Ds)"), Some("AUTH-Bs7Ds".into()));
+    }
+
+    #[test]
+    fn rest_v2_errors_use_the_at_type_detail() {
+        let body = r#"{"code":9,"message":"User could not be found (COMMAND-uXHNj)","details":[{"@type":"type.googleapis.com/zitadel.v1.ErrorDetail","id":"COMMAND-uXHNj","message":"User could not be found"}]}"#;
+        let err = ZitadelError::from_response(400, None, body);
+        assert_eq!(err.id(), Some("COMMAND-uXHNj"));
+        assert!(matches!(err, ZitadelError::Api { code: 9, .. }));
+        let body = r#"{"code":5,"message":"User could not be found (QUERY-Dfbg2)","details":[{"@type":"type.googleapis.com/zitadel.v1.ErrorDetail","id":"QUERY-Dfbg2","message":"User could not be found"}]}"#;
+        let err = ZitadelError::from_response(404, None, body);
+        assert_eq!(err.id(), Some(ids::USER_NOT_FOUND));
+        assert!(!err.is_route_missing() && !err.is_permission());
+        assert_eq!(err.reason(), Reason::ZitadelNotFound);
+        // GetUserByID's answer for an id no user has: the one error that is proof.
+        assert!(err.is_target_missing() && !err.is_transient());
+    }
+
+    #[test]
+    fn route_404_shapes_are_their_own_kind() {
+        for (body, service_exists) in [
+            (r#"{"code":5,"message":"Not Found"}"#, false),
+            (r#"{"code":5,"message":"Not Found","details":[]}"#, false),
+            ("404 page not found\n", true),
+        ] {
+            let err = ZitadelError::from_response(404, None, body);
+            assert!(err.is_route_missing(), "{body}: {err:?}");
+            assert!(
+                matches!(err, ZitadelError::RouteMissing { service_exists: s, .. } if s == service_exists)
+            );
+            assert!(!err.is_transient() && !err.is_permission() && !err.is_target_missing());
+            assert_eq!(err.reason(), Reason::ZitadelApiUnavailable);
+            assert_eq!(err.status(), Some(404));
+        }
+        // A 404 with an id, or another message, is not a missing route.
+        for body in [
+            r#"{"code":5,"message":"Metadata not found (META-mcnw3)","details":[{"@type":"type.googleapis.com/zitadel.v1.ErrorDetail","id":"META-mcnw3"}]}"#,
+            r#"{"code":5,"message":"User not found"}"#,
+            "<html>404</html>",
+        ] {
+            let err = ZitadelError::from_response(404, None, body);
+            assert!(!err.is_route_missing(), "{body}");
+            assert_eq!(err.reason(), Reason::ZitadelNotFound);
+        }
+        // 405 on a REST path that exists with another method: rejected, not a missing route.
+        let err =
+            ZitadelError::from_response(405, None, r#"{"code":12,"message":"Method Not Allowed"}"#);
+        assert!(!err.is_route_missing());
+    }
+
+    #[test]
+    fn no_membership_is_a_permission_problem_not_a_missing_target() {
+        let body = r#"{"code":5,"message":"membership not found (AUTHZ-cdgFk)","details":[{"@type":"type.googleapis.com/zitadel.v1.ErrorDetail","id":"AUTHZ-cdgFk","message":"membership not found"}]}"#;
+        let err = ZitadelError::from_response(404, None, body);
+        assert!(err.is_permission());
+        assert!(!err.is_route_missing() && !err.is_transient() && !err.is_target_missing());
+        assert_eq!(err.reason(), Reason::ZitadelPermissionDenied);
+    }
+
+    #[test]
+    fn org_lookup_failure_is_retried_never_proof() {
+        let body = r#"{"code":7,"message":"Organisation doesn't exist (AUTH-Bs7Ds)","details":[{"@type":"type.googleapis.com/zitadel.v1.ErrorDetail","id":"AUTH-Bs7Ds"}]}"#;
+        let err = ZitadelError::from_response(403, None, body);
+        assert!(err.is_org_lookup_failed());
+        assert!(err.is_transient());
+        assert!(!err.is_permission() && !err.is_target_missing());
+        assert_eq!(err.reason(), Reason::OrganizationLookupFailed);
+        assert!(err.reason().is_transient());
+        // v1 permission miss.
+        let err = ZitadelError::from_response(
+            403,
+            None,
+            r#"{"code":7,"message":"No matching permissions found (AUTH-5mWD2)","details":[{"id":"AUTH-5mWD2"}]}"#,
+        );
+        assert!(err.is_permission() && !err.is_transient());
+    }
 
     #[test]
     fn parses_zitadel_error_body_by_id_not_text() {
@@ -276,7 +812,17 @@ mod tests {
             None,
             r#"{"code":8,"message":"grpc: received message larger than max (9437184 vs. 4194304)","details":[]}"#,
         );
-        assert!(too_large.is_message_too_large());
+        assert!(too_large.is_message_too_large() && too_large.is_too_large());
+        assert_eq!(too_large.refused_size(), Some(9_437_184));
+        assert!(!too_large.is_transient());
+        assert_eq!(too_large.reason(), Reason::ZitadelMessageTooLarge);
+        let connect = ZitadelError::from_response(
+            429,
+            None,
+            r#"{"code":"resource_exhausted","message":"grpc: received message larger than max (> 4194304)"}"#,
+        );
+        assert!(connect.is_message_too_large());
+        assert_eq!(connect.refused_size(), Some(4_194_304));
         for body in [
             r#"{"code":8,"message":"quota exceeded","details":[{"id":"QUOTA-vjAy8"}]}"#,
             r#"{"code":8,"message":"Instance is blocked","details":[{"id":"LIMITS-molsj"}]}"#,
@@ -284,33 +830,26 @@ mod tests {
         ] {
             let err = ZitadelError::from_response(429, None, body);
             assert!(!err.is_message_too_large(), "{body}");
+            assert!(err.is_transient());
         }
     }
 
     #[test]
     fn a_missing_key_is_a_race_not_a_missing_target() {
-        for (status, body) in [
-            (
-                404,
-                r#"{"code":5,"message":"One or more keys do not exist (META-2npds)","details":[{"id":"META-2npds"}]}"#,
-            ),
-            (
-                404,
-                r#"{"code":5,"message":"x","details":[{"id":"META-2nnds"}]}"#,
-            ),
+        for body in [
+            r#"{"code":5,"message":"One or more keys do not exist (META-2npds)","details":[{"id":"META-2npds"}]}"#,
+            r#"{"code":5,"message":"x","details":[{"id":"META-2nnds"}]}"#,
         ] {
-            let err = ZitadelError::from_response(status, None, body);
+            let err = ZitadelError::from_response(404, None, body);
             assert!(err.is_key_not_existing());
-            // Someone else removed a key between the read and the remove: retry (re-read),
-            // never "organization/user not found" (which would stall, or end a cleanup early).
             assert!(!err.is_target_missing(), "{err}");
             assert!(err.is_transient(), "{err}");
-            assert_eq!(err.reason(), "ConcurrentMetadataChange");
+            assert_eq!(err.reason(), Reason::ConcurrentMetadataChange);
         }
-        // Other 404s still mean the target is gone.
-        let gone =
+        // Other 404s prove nothing either.
+        let other =
             ZitadelError::from_response(404, None, r#"{"code":5,"message":"User not found"}"#);
-        assert!(gone.is_target_missing() && !gone.is_transient());
+        assert!(!other.is_target_missing() && !other.is_transient());
     }
 
     #[test]
@@ -318,7 +857,7 @@ mod tests {
         let err = ZitadelError::from_response(429, Some("7"), "Your ZITADEL instance is blocked.");
         assert!(err.is_transient());
         assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
-        assert_eq!(err.reason(), "ZitadelRateLimited");
+        assert_eq!(err.reason(), Reason::ZitadelRateLimited);
     }
 
     #[test]
@@ -341,14 +880,31 @@ mod tests {
     }
 
     #[test]
-    fn transient_reasons_name_only_transient_errors() {
+    fn reasons_are_listed_and_transient_reasons_name_only_transient_errors() {
         let samples = [
             ZitadelError::from_response(400, None, "{}"),
             ZitadelError::from_response(401, None, "{}"),
             ZitadelError::from_response(403, None, "{}"),
             ZitadelError::from_response(404, None, "{}"),
+            ZitadelError::from_response(404, None, r#"{"code":5,"message":"Not Found"}"#),
+            ZitadelError::from_response(
+                404,
+                None,
+                r#"{"code":5,"message":"x","details":[{"id":"AUTHZ-cdgFk"}]}"#,
+            ),
+            ZitadelError::from_response(
+                403,
+                None,
+                r#"{"code":7,"message":"x","details":[{"id":"AUTH-Bs7Ds"}]}"#,
+            ),
+            ZitadelError::from_response(400, None, r#"{"code":9,"message":"x (COMMAND-uXHNj)"}"#),
             ZitadelError::from_response(409, None, "{}"),
             ZitadelError::from_response(429, Some("3"), "blocked"),
+            ZitadelError::from_response(
+                429,
+                None,
+                r#"{"code":8,"message":"grpc: received message larger than max (5 vs. 4)"}"#,
+            ),
             ZitadelError::from_response(500, None, "{}"),
             ZitadelError::from_response(503, None, "{}"),
             ZitadelError::from_response(
@@ -358,28 +914,71 @@ mod tests {
             ),
             ZitadelError::Timeout(Duration::from_secs(1)),
             ZitadelError::Transport("reset".into()),
+            ZitadelError::Tls("bad".into()),
             ZitadelError::Decode("x".into()),
             ZitadelError::Credentials("x".into()),
+            ZitadelError::ResponseTooLarge {
+                limit: 1,
+                size: None,
+            },
+            ZitadelError::IncompleteListing { seen: 1, total: 2 },
+            ZitadelError::Unproven("x".into()),
+            ZitadelError::InvalidRequest("x".into()),
+            ZitadelError::UserNotInOrganization {
+                user_id: "u".into(),
+                org_id: "a".into(),
+                actual: "b".into(),
+            },
         ];
-        let mut transient_reasons = 0;
+        let mut seen = std::collections::BTreeSet::new();
         for e in &samples {
-            if ZitadelError::is_transient_reason(e.reason()) {
+            seen.insert(e.reason());
+            // A reason that always clears by itself names only transient errors; one that
+            // always stalls names none.
+            if e.reason().is_transient() {
                 assert!(e.is_transient(), "{} is not transient: {e}", e.reason());
-                transient_reasons += 1;
+            }
+            if e.reason().is_stalled() {
+                assert!(!e.is_transient(), "{} is transient: {e}", e.reason());
             }
         }
-        assert_eq!(transient_reasons, 6);
-        assert!(!ZitadelError::is_transient_reason(
-            "ZitadelPermissionDenied"
-        ));
-        assert!(!ZitadelError::is_transient_reason("Connected"));
+        // Every reason of the client's own (those added with the v2 client) is reachable.
+        for r in [
+            Reason::ZitadelApiUnavailable,
+            Reason::OrganizationLookupFailed,
+            Reason::ZitadelMessageTooLarge,
+            Reason::ZitadelListingIncomplete,
+            Reason::TargetExistenceUnknown,
+            Reason::ZitadelPermissionDenied,
+            Reason::UserNotFound,
+            Reason::InvalidSpec,
+        ] {
+            assert!(seen.contains(&r), "{r} unreachable");
+        }
+        assert_eq!(seen.len(), 19);
+        assert!(!Reason::ZitadelPermissionDenied.is_transient());
+        assert!(!Reason::Connected.is_transient());
     }
 
     #[test]
-    fn user_outside_org_is_target_missing() {
-        let body = r#"{"code":9,"message":"User could not be found (COMMAND-uXHNj)","details":[{"id":"COMMAND-uXHNj"}]}"#;
-        let err = ZitadelError::from_response(400, None, body);
-        assert!(err.is_target_missing());
-        assert_eq!(err.reason(), "UserNotFound");
+    fn protobuf_reader_never_panics_on_garbage() {
+        for bytes in [
+            &[][..],
+            &[0xff][..],
+            &[0x0a][..],
+            &[
+                0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+            ][..],
+            &[0x09, 1, 2][..],
+            &[0x0d, 1][..],
+            &[0x0b][..],
+            &[0x0a, 2, 0xff, 0xfe][..],
+        ] {
+            assert_eq!(protobuf_string_field(bytes, 1), None, "{bytes:?}");
+        }
+        assert_eq!(
+            protobuf_string_field(&[0x12, 1, b'm', 0x0a, 2, b'i', b'd'], 1),
+            Some("id".into())
+        );
     }
 }

@@ -1,23 +1,27 @@
-//! [`ZitadelApi`] over ZITADEL's REST/JSON gateway (Management API v1).
+//! [`ZitadelApi`] over HTTP/JSON: Management API v1 through ZITADEL's REST gateway, the v2
+//! services over Connect, the capability probe that picks between them, and the transport
+//! (token, rate limit, size caps, redaction) they share.
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
+use futures::future::BoxFuture;
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use url::Url;
 
+use super::listing;
+use super::probe::{self, Api, ApiMode, ApiSelection, Selector, Service};
+use super::v1::V1Pages;
+use super::v2::V2Pages;
 use super::{
-    Found, MetadataMap, ObjectDetails, OrgQuery, Target, TokenSource, UserQuery, ZitadelApi,
-    ZitadelError,
+    Existence, Found, Listing, ObjectDetails, OrgQuery, Relevant, Target, TokenSource, UserQuery,
+    ZitadelApi, ZitadelError,
 };
 use crate::metrics::Metrics;
-
-/// Page size used when listing metadata (v1 has no maximum; keep responses moderate).
-const LIST_PAGE: u32 = 1000;
 
 /// Largest response body read from ZITADEL, in bytes (16 MiB). Anything longer fails with
 /// [`ZitadelError::ResponseTooLarge`] after at most this much was buffered, whatever the server
@@ -25,12 +29,11 @@ const LIST_PAGE: u32 = 1000;
 ///
 /// Only list pages can legitimately come near it: one metadata item is at most about 668 kB of
 /// JSON (a 500 000-byte value is 666 668 base64 characters, a key at most 200 characters, i.e.
-/// at most 2 400 bytes even fully `\u`-escaped, plus its `details`), so a full page of
-/// [`LIST_PAGE`] items of maximal size could be ~670 MB. [`HttpClient::list_metadata`] therefore
-/// retries a page that is too large with a page size ten times smaller, down to one item per
-/// page, which always fits: no response ZITADEL may send under the contract is rejected, and
-/// memory per request stays bounded. (ZITADEL itself answers through a gRPC connection whose
-/// default message limit is 4 MiB, so real pages should never get here.)
+/// at most 2 400 bytes even fully `\u`-escaped, plus its `details`), so a page of 1000 items of
+/// maximal size could be ~670 MB. The listing therefore sizes pages from the bytes it sees and
+/// asks again with fewer items when a page is refused (by this cap, or by ZITADEL's gRPC limit
+/// of 4 MiB behind the REST gateway), down to one item, which always fits: no response ZITADEL
+/// may send under the contract is rejected, and memory per request stays bounded.
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Largest part of an error (non-2xx) body read; only its first 200 characters are reported.
@@ -55,6 +58,8 @@ pub struct ClientConfig {
     /// Request budget to wait for before each request (default: the process-wide one, see
     /// [`RateLimit::install_for_process`]).
     pub rate_limit: Option<Arc<RateLimit>>,
+    /// Which API to use for metadata (default [`ApiMode::Auto`]: probe the instance).
+    pub api: ApiMode,
 }
 
 /// A client-side budget of ZITADEL requests per second, shared by every client holding it:
@@ -112,6 +117,7 @@ impl ClientConfig {
             ca_pem: Vec::new(),
             tls_server_name: None,
             rate_limit: PROCESS_RATE_LIMIT.get().cloned(),
+            api: ApiMode::Auto,
         }
     }
 
@@ -155,13 +161,24 @@ impl ClientConfig {
     }
 }
 
-/// The reqwest-based ZITADEL client.
+/// The reqwest-based ZITADEL client. Clones share the token, the API selection and the caches.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
     http: reqwest::Client,
     config: ClientConfig,
     metrics: Option<Arc<Metrics>>,
     token_seen: Arc<TokenFingerprint>,
+    selector: Arc<Selector>,
+    user_orgs: Arc<UserOrgs>,
+}
+
+impl std::fmt::Debug for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Selector")
+            .field("mode", &self.mode)
+            .field("selection", &self.get().map(|(_, s)| s))
+            .finish_non_exhaustive()
+    }
 }
 
 /// A hash of the last token used, to count rotations without keeping the token.
@@ -186,117 +203,90 @@ impl TokenFingerprint {
     }
 }
 
-/// ZITADEL operation names (the RPCs behind the REST calls): the `operation` metric label.
-mod op {
-    pub const LIST_ORG: &str = "ListOrgMetadata";
-    pub const LIST_USER: &str = "ListUserMetadata";
-    pub const BULK_SET_ORG: &str = "BulkSetOrgMetadata";
-    pub const BULK_SET_USER: &str = "BulkSetUserMetadata";
-    pub const BULK_REMOVE_ORG: &str = "BulkRemoveOrgMetadata";
-    pub const BULK_REMOVE_USER: &str = "BulkRemoveUserMetadata";
-    pub const GET_USER: &str = "GetUserByID";
-    pub const LIST_ORGS: &str = "ListOrganizations";
-    pub const GET_USER_BY_LOGIN_NAME: &str = "GetUserByLoginNameGlobal";
-    pub const LIST_USERS: &str = "ListUsers";
-}
+/// Organizations of users seen on v2 (users never change organization): v2 ignores the
+/// organization of a user target, so the client checks it once per user.
+#[derive(Debug, Default)]
+struct UserOrgs(Mutex<HashMap<String, String>>);
 
-fn by_target(target: &Target, org: &'static str, user: &'static str) -> &'static str {
-    match target {
-        Target::Org { .. } => org,
-        Target::User { .. } => user,
+/// Users remembered at most (the cache starts over when full).
+const MAX_CACHED_USERS: usize = 10_000;
+
+impl UserOrgs {
+    fn get(&self, user_id: &str) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(user_id)
+            .cloned()
+    }
+
+    fn put(&self, user_id: &str, org_id: &str) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= MAX_CACHED_USERS {
+            map.clear();
+        }
+        map.insert(user_id.to_owned(), org_id.to_owned());
     }
 }
 
-#[derive(Serialize)]
-struct ListRequest {
-    query: ListQuery,
+/// Operation names of calls that are neither v1 metadata nor v2 Connect metadata.
+mod op {
+    /// `GET /v2/users/{id}` (REST).
+    pub const GET_USER: &str = "GetUserByID";
+    /// `POST /v2/organizations/_search` (REST).
+    pub const LIST_ORGS: &str = "ListOrganizations";
+    /// The capability probes.
+    pub const PROBE_USER: &str = "ProbeUserMetadataV2";
+    pub const PROBE_ORG: &str = "ProbeOrganizationMetadataV2";
 }
 
-#[derive(Serialize)]
-struct ListQuery {
-    /// uint64 → JSON string, as protojson writes it.
-    offset: String,
-    limit: u32,
-    asc: bool,
-}
-
+/// The org search results (v2 `ListOrganizations`, v1 admin `ListOrgs`) and the v1 user search.
 #[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct ListResponse {
+pub(crate) struct SearchResponse {
     #[serde(default)]
-    details: ListDetails,
-    #[serde(default)]
-    result: Vec<MetadataItem>,
+    pub(crate) result: Vec<SearchHit>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct ListDetails {
-    #[serde(default, deserialize_with = "super::string_or_number")]
-    total_result: Option<String>,
-}
-
+/// One search hit: `id` and its `details`.
 #[derive(Deserialize)]
-struct MetadataItem {
-    key: String,
+pub(crate) struct SearchHit {
     #[serde(default)]
-    value: String,
+    pub(crate) id: String,
+    #[serde(default)]
+    pub(crate) details: ObjectDetails,
 }
 
-#[derive(Serialize)]
-struct BulkSetRequest<'a> {
-    metadata: Vec<BulkSetItem<'a>>,
+/// Decode a 2xx JSON body.
+pub(crate) fn decode_json<R: DeserializeOwned + Default>(body: &[u8]) -> Result<R, ZitadelError> {
+    if body.trim_ascii().is_empty() {
+        return Ok(R::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ZitadelError::Decode(e.to_string()))
 }
 
-#[derive(Serialize)]
-struct BulkSetItem<'a> {
-    key: &'a str,
-    value: String,
+/// What [`HttpClient::check`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionCheck {
+    /// The APIs in use.
+    pub selection: ApiSelection,
+    /// Id and name of the organization the credentials act in (`GET /management/v1/orgs/me`);
+    /// `None` where v1 is not served (v5) or pinned to v2 — the credentials were then checked
+    /// with an authenticated v2 call.
+    pub organization: Option<(String, String)>,
 }
 
-#[derive(Serialize)]
-struct BulkRemoveRequest<'a> {
-    keys: &'a [&'a str],
+/// One HTTP request.
+struct Request<'a> {
+    operation: &'static str,
+    method: Method,
+    url: Url,
+    org_id: Option<&'a str>,
+    body: Option<Vec<u8>>,
+    connect: bool,
 }
 
-#[derive(Deserialize, Default)]
-struct DetailsResponse {
-    #[serde(default)]
-    details: ObjectDetails,
-}
-
-#[derive(Deserialize)]
-struct GetUserResponse {
-    #[serde(default)]
-    details: ObjectDetails,
-    #[serde(default)]
-    user: Option<UserV2>,
-}
-
-#[derive(Deserialize, Default)]
-struct SearchResponse {
-    #[serde(default)]
-    result: Vec<SearchHit>,
-}
-
-#[derive(Deserialize)]
-struct SearchHit {
-    #[serde(default)]
-    id: String,
-    #[serde(default)]
-    details: ObjectDetails,
-}
-
-#[derive(Deserialize, Default)]
-struct UserByLoginName {
-    #[serde(default)]
-    user: Option<SearchHit>,
-}
-
-#[derive(Deserialize)]
-struct UserV2 {
-    #[serde(default)]
-    details: ObjectDetails,
+fn to_json<B: Serialize + ?Sized>(body: &B) -> Result<Vec<u8>, ZitadelError> {
+    serde_json::to_vec(body).map_err(|e| ZitadelError::Decode(format!("cannot encode: {e}")))
 }
 
 impl HttpClient {
@@ -308,41 +298,80 @@ impl HttpClient {
 
     /// A client using an already built reqwest client (see [`ClientConfig::build_http`]).
     pub fn with_http(config: ClientConfig, http: reqwest::Client) -> Self {
+        let selector = Arc::new(Selector::new(config.api));
         Self {
             http,
             config,
             metrics: None,
             token_seen: Arc::default(),
+            selector,
+            user_orgs: Arc::default(),
         }
     }
 
     /// An authenticated probe: `GET /management/v1/orgs/me`. Returns the id and name of the
-    /// organization the credentials act in.
+    /// organization the credentials act in. v1 only (gone in ZITADEL v5): prefer
+    /// [`Self::check`].
     pub async fn probe(&self) -> Result<(String, String), ZitadelError> {
-        #[derive(Deserialize, Default)]
-        struct MyOrg {
-            #[serde(default)]
-            org: Option<OrgItem>,
-        }
-        #[derive(Deserialize)]
-        struct OrgItem {
-            #[serde(default)]
-            id: String,
-            #[serde(default)]
-            name: String,
-        }
-        let url = self.url(&["management", "v1", "orgs", "me"])?;
-        let me: MyOrg = self
-            .call::<(), MyOrg>("GetMyOrg", Method::GET, url, None, None)
-            .await?;
-        let org = me
-            .org
-            .ok_or_else(|| ZitadelError::Decode("orgs/me answered without an org".into()))?;
-        Ok((org.id, org.name))
+        self.v1_my_org(None).await
     }
 
-    /// Record requests, latencies and token rotations into `metrics`.
+    /// Check the connection: choose the APIs (probing in `Auto` mode unless already known),
+    /// then authenticate — with `orgs/me` where v1 is served (identity), else with a v2 call.
+    pub async fn check(&self) -> Result<ConnectionCheck, ZitadelError> {
+        let (_, selection) = self.selection().await?;
+        let v1_possible =
+            self.selector.mode != ApiMode::V2 && !self.selector.v1_gone.load(Ordering::Relaxed);
+        let organization = if v1_possible {
+            match self.v1_my_org(None).await {
+                Ok(org) => Some(org),
+                Err(e) if e.is_route_missing() && self.selector.mode == ApiMode::Auto => {
+                    self.selector.v1_gone.store(true, Ordering::Relaxed);
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        if organization.is_none() {
+            self.probe_call(
+                op::PROBE_USER,
+                probe::requests::USER_PATH,
+                &probe::requests::user_body(),
+            )
+            .await?;
+        }
+        Ok(ConnectionCheck {
+            selection,
+            organization,
+        })
+    }
+
+    /// The API selection, probing the instance first when none is known (`Auto`).
+    pub async fn select_api(&self) -> Result<ApiSelection, ZitadelError> {
+        Ok(self.selection().await?.1)
+    }
+
+    /// Forget the API selection: the next call probes the instance again (`Auto`; pinned modes
+    /// are unaffected). For a spec or credential change, build a new client instead.
+    pub fn reprobe(&self) {
+        self.selector.forget(None);
+    }
+
+    /// How many capability probes this client (and its clones) made.
+    pub fn api_probes(&self) -> u64 {
+        self.selector.probes()
+    }
+
+    /// The configured mode.
+    pub fn api_mode(&self) -> ApiMode {
+        self.selector.mode
+    }
+
+    /// Record requests, latencies, token rotations and the API selection into `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.selector.set_metrics(metrics.clone());
         self.metrics = Some(metrics);
         self
     }
@@ -352,19 +381,7 @@ impl HttpClient {
         &self.config.base_url
     }
 
-    /// `…/management/v1/metadata/<last>` or `…/management/v1/users/{id}/metadata/<last>`.
-    fn metadata_url(&self, target: &Target, last: &str) -> Result<Url, ZitadelError> {
-        let mut segments = vec!["management", "v1"];
-        if let Target::User { user_id, .. } = target {
-            segments.push("users");
-            segments.push(user_id);
-        }
-        segments.push("metadata");
-        segments.push(last);
-        self.url(&segments)
-    }
-
-    fn url(&self, segments: &[&str]) -> Result<Url, ZitadelError> {
+    pub(crate) fn url(&self, segments: &[&str]) -> Result<Url, ZitadelError> {
         let mut url = self.config.base_url.clone();
         url.path_segments_mut()
             .map_err(|_| ZitadelError::Transport("ZITADEL URL cannot be a base".into()))?
@@ -373,8 +390,98 @@ impl HttpClient {
         Ok(url)
     }
 
-    /// One request; `operation` names it in the metrics.
-    async fn call<B: Serialize + ?Sized, R: DeserializeOwned + Default>(
+    /// The current selection, probing first when there is none. Callers that waited while a
+    /// probe failed get its error rather than probing again one after the other.
+    async fn selection(&self) -> Result<(u64, ApiSelection), ZitadelError> {
+        if let Some(current) = self.selector.get() {
+            return Ok(current);
+        }
+        let attempts = self.selector.attempts();
+        let _probing = self.selector.probing.lock().await;
+        if let Some(current) = self.selector.get() {
+            return Ok(current);
+        }
+        if self.selector.attempts() != attempts
+            && let Some(error) = self.selector.last_failure()
+        {
+            return Err(error);
+        }
+        match self.probe_instance().await {
+            Ok(selection) => {
+                tracing::info!(url = %self.config.base_url, %selection, "ZITADEL API selected");
+                Ok((self.selector.store(selection), selection))
+            }
+            Err(e) => {
+                self.selector.failed(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// The two probe calls, one after the other (concurrent calls would each fetch a token when
+    /// none is cached); an inconclusive first answer ends the probe.
+    async fn probe_instance(&self) -> Result<ApiSelection, ZitadelError> {
+        let user = probe::classify(
+            self.probe_call(
+                op::PROBE_USER,
+                probe::requests::USER_PATH,
+                &probe::requests::user_body(),
+            )
+            .await,
+        )?;
+        let org = probe::classify(
+            self.probe_call(
+                op::PROBE_ORG,
+                probe::requests::ORG_PATH,
+                &probe::requests::org_body(),
+            )
+            .await,
+        )?;
+        Ok(probe::decide(user, org))
+    }
+
+    /// One probe call: 2xx with a JSON object, or an error.
+    async fn probe_call(
+        &self,
+        operation: &'static str,
+        path: &'static str,
+        body: &serde_json::Value,
+    ) -> Result<(), ZitadelError> {
+        let raw = self.connect_raw_as(operation, path, body).await?;
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&raw)
+            .map(drop)
+            .map_err(|e| ZitadelError::Decode(format!("probe answer: {e}")))
+    }
+
+    /// Run `call` with the API selected for `service`. In `Auto` mode, an answer "no such
+    /// route" discards the selection and probes again; when the new selection differs, `call`
+    /// runs once more with it.
+    async fn on_service<'a, T: Send + 'a>(
+        &'a self,
+        service: Service,
+        call: impl Fn(ApiSelection) -> BoxFuture<'a, Result<T, ZitadelError>> + Send + Sync + 'a,
+    ) -> Result<T, ZitadelError> {
+        let (generation, selection) = self.selection().await?;
+        match call(selection).await {
+            Err(e) if e.is_route_missing() && self.selector.mode == ApiMode::Auto => {
+                tracing::info!(
+                    url = %self.config.base_url,
+                    service = service.label(),
+                    api = %selection.for_service(service),
+                    "ZITADEL has no route for a call: probing the instance again"
+                );
+                self.selector.forget(Some(generation));
+                match self.selection().await {
+                    Ok((_, fresh)) if fresh != selection => call(fresh).await,
+                    _ => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// A REST call decoded as `R`.
+    pub(crate) async fn rest<B: Serialize + ?Sized, R: DeserializeOwned + Default>(
         &self,
         operation: &'static str,
         method: Method,
@@ -382,6 +489,73 @@ impl HttpClient {
         org_id: Option<&str>,
         body: Option<&B>,
     ) -> Result<R, ZitadelError> {
+        decode_json(&self.rest_raw(operation, method, url, org_id, body).await?)
+    }
+
+    /// A REST call; the raw 2xx body.
+    pub(crate) async fn rest_raw<B: Serialize + ?Sized>(
+        &self,
+        operation: &'static str,
+        method: Method,
+        url: Url,
+        org_id: Option<&str>,
+        body: Option<&B>,
+    ) -> Result<Vec<u8>, ZitadelError> {
+        let body = body.map(to_json).transpose()?;
+        self.execute(Request {
+            operation,
+            method,
+            url,
+            org_id,
+            body,
+            connect: false,
+        })
+        .await
+    }
+
+    /// A Connect unary call (`POST /<path>`, JSON body) decoded as `R`; the path is the
+    /// operation name.
+    pub(crate) async fn connect<B: Serialize + ?Sized, R: DeserializeOwned + Default>(
+        &self,
+        path: &'static str,
+        body: &B,
+    ) -> Result<R, ZitadelError> {
+        decode_json(&self.connect_raw(path, body).await?)
+    }
+
+    /// A Connect unary call; the raw 2xx body.
+    pub(crate) async fn connect_raw<B: Serialize + ?Sized>(
+        &self,
+        path: &'static str,
+        body: &B,
+    ) -> Result<Vec<u8>, ZitadelError> {
+        self.connect_raw_as(path, path, body).await
+    }
+
+    async fn connect_raw_as<B: Serialize + ?Sized>(
+        &self,
+        operation: &'static str,
+        path: &'static str,
+        body: &B,
+    ) -> Result<Vec<u8>, ZitadelError> {
+        let segments: Vec<&str> = path.split('/').collect();
+        let url = self.url(&segments)?;
+        // Connect rejects a zero-length body: a message always serialises to at least `{}`.
+        let body = to_json(body)?;
+        self.execute(Request {
+            operation,
+            method: Method::POST,
+            url,
+            org_id: None,
+            body: Some(body),
+            connect: true,
+        })
+        .await
+    }
+
+    /// One request (with a single retry on 401 when the token source can refresh); the 2xx
+    /// body, or the typed error.
+    async fn execute(&self, request: Request<'_>) -> Result<Vec<u8>, ZitadelError> {
         let token = self.config.token.token().await?;
         if self.token_seen.changed(&token)
             && let Some(m) = &self.metrics
@@ -392,9 +566,7 @@ impl HttpClient {
             limit.acquire().await;
         }
         let started = Instant::now();
-        let mut result = self
-            .send(method.clone(), url.clone(), org_id, body, &token)
-            .await;
+        let mut result = self.send(&request, &token).await;
         // An expired or rotated token: fetch a new one and retry once.
         if matches!(&result, Ok((status, _, _)) if *status == StatusCode::UNAUTHORIZED)
             && self.config.token.refreshable()
@@ -409,7 +581,7 @@ impl HttpClient {
             if let Some(limit) = &self.config.rate_limit {
                 limit.acquire().await;
             }
-            result = self.send(method, url, org_id, body, &fresh).await;
+            result = self.send(&request, &fresh).await;
         }
         if let Some(m) = &self.metrics {
             let code = match &result {
@@ -417,7 +589,7 @@ impl HttpClient {
                 Err(ZitadelError::Timeout(_)) => "timeout".to_string(),
                 Err(_) => "error".to_string(),
             };
-            m.zitadel_request(operation, &code, started.elapsed());
+            m.zitadel_request(request.operation, &code, started.elapsed());
         }
         let (status, retry_after, body) = result?;
         if !status.is_success() {
@@ -427,34 +599,33 @@ impl HttpClient {
                 &String::from_utf8_lossy(&body),
             ));
         }
-        if body.trim_ascii().is_empty() || status == StatusCode::NO_CONTENT {
-            return Ok(R::default());
-        }
-        serde_json::from_slice(&body).map_err(|e| ZitadelError::Decode(e.to_string()))
+        Ok(body)
     }
 
     /// Send a request and read the answer: (status, `Retry-After`, body). A 2xx body longer
     /// than [`MAX_RESPONSE_BYTES`] is an error; an error body is cut at 64 KiB.
-    async fn send<B: Serialize + ?Sized>(
+    async fn send(
         &self,
-        method: Method,
-        url: Url,
-        org_id: Option<&str>,
-        body: Option<&B>,
+        request: &Request<'_>,
         token: &str,
     ) -> Result<(StatusCode, Option<String>, Vec<u8>), ZitadelError> {
-        let mut request = self
+        let mut builder = self
             .http
-            .request(method, url)
+            .request(request.method.clone(), request.url.clone())
             .bearer_auth(token)
             .header(reqwest::header::ACCEPT, "application/json");
-        if let Some(org) = org_id {
-            request = request.header("x-zitadel-orgid", org);
+        if let Some(org) = request.org_id {
+            builder = builder.header("x-zitadel-orgid", org);
         }
-        if let Some(body) = body {
-            request = request.json(body);
+        if request.connect {
+            builder = builder.header("connect-protocol-version", "1");
         }
-        let response = request.send().await.map_err(|e| self.transport_error(e))?;
+        if let Some(body) = &request.body {
+            builder = builder
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        let response = builder.send().await.map_err(|e| self.transport_error(e))?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -475,7 +646,7 @@ impl HttpClient {
 
     fn body_error(&self, e: BodyError) -> ZitadelError {
         match e {
-            BodyError::TooLarge { limit } => ZitadelError::ResponseTooLarge { limit },
+            BodyError::TooLarge { limit, size } => ZitadelError::ResponseTooLarge { limit, size },
             BodyError::Read(e) => self.transport_error(e),
         }
     }
@@ -530,6 +701,8 @@ pub(crate) enum BodyError {
     TooLarge {
         /// The limit in bytes.
         limit: usize,
+        /// The announced `Content-Length`, if any.
+        size: Option<u64>,
     },
     /// The connection failed while reading (including a body shorter than its `Content-Length`).
     Read(reqwest::Error),
@@ -542,16 +715,14 @@ pub(crate) async fn read_body(
     mut response: reqwest::Response,
     limit: usize,
 ) -> Result<Vec<u8>, BodyError> {
-    if response
-        .content_length()
-        .is_some_and(|len| len > limit as u64)
-    {
-        return Err(BodyError::TooLarge { limit });
+    let size = response.content_length();
+    if size.is_some_and(|len| len > limit as u64) {
+        return Err(BodyError::TooLarge { limit, size });
     }
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
         if body.len() + chunk.len() > limit {
-            return Err(BodyError::TooLarge { limit });
+            return Err(BodyError::TooLarge { limit, size: None });
         }
         body.extend_from_slice(&chunk);
     }
@@ -575,79 +746,212 @@ pub(crate) async fn read_body_prefix(
     Ok(body)
 }
 
-#[async_trait::async_trait]
-impl ZitadelApi for HttpClient {
-    async fn list_metadata(&self, target: &Target) -> Result<MetadataMap, ZitadelError> {
-        let url = self.metadata_url(target, "_search")?;
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let mut out = MetadataMap::new();
-        let mut offset: u64 = 0;
-        let mut limit = LIST_PAGE;
-        loop {
-            let body = ListRequest {
-                query: ListQuery {
-                    offset: offset.to_string(),
-                    limit,
-                    asc: true,
-                },
-            };
-            let page: ListResponse = match self
-                .call(
-                    by_target(target, op::LIST_ORG, op::LIST_USER),
-                    Method::POST,
-                    url.clone(),
-                    Some(target.org_id()),
-                    Some(&body),
+fn service_of(target: &Target) -> Service {
+    match target {
+        Target::Org { .. } => Service::Org,
+        Target::User { .. } => Service::User,
+    }
+}
+
+impl HttpClient {
+    /// `GetUserByID`: over Connect where the v2 user service is served, else `GET /v2/users/{id}`.
+    async fn get_user(
+        &self,
+        selection: ApiSelection,
+        user_id: &str,
+    ) -> Result<super::v2::GetUserResponse, ZitadelError> {
+        if selection.user_service_v2 {
+            self.v2_get_user(user_id).await
+        } else {
+            let url = self.url(&["v2", "users", user_id])?;
+            self.rest::<(), _>(op::GET_USER, Method::GET, url, None, None)
+                .await
+        }
+    }
+
+    /// The organization of `user_id` (remembered: users never change organization).
+    async fn user_org(
+        &self,
+        selection: ApiSelection,
+        user_id: &str,
+    ) -> Result<String, ZitadelError> {
+        if let Some(org) = self.user_orgs.get(user_id) {
+            return Ok(org);
+        }
+        let org = self
+            .get_user(selection, user_id)
+            .await?
+            .resource_owner()
+            .ok_or_else(|| {
+                ZitadelError::Decode(format!("user {user_id}: answer names no organization"))
+            })?;
+        self.user_orgs.put(user_id, &org);
+        Ok(org)
+    }
+
+    /// v2 acts on a user whatever organization the target names (v1's `x-zitadel-orgid` makes
+    /// ZITADEL refuse a user of another org): check it, so an object cannot reach a user
+    /// outside the organizations its connection allows.
+    async fn ensure_user_in_org(
+        &self,
+        selection: ApiSelection,
+        target: &Target,
+    ) -> Result<(), ZitadelError> {
+        let Target::User { org_id, user_id } = target else {
+            return Ok(());
+        };
+        let actual = self.user_org(selection, user_id).await?;
+        if &actual == org_id {
+            Ok(())
+        } else {
+            Err(ZitadelError::UserNotInOrganization {
+                user_id: user_id.clone(),
+                org_id: org_id.clone(),
+                actual,
+            })
+        }
+    }
+
+    async fn list_with(
+        &self,
+        selection: ApiSelection,
+        target: &Target,
+        relevant: Relevant<'_>,
+    ) -> Result<Listing, ZitadelError> {
+        match selection.for_service(service_of(target)) {
+            Api::V1 => {
+                listing::list(
+                    &V1Pages {
+                        client: self,
+                        target,
+                    },
+                    relevant,
                 )
                 .await
-            {
-                Ok(page) => page,
-                // Large values: ask again for fewer items (see MAX_RESPONSE_BYTES), whether our
-                // cap or ZITADEL's gRPC layer refused the page for its size.
-                Err(e)
-                    if limit > 1
-                        && (matches!(e, ZitadelError::ResponseTooLarge { .. })
-                            || e.is_message_too_large()) =>
-                {
-                    limit = (limit / 10).max(1);
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let received = page.result.len() as u64;
-            let known = out.len();
-            for item in page.result {
-                let value = b64
-                    .decode(item.value.as_bytes())
-                    .or_else(|_| {
-                        base64::engine::general_purpose::URL_SAFE.decode(item.value.as_bytes())
-                    })
-                    .map_err(|_| {
-                        ZitadelError::Decode(format!(
-                            "metadata key {:?}: value is not base64",
-                            item.key
-                        ))
-                    })?;
-                out.insert(item.key, value);
             }
-            offset += received;
-            let total = page
-                .details
-                .total_result
-                .as_deref()
-                .and_then(|t| t.parse::<u64>().ok())
-                .unwrap_or(0);
-            if received == 0 || offset >= total {
-                return Ok(out);
-            }
-            // A server that ignores `offset` (or keeps claiming more results) would page forever.
-            if out.len() == known {
-                return Err(ZitadelError::Decode(format!(
-                    "metadata list claims {total} results but page at offset {} brought no new key",
-                    offset - received
-                )));
+            Api::V2 => {
+                self.ensure_user_in_org(selection, target).await?;
+                listing::list(
+                    &V2Pages {
+                        client: self,
+                        target,
+                    },
+                    relevant,
+                )
+                .await
             }
         }
+    }
+
+    /// An org search (`{"query":…,"queries":[…]}`): Connect `ListOrganizations` where the v2
+    /// org service is served, else `POST /v2/organizations/_search`, else (instances without
+    /// it) `POST /admin/v1/orgs/_search`.
+    async fn search_orgs(
+        &self,
+        selection: ApiSelection,
+        body: &serde_json::Value,
+    ) -> Result<Vec<SearchHit>, ZitadelError> {
+        if selection.org_service_v2 {
+            return self.v2_list_orgs(body).await;
+        }
+        let url = self.url(&["v2", "organizations", "_search"])?;
+        match self
+            .rest::<_, SearchResponse>(op::LIST_ORGS, Method::POST, url, None, Some(body))
+            .await
+        {
+            Ok(response) => Ok(response.result),
+            Err(e) if e.is_route_missing() => self.v1_admin_search_orgs(body).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn user_exists(
+        &self,
+        selection: ApiSelection,
+        user_id: &str,
+    ) -> Result<Existence, ZitadelError> {
+        match self.get_user(selection, user_id).await {
+            Ok(_) => Ok(Existence::Exists),
+            Err(e) if e.status() == Some(404) && e.id() == Some(super::ids::USER_NOT_FOUND) => {
+                Ok(Existence::Gone)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn org_exists(
+        &self,
+        selection: ApiSelection,
+        org_id: &str,
+    ) -> Result<Existence, ZitadelError> {
+        let by_id = serde_json::json!({
+            "query": {"offset": "0", "limit": 1},
+            "queries": [{"idQuery": {"id": org_id}}],
+        });
+        if self
+            .search_orgs(selection, &by_id)
+            .await?
+            .iter()
+            .any(|hit| hit.id == org_id)
+        {
+            return Ok(Existence::Exists);
+        }
+        let any = serde_json::json!({"query": {"offset": "0", "limit": 1}});
+        if self.search_orgs(selection, &any).await?.is_empty() {
+            return Err(ZitadelError::Unproven(format!(
+                "organization {org_id} is not visible to the operator, and no other organization is either: it may be deleted, or the service user may have lost its roles"
+            )));
+        }
+        // Where v1 is the org metadata API, `x-zitadel-orgid` tells a deleted org
+        // (`AUTH-Bs7Ds`) from one the caller lost its membership in (`AUTHZ-cdgFk` /
+        // `AUTH-5mWD2`). Where v2 is, v1 may be gone (v5) and is not asked.
+        if selection.org_metadata == Api::V2 {
+            return Ok(Existence::Gone);
+        }
+        match self.v1_my_org(Some(org_id)).await {
+            Ok(_) => Ok(Existence::Exists),
+            Err(e) if e.is_org_lookup_failed() || e.is_route_missing() => Ok(Existence::Gone),
+            Err(e) if e.is_permission() => Err(ZitadelError::Unproven(format!(
+                "organization {org_id} is not visible to the operator although other organizations are, and ZITADEL refuses access to it ({e}): the service user's membership may have been removed"
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// An empty value means "delete this key" to newer v2 builds and is rejected by v1: never sent.
+fn check_entries(entries: &[(&str, &[u8])]) -> Result<(), ZitadelError> {
+    if entries.is_empty() {
+        return Err(ZitadelError::InvalidRequest(
+            "a metadata write needs at least one key".into(),
+        ));
+    }
+    if let Some((key, _)) = entries.iter().find(|(_, value)| value.is_empty()) {
+        return Err(ZitadelError::InvalidRequest(format!(
+            "metadata key {key:?}: an empty value is not sent (ZITADEL v2 reads it as \"delete\")"
+        )));
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl ZitadelApi for HttpClient {
+    async fn list_metadata(&self, target: &Target) -> Result<super::MetadataMap, ZitadelError> {
+        Ok(self
+            .list_metadata_for(target, Relevant::All)
+            .await?
+            .metadata)
+    }
+
+    async fn list_metadata_for(
+        &self,
+        target: &Target,
+        relevant: Relevant<'_>,
+    ) -> Result<Listing, ZitadelError> {
+        self.on_service(service_of(target), move |selection| {
+            Box::pin(self.list_with(selection, target, relevant))
+        })
+        .await
     }
 
     async fn bulk_set_metadata(
@@ -655,27 +959,20 @@ impl ZitadelApi for HttpClient {
         target: &Target,
         entries: &[(&str, &[u8])],
     ) -> Result<ObjectDetails, ZitadelError> {
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let body = BulkSetRequest {
-            metadata: entries
-                .iter()
-                .map(|(key, value)| BulkSetItem {
-                    key,
-                    value: b64.encode(value),
-                })
-                .collect(),
-        };
-        let url = self.metadata_url(target, "_bulk")?;
-        let response: DetailsResponse = self
-            .call(
-                by_target(target, op::BULK_SET_ORG, op::BULK_SET_USER),
-                Method::POST,
-                url,
-                Some(target.org_id()),
-                Some(&body),
-            )
-            .await?;
-        Ok(response.details)
+        check_entries(entries)?;
+        let service = service_of(target);
+        self.on_service(service, move |selection| {
+            Box::pin(async move {
+                match selection.for_service(service) {
+                    Api::V1 => self.v1_bulk_set(target, entries).await,
+                    Api::V2 => {
+                        self.ensure_user_in_org(selection, target).await?;
+                        self.v2_set(target, entries).await
+                    }
+                }
+            })
+        })
+        .await
     }
 
     async fn bulk_remove_metadata(
@@ -683,34 +980,31 @@ impl ZitadelApi for HttpClient {
         target: &Target,
         keys: &[&str],
     ) -> Result<ObjectDetails, ZitadelError> {
-        let url = self.metadata_url(target, "_bulk")?;
-        let response: DetailsResponse = self
-            .call(
-                by_target(target, op::BULK_REMOVE_ORG, op::BULK_REMOVE_USER),
-                Method::DELETE,
-                url,
-                Some(target.org_id()),
-                Some(&BulkRemoveRequest { keys }),
-            )
-            .await?;
-        Ok(response.details)
+        if keys.is_empty() {
+            return Err(ZitadelError::InvalidRequest(
+                "a metadata removal needs at least one key".into(),
+            ));
+        }
+        let service = service_of(target);
+        self.on_service(service, move |selection| {
+            Box::pin(async move {
+                match selection.for_service(service) {
+                    Api::V1 => self.v1_bulk_remove(target, keys).await,
+                    Api::V2 => {
+                        self.ensure_user_in_org(selection, target).await?;
+                        self.v2_delete(target, keys).await
+                    }
+                }
+            })
+        })
+        .await
     }
 
     async fn user_organization(&self, user_id: &str) -> Result<String, ZitadelError> {
-        let url = self.url(&["v2", "users", user_id])?;
-        let response: Option<GetUserResponse> = self
-            .call::<(), Option<GetUserResponse>>(op::GET_USER, Method::GET, url, None, None)
-            .await?;
-        response
-            .and_then(|r| {
-                r.user
-                    .and_then(|u| u.details.resource_owner)
-                    .or(r.details.resource_owner)
-            })
-            .filter(|org| !org.is_empty())
-            .ok_or_else(|| {
-                ZitadelError::Decode(format!("user {user_id}: answer names no organization"))
-            })
+        self.on_service(Service::User, move |selection| {
+            Box::pin(self.user_org(selection, user_id))
+        })
+        .await
     }
 
     async fn find_organizations(&self, query: &OrgQuery) -> Result<Vec<Found>, ZitadelError> {
@@ -723,12 +1017,12 @@ impl ZitadelApi for HttpClient {
             }
         };
         let body = serde_json::json!({"query": {"offset": "0", "limit": 100}, "queries": [q]});
-        let url = self.url(&["v2", "organizations", "_search"])?;
-        let response: SearchResponse = self
-            .call(op::LIST_ORGS, Method::POST, url, None, Some(&body))
+        let hits = self
+            .on_service(Service::Org, |selection| {
+                Box::pin(self.search_orgs(selection, &body))
+            })
             .await?;
-        Ok(response
-            .result
+        Ok(hits
             .into_iter()
             .filter(|h| !h.id.is_empty())
             .map(|h| Found {
@@ -739,35 +1033,40 @@ impl ZitadelApi for HttpClient {
     }
 
     async fn find_users(&self, query: &UserQuery) -> Result<Vec<Found>, ZitadelError> {
-        let hits = match query {
-            UserQuery::LoginName(login) => {
-                let mut url =
-                    self.url(&["management", "v1", "global", "users", "_by_login_name"])?;
-                url.query_pairs_mut().append_pair("loginName", login);
-                match self
-                    .call::<(), UserByLoginName>(
-                        op::GET_USER_BY_LOGIN_NAME,
-                        Method::GET,
-                        url,
-                        None,
-                        None,
-                    )
-                    .await
-                {
-                    Ok(r) => r.user.into_iter().collect(),
-                    Err(e) if e.status() == Some(404) => Vec::new(),
-                    Err(e) => return Err(e),
-                }
-            }
-            UserQuery::UserName { org_id, user_name } => {
-                let q = serde_json::json!({"userNameQuery": {"userName": user_name, "method": "TEXT_QUERY_METHOD_EQUALS"}});
-                self.search_users(org_id, q).await?
-            }
-            UserQuery::Email { org_id, email } => {
-                let q = serde_json::json!({"emailQuery": {"emailAddress": email, "method": "TEXT_QUERY_METHOD_EQUALS_IGNORE_CASE"}});
-                self.search_users(org_id, q).await?
-            }
-        };
+        let hits = self
+            .on_service(Service::User, move |selection| {
+                Box::pin(async move {
+                    if selection.user_service_v2 {
+                        let method = "TEXT_QUERY_METHOD_EQUALS";
+                        let queries = match query {
+                            UserQuery::LoginName(login) => vec![
+                                serde_json::json!({"loginNameQuery": {"loginName": login, "method": method}}),
+                            ],
+                            UserQuery::UserName { org_id, user_name } => vec![
+                                serde_json::json!({"organizationIdQuery": {"organizationId": org_id}}),
+                                serde_json::json!({"userNameQuery": {"userName": user_name, "method": method}}),
+                            ],
+                            UserQuery::Email { org_id, email } => vec![
+                                serde_json::json!({"organizationIdQuery": {"organizationId": org_id}}),
+                                serde_json::json!({"emailQuery": {"emailAddress": email, "method": "TEXT_QUERY_METHOD_EQUALS_IGNORE_CASE"}}),
+                            ],
+                        };
+                        return self.v2_list_users(queries).await;
+                    }
+                    match query {
+                        UserQuery::LoginName(login) => self.v1_user_by_login_name(login).await,
+                        UserQuery::UserName { org_id, user_name } => {
+                            let q = serde_json::json!({"userNameQuery": {"userName": user_name, "method": "TEXT_QUERY_METHOD_EQUALS"}});
+                            self.v1_search_users(org_id, q).await
+                        }
+                        UserQuery::Email { org_id, email } => {
+                            let q = serde_json::json!({"emailQuery": {"emailAddress": email, "method": "TEXT_QUERY_METHOD_EQUALS_IGNORE_CASE"}});
+                            self.v1_search_users(org_id, q).await
+                        }
+                    }
+                })
+            })
+            .await?;
         Ok(hits
             .into_iter()
             .filter(|h| !h.id.is_empty())
@@ -777,21 +1076,26 @@ impl ZitadelApi for HttpClient {
             })
             .collect())
     }
-}
 
-impl HttpClient {
-    /// `POST /management/v1/users/_search` in `org_id` with one query.
-    async fn search_users(
-        &self,
-        org_id: &str,
-        query: serde_json::Value,
-    ) -> Result<Vec<SearchHit>, ZitadelError> {
-        let body = serde_json::json!({"query": {"offset": "0", "limit": 100}, "queries": [query]});
-        let url = self.url(&["management", "v1", "users", "_search"])?;
-        let response: SearchResponse = self
-            .call(op::LIST_USERS, Method::POST, url, Some(org_id), Some(&body))
-            .await?;
-        Ok(response.result)
+    async fn target_exists(&self, target: &Target) -> Result<Existence, ZitadelError> {
+        match target {
+            Target::User { user_id, .. } => {
+                self.on_service(Service::User, move |selection| {
+                    Box::pin(self.user_exists(selection, user_id))
+                })
+                .await
+            }
+            Target::Org { org_id } => {
+                self.on_service(Service::Org, move |selection| {
+                    Box::pin(self.org_exists(selection, org_id))
+                })
+                .await
+            }
+        }
+    }
+
+    fn api_selection(&self) -> Option<ApiSelection> {
+        self.selector.get().map(|(_, selection)| selection)
     }
 }
 
@@ -813,5 +1117,14 @@ mod tests {
         // Six requests at 50/s: the first goes at once, the sixth 5 × 20 ms later.
         let elapsed = started.elapsed();
         assert!(elapsed >= Duration::from_millis(95), "{elapsed:?}");
+    }
+
+    #[test]
+    fn empty_values_and_empty_batches_are_never_sent() {
+        assert!(check_entries(&[("a", b"x")]).is_ok());
+        let err = check_entries(&[("a", b"x"), ("b", b"")]).expect_err("empty value");
+        assert!(matches!(err, ZitadelError::InvalidRequest(_)));
+        assert!(err.to_string().contains("\"b\""));
+        assert!(check_entries(&[]).is_err());
     }
 }

@@ -17,8 +17,13 @@ pub const SCOPES: &str = "openid urn:zitadel:iam:org:project:id:zitadel:aud";
 /// Refresh this long before the token expires (at most; a tenth of the lifetime for short-lived
 /// tokens).
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
-/// Lifetime of the signed assertion.
-const ASSERTION_LIFETIME: u64 = 300;
+/// How far the assertion's `iat` is backdated: ZITADEL rejects an `iat` more than 1 s in its
+/// future, so an operator whose clock runs up to this much ahead still authenticates
+/// (`shared/zitadel-api.md` §11).
+const IAT_BACKDATE: u64 = 60;
+/// How long the assertion is valid after its (backdated) `iat`: well inside the hour ZITADEL
+/// accepts an `iat` for, and long enough for a clock that runs a few minutes behind.
+const ASSERTION_LIFETIME: u64 = 600;
 /// Largest token endpoint answer read (an access token, maybe an id token: a few kB).
 const MAX_TOKEN_RESPONSE_BYTES: usize = 1024 * 1024;
 
@@ -88,7 +93,7 @@ impl KeyFile {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Debug)]
 struct Claims<'a> {
     iss: &'a str,
     sub: &'a str,
@@ -112,6 +117,26 @@ struct OAuthError {
     error_description: String,
 }
 
+/// The wall clock, replaceable in tests.
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// The assertion's claims at wall-clock time `now`: `iat` backdated by [`IAT_BACKDATE`], `exp`
+/// [`ASSERTION_LIFETIME`] after it.
+fn claims<'a>(user_id: &'a str, audience: &'a str, now: SystemTime) -> Claims<'a> {
+    let now = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let iat = now.saturating_sub(IAT_BACKDATE);
+    Claims {
+        iss: user_id,
+        sub: user_id,
+        aud: audience,
+        iat,
+        exp: iat + ASSERTION_LIFETIME,
+    }
+}
+
 /// Access tokens for one service user, exchanged on demand and cached.
 pub struct JwtProfile {
     key: KeyFile,
@@ -122,6 +147,7 @@ pub struct JwtProfile {
     exchanges: std::sync::atomic::AtomicU64,
     /// The `http` client's request timeout, for the error message of a timed-out exchange.
     timeout: Duration,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for JwtProfile {
@@ -149,7 +175,23 @@ impl JwtProfile {
             cache: Mutex::new(None),
             exchanges: std::sync::atomic::AtomicU64::new(0),
             timeout: Duration::ZERO,
+            clock: Arc::new(SystemTime::now),
         })
+    }
+
+    /// Use `clock` instead of the system clock for the assertion's times (tests).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// A signed assertion as sent to the token endpoint.
+    pub fn assertion(&self) -> Result<String, ZitadelError> {
+        let claims = claims(&self.key.user_id, &self.issuer, (self.clock)());
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(self.key.key_id.clone());
+        jsonwebtoken::encode(&header, &claims, &self.key.key)
+            .map_err(|e| ZitadelError::Credentials(format!("cannot sign the JWT assertion: {e}")))
     }
 
     /// Names the timeout `http` was built with, so a timed-out exchange reports it.
@@ -188,22 +230,7 @@ impl JwtProfile {
     }
 
     async fn exchange(&self) -> Result<(Arc<str>, Duration), ZitadelError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        let claims = Claims {
-            iss: &self.key.user_id,
-            sub: &self.key.user_id,
-            aud: &self.issuer,
-            iat: now,
-            exp: now + ASSERTION_LIFETIME,
-        };
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(self.key.key_id.clone());
-        let assertion = jsonwebtoken::encode(&header, &claims, &self.key.key).map_err(|e| {
-            ZitadelError::Credentials(format!("cannot sign the JWT assertion: {e}"))
-        })?;
+        let assertion = self.assertion()?;
         let body = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
             .append_pair("assertion", &assertion)
@@ -238,8 +265,8 @@ impl JwtProfile {
         let text = super::http::read_body(response, MAX_TOKEN_RESPONSE_BYTES)
             .await
             .map_err(|e| match e {
-                super::http::BodyError::TooLarge { limit } => {
-                    ZitadelError::ResponseTooLarge { limit }
+                super::http::BodyError::TooLarge { limit, size } => {
+                    ZitadelError::ResponseTooLarge { limit, size }
                 }
                 super::http::BodyError::Read(e) => {
                     ZitadelError::Transport(format!("token endpoint: {e}"))
@@ -284,6 +311,33 @@ impl JwtProfile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// ZITADEL's checks of a JWT-profile assertion at its own time `server_now` (zitadel/oidc
+    /// `JWTProfileVerifier` with a 1 h maximum `iat` age and a 1 s offset): not expired, `iat`
+    /// not in the future, not older than an hour.
+    fn zitadel_accepts(claims: &Claims<'_>, server_now: u64) -> bool {
+        server_now + 1 < claims.exp
+            && claims.iat <= server_now + 1
+            && claims.iat + 3600 >= server_now
+    }
+
+    #[test]
+    fn assertion_survives_a_skewed_clock() {
+        let server_now = 1_800_000_000u64;
+        // skew = operator clock − ZITADEL clock, in seconds.
+        for skew in [-300i64, -30, 0, 1, 2, 30, 60] {
+            let client = UNIX_EPOCH + Duration::from_secs(server_now.saturating_add_signed(skew));
+            let c = claims("user", "https://issuer", client);
+            assert!(zitadel_accepts(&c, server_now), "skew {skew} s: {c:?}");
+            assert!(c.exp - c.iat <= 3600, "exp beyond ZITADEL's hour");
+        }
+        // Without the backdating, a clock 2 s ahead was refused; 2 minutes ahead still is.
+        let ahead = UNIX_EPOCH + Duration::from_secs(server_now + 120);
+        assert!(!zitadel_accepts(&claims("user", "aud", ahead), server_now));
+        let c = claims("u", "a", UNIX_EPOCH + Duration::from_secs(server_now));
+        assert_eq!(c.iat, server_now - IAT_BACKDATE);
+        assert_eq!((c.iss, c.sub, c.aud), ("u", "u", "a"));
+    }
 
     #[test]
     fn key_file_errors_name_the_field_and_never_the_content() {

@@ -1,19 +1,26 @@
-//! ZITADEL Management API v1 client for organization and user metadata.
+//! ZITADEL client for organization and user metadata: Management API v1 (REST) and the v2
+//! services over Connect, chosen per instance.
 //!
 //! [`ZitadelApi`] is the seam the reconciler is written against; [`HttpClient`] implements it over
-//! HTTP/JSON as described by ZITADEL's protos (`shared/zitadel-api.md`). A future v2-API client
-//! can implement the same trait.
+//! HTTP/JSON as described by ZITADEL's protos (`shared/zitadel-api.md`,
+//! `shared/zitadel-v2-and-events.md`). Which API serves user and org metadata is decided per
+//! instance ([`ApiMode`], [`ApiSelection`]).
 
 mod error;
 mod http;
 mod jwt;
+mod listing;
+mod probe;
 mod token;
+mod v1;
+mod v2;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use error::{ZitadelError, code, ids};
-pub use http::{ClientConfig, HttpClient, MAX_RESPONSE_BYTES, RateLimit};
+pub use http::{ClientConfig, ConnectionCheck, HttpClient, MAX_RESPONSE_BYTES, RateLimit};
 pub use jwt::{JwtProfile, KeyFile, KeyFileError};
+pub use probe::{Api, ApiMode, ApiSelection};
 pub use token::TokenSource;
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -28,7 +35,8 @@ pub enum Target {
     },
     /// Metadata of user `user_id`, which belongs to organization `org_id`.
     User {
-        /// The user's organization, sent as `x-zitadel-orgid`.
+        /// The user's organization, sent as `x-zitadel-orgid` (v1); on v2 the client checks
+        /// that the user belongs to it (v2 itself ignores the organization).
         org_id: String,
         /// User id.
         user_id: String,
@@ -44,21 +52,25 @@ impl Target {
     }
 }
 
-/// `details` of a write (`zitadel.v1.ObjectDetails`). Every field may be absent (protojson omits
-/// zero values).
+/// The result of a write. On v1 it is ZITADEL's `details` (`zitadel.v1.ObjectDetails`); on v2
+/// only a date is returned (`setDate` / `deletionDate`) and **`sequence` is `None`**: v2 has no
+/// sequence, and none is invented. Every field may be absent (protojson omits zero values).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectDetails {
-    /// The aggregate's sequence after the write (a 64-bit integer, sent as a string).
+    /// v1: the aggregate's sequence after the write (a 64-bit integer, sent as a string).
+    /// v2: always `None`.
     #[serde(default, deserialize_with = "string_or_number")]
     pub sequence: Option<String>,
-    /// Set by BulkSet / Remove / BulkRemove.
+    /// v1 BulkSet / Remove / BulkRemove: the change date. v2: `setDate` or `deletionDate`
+    /// (`None` when ZITADEL answered the zero date of a no-op on an object without metadata
+    /// events).
     #[serde(default)]
     pub change_date: Option<String>,
-    /// Set by the single-key Set instead of `changeDate`.
+    /// Set by the v1 single-key Set instead of `changeDate`.
     #[serde(default)]
     pub creation_date: Option<String>,
-    /// The organization owning the object.
+    /// v1: the organization owning the object. v2: `None`.
     #[serde(default)]
     pub resource_owner: Option<String>,
 }
@@ -75,13 +87,65 @@ impl ObjectDetails {
 /// The metadata currently stored for a target: key → decoded value.
 pub type MetadataMap = BTreeMap<String, Vec<u8>>;
 
+/// Which keys of a listing the caller needs to be exact.
+#[derive(Clone, Copy, Debug)]
+pub enum Relevant<'a> {
+    /// Every key: the listing must be complete (else [`ZitadelError::IncompleteListing`]).
+    All,
+    /// Only these keys (for a sync: desired ∪ managed). Each is reported exactly — present
+    /// with its value, or absent — even when a paged listing lost rows; other keys are best
+    /// effort.
+    Only(&'a BTreeSet<String>),
+}
+
+/// The outcome of listing a target's metadata.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Keys and values. Exact for every relevant key; when [`Self::complete`], exact for all.
+    pub metadata: MetadataMap,
+    /// Whether `metadata` holds every key of the target. False after a paged listing that did
+    /// not add up was completed by targeted lookups of the relevant keys only.
+    pub complete: bool,
+    /// HTTP requests the listing made (pages, refused pages, targeted lookups).
+    pub calls: u32,
+}
+
+/// Whether an organization or user exists, positively established (see
+/// [`ZitadelApi::target_exists`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Existence {
+    /// It exists.
+    Exists,
+    /// It is proven gone.
+    Gone,
+}
+
 /// The operations the operator needs from ZITADEL.
 #[async_trait::async_trait]
 pub trait ZitadelApi: Send + Sync {
-    /// All metadata of the target (every page).
+    /// All metadata of the target, every key exact: fails (e.g. with
+    /// [`ZitadelError::IncompleteListing`]) rather than return a listing that lost a key.
     async fn list_metadata(&self, target: &Target) -> Result<MetadataMap, ZitadelError>;
 
-    /// Set the given keys in one all-or-nothing call. `entries` must not be empty.
+    /// The target's metadata, exact for the `relevant` keys whatever order ZITADEL returns rows
+    /// in, at a cost of about `ceil(keys / page) + ceil(bytes / page budget)` requests plus a
+    /// small constant ([`Listing::calls`]). The default lists everything with
+    /// [`Self::list_metadata`] (and counts one call); [`HttpClient`] implements it.
+    async fn list_metadata_for(
+        &self,
+        target: &Target,
+        relevant: Relevant<'_>,
+    ) -> Result<Listing, ZitadelError> {
+        let _ = relevant;
+        Ok(Listing {
+            metadata: self.list_metadata(target).await?,
+            complete: true,
+            calls: 1,
+        })
+    }
+
+    /// Set the given keys in one all-or-nothing call. `entries` must not be empty, and no value
+    /// may be empty (v2 reads an empty value as "delete"; the client refuses to send one).
     async fn bulk_set_metadata(
         &self,
         target: &Target,
@@ -104,6 +168,30 @@ pub trait ZitadelApi: Send + Sync {
 
     /// Users matching `query` (login name instance-wide; user name / email within an org).
     async fn find_users(&self, query: &UserQuery) -> Result<Vec<Found>, ZitadelError>;
+
+    /// Whether the target exists, **positively** established (`shared/zitadel-api.md` §10):
+    ///
+    /// * a user is [`Existence::Gone`] only when `GetUserByID` answers 404 `QUERY-Dfbg2` (ZITADEL
+    ///   looks the id up instance-wide before any permission check);
+    /// * an org is `Gone` only when a lookup by id finds nothing while the same caller still
+    ///   sees other organizations (and, where the org metadata API is v1, `x-zitadel-orgid`
+    ///   for it answers `AUTH-Bs7Ds`, which tells a deleted org from a revoked membership).
+    ///
+    /// Anything else — a missing route, a permission error, `AUTH-Bs7Ds` alone, 5xx, timeouts,
+    /// a caller that sees no organization at all — is an `Err`: existence unknown, keep the
+    /// finalizer. The default proves nothing ([`ZitadelError::Unproven`]).
+    async fn target_exists(&self, target: &Target) -> Result<Existence, ZitadelError> {
+        let _ = target;
+        Err(ZitadelError::Unproven(
+            "this ZITADEL client cannot establish whether a target exists".into(),
+        ))
+    }
+
+    /// Which API serves user and org metadata, once known (after the first call or
+    /// [`HttpClient::select_api`]); `None` before.
+    fn api_selection(&self) -> Option<ApiSelection> {
+        None
+    }
 }
 
 /// How to find an organization by a human-friendly reference.

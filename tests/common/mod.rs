@@ -2,6 +2,12 @@
 //! ZITADEL emulator, and the operator (in-process or the real binary) watching that namespace.
 #![allow(dead_code)]
 
+mod binary;
+pub mod namespace;
+
+#[allow(unused_imports)]
+pub use binary::{Launch, OperatorBinary};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +22,8 @@ use tokio::task::JoinHandle;
 use zitadel_metadata_operator::controller::{self, Namespaces, Settings, Shutdown};
 use zitadel_metadata_operator::crd::{MetadataStatus, OrgMetadata, UserMetadata};
 use zitadel_metadata_operator::status;
+#[allow(unused_imports)]
+pub use zitadel_metadata_operator::zitadel::ApiMode;
 use zitadel_metadata_operator::zitadel::{ClientConfig, HttpClient, TokenSource};
 use zmo_testkit::controlplane::ControlPlane;
 use zmo_testkit::emulator::Emulator;
@@ -60,6 +68,22 @@ impl TestEnv {
         }
     }
 
+    /// Like [`Self::new`] with an emulator imitating the ZITADEL version `profile`.
+    pub async fn with_profile(prefix: &str, profile: zmo_testkit::emulator::Profile) -> TestEnv {
+        let cp = shared_with_crds().await;
+        let client = cp.client().await.expect("kube client");
+        let ns = cp.create_namespace(prefix).await.expect("namespace");
+        let emu = Emulator::start_seeded_with(profile)
+            .await
+            .expect("emulator");
+        TestEnv {
+            cp,
+            client,
+            ns,
+            emu,
+        }
+    }
+
     pub fn orgs(&self) -> Api<OrgMetadata> {
         Api::namespaced(self.client.clone(), &self.ns)
     }
@@ -88,13 +112,42 @@ impl TestEnv {
         .expect("apply ZitadelConnection");
     }
 
-    /// Run the controllers in-process, watching only this test's namespace.
+    /// Run the controllers in-process, watching only this test's namespace; the default
+    /// connection probes the instance (`ApiMode::Auto`).
     pub fn start_operator(&self, settings: Settings) -> Operator {
         Operator::start(self.client.clone(), &self.emu.url(), &self.ns, settings)
     }
 
+    /// Like [`Self::start_operator`], with the default connection's API pinned (`--zitadel-api`).
+    /// Suites about v1 behaviour (request shapes, operation counts) pin `ApiMode::V1` so that
+    /// they test what they name whatever `Auto` picks on the emulator's default profile.
+    pub fn start_operator_with_api(&self, settings: Settings, api: ApiMode) -> Operator {
+        Operator::start_with_api(
+            self.client.clone(),
+            &self.emu.url(),
+            &self.ns,
+            settings,
+            api,
+        )
+    }
+
     pub async fn apply_org(&self, name: &str, spec: serde_json::Value) -> OrgMetadata {
         apply_as(&self.orgs(), "e2e-test", name, spec).await
+    }
+
+    /// An OrgMetadata on `org` with these inline values.
+    pub async fn apply_org_values(
+        &self,
+        name: &str,
+        org: &str,
+        values: &[(&str, &str)],
+    ) -> OrgMetadata {
+        let metadata: Vec<_> = values
+            .iter()
+            .map(|(k, v)| json!({"key": k, "value": v}))
+            .collect();
+        self.apply_org(name, json!({"organizationId": org, "metadata": metadata}))
+            .await
     }
 
     pub async fn apply_user(&self, name: &str, spec: serde_json::Value) -> UserMetadata {
@@ -120,6 +173,38 @@ impl TestEnv {
         pred: impl Fn(&OrgMetadata) -> bool,
     ) -> OrgMetadata {
         wait_obj(&self.orgs(), name, what, pred).await
+    }
+
+    /// Ready for its current generation (30 s).
+    pub async fn wait_org_ready(&self, name: &str) -> OrgMetadata {
+        self.wait_org(name, "Ready", |o| {
+            is_ready(o.status.as_ref(), o.metadata.generation)
+        })
+        .await
+    }
+
+    /// Ready for its current generation (30 s).
+    pub async fn wait_user_ready(&self, name: &str) -> UserMetadata {
+        self.wait_user(name, "Ready", |o| {
+            is_ready(o.status.as_ref(), o.metadata.generation)
+        })
+        .await
+    }
+
+    /// Stalled=True (30 s).
+    pub async fn wait_org_stalled(&self, name: &str) -> OrgMetadata {
+        self.wait_org(name, "Stalled", |o| {
+            condition(o.status.as_ref(), status::STALLED) == Some("True")
+        })
+        .await
+    }
+
+    /// Stalled=True (30 s).
+    pub async fn wait_user_stalled(&self, name: &str) -> UserMetadata {
+        self.wait_user(name, "Stalled", |o| {
+            condition(o.status.as_ref(), status::STALLED) == Some("True")
+        })
+        .await
     }
 
     pub async fn wait_user(
@@ -283,10 +368,28 @@ pub fn message(st: Option<&MetadataStatus>) -> String {
         .unwrap_or_default()
 }
 
+/// The Ready message mentions `needle`.
+pub fn assert_message_contains(st: Option<&MetadataStatus>, needle: &str) {
+    let text = message(st);
+    assert!(text.contains(needle), "{text}");
+}
+
 /// Ready=True for the object's current generation.
 pub fn is_ready(st: Option<&MetadataStatus>, generation: Option<i64>) -> bool {
     condition(st, status::READY) == Some("True")
         && st.and_then(|s| s.observed_generation) == generation
+}
+
+/// A stop switch and the shutdown futures it resolves.
+fn stop_signal() -> (watch::Sender<bool>, impl Fn() -> Shutdown + Clone) {
+    let (stop, rx) = watch::channel(false);
+    let shutdown = move || -> Shutdown {
+        let mut rx = rx.clone();
+        Box::pin(async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })
+    };
+    (stop, shutdown)
 }
 
 /// The controllers running in-process on the test's runtime.
@@ -295,19 +398,32 @@ pub struct Operator {
     handle: JoinHandle<()>,
 }
 
+/// A ZITADEL client for `url` with `token` (2 s timeout), as the default connection.
+pub fn zitadel_client(url: &str, token: TokenSource) -> Arc<HttpClient> {
+    let mut config = ClientConfig::new(url.parse().expect("emulator url"), token);
+    config.request_timeout = Duration::from_secs(2);
+    Arc::new(HttpClient::new(config).expect("zitadel client"))
+}
+
 impl Operator {
     pub fn start(client: Client, zitadel_url: &str, ns: &str, settings: Settings) -> Operator {
+        Operator::start_with_api(client, zitadel_url, ns, settings, ApiMode::Auto)
+    }
+
+    /// The controllers with the default connection's API set to `api`.
+    pub fn start_with_api(
+        client: Client,
+        zitadel_url: &str,
+        ns: &str,
+        settings: Settings,
+        api: ApiMode,
+    ) -> Operator {
         let url = zitadel_url.parse().expect("emulator url");
         let mut config = ClientConfig::new(url, TokenSource::Static(Arc::from(TOKEN)));
         config.request_timeout = Duration::from_secs(2);
+        config.api = api;
         let zitadel = Arc::new(HttpClient::new(config).expect("zitadel client"));
-        let (stop, rx) = watch::channel(false);
-        let shutdown = move || -> Shutdown {
-            let mut rx = rx.clone();
-            Box::pin(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-        };
+        let (stop, shutdown) = stop_signal();
         let handle = tokio::spawn(controller::run(
             client,
             zitadel,
@@ -324,16 +440,21 @@ impl Operator {
         namespaces: Vec<String>,
         settings: Settings,
     ) -> Operator {
-        let (stop, rx) = watch::channel(false);
-        let shutdown = move || -> Shutdown {
-            let mut rx = rx.clone();
-            Box::pin(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-        };
+        Operator::start_with(client, None, namespaces, settings)
+    }
+
+    /// The controllers with `default` as the default connection (if any), watching
+    /// `namespaces`.
+    pub fn start_with(
+        client: Client,
+        default: Option<controller::DefaultConnection>,
+        namespaces: Vec<String>,
+        settings: Settings,
+    ) -> Operator {
+        let (stop, shutdown) = stop_signal();
         let handle = tokio::spawn(controller::run_with(
             client,
-            None,
+            default,
             Namespaces::Only(namespaces),
             settings,
             shutdown,

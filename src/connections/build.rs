@@ -1,0 +1,375 @@
+//! The connection builder: the one place that turns settings (a connection's spec, or the
+//! operator's flags) into a ZITADEL client, and that runs the authenticated probe.
+//!
+//! Credentials and CA bundles are read through [`ValueSources`], like `valueFrom` entries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::crd::{ConnectionSettings, SecretKeyRef};
+use crate::metrics::Metrics;
+use crate::reason::Reason;
+use crate::sources::{SourceKind, ValueSources};
+use crate::zitadel::{
+    ApiMode, ClientConfig, HttpClient, JwtProfile, KeyFile, TokenSource, ZitadelApi, ZitadelError,
+};
+
+/// A connection that cannot produce a client: missing Secret/key, bad key file, bad CA bundle.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A Secret/ConfigMap or a key in it is missing.
+    #[error("{0}")]
+    Missing(String),
+    /// The credentials are malformed (message names the field, never the content).
+    #[error("{0}")]
+    Invalid(String),
+    /// Reading from Kubernetes failed.
+    #[error("cannot read a connection Secret/ConfigMap: {0}")]
+    Kube(#[from] kube::Error),
+    /// Building the HTTP client failed.
+    #[error(transparent)]
+    Client(#[from] ZitadelError),
+}
+
+impl BuildError {
+    /// The reason for the connection's condition.
+    pub fn reason(&self) -> Reason {
+        match self {
+            BuildError::Missing(_) => Reason::SecretNotFound,
+            BuildError::Invalid(_) => Reason::InvalidCredentials,
+            BuildError::Kube(_) => Reason::SecretUnreadable,
+            BuildError::Client(_) => Reason::InvalidSettings,
+        }
+    }
+}
+
+/// What the authenticated probe found: the caller's organization.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeResult {
+    /// Organization id.
+    pub org_id: String,
+    /// Organization name.
+    pub org_name: String,
+}
+
+/// A built client and what it was built from.
+pub struct Built {
+    client: Arc<HttpClient>,
+    /// `Kind/ns/name@resourceVersion` of the Secrets/ConfigMaps read.
+    pub versions: Vec<String>,
+    /// For a key file: the service user id.
+    pub service_user: Option<String>,
+}
+
+impl Built {
+    /// The client, as the reconciler uses it.
+    pub fn api(&self) -> Arc<dyn ZitadelApi> {
+        self.client.clone()
+    }
+
+    /// One authenticated call (`GET /management/v1/orgs/me`): who the credentials are.
+    pub async fn probe(&self) -> Result<ProbeResult, ZitadelError> {
+        let (org_id, org_name) = self.client.probe().await?;
+        Ok(ProbeResult { org_id, org_name })
+    }
+}
+
+/// The operator-wide default connection (single-tenant mode) from its flags (`--zitadel-url`,
+/// the token flag, `--request-timeout`, `--zitadel-api`).
+pub fn default_connection(
+    url: Url,
+    token: TokenSource,
+    request_timeout: Duration,
+    api: ApiMode,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<dyn ZitadelApi>, ZitadelError> {
+    let mut config = ClientConfig::new(url, token);
+    config.request_timeout = request_timeout;
+    config.api = api;
+    Ok(Arc::new(HttpClient::new(config)?.with_metrics(metrics)))
+}
+
+/// The namespace a connection's Secret/ConfigMap reference reads from. A `ZitadelConnection`
+/// (`own_ns` = its namespace) reads only from its own namespace: a reference naming another one
+/// is refused, so that whoever may create connections in one namespace cannot make the operator
+/// read (and use) credentials of another. A `ClusterZitadelConnection` (`own_ns` = `None`) must
+/// name the namespace.
+pub fn reference_namespace<'a>(
+    kind: SourceKind,
+    reference: &'a SecretKeyRef,
+    own_ns: Option<&'a str>,
+) -> Result<&'a str, BuildError> {
+    match (reference.namespace.as_deref(), own_ns) {
+        (Some(named), Some(own)) if named != own => Err(BuildError::Invalid(format!(
+            "{kind} {:?}: namespace {named:?} is not allowed: a ZitadelConnection reads Secrets and ConfigMaps only from its own namespace {own:?}",
+            reference.name
+        ))),
+        (_, Some(own)) => Ok(own),
+        (Some(named), None) => Ok(named),
+        (None, None) => Err(BuildError::Invalid(format!(
+            "{kind} {:?}: no namespace given",
+            reference.name
+        ))),
+    }
+}
+
+/// The bytes of one referenced key and the `Kind/ns/name@resourceVersion` it was read at.
+async fn read_key(
+    sources: &dyn ValueSources,
+    kind: SourceKind,
+    reference: &SecretKeyRef,
+    default_ns: Option<&str>,
+) -> Result<(Vec<u8>, String), BuildError> {
+    let ns = reference_namespace(kind, reference, default_ns)?;
+    let object = sources
+        .get(kind, ns, &reference.name)
+        .await?
+        .ok_or_else(|| BuildError::Missing(format!("{kind} {ns}/{} not found", reference.name)))?;
+    let bytes = object.value(&reference.key).ok_or_else(|| {
+        BuildError::Missing(format!(
+            "{kind} {ns}/{} has no key {:?}",
+            reference.name, reference.key
+        ))
+    })?;
+    let version = object.version(kind, ns, &reference.name).qualified();
+    Ok((bytes.to_vec(), version))
+}
+
+/// The token source of the credentials, and the service user of a key file.
+async fn credentials(
+    sources: &dyn ValueSources,
+    settings: &ConnectionSettings,
+    config: &ClientConfig,
+    http: &reqwest::Client,
+    versions: &mut Vec<String>,
+) -> Result<(TokenSource, Option<String>), BuildError> {
+    let ns = settings.namespace.as_deref();
+    let creds = &settings.credentials;
+    match (&creds.personal_access_token, &creds.jwt_profile) {
+        (Some(r), None) => {
+            let (bytes, version) = read_key(sources, SourceKind::Secret, r, ns).await?;
+            versions.push(version);
+            let token = String::from_utf8(bytes).map_err(|_| {
+                BuildError::Invalid(format!(
+                    "Secret key {:?} (personalAccessToken) is not UTF-8",
+                    r.key
+                ))
+            })?;
+            let token = token.trim();
+            if token.is_empty() {
+                return Err(BuildError::Invalid(format!(
+                    "Secret key {:?} (personalAccessToken) is empty",
+                    r.key
+                )));
+            }
+            Ok((TokenSource::Static(Arc::from(token)), None))
+        }
+        (None, Some(r)) => {
+            let (bytes, version) = read_key(sources, SourceKind::Secret, r, ns).await?;
+            versions.push(version);
+            let key = KeyFile::parse(&bytes).map_err(|e| {
+                BuildError::Invalid(format!(
+                    "Secret {:?} key {:?} (jwtProfile): {e}",
+                    r.name, r.key
+                ))
+            })?;
+            let user = key.user_id.clone();
+            let profile = JwtProfile::new(key, &config.base_url, http.clone())?
+                .with_request_timeout(config.request_timeout);
+            Ok((TokenSource::JwtProfile(Arc::new(profile)), Some(user)))
+        }
+        _ => Err(BuildError::Invalid(
+            "credentials: set exactly one of personalAccessToken or jwtProfile".into(),
+        )),
+    }
+}
+
+/// Build a client from connection settings, reading its Secrets/ConfigMaps.
+pub async fn build(
+    sources: &dyn ValueSources,
+    settings: &ConnectionSettings,
+    request_timeout: Duration,
+) -> Result<Built, BuildError> {
+    let url: Url = settings
+        .url
+        .parse()
+        .map_err(|e| BuildError::Invalid(format!("url {:?} is not a URL: {e}", settings.url)))?;
+    let mut versions = Vec::new();
+    let mut config = ClientConfig::new(url, TokenSource::Static(Arc::from("")));
+    config.request_timeout = request_timeout;
+    config.tls_server_name = settings.tls_server_name.clone();
+    config.api = settings.api;
+    if let Some(ca) = &settings.ca_bundle {
+        let (kind, reference) = match (&ca.secret_ref, &ca.config_map_ref) {
+            (Some(r), None) => (SourceKind::Secret, r),
+            (None, Some(r)) => (SourceKind::ConfigMap, r),
+            _ => {
+                return Err(BuildError::Invalid(
+                    "caBundle: set exactly one of secretRef or configMapRef".into(),
+                ));
+            }
+        };
+        let (pem, version) =
+            read_key(sources, kind, reference, settings.namespace.as_deref()).await?;
+        versions.push(version);
+        config.ca_pem.push(pem);
+    }
+    let http = config.build_http()?;
+    let (token, service_user) =
+        credentials(sources, settings, &config, &http, &mut versions).await?;
+    config.token = token;
+    Ok(Built {
+        client: Arc::new(HttpClient::with_http(config, http)),
+        versions,
+        service_user,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{CaBundle, Credentials};
+    use crate::testing::FakeSources;
+
+    fn settings(credentials: Credentials, ca_bundle: Option<CaBundle>) -> ConnectionSettings {
+        ConnectionSettings {
+            url: "https://zitadel.example".into(),
+            ca_bundle,
+            tls_server_name: None,
+            credentials,
+            namespace: Some("team-a".into()),
+            api: Default::default(),
+        }
+    }
+
+    fn key_ref(name: &str, key: &str) -> SecretKeyRef {
+        SecretKeyRef {
+            name: name.into(),
+            key: key.into(),
+            namespace: None,
+        }
+    }
+
+    fn pat(name: &str) -> Credentials {
+        Credentials {
+            personal_access_token: Some(key_ref(name, "token")),
+            jwt_profile: None,
+        }
+    }
+
+    async fn reason_of(sources: &FakeSources, s: &ConnectionSettings) -> Reason {
+        match build(sources, s, Duration::from_secs(1)).await {
+            Ok(_) => Reason::Connected,
+            Err(e) => e.reason(),
+        }
+    }
+
+    #[test]
+    fn namespaced_connections_read_only_their_own_namespace() {
+        let reference = |ns: Option<&str>| SecretKeyRef {
+            name: "token".into(),
+            key: "pat".into(),
+            namespace: ns.map(str::to_owned),
+        };
+        let secret = SourceKind::Secret;
+        let own = reference(None);
+        assert_eq!(
+            reference_namespace(secret, &own, Some("team-a")).ok(),
+            Some("team-a")
+        );
+        let same = reference(Some("team-a"));
+        assert_eq!(
+            reference_namespace(secret, &same, Some("team-a")).ok(),
+            Some("team-a")
+        );
+        let other = reference(Some("zitadel-system"));
+        let err = reference_namespace(secret, &other, Some("team-a")).expect_err("refused");
+        assert_eq!(err.reason(), Reason::InvalidCredentials);
+        assert!(
+            err.to_string()
+                .contains("\"zitadel-system\" is not allowed"),
+            "{err}"
+        );
+        // Cluster connections name the namespace.
+        assert_eq!(
+            reference_namespace(secret, &other, None).ok(),
+            Some("zitadel-system")
+        );
+        assert!(reference_namespace(secret, &own, None).is_err());
+    }
+
+    #[test]
+    fn the_default_connection_uses_the_api_flag() {
+        let url: Url = "https://zitadel.example".parse().expect("url");
+        let build = |api| {
+            default_connection(
+                url.clone(),
+                TokenSource::Static(Arc::from("t")),
+                Duration::from_secs(1),
+                api,
+                Arc::new(Metrics::new()),
+            )
+            .expect("client")
+        };
+        // Pinned: selected without a probe. Auto: nothing selected before the first call.
+        for mode in [ApiMode::V1, ApiMode::V2] {
+            assert_eq!(
+                build(mode).api_selection(),
+                crate::zitadel::ApiSelection::pinned(mode)
+            );
+        }
+        assert_eq!(build(ApiMode::Auto).api_selection(), None);
+    }
+
+    #[tokio::test]
+    async fn every_build_failure_has_its_reason_and_versions_are_qualified() {
+        let sources = FakeSources::default();
+        sources.put_secret("team-a", "pat", "token", b"secret-token");
+        sources.put_secret("team-a", "empty", "token", b"  ");
+        sources.put_config_map_binary(
+            "team-a",
+            "ca",
+            "ca.pem",
+            b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+        );
+        let ok = settings(pat("pat"), None);
+        let built = build(&sources, &ok, Duration::from_secs(1))
+            .await
+            .expect("built");
+        assert_eq!(built.versions, vec!["Secret/team-a/pat@1".to_string()]);
+        assert_eq!(built.client.api_mode(), crate::zitadel::ApiMode::Auto);
+        // `spec.api` reaches the client.
+        let pinned = ConnectionSettings {
+            api: crate::zitadel::ApiMode::V2,
+            ..ok.clone()
+        };
+        let built = build(&sources, &pinned, Duration::from_secs(1))
+            .await
+            .expect("built");
+        assert_eq!(built.client.api_mode(), crate::zitadel::ApiMode::V2);
+        assert_eq!(
+            reason_of(&sources, &settings(pat("absent"), None)).await,
+            Reason::SecretNotFound
+        );
+        assert_eq!(
+            reason_of(&sources, &settings(pat("empty"), None)).await,
+            Reason::InvalidCredentials
+        );
+        // A CA bundle in a ConfigMap's binaryData is read (it is not PEM: the client refuses it).
+        let ca = CaBundle {
+            secret_ref: None,
+            config_map_ref: Some(key_ref("ca", "ca.pem")),
+        };
+        assert_eq!(
+            reason_of(&sources, &settings(pat("pat"), Some(ca))).await,
+            Reason::InvalidSettings
+        );
+        sources.fail_reads();
+        assert_eq!(
+            reason_of(&sources, &settings(pat("pat"), None)).await,
+            Reason::SecretUnreadable
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! One reconcile of an `OrgMetadata` / `UserMetadata`, a step per file:
+//!
+//! - `sources`: read `valueFrom` Secrets/ConfigMaps;
+//! - `target`: resolve the org/user the calls act on;
+//! - `claims`: keys an earlier object on the same target already manages;
+//! - `sync`: list → plan → execute → read back;
+//! - `outcome`: (pure) the sync result's conditions, requeue and retry;
+//! - `report`: status and Events;
+//! - `cleanup`: deletion.
+//!
+//! The steps reach Kubernetes and ZITADEL only through the traits in [`Io`], so each runs against
+//! in-memory fakes in unit tests.
+
+pub mod claims;
+pub mod cleanup;
+pub mod outcome;
+pub mod report;
+pub mod sources;
+pub mod sync;
+pub mod target;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::{Api, ResourceExt};
+
+pub use claims::Neighbours;
+pub use report::{KubeReport, Notice, Report};
+
+use super::{Context, Error, FINALIZER, Settings};
+use crate::connections::ConnectionResolver;
+use crate::crd::MetadataResource;
+use crate::sources::ValueSources;
+use crate::status::Outcome;
+
+/// What the reconcile steps read and write, behind traits.
+pub struct Io<'a, K> {
+    /// Timing knobs.
+    pub settings: &'a Settings,
+    /// `valueFrom` Secrets/ConfigMaps.
+    pub sources: &'a dyn ValueSources,
+    /// The object's connection → a ZITADEL client.
+    pub connections: &'a dyn ConnectionResolver,
+    /// Other objects on the same target.
+    pub neighbours: &'a dyn Neighbours<K>,
+    /// Status and Events.
+    pub report: &'a dyn Report<K>,
+}
+
+impl<K> Io<'_, K> {
+    /// The read-only part: what the planning steps need.
+    pub fn reads(&self) -> Reads<'_, K> {
+        Reads {
+            sources: self.sources,
+            connections: self.connections,
+            neighbours: self.neighbours,
+        }
+    }
+}
+
+/// What the planning steps ([`sync::prepare`]) read, and nothing they could write with: the
+/// read-only part of [`Io`], shared by the reconcile and the `diff` preview.
+pub struct Reads<'a, K> {
+    /// `valueFrom` Secrets/ConfigMaps.
+    pub sources: &'a dyn ValueSources,
+    /// The object's connection → a ZITADEL client.
+    pub connections: &'a dyn ConnectionResolver,
+    /// Other objects on the same target.
+    pub neighbours: &'a dyn Neighbours<K>,
+}
+
+/// The object's connection: a client, or why it may not have one (no ZITADEL call then).
+async fn connect<K: MetadataResource>(obj: &K, io: &Io<'_, K>) -> crate::connections::Resolution {
+    let ns = obj.namespace().unwrap_or_default();
+    io.connections.for_object(&ns, obj.connection_ref()).await
+}
+
+/// The result of one reconcile, and whether it left the object Stalled (a terminal error for
+/// the metrics, although the controller gets `Ok`).
+pub struct Reconciled {
+    /// What the controller gets.
+    pub result: Result<Action, Error>,
+    /// The object is Stalled.
+    pub stalled: bool,
+}
+
+/// Reconcile one object: the finalizer first, then [`apply`] or [`cleanup::cleanup`].
+pub async fn reconcile<K: MetadataResource>(obj: Arc<K>, ctx: Arc<Context<K>>) -> Reconciled {
+    let ns = obj.namespace().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    let stalled = AtomicBool::new(false);
+    let io = ctx.io();
+    let result = finalizer(&api, FINALIZER, obj.clone(), |event| async {
+        match event {
+            Event::Apply(o) => {
+                let (result, outcome) = apply(o.as_ref(), &io).await;
+                stalled.store(
+                    outcome.as_ref().is_some_and(Outcome::is_stalled),
+                    Ordering::Relaxed,
+                );
+                result
+            }
+            Event::Cleanup(o) => cleanup::cleanup(o.as_ref(), &io).await,
+        }
+    })
+    .await
+    .map_err(Error::from);
+    if result.is_ok() {
+        ctx.reset_failures(&obj);
+    }
+    Reconciled {
+        result,
+        stalled: stalled.load(Ordering::Relaxed),
+    }
+}
+
+/// Sync the object and report: status only when it changed, an Event for a new failure or
+/// drift, one per write. Returns the controller's result and the outcome (if the reconcile got
+/// that far).
+pub async fn apply<K: MetadataResource>(
+    obj: &K,
+    io: &Io<'_, K>,
+) -> (Result<Action, Error>, Option<Outcome>) {
+    let previous = obj.status().cloned().unwrap_or_default();
+    if obj.suspended() {
+        return (suspend(obj, io, &previous).await, None);
+    }
+    let mut progress = sync::Progress::default();
+    let result = sync::sync(obj, io, &previous, &mut progress).await;
+    let decision = outcome::decide(obj, io.settings, &previous, &progress, result);
+    for notice in report::write_notices(obj, &progress) {
+        io.report.event(obj, notice).await;
+    }
+    let mut new_status = report::build_status(
+        obj,
+        &previous,
+        &progress,
+        decision.managed,
+        &decision.outcome,
+    );
+    new_status.observed_source_versions = decision.source_versions;
+    if let Some(drifted) = &decision.drifted {
+        let condition = report::drifted_condition(obj, &previous, drifted);
+        new_status.conditions.push(condition);
+    }
+    if new_status != previous {
+        if let Err(e) = io.report.patch_status(obj, &new_status).await {
+            return (Err(e.into()), Some(decision.outcome));
+        }
+        if let Some(notice) = report::outcome_notice(&decision.outcome) {
+            io.report.event(obj, notice).await;
+        }
+    }
+    let result = decision.next.map(Action::from);
+    (result, Some(decision.outcome))
+}
+
+/// `spec.suspend`: no ZITADEL call; the status says so.
+async fn suspend<K: MetadataResource>(
+    obj: &K,
+    io: &Io<'_, K>,
+    previous: &crate::crd::MetadataStatus,
+) -> Result<Action, Error> {
+    let outcome = Outcome::Suspended {
+        message:
+            "reconciliation is suspended (spec.suspend is true); ZITADEL is neither read nor written"
+                .into(),
+    };
+    let managed = previous.managed_keys.iter().cloned().collect();
+    let mut new_status =
+        report::build_status(obj, previous, &sync::Progress::default(), managed, &outcome);
+    new_status.observed_source_versions = previous.observed_source_versions.clone();
+    if new_status != *previous {
+        io.report.patch_status(obj, &new_status).await?;
+    }
+    Ok(Action::await_change())
+}

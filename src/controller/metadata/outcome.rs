@@ -1,0 +1,195 @@
+//! The outcome of a sync (pure): conditions' outcome, when to look again, and whether the
+//! controller should retry with backoff.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use kube::runtime::controller::Action;
+
+use super::report::key_list;
+use super::sync::{Progress, SyncError, Synced};
+use super::target::describe;
+use crate::controller::{Error, Settings};
+use crate::crd::{DriftPolicy, MetadataResource, MetadataStatus, TargetRef};
+use crate::reason::Reason;
+use crate::status::Outcome;
+use crate::zitadel::ZitadelError;
+
+/// When the object is looked at again (besides its own changes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requeue {
+    /// Only when something it depends on changes.
+    AwaitChange,
+    /// After this long.
+    After(Duration),
+}
+
+impl From<Requeue> for Action {
+    fn from(r: Requeue) -> Action {
+        match r {
+            Requeue::AwaitChange => Action::await_change(),
+            Requeue::After(d) => Action::requeue(d),
+        }
+    }
+}
+
+/// What a reconcile reports and does next.
+#[derive(Debug)]
+pub struct Decision {
+    /// The conditions' outcome.
+    pub outcome: Outcome,
+    /// `Ok`: done, look again as said. `Err`: the controller retries with backoff.
+    pub next: Result<Requeue, Error>,
+    /// Keys managed after this reconcile.
+    pub managed: BTreeSet<String>,
+    /// `status.observedSourceVersions` after this reconcile.
+    pub source_versions: Vec<String>,
+    /// driftPolicy `Report`: the differing keys (empty: in sync), for the `Drifted` condition.
+    pub drifted: Option<BTreeSet<String>>,
+}
+
+/// Map a sync result to its decision. A failed sync keeps what it did (`progress`): keys set are
+/// managed, keys removed are not.
+pub fn decide<K: MetadataResource>(
+    obj: &K,
+    settings: &Settings,
+    previous: &MetadataStatus,
+    progress: &Progress,
+    result: Result<Synced, SyncError>,
+) -> Decision {
+    match result {
+        Ok(synced) => synced_decision(obj, settings, synced),
+        Err(error) => {
+            let mut managed: BTreeSet<String> = previous.managed_keys.iter().cloned().collect();
+            managed.extend(progress.set.iter().cloned());
+            managed.retain(|k| !progress.removed.contains(k));
+            let (outcome, next) = failed(obj, settings, error);
+            Decision {
+                outcome,
+                next,
+                managed,
+                source_versions: previous.observed_source_versions.clone(),
+                drifted: None,
+            }
+        }
+    }
+}
+
+fn synced_decision<K: MetadataResource>(obj: &K, settings: &Settings, synced: Synced) -> Decision {
+    let requeue = match obj.drift_policy() {
+        DriftPolicy::Ignore => Requeue::AwaitChange,
+        DriftPolicy::Enforce | DriftPolicy::Report => Requeue::After(settings.resync),
+    };
+    let outcome = if !synced.conflicts.is_empty() {
+        let list = synced
+            .conflicts
+            .iter()
+            .map(|(k, owner)| format!("{k:?} (managed by {owner})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Outcome::Stalled {
+            reason: Reason::KeyConflict,
+            message: format!(
+                "key(s) {list} are already managed by another object on {}; this object leaves them alone",
+                describe(obj)
+            ),
+        }
+    } else if !synced.drifted.is_empty() {
+        Outcome::Drifted {
+            message: format!(
+                "{} key(s) differ from the spec and were not written (driftPolicy Report): {}",
+                synced.drifted.len(),
+                key_list(&synced.drifted)
+            ),
+        }
+    } else {
+        Outcome::Ready {
+            message: format!(
+                "{} key(s) in sync with {}",
+                synced.managed.len(),
+                describe(obj)
+            ),
+        }
+    };
+    Decision {
+        outcome,
+        next: Ok(requeue),
+        drifted: (obj.drift_policy() == DriftPolicy::Report).then(|| synced.drifted.clone()),
+        managed: synced.managed,
+        source_versions: synced.source_versions,
+    }
+}
+
+fn stalled(reason: Reason, message: String) -> Outcome {
+    Outcome::Stalled { reason, message }
+}
+
+fn retrying(reason: Reason, message: String) -> Outcome {
+    Outcome::Retrying { reason, message }
+}
+
+/// A failed sync: Stalled (look again after `stalled_requeue`, or on the next change) or Retrying
+/// (the error goes to the controller, which backs off).
+fn failed<K: MetadataResource>(
+    obj: &K,
+    settings: &Settings,
+    error: SyncError,
+) -> (Outcome, Result<Requeue, Error>) {
+    let slow = Ok(Requeue::After(settings.stalled_requeue));
+    match error {
+        SyncError::Invalid(e) => (
+            stalled(Reason::InvalidSpec, e.to_string()),
+            Ok(Requeue::AwaitChange),
+        ),
+        SyncError::Resolve { reason, message } => (stalled(reason, message), slow),
+        SyncError::SourceMissing(message) => (
+            stalled(
+                Reason::ValueSourceNotFound,
+                format!("{message}; nothing was written"),
+            ),
+            slow,
+        ),
+        SyncError::Refused(r) if r.transient => (
+            retrying(r.reason, format!("{}; retrying with backoff", r.message)),
+            Err(Error::ConnectionNotReady(r.message)),
+        ),
+        SyncError::Refused(r) => (stalled(r.reason, r.message), slow),
+        SyncError::Kube(e) => (
+            retrying(
+                Reason::SourceUnreadable,
+                format!("cannot read a value source: {e}"),
+            ),
+            Err(Error::Kube(e)),
+        ),
+        SyncError::ReadBack(keys) => {
+            let keys: BTreeSet<String> = keys.into_iter().collect();
+            let message = format!(
+                "ZITADEL acknowledged the write but does not hold the values sent for {} key(s): {}; retrying",
+                keys.len(),
+                key_list(&keys)
+            );
+            let error = Error::ReadBack {
+                target: describe(obj),
+                keys: key_list(&keys),
+            };
+            (retrying(Reason::ReadBackMismatch, message), Err(error))
+        }
+        SyncError::Zitadel(e) if e.is_transient() => (
+            retrying(e.reason(), format!("{e}; retrying with backoff")),
+            Err(Error::Zitadel(e)),
+        ),
+        SyncError::Zitadel(e) => (stalled(e.reason(), zitadel_message(obj, &e)), slow),
+    }
+}
+
+/// A permanent ZITADEL error, naming the target when ZITADEL says it does not exist.
+fn zitadel_message<K: MetadataResource>(obj: &K, e: &ZitadelError) -> String {
+    match obj.target_ref() {
+        _ if !(e.is_target_missing() || e.is_user_not_in_org()) => e.to_string(),
+        Some(TargetRef::User { user, .. }) => format!(
+            "{} was not found in ZITADEL (or not in the given organization): {e}",
+            TargetRef::User { user, org_id: None }
+        ),
+        _ => format!("{} was not found in ZITADEL: {e}", describe(obj)),
+    }
+}

@@ -1,0 +1,374 @@
+//! The sync: validate → read value sources → connection → resolve target → claims → list →
+//! plan → execute → read back. Acknowledged writes are recorded in [`Progress`] as they happen.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kube::ResourceExt;
+
+use super::sources::{self, SourceError};
+use super::target::{self, TargetError};
+use super::{Io, Reads, claims};
+use crate::connections::{Granted, Refusal};
+use crate::crd::{self, DriftPolicy, MetadataResource, MetadataStatus};
+use crate::plan::{self, Plan};
+use crate::reason::Reason;
+use crate::status;
+use crate::zitadel::{MetadataMap, ObjectDetails, Target, ZitadelApi, ZitadelError};
+
+/// What a sync did before it finished or failed; kept even on failure so status never forgets a
+/// write ZITADEL acknowledged.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Org the calls acted in.
+    pub org_id: Option<String>,
+    /// User the calls acted on (UserMetadata).
+    pub user_id: Option<String>,
+    /// Details of the last successful write.
+    pub details: Option<ObjectDetails>,
+    /// Keys set by this reconcile.
+    pub set: BTreeSet<String>,
+    /// Keys removed by this reconcile.
+    pub removed: BTreeSet<String>,
+}
+
+/// A sync failure.
+#[derive(Debug)]
+pub enum SyncError {
+    /// The spec (or a value read from a source) cannot be sent to ZITADEL.
+    Invalid(crd::EntryError),
+    /// A referenced Secret/ConfigMap or key does not exist (message names it, never a value).
+    SourceMissing(String),
+    /// Reading a Secret/ConfigMap failed.
+    Kube(kube::Error),
+    /// ZITADEL answered with an error.
+    Zitadel(ZitadelError),
+    /// After a write, ZITADEL did not hold what was sent (keys listed).
+    ReadBack(Vec<String>),
+    /// The object's connection refused it (transient or not, as the refusal says).
+    Refused(Refusal),
+    /// The target named in the spec cannot be resolved to exactly one org/user.
+    Resolve {
+        /// Why.
+        reason: Reason,
+        /// Human message.
+        message: String,
+    },
+}
+
+impl From<ZitadelError> for SyncError {
+    fn from(e: ZitadelError) -> Self {
+        SyncError::Zitadel(e)
+    }
+}
+
+impl From<SourceError> for SyncError {
+    fn from(e: SourceError) -> Self {
+        match e {
+            SourceError::Invalid(e) => SyncError::Invalid(e),
+            SourceError::Missing(m) => SyncError::SourceMissing(m),
+            SourceError::Unreadable(e) => SyncError::Kube(e),
+        }
+    }
+}
+
+impl From<TargetError> for SyncError {
+    fn from(e: TargetError) -> Self {
+        match e {
+            TargetError::Zitadel(e) => SyncError::Zitadel(e),
+            TargetError::Unresolved { reason, message } => SyncError::Resolve { reason, message },
+        }
+    }
+}
+
+/// The result of a successful sync.
+#[derive(Debug, Default)]
+pub struct Synced {
+    /// Keys now managed by this object.
+    pub managed: BTreeSet<String>,
+    /// Keys left to an earlier object (key → that object).
+    pub conflicts: BTreeMap<String, String>,
+    /// Keys that differ from the spec and were not written (driftPolicy `Report`).
+    pub drifted: BTreeSet<String>,
+    /// `Kind/name@resourceVersion` of the value sources read.
+    pub source_versions: Vec<String>,
+}
+
+/// driftPolicy Ignore: nothing changed on our side since the last successful sync.
+fn unchanged_since_ready<K: MetadataResource>(
+    obj: &K,
+    previous: &MetadataStatus,
+    source_versions: &[String],
+) -> bool {
+    obj.drift_policy() == DriftPolicy::Ignore
+        && previous.observed_generation == obj.meta().generation
+        && previous.observed_source_versions == source_versions
+        && status::find(&previous.conditions, status::READY).is_some_and(|c| c.status == "True")
+}
+
+/// What a sync read and decided before any write: the planning half of [`sync`], shared with the
+/// `diff` preview (which stops here and writes nothing).
+pub enum Prepared {
+    /// driftPolicy `Ignore` and nothing changed on our side since the last successful sync:
+    /// ZITADEL is neither read nor written; this is the sync's result.
+    Unchanged(Synced),
+    /// ZITADEL was read and the writes planned.
+    Planned(Box<Planned>),
+}
+
+/// The target's metadata as read, and the writes planned for it.
+pub struct Planned {
+    /// The connection the calls go through.
+    pub granted: Granted,
+    /// The org/user the calls act on.
+    pub target: Target,
+    /// Desired keys and values, without the keys an earlier object claims.
+    pub desired: MetadataMap,
+    /// Keys this object manages (`status.managedKeys`), without the keys an earlier object
+    /// claims.
+    pub managed: BTreeSet<String>,
+    /// What ZITADEL holds.
+    pub observed: MetadataMap,
+    /// Keys of the spec left to an earlier object (key → that object).
+    pub conflicts: BTreeMap<String, String>,
+    /// `Kind/name@resourceVersion` of the value sources read.
+    pub source_versions: Vec<String>,
+    /// The writes that make ZITADEL match (`plan::plan(desired, observed, managed)`).
+    pub plan: Plan,
+}
+
+impl Planned {
+    /// The sync's result once the plan is executed (`Enforce`, `Ignore`) or only reported
+    /// (`Report`: nothing is written, keys that already match are adopted).
+    pub fn synced(&self, policy: DriftPolicy) -> Synced {
+        if policy == DriftPolicy::Report {
+            return report_only(
+                &self.desired,
+                &self.observed,
+                &self.managed,
+                self.conflicts.clone(),
+                self.source_versions.clone(),
+            );
+        }
+        Synced {
+            managed: self.desired.keys().cloned().collect(),
+            conflicts: self.conflicts.clone(),
+            drifted: BTreeSet::new(),
+            source_versions: self.source_versions.clone(),
+        }
+    }
+}
+
+/// The pipeline. Records acknowledged writes in `progress` as it goes.
+pub async fn sync<K: MetadataResource>(
+    obj: &K,
+    io: &Io<'_, K>,
+    previous: &MetadataStatus,
+    progress: &mut Progress,
+) -> Result<Synced, SyncError> {
+    let planned = match prepare(obj, &io.reads(), previous, progress).await? {
+        Prepared::Unchanged(synced) => return Ok(synced),
+        Prepared::Planned(planned) => planned,
+    };
+    let synced = planned.synced(obj.drift_policy());
+    if obj.drift_policy() == DriftPolicy::Report {
+        return Ok(synced);
+    }
+    let Planned {
+        granted,
+        target,
+        desired,
+        managed,
+        observed,
+        ..
+    } = *planned;
+    let api = granted.api.as_ref();
+    let plan = write(api, &target, &desired, &managed, observed, progress).await?;
+    read_back(api, &target, &plan).await?;
+    Ok(synced)
+}
+
+/// Everything before the first write: validate → read value sources → connection → resolve
+/// target → claims → list → plan. Only reads (Kubernetes through `reads`, ZITADEL through the
+/// connection's client); records the target in `progress`.
+pub async fn prepare<K: MetadataResource>(
+    obj: &K,
+    reads: &Reads<'_, K>,
+    previous: &MetadataStatus,
+    progress: &mut Progress,
+) -> Result<Prepared, SyncError> {
+    let spec = crd::validate(obj.entries()).map_err(SyncError::Invalid)?;
+    let ns = obj.namespace().unwrap_or_default();
+    let sourced = sources::resolve(reads.sources, &ns, &spec.sourced).await?;
+    let source_versions = sourced.versions;
+    let mut desired = spec.inline;
+    desired.extend(sourced.values);
+
+    // The connection: refused (missing, not Ready, namespace not allowed) → no ZITADEL call.
+    let granted = reads
+        .connections
+        .for_object(&ns, obj.connection_ref())
+        .await
+        .map_err(SyncError::Refused)?;
+    let api = granted.api.as_ref();
+
+    // Leave ZITADEL alone (not even read it) when nothing changed on our side (driftPolicy
+    // Ignore).
+    if unchanged_since_ready(obj, previous, &source_versions) {
+        progress.org_id = previous.organization_id.clone();
+        progress.user_id = previous.user_id.clone();
+        return Ok(Prepared::Unchanged(Synced {
+            managed: previous.managed_keys.iter().cloned().collect(),
+            source_versions,
+            ..Synced::default()
+        }));
+    }
+
+    let target = target::resolve(obj, api, previous).await?;
+    if !granted.allowed.allows(target.org_id()) {
+        return Err(SyncError::Refused(Refusal {
+            reason: Reason::TargetNotAllowed,
+            message: format!(
+                "{} does not allow namespace {ns} to target organization {}",
+                granted.name,
+                target.org_id()
+            ),
+            transient: false,
+        }));
+    }
+    progress.org_id = Some(target.org_id().to_string());
+    if let Target::User { user_id, .. } = &target {
+        progress.user_id = Some(user_id.clone());
+    }
+
+    // Keys an earlier object on the same target already claims are not ours to write or remove.
+    let conflicts = claims::conflicts(obj, &reads.neighbours.on_target(obj).await);
+    let (desired, managed) = unclaimed(desired, previous, &conflicts);
+
+    let observed = api.list_metadata(&target).await?;
+    let plan = plan::plan(&desired, &observed, &managed);
+    Ok(Prepared::Planned(Box::new(Planned {
+        granted,
+        target,
+        desired,
+        managed,
+        observed,
+        conflicts,
+        source_versions,
+        plan,
+    })))
+}
+
+/// The desired and the managed keys without those an earlier object claims.
+fn unclaimed(
+    desired: MetadataMap,
+    previous: &MetadataStatus,
+    conflicts: &BTreeMap<String, String>,
+) -> (MetadataMap, BTreeSet<String>) {
+    let desired = desired
+        .into_iter()
+        .filter(|(k, _)| !conflicts.contains_key(k))
+        .collect();
+    let managed = previous
+        .managed_keys
+        .iter()
+        .filter(|k| !conflicts.contains_key(*k))
+        .cloned()
+        .collect();
+    (desired, managed)
+}
+
+/// driftPolicy `Report`: nothing is written; keys that already match are adopted.
+fn report_only(
+    desired: &MetadataMap,
+    observed: &MetadataMap,
+    managed: &BTreeSet<String>,
+    conflicts: BTreeMap<String, String>,
+    source_versions: Vec<String>,
+) -> Synced {
+    let plan = plan::plan(desired, observed, managed);
+    let drifted: BTreeSet<String> = plan.set.keys().chain(plan.remove.iter()).cloned().collect();
+    let mut now_managed: BTreeSet<String> = managed
+        .iter()
+        .filter(|k| observed.contains_key(*k))
+        .cloned()
+        .collect();
+    now_managed.extend(plan.unchanged.iter().cloned());
+    Synced {
+        managed: now_managed,
+        conflicts,
+        drifted,
+        source_versions,
+    }
+}
+
+/// Plan and execute. A key that vanished between our read and the remove (someone else deleted
+/// it) fails the whole BulkRemove: re-read and plan again, once.
+async fn write(
+    api: &dyn ZitadelApi,
+    target: &Target,
+    desired: &MetadataMap,
+    managed: &BTreeSet<String>,
+    mut observed: MetadataMap,
+    progress: &mut Progress,
+) -> Result<Plan, SyncError> {
+    let mut retried = false;
+    loop {
+        let plan = plan::plan(desired, &observed, managed);
+        match execute(api, target, &plan, progress).await {
+            Ok(()) => return Ok(plan),
+            Err(e) if e.is_key_not_existing() && !retried => {
+                retried = true;
+                observed = api.list_metadata(target).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Read back what was written: ZITADEL has had bugs that dropped writes silently.
+async fn read_back(api: &dyn ZitadelApi, target: &Target, plan: &Plan) -> Result<(), SyncError> {
+    if plan.is_empty() {
+        return Ok(());
+    }
+    let after = api.list_metadata(target).await?;
+    let mut mismatched: Vec<String> = plan
+        .set
+        .iter()
+        .filter(|(k, v)| after.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    mismatched.extend(
+        plan.remove
+            .iter()
+            .filter(|k| after.contains_key(*k))
+            .cloned(),
+    );
+    if mismatched.is_empty() {
+        Ok(())
+    } else {
+        Err(SyncError::ReadBack(mismatched))
+    }
+}
+
+/// Apply a plan: at most the bulk sets and bulk removes ZITADEL's limits force; nothing when the
+/// plan is empty.
+pub async fn execute(
+    api: &dyn ZitadelApi,
+    target: &Target,
+    plan: &Plan,
+    progress: &mut Progress,
+) -> Result<(), ZitadelError> {
+    for batch in plan.set_batches() {
+        let details = api.bulk_set_metadata(target, &batch).await?;
+        progress
+            .set
+            .extend(batch.iter().map(|(k, _)| k.to_string()));
+        progress.details = Some(details);
+    }
+    for batch in plan.remove_batches() {
+        let details = api.bulk_remove_metadata(target, &batch).await?;
+        progress.removed.extend(batch.iter().map(|k| k.to_string()));
+        progress.details = Some(details);
+    }
+    Ok(())
+}

@@ -1,0 +1,334 @@
+//! Assembly: one kube-runtime [`Controller`] per kind and watched namespace, with the watches
+//! that re-sync dependents, plus the connection controllers; run until shutdown.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates};
+use kube::{Api, Client, Resource, ResourceExt};
+
+use super::finalizers::{Finalizers, Held, KubeFinalizers};
+use super::index::TargetIndex;
+use super::instrument::{count_conditions, error_policy, reconcile_instrumented};
+use super::metadata::claims;
+use super::usage::UsageIndex;
+use super::watches::{
+    NoTriggerBackoff, connection_changes, connection_dependents, dependents, scoped_api, watch,
+};
+use super::{Context, LAST_APPLIED, Settings, probe, token_secret};
+use crate::connections::Connections;
+use crate::crd::{
+    ClusterZitadelConnection, ConnectionKind, MetadataResource, OrgMetadata, UserMetadata,
+    ZitadelConnection,
+};
+use crate::metrics::Metrics;
+use crate::sources::{KubeSources, SourceKind, ValueSources};
+use crate::zitadel::ZitadelApi;
+
+/// Where the controllers report to the rest of the process.
+#[derive(Clone, Debug, Default)]
+pub struct Hooks {
+    /// Metrics to record into.
+    pub metrics: Arc<Metrics>,
+    /// Set once the caches of every controller hold their initial lists (`/readyz`).
+    pub caches_synced: Arc<AtomicBool>,
+}
+
+/// The operator-wide default connection (single-tenant mode), used by objects without
+/// `spec.connectionRef`.
+#[derive(Clone)]
+pub struct DefaultConnection {
+    /// The client.
+    pub api: Arc<dyn ZitadelApi>,
+    /// `--token-secret` as (namespace, name): held with a finalizer while objects use the
+    /// default connection.
+    pub token_secret: Option<(String, String)>,
+}
+
+impl From<Arc<dyn ZitadelApi>> for DefaultConnection {
+    fn from(api: Arc<dyn ZitadelApi>) -> Self {
+        Self {
+            api,
+            token_secret: None,
+        }
+    }
+}
+
+/// A future that resolves when the operator should stop taking new work.
+pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
+
+/// Which namespaces to watch.
+#[derive(Clone, Debug)]
+pub enum Namespaces {
+    /// Every namespace.
+    All,
+    /// Only these.
+    Only(Vec<String>),
+}
+
+impl Namespaces {
+    /// One scope per watch: `None` for all namespaces.
+    pub(super) fn scopes(&self) -> Vec<Option<String>> {
+        match self {
+            Namespaces::All => vec![None],
+            Namespaces::Only(list) => list.iter().cloned().map(Some).collect(),
+        }
+    }
+}
+
+/// The controller of kind `K` for one watch scope, with its trigger stream (which also feeds the
+/// target index) and the watches that re-sync dependents of Secrets, ConfigMaps and connections.
+fn kind_controller<K>(
+    client: &Client,
+    scope: Option<String>,
+    targets: &TargetIndex,
+    usage: &UsageIndex,
+    settings: &Settings,
+) -> Controller<K>
+where
+    K: MetadataResource + Resource<DynamicType = ()>,
+{
+    let api: Api<K> = scoped_api(client, scope.as_deref());
+    let (reader, writer) = reflector::store();
+    let index = targets.clone();
+    let users = usage.clone();
+    let watched = scope.clone();
+    let trigger = watch(api)
+        // Nothing reads managedFields (three quarters of the cache's memory) or kubectl's copy of
+        // the last applied object.
+        .modify(|o: &mut K| {
+            let meta = o.meta_mut();
+            meta.managed_fields = None;
+            if let Some(annotations) = meta.annotations.as_mut() {
+                annotations.remove(LAST_APPLIED);
+            }
+        })
+        .inspect_ok(move |event| {
+            index.observe(watched.as_deref(), event, claims::identity::<K>);
+            users.observe(watched.as_deref(), event);
+        })
+        .reflect(writer)
+        .applied_objects()
+        // Reconcile on changes of spec (generation; deletion bumps it too), finalizers, labels
+        // and annotations — not on the operator's own status writes, which would cost one more
+        // ZITADEL read per write. Drift is caught by the periodic resync.
+        .predicate_filter(
+            predicates::generation
+                .combine(predicates::finalizers)
+                .combine(predicates::labels)
+                .combine(predicates::annotations),
+            PredicateConfig::default(),
+        );
+    let controller = Controller::for_stream(trigger, reader)
+        .with_config(controller::Config::default().concurrency(settings.concurrency))
+        .trigger_backoff(NoTriggerBackoff);
+    // Re-sync objects whose valueFrom names a Secret/ConfigMap that changed (metadata-only
+    // watches: values are read on reconcile, never cached), and the objects using a connection
+    // when what they depend on changes (it becomes Ready, rotates, is deleted).
+    let ns = scope.as_deref();
+    let secrets: Api<PartialObjectMeta<Secret>> = scoped_api(client, ns);
+    let config_maps: Api<PartialObjectMeta<ConfigMap>> = scoped_api(client, ns);
+    let connections: Api<ZitadelConnection> = scoped_api(client, ns);
+    let cluster_connections: Api<ClusterZitadelConnection> = Api::all(client.clone());
+    let store = controller.store();
+    let (s1, s2, s3) = (store.clone(), store.clone(), store.clone());
+    let connections = connection_changes(watch(connections), |c: &ZitadelConnection| {
+        c.status.as_ref()
+    });
+    let cluster_connections = connection_changes(
+        watch(cluster_connections),
+        |c: &ClusterZitadelConnection| c.status.as_ref(),
+    );
+    controller
+        .watches_stream(connections, move |c| {
+            let ns = c.metadata.namespace.as_deref();
+            connection_dependents(&s1, ConnectionKind::ZitadelConnection, ns, &c.name_any())
+        })
+        .watches_stream(cluster_connections, move |c| {
+            let kind = ConnectionKind::ClusterZitadelConnection;
+            connection_dependents(&s2, kind, None, &c.name_any())
+        })
+        .watches_stream(watch(secrets).touched_objects(), move |s| {
+            dependents(&s3, SourceKind::Secret, &s)
+        })
+        .watches_stream(watch(config_maps).touched_objects(), move |c| {
+            dependents(&store, SourceKind::ConfigMap, &c)
+        })
+}
+
+/// What [`run_kind`] needs besides the kind.
+pub struct KindParts {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Resolves objects' connections.
+    pub connections: Arc<Connections>,
+    /// Reads `valueFrom` sources.
+    pub sources: Arc<dyn ValueSources>,
+    /// Timing knobs.
+    pub settings: Settings,
+    /// Metrics to record into.
+    pub metrics: Arc<Metrics>,
+    /// Fed with the objects' connections (which objects hold which connection).
+    pub usage: UsageIndex,
+}
+
+/// Build and run the controllers of one kind until `shutdown` resolves; `synced` fires once their
+/// caches hold the initial lists.
+pub async fn run_kind<K>(
+    parts: KindParts,
+    namespaces: &Namespaces,
+    shutdown: impl Fn() -> Shutdown,
+    synced: tokio::sync::oneshot::Sender<()>,
+) where
+    K: MetadataResource + Resource<DynamicType = ()>,
+{
+    let KindParts {
+        client,
+        connections,
+        sources,
+        settings,
+        metrics,
+        usage,
+    } = parts;
+    let targets = TargetIndex::default();
+    let controllers: Vec<Controller<K>> = namespaces
+        .scopes()
+        .into_iter()
+        .map(|scope| kind_controller(&client, scope, &targets, &usage, &settings))
+        .collect();
+    metrics.register_controller(K::CONTROLLER, settings.concurrency);
+    let stores: Vec<Store<K>> = controllers.iter().map(Controller::store).collect();
+    let kind = K::kind(&()).to_string();
+    let counted = stores.clone();
+    metrics.set_object_counter(&kind, Box::new(move || count_conditions(&counted)));
+    let ctx = Arc::new(Context::new(
+        client,
+        connections,
+        sources,
+        settings,
+        stores.clone(),
+        targets,
+        metrics.clone(),
+    ));
+    let runs = controllers.into_iter().map(|c| {
+        c.graceful_shutdown_on(shutdown())
+            .run(reconcile_instrumented::<K>, error_policy::<K>, ctx.clone())
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    tracing::debug!(controller = K::CONTROLLER, error = %e, "controller event");
+                }
+            })
+    });
+    tokio::select! {
+        _ = futures::future::join_all(runs) => {}
+        () = report_synced::<K>(stores, synced) => {}
+    }
+    metrics.clear_object_counter(&kind);
+}
+
+/// Fire `synced` once every store holds its initial list; never returns (the controllers decide
+/// when the kind stops).
+async fn report_synced<K: MetadataResource>(
+    stores: Vec<Store<K>>,
+    synced: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut all = true;
+    for store in &stores {
+        // Err: the controller stopped before its first list; nothing to report then.
+        if store.wait_until_ready().await.is_err() {
+            all = false;
+            break;
+        }
+    }
+    if all {
+        tracing::info!(controller = K::CONTROLLER, "caches synced");
+        let _ = synced.send(());
+    }
+    futures::future::pending::<()>().await;
+}
+
+/// Run both controllers until `shutdown` resolves (metrics go to a private registry), with
+/// `zitadel` as the default connection.
+pub async fn run(
+    client: Client,
+    zitadel: Arc<dyn ZitadelApi>,
+    namespaces: Namespaces,
+    settings: Settings,
+    shutdown: impl Fn() -> Shutdown + Clone,
+) {
+    let hooks = Hooks::default();
+    let default = Some(DefaultConnection::from(zitadel));
+    run_with(client, default, namespaces, settings, shutdown, hooks).await;
+}
+
+/// Run both controllers until `shutdown` resolves, reporting metrics and cache sync to `hooks`.
+/// When `shutdown` resolves, no new reconcile starts and the function returns once the running
+/// ones finished.
+pub async fn run_with(
+    client: Client,
+    default_connection: Option<DefaultConnection>,
+    namespaces: Namespaces,
+    settings: Settings,
+    shutdown: impl Fn() -> Shutdown + Clone,
+    hooks: Hooks,
+) {
+    let sources: Arc<dyn ValueSources> = Arc::new(KubeSources::new(client.clone()));
+    let finalizers: Arc<dyn Finalizers> = Arc::new(KubeFinalizers::new(client.clone()));
+    // Fed by one OrgMetadata and one UserMetadata watch per scope.
+    let usage = UsageIndex::new(2 * namespaces.scopes().len());
+    let token_secret = default_connection
+        .as_ref()
+        .and_then(|d| d.token_secret.clone());
+    let connections = Arc::new(Connections::new(
+        client.clone(),
+        sources.clone(),
+        default_connection.map(|d| d.api),
+        settings.request_timeout,
+    ));
+    let parts = || KindParts {
+        client: client.clone(),
+        connections: connections.clone(),
+        sources: sources.clone(),
+        settings: settings.clone(),
+        metrics: hooks.metrics.clone(),
+        usage: usage.clone(),
+    };
+    let connection_parts = || probe::ConnectionParts {
+        client: client.clone(),
+        sources: sources.clone(),
+        usage: usage.clone(),
+        finalizers: finalizers.clone(),
+        settings: settings.clone(),
+    };
+    let (org_synced, org_rx) = tokio::sync::oneshot::channel();
+    let (user_synced, user_rx) = tokio::sync::oneshot::channel();
+    let flag = hooks.caches_synced.clone();
+    let report = async move {
+        if org_rx.await.is_ok() && user_rx.await.is_ok() {
+            flag.store(true, Ordering::SeqCst);
+        }
+    };
+    let stop = shutdown.clone();
+    let hold_token = async {
+        if let Some((ns, name)) = token_secret {
+            let secret = Held::source(SourceKind::Secret, &ns, &name);
+            let (client, finalizers, usage) = (client.clone(), finalizers.clone(), usage.clone());
+            token_secret::run(client, finalizers, usage, secret, settings.resync, stop()).await;
+        }
+    };
+    tokio::join!(
+        run_kind::<OrgMetadata>(parts(), &namespaces, shutdown.clone(), org_synced),
+        run_kind::<UserMetadata>(parts(), &namespaces, shutdown.clone(), user_synced),
+        report,
+        hold_token,
+        probe::run::<ZitadelConnection>(connection_parts(), &namespaces, shutdown.clone()),
+        probe::run::<ClusterZitadelConnection>(connection_parts(), &Namespaces::All, shutdown),
+    );
+}

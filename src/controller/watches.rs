@@ -1,0 +1,268 @@
+//! Watches: each with its own short backoff, and the mappings from a changed Secret, ConfigMap or
+//! connection to the objects that must re-sync.
+
+use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use rand::Rng as _;
+
+use crate::crd::{ConnectionKind, ConnectionStatus, MetadataResource};
+use crate::sources::SourceKind;
+use crate::status;
+
+/// Backoff of each Kubernetes watch on its own (see [`watch`]; the controllers' merged trigger
+/// stream has none, see [`NoTriggerBackoff`]): exponential from 250 ms, doubling per consecutive
+/// error of that watch, capped at 5 s, ±20 % jitter, reset by its next event.
+///
+/// kube-runtime's default (800 ms doubling to 30 s, plus up to 100 % jitter) keeps growing with
+/// every error of every watch during an apiserver outage — several per reconnect attempt — and the
+/// `410 Gone` that follows a restart counts as one more. After a 4 s kube-apiserver restart the
+/// operator was blind to changes for over a minute (`tests/chaos_kubernetes.rs`). With this
+/// backoff it resumes within a few seconds; retrying a dozen watches every 5 s costs an apiserver
+/// nothing.
+#[derive(Clone, Debug, Default)]
+pub struct WatchBackoff {
+    /// Consecutive errors so far.
+    attempt: u32,
+}
+
+impl WatchBackoff {
+    /// First delay.
+    pub const BASE: Duration = Duration::from_millis(250);
+    /// Longest delay (before jitter).
+    pub const MAX: Duration = Duration::from_secs(5);
+
+    /// The delay before retry number `attempt` (1-based), before jitter.
+    pub fn delay(attempt: u32) -> Duration {
+        Self::BASE
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)))
+            .min(Self::MAX)
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        self.attempt = self.attempt.saturating_add(1);
+        Some(Self::delay(self.attempt).mul_f64(rand::rng().random_range(0.8..1.2)))
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// The controllers' merged trigger stream does not back off on its own: every watch feeding it
+/// already does ([`watch`]). One shared backoff over all of a controller's watches (kube-runtime's
+/// `trigger_backoff`) pauses every watch for each error of any of them and is only reset by an
+/// event that reaches the trigger — a re-list of an empty Secret/ConfigMap/connection watch
+/// never does. After a kube-apiserver restart each watch's `410 Gone` then cost one full delay in
+/// turn: edits took ~30 s to be seen (`tests/chaos_kubernetes.rs`).
+#[derive(Clone, Debug, Default)]
+pub struct NoTriggerBackoff;
+
+impl Iterator for NoTriggerBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+}
+
+impl kube::runtime::utils::Backoff for NoTriggerBackoff {
+    fn reset(&mut self) {}
+}
+
+/// A watch of `api` (any-semantic lists, served from the apiserver's cache) with its own
+/// [`WatchBackoff`], reset by any event of this watch, including the markers of an empty re-list.
+pub fn watch<K>(
+    api: Api<K>,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher(api, watcher::Config::default().any_semantic()).backoff(WatchBackoff::default())
+}
+
+/// `Api` of a namespaced kind in `ns` (`None`: all namespaces).
+pub(super) fn scoped_api<R>(client: &Client, ns: Option<&str>) -> Api<R>
+where
+    R: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// References to the objects in `store` for which `pred` holds.
+pub(super) fn matching<K>(store: &Store<K>, pred: impl Fn(&K) -> bool) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    store
+        .state()
+        .into_iter()
+        .filter(|o| pred(o))
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
+}
+
+/// Objects in `store` that read a value from the Secret/ConfigMap `source`.
+pub fn dependents<K: MetadataResource, S: Resource>(
+    store: &Store<K>,
+    kind: SourceKind,
+    source: &S,
+) -> Vec<ObjectRef<K>> {
+    let (Some(ns), Some(name)) = (
+        source.meta().namespace.as_deref(),
+        source.meta().name.as_deref(),
+    ) else {
+        return Vec::new();
+    };
+    matching(store, |o| {
+        o.namespace().as_deref() == Some(ns)
+            && o.entries().iter().any(|e| {
+                e.value_from.as_ref().is_some_and(|v| {
+                    let r = match kind {
+                        SourceKind::Secret => v.secret_key_ref.as_ref(),
+                        SourceKind::ConfigMap => v.config_map_key_ref.as_ref(),
+                    };
+                    r.is_some_and(|r| r.name == name)
+                })
+            })
+    })
+}
+
+/// Objects in `store` whose `connectionRef` names this connection.
+pub(super) fn connection_dependents<K: MetadataResource>(
+    store: &Store<K>,
+    kind: ConnectionKind,
+    namespace: Option<&str>,
+    name: &str,
+) -> Vec<ObjectRef<K>> {
+    matching(store, |o| {
+        o.connection_ref()
+            .is_some_and(|r| r.kind == kind && r.name == name)
+            && (kind == ConnectionKind::ClusterZitadelConnection
+                || o.namespace().as_deref() == namespace)
+    })
+}
+
+/// What of a connection its objects' reconciles depend on: its generation, the generation and
+/// outcome of its last probe (`Ready`, whether it waits for ZITADEL) and the Secret versions it
+/// was built from. Anything else — the `Terminating` message counting users, `heldSources`,
+/// finalizers — re-syncs nobody (with a user count in the message, every object deleted would
+/// otherwise re-sync all others).
+pub fn connection_fingerprint(generation: Option<i64>, status: Option<&ConnectionStatus>) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    generation.hash(&mut hasher);
+    if let Some(s) = status {
+        s.observed_generation.hash(&mut hasher);
+        s.observed_secret_versions.hash(&mut hasher);
+        for type_ in [status::READY, status::RECONCILING] {
+            status::find(&s.conditions, type_)
+                .map(|c| (&c.status, &c.reason, &c.message))
+                .hash(&mut hasher);
+        }
+    }
+    hasher.finish()
+}
+
+/// The connections of a watch stream whose [`connection_fingerprint`] changed, and the deleted
+/// ones.
+pub(super) fn connection_changes<C>(
+    events: impl futures::Stream<Item = Result<watcher::Event<C>, watcher::Error>> + Send + 'static,
+    status_of: fn(&C) -> Option<&ConnectionStatus>,
+) -> impl futures::Stream<Item = Result<C, watcher::Error>> + Send + 'static
+where
+    C: Resource + Clone + Send + 'static,
+{
+    let mut seen: HashMap<(Option<String>, String), u64> = HashMap::new();
+    events.flat_map(move |event| {
+        let changed: Vec<Result<C, watcher::Error>> = match event {
+            Err(e) => vec![Err(e)],
+            Ok(watcher::Event::Apply(c) | watcher::Event::InitApply(c)) => {
+                let key = (c.namespace(), c.name_any());
+                let fingerprint = connection_fingerprint(c.meta().generation, status_of(&c));
+                if seen.insert(key, fingerprint) == Some(fingerprint) {
+                    vec![]
+                } else {
+                    vec![Ok(c)]
+                }
+            }
+            Ok(watcher::Event::Delete(c)) => {
+                seen.remove(&(c.namespace(), c.name_any()));
+                vec![Ok(c)]
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => vec![],
+        };
+        futures::stream::iter(changed)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    #[test]
+    fn only_what_objects_depend_on_changes_a_connection_fingerprint() {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let cond = |type_: &str, state: &str, message: &str| {
+            status::condition(
+                &[],
+                type_,
+                state,
+                crate::reason::Reason::Connected,
+                message,
+                Some(1),
+                &now,
+            )
+        };
+        let ready = ConnectionStatus {
+            observed_generation: Some(1),
+            observed_secret_versions: vec!["Secret/t/pat@1".into()],
+            conditions: vec![cond(status::READY, "True", "ok")],
+            ..Default::default()
+        };
+        let base = connection_fingerprint(Some(1), Some(&ready));
+        let mut in_use = ready.clone();
+        in_use.held_sources = vec!["Secret/t/pat".into()];
+        in_use
+            .conditions
+            .push(cond(status::TERMINATING, "True", "3 objects"));
+        assert_eq!(connection_fingerprint(Some(1), Some(&in_use)), base);
+        let mut rotated = ready.clone();
+        rotated.observed_secret_versions = vec!["Secret/t/pat@2".into()];
+        assert_ne!(connection_fingerprint(Some(1), Some(&rotated)), base);
+        let mut failed = ready.clone();
+        failed.conditions = vec![cond(status::READY, "False", "401")];
+        assert_ne!(connection_fingerprint(Some(1), Some(&failed)), base);
+        assert_ne!(connection_fingerprint(Some(2), Some(&ready)), base);
+    }
+
+    #[test]
+    fn watch_backoff_is_short_capped_and_resets() {
+        use kube::runtime::utils::Backoff as _;
+        assert_eq!(WatchBackoff::delay(1), Duration::from_millis(250));
+        assert_eq!(WatchBackoff::delay(3), Duration::from_secs(1));
+        assert_eq!(WatchBackoff::delay(6), WatchBackoff::MAX);
+        assert_eq!(WatchBackoff::delay(u32::MAX), WatchBackoff::MAX);
+        let mut backoff = WatchBackoff::default();
+        let delays: Vec<Duration> = backoff.by_ref().take(20).collect();
+        assert!(delays.iter().all(|d| *d <= WatchBackoff::MAX.mul_f64(1.2)));
+        assert!(delays[0] <= Duration::from_millis(300));
+        backoff.reset();
+        assert!(backoff.next().expect("endless") <= Duration::from_millis(300));
+    }
+}

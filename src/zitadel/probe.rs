@@ -1,0 +1,418 @@
+//! Which API serves user and org metadata on an instance: the mode a connection asks for
+//! ([`ApiMode`]), the capability probe's decision table (`shared/zitadel-v2-and-events.md` §1.7)
+//! and the selection it produces ([`ApiSelection`]).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use serde::{Deserialize, Serialize};
+
+use super::ZitadelError;
+use crate::metrics::Metrics;
+
+/// Which ZITADEL API a connection uses for metadata.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
+pub enum ApiMode {
+    /// Probe the instance (side-effect-free calls) and pick per service: user metadata over v2
+    /// from ZITADEL v4.0, org metadata over v2 from the v4.x minor that added it, v1 otherwise.
+    /// Probed again after a call answers "no such route" and when the connection changes.
+    #[default]
+    Auto,
+    /// Management API v1 (`/management/v1`) for both; no probe. Gone in ZITADEL v5.
+    V1,
+    /// The v2 services over Connect (`zitadel.user.v2.UserService`,
+    /// `zitadel.org.v2.OrganizationService`) for both; no probe. Needs a ZITADEL v4.x with org
+    /// metadata v2.
+    V2,
+}
+
+/// One API version.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Api {
+    /// Management API v1 over REST.
+    V1,
+    /// v2 services over Connect.
+    V2,
+}
+
+impl Api {
+    /// `"v1"` / `"v2"` (metric label, status text).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::V1 => "v1",
+            Api::V2 => "v2",
+        }
+    }
+}
+
+impl std::fmt::Display for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The APIs in use on one instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ApiSelection {
+    /// API of user metadata (and of user lookups).
+    pub user_metadata: Api,
+    /// API of org metadata.
+    pub org_metadata: Api,
+    /// `zitadel.user.v2.UserService` answers over Connect (ListUsers, GetUserByID).
+    pub user_service_v2: bool,
+    /// `zitadel.org.v2.OrganizationService` answers over Connect (ListOrganizations), with or
+    /// without its metadata methods.
+    pub org_service_v2: bool,
+    /// Chosen by a probe (`Auto`); false when pinned.
+    pub probed: bool,
+}
+
+impl ApiSelection {
+    /// The selection of a pinned mode (`None` for `Auto`).
+    pub fn pinned(mode: ApiMode) -> Option<Self> {
+        let api = match mode {
+            ApiMode::Auto => return None,
+            ApiMode::V1 => Api::V1,
+            ApiMode::V2 => Api::V2,
+        };
+        Some(ApiSelection {
+            user_metadata: api,
+            org_metadata: api,
+            user_service_v2: api == Api::V2,
+            org_service_v2: api == Api::V2,
+            probed: false,
+        })
+    }
+
+    /// The API of `service`.
+    pub fn for_service(&self, service: Service) -> Api {
+        match service {
+            Service::User => self.user_metadata,
+            Service::Org => self.org_metadata,
+        }
+    }
+}
+
+/// `user=v2 org=v1` (`(pinned)` appended when not probed): for a connection's status.
+impl std::fmt::Display for ApiSelection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "user={} org={}", self.user_metadata, self.org_metadata)?;
+        if !self.probed {
+            f.write_str(" (pinned)")?;
+        }
+        Ok(())
+    }
+}
+
+/// The two metadata services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Service {
+    /// User metadata.
+    User,
+    /// Org metadata.
+    Org,
+}
+
+impl Service {
+    /// Metric label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Service::User => "user_metadata",
+            Service::Org => "org_metadata",
+        }
+    }
+}
+
+/// What one probe call said about its service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ProbeAnswer {
+    /// 2xx: the v2 metadata method exists.
+    Available,
+    /// 404 `text/plain` `404 page not found`: the Connect service exists without the method
+    /// (org on v4.0 before org metadata v2).
+    MethodMissing,
+    /// 404 JSON `{"code":5,"message":"Not Found"}`: no Connect service at that prefix (before
+    /// v4, or a removed service).
+    ServiceMissing,
+}
+
+/// Classify one probe call's outcome; anything but the three shapes above (401, 403, 5xx,
+/// timeouts...) is inconclusive and returned as the error.
+pub(crate) fn classify(outcome: Result<(), ZitadelError>) -> Result<ProbeAnswer, ZitadelError> {
+    match outcome {
+        Ok(()) => Ok(ProbeAnswer::Available),
+        Err(ZitadelError::RouteMissing {
+            service_exists: true,
+            ..
+        }) => Ok(ProbeAnswer::MethodMissing),
+        Err(ZitadelError::RouteMissing {
+            service_exists: false,
+            ..
+        }) => Ok(ProbeAnswer::ServiceMissing),
+        Err(e) => Err(e),
+    }
+}
+
+/// The decision table: v2 for a service whose metadata method answered, v1 otherwise.
+pub(crate) fn decide(user: ProbeAnswer, org: ProbeAnswer) -> ApiSelection {
+    let api = |answer| match answer {
+        ProbeAnswer::Available => Api::V2,
+        ProbeAnswer::MethodMissing | ProbeAnswer::ServiceMissing => Api::V1,
+    };
+    ApiSelection {
+        user_metadata: api(user),
+        org_metadata: api(org),
+        user_service_v2: user != ProbeAnswer::ServiceMissing,
+        org_service_v2: org != ProbeAnswer::ServiceMissing,
+        probed: true,
+    }
+}
+
+/// The probe requests: side-effect-free lists with a fake id and limit 1.
+pub(crate) mod requests {
+    /// Connect path of the user probe.
+    pub const USER_PATH: &str = "zitadel.user.v2.UserService/ListUserMetadata";
+    /// Connect path of the org probe.
+    pub const ORG_PATH: &str = "zitadel.org.v2.OrganizationService/ListOrganizationMetadata";
+
+    /// `{"userId":"probe","pagination":{"limit":1}}`.
+    pub fn user_body() -> serde_json::Value {
+        serde_json::json!({"userId": "probe", "pagination": {"limit": 1}})
+    }
+
+    /// `{"organizationId":"probe","pagination":{"limit":1}}`.
+    pub fn org_body() -> serde_json::Value {
+        serde_json::json!({"organizationId": "probe", "pagination": {"limit": 1}})
+    }
+}
+
+/// The selection state of one client (shared by its clones).
+pub(crate) struct Selector {
+    pub(crate) mode: ApiMode,
+    current: Mutex<Option<(u64, ApiSelection)>>,
+    generation: AtomicU64,
+    /// Serialises probes so concurrent first calls probe once.
+    pub(crate) probing: tokio::sync::Mutex<()>,
+    probes: AtomicU64,
+    /// Probe attempts (successful or not), and the error of the last failed one: callers that
+    /// waited for a probe that failed share its error instead of probing again one by one.
+    attempts: AtomicU64,
+    last_failure: Mutex<Option<ZitadelError>>,
+    /// `/management/v1/orgs/me` answered the routing 404 since the last probe (v5): not asked
+    /// again until the next probe.
+    pub(crate) v1_gone: AtomicBool,
+    metrics: OnceLock<Arc<Metrics>>,
+}
+
+impl Selector {
+    pub(crate) fn new(mode: ApiMode) -> Self {
+        Selector {
+            mode,
+            current: Mutex::new(ApiSelection::pinned(mode).map(|s| (0, s))),
+            generation: AtomicU64::new(0),
+            probing: tokio::sync::Mutex::new(()),
+            probes: AtomicU64::new(0),
+            attempts: AtomicU64::new(0),
+            last_failure: Mutex::new(None),
+            v1_gone: AtomicBool::new(false),
+            metrics: OnceLock::new(),
+        }
+    }
+
+    /// Report the selection into `metrics` from now on.
+    pub(crate) fn set_metrics(&self, metrics: Arc<Metrics>) {
+        if self.metrics.set(metrics).is_ok()
+            && let Some((_, sel)) = self.get()
+        {
+            self.record(&sel, 1);
+        }
+    }
+
+    fn record(&self, sel: &ApiSelection, delta: i64) {
+        if let Some(m) = self.metrics.get() {
+            for service in [Service::User, Service::Org] {
+                m.zitadel_api_selected(service.label(), sel.for_service(service).as_str(), delta);
+            }
+        }
+    }
+
+    /// The current selection and its generation.
+    pub(crate) fn get(&self) -> Option<(u64, ApiSelection)> {
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Store a probe's result.
+    pub(crate) fn store(&self, sel: ApiSelection) -> u64 {
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.probes.fetch_add(1, Ordering::Relaxed);
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        let previous = self
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace((generation, sel));
+        if let Some((_, old)) = previous {
+            self.record(&old, -1);
+        }
+        self.record(&sel, 1);
+        generation
+    }
+
+    /// Forget the selection of `generation` (`None`: whatever is current), so the next call
+    /// probes again. Pinned modes are never forgotten.
+    pub(crate) fn forget(&self, generation: Option<u64>) {
+        if self.mode != ApiMode::Auto {
+            return;
+        }
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((g, old)) = *current
+            && generation.is_none_or(|want| want == g)
+        {
+            *current = None;
+            drop(current);
+            self.v1_gone.store(false, Ordering::Relaxed);
+            self.record(&old, -1);
+        }
+    }
+
+    /// Probe attempts so far (to recognise one that ran while waiting for the lock).
+    pub(crate) fn attempts(&self) -> u64 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    /// A probe attempt failed with `error`.
+    pub(crate) fn failed(&self, error: &ZitadelError) {
+        *self
+            .last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(error.clone());
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The error of the last failed probe.
+    pub(crate) fn last_failure(&self) -> Option<ZitadelError> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Successful probes so far.
+    pub(crate) fn probes(&self) -> u64 {
+        self.probes.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Selector {
+    fn drop(&mut self) {
+        if let Some((_, sel)) = self.get() {
+            self.record(&sel, -1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(service_exists: bool) -> Result<(), ZitadelError> {
+        Err(ZitadelError::from_response(
+            404,
+            None,
+            if service_exists {
+                "404 page not found"
+            } else {
+                r#"{"code":5,"message":"Not Found"}"#
+            },
+        ))
+    }
+
+    /// §1.7 row by row: what each ZITADEL version answers and what is chosen.
+    #[test]
+    fn decision_table() {
+        use ProbeAnswer::*;
+        let ok = || Ok(());
+        let cases = [
+            // v3 and older: no Connect at all.
+            (
+                "v3",
+                route(false),
+                route(false),
+                Api::V1,
+                Api::V1,
+                false,
+                false,
+            ),
+            // v4.0: user v2 metadata; OrganizationService exists without metadata methods.
+            ("v4.0", ok(), route(true), Api::V2, Api::V1, true, true),
+            // v4.x with org v2 metadata, and v5: both v2.
+            ("v4.x/v5", ok(), ok(), Api::V2, Api::V2, true, true),
+        ];
+        for (version, user, org, user_api, org_api, user_svc, org_svc) in cases {
+            let user = classify(user).expect("conclusive");
+            let org = classify(org).expect("conclusive");
+            let sel = decide(user, org);
+            assert_eq!(sel.user_metadata, user_api, "{version}");
+            assert_eq!(sel.org_metadata, org_api, "{version}");
+            assert_eq!(sel.user_service_v2, user_svc, "{version}");
+            assert_eq!(sel.org_service_v2, org_svc, "{version}");
+            assert!(sel.probed);
+        }
+        assert_eq!(classify(route(true)).ok(), Some(MethodMissing));
+        assert_eq!(classify(route(false)).ok(), Some(ServiceMissing));
+        // Token problems, server errors and timeouts decide nothing.
+        for body in [
+            (
+                401,
+                r#"{"code":"unauthenticated","message":"auth header missing"}"#,
+            ),
+            (403, r#"{"code":"permission_denied","message":"no"}"#),
+            (503, "upstream down"),
+            (415, ""),
+            (
+                404,
+                r#"{"code":5,"message":"User not found","details":[{"id":"X-1"}]}"#,
+            ),
+        ] {
+            let err = ZitadelError::from_response(body.0, None, body.1);
+            assert!(classify(Err(err)).is_err(), "{body:?}");
+        }
+        assert!(
+            classify(Err(ZitadelError::Timeout(std::time::Duration::from_secs(
+                1
+            ))))
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn pinned_modes_and_display() {
+        assert_eq!(ApiSelection::pinned(ApiMode::Auto), None);
+        let v1 = ApiSelection::pinned(ApiMode::V1).expect("pinned");
+        assert_eq!((v1.user_metadata, v1.org_metadata), (Api::V1, Api::V1));
+        assert!(!v1.user_service_v2);
+        assert_eq!(v1.to_string(), "user=v1 org=v1 (pinned)");
+        let probed = decide(ProbeAnswer::Available, ProbeAnswer::MethodMissing);
+        assert_eq!(probed.to_string(), "user=v2 org=v1");
+    }
+
+    #[test]
+    fn forgetting_only_the_generation_seen() {
+        let s = Selector::new(ApiMode::Auto);
+        assert!(s.get().is_none());
+        let g1 = s.store(decide(ProbeAnswer::Available, ProbeAnswer::Available));
+        let g2 = s.store(decide(ProbeAnswer::Available, ProbeAnswer::MethodMissing));
+        // A caller that saw the first selection fail does not discard the newer one.
+        s.forget(Some(g1));
+        assert_eq!(s.get().map(|(g, _)| g), Some(g2));
+        s.forget(Some(g2));
+        assert!(s.get().is_none());
+        assert_eq!(s.probes(), 2);
+        // Pinned: never forgotten.
+        let pinned = Selector::new(ApiMode::V2);
+        pinned.forget(None);
+        assert!(pinned.get().is_some());
+    }
+}
