@@ -36,7 +36,10 @@ async fn benchmark_smoke_at_100_objects() {
     assert_eq!(c.bulk_set, n, "{c:?}");
     assert_eq!(bulk.max_bulk_sets_per_object, 1, "{bulk:?}");
     assert!(bulk.max_lists_per_object <= 2, "{bulk:?}");
-    assert_eq!(c.bulk_remove + c.set + c.other, 0, "{c:?}");
+    assert_eq!(c.bulk_remove + c.set, 0, "{c:?}");
+    // Other calls: only the v2 client's user lookup (GetUserByID: the user's organization,
+    // remembered), at most one per UserMetadata object (half the workload).
+    assert!(c.other <= n / 2, "{c:?}");
     // Kubernetes: the finalizer and one status write per object, one Event per write.
     assert_eq!(bulk.create_kube.finalizer, n, "{:?}", bulk.create_kube);
     assert_eq!(bulk.create_kube.status, n, "{:?}", bulk.create_kube);
