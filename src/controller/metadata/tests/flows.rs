@@ -7,7 +7,8 @@ use serde_json::json;
 
 use super::*;
 
-/// Synced, with write Events; then a key leaves the spec and is removed.
+/// Synced (the first sync: no list before the write, no write Event); then a value changes and a
+/// key leaves the spec (listed first, written, Events for both writes).
 pub(super) async fn syncs_and_removes() -> BTreeSet<Reason> {
     let io = FakeIo::default();
     let first = org(json!({"organizationId": ORG, "metadata": entries(&[("a", "1"), ("b", "2")])}));
@@ -18,17 +19,23 @@ pub(super) async fn syncs_and_removes() -> BTreeSet<Reason> {
     assert_eq!(status.managed_keys, vec!["a".to_string(), "b".into()]);
     assert_eq!(status.sequence.as_deref(), Some("1"));
     assert_eq!(io.zitadel.metadata(&org_target()).len(), 2);
-    // Read back after the write: list, set, list.
-    assert_eq!(io.zitadel.calls(), vec![Op::List, Op::Set, Op::List]);
+    // A new object manages nothing: set, then read back (2 calls); the Ready condition tells
+    // the first sync, no Event.
+    assert_eq!(io.zitadel.calls(), vec![Op::Set, Op::List]);
+    assert!(seen.events.is_empty(), "{:?}", seen.events);
 
     let second: OrgMetadata = object(
         "acme",
-        json!({"organizationId": ORG, "metadata": entries(&[("a", "1")])}),
+        json!({"organizationId": ORG, "metadata": entries(&[("a", "2")])}),
         Some(&status),
     );
     let seen2 = apply_once(&io, &second).await;
     assert_eq!(seen2.ready_reason(), Some(Reason::Synced));
     assert_eq!(keys_held(&io), vec!["a"]);
+    assert_eq!(
+        io.zitadel.calls()[2..],
+        [Op::List, Op::Set, Op::Remove, Op::List]
+    );
     let mut reasons = seen.reasons();
     reasons.extend(seen2.reasons());
     assert!(reasons.contains(&Reason::MetadataSet) && reasons.contains(&Reason::MetadataRemoved));
