@@ -112,6 +112,12 @@ fn docs(yaml: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The YAML documents of a file of this repository.
+fn docs_of_file(path: &str) -> Vec<Value> {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    docs(&std::fs::read_to_string(&file).expect("read a repository file"))
+}
+
 fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
     docs.iter().filter(|d| d["kind"] == kind).collect()
 }
@@ -356,6 +362,8 @@ async fn default_values_render_a_restricted_least_privilege_install_the_apiserve
             "CustomResourceDefinition",
             "CustomResourceDefinition",
             "Deployment",
+            "MutatingAdmissionPolicy",
+            "MutatingAdmissionPolicyBinding",
             "Service",
             "ServiceAccount",
             "ValidatingAdmissionPolicy",
@@ -363,6 +371,29 @@ async fn default_values_render_a_restricted_least_privilege_install_the_apiserve
         ],
         "no Role (no leader election, no token Secret), no PDB, no ServiceMonitor by default"
     );
+    // The cleanup finalizer is added at create (admissionregistration.k8s.io/v1 on a 1.36
+    // apiserver), never blocking a create; the same policy as deploy/admission/.
+    let mutating = one(&docs, "MutatingAdmissionPolicy");
+    assert_eq!(mutating["apiVersion"], "admissionregistration.k8s.io/v1");
+    assert_eq!(mutating["spec"]["failurePolicy"], "Ignore");
+    assert_eq!(
+        mutating["spec"]["matchConstraints"]["resourceRules"][0]["operations"],
+        json!(["CREATE"])
+    );
+    let shipped: Vec<Value> = docs_of_file("deploy/admission/cleanup-finalizer.yaml");
+    assert_eq!(mutating["spec"], shipped[0]["spec"]);
+    let mutating_binding = one(&docs, "MutatingAdmissionPolicyBinding");
+    assert_eq!(
+        mutating_binding["spec"]["policyName"],
+        mutating["metadata"]["name"]
+    );
+    let off = self::docs(&template(
+        cp,
+        "zmo",
+        &ns,
+        &["--set", "admission.cleanupFinalizerPolicy=false"],
+    ));
+    assert!(of_kind(&off, "MutatingAdmissionPolicy").is_empty());
     // `patch` on Secrets/ConfigMaps is for finalizers only: the policy denies anything else the
     // chart's ServiceAccount would change.
     let policy = one(&docs, "ValidatingAdmissionPolicy");
