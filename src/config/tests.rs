@@ -19,7 +19,11 @@ fn defaults_and_durations() {
     .expect("parse");
     assert_eq!(c.resync_interval, Duration::from_secs(300));
     assert_eq!(c.zitadel_rps, 0, "no request budget unless asked for");
-    assert_eq!(c.zitadel_api, ApiMode::Auto, "the API is probed unless pinned");
+    assert_eq!(
+        c.zitadel_api,
+        ApiMode::Auto,
+        "the API is probed unless pinned"
+    );
     assert!(matches!(c.watch(), Namespaces::All));
     assert!(
         matches!(c.validate(), Ok(Some(TokenConfig::Secret { ref key, .. })) if key == "token")
@@ -158,7 +162,12 @@ fn namespace_list() {
 
 #[test]
 fn the_api_of_the_default_connection_can_be_pinned() {
-    let base = ["--zitadel-url", "https://z.example", "--token-secret", "a/b"];
+    let base = [
+        "--zitadel-url",
+        "https://z.example",
+        "--token-secret",
+        "a/b",
+    ];
     for (flag, mode) in [
         ("auto", ApiMode::Auto),
         ("v1", ApiMode::V1),

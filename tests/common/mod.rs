@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 mod binary;
+pub mod conformance;
 
 #[allow(unused_imports)]
 pub use binary::{Launch, OperatorBinary};
@@ -121,7 +122,13 @@ impl TestEnv {
     /// Suites about v1 behaviour (request shapes, operation counts) pin `ApiMode::V1` so that
     /// they test what they name whatever `Auto` picks on the emulator's default profile.
     pub fn start_operator_with_api(&self, settings: Settings, api: ApiMode) -> Operator {
-        Operator::start_with_api(self.client.clone(), &self.emu.url(), &self.ns, settings, api)
+        Operator::start_with_api(
+            self.client.clone(),
+            &self.emu.url(),
+            &self.ns,
+            settings,
+            api,
+        )
     }
 
     pub async fn apply_org(&self, name: &str, spec: serde_json::Value) -> OrgMetadata {

@@ -13,7 +13,9 @@ use crate::crd::{self, DriftPolicy, MetadataResource, MetadataStatus};
 use crate::plan::{self, Plan};
 use crate::reason::Reason;
 use crate::status;
-use crate::zitadel::{MetadataMap, ObjectDetails, Target, ZitadelApi, ZitadelError};
+use crate::zitadel::{
+    Existence, MetadataMap, ObjectDetails, Relevant, Target, ZitadelApi, ZitadelError,
+};
 
 /// What a sync did before it finished or failed; kept even on failure so status never forgets a
 /// write ZITADEL acknowledged.
@@ -53,6 +55,30 @@ pub enum SyncError {
         /// Human message.
         message: String,
     },
+    /// ZITADEL gave an answer that may mean "the target is gone" (`AUTH-Bs7Ds`,
+    /// `COMMAND-uXHNj`, `COMMAND-QXPGs`) and [`ZitadelApi::target_exists`] was asked.
+    Ambiguous {
+        /// The target the answer was about.
+        target: Target,
+        /// The ambiguous answer.
+        cause: ZitadelError,
+        /// What the existence check found.
+        check: Confirmed,
+    },
+}
+
+/// What confirming an ambiguous answer found.
+#[derive(Debug)]
+pub enum Confirmed {
+    /// The target is proven gone (Stalled `TargetNotFound`).
+    Gone,
+    /// The target exists; for a user, the organization it belongs to (when it could be read).
+    Exists {
+        /// The user's organization, for a user target (`None` for orgs or when unknown).
+        user_org: Option<String>,
+    },
+    /// Existence could not be established either way (retried with backoff).
+    Unknown(ZitadelError),
 }
 
 impl From<ZitadelError> for SyncError {
@@ -156,24 +182,99 @@ pub async fn sync<K: MetadataResource>(
     let conflicts = claims::conflicts(obj, &io.neighbours.on_target(obj).await);
     let (desired, managed) = unclaimed(desired, previous, &conflicts);
 
-    let observed = api.list_metadata(&target).await?;
-    if obj.drift_policy() == DriftPolicy::Report {
-        return Ok(report_only(
+    match converge(obj, api, &target, &desired, &managed, progress).await {
+        Ok(Converged::Written) => Ok(Synced {
+            managed: desired.keys().cloned().collect(),
+            conflicts,
+            drifted: BTreeSet::new(),
+            source_versions,
+        }),
+        Ok(Converged::Reported(observed)) => Ok(report_only(
             &desired,
             &observed,
             &managed,
             conflicts,
             source_versions,
-        ));
+        )),
+        Err(SyncError::Zitadel(cause)) if cause.needs_existence_proof() => {
+            let check = confirm(api, &target).await;
+            Err(SyncError::Ambiguous {
+                target,
+                cause,
+                check,
+            })
+        }
+        Err(e) => Err(e),
     }
-    let plan = write(api, &target, &desired, &managed, observed, progress).await?;
-    read_back(api, &target, &plan).await?;
-    Ok(Synced {
-        managed: desired.keys().cloned().collect(),
-        conflicts,
-        drifted: BTreeSet::new(),
-        source_versions,
-    })
+}
+
+/// The keys a sync must see exactly: desired ∪ managed (other keys of the target are not
+/// ours and are never touched).
+fn relevant_keys(desired: &MetadataMap, managed: &BTreeSet<String>) -> BTreeSet<String> {
+    desired.keys().chain(managed.iter()).cloned().collect()
+}
+
+/// How [`converge`] ended.
+enum Converged {
+    /// The plan was written and read back (or was empty).
+    Written,
+    /// driftPolicy `Report`: nothing written; what ZITADEL holds.
+    Reported(MetadataMap),
+}
+
+/// List (the relevant keys, exact whatever ZITADEL's row order), then report or write and read
+/// back.
+async fn converge<K: MetadataResource>(
+    obj: &K,
+    api: &dyn ZitadelApi,
+    target: &Target,
+    desired: &MetadataMap,
+    managed: &BTreeSet<String>,
+    progress: &mut Progress,
+) -> Result<Converged, SyncError> {
+    let relevant = relevant_keys(desired, managed);
+    let observed = list_relevant(api, target, &relevant).await?;
+    if obj.drift_policy() == DriftPolicy::Report {
+        return Ok(Converged::Reported(observed));
+    }
+    let plan = write(api, target, desired, managed, observed, progress).await?;
+    read_back(api, target, &plan).await?;
+    Ok(Converged::Written)
+}
+
+/// The target's metadata, exact for `relevant` (see [`Relevant::Only`]).
+pub(super) async fn list_relevant(
+    api: &dyn ZitadelApi,
+    target: &Target,
+    relevant: &BTreeSet<String>,
+) -> Result<MetadataMap, ZitadelError> {
+    let listing = api
+        .list_metadata_for(target, Relevant::Only(relevant))
+        .await?;
+    tracing::debug!(
+        org = target.org_id(),
+        calls = listing.calls,
+        keys = listing.metadata.len(),
+        complete = listing.complete,
+        "listed metadata"
+    );
+    Ok(listing.metadata)
+}
+
+/// Ask ZITADEL whether `target` exists after an ambiguous answer; for a user that exists, also
+/// which organization it is in (v1's `COMMAND-uXHNj` also means "in another organization").
+pub(super) async fn confirm(api: &dyn ZitadelApi, target: &Target) -> Confirmed {
+    match api.target_exists(target).await {
+        Ok(Existence::Gone) => Confirmed::Gone,
+        Ok(Existence::Exists) => {
+            let user_org = match target {
+                Target::User { user_id, .. } => api.user_organization(user_id).await.ok(),
+                Target::Org { .. } => None,
+            };
+            Confirmed::Exists { user_org }
+        }
+        Err(e) => Confirmed::Unknown(e),
+    }
 }
 
 /// The desired and the managed keys without those an earlier object claims.
@@ -236,7 +337,7 @@ async fn write(
             Ok(()) => return Ok(plan),
             Err(e) if e.is_key_not_existing() && !retried => {
                 retried = true;
-                observed = api.list_metadata(target).await?;
+                observed = list_relevant(api, target, &relevant_keys(desired, managed)).await?;
             }
             Err(e) => return Err(e.into()),
         }
@@ -248,7 +349,8 @@ async fn read_back(api: &dyn ZitadelApi, target: &Target, plan: &Plan) -> Result
     if plan.is_empty() {
         return Ok(());
     }
-    let after = api.list_metadata(target).await?;
+    let written: BTreeSet<String> = plan.set.keys().chain(plan.remove.iter()).cloned().collect();
+    let after = list_relevant(api, target, &written).await?;
     let mut mismatched: Vec<String> = plan
         .set
         .iter()
