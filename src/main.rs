@@ -11,12 +11,12 @@ use tokio::sync::watch;
 
 use zitadel_metadata_operator::config::{Config, TokenConfig};
 use zitadel_metadata_operator::connections::build::default_connection;
-use zitadel_metadata_operator::controller::{self, Hooks, Shutdown};
+use zitadel_metadata_operator::controller::{self, DefaultConnection, Hooks, Shutdown};
 use zitadel_metadata_operator::http::{self, Health};
 use zitadel_metadata_operator::leader::{self, LeaderElector};
 use zitadel_metadata_operator::metrics::Metrics;
 use zitadel_metadata_operator::telemetry;
-use zitadel_metadata_operator::zitadel::{RateLimit, TokenSource, ZitadelApi};
+use zitadel_metadata_operator::zitadel::{RateLimit, TokenSource};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -111,13 +111,14 @@ async fn default_zitadel(
     token_config: Option<TokenConfig>,
     client: &Client,
     metrics: Arc<Metrics>,
-) -> Result<Option<Arc<dyn ZitadelApi>>, BoxError> {
+) -> Result<Option<DefaultConnection>, BoxError> {
     let (Some(token_config), Some(url)) = (token_config, config.zitadel_url.clone()) else {
         tracing::info!(
             "no default connection: every object must set spec.connectionRef (multi-tenant mode)"
         );
         return Ok(None);
     };
+    let mut token_secret = None;
     let token = match token_config {
         TokenConfig::File(path) => TokenSource::File(path),
         TokenConfig::Secret {
@@ -126,6 +127,7 @@ async fn default_zitadel(
             key,
         } => {
             let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+            token_secret = Some((namespace.clone(), name.clone()));
             let source = TokenSource::secret(secrets, name, key);
             source
                 .token()
@@ -142,7 +144,7 @@ async fn default_zitadel(
         config.zitadel_api,
         metrics,
     )?;
-    Ok(Some(api))
+    Ok(Some(DefaultConnection { api, token_secret }))
 }
 
 /// Leader election: stand by until the Lease is ours, reconcile while it stays ours. The

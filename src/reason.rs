@@ -159,6 +159,11 @@ reasons! {
     SecretUnreadable => Neither,
     /// The HTTP client cannot be built from the connection's settings (e.g. a bad CA bundle).
     InvalidSettings => Stalled,
+    /// A connection (or a Secret it reads) is being deleted while objects still use it: it
+    /// stays until they are gone or finished their cleanup (condition `Terminating`, Events).
+    InUse => Neither,
+    /// The operator could not add or remove one of its finalizers on a Secret/ConfigMap (Event).
+    FinalizerFailed => Neither,
 }
 
 impl Reason {

@@ -28,6 +28,8 @@ pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 /// `Drifted` condition type (driftPolicy `Report` only).
 pub const DRIFTED: &str = "Drifted";
+/// `Terminating` condition type (connections being deleted while objects still use them).
+pub const TERMINATING: &str = "Terminating";
 
 /// What a reconcile ended in.
 #[derive(Clone, Debug, PartialEq, Eq)]

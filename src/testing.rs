@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::connections::{AllowedOrgs, ConnectionResolver, Granted, Refusal, Resolution};
 use crate::controller::Settings;
+use crate::controller::finalizers::{Finalizers, Held, Presence};
 use crate::controller::metadata::{Io, Neighbours, Notice, Report};
 use crate::crd::{ConnectionRef, MetadataStatus};
 use crate::sources::{Lookup, SourceKind, SourceObject, ValueSources};
@@ -499,5 +500,79 @@ impl<K: Send + Sync + 'static> FakeIo<K> {
     /// Reasons of the Events published so far.
     pub fn event_reasons(&self) -> Vec<crate::reason::Reason> {
         lock(&self.report.events).iter().map(|n| n.reason).collect()
+    }
+}
+
+/// Objects' finalizers in memory, with the API's rule that an object being deleted takes no new
+/// finalizer and disappears with its last one.
+#[derive(Default)]
+pub struct FakeFinalizers {
+    /// Object → (finalizers, being deleted).
+    objects: Mutex<BTreeMap<Held, (Vec<String>, bool)>>,
+    failures: Mutex<HashMap<Held, kube::Error>>,
+}
+
+impl FakeFinalizers {
+    /// An object with these finalizers, possibly being deleted.
+    pub fn put(&self, object: &Held, finalizers: &[&str], deleting: bool) {
+        let list = finalizers.iter().map(|f| f.to_string()).collect();
+        lock(&self.objects).insert(object.clone(), (list, deleting));
+    }
+
+    /// Every call on `object` fails with `error`.
+    pub fn fail(&self, object: &Held, error: kube::Error) {
+        lock(&self.failures).insert(object.clone(), error);
+    }
+
+    /// The finalizers of `object` (empty when it does not exist).
+    pub fn finalizers(&self, object: &Held) -> Vec<String> {
+        lock(&self.objects)
+            .get(object)
+            .map(|(f, _)| f.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether `object` exists.
+    pub fn exists(&self, object: &Held) -> bool {
+        lock(&self.objects).contains_key(object)
+    }
+}
+
+fn copy_error(e: &kube::Error) -> kube::Error {
+    match e {
+        kube::Error::Api(s) => kube_error(s.code),
+        _ => kube_error(500),
+    }
+}
+
+#[async_trait::async_trait]
+impl Finalizers for FakeFinalizers {
+    async fn ensure(
+        &self,
+        object: &Held,
+        finalizer: &str,
+        present: bool,
+    ) -> Result<Presence, kube::Error> {
+        if let Some(e) = lock(&self.failures).get(object) {
+            return Err(copy_error(e));
+        }
+        let mut objects = lock(&self.objects);
+        let Some((list, deleting)) = objects.get_mut(object) else {
+            return Ok(Presence::Absent);
+        };
+        let has = list.iter().any(|f| f == finalizer);
+        if present && !has && !*deleting {
+            list.push(finalizer.to_string());
+        } else if !present && has {
+            list.retain(|f| f != finalizer);
+        }
+        let presence = Presence::Present {
+            deleting: *deleting,
+            finalizers: list.clone(),
+        };
+        if *deleting && list.is_empty() {
+            objects.remove(object);
+        }
+        Ok(presence)
     }
 }

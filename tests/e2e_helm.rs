@@ -7,8 +7,11 @@
 //!   security context, probes), and every rendered manifest is accepted by the real test apiserver
 //!   with `kubectl apply --dry-run=server --validate=strict`; `helm install --dry-run=server` too.
 //! * RBAC is sufficient: the operator, running as the chart's ServiceAccount (impersonation), syncs
-//!   an OrgMetadata and a UserMetadata to Ready and cleans up on deletion; and minimal for status:
-//!   the same ClusterRole without the `patch` verb on `/status` leaves the object unready.
+//!   an OrgMetadata and a UserMetadata to Ready and cleans up on deletion; holds a connection and
+//!   its Secret and CA ConfigMap with finalizers and lets go when a namespace is deleted; and
+//!   minimal for status: the same ClusterRole without the `patch` verb on `/status` leaves the
+//!   object unready. The chart's ValidatingAdmissionPolicy lets that ServiceAccount change only
+//!   `metadata.finalizers` of Secrets and ConfigMaps.
 
 mod common;
 
@@ -17,12 +20,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Patch, PatchParams};
 use kube::config::KubeConfigOptions;
 use kube::{Api, Client};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use zitadel_metadata_operator::crd::{MetadataStatus, OrgMetadata};
+use zitadel_metadata_operator::crd::{MetadataStatus, OrgMetadata, ZitadelConnection};
 use zmo_testkit::controlplane::ControlPlane;
 
 use common::{ACME, ALICE, Operator, TestEnv, condition, fast_settings, is_ready};
@@ -165,7 +169,8 @@ fn resource_rules() -> Value {
          "verbs": ["patch"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
         {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": ["metadata.zitadel-operator.dev"], "resources": ["zitadelconnections"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["patch"]},
+        {"apiGroups": ["metadata.zitadel-operator.dev"], "resources": ["zitadelconnections"], "verbs": ["get", "list", "watch", "patch"]},
         {"apiGroups": ["metadata.zitadel-operator.dev"], "resources": ["zitadelconnections/status"], "verbs": ["patch"]},
     ])
 }
@@ -173,7 +178,7 @@ fn resource_rules() -> Value {
 /// Rules for cluster-scoped objects, granted by a ClusterRole in every mode.
 fn cluster_scoped_rules() -> Value {
     json!([
-        {"apiGroups": ["metadata.zitadel-operator.dev"], "resources": ["clusterzitadelconnections"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["metadata.zitadel-operator.dev"], "resources": ["clusterzitadelconnections"], "verbs": ["get", "list", "watch", "patch"]},
         {"apiGroups": ["metadata.zitadel-operator.dev"], "resources": ["clusterzitadelconnections/status"], "verbs": ["patch"]},
         {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
     ])
@@ -352,10 +357,28 @@ async fn default_values_render_a_restricted_least_privilege_install_the_apiserve
             "CustomResourceDefinition",
             "Deployment",
             "Service",
-            "ServiceAccount"
+            "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"
         ],
         "no Role (no leader election, no token Secret), no PDB, no ServiceMonitor by default"
     );
+    // `patch` on Secrets/ConfigMaps is for finalizers only: the policy denies anything else the
+    // chart's ServiceAccount would change.
+    let policy = one(&docs, "ValidatingAdmissionPolicy");
+    assert_eq!(
+        policy["spec"]["matchConditions"][0]["expression"],
+        format!(
+            r#"request.userInfo.username == "system:serviceaccount:{ns}:zmo-zitadel-metadata-operator""#
+        )
+    );
+    assert_eq!(
+        policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"],
+        json!(["secrets", "configmaps"])
+    );
+    let binding = one(&docs, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
+    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
     let crd_names: Vec<&str> = of_kind(&docs, "CustomResourceDefinition")
         .iter()
         .map(|c| c["metadata"]["name"].as_str().unwrap())
@@ -649,7 +672,7 @@ async fn token_modes_render_flags_secret_access_and_mounts() {
     assert_eq!(role["metadata"]["namespace"], secrets_ns.as_str());
     assert_eq!(
         role["rules"],
-        json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["zitadel-token"], "verbs": ["get"]}])
+        json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["zitadel-token"], "verbs": ["get", "patch"]}])
     );
     let binding = named(&api, "RoleBinding", "zmo-zitadel-metadata-operator-token");
     assert_eq!(binding["metadata"]["namespace"], secrets_ns.as_str());
@@ -753,8 +776,9 @@ async fn helm_install_dry_run_server_is_accepted() {
 // ---------------------------------------------------------------------------------------------
 // RBAC: the operator with exactly the chart's permissions.
 
-/// Creates the chart's ServiceAccount, ClusterRole and ClusterRoleBinding (release `release` in
-/// `ns`), with `edit` applied to the ClusterRole first; returns the ServiceAccount's user name.
+/// Creates the chart's ServiceAccount, ClusterRole, ClusterRoleBinding and admission policy
+/// (release `release` in `ns`), with `edit` applied to the ClusterRole first; returns the
+/// ServiceAccount's user name.
 fn install_rbac(
     cp: &ControlPlane,
     ns: &str,
@@ -763,10 +787,16 @@ fn install_rbac(
 ) -> String {
     let mut docs = docs(&template(cp, release, ns, &[]));
     docs.retain(|d| {
-        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"]
-            .contains(&d["kind"].as_str().unwrap())
+        [
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+        ]
+        .contains(&d["kind"].as_str().unwrap())
     });
-    assert_eq!(docs.len(), 3);
+    assert_eq!(docs.len(), 5);
     edit(
         docs.iter_mut()
             .find(|d| d["kind"] == "ClusterRole")
@@ -884,6 +914,123 @@ async fn the_operator_runs_with_only_the_charts_rbac() {
     env.wait_org_gone("acme").await;
     assert_eq!(env.org_value(ACME, "cost-center"), None);
 
+    operator.stop().await;
+}
+
+/// `patch` of `body` on Secret/ConfigMap `name` through `api`: the error's message if refused.
+async fn refused<K>(api: &Api<K>, name: &str, body: Value) -> Option<String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&body))
+        .await
+    {
+        Ok(_) => None,
+        Err(kube::Error::Api(s)) => Some(format!("{} {}", s.code, s.message)),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn the_charts_rbac_holds_connections_and_their_secrets_and_changes_only_finalizers() {
+    let env = TestEnv::new("hrbac-hold").await;
+    let user = install_rbac(env.cp, &env.ns, &release_name(&env.ns), |_| {});
+    let client = client_as(env.cp, &user).await;
+    await_rbac(&client, &env.ns).await;
+    env.put_secret(&env.ns, "pat", "token", common::TOKEN).await;
+    let ca = zmo_testkit::emulator::TlsMaterial::generate(&["localhost"])
+        .expect("a CA")
+        .ca_pem;
+    let admin_cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ca"}, "data": {"ca.crt": ca}});
+    admin_cms
+        .patch(
+            "ca",
+            &PatchParams::apply("e2e-helm").force(),
+            &Patch::Apply(&cm),
+        )
+        .await
+        .expect("ConfigMap");
+
+    // As the ServiceAccount: the policy refuses any change but finalizers, once it is in force
+    // (a fresh value per attempt: a patch that changes nothing is allowed).
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &env.ns);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &env.ns);
+    let attempt = std::sync::atomic::AtomicU32::new(0);
+    let why = common::eventually(Duration::from_secs(15), "the policy denies", || async {
+        let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        refused(&cms, "ca", json!({"data": {"probe": n.to_string()}})).await
+    })
+    .await;
+    assert!(why.contains("may change only metadata.finalizers"), "{why}");
+    let why = refused(&secrets, "pat", json!({"data": {"token": "c3RvbGVu"}})).await;
+    assert!(why.is_some_and(|w| w.contains("may change only metadata.finalizers")));
+    for body in [
+        json!({"metadata": {"labels": {"x": "y"}}}),
+        json!({"type": "kubernetes.io/basic-auth"}),
+    ] {
+        assert!(refused(&secrets, "pat", body).await.is_some());
+    }
+    let why = refused(&cms, "ca", json!({"data": {"ca.crt": "x"}})).await;
+    assert!(why.is_some_and(|w| w.contains("may change only metadata.finalizers")));
+    let hold = json!({"metadata": {"finalizers": ["e2e.zitadel-operator.dev/x"]}});
+    assert_eq!(
+        refused(&secrets, "pat", hold).await,
+        None,
+        "a finalizer is allowed"
+    );
+    let release = json!({"metadata": {"finalizers": null}});
+    assert_eq!(refused(&secrets, "pat", release).await, None);
+    assert_eq!(
+        refused(
+            &cms,
+            "ca",
+            json!({"metadata": {"finalizers": ["e2e.zitadel-operator.dev/x"]}})
+        )
+        .await,
+        None
+    );
+    assert_eq!(
+        refused(&cms, "ca", json!({"metadata": {"finalizers": null}})).await,
+        None
+    );
+
+    // The operator as the ServiceAccount holds the connection, its Secret and its CA ConfigMap…
+    let operator = Operator::start_multi_tenant(client, vec![env.ns.clone()], fast_settings());
+    env.apply_connection(
+        "z",
+        json!({"url": env.emu.url(), "credentials": {"personalAccessToken": {"name": "pat", "key": "token"}},
+               "caBundle": {"configMapRef": {"name": "ca", "key": "ca.crt"}}}),
+    )
+    .await;
+    env.apply_org(
+        "acme",
+        json!({"organizationId": ACME, "connectionRef": {"name": "z"}, "metadata": [{"key": "k", "value": "v"}]}),
+    )
+    .await;
+    env.wait_org_ready("acme").await;
+    let holder = "zitadelconnection.metadata.zitadel-operator.dev/z";
+    let finalizers = |m: kube::api::ObjectMeta| m.finalizers.unwrap_or_default();
+    let admin_secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
+    let conns: Api<ZitadelConnection> = Api::namespaced(env.client.clone(), &env.ns);
+    assert_eq!(
+        finalizers(admin_secrets.get("pat").await.expect("get").metadata),
+        vec![holder]
+    );
+    assert_eq!(
+        finalizers(admin_cms.get("ca").await.expect("get").metadata),
+        vec![holder]
+    );
+    assert_eq!(
+        finalizers(conns.get("z").await.expect("get").metadata),
+        vec!["metadata.zitadel-operator.dev/in-use"]
+    );
+    // …and lets go of everything when the namespace is deleted, after removing the key.
+    common::namespace::delete_namespace_contents(&env.client, &env.ns).await;
+    common::namespace::wait_namespace_empty(&env.client, &env.ns, Duration::from_secs(10)).await;
+    assert!(admin_cms.get_opt("ca").await.expect("get").is_none());
+    assert_eq!(env.org_value(ACME, "k"), None);
     operator.stop().await;
 }
 

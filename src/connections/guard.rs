@@ -51,7 +51,15 @@ pub fn is_ready(status: &ConnectionStatus, generation: Option<i64>) -> bool {
         && status.observed_generation == generation
 }
 
-/// `Ok` when the connection `name` is Ready for `generation`; else a `ConnectionNotReady`
+/// Ready=True for the current generation, or — for a connection being deleted — for the
+/// generation before: marking an object for deletion bumps its generation by one without
+/// changing its spec, and a connection being deleted must keep serving its objects' cleanup.
+pub fn is_usable(status: &ConnectionStatus, generation: Option<i64>, deleting: bool) -> bool {
+    is_ready(status, generation)
+        || (deleting && is_ready(status, generation.map(|g| g.saturating_sub(1))))
+}
+
+/// `Ok` when the connection `name` is usable ([`is_usable`]); else a `ConnectionNotReady`
 /// refusal that is transient when waiting helps: the connection was not probed yet (or not since
 /// its last change), or its last probe failed on a transient ZITADEL error, which the probe
 /// records as `Reconciling=True`. Bad credentials, TLS or permissions do not clear by waiting.
@@ -59,8 +67,9 @@ pub fn check_ready(
     name: &str,
     status: &ConnectionStatus,
     generation: Option<i64>,
+    deleting: bool,
 ) -> Result<(), Refusal> {
-    if is_ready(status, generation) {
+    if is_usable(status, generation, deleting) {
         return Ok(());
     }
     let ready = status::find(&status.conditions, status::READY);
@@ -166,17 +175,22 @@ mod tests {
     #[test]
     fn readiness_says_whether_waiting_helps() {
         let ready = probed("True", Reason::Connected, Some("False"));
-        assert!(check_ready("c", &ready, Some(1)).is_ok());
+        assert!(check_ready("c", &ready, Some(1), false).is_ok());
         // Spec changed since the probe: pending.
-        let pending = check_ready("c", &ready, Some(2)).expect_err("not probed");
+        let pending = check_ready("c", &ready, Some(2), false).expect_err("not probed");
         assert!(pending.transient);
+        // Marked for deletion (generation + 1, same spec): still usable for the cleanup…
+        assert!(check_ready("c", &ready, Some(2), true).is_ok());
+        // …but not after a further spec change.
+        assert!(check_ready("c", &ready, Some(3), true).is_err());
         // Never probed.
-        let none = check_ready("c", &ConnectionStatus::default(), Some(1)).expect_err("none");
+        let none =
+            check_ready("c", &ConnectionStatus::default(), Some(1), false).expect_err("none");
         assert!(none.transient && none.message.contains("not probed yet"));
         // The probe said it is waiting for ZITADEL.
         let outage = probed("False", Reason::ZitadelUnavailable, Some("True"));
         assert!(
-            check_ready("c", &outage, Some(1))
+            check_ready("c", &outage, Some(1), false)
                 .expect_err("down")
                 .transient
         );
@@ -185,7 +199,7 @@ mod tests {
             probed("False", Reason::SecretNotFound, Some("False")),
             probed("False", Reason::ZitadelUnavailable, None),
         ] {
-            let refusal = check_ready("c", &status, Some(1)).expect_err("refused");
+            let refusal = check_ready("c", &status, Some(1), false).expect_err("refused");
             assert_eq!(refusal.reason, Reason::ConnectionNotReady);
             assert!(!refusal.transient);
         }

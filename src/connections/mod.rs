@@ -94,38 +94,43 @@ struct Found {
     settings: ConnectionSettings,
     status: ConnectionStatus,
     generation: Option<i64>,
+    /// Marked for deletion (it stays while objects use it).
+    deleting: bool,
     allowed: AllowedOrgs,
 }
 
 /// What the resolver reads from either connection kind.
 trait ConnectionParts {
-    /// URL, CA bundle, credentials.
-    fn parts(&self) -> (ConnectionSettings, ConnectionStatus, Option<i64>);
+    /// URL, CA bundle, credentials; status; generation; whether it is being deleted.
+    fn parts(&self) -> (ConnectionSettings, ConnectionStatus, Option<i64>, bool);
 }
 
 impl ConnectionParts for ZitadelConnection {
-    fn parts(&self) -> (ConnectionSettings, ConnectionStatus, Option<i64>) {
+    fn parts(&self) -> (ConnectionSettings, ConnectionStatus, Option<i64>, bool) {
         let status = self.status.clone().unwrap_or_default();
-        (self.settings(), status, self.metadata.generation)
+        let deleting = self.metadata.deletion_timestamp.is_some();
+        (self.settings(), status, self.metadata.generation, deleting)
     }
 }
 
 impl ConnectionParts for ClusterZitadelConnection {
-    fn parts(&self) -> (ConnectionSettings, ConnectionStatus, Option<i64>) {
+    fn parts(&self) -> (ConnectionSettings, ConnectionStatus, Option<i64>, bool) {
         let status = self.status.clone().unwrap_or_default();
-        (self.settings(), status, self.metadata.generation)
+        let deleting = self.metadata.deletion_timestamp.is_some();
+        (self.settings(), status, self.metadata.generation, deleting)
     }
 }
 
 impl Found {
     fn new(key: String, name: String, conn: &impl ConnectionParts, allowed: AllowedOrgs) -> Found {
-        let (settings, status, generation) = conn.parts();
+        let (settings, status, generation, deleting) = conn.parts();
         Found {
             key,
             name,
             settings,
             status,
             generation,
+            deleting,
             allowed,
         }
     }
@@ -236,10 +241,11 @@ impl ConnectionResolver for Connections {
             };
         };
         let found = self.find(ns, reference).await?;
-        guard::check_ready(&found.name, &found.status, found.generation)?;
+        guard::check_ready(&found.name, &found.status, found.generation, found.deleting)?;
+        // The spec the client is built from (deletion bumps the generation, not the spec).
         let fingerprint = format!(
             "{:?}|{}",
-            found.generation,
+            found.status.observed_generation,
             found.status.observed_secret_versions.join(",")
         );
         let mut cache = self.cache.lock().await;

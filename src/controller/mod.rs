@@ -5,22 +5,29 @@
 //! - [`run`](mod@run): assembly and the watches feeding each controller ([`watches`]).
 //! - [`metadata`]: one reconcile of an `OrgMetadata` / `UserMetadata`, step by step.
 //! - `instrument`: metrics around each reconcile, the retry policy after a failure.
-//! - `probe`: the `ZitadelConnection` / `ClusterZitadelConnection` controllers.
+//! - `probe`: the `ZitadelConnection` / `ClusterZitadelConnection` controllers, and their
+//!   finalizers (`probe::lifecycle`).
+//! - [`usage`]: which objects hold which connection back from deletion.
+//! - [`finalizers`]: the finalizers the operator keeps on connections and their Secrets.
+//! - `token_secret`: the finalizer on the `--token-secret` Secret while objects use it.
 
 mod context;
 mod error;
+pub mod finalizers;
 mod index;
 mod instrument;
 pub mod metadata;
 mod probe;
 pub mod run;
+mod token_secret;
+pub mod usage;
 pub mod watches;
 
 pub use context::{Context, Settings, backoff_delay};
 pub use error::{CleanupError, Error};
 pub use instrument::{error_policy, reconcile_instrumented};
 pub use metadata::reconcile;
-pub use run::{Hooks, KindParts, Namespaces, Shutdown, run, run_kind, run_with};
+pub use run::{DefaultConnection, Hooks, KindParts, Namespaces, Shutdown, run, run_kind, run_with};
 pub use watches::{NoTriggerBackoff, WatchBackoff, dependents, watch};
 
 /// Finalizer that guards removal of managed keys on deletion.

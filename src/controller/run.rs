@@ -14,11 +14,15 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates};
 use kube::{Api, Client, Resource, ResourceExt};
 
+use super::finalizers::{Finalizers, Held, KubeFinalizers};
 use super::index::TargetIndex;
 use super::instrument::{count_conditions, error_policy, reconcile_instrumented};
 use super::metadata::claims;
-use super::watches::{NoTriggerBackoff, connection_dependents, dependents, scoped_api, watch};
-use super::{Context, LAST_APPLIED, Settings, probe};
+use super::usage::UsageIndex;
+use super::watches::{
+    NoTriggerBackoff, connection_changes, connection_dependents, dependents, scoped_api, watch,
+};
+use super::{Context, LAST_APPLIED, Settings, probe, token_secret};
 use crate::connections::Connections;
 use crate::crd::{
     ClusterZitadelConnection, ConnectionKind, MetadataResource, OrgMetadata, UserMetadata,
@@ -35,6 +39,26 @@ pub struct Hooks {
     pub metrics: Arc<Metrics>,
     /// Set once the caches of every controller hold their initial lists (`/readyz`).
     pub caches_synced: Arc<AtomicBool>,
+}
+
+/// The operator-wide default connection (single-tenant mode), used by objects without
+/// `spec.connectionRef`.
+#[derive(Clone)]
+pub struct DefaultConnection {
+    /// The client.
+    pub api: Arc<dyn ZitadelApi>,
+    /// `--token-secret` as (namespace, name): held with a finalizer while objects use the
+    /// default connection.
+    pub token_secret: Option<(String, String)>,
+}
+
+impl From<Arc<dyn ZitadelApi>> for DefaultConnection {
+    fn from(api: Arc<dyn ZitadelApi>) -> Self {
+        Self {
+            api,
+            token_secret: None,
+        }
+    }
 }
 
 /// A future that resolves when the operator should stop taking new work.
@@ -65,6 +89,7 @@ fn kind_controller<K>(
     client: &Client,
     scope: Option<String>,
     targets: &TargetIndex,
+    usage: &UsageIndex,
     settings: &Settings,
 ) -> Controller<K>
 where
@@ -73,6 +98,7 @@ where
     let api: Api<K> = scoped_api(client, scope.as_deref());
     let (reader, writer) = reflector::store();
     let index = targets.clone();
+    let users = usage.clone();
     let watched = scope.clone();
     let trigger = watch(api)
         // Nothing reads managedFields (three quarters of the cache's memory) or kubectl's copy of
@@ -84,7 +110,10 @@ where
                 annotations.remove(LAST_APPLIED);
             }
         })
-        .inspect_ok(move |event| index.observe(watched.as_deref(), event, claims::identity::<K>))
+        .inspect_ok(move |event| {
+            index.observe(watched.as_deref(), event, claims::identity::<K>);
+            users.observe(watched.as_deref(), event);
+        })
         .reflect(writer)
         .applied_objects()
         // Reconcile on changes of spec (generation; deletion bumps it too), finalizers, labels
@@ -102,7 +131,7 @@ where
         .trigger_backoff(NoTriggerBackoff);
     // Re-sync objects whose valueFrom names a Secret/ConfigMap that changed (metadata-only
     // watches: values are read on reconcile, never cached), and the objects using a connection
-    // when it changes (becomes Ready, rotates).
+    // when what they depend on changes (it becomes Ready, rotates, is deleted).
     let ns = scope.as_deref();
     let secrets: Api<PartialObjectMeta<Secret>> = scoped_api(client, ns);
     let config_maps: Api<PartialObjectMeta<ConfigMap>> = scoped_api(client, ns);
@@ -110,12 +139,19 @@ where
     let cluster_connections: Api<ClusterZitadelConnection> = Api::all(client.clone());
     let store = controller.store();
     let (s1, s2, s3) = (store.clone(), store.clone(), store.clone());
+    let connections = connection_changes(watch(connections), |c: &ZitadelConnection| {
+        c.status.as_ref()
+    });
+    let cluster_connections = connection_changes(
+        watch(cluster_connections),
+        |c: &ClusterZitadelConnection| c.status.as_ref(),
+    );
     controller
-        .watches_stream(watch(connections).touched_objects(), move |c| {
+        .watches_stream(connections, move |c| {
             let ns = c.metadata.namespace.as_deref();
             connection_dependents(&s1, ConnectionKind::ZitadelConnection, ns, &c.name_any())
         })
-        .watches_stream(watch(cluster_connections).touched_objects(), move |c| {
+        .watches_stream(cluster_connections, move |c| {
             let kind = ConnectionKind::ClusterZitadelConnection;
             connection_dependents(&s2, kind, None, &c.name_any())
         })
@@ -139,6 +175,8 @@ pub struct KindParts {
     pub settings: Settings,
     /// Metrics to record into.
     pub metrics: Arc<Metrics>,
+    /// Fed with the objects' connections (which objects hold which connection).
+    pub usage: UsageIndex,
 }
 
 /// Build and run the controllers of one kind until `shutdown` resolves; `synced` fires once their
@@ -157,12 +195,13 @@ pub async fn run_kind<K>(
         sources,
         settings,
         metrics,
+        usage,
     } = parts;
     let targets = TargetIndex::default();
     let controllers: Vec<Controller<K>> = namespaces
         .scopes()
         .into_iter()
-        .map(|scope| kind_controller(&client, scope, &targets, &settings))
+        .map(|scope| kind_controller(&client, scope, &targets, &usage, &settings))
         .collect();
     metrics.register_controller(K::CONTROLLER, settings.concurrency);
     let stores: Vec<Store<K>> = controllers.iter().map(Controller::store).collect();
@@ -225,7 +264,8 @@ pub async fn run(
     shutdown: impl Fn() -> Shutdown + Clone,
 ) {
     let hooks = Hooks::default();
-    run_with(client, Some(zitadel), namespaces, settings, shutdown, hooks).await;
+    let default = Some(DefaultConnection::from(zitadel));
+    run_with(client, default, namespaces, settings, shutdown, hooks).await;
 }
 
 /// Run both controllers until `shutdown` resolves, reporting metrics and cache sync to `hooks`.
@@ -233,17 +273,23 @@ pub async fn run(
 /// ones finished.
 pub async fn run_with(
     client: Client,
-    default_connection: Option<Arc<dyn ZitadelApi>>,
+    default_connection: Option<DefaultConnection>,
     namespaces: Namespaces,
     settings: Settings,
     shutdown: impl Fn() -> Shutdown + Clone,
     hooks: Hooks,
 ) {
     let sources: Arc<dyn ValueSources> = Arc::new(KubeSources::new(client.clone()));
+    let finalizers: Arc<dyn Finalizers> = Arc::new(KubeFinalizers::new(client.clone()));
+    // Fed by one OrgMetadata and one UserMetadata watch per scope.
+    let usage = UsageIndex::new(2 * namespaces.scopes().len());
+    let token_secret = default_connection
+        .as_ref()
+        .and_then(|d| d.token_secret.clone());
     let connections = Arc::new(Connections::new(
         client.clone(),
         sources.clone(),
-        default_connection,
+        default_connection.map(|d| d.api),
         settings.request_timeout,
     ));
     let parts = || KindParts {
@@ -252,6 +298,14 @@ pub async fn run_with(
         sources: sources.clone(),
         settings: settings.clone(),
         metrics: hooks.metrics.clone(),
+        usage: usage.clone(),
+    };
+    let connection_parts = || probe::ConnectionParts {
+        client: client.clone(),
+        sources: sources.clone(),
+        usage: usage.clone(),
+        finalizers: finalizers.clone(),
+        settings: settings.clone(),
     };
     let (org_synced, org_rx) = tokio::sync::oneshot::channel();
     let (user_synced, user_rx) = tokio::sync::oneshot::channel();
@@ -261,23 +315,20 @@ pub async fn run_with(
             flag.store(true, Ordering::SeqCst);
         }
     };
+    let stop = shutdown.clone();
+    let hold_token = async {
+        if let Some((ns, name)) = token_secret {
+            let secret = Held::source(SourceKind::Secret, &ns, &name);
+            let (client, finalizers, usage) = (client.clone(), finalizers.clone(), usage.clone());
+            token_secret::run(client, finalizers, usage, secret, settings.resync, stop()).await;
+        }
+    };
     tokio::join!(
         run_kind::<OrgMetadata>(parts(), &namespaces, shutdown.clone(), org_synced),
         run_kind::<UserMetadata>(parts(), &namespaces, shutdown.clone(), user_synced),
         report,
-        probe::run::<ZitadelConnection>(
-            client.clone(),
-            sources.clone(),
-            &namespaces,
-            settings.clone(),
-            shutdown.clone()
-        ),
-        probe::run::<ClusterZitadelConnection>(
-            client.clone(),
-            sources.clone(),
-            &Namespaces::All,
-            settings.clone(),
-            shutdown
-        ),
+        hold_token,
+        probe::run::<ZitadelConnection>(connection_parts(), &namespaces, shutdown.clone()),
+        probe::run::<ClusterZitadelConnection>(connection_parts(), &Namespaces::All, shutdown),
     );
 }

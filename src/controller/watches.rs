@@ -1,15 +1,20 @@
 //! Watches: each with its own short backoff, and the mappings from a changed Secret, ConfigMap or
 //! connection to the objects that must re-sync.
 
+use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use rand::Rng as _;
 
-use crate::crd::{ConnectionKind, MetadataResource};
+use crate::crd::{ConnectionKind, ConnectionStatus, MetadataResource};
 use crate::sources::SourceKind;
+use crate::status;
 
 /// Backoff of each Kubernetes watch on its own (see [`watch`]; the controllers' merged trigger
 /// stream has none, see [`NoTriggerBackoff`]): exponential from 250 ms, doubling per consecutive
@@ -153,9 +158,98 @@ pub(super) fn connection_dependents<K: MetadataResource>(
     })
 }
 
+/// What of a connection its objects' reconciles depend on: its generation, the generation and
+/// outcome of its last probe (`Ready`, whether it waits for ZITADEL) and the Secret versions it
+/// was built from. Anything else — the `Terminating` message counting users, `heldSources`,
+/// finalizers — re-syncs nobody (with a user count in the message, every object deleted would
+/// otherwise re-sync all others).
+pub fn connection_fingerprint(generation: Option<i64>, status: Option<&ConnectionStatus>) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    generation.hash(&mut hasher);
+    if let Some(s) = status {
+        s.observed_generation.hash(&mut hasher);
+        s.observed_secret_versions.hash(&mut hasher);
+        for type_ in [status::READY, status::RECONCILING] {
+            status::find(&s.conditions, type_)
+                .map(|c| (&c.status, &c.reason, &c.message))
+                .hash(&mut hasher);
+        }
+    }
+    hasher.finish()
+}
+
+/// The connections of a watch stream whose [`connection_fingerprint`] changed, and the deleted
+/// ones.
+pub(super) fn connection_changes<C>(
+    events: impl futures::Stream<Item = Result<watcher::Event<C>, watcher::Error>> + Send + 'static,
+    status_of: fn(&C) -> Option<&ConnectionStatus>,
+) -> impl futures::Stream<Item = Result<C, watcher::Error>> + Send + 'static
+where
+    C: Resource + Clone + Send + 'static,
+{
+    let mut seen: HashMap<(Option<String>, String), u64> = HashMap::new();
+    events.flat_map(move |event| {
+        let changed: Vec<Result<C, watcher::Error>> = match event {
+            Err(e) => vec![Err(e)],
+            Ok(watcher::Event::Apply(c) | watcher::Event::InitApply(c)) => {
+                let key = (c.namespace(), c.name_any());
+                let fingerprint = connection_fingerprint(c.meta().generation, status_of(&c));
+                if seen.insert(key, fingerprint) == Some(fingerprint) {
+                    vec![]
+                } else {
+                    vec![Ok(c)]
+                }
+            }
+            Ok(watcher::Event::Delete(c)) => {
+                seen.remove(&(c.namespace(), c.name_any()));
+                vec![Ok(c)]
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => vec![],
+        };
+        futures::stream::iter(changed)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    #[test]
+    fn only_what_objects_depend_on_changes_a_connection_fingerprint() {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let cond = |type_: &str, state: &str, message: &str| {
+            status::condition(
+                &[],
+                type_,
+                state,
+                crate::reason::Reason::Connected,
+                message,
+                Some(1),
+                &now,
+            )
+        };
+        let ready = ConnectionStatus {
+            observed_generation: Some(1),
+            observed_secret_versions: vec!["Secret/t/pat@1".into()],
+            conditions: vec![cond(status::READY, "True", "ok")],
+            ..Default::default()
+        };
+        let base = connection_fingerprint(Some(1), Some(&ready));
+        let mut in_use = ready.clone();
+        in_use.held_sources = vec!["Secret/t/pat".into()];
+        in_use
+            .conditions
+            .push(cond(status::TERMINATING, "True", "3 objects"));
+        assert_eq!(connection_fingerprint(Some(1), Some(&in_use)), base);
+        let mut rotated = ready.clone();
+        rotated.observed_secret_versions = vec!["Secret/t/pat@2".into()];
+        assert_ne!(connection_fingerprint(Some(1), Some(&rotated)), base);
+        let mut failed = ready.clone();
+        failed.conditions = vec![cond(status::READY, "False", "401")];
+        assert_ne!(connection_fingerprint(Some(1), Some(&failed)), base);
+        assert_ne!(connection_fingerprint(Some(2), Some(&ready)), base);
+    }
 
     #[test]
     fn watch_backoff_is_short_capped_and_resets() {

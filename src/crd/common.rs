@@ -524,6 +524,8 @@ pub trait MetadataResource:
 {
     /// Short controller name used in logs, metrics and events.
     const CONTROLLER: &'static str;
+    /// The kind, as in messages (`OrgMetadata`, `UserMetadata`).
+    const KIND: &'static str;
     /// The target of the writes, as the spec names it (`None` if the spec names none, which
     /// the CRD's CEL rules prevent).
     fn target_ref(&self) -> Option<TargetRef>;

@@ -196,8 +196,16 @@ pub struct ConnectionStatus {
     /// detection; never their content).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub observed_secret_versions: Vec<String>,
+    /// `Secret/namespace/name` / `ConfigMap/namespace/name` of the Secrets and ConfigMaps this
+    /// connection holds with its finalizer (`zitadelconnection.metadata.zitadel-operator.dev/NAME`
+    /// or `clusterzitadelconnection.…/NAME`), so that they cannot disappear while the connection
+    /// exists. Released when the connection is gone or no longer references them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_sources: Vec<String>,
     /// `Ready`: True after a successful authenticated probe. `Reconciling`: True while the last
     /// probe failed on a transient ZITADEL error (objects using the connection wait for it).
+    /// `Terminating`: True (reason `InUse`) while the connection is being deleted and objects
+    /// still use it; the message counts and names them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -250,7 +258,18 @@ pub struct ConnectionRef {
 
 /// Kinds a `connectionRef` may name.
 #[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    schemars::JsonSchema,
 )]
 pub enum ConnectionKind {
     /// A `ZitadelConnection` in the object's namespace.

@@ -78,6 +78,7 @@ pub struct OrgMetadataSpec {
 
 impl MetadataResource for OrgMetadata {
     const CONTROLLER: &'static str = "orgmetadata";
+    const KIND: &'static str = "OrgMetadata";
 
     fn target_ref(&self) -> Option<TargetRef> {
         match (&self.spec.organization_id, &self.spec.organization) {

@@ -89,6 +89,7 @@ pub struct UserMetadataSpec {
 
 impl MetadataResource for UserMetadata {
     const CONTROLLER: &'static str = "usermetadata";
+    const KIND: &'static str = "UserMetadata";
 
     fn target_ref(&self) -> Option<TargetRef> {
         let user = match (&self.spec.user_id, &self.spec.user) {

@@ -4,6 +4,7 @@
 
 mod binary;
 pub mod conformance;
+pub mod namespace;
 
 #[allow(unused_imports)]
 pub use binary::{Launch, OperatorBinary};
@@ -398,6 +399,13 @@ pub struct Operator {
     handle: JoinHandle<()>,
 }
 
+/// A ZITADEL client for `url` with `token` (2 s timeout), as the default connection.
+pub fn zitadel_client(url: &str, token: TokenSource) -> Arc<HttpClient> {
+    let mut config = ClientConfig::new(url.parse().expect("emulator url"), token);
+    config.request_timeout = Duration::from_secs(2);
+    Arc::new(HttpClient::new(config).expect("zitadel client"))
+}
+
 impl Operator {
     pub fn start(client: Client, zitadel_url: &str, ns: &str, settings: Settings) -> Operator {
         Operator::start_with_api(client, zitadel_url, ns, settings, ApiMode::Auto)
@@ -433,10 +441,21 @@ impl Operator {
         namespaces: Vec<String>,
         settings: Settings,
     ) -> Operator {
+        Operator::start_with(client, None, namespaces, settings)
+    }
+
+    /// The controllers with `default` as the default connection (if any), watching
+    /// `namespaces`.
+    pub fn start_with(
+        client: Client,
+        default: Option<controller::DefaultConnection>,
+        namespaces: Vec<String>,
+        settings: Settings,
+    ) -> Operator {
         let (stop, shutdown) = stop_signal();
         let handle = tokio::spawn(controller::run_with(
             client,
-            None,
+            default,
             Namespaces::Only(namespaces),
             settings,
             shutdown,

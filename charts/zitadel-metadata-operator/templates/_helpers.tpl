@@ -82,8 +82,11 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
-{{/* The RBAC rules in every watched scope: the custom resources and their status, Events, and
-the Secrets/ConfigMaps that `valueFrom` reads (watched as metadata only, values read on reconcile). */}}
+{{/* The RBAC rules in every watched scope: the custom resources and their status, Events, the
+Secrets/ConfigMaps that `valueFrom` and connections read (watched as metadata only, values read on
+reconcile), and `patch` on Secrets/ConfigMaps and connections for the operator's finalizers only
+(RBAC cannot narrow a verb to a field: the chart's ValidatingAdmissionPolicy does, see
+admission-policy.yaml). */}}
 {{- define "zmo.resourceRules" -}}
 - apiGroups: ["metadata.zitadel-operator.dev"]
   resources: ["orgmetadatas", "usermetadatas"]
@@ -97,9 +100,12 @@ the Secrets/ConfigMaps that `valueFrom` reads (watched as metadata only, values 
 - apiGroups: [""]
   resources: ["secrets", "configmaps"]
   verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["secrets", "configmaps"]
+  verbs: ["patch"]
 - apiGroups: ["metadata.zitadel-operator.dev"]
   resources: ["zitadelconnections"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["metadata.zitadel-operator.dev"]
   resources: ["zitadelconnections/status"]
   verbs: ["patch"]
@@ -109,11 +115,21 @@ the Secrets/ConfigMaps that `valueFrom` reads (watched as metadata only, values 
 {{- define "zmo.clusterScopedRules" -}}
 - apiGroups: ["metadata.zitadel-operator.dev"]
   resources: ["clusterzitadelconnections"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["metadata.zitadel-operator.dev"]
   resources: ["clusterzitadelconnections/status"]
   verbs: ["patch"]
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["get"]
+{{- end }}
+
+{{/* The ServiceAccount's user name, as the API server sees it. */}}
+{{- define "zmo.serviceAccountUser" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "zmo.serviceAccountName" .) }}
+{{- end }}
+
+{{/* CEL: `field` of `obj` is unchanged from `oldObject` (set in both and equal, or in neither). */}}
+{{- define "zmo.unchanged" -}}
+{{- printf "(has(object.%s) == has(oldObject.%s) && (!has(object.%s) || object.%s == oldObject.%s))" . . . . . }}
 {{- end }}

@@ -140,6 +140,10 @@ async fn every_reason_of_a_metadata_object_is_reachable() {
         Reason::InvalidCredentials,
         Reason::SecretUnreadable,
         Reason::InvalidSettings,
+        // Connections being deleted while in use, and their finalizers (`controller::probe`,
+        // `controller::token_secret`).
+        Reason::InUse,
+        Reason::FinalizerFailed,
     ];
     let missing: Vec<Reason> = Reason::ALL
         .iter()
