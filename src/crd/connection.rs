@@ -23,8 +23,8 @@ pub use crate::zitadel::ApiMode;
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Identity","type":"string","jsonPath":".status.identity"}"#,
-    printcolumn = r#"{"name":"User API","type":"string","jsonPath":".status.api.userMetadata"}"#,
-    printcolumn = r#"{"name":"Org API","type":"string","jsonPath":".status.api.orgMetadata"}"#,
+    printcolumn = r#"{"name":"UserAPI","type":"string","jsonPath":".status.api.userMetadata"}"#,
+    printcolumn = r#"{"name":"OrgAPI","type":"string","jsonPath":".status.api.orgMetadata"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -74,8 +74,8 @@ pub struct ZitadelConnectionSpec {
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Identity","type":"string","jsonPath":".status.identity"}"#,
-    printcolumn = r#"{"name":"User API","type":"string","jsonPath":".status.api.userMetadata"}"#,
-    printcolumn = r#"{"name":"Org API","type":"string","jsonPath":".status.api.orgMetadata"}"#,
+    printcolumn = r#"{"name":"UserAPI","type":"string","jsonPath":".status.api.userMetadata"}"#,
+    printcolumn = r#"{"name":"OrgAPI","type":"string","jsonPath":".status.api.orgMetadata"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
