@@ -21,7 +21,12 @@ pub enum LogFormat {
 
 /// Keeps ZITADEL organization and user metadata in sync with OrgMetadata / UserMetadata objects.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "zitadel-metadata-operator", version, about)]
+#[command(
+    name = "zitadel-metadata-operator",
+    version,
+    about,
+    after_help = "Preview what manifests would change in ZITADEL (read-only): zitadel-metadata-operator diff --help"
+)]
 pub struct Config {
     /// Base URL of the default ZITADEL instance (its custom domain), e.g.
     /// https://acme.zitadel.cloud. With a token flag this is the operator-wide default connection

@@ -20,6 +20,10 @@ use zitadel_metadata_operator::zitadel::{RateLimit, TokenSource};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `zitadel-metadata-operator diff …` and the kubectl plugin `kubectl zitadel diff …`.
+    if let Some(code) = zitadel_metadata_operator::diff::cli::main_if_invoked().await {
+        return code;
+    }
     let config = Config::parse();
     telemetry::init(config.log_format);
     match run(config).await {
