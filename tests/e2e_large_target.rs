@@ -139,6 +139,8 @@ async fn case(api: ApiMode, order: ListOrder) {
     // new order each time when shuffled: one listing each, no write.
     let before = env.emu.requests().len();
     let started = Instant::now();
+    // The slowest of the three reconciles is what "steady state finishes within 10 s" bounds.
+    let mut steady = Duration::ZERO;
     for n in 1..=3 {
         // The same entries in another order: a new generation, nothing to write.
         let mut applied = spec();
@@ -146,10 +148,12 @@ async fn case(api: ApiMode, order: ListOrder) {
             .as_array_mut()
             .expect("list")
             .rotate_left(n);
+        let one = Instant::now();
         env.apply_org("big", applied).await;
         env.wait_org_ready("big").await;
+        steady = steady.max(one.elapsed());
     }
-    let steady = started.elapsed();
+    let steady_total = started.elapsed();
     let (steady_lists, steady_writes) = counts(&env, before);
     assert_eq!(steady_writes, 0, "{label}: rewrote at steady state");
     let steady_per_listing = steady_lists.div_ceil(3);
@@ -193,9 +197,10 @@ async fn case(api: ApiMode, order: ListOrder) {
     op.stop().await;
 
     println!(
-        "FIGURE large_target {label} create_s={:.2} steady_3x_s={:.2} delete_s={:.2} list_calls_per_listing_create={per_listing} steady={steady_per_listing} delete={delete_lists} bound={bound} create_writes={create_writes} steady_writes={steady_writes} delete_writes={delete_writes} saw_deleting_condition={saw_deleting}",
+        "FIGURE large_target {label} create_s={:.2} steady_max_s={:.2} steady_3x_s={:.2} delete_s={:.2} list_calls_per_listing_create={per_listing} steady={steady_per_listing} delete={delete_lists} bound={bound} create_writes={create_writes} steady_writes={steady_writes} delete_writes={delete_writes} saw_deleting_condition={saw_deleting}",
         create.as_secs_f64(),
         steady.as_secs_f64(),
+        steady_total.as_secs_f64(),
         delete.as_secs_f64(),
     );
     if [create, steady, delete].iter().any(|t| *t >= PHASE_LIMIT) {
