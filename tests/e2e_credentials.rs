@@ -397,3 +397,95 @@ async fn connection_jwt_profile_created_after_start_rotated_and_restored() {
         "{created:?} {restored:?}"
     );
 }
+
+/// A call that gets a 401 right after a rotation is retried once with the credential read again
+/// — the connection's PAT and the `--token-secret` token alike — so nothing is declared stalled
+/// while the rest of the operator catches up. (No control plane: the Secret is in memory.)
+#[tokio::test]
+async fn a_401_right_after_a_rotation_is_retried_with_the_new_credential() {
+    use std::sync::Arc;
+    use zitadel_metadata_operator::connections::credentials::{
+        FlagToken, SecretKey, SourceToken, TokenLocation,
+    };
+    use zitadel_metadata_operator::sources::{Lookup, SourceKind, SourceObject, ValueSources};
+    use zitadel_metadata_operator::zitadel::{Target, TokenSource, ZitadelApi};
+    use zmo_testkit::emulator::{Emulator, Operation};
+
+    /// One Secret `team/pat` with key `token`, in memory.
+    #[derive(Default)]
+    struct OneSecret(std::sync::Mutex<(u64, Vec<u8>)>);
+    impl OneSecret {
+        fn put_secret(&self, _ns: &str, _name: &str, _key: &str, value: &[u8]) {
+            let mut s = self.0.lock().expect("lock");
+            *s = (s.0 + 1, value.to_vec());
+        }
+    }
+    #[async_trait::async_trait]
+    impl ValueSources for OneSecret {
+        async fn get(&self, _kind: SourceKind, _ns: &str, _name: &str) -> Lookup {
+            let (version, value) = self.0.lock().expect("lock").clone();
+            Ok(Some(SourceObject {
+                resource_version: Some(version.to_string()),
+                values: [("token".to_string(), value)].into_iter().collect(),
+            }))
+        }
+    }
+
+    let emu = Emulator::start_seeded().await.expect("emulator");
+    emu.add_token("old", TokenGrant::iam_owner(ACME));
+    emu.add_token("new", TokenGrant::iam_owner(ACME));
+    let fake = Arc::new(OneSecret::default());
+    let sources: Arc<dyn ValueSources> = fake.clone();
+    let target = Target::Org {
+        org_id: ACME.into(),
+    };
+    let pat = SourceToken::new(
+        SecretKey {
+            namespace: "team".into(),
+            name: "pat".into(),
+            key: "token".into(),
+        },
+        sources.clone(),
+        Arc::from("old"),
+    );
+    let flag = FlagToken::new(
+        TokenLocation::Secret {
+            namespace: "team".into(),
+            name: "pat".into(),
+            key: "token".into(),
+        },
+        sources,
+    );
+    fake.put_secret("team", "pat", "token", b"old");
+    flag.observe().await.expect("read");
+    for provider in [
+        Arc::new(pat) as Arc<dyn zitadel_metadata_operator::zitadel::TokenProvider>,
+        Arc::new(flag),
+    ] {
+        let client = zitadel_client(&emu.url(), TokenSource::Provided(provider));
+        client
+            .list_metadata(&target)
+            .await
+            .expect("the old token works");
+        // Rotated: the Secret has the new token, ZITADEL no longer takes the old one, and the
+        // client has not heard of it yet.
+        fake.put_secret("team", "pat", "token", b"new");
+        emu.revoke_token("old");
+        emu.clear_requests();
+        client
+            .list_metadata(&target)
+            .await
+            .expect("retried with the new token");
+        let statuses: Vec<u16> = emu
+            .requests()
+            .iter()
+            .filter(|r| r.operation != Operation::GetMyOrg)
+            .map(|r| r.status)
+            .collect();
+        assert_eq!(statuses.first(), Some(&401), "{statuses:?}");
+        assert_eq!(statuses.last(), Some(&200), "{statuses:?}");
+        // Back to the old one for the next provider.
+        emu.add_token("old", TokenGrant::iam_owner(ACME));
+        fake.put_secret("team", "pat", "token", b"old");
+    }
+}

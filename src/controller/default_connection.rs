@@ -72,6 +72,8 @@ struct Monitor {
     requeue: watch::Sender<Requeue>,
     /// Fingerprint of the last token announced.
     last: Option<u64>,
+    /// The first check is done (the objects are reconciled at start anyway: no re-queue for it).
+    started: bool,
 }
 
 impl Monitor {
@@ -86,6 +88,9 @@ impl Monitor {
     }
 
     fn requeue(&self, all: bool) {
+        if !self.started {
+            return;
+        }
         self.requeue.send_modify(|r| {
             r.serial = r.serial.wrapping_add(1);
             r.all = all;
@@ -118,8 +123,8 @@ impl Monitor {
             return RECHECK;
         }
         if changed {
+            // (`zitadel_token_refreshes_total` counts it when the client first uses it.)
             self.last = Some(print);
-            self.metrics.token_refreshed();
             tracing::info!(source = %source, "default connection: picked up a new credential");
         }
         let status = verdict(&self.credentials.client.check().await.map(|_| ()));
@@ -199,9 +204,11 @@ pub(super) async fn run(
         metrics,
         requeue,
         last: None,
+        started: false,
     };
     let work = async {
         let mut wait = monitor.check().await;
+        monitor.started = true;
         loop {
             let sleep = tokio::time::sleep(poll.map_or(wait, |p| p.min(wait)));
             tokio::select! {
