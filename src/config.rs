@@ -8,6 +8,7 @@ use clap::{Parser, ValueEnum};
 use url::Url;
 
 use crate::controller::{Namespaces, Settings};
+use crate::zitadel::ApiMode;
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -20,7 +21,12 @@ pub enum LogFormat {
 
 /// Keeps ZITADEL organization and user metadata in sync with OrgMetadata / UserMetadata objects.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "zitadel-metadata-operator", version, about)]
+#[command(
+    name = "zitadel-metadata-operator",
+    version,
+    about,
+    after_help = "Preview what manifests would change in ZITADEL (read-only): zitadel-metadata-operator diff --help"
+)]
 pub struct Config {
     /// Base URL of the default ZITADEL instance (its custom domain), e.g.
     /// https://acme.zitadel.cloud. With a token flag this is the operator-wide default connection
@@ -78,6 +84,13 @@ pub struct Config {
     /// IP.
     #[arg(long, env = "ZITADEL_RPS", default_value_t = 0)]
     pub zitadel_rps: u32,
+
+    /// Which ZITADEL API the default connection uses for metadata: `auto` (probe the instance:
+    /// Management API v1 wherever it is served, so `status.sequence` keeps being reported; the
+    /// v2 services where v1 is gone, as on ZITADEL v5), `v1` or `v2` (pinned, no probe).
+    /// Connections set this with `spec.api`.
+    #[arg(long, env = "ZITADEL_API", default_value = "auto", value_parser = parse_api_mode)]
+    pub zitadel_api: ApiMode,
 
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -299,6 +312,16 @@ impl Config {
             concurrency: self.max_concurrent_reconciles,
             request_timeout: self.request_timeout,
         }
+    }
+}
+
+/// Parse `auto`, `v1` or `v2` (any case) into an [`ApiMode`].
+pub fn parse_api_mode(s: &str) -> Result<ApiMode, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "auto" => Ok(ApiMode::Auto),
+        "v1" => Ok(ApiMode::V1),
+        "v2" => Ok(ApiMode::V2),
+        _ => Err(format!("invalid ZITADEL API {s:?} (use auto, v1 or v2)")),
     }
 }
 

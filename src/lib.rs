@@ -9,6 +9,7 @@ pub mod config;
 pub mod connections;
 pub mod controller;
 pub mod crd;
+pub mod diff;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -25,6 +25,10 @@ use zitadel_metadata_operator::zitadel::{RateLimit, TokenSource};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `zitadel-metadata-operator diff …` and the kubectl plugin `kubectl zitadel diff …`.
+    if let Some(code) = zitadel_metadata_operator::diff::cli::main_if_invoked().await {
+        return code;
+    }
     let config = Config::parse();
     telemetry::init(config.log_format);
     match run(config).await {
@@ -143,9 +147,15 @@ fn default_zitadel(
     let token = Arc::new(FlagToken::new(location, sources));
     let state = Arc::new(CredentialState::new(token.location().to_string()));
     health.watch_credentials(state.clone());
-    tracing::info!(source = %state.source, "default connection: credentials from");
+    tracing::info!(url = %url, api = ?config.zitadel_api, source = %state.source, "default ZITADEL connection");
     let provided = TokenSource::Provided(token.clone());
-    let client = default_connection(url, provided, config.request_timeout, metrics)?;
+    let client = default_connection(
+        url,
+        provided,
+        config.request_timeout,
+        config.zitadel_api,
+        metrics,
+    )?;
     Ok(Some(DefaultConnection {
         api: client.clone(),
         credentials: Some(FlagCredentials {

@@ -24,6 +24,10 @@
 //! picks any other count). Measured on the shared 2-core machine (2026-11-23, debug build): the
 //! default file takes about a minute of test time (scenarios run in parallel), the 5,000-object
 //! load run alone 7.1 minutes.
+//!
+//! The default connection (and the connections the tests create) is pinned to Management API
+//! v1: the scenarios inject faults into, and count, v1 operations. The deletion-safety cases
+//! (routing 404, `AUTHZ-cdgFk`, `AUTH-Bs7Ds`) run on both APIs.
 
 mod common;
 
@@ -301,7 +305,7 @@ async fn unavailable_burst_backs_off_with_growing_jittered_delays() {
     // 503 on every call until cleared (500s for half the orgs' first calls are covered by the
     // load scenario; here one kind keeps the attempt arithmetic simple).
     env.emu.inject(Fault::unavailable());
-    let op = env.start_operator(settings.clone());
+    let op = env.start_operator_with_api(settings.clone(), ApiMode::V1);
     let desired = kv(&[("tier", "gold"), ("region", "eu")]);
     for i in 0..OBJECTS {
         env.apply_org(
@@ -424,7 +428,7 @@ async fn rate_limited(plain_text: bool) {
             .on(Operation::ListOrgMetadata)
             .times(TIMES),
     );
-    let op = env.start_operator(settings);
+    let op = env.start_operator_with_api(settings, ApiMode::V1);
     let desired = kv(&[("plan", "enterprise")]);
     env.apply_org(
         "limited",
@@ -515,7 +519,7 @@ async fn connection_resets_on_writes_are_retried_without_duplicates() {
             .on(Operation::BulkSetOrgMetadata)
             .times(RESETS),
     );
-    let op = env.start_operator(settings.clone());
+    let op = env.start_operator_with_api(settings.clone(), ApiMode::V1);
     let desired = kv(&[("a", "1"), ("b", "2"), ("c", "3")]);
     env.apply_org(
         "reset",
@@ -566,7 +570,7 @@ async fn connection_resets_on_writes_are_retried_without_duplicates() {
 #[tokio::test]
 async fn answers_lost_after_zitadel_committed_are_not_written_twice() {
     let env = TestEnv::new("chaos-lost-answer").await;
-    let op = env.start_operator(chaos_settings());
+    let op = env.start_operator_with_api(chaos_settings(), ApiMode::V1);
     // ZITADEL stores the bulk set, then the connection dies before the answer arrives.
     env.emu.inject(
         Fault::reset_after_handling()
@@ -642,7 +646,7 @@ async fn answers_lost_after_zitadel_committed_are_not_written_twice() {
 #[tokio::test]
 async fn failed_read_back_after_a_write_does_not_write_again() {
     let env = TestEnv::new("chaos-readback").await;
-    let op = env.start_operator(chaos_settings());
+    let op = env.start_operator_with_api(chaos_settings(), ApiMode::V1);
     // Hold the bulk set 500 ms; while it is held, make the next list (the read-back) fail.
     env.emu.inject(
         Fault::latency(Duration::from_millis(500))
@@ -695,7 +699,7 @@ async fn hangs_past_the_client_timeout_time_out_and_retry() {
     let settings = chaos_settings();
     env.emu
         .inject(Fault::hang().on(Operation::ListOrgMetadata).times(HANGS));
-    let op = env.start_operator(settings.clone());
+    let op = env.start_operator_with_api(settings.clone(), ApiMode::V1);
     let desired = kv(&[("hung", "no")]);
     env.apply_org(
         "hang",
@@ -753,7 +757,7 @@ async fn slow_answers_below_the_timeout_succeed_without_duplicate_writes() {
     const LATENCY: Duration = Duration::from_millis(1000);
     let env = TestEnv::new("chaos-slow").await;
     env.emu.inject(Fault::latency(LATENCY));
-    let op = env.start_operator(chaos_settings());
+    let op = env.start_operator_with_api(chaos_settings(), ApiMode::V1);
     let orgs = [ACME, GLOBEX];
     let mut desired: Vec<BTreeMap<String, String>> = Vec::new();
     let started = Instant::now();
@@ -819,7 +823,7 @@ async fn slow_answers_below_the_timeout_succeed_without_duplicate_writes() {
 #[tokio::test]
 async fn key_removed_by_someone_else_between_list_and_remove() {
     let env = TestEnv::new("chaos-race").await;
-    let op = env.start_operator(chaos_settings());
+    let op = env.start_operator_with_api(chaos_settings(), ApiMode::V1);
     synced_org(&env, "race", &[("keep", "1"), ("gone", "2"), ("drop", "3")]).await;
     env.emu.clear_requests();
     // Hold the next bulk remove 800 ms on arrival, before ZITADEL handles it.
@@ -929,7 +933,7 @@ async fn remove_behind_the_operators_back(env: &TestEnv, keys: &[&str]) {
 #[tokio::test]
 async fn keys_removed_by_someone_else_twice_in_a_row_is_retried_not_stalled() {
     let env = TestEnv::new("chaos-race2").await;
-    let op = env.start_operator(chaos_settings());
+    let op = env.start_operator_with_api(chaos_settings(), ApiMode::V1);
     synced_org(
         &env,
         "race2",
@@ -995,7 +999,7 @@ async fn keys_removed_by_someone_else_twice_in_a_row_is_retried_not_stalled() {
 #[tokio::test]
 async fn deleting_while_someone_else_removes_keys_still_removes_the_rest() {
     let env = TestEnv::new("chaos-race-del").await;
-    let op = env.start_operator(chaos_settings());
+    let op = env.start_operator_with_api(chaos_settings(), ApiMode::V1);
     synced_org(&env, "racedel", &[("a", "1"), ("b", "2"), ("c", "3")]).await;
     env.emu.put_org_metadata(ACME, "unmanaged", b"x");
     env.emu.clear_requests();
@@ -1154,7 +1158,7 @@ async fn zitadel_down_while_a_connection_is_probed_is_transient_for_its_objects(
     env.emu.inject(Fault::unavailable());
     let op =
         Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], chaos_settings());
-    env.apply_connection("main", json!({"url": env.emu.url(), "credentials": {"personalAccessToken": {"name": "zitadel-pat", "key": "token"}}})).await;
+    env.apply_connection("main", json!({"url": env.emu.url(), "api": "V1", "credentials": {"personalAccessToken": {"name": "zitadel-pat", "key": "token"}}})).await;
     let desired = kv(&[("probe", "ok")]);
     env.apply_org("probed", json!({"organizationId": ACME, "connectionRef": {"name": "main"}, "metadata": entries(&desired)}))
         .await;
@@ -1213,7 +1217,7 @@ async fn jwt_profile_connection(env: &TestEnv, service_user: &str) -> Operator {
         .await;
     let op =
         Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], chaos_settings());
-    env.apply_connection("acme", json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "zitadel-key", "key": "key.json"}}})).await;
+    env.apply_connection("acme", json!({"url": env.emu.url(), "api": "V1", "credentials": {"jwtProfile": {"name": "zitadel-key", "key": "key.json"}}})).await;
     op
 }
 
@@ -1479,7 +1483,7 @@ async fn steady_state_under_five_percent_errors_writes_nothing() {
         resync: Duration::from_secs(1),
         ..chaos_settings()
     };
-    let op = env.start_operator(settings);
+    let op = env.start_operator_with_api(settings, ApiMode::V1);
     for i in 0..OBJECTS {
         env.apply_org(
             &format!("s{i}"),
@@ -1737,7 +1741,7 @@ async fn load_converges_while_five_percent_of_requests_fail() {
         request_timeout: Duration::from_secs(10),
     };
     let limit = Duration::from_secs(if n > 1000 { 900 } else { 240 });
-    let op = env.start_operator(settings);
+    let op = env.start_operator_with_api(settings, ApiMode::V1);
 
     // Round 0: create everything at once.
     let started = Instant::now();

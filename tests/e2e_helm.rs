@@ -289,6 +289,7 @@ async fn helm_lint_passes_and_the_schema_rejects_bad_values() {
             "additional properties 'replicaCont' not allowed",
         ),
         ("zitadel.url=acme.zitadel.cloud", "/zitadel/url"),
+        ("zitadel.api=v3", "/zitadel/api"),
         ("operator.resyncInterval=soon", "/operator/resyncInterval"),
         (
             "operator.maxConcurrentReconciles=0",
@@ -653,6 +654,8 @@ async fn token_modes_render_flags_secret_access_and_mounts() {
             &format!("zitadel.tokenSecret.namespace={secrets_ns}"),
             "--set",
             "zitadel.tokenSecret.key=pat",
+            "--set",
+            "zitadel.api=v2",
         ],
     );
     let a = args(&api);
@@ -660,6 +663,7 @@ async fn token_modes_render_flags_secret_access_and_mounts() {
         "--zitadel-url=https://acme.zitadel.cloud".to_string(),
         format!("--token-secret={secrets_ns}/zitadel-token"),
         "--token-secret-key=pat".to_string(),
+        "--zitadel-api=v2".to_string(),
     ] {
         assert!(a.contains(&expected), "{expected} in {a:?}");
     }
@@ -695,6 +699,8 @@ async fn token_modes_render_flags_secret_access_and_mounts() {
     );
     let a = args(&file);
     assert!(a.contains(&"--token-file=/var/run/secrets/zitadel/token".to_string()));
+    // `zitadel.api: auto` (the default) is the binary's default: no flag.
+    assert!(!a.iter().any(|a| a.starts_with("--zitadel-api")), "{a:?}");
     assert!(!a.iter().any(|a| a.starts_with("--token-secret")));
     assert!(of_kind(&file, "Role").is_empty());
     let pod = &one(&file, "Deployment")["spec"]["template"]["spec"];

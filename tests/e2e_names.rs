@@ -1,5 +1,9 @@
 //! End-to-end: targets named by org name/domain and user login name/user name/email, resolved
 //! through ZITADEL's search endpoints (in the emulator) once, recorded in status.
+//!
+//! The default connection is pinned to Management API v1 (`--zitadel-api v1`): the tests count
+//! v1 writes; the lookups they are about go through `/v2/organizations/_search` and v1 search
+//! either way.
 
 mod common;
 
@@ -14,7 +18,7 @@ use zmo_testkit::emulator::{Fault, FaultKind, Operation};
 async fn organizations_by_name_and_domain() {
     let env = TestEnv::new("orgnames").await;
     env.emu.add_org_domain(GLOBEX, "globex.example", true);
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     env.apply_org(
         "by-name",
         json!({"organization": {"name": "Acme"}, "metadata": [{"key": "k", "value": "by name"}]}),
@@ -49,7 +53,7 @@ async fn organizations_by_name_and_domain() {
 async fn ambiguous_and_missing_names_stall_with_precise_messages() {
     let env = TestEnv::new("ambiguous").await;
     env.emu.add_org("100000000000000009", "Acme");
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     env.apply_org(
         "two",
         json!({"organization": {"name": "Acme"}, "metadata": [{"key": "k", "value": "v"}]}),
@@ -84,7 +88,7 @@ async fn ambiguous_and_missing_names_stall_with_precise_messages() {
 async fn users_by_login_name_user_name_and_email() {
     let env = TestEnv::new("usernames").await;
     env.emu.set_user_email(BOB, "Bob@Globex.example");
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     env.apply_user(
         "by-login",
         json!({"user": {"loginName": "alice@acme.localhost"}, "metadata": [{"key": "via", "value": "login"}]}),
@@ -130,7 +134,7 @@ async fn read_back_mismatch_is_a_visible_error_then_recovers() {
         times: Some(2),
         probability: None,
     });
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     env.apply_org_values("acme", ACME, &[("a", "1")]).await;
     let o = env
         .wait_org("acme", "ReadBackMismatch", |o| {

@@ -1,5 +1,9 @@
 //! End-to-end: the controllers (in-process) against a real kube-apiserver + etcd and the ZITADEL
 //! emulator. Each test has its own namespace, emulator and operator.
+//!
+//! The operator's default connection is pinned to Management API v1 (`--zitadel-api v1`): the
+//! tests assert v1 requests (operation names, bulk bodies, `details.sequence`). The same
+//! scenario runs on every ZITADEL version, v2 included, in `tests/e2e_versions.rs`.
 
 mod common;
 
@@ -45,7 +49,7 @@ fn removed_keys(env: &TestEnv, op: Operation) -> Vec<Vec<String>> {
 #[tokio::test]
 async fn org_and_user_metadata_become_ready_with_zitadel_details() {
     let env = TestEnv::new("ready").await;
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     let bin = base64::engine::general_purpose::STANDARD.encode([0u8, 159, 146, 150]);
     env.apply_org(
         "acme",
@@ -132,7 +136,7 @@ async fn org_and_user_metadata_become_ready_with_zitadel_details() {
 #[tokio::test]
 async fn steady_state_writes_nothing_and_status_does_not_churn() {
     let env = TestEnv::new("steady").await;
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     env.apply_org_values("acme", ACME, &[("a", "1")]).await;
     let ready = env.wait_org_ready("acme").await;
     // Let the status write settle into the cache, then observe several resync periods.
@@ -184,7 +188,7 @@ async fn steady_state_writes_nothing_and_status_does_not_churn() {
 async fn edit_sends_only_the_changed_key_and_removal_sends_one_bulk_remove() {
     let env = TestEnv::new("edit").await;
     env.emu.put_org_metadata(ACME, "foreign", b"someone else's");
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     env.apply_org_values("acme", ACME, &[("a", "1"), ("b", "2")])
         .await;
     env.wait_org_ready("acme").await;
@@ -245,7 +249,7 @@ async fn edit_sends_only_the_changed_key_and_removal_sends_one_bulk_remove() {
 #[tokio::test]
 async fn drift_is_repaired_within_one_resync() {
     let env = TestEnv::new("drift").await;
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     env.apply_org_values("acme", ACME, &[("a", "1"), ("b", "2")])
         .await;
     env.wait_org_ready("acme").await;
@@ -278,7 +282,7 @@ async fn drift_is_repaired_within_one_resync() {
 #[tokio::test]
 async fn deletion_honours_deletion_policy() {
     let env = TestEnv::new("delete").await;
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     env.apply_org_values("del", ACME, &[("gone", "1")]).await;
     env.apply_org(
         "keep",
@@ -315,7 +319,7 @@ async fn deletion_honours_deletion_policy() {
 #[tokio::test]
 async fn deleting_an_object_whose_user_is_gone_does_not_block() {
     let env = TestEnv::new("gone").await;
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     env.apply_user(
         "bob",
         json!({"userId": BOB, "organizationId": GLOBEX, "metadata": [{"key": "k", "value": "v"}]}),
@@ -350,7 +354,7 @@ async fn zitadel_503_backs_off_then_recovers_without_losing_the_change() {
         times: Some(3),
         probability: None,
     });
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     env.apply_org_values("acme", ACME, &[("a", "1")]).await;
     let retrying = env
         .wait_org("acme", "Ready=False while ZITADEL is unavailable", |o| {
@@ -383,7 +387,7 @@ async fn zitadel_503_backs_off_then_recovers_without_losing_the_change() {
 #[tokio::test]
 async fn unknown_user_stalls_with_a_clear_message_and_no_writes() {
     let env = TestEnv::new("nouser").await;
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     env.apply_user(
         "ghost",
         json!({"userId": "299999999999999999", "metadata": [{"key": "k", "value": "v"}]}),
@@ -416,7 +420,7 @@ async fn unknown_user_stalls_with_a_clear_message_and_no_writes() {
 async fn value_over_the_byte_limit_is_a_reconcile_time_error() {
     // 250 000 two-byte characters pass the schema's 500 000-character cap but are 500 000+ bytes.
     let env = TestEnv::new("toolarge").await;
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     let value = "é".repeat(250_001);
     env.apply_org(
         "big",
@@ -438,7 +442,7 @@ async fn value_over_the_byte_limit_is_a_reconcile_time_error() {
 #[tokio::test]
 async fn second_object_claiming_a_key_reports_a_conflict_and_does_not_fight() {
     let env = TestEnv::new("conflict").await;
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     env.apply_org_values("first", ACME, &[("shared", "first")])
         .await;
     env.wait_org_ready("first").await;

@@ -1,5 +1,8 @@
 //! End-to-end: values from Secrets/ConfigMaps, drift policies, suspend, adoption — against the real
 //! API server and the ZITADEL emulator.
+//!
+//! The default connection is pinned to Management API v1 (`--zitadel-api v1`): the tests count
+//! v1 operations and read v1 bulk bodies. The policies themselves do not depend on the API.
 
 mod common;
 
@@ -39,7 +42,7 @@ async fn secret_values_sync_rotate_on_watch_and_report_a_missing_secret() {
     // A resync far away: a change that lands quickly came through the Secret watch.
     let mut settings = fast_settings();
     settings.resync = Duration::from_secs(3600);
-    let op = env.start_operator(settings);
+    let op = env.start_operator_with_api(settings, ApiMode::V1);
     env.put_secret(&env.ns, "api-creds", "client-id", "first-secret-value")
         .await;
     let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
@@ -152,7 +155,7 @@ async fn drift_policy_report_never_writes_and_lists_keys() {
     let env = TestEnv::new("report").await;
     env.emu.put_org_metadata(ACME, "same", b"1");
     env.emu.put_org_metadata(ACME, "differs", b"outside value");
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     env.apply_org(
         "acme",
         json!({"organizationId": ACME, "driftPolicy": "Report", "metadata": [
@@ -206,7 +209,7 @@ async fn drift_policy_report_never_writes_and_lists_keys() {
 #[tokio::test]
 async fn drift_policy_ignore_applies_spec_changes_but_leaves_outside_edits() {
     let env = TestEnv::new("ignore").await;
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     env.apply_org("acme", json!({"organizationId": ACME, "driftPolicy": "Ignore", "metadata": [{"key": "a", "value": "1"}]}))
         .await;
     env.wait_org_ready("acme").await;
@@ -234,7 +237,7 @@ async fn drift_policy_ignore_applies_spec_changes_but_leaves_outside_edits() {
 #[tokio::test]
 async fn suspend_pauses_all_calls_until_resumed() {
     let env = TestEnv::new("suspend").await;
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     env.apply_org_values("acme", ACME, &[("a", "1")]).await;
     env.wait_org_ready("acme").await;
     env.apply_org(
@@ -279,7 +282,7 @@ async fn adoption_of_existing_keys() {
     let env = TestEnv::new("adopt").await;
     env.emu.put_org_metadata(ACME, "equal", b"same");
     env.emu.put_org_metadata(ACME, "other", b"old");
-    let op = env.start_operator(fast_settings());
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
     env.apply_org_values("eq", ACME, &[("equal", "same")]).await;
     let o = env.wait_org_ready("eq").await;
     assert_eq!(writes(&env), 0, "equal values are adopted without a write");

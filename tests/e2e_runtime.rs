@@ -43,6 +43,9 @@ impl Replica {
         let (health, metrics) = (free_addr(), free_addr());
         let mut launch = Launch::new(env.cp.kubeconfig_path(), &env.ns, "2s")
             .zitadel(&env.emu.url(), token_file)
+            // The metrics checked below are v1 operation names: the API is pinned (and the
+            // flag's effect is visible in `zitadel_api_selected`).
+            .args(["--zitadel-api", "v1"])
             .args(["--max-concurrent-reconciles", "3"])
             .addresses(&health, &metrics)
             .env("RUST_LOG", "info,kube=warn")
@@ -465,6 +468,15 @@ fn check_zitadel_metrics(text: &str, env: &TestEnv) {
     );
     at_least(
         "zitadel_requests_total{operation=\"BulkSetUserMetadata\",code=\"200\"}",
+        1.0,
+    );
+    // `--zitadel-api v1` reached the default connection: pinned, no probe.
+    exactly(
+        "zitadel_api_selected{service=\"org_metadata\",api=\"v1\"}",
+        1.0,
+    );
+    exactly(
+        "zitadel_api_selected{service=\"user_metadata\",api=\"v1\"}",
         1.0,
     );
     at_least(

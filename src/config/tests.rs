@@ -19,6 +19,11 @@ fn defaults_and_durations() {
     .expect("parse");
     assert_eq!(c.resync_interval, Duration::from_secs(300));
     assert_eq!(c.zitadel_rps, 0, "no request budget unless asked for");
+    assert_eq!(
+        c.zitadel_api,
+        ApiMode::Auto,
+        "the API is probed unless pinned"
+    );
     assert!(matches!(c.watch(), Namespaces::All));
     assert!(
         matches!(c.validate(), Ok(Some(TokenConfig::Secret { ref key, .. })) if key == "token")
@@ -159,4 +164,27 @@ fn namespace_list() {
     ])
     .expect("parse");
     assert!(matches!(c.watch(), Namespaces::Only(ref v) if v == &["a", "b", "c"]));
+}
+
+#[test]
+fn the_api_of_the_default_connection_can_be_pinned() {
+    let base = [
+        "--zitadel-url",
+        "https://z.example",
+        "--token-secret",
+        "a/b",
+    ];
+    for (flag, mode) in [
+        ("auto", ApiMode::Auto),
+        ("v1", ApiMode::V1),
+        ("V2", ApiMode::V2),
+    ] {
+        let mut args = base.to_vec();
+        args.extend(["--zitadel-api", flag]);
+        assert_eq!(parse(&args).expect("parse").zitadel_api, mode, "{flag}");
+    }
+    let mut args = base.to_vec();
+    args.extend(["--zitadel-api", "v3"]);
+    let err = parse(&args).expect_err("v3 is not an API");
+    assert!(err.to_string().contains("use auto, v1 or v2"), "{err}");
 }

@@ -13,7 +13,9 @@ use crate::crd::{ConnectionSettings, SecretKeyRef};
 use crate::metrics::Metrics;
 use crate::reason::Reason;
 use crate::sources::{SourceKind, ValueSources};
-use crate::zitadel::{ClientConfig, HttpClient, KeyFile, TokenSource, ZitadelApi, ZitadelError};
+use crate::zitadel::{
+    ApiMode, ClientConfig, HttpClient, KeyFile, TokenSource, ZitadelApi, ZitadelError,
+};
 
 /// A connection that cannot produce a client: missing Secret/key, bad key file, bad CA bundle.
 #[derive(Debug, thiserror::Error)]
@@ -75,15 +77,18 @@ impl Built {
     }
 }
 
-/// The operator-wide default connection (single-tenant mode) from its flags.
+/// The operator-wide default connection (single-tenant mode) from its flags (`--zitadel-url`,
+/// the token flag, `--request-timeout`, `--zitadel-api`).
 pub fn default_connection(
     url: Url,
     token: TokenSource,
     request_timeout: Duration,
+    api: ApiMode,
     metrics: Arc<Metrics>,
 ) -> Result<Arc<HttpClient>, ZitadelError> {
     let mut config = ClientConfig::new(url, token);
     config.request_timeout = request_timeout;
+    config.api = api;
     Ok(Arc::new(HttpClient::new(config)?.with_metrics(metrics)))
 }
 
@@ -317,6 +322,29 @@ mod tests {
             Some("zitadel-system")
         );
         assert!(reference_namespace(secret, &own, None).is_err());
+    }
+
+    #[test]
+    fn the_default_connection_uses_the_api_flag() {
+        let url: Url = "https://zitadel.example".parse().expect("url");
+        let build = |api| {
+            default_connection(
+                url.clone(),
+                TokenSource::Static(Arc::from("t")),
+                Duration::from_secs(1),
+                api,
+                Arc::new(Metrics::new()),
+            )
+            .expect("client")
+        };
+        // Pinned: selected without a probe. Auto: nothing selected before the first call.
+        for mode in [ApiMode::V1, ApiMode::V2] {
+            assert_eq!(
+                build(mode).api_selection(),
+                crate::zitadel::ApiSelection::pinned(mode)
+            );
+        }
+        assert_eq!(build(ApiMode::Auto).api_selection(), None);
     }
 
     #[tokio::test]

@@ -26,6 +26,8 @@ use zitadel_metadata_operator::controller::{self, Namespaces, Settings, Shutdown
 use zitadel_metadata_operator::crd::{MetadataStatus, OrgMetadata, UserMetadata};
 use zitadel_metadata_operator::sources::{KubeSources, ValueSources};
 use zitadel_metadata_operator::status;
+#[allow(unused_imports)]
+pub use zitadel_metadata_operator::zitadel::ApiMode;
 use zitadel_metadata_operator::zitadel::{ClientConfig, HttpClient, TokenSource};
 use zmo_testkit::controlplane::ControlPlane;
 use zmo_testkit::emulator::Emulator;
@@ -70,6 +72,22 @@ impl TestEnv {
         }
     }
 
+    /// Like [`Self::new`] with an emulator imitating the ZITADEL version `profile`.
+    pub async fn with_profile(prefix: &str, profile: zmo_testkit::emulator::Profile) -> TestEnv {
+        let cp = shared_with_crds().await;
+        let client = cp.client().await.expect("kube client");
+        let ns = cp.create_namespace(prefix).await.expect("namespace");
+        let emu = Emulator::start_seeded_with(profile)
+            .await
+            .expect("emulator");
+        TestEnv {
+            cp,
+            client,
+            ns,
+            emu,
+        }
+    }
+
     pub fn orgs(&self) -> Api<OrgMetadata> {
         Api::namespaced(self.client.clone(), &self.ns)
     }
@@ -98,9 +116,23 @@ impl TestEnv {
         .expect("apply ZitadelConnection");
     }
 
-    /// Run the controllers in-process, watching only this test's namespace.
+    /// Run the controllers in-process, watching only this test's namespace; the default
+    /// connection probes the instance (`ApiMode::Auto`).
     pub fn start_operator(&self, settings: Settings) -> Operator {
         Operator::start(self.client.clone(), &self.emu.url(), &self.ns, settings)
+    }
+
+    /// Like [`Self::start_operator`], with the default connection's API pinned (`--zitadel-api`).
+    /// Suites about v1 behaviour (request shapes, operation counts) pin `ApiMode::V1` so that
+    /// they test what they name whatever `Auto` picks on the emulator's default profile.
+    pub fn start_operator_with_api(&self, settings: Settings, api: ApiMode) -> Operator {
+        Operator::start_with_api(
+            self.client.clone(),
+            &self.emu.url(),
+            &self.ns,
+            settings,
+            api,
+        )
     }
 
     pub async fn apply_org(&self, name: &str, spec: serde_json::Value) -> OrgMetadata {
@@ -400,7 +432,22 @@ pub fn flag_connection(
 
 impl Operator {
     pub fn start(client: Client, zitadel_url: &str, ns: &str, settings: Settings) -> Operator {
-        let zitadel = zitadel_client(zitadel_url, TokenSource::Static(Arc::from(TOKEN)));
+        Operator::start_with_api(client, zitadel_url, ns, settings, ApiMode::Auto)
+    }
+
+    /// The controllers with the default connection's API set to `api`.
+    pub fn start_with_api(
+        client: Client,
+        zitadel_url: &str,
+        ns: &str,
+        settings: Settings,
+        api: ApiMode,
+    ) -> Operator {
+        let url = zitadel_url.parse().expect("emulator url");
+        let mut config = ClientConfig::new(url, TokenSource::Static(Arc::from(TOKEN)));
+        config.request_timeout = Duration::from_secs(2);
+        config.api = api;
+        let zitadel = Arc::new(HttpClient::new(config).expect("zitadel client"));
         let (stop, shutdown) = stop_signal();
         let handle = tokio::spawn(controller::run(
             client,

@@ -52,6 +52,28 @@ pub struct Io<'a, K> {
     pub report: &'a dyn Report<K>,
 }
 
+impl<K> Io<'_, K> {
+    /// The read-only part: what the planning steps need.
+    pub fn reads(&self) -> Reads<'_, K> {
+        Reads {
+            sources: self.sources,
+            connections: self.connections,
+            neighbours: self.neighbours,
+        }
+    }
+}
+
+/// What the planning steps ([`sync::prepare`]) read, and nothing they could write with: the
+/// read-only part of [`Io`], shared by the reconcile and the `diff` preview.
+pub struct Reads<'a, K> {
+    /// `valueFrom` Secrets/ConfigMaps.
+    pub sources: &'a dyn ValueSources,
+    /// The object's connection → a ZITADEL client.
+    pub connections: &'a dyn ConnectionResolver,
+    /// Other objects on the same target.
+    pub neighbours: &'a dyn Neighbours<K>,
+}
+
 /// The object's connection: a client, or why it may not have one (no ZITADEL call then).
 async fn connect<K: MetadataResource>(obj: &K, io: &Io<'_, K>) -> crate::connections::Resolution {
     let ns = obj.namespace().unwrap_or_default();

@@ -7,8 +7,8 @@ use kube::ResourceExt;
 
 use super::sources::{self, SourceError};
 use super::target::{self, TargetError};
-use super::{Io, claims, connect};
-use crate::connections::Refusal;
+use super::{Io, Reads, claims};
+use crate::connections::{Granted, Refusal};
 use crate::crd::{self, DriftPolicy, MetadataResource, MetadataStatus};
 use crate::plan::{self, Plan};
 use crate::reason::Reason;
@@ -105,6 +105,59 @@ fn unchanged_since_ready<K: MetadataResource>(
         && status::find(&previous.conditions, status::READY).is_some_and(|c| c.status == "True")
 }
 
+/// What a sync read and decided before any write: the planning half of [`sync`], shared with the
+/// `diff` preview (which stops here and writes nothing).
+pub enum Prepared {
+    /// driftPolicy `Ignore` and nothing changed on our side since the last successful sync:
+    /// ZITADEL is neither read nor written; this is the sync's result.
+    Unchanged(Synced),
+    /// ZITADEL was read and the writes planned.
+    Planned(Box<Planned>),
+}
+
+/// The target's metadata as read, and the writes planned for it.
+pub struct Planned {
+    /// The connection the calls go through.
+    pub granted: Granted,
+    /// The org/user the calls act on.
+    pub target: Target,
+    /// Desired keys and values, without the keys an earlier object claims.
+    pub desired: MetadataMap,
+    /// Keys this object manages (`status.managedKeys`), without the keys an earlier object
+    /// claims.
+    pub managed: BTreeSet<String>,
+    /// What ZITADEL holds.
+    pub observed: MetadataMap,
+    /// Keys of the spec left to an earlier object (key → that object).
+    pub conflicts: BTreeMap<String, String>,
+    /// `Kind/name@resourceVersion` of the value sources read.
+    pub source_versions: Vec<String>,
+    /// The writes that make ZITADEL match (`plan::plan(desired, observed, managed)`).
+    pub plan: Plan,
+}
+
+impl Planned {
+    /// The sync's result once the plan is executed (`Enforce`, `Ignore`) or only reported
+    /// (`Report`: nothing is written, keys that already match are adopted).
+    pub fn synced(&self, policy: DriftPolicy) -> Synced {
+        if policy == DriftPolicy::Report {
+            return report_only(
+                &self.desired,
+                &self.observed,
+                &self.managed,
+                self.conflicts.clone(),
+                self.source_versions.clone(),
+            );
+        }
+        Synced {
+            managed: self.desired.keys().cloned().collect(),
+            conflicts: self.conflicts.clone(),
+            drifted: BTreeSet::new(),
+            source_versions: self.source_versions.clone(),
+        }
+    }
+}
+
 /// The pipeline. Records acknowledged writes in `progress` as it goes.
 pub async fn sync<K: MetadataResource>(
     obj: &K,
@@ -112,15 +165,50 @@ pub async fn sync<K: MetadataResource>(
     previous: &MetadataStatus,
     progress: &mut Progress,
 ) -> Result<Synced, SyncError> {
+    let planned = match prepare(obj, &io.reads(), previous, progress).await? {
+        Prepared::Unchanged(synced) => return Ok(synced),
+        Prepared::Planned(planned) => planned,
+    };
+    let synced = planned.synced(obj.drift_policy());
+    if obj.drift_policy() == DriftPolicy::Report {
+        return Ok(synced);
+    }
+    let Planned {
+        granted,
+        target,
+        desired,
+        managed,
+        observed,
+        ..
+    } = *planned;
+    let api = granted.api.as_ref();
+    let plan = write(api, &target, &desired, &managed, observed, progress).await?;
+    read_back(api, &target, &plan).await?;
+    Ok(synced)
+}
+
+/// Everything before the first write: validate → read value sources → connection → resolve
+/// target → claims → list → plan. Only reads (Kubernetes through `reads`, ZITADEL through the
+/// connection's client); records the target in `progress`.
+pub async fn prepare<K: MetadataResource>(
+    obj: &K,
+    reads: &Reads<'_, K>,
+    previous: &MetadataStatus,
+    progress: &mut Progress,
+) -> Result<Prepared, SyncError> {
     let spec = crd::validate(obj.entries()).map_err(SyncError::Invalid)?;
     let ns = obj.namespace().unwrap_or_default();
-    let sourced = sources::resolve(io.sources, &ns, &spec.sourced).await?;
+    let sourced = sources::resolve(reads.sources, &ns, &spec.sourced).await?;
     let source_versions = sourced.versions;
     let mut desired = spec.inline;
     desired.extend(sourced.values);
 
     // The connection: refused (missing, not Ready, namespace not allowed) → no ZITADEL call.
-    let granted = connect(obj, io).await.map_err(SyncError::Refused)?;
+    let granted = reads
+        .connections
+        .for_object(&ns, obj.connection_ref())
+        .await
+        .map_err(SyncError::Refused)?;
     let api = granted.api.as_ref();
 
     // Leave ZITADEL alone (not even read it) when nothing changed on our side (driftPolicy
@@ -128,11 +216,11 @@ pub async fn sync<K: MetadataResource>(
     if unchanged_since_ready(obj, previous, &source_versions) {
         progress.org_id = previous.organization_id.clone();
         progress.user_id = previous.user_id.clone();
-        return Ok(Synced {
+        return Ok(Prepared::Unchanged(Synced {
             managed: previous.managed_keys.iter().cloned().collect(),
             source_versions,
             ..Synced::default()
-        });
+        }));
     }
 
     let target = target::resolve(obj, api, previous).await?;
@@ -153,27 +241,21 @@ pub async fn sync<K: MetadataResource>(
     }
 
     // Keys an earlier object on the same target already claims are not ours to write or remove.
-    let conflicts = claims::conflicts(obj, &io.neighbours.on_target(obj).await);
+    let conflicts = claims::conflicts(obj, &reads.neighbours.on_target(obj).await);
     let (desired, managed) = unclaimed(desired, previous, &conflicts);
 
     let observed = api.list_metadata(&target).await?;
-    if obj.drift_policy() == DriftPolicy::Report {
-        return Ok(report_only(
-            &desired,
-            &observed,
-            &managed,
-            conflicts,
-            source_versions,
-        ));
-    }
-    let plan = write(api, &target, &desired, &managed, observed, progress).await?;
-    read_back(api, &target, &plan).await?;
-    Ok(Synced {
-        managed: desired.keys().cloned().collect(),
+    let plan = plan::plan(&desired, &observed, &managed);
+    Ok(Prepared::Planned(Box::new(Planned {
+        granted,
+        target,
+        desired,
+        managed,
+        observed,
         conflicts,
-        drifted: BTreeSet::new(),
         source_versions,
-    })
+        plan,
+    })))
 }
 
 /// The desired and the managed keys without those an earlier object claims.
