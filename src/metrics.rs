@@ -115,6 +115,13 @@ struct LeaseLabels {
     name: String,
 }
 
+/// The default connection's credential: where it is (one value per process) and its state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CredentialLabels {
+    source: String,
+    state: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn reconcile_histogram() -> Histogram {
@@ -145,6 +152,7 @@ pub struct Metrics {
     objects: Family<ObjectLabels, Gauge>,
     object_counters: Mutex<BTreeMap<String, ObjectCounter>>,
     leader: Family<LeaseLabels, Gauge>,
+    default_credentials: Family<CredentialLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -247,6 +255,12 @@ impl Metrics {
             "1 while this process holds the leader-election Lease `name`, else 0",
             leader.clone(),
         );
+        let default_credentials = Family::<CredentialLabels, Gauge>::default();
+        registry.register(
+            "zitadel_default_connection_credentials",
+            "1 for the state of the default connection's credential (unknown, unavailable: missing or unreadable, read: not yet checked, accepted, rejected by ZITADEL), 0 for the others; `source` names the Secret and key or the file",
+            default_credentials.clone(),
+        );
         Self {
             registry,
             reconcile_total,
@@ -263,6 +277,7 @@ impl Metrics {
             objects,
             object_counters: Mutex::new(BTreeMap::new()),
             leader,
+            default_credentials,
         }
     }
 
@@ -345,6 +360,24 @@ impl Metrics {
         self.zitadel_duration
             .get_or_create(&OperationLabels { operation })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// The default connection's credential at `source` is in `state` now (one of `states`).
+    pub fn set_default_credentials(
+        &self,
+        source: &str,
+        state: &'static str,
+        states: &[&'static str],
+    ) {
+        for s in states {
+            let labels = CredentialLabels {
+                source: source.to_string(),
+                state: s,
+            };
+            self.default_credentials
+                .get_or_create(&labels)
+                .set(i64::from(*s == state));
+        }
     }
 
     /// The ZITADEL token changed since it was last used (a rotation was picked up).
