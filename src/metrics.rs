@@ -82,6 +82,12 @@ struct ReconcileLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CleanupLabels {
+    controller: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     operation: &'static str,
     code: String,
@@ -109,6 +115,13 @@ struct LeaseLabels {
     name: String,
 }
 
+/// The default connection's credential: where it is (one value per process) and its state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CredentialLabels {
+    source: String,
+    state: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn reconcile_histogram() -> Histogram {
@@ -129,6 +142,7 @@ pub struct Metrics {
     reconcile_errors: Family<ControllerLabels, Counter>,
     terminal_errors: Family<ControllerLabels, Counter>,
     reconcile_time: HistogramFamily<ControllerLabels>,
+    cleanup_failures: Family<CleanupLabels, Counter>,
     max_concurrent: Family<ControllerLabels, Gauge>,
     active_workers: Family<ControllerLabels, Gauge>,
     zitadel_requests: Family<RequestLabels, Counter>,
@@ -138,6 +152,7 @@ pub struct Metrics {
     objects: Family<ObjectLabels, Gauge>,
     object_counters: Mutex<BTreeMap<String, ObjectCounter>>,
     leader: Family<LeaseLabels, Gauge>,
+    default_credentials: Family<CredentialLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -183,6 +198,12 @@ impl Metrics {
             "Length of time per reconciliation per controller",
             Unit::Seconds,
             reconcile_time.clone(),
+        );
+        let cleanup_failures = Family::<CleanupLabels, Counter>::default();
+        registry.register(
+            "zitadel_metadata_cleanup_failures",
+            "Deletions whose cleanup failed (the object keeps its finalizer and is retried), per controller and reason of the failure",
+            cleanup_failures.clone(),
         );
         let max_concurrent = Family::<ControllerLabels, Gauge>::default();
         registry.register(
@@ -234,12 +255,19 @@ impl Metrics {
             "1 while this process holds the leader-election Lease `name`, else 0",
             leader.clone(),
         );
+        let default_credentials = Family::<CredentialLabels, Gauge>::default();
+        registry.register(
+            "zitadel_default_connection_credentials",
+            "1 for the state of the default connection's credential (unknown, unavailable: missing or unreadable, read: not yet checked, accepted, rejected by ZITADEL), 0 for the others; `source` names the Secret and key or the file",
+            default_credentials.clone(),
+        );
         Self {
             registry,
             reconcile_total,
             reconcile_errors,
             terminal_errors,
             reconcile_time,
+            cleanup_failures,
             max_concurrent,
             active_workers,
             zitadel_requests,
@@ -249,6 +277,7 @@ impl Metrics {
             objects,
             object_counters: Mutex::new(BTreeMap::new()),
             leader,
+            default_credentials,
         }
     }
 
@@ -310,6 +339,16 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// A cleanup of `controller` failed for `reason` (the finalizer stays).
+    pub fn cleanup_failed(&self, controller: &'static str, reason: crate::reason::Reason) {
+        self.cleanup_failures
+            .get_or_create(&CleanupLabels {
+                controller,
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
     /// One ZITADEL request finished. `code` is the HTTP status, or `"timeout"` / `"error"`.
     pub fn zitadel_request(&self, operation: &'static str, code: &str, elapsed: Duration) {
         self.zitadel_requests
@@ -321,6 +360,24 @@ impl Metrics {
         self.zitadel_duration
             .get_or_create(&OperationLabels { operation })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// The default connection's credential at `source` is in `state` now (one of `states`).
+    pub fn set_default_credentials(
+        &self,
+        source: &str,
+        state: &'static str,
+        states: &[&'static str],
+    ) {
+        for s in states {
+            let labels = CredentialLabels {
+                source: source.to_string(),
+                state: s,
+            };
+            self.default_credentials
+                .get_or_create(&labels)
+                .set(i64::from(*s == state));
+        }
     }
 
     /// The ZITADEL token changed since it was last used (a rotation was picked up).

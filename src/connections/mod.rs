@@ -8,6 +8,7 @@
 //! until the connection or its Secrets change; [`guard`] holds the pure checks.
 
 pub mod build;
+pub mod credentials;
 pub mod guard;
 
 use std::collections::{BTreeMap, HashMap};
@@ -258,7 +259,7 @@ impl ConnectionResolver for Connections {
                 name: found.name,
             });
         }
-        let built = build::build(self.sources.as_ref(), &found.settings, self.request_timeout)
+        let built = build::build(&self.sources, &found.settings, self.request_timeout)
             .await
             .map_err(|e| Refusal {
                 reason: Reason::ConnectionNotReady,

@@ -21,7 +21,7 @@ pub use error::{ZitadelError, code, ids};
 pub use http::{ClientConfig, ConnectionCheck, HttpClient, MAX_RESPONSE_BYTES, RateLimit};
 pub use jwt::{JwtProfile, KeyFile, KeyFileError};
 pub use probe::{Api, ApiMode, ApiSelection};
-pub use token::TokenSource;
+pub use token::{TokenProvider, TokenSource};
 
 use serde::{Deserialize, Deserializer, Serialize};
 

@@ -13,7 +13,9 @@ use crate::crd::{self, DriftPolicy, MetadataResource, MetadataStatus};
 use crate::plan::{self, Plan};
 use crate::reason::Reason;
 use crate::status;
-use crate::zitadel::{MetadataMap, ObjectDetails, Target, ZitadelApi, ZitadelError};
+use crate::zitadel::{
+    Existence, MetadataMap, ObjectDetails, Relevant, Target, ZitadelApi, ZitadelError,
+};
 
 /// What a sync did before it finished or failed; kept even on failure so status never forgets a
 /// write ZITADEL acknowledged.
@@ -53,6 +55,30 @@ pub enum SyncError {
         /// Human message.
         message: String,
     },
+    /// ZITADEL gave an answer that may mean "the target is gone" (`AUTH-Bs7Ds`,
+    /// `COMMAND-uXHNj`, `COMMAND-QXPGs`) and [`ZitadelApi::target_exists`] was asked.
+    Ambiguous {
+        /// The target the answer was about.
+        target: Target,
+        /// The ambiguous answer.
+        cause: ZitadelError,
+        /// What the existence check found.
+        check: Confirmed,
+    },
+}
+
+/// What confirming an ambiguous answer found.
+#[derive(Debug)]
+pub enum Confirmed {
+    /// The target is proven gone (Stalled `TargetNotFound`).
+    Gone,
+    /// The target exists; for a user, the organization it belongs to (when it could be read).
+    Exists {
+        /// The user's organization, for a user target (`None` for orgs or when unknown).
+        user_org: Option<String>,
+    },
+    /// Existence could not be established either way (retried with backoff).
+    Unknown(ZitadelError),
 }
 
 impl From<ZitadelError> for SyncError {
@@ -158,31 +184,12 @@ impl Planned {
     }
 }
 
-/// Whether the operator has never reported on this object: no condition and no managed key in
-/// its status (a new object, or one whose first status write never landed).
-pub fn never_reported(previous: &MetadataStatus) -> bool {
-    previous.conditions.is_empty() && previous.managed_keys.is_empty()
-}
-
 /// Whether this sync is the object's first successful one: it manages no key and was never
 /// Ready. Its writes get no `MetadataSet` Event (the `Ready` condition says the same; at 10,000
 /// creates one Event each was ~8 % of the operator's kube-apiserver cost); later writes do.
 pub fn first_sync(previous: &MetadataStatus) -> bool {
     previous.managed_keys.is_empty()
         && status::find(&previous.conditions, status::READY).is_none_or(|c| c.status != "True")
-}
-
-/// Whether [`prepare_with`] lists the target before planning.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Listing {
-    /// Always: the `diff` preview, which shows what is unchanged too.
-    Always,
-    /// Not for an object the operator [never reported on](never_reported) that may write
-    /// (driftPolicy `Enforce` or `Ignore`): nothing is managed yet, so the plan removes nothing
-    /// and sets every desired key, whatever ZITADEL holds (a key that already has the value is
-    /// set again, which changes nothing). The read-back after the write still verifies every
-    /// key, so a created object costs 2 ZITADEL calls (bulk set + read-back list) instead of 3.
-    SkipForNewObjects,
 }
 
 /// The pipeline. Records acknowledged writes in `progress` as it goes.
@@ -192,8 +199,7 @@ pub async fn sync<K: MetadataResource>(
     previous: &MetadataStatus,
     progress: &mut Progress,
 ) -> Result<Synced, SyncError> {
-    let listing = Listing::SkipForNewObjects;
-    let planned = match prepare_with(obj, &io.reads(), previous, progress, listing).await? {
+    let planned = match prepare(obj, &io.reads(), previous, progress).await? {
         Prepared::Unchanged(synced) => return Ok(synced),
         Prepared::Planned(planned) => planned,
     };
@@ -210,9 +216,17 @@ pub async fn sync<K: MetadataResource>(
         ..
     } = *planned;
     let api = granted.api.as_ref();
-    let plan = write(api, &target, &desired, &managed, observed, progress).await?;
-    read_back(api, &target, &plan).await?;
-    Ok(synced)
+    let written = match write(api, &target, &desired, &managed, observed, progress).await {
+        Ok(plan) => read_back(api, &target, &plan).await,
+        Err(e) => Err(e),
+    };
+    match written {
+        Ok(()) => Ok(synced),
+        Err(SyncError::Zitadel(cause)) if cause.needs_existence_proof() => {
+            Err(ambiguous(api, target, cause).await)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Everything before the first write: validate → read value sources → connection → resolve
@@ -223,17 +237,6 @@ pub async fn prepare<K: MetadataResource>(
     reads: &Reads<'_, K>,
     previous: &MetadataStatus,
     progress: &mut Progress,
-) -> Result<Prepared, SyncError> {
-    prepare_with(obj, reads, previous, progress, Listing::Always).await
-}
-
-/// [`prepare`], listing the target as `listing` says.
-pub async fn prepare_with<K: MetadataResource>(
-    obj: &K,
-    reads: &Reads<'_, K>,
-    previous: &MetadataStatus,
-    progress: &mut Progress,
-    listing: Listing,
 ) -> Result<Prepared, SyncError> {
     let spec = crd::validate(obj.entries()).map_err(SyncError::Invalid)?;
     let ns = obj.namespace().unwrap_or_default();
@@ -283,14 +286,13 @@ pub async fn prepare_with<K: MetadataResource>(
     let conflicts = claims::conflicts(obj, &reads.neighbours.on_target(obj).await);
     let (desired, managed) = unclaimed(desired, previous, &conflicts);
 
-    let blind = listing == Listing::SkipForNewObjects
-        && obj.drift_policy() != DriftPolicy::Report
-        && never_reported(previous)
-        && managed.is_empty();
-    let observed = if blind {
-        MetadataMap::new()
-    } else {
-        api.list_metadata(&target).await?
+    let relevant = relevant_keys(&desired, &managed);
+    let observed = match list_relevant(api, &target, &relevant).await {
+        Ok(observed) => observed,
+        Err(cause) if cause.needs_existence_proof() => {
+            return Err(ambiguous(api, target, cause).await);
+        }
+        Err(e) => return Err(e.into()),
     };
     let plan = plan::plan(&desired, &observed, &managed);
     Ok(Prepared::Planned(Box::new(Planned {
@@ -303,6 +305,58 @@ pub async fn prepare_with<K: MetadataResource>(
         source_versions,
         plan,
     })))
+}
+
+/// The keys a sync must see exactly: desired ∪ managed (other keys of the target are not
+/// ours and are never touched).
+fn relevant_keys(desired: &MetadataMap, managed: &BTreeSet<String>) -> BTreeSet<String> {
+    desired.keys().chain(managed.iter()).cloned().collect()
+}
+
+/// The target's metadata, exact for `relevant` (see [`Relevant::Only`]).
+pub(super) async fn list_relevant(
+    api: &dyn ZitadelApi,
+    target: &Target,
+    relevant: &BTreeSet<String>,
+) -> Result<MetadataMap, ZitadelError> {
+    let listing = api
+        .list_metadata_for(target, Relevant::Only(relevant))
+        .await?;
+    tracing::debug!(
+        org = target.org_id(),
+        calls = listing.calls,
+        keys = listing.metadata.len(),
+        complete = listing.complete,
+        "listed metadata"
+    );
+    Ok(listing.metadata)
+}
+
+/// An answer that may mean "the target is gone" (see [`ZitadelError::needs_existence_proof`]),
+/// with what ZITADEL says about the target's existence.
+async fn ambiguous(api: &dyn ZitadelApi, target: Target, cause: ZitadelError) -> SyncError {
+    let check = confirm(api, &target).await;
+    SyncError::Ambiguous {
+        target,
+        cause,
+        check,
+    }
+}
+
+/// Ask ZITADEL whether `target` exists after an ambiguous answer; for a user that exists, also
+/// which organization it is in (v1's `COMMAND-uXHNj` also means "in another organization").
+pub(super) async fn confirm(api: &dyn ZitadelApi, target: &Target) -> Confirmed {
+    match api.target_exists(target).await {
+        Ok(Existence::Gone) => Confirmed::Gone,
+        Ok(Existence::Exists) => {
+            let user_org = match target {
+                Target::User { user_id, .. } => api.user_organization(user_id).await.ok(),
+                Target::Org { .. } => None,
+            };
+            Confirmed::Exists { user_org }
+        }
+        Err(e) => Confirmed::Unknown(e),
+    }
 }
 
 /// The desired and the managed keys without those an earlier object claims.
@@ -365,7 +419,7 @@ async fn write(
             Ok(()) => return Ok(plan),
             Err(e) if e.is_key_not_existing() && !retried => {
                 retried = true;
-                observed = api.list_metadata(target).await?;
+                observed = list_relevant(api, target, &relevant_keys(desired, managed)).await?;
             }
             Err(e) => return Err(e.into()),
         }
@@ -377,7 +431,8 @@ async fn read_back(api: &dyn ZitadelApi, target: &Target, plan: &Plan) -> Result
     if plan.is_empty() {
         return Ok(());
     }
-    let after = api.list_metadata(target).await?;
+    let written: BTreeSet<String> = plan.set.keys().chain(plan.remove.iter()).cloned().collect();
+    let after = list_relevant(api, target, &written).await?;
     let mut mismatched: Vec<String> = plan
         .set
         .iter()

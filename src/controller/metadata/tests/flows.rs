@@ -7,8 +7,8 @@ use serde_json::json;
 
 use super::*;
 
-/// Synced (the first sync: no list before the write, no write Event); then a value changes and a
-/// key leaves the spec (listed first, written, Events for both writes).
+/// Synced (the first sync: no write Event); then a value changes and a key leaves the spec
+/// (Events for both writes).
 pub(super) async fn syncs_and_removes() -> BTreeSet<Reason> {
     let io = FakeIo::default();
     let first = org(json!({"organizationId": ORG, "metadata": entries(&[("a", "1"), ("b", "2")])}));
@@ -19,10 +19,17 @@ pub(super) async fn syncs_and_removes() -> BTreeSet<Reason> {
     assert_eq!(status.managed_keys, vec!["a".to_string(), "b".into()]);
     assert_eq!(status.sequence.as_deref(), Some("1"));
     assert_eq!(io.zitadel.metadata(&org_target()).len(), 2);
-    // A new object manages nothing: set, then read back (2 calls); the Ready condition tells
-    // the first sync, no Event.
-    assert_eq!(io.zitadel.calls(), vec![Op::Set, Op::List]);
+    // Read back after the write: list, set, list. The Ready condition tells the first sync: no
+    // write Event.
+    assert_eq!(io.zitadel.calls(), vec![Op::List, Op::Set, Op::List]);
     assert!(seen.events.is_empty(), "{:?}", seen.events);
+    // The listing asks for desired ∪ managed (exact whatever the row order), the read-back for
+    // the keys written.
+    let ab: BTreeSet<String> = ["a".to_string(), "b".into()].into();
+    assert_eq!(
+        io.zitadel.listings(),
+        vec![Some(ab.clone()), Some(ab.clone())]
+    );
 
     let second: OrgMetadata = object(
         "acme",
@@ -33,9 +40,11 @@ pub(super) async fn syncs_and_removes() -> BTreeSet<Reason> {
     assert_eq!(seen2.ready_reason(), Some(Reason::Synced));
     assert_eq!(keys_held(&io), vec!["a"]);
     assert_eq!(
-        io.zitadel.calls()[2..],
+        io.zitadel.calls()[3..],
         [Op::List, Op::Set, Op::Remove, Op::List]
     );
+    // "b" left the spec but is still managed: it is relevant to the listing.
+    assert_eq!(io.zitadel.listings()[2], Some(ab));
     let mut reasons = seen.reasons();
     reasons.extend(seen2.reasons());
     assert!(reasons.contains(&Reason::MetadataSet) && reasons.contains(&Reason::MetadataRemoved));
@@ -177,7 +186,7 @@ pub(super) async fn cleans_up() -> BTreeSet<Reason> {
     let seen = cleanup_once(&io, &obj).await;
     assert!(seen.result.is_err(), "{:?}", seen.result);
     assert!(!seen.events.contains(&Reason::TargetGone));
-    // Only ZITADEL's proof lets it go (GetUserByID's 404 QUERY-Dfbg2, shared/zitadel-api.md §10).
+    // Only ZITADEL's proof lets it go: `target_exists` → Gone (shared/zitadel-api.md §10).
     let io = FakeIo::default();
     io.zitadel.fail(
         Op::List,
@@ -187,6 +196,8 @@ pub(super) async fn cleans_up() -> BTreeSet<Reason> {
             r#"{"code":5,"message":"User could not be found (QUERY-Dfbg2)","details":[{"id":"QUERY-Dfbg2"}]}"#,
         ),
     );
+    io.zitadel
+        .set_existence(&org_target(), crate::zitadel::Existence::Gone);
     let seen = cleanup_once(&io, &obj).await;
     assert_eq!(seen.result, Ok(await_change()));
     assert_eq!(seen.events, vec![Reason::TargetGone]);
