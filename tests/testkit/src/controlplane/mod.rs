@@ -335,7 +335,11 @@ impl ControlPlane {
                 .api_version
                 .split_once('/')
                 .context("a policy document without an API group")?;
-            let plural = format!("{}s", types.kind.to_lowercase());
+            let kind = types.kind.to_lowercase();
+            let plural = match kind.strip_suffix('y') {
+                Some(stem) => format!("{stem}ies"),
+                None => format!("{kind}s"),
+            };
             let resource = ApiResource::from_gvk_with_plural(
                 &GroupVersionKind::gvk(group, version, &types.kind),
                 &plural,
