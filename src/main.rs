@@ -23,12 +23,6 @@ use zitadel_metadata_operator::sources::{KubeSources, ValueSources};
 use zitadel_metadata_operator::telemetry;
 use zitadel_metadata_operator::zitadel::{RateLimit, TokenSource};
 
-/// mimalloc instead of the system allocator: the operator holds many small, long-lived strings
-/// (its caches) between short-lived watch-event copies, which glibc's malloc fragments (at 10,000
-/// objects: 101 MiB RSS with glibc, 73 MiB with mimalloc; docs/perf-findings-13.md section 2).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     // `zitadel-metadata-operator diff …` and the kubectl plugin `kubectl zitadel diff …`.
