@@ -8,6 +8,7 @@ use clap::{Parser, ValueEnum};
 use url::Url;
 
 use crate::controller::{Namespaces, Settings};
+use crate::drift::{Detection, DriftSettings};
 use crate::zitadel::ApiMode;
 
 /// Log output format.
@@ -82,6 +83,23 @@ pub struct Config {
     /// IP.
     #[arg(long, env = "ZITADEL_RPS", default_value_t = 0)]
     pub zitadel_rps: u32,
+
+    /// How changes made in ZITADEL outside Kubernetes are noticed: `auto` (from ZITADEL's event
+    /// log where the credentials may read it — `events.read`, IAM_OWNER or IAM_OWNER_VIEWER —
+    /// else polling) or `polling` (each object re-lists its target every --resync-interval).
+    #[arg(long, env = "DRIFT_DETECTION", default_value = "auto", value_parser = parse_detection)]
+    pub drift_detection: Detection,
+
+    /// Events mode: how often each connection's event log is read (changes made outside
+    /// Kubernetes are repaired within about this long). A connection's
+    /// spec.driftDetection.eventPollInterval overrides it.
+    #[arg(long, env = "EVENT_POLL_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub event_poll_interval: Duration,
+
+    /// Events mode: how often each object still re-lists its target as a safety net (at least
+    /// --resync-interval).
+    #[arg(long, env = "EVENTS_RESYNC_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub events_resync_interval: Duration,
 
     /// Which ZITADEL API the default connection uses for metadata: `auto` (probe the instance:
     /// Management API v1 wherever it is served, so `status.sequence` keeps being reported; the
@@ -316,7 +334,23 @@ impl Config {
             backoff_max: self.backoff_max,
             concurrency: self.max_concurrent_reconciles,
             request_timeout: self.request_timeout,
+            drift: DriftSettings {
+                detection: self.drift_detection,
+                event_poll_interval: self.event_poll_interval,
+                events_resync: self.events_resync_interval,
+            },
         }
+    }
+}
+
+/// Parse `auto` or `polling` (any case).
+pub fn parse_detection(s: &str) -> Result<Detection, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "auto" => Ok(Detection::Auto),
+        "polling" => Ok(Detection::Polling),
+        _ => Err(format!(
+            "invalid drift detection {s:?} (use auto or polling)"
+        )),
     }
 }
 

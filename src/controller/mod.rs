@@ -12,6 +12,7 @@
 //! - `token_secret`: the finalizer on the `--token-secret` Secret while objects use it.
 
 mod context;
+pub mod drift;
 mod error;
 pub mod finalizers;
 mod index;

@@ -10,10 +10,12 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates};
 use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::mpsc;
 
+use super::drift::{DriftHub, Route, Routed};
 use super::finalizers::{Finalizers, Held, KubeFinalizers};
 use super::index::TargetIndex;
 use super::instrument::{count_conditions, error_policy, reconcile_instrumented};
@@ -91,6 +93,7 @@ fn kind_controller<K>(
     targets: &TargetIndex,
     usage: &UsageIndex,
     settings: &Settings,
+    drifted: mpsc::UnboundedReceiver<ObjectRef<K>>,
 ) -> Controller<K>
 where
     K: MetadataResource + Resource<DynamicType = ()>,
@@ -118,7 +121,8 @@ where
         .applied_objects()
         // Reconcile on changes of spec (generation; deletion bumps it too), finalizers, labels
         // and annotations — not on the operator's own status writes, which would cost one more
-        // ZITADEL read per write. Drift is caught by the periodic resync.
+        // ZITADEL read per write. Drift is caught from ZITADEL's event log (`drifted`) or by
+        // the periodic resync.
         .predicate_filter(
             predicates::generation
                 .combine(predicates::finalizers)
@@ -126,9 +130,15 @@ where
                 .combine(predicates::annotations),
             PredicateConfig::default(),
         );
+    let drifted =
+        futures::stream::unfold(
+            drifted,
+            |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
+        );
     let controller = Controller::for_stream(trigger, reader)
         .with_config(controller::Config::default().concurrency(settings.concurrency))
-        .trigger_backoff(NoTriggerBackoff);
+        .trigger_backoff(NoTriggerBackoff)
+        .reconcile_on(drifted);
     // Re-sync objects whose valueFrom names a Secret/ConfigMap that changed (metadata-only
     // watches: values are read on reconcile, never cached), and the objects using a connection
     // when what they depend on changes (it becomes Ready, rotates, is deleted).
@@ -177,6 +187,8 @@ pub struct KindParts {
     pub metrics: Arc<Metrics>,
     /// Fed with the objects' connections (which objects hold which connection).
     pub usage: UsageIndex,
+    /// Event-driven drift detection (triggers, re-check pacing, own writes).
+    pub drift: Arc<DriftHub>,
 }
 
 /// Build and run the controllers of one kind until `shutdown` resolves; `synced` fires once their
@@ -187,7 +199,7 @@ pub async fn run_kind<K>(
     shutdown: impl Fn() -> Shutdown,
     synced: tokio::sync::oneshot::Sender<()>,
 ) where
-    K: MetadataResource + Resource<DynamicType = ()>,
+    K: Routed,
 {
     let KindParts {
         client,
@@ -196,26 +208,34 @@ pub async fn run_kind<K>(
         settings,
         metrics,
         usage,
+        drift,
     } = parts;
     let targets = TargetIndex::default();
+    let mut senders = Vec::new();
     let controllers: Vec<Controller<K>> = namespaces
         .scopes()
         .into_iter()
-        .map(|scope| kind_controller(&client, scope, &targets, &usage, &settings))
+        .map(|scope| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            senders.push((scope.clone(), tx));
+            kind_controller(&client, scope, &targets, &usage, &settings, rx)
+        })
         .collect();
     metrics.register_controller(K::CONTROLLER, settings.concurrency);
     let stores: Vec<Store<K>> = controllers.iter().map(Controller::store).collect();
     let kind = K::kind(&()).to_string();
     let counted = stores.clone();
     metrics.set_object_counter(&kind, Box::new(move || count_conditions(&counted)));
+    drift.register(Route::new(targets.clone(), stores.clone(), senders));
     let ctx = Arc::new(Context::new(
         client,
-        connections,
+        drift.recording(connections),
         sources,
         settings,
         stores.clone(),
         targets,
         metrics.clone(),
+        drift,
     ));
     let runs = controllers.into_iter().map(|c| {
         c.graceful_shutdown_on(shutdown())
@@ -286,12 +306,22 @@ pub async fn run_with(
     let token_secret = default_connection
         .as_ref()
         .and_then(|d| d.token_secret.clone());
+    let has_default = default_connection.is_some();
     let connections = Arc::new(Connections::new(
         client.clone(),
         sources.clone(),
         default_connection.map(|d| d.api),
         settings.request_timeout,
     ));
+    let drift = DriftHub::new(
+        settings.clone(),
+        connections.clone(),
+        usage.clone(),
+        hooks.metrics.clone(),
+    );
+    if has_default {
+        drift.start_default();
+    }
     let parts = || KindParts {
         client: client.clone(),
         connections: connections.clone(),
@@ -299,6 +329,7 @@ pub async fn run_with(
         settings: settings.clone(),
         metrics: hooks.metrics.clone(),
         usage: usage.clone(),
+        drift: drift.clone(),
     };
     let connection_parts = || probe::ConnectionParts {
         client: client.clone(),
@@ -331,4 +362,5 @@ pub async fn run_with(
         probe::run::<ZitadelConnection>(connection_parts(), &namespaces, shutdown.clone()),
         probe::run::<ClusterZitadelConnection>(connection_parts(), &Namespaces::All, shutdown),
     );
+    drift.stop();
 }

@@ -14,9 +14,53 @@ pub use cursor::{Cursor, CursorConfig, PageOutcome};
 pub use own::OwnWrites;
 pub use schedule::{Mode, phased_delay, recheck_interval};
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::zitadel::Event;
+
+/// Whether drift may be detected from events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Detection {
+    /// From the event log where the credentials may read it (`events.read`), else polling.
+    #[default]
+    Auto,
+    /// Never read events: each object re-lists its target every resync interval.
+    Polling,
+}
+
+/// Drift-detection knobs (`--drift-detection`, `--event-poll-interval`,
+/// `--events-resync-interval`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DriftSettings {
+    /// Events where possible, or never.
+    pub detection: Detection,
+    /// How often a connection's event log is read in Events mode (a connection's
+    /// `spec.driftDetection.eventPollInterval` overrides it).
+    pub event_poll_interval: Duration,
+    /// Events mode: how often each object still re-lists its target (safety net; never more
+    /// often than the resync interval).
+    pub events_resync: Duration,
+}
+
+impl Default for DriftSettings {
+    fn default() -> Self {
+        Self {
+            detection: Detection::Auto,
+            event_poll_interval: Duration::from_secs(15),
+            events_resync: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl DriftSettings {
+    /// Polling only (every object re-lists its target each resync interval).
+    pub fn polling() -> Self {
+        Self {
+            detection: Detection::Polling,
+            ..Self::default()
+        }
+    }
+}
 
 /// What an event changed, as far as objects are concerned.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
