@@ -38,11 +38,13 @@ pub struct Config {
     pub zitadel_url: Option<Url>,
 
     /// File holding a Personal Access Token of a ZITADEL service user (re-read on every call,
-    /// so a rotated mounted Secret is picked up).
+    /// so a rotated mounted Secret is picked up). It may appear after the start: until then the
+    /// objects using the default connection report CredentialsUnavailable and /readyz is 503.
     #[arg(long, env = "ZITADEL_TOKEN_FILE", conflicts_with = "token_secret")]
     pub token_file: Option<PathBuf>,
 
-    /// Kubernetes Secret holding the token, as NAMESPACE/NAME (key from --token-secret-key).
+    /// Kubernetes Secret holding the token, as NAMESPACE/NAME (key from --token-secret-key),
+    /// followed by a watch of that one Secret. It may be created after the start.
     #[arg(long, env = "ZITADEL_TOKEN_SECRET")]
     pub token_secret: Option<String>,
 
@@ -174,14 +176,10 @@ pub enum ConfigError {
     /// `--token-secret` is not NAMESPACE/NAME.
     #[error("--token-secret must be NAMESPACE/NAME, got {0:?}")]
     SecretRef(String),
-    /// Token file unreadable at start.
-    #[error("cannot read --token-file {path}: {source}")]
-    TokenFile {
-        /// The path.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    /// `--token-file` is empty. (A file that does not exist yet is not an error: the operator
+    /// reports it and uses the file as soon as it appears.)
+    #[error("--token-file must name a file")]
+    TokenFile,
     /// URL scheme is not http(s).
     #[error("--zitadel-url must be an http:// or https:// URL, got {0}")]
     Url(Url),
@@ -249,13 +247,10 @@ impl Config {
         }
         let token = match (&self.token_file, &self.token_secret) {
             (None, None) if self.zitadel_url.is_none() => return Ok(None),
-            (Some(path), None) => {
-                std::fs::metadata(path).map_err(|source| ConfigError::TokenFile {
-                    path: path.clone(),
-                    source,
-                })?;
-                TokenConfig::File(path.clone())
+            (Some(path), None) if path.as_os_str().is_empty() => {
+                return Err(ConfigError::TokenFile);
             }
+            (Some(path), None) => TokenConfig::File(path.clone()),
             (None, Some(reference)) => match reference.split_once('/') {
                 Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
                     TokenConfig::Secret {

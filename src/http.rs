@@ -2,15 +2,17 @@
 //! address (one listener serves all three when both addresses are equal).
 //!
 //! - `/healthz`: 200 while the process runs.
-//! - `/readyz`: 200 once the controllers' caches hold their initial lists; a standby replica
-//!   (leader election on, Lease held by another replica) is healthy and answers 200 as well, so
-//!   rolling updates of a multi-replica Deployment are not blocked by replicas that wait for the
-//!   Lease. 503 otherwise (starting up, or a new leader still syncing its caches).
+//! - `/readyz`: 200 once the controllers' caches hold their initial lists and the default
+//!   connection (if configured) has a credential to use; a standby replica (leader election on,
+//!   Lease held by another replica) is healthy and answers 200 as well, so rolling updates of a
+//!   multi-replica Deployment are not blocked by replicas that wait for the Lease. 503 otherwise
+//!   (starting up, a new leader still syncing its caches, or the `--token-secret` Secret /
+//!   `--token-file` missing or unreadable), with the reason as the body.
 //! - `/metrics`: Prometheus metrics in the OpenMetrics text format.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::State;
@@ -19,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 
+use crate::connections::credentials::CredentialState;
 use crate::metrics::{self, Metrics};
 
 /// Readiness state shared by the controllers, the leader election and `/readyz`.
@@ -26,6 +29,8 @@ use crate::metrics::{self, Metrics};
 pub struct Health {
     standby: AtomicBool,
     caches_synced: Arc<AtomicBool>,
+    /// The default connection's credential, when there is one.
+    credentials: OnceLock<Arc<CredentialState>>,
 }
 
 impl Health {
@@ -39,9 +44,29 @@ impl Health {
         self.caches_synced.clone()
     }
 
-    /// What `/readyz` answers.
+    /// Report the default connection's credential on `/readyz` (unready while it is
+    /// unavailable).
+    pub fn watch_credentials(&self, state: Arc<CredentialState>) {
+        let _ = self.credentials.set(state);
+    }
+
+    /// What `/readyz` answers: `Ok`, or why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.standby.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if !self.caches_synced.load(Ordering::SeqCst) {
+            return Err("controller caches are not synced yet".into());
+        }
+        match self.credentials.get().and_then(|c| c.problem()) {
+            Some(problem) => Err(problem),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `/readyz` answers 200.
     pub fn is_ready(&self) -> bool {
-        self.standby.load(Ordering::SeqCst) || self.caches_synced.load(Ordering::SeqCst)
+        self.readiness().is_ok()
     }
 }
 
@@ -76,14 +101,9 @@ pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
 }
 
 async fn readyz(State(health): State<Arc<Health>>) -> Response {
-    if health.is_ready() {
-        (StatusCode::OK, "ok\n").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "controller caches are not synced yet\n",
-        )
-            .into_response()
+    match health.readiness() {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
     }
 }
 
@@ -147,5 +167,30 @@ mod tests {
         assert!(!h.is_ready());
         h.caches_synced().store(true, Ordering::SeqCst);
         assert!(h.is_ready());
+    }
+
+    #[test]
+    fn an_unavailable_default_credential_makes_the_leader_unready_and_says_why() {
+        use crate::connections::credentials::CredentialStatus;
+        let h = Health::default();
+        h.caches_synced().store(true, Ordering::SeqCst);
+        let state = Arc::new(CredentialState::new(
+            "Secret a/b key \"token\" (--token-secret)",
+        ));
+        h.watch_credentials(state.clone());
+        assert!(h.is_ready());
+        state.set(CredentialStatus::Unavailable("Secret a/b not found".into()));
+        assert_eq!(
+            h.readiness(),
+            Err("default connection: credentials unavailable: Secret a/b not found".into())
+        );
+        h.set_standby(true);
+        assert!(h.is_ready(), "a standby reads no credential");
+        h.set_standby(false);
+        state.set(CredentialStatus::Rejected("401".into()));
+        assert!(
+            h.is_ready(),
+            "a rejected credential is the objects' to report"
+        );
     }
 }

@@ -5,16 +5,21 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client};
+use kube::Client;
 use tokio::sync::watch;
 
 use zitadel_metadata_operator::config::{Config, TokenConfig};
 use zitadel_metadata_operator::connections::build::default_connection;
-use zitadel_metadata_operator::controller::{self, DefaultConnection, Hooks, Shutdown};
+use zitadel_metadata_operator::connections::credentials::{
+    CredentialState, FlagToken, TokenLocation,
+};
+use zitadel_metadata_operator::controller::{
+    self, DefaultConnection, FlagCredentials, Hooks, Shutdown,
+};
 use zitadel_metadata_operator::http::{self, Health};
 use zitadel_metadata_operator::leader::{self, LeaderElector};
 use zitadel_metadata_operator::metrics::Metrics;
+use zitadel_metadata_operator::sources::{KubeSources, ValueSources};
 use zitadel_metadata_operator::telemetry;
 use zitadel_metadata_operator::zitadel::{RateLimit, TokenSource};
 
@@ -61,7 +66,7 @@ async fn run(config: Config) -> Result<(), BoxError> {
         format!("cannot configure the Kubernetes client (KUBECONFIG or in-cluster): {e}")
     })?;
     let default_connection =
-        default_zitadel(&config, token_config, &client, metrics.clone()).await?;
+        default_zitadel(&config, token_config, &client, metrics.clone(), &health)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -109,12 +114,16 @@ async fn run(config: Config) -> Result<(), BoxError> {
     lead(client, election, &metrics, &health, stop_rx, controllers).await
 }
 
-/// The operator-wide default connection (single-tenant mode), only when configured.
-async fn default_zitadel(
+/// The operator-wide default connection (single-tenant mode), only when configured. Its token
+/// is not read here: a missing or unreadable `--token-secret` / `--token-file` is a state the
+/// operator reports (`/readyz`, metric, log, the objects' `CredentialsUnavailable`) and heals
+/// from as soon as the credential appears, not a reason to exit.
+fn default_zitadel(
     config: &Config,
     token_config: Option<TokenConfig>,
     client: &Client,
     metrics: Arc<Metrics>,
+    health: &Health,
 ) -> Result<Option<DefaultConnection>, BoxError> {
     let (Some(token_config), Some(url)) = (token_config, config.zitadel_url.clone()) else {
         tracing::info!(
@@ -122,33 +131,39 @@ async fn default_zitadel(
         );
         return Ok(None);
     };
-    let mut token_secret = None;
-    let token = match token_config {
-        TokenConfig::File(path) => TokenSource::File(path),
+    let location = match token_config {
+        TokenConfig::File(path) => TokenLocation::File(path),
         TokenConfig::Secret {
             namespace,
             name,
             key,
-        } => {
-            let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
-            token_secret = Some((namespace.clone(), name.clone()));
-            let source = TokenSource::secret(secrets, name, key);
-            source
-                .token()
-                .await
-                .map_err(|e| format!("cannot read the ZITADEL token at startup: {e}"))?;
-            source
-        }
+        } => TokenLocation::Secret {
+            namespace,
+            name,
+            key,
+        },
     };
-    tracing::info!(url = %url, api = ?config.zitadel_api, "default ZITADEL connection");
-    let api = default_connection(
+    let sources: Arc<dyn ValueSources> = Arc::new(KubeSources::new(client.clone()));
+    let token = Arc::new(FlagToken::new(location, sources));
+    let state = Arc::new(CredentialState::new(token.location().to_string()));
+    health.watch_credentials(state.clone());
+    tracing::info!(url = %url, api = ?config.zitadel_api, source = %state.source, "default ZITADEL connection");
+    let provided = TokenSource::Provided(token.clone());
+    let client = default_connection(
         url,
-        token,
+        provided,
         config.request_timeout,
         config.zitadel_api,
         metrics,
     )?;
-    Ok(Some(DefaultConnection { api, token_secret }))
+    Ok(Some(DefaultConnection {
+        api: client.clone(),
+        credentials: Some(FlagCredentials {
+            token,
+            client,
+            state,
+        }),
+    }))
 }
 
 /// Leader election: stand by until the Lease is ours, reconcile while it stays ours. The

@@ -125,6 +125,13 @@ struct LeaseLabels {
     name: String,
 }
 
+/// The default connection's credential: where it is (one value per process) and its state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CredentialLabels {
+    source: String,
+    state: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn reconcile_histogram() -> Histogram {
@@ -154,6 +161,7 @@ pub struct Metrics {
     objects: Family<ObjectLabels, Gauge>,
     object_counters: Mutex<BTreeMap<String, ObjectCounter>>,
     leader: Family<LeaseLabels, Gauge>,
+    default_credentials: Family<CredentialLabels, Gauge>,
     drift_mode: Family<DriftModeLabels, Gauge>,
     drift_polls: Family<ResultLabels, Counter>,
     drift_events: Family<VerdictLabels, Counter>,
@@ -254,6 +262,12 @@ impl Metrics {
             "1 while this process holds the leader-election Lease `name`, else 0",
             leader.clone(),
         );
+        let default_credentials = Family::<CredentialLabels, Gauge>::default();
+        registry.register(
+            "zitadel_default_connection_credentials",
+            "1 for the state of the default connection's credential (unknown, unavailable: missing or unreadable, read: not yet checked, accepted, rejected by ZITADEL), 0 for the others; `source` names the Secret and key or the file",
+            default_credentials.clone(),
+        );
         let drift_mode = Family::<DriftModeLabels, Gauge>::default();
         registry.register(
             "zitadel_drift_detection_mode",
@@ -293,6 +307,7 @@ impl Metrics {
             objects,
             object_counters: Mutex::new(BTreeMap::new()),
             leader,
+            default_credentials,
             drift_mode,
             drift_polls,
             drift_events,
@@ -369,6 +384,24 @@ impl Metrics {
         self.zitadel_duration
             .get_or_create(&OperationLabels { operation })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// The default connection's credential at `source` is in `state` now (one of `states`).
+    pub fn set_default_credentials(
+        &self,
+        source: &str,
+        state: &'static str,
+        states: &[&'static str],
+    ) {
+        for s in states {
+            let labels = CredentialLabels {
+                source: source.to_string(),
+                state: s,
+            };
+            self.default_credentials
+                .get_or_create(&labels)
+                .set(i64::from(*s == state));
+        }
     }
 
     /// The ZITADEL token changed since it was last used (a rotation was picked up).

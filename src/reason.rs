@@ -157,6 +157,14 @@ reasons! {
     InUse => Neither,
     /// The operator could not add or remove one of its finalizers on a Secret/ConfigMap (Event).
     FinalizerFailed => Neither,
+    /// A connection picked up changed Secrets/ConfigMaps (Event; names them with their
+    /// resourceVersion, never their content).
+    CredentialsChanged => Neither,
+    /// ZITADEL accepted a connection's credentials for the first time since they changed
+    /// (Event).
+    CredentialsAccepted => Neither,
+    /// ZITADEL rejected a connection's new credentials (Event).
+    CredentialsRejected => Neither,
 }
 
 impl Reason {

@@ -29,9 +29,13 @@ async fn binary_converges_across_a_restart_without_duplicate_writes() {
     for org in &orgs {
         env.emu.add_org(org, &format!("org {org}"));
     }
-    // Slow writes, so the restart lands in the middle of the work.
+    // Slow writes (v1 bulk set or v2 set, whichever API the client picked), so the restart
+    // lands in the middle of the work.
     env.emu.inject(Fault {
-        operations: Some(vec![Operation::BulkSetOrgMetadata]),
+        operations: Some(vec![
+            Operation::BulkSetOrgMetadata,
+            Operation::SetOrgMetadataV2,
+        ]),
         kind: FaultKind::Latency(Duration::from_millis(700)),
         times: None,
         probability: None,
@@ -46,7 +50,9 @@ async fn binary_converges_across_a_restart_without_duplicate_writes() {
     }
     // Wait until some writes went out, then kill the operator hard.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while env.emu.count(Operation::BulkSetOrgMetadata) == 0 {
+    while env.emu.count(Operation::BulkSetOrgMetadata) + env.emu.count(Operation::SetOrgMetadataV2)
+        == 0
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
             "operator never wrote"
@@ -64,16 +70,19 @@ async fn binary_converges_across_a_restart_without_duplicate_writes() {
         .await;
         assert_eq!(env.org_value(org, "k"), Some(format!("v{i}")));
     }
-    // Nothing written twice: each org got at most one successful bulk set across both runs.
+    // Nothing written twice: each org got at most one successful write across both runs (v1
+    // names the org in a header, v2 in the body).
     for org in &orgs {
         let writes = env
             .emu
             .requests()
             .into_iter()
             .filter(|r| {
-                r.operation == Operation::BulkSetOrgMetadata
-                    && r.status == 200
-                    && r.org_header.as_deref() == Some(org)
+                let v1 = r.operation == Operation::BulkSetOrgMetadata
+                    && r.org_header.as_deref() == Some(org);
+                let v2 = r.operation == Operation::SetOrgMetadataV2
+                    && r.body["organizationId"].as_str() == Some(org);
+                (v1 || v2) && r.status == 200
             })
             .count();
         assert_eq!(writes, 1, "org {org} written {writes} times");

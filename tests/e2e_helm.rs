@@ -672,7 +672,7 @@ async fn token_modes_render_flags_secret_access_and_mounts() {
     assert_eq!(role["metadata"]["namespace"], secrets_ns.as_str());
     assert_eq!(
         role["rules"],
-        json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["zitadel-token"], "verbs": ["get", "patch"]}])
+        json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["zitadel-token"], "verbs": ["get", "list", "watch", "patch"]}])
     );
     let binding = named(&api, "RoleBinding", "zmo-zitadel-metadata-operator-token");
     assert_eq!(binding["metadata"]["namespace"], secrets_ns.as_str());
@@ -785,18 +785,33 @@ fn install_rbac(
     release: &str,
     edit: impl FnOnce(&mut Value),
 ) -> String {
-    let mut docs = docs(&template(cp, release, ns, &[]));
+    install_rbac_with(cp, ns, release, &[], 5, edit)
+}
+
+/// [`install_rbac`] for the chart rendered with `values`, keeping Roles and RoleBindings too
+/// (`expected` documents in all).
+fn install_rbac_with(
+    cp: &ControlPlane,
+    ns: &str,
+    release: &str,
+    values: &[&str],
+    expected: usize,
+    edit: impl FnOnce(&mut Value),
+) -> String {
+    let mut docs = docs(&template(cp, release, ns, values));
     docs.retain(|d| {
         [
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
             "ValidatingAdmissionPolicy",
             "ValidatingAdmissionPolicyBinding",
         ]
         .contains(&d["kind"].as_str().unwrap())
     });
-    assert_eq!(docs.len(), 5);
+    assert_eq!(docs.len(), expected);
     edit(
         docs.iter_mut()
             .find(|d| d["kind"] == "ClusterRole")
@@ -1031,6 +1046,108 @@ async fn the_charts_rbac_holds_connections_and_their_secrets_and_changes_only_fi
     common::namespace::wait_namespace_empty(&env.client, &env.ns, Duration::from_secs(10)).await;
     assert!(admin_cms.get_opt("ca").await.expect("get").is_none());
     assert_eq!(env.org_value(ACME, "k"), None);
+    operator.stop().await;
+}
+
+/// `--token-secret` with only the chart's Role for it (`get`, `list`, `watch`, `patch` on that
+/// one Secret; the ClusterRole's Secret rules, which are for `valueFrom` and connections, are
+/// taken out): the single-object watch is authorized by name, so a Secret created after the
+/// start, a rejected rotation and the rotation back are all seen within seconds (without its
+/// watch the operator re-reads the Secret only every 30 s); the Secret is held while the object
+/// uses the default connection and released after.
+#[tokio::test]
+async fn token_secret_mode_works_with_only_the_charts_rbac() {
+    let env = TestEnv::new("hrbac-token").await;
+    let values = [
+        "--set",
+        "zitadel.url=https://zitadel.example",
+        "--set",
+        "zitadel.tokenSecret.name=zitadel-token",
+    ];
+    let release = release_name(&env.ns);
+    let user = install_rbac_with(env.cp, &env.ns, &release, &values, 7, |role| {
+        let rules = role["rules"].as_array_mut().expect("rules");
+        let before = rules.len();
+        rules.retain(|r| r["resources"] != json!(["secrets", "configmaps"]));
+        assert_eq!(rules.len(), before - 2, "both Secret rules are taken out");
+    });
+    let client = client_as(env.cp, &user).await;
+    await_rbac(&client, &env.ns).await;
+    // The grant is by name: listing the namespace's Secrets is forbidden, watching the one by
+    // its name is not.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &env.ns);
+    match secrets.list(&Default::default()).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
+        other => panic!("listing all Secrets was allowed: {other:?}"),
+    }
+    let one = kube::api::ListParams::default().fields("metadata.name=zitadel-token");
+    let named = common::eventually(
+        Duration::from_secs(15),
+        "the token Role applies",
+        || async { secrets.list(&one).await.ok() },
+    )
+    .await;
+    assert!(named.items.is_empty());
+    let location = zitadel_metadata_operator::connections::credentials::TokenLocation::Secret {
+        namespace: env.ns.clone(),
+        name: "zitadel-token".into(),
+        key: "token".into(),
+    };
+    let default = common::flag_connection(&client, &env.emu.url(), location);
+    let mut settings = fast_settings();
+    settings.resync = Duration::from_secs(300);
+    settings.stalled_requeue = Duration::from_secs(600);
+    let operator = Operator::start_with(client, Some(default), vec![env.ns.clone()], settings);
+    env.apply_org_values("acme", ACME, &[("k", "v")]).await;
+    env.wait_org("acme", "CredentialsUnavailable", |o| {
+        common::reason(o.status.as_ref()) == Some("CredentialsUnavailable")
+    })
+    .await;
+    let started = std::time::Instant::now();
+    env.put_secret(&env.ns, "zitadel-token", "token", common::TOKEN)
+        .await;
+    env.wait_org_ready("acme").await;
+    let created = started.elapsed();
+    env.emu.add_token(
+        "revoked",
+        zmo_testkit::emulator::TokenGrant::iam_owner(ACME),
+    );
+    env.emu.revoke_token("revoked");
+    env.put_secret(&env.ns, "zitadel-token", "token", "revoked")
+        .await;
+    env.wait_org("acme", "ZitadelUnauthenticated", |o| {
+        common::reason(o.status.as_ref()) == Some("ZitadelUnauthenticated")
+    })
+    .await;
+    let started = std::time::Instant::now();
+    env.put_secret(&env.ns, "zitadel-token", "token", common::TOKEN)
+        .await;
+    env.wait_org_ready("acme").await;
+    let restored = started.elapsed();
+    println!(
+        "FIGURE helm_token_secret_rbac ready_after_create={created:?} ready_after_restore={restored:?}"
+    );
+    assert!(created < Duration::from_secs(10) && restored < Duration::from_secs(10));
+    let admin: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
+    let held = admin
+        .get("zitadel-token")
+        .await
+        .expect("get")
+        .metadata
+        .finalizers;
+    assert_eq!(
+        held,
+        Some(vec![
+            "metadata.zitadel-operator.dev/default-connection".to_string()
+        ])
+    );
+    env.delete_org("acme").await;
+    env.wait_org_gone("acme").await;
+    common::eventually(Duration::from_secs(10), "token Secret released", || async {
+        let f = admin.get("zitadel-token").await.ok()?.metadata.finalizers;
+        f.unwrap_or_default().is_empty().then_some(())
+    })
+    .await;
     operator.stop().await;
 }
 

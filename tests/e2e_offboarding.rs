@@ -18,11 +18,11 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, Resource};
 use serde_json::json;
+use zitadel_metadata_operator::connections::credentials::TokenLocation;
+use zitadel_metadata_operator::controller::FINALIZER;
 use zitadel_metadata_operator::controller::finalizers::{DEFAULT_CONNECTION, IN_USE};
-use zitadel_metadata_operator::controller::{DefaultConnection, FINALIZER};
 use zitadel_metadata_operator::crd::{ClusterZitadelConnection, ZitadelConnection};
 use zitadel_metadata_operator::status;
-use zitadel_metadata_operator::zitadel::TokenSource;
 use zmo_testkit::emulator::TlsMaterial;
 
 /// Every operator reconciles every ClusterZitadelConnection, also one started with
@@ -485,11 +485,12 @@ async fn uninstalling_in_the_documented_order_leaves_no_finalizer_behind() {
     .expect("ConfigMap");
     // Single-tenant mode with --token-secret, plus a connection with a CA bundle.
     let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
-    let token = TokenSource::secret(secrets.clone(), "zitadel-token", "token");
-    let default = DefaultConnection {
-        api: zitadel_client(&env.emu.url(), token),
-        token_secret: Some((env.ns.clone(), "zitadel-token".into())),
+    let location = TokenLocation::Secret {
+        namespace: env.ns.clone(),
+        name: "zitadel-token".into(),
+        key: "token".into(),
     };
+    let default = flag_connection(&env.client, &env.emu.url(), location);
     let op = Operator::start_with(
         env.client.clone(),
         Some(default),

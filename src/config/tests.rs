@@ -61,6 +61,7 @@ fn clear_errors_for_bad_config() {
     assert!(matches!(c.validate(), Err(ConfigError::SecretRef(_))));
     let c = parse(&["--zitadel-url", "ftp://z.example", "--token-secret", "a/b"]).expect("parse");
     assert!(matches!(c.validate(), Err(ConfigError::Url(_))));
+    // A token file that does not exist yet is a state the operator reports, not a flag error.
     let c = parse(&[
         "--zitadel-url",
         "https://z.example",
@@ -68,7 +69,12 @@ fn clear_errors_for_bad_config() {
         "/nonexistent/token",
     ])
     .expect("parse");
-    assert!(matches!(c.validate(), Err(ConfigError::TokenFile { .. })));
+    assert!(matches!(c.validate(), Ok(Some(TokenConfig::File(_)))));
+    // An empty path is a flag error (clap refuses it; validate too, for a built Config).
+    assert!(parse(&["--zitadel-url", "https://z.example", "--token-file", ""]).is_err());
+    let mut c = c;
+    c.token_file = Some(std::path::PathBuf::new());
+    assert!(matches!(c.validate(), Err(ConfigError::TokenFile)));
     assert!(parse(&["--zitadel-url", "not a url", "--token-file", "x"]).is_err());
     assert!(
         parse(&[

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use url::Url;
 
+use super::credentials::{JwtSettings, ReloadingJwt, SecretKey, SourceToken};
 use crate::crd::{ConnectionSettings, SecretKeyRef};
 use crate::metrics::Metrics;
 use crate::reason::Reason;
 use crate::sources::{SourceKind, ValueSources};
 use crate::zitadel::{
-    ApiMode, ClientConfig, HttpClient, JwtProfile, KeyFile, TokenSource, ZitadelApi, ZitadelError,
+    ApiMode, ClientConfig, HttpClient, KeyFile, TokenSource, ZitadelApi, ZitadelError,
 };
 
 /// A connection that cannot produce a client: missing Secret/key, bad key file, bad CA bundle.
@@ -84,7 +85,7 @@ pub fn default_connection(
     request_timeout: Duration,
     api: ApiMode,
     metrics: Arc<Metrics>,
-) -> Result<Arc<dyn ZitadelApi>, ZitadelError> {
+) -> Result<Arc<HttpClient>, ZitadelError> {
     let mut config = ClientConfig::new(url, token);
     config.request_timeout = request_timeout;
     config.api = api;
@@ -137,9 +138,19 @@ async fn read_key(
     Ok((bytes.to_vec(), version))
 }
 
-/// The token source of the credentials, and the service user of a key file.
+/// The Secret key `reference` names, in the namespace it is read from.
+fn secret_key(reference: &SecretKeyRef, own_ns: Option<&str>) -> Result<SecretKey, BuildError> {
+    Ok(SecretKey {
+        namespace: reference_namespace(SourceKind::Secret, reference, own_ns)?.to_string(),
+        name: reference.name.clone(),
+        key: reference.key.clone(),
+    })
+}
+
+/// The token source of the credentials, and the service user of a key file. Both read their
+/// Secret again when ZITADEL answers 401 ([`SourceToken`], [`ReloadingJwt`]).
 async fn credentials(
-    sources: &dyn ValueSources,
+    sources: &Arc<dyn ValueSources>,
     settings: &ConnectionSettings,
     config: &ClientConfig,
     http: &reqwest::Client,
@@ -149,7 +160,7 @@ async fn credentials(
     let creds = &settings.credentials;
     match (&creds.personal_access_token, &creds.jwt_profile) {
         (Some(r), None) => {
-            let (bytes, version) = read_key(sources, SourceKind::Secret, r, ns).await?;
+            let (bytes, version) = read_key(sources.as_ref(), SourceKind::Secret, r, ns).await?;
             versions.push(version);
             let token = String::from_utf8(bytes).map_err(|_| {
                 BuildError::Invalid(format!(
@@ -164,10 +175,12 @@ async fn credentials(
                     r.key
                 )));
             }
-            Ok((TokenSource::Static(Arc::from(token)), None))
+            let provider = SourceToken::new(secret_key(r, ns)?, sources.clone(), Arc::from(token));
+            Ok((TokenSource::Provided(Arc::new(provider)), None))
         }
         (None, Some(r)) => {
-            let (bytes, version) = read_key(sources, SourceKind::Secret, r, ns).await?;
+            let (bytes, version) = read_key(sources.as_ref(), SourceKind::Secret, r, ns).await?;
+            let resource_version = version.rsplit('@').next().unwrap_or_default().to_string();
             versions.push(version);
             let key = KeyFile::parse(&bytes).map_err(|e| {
                 BuildError::Invalid(format!(
@@ -176,9 +189,14 @@ async fn credentials(
                 ))
             })?;
             let user = key.user_id.clone();
-            let profile = JwtProfile::new(key, &config.base_url, http.clone())?
-                .with_request_timeout(config.request_timeout);
-            Ok((TokenSource::JwtProfile(Arc::new(profile)), Some(user)))
+            let jwt = JwtSettings {
+                base_url: config.base_url.clone(),
+                http: http.clone(),
+                request_timeout: config.request_timeout,
+            };
+            let secret = secret_key(r, ns)?;
+            let provider = ReloadingJwt::new(secret, sources.clone(), jwt, key, resource_version)?;
+            Ok((TokenSource::Provided(Arc::new(provider)), Some(user)))
         }
         _ => Err(BuildError::Invalid(
             "credentials: set exactly one of personalAccessToken or jwtProfile".into(),
@@ -188,7 +206,7 @@ async fn credentials(
 
 /// Build a client from connection settings, reading its Secrets/ConfigMaps.
 pub async fn build(
-    sources: &dyn ValueSources,
+    sources: &Arc<dyn ValueSources>,
     settings: &ConnectionSettings,
     request_timeout: Duration,
 ) -> Result<Built, BuildError> {
@@ -211,8 +229,13 @@ pub async fn build(
                 ));
             }
         };
-        let (pem, version) =
-            read_key(sources, kind, reference, settings.namespace.as_deref()).await?;
+        let (pem, version) = read_key(
+            sources.as_ref(),
+            kind,
+            reference,
+            settings.namespace.as_deref(),
+        )
+        .await?;
         versions.push(version);
         config.ca_pem.push(pem);
     }
@@ -259,8 +282,9 @@ mod tests {
         }
     }
 
-    async fn reason_of(sources: &FakeSources, s: &ConnectionSettings) -> Reason {
-        match build(sources, s, Duration::from_secs(1)).await {
+    async fn reason_of(sources: &Arc<FakeSources>, s: &ConnectionSettings) -> Reason {
+        let sources: Arc<dyn ValueSources> = sources.clone();
+        match build(&sources, s, Duration::from_secs(1)).await {
             Ok(_) => Reason::Connected,
             Err(e) => e.reason(),
         }
@@ -325,7 +349,8 @@ mod tests {
 
     #[tokio::test]
     async fn every_build_failure_has_its_reason_and_versions_are_qualified() {
-        let sources = FakeSources::default();
+        let sources = Arc::new(FakeSources::default());
+        let dyn_sources: Arc<dyn ValueSources> = sources.clone();
         sources.put_secret("team-a", "pat", "token", b"secret-token");
         sources.put_secret("team-a", "empty", "token", b"  ");
         sources.put_config_map_binary(
@@ -335,7 +360,7 @@ mod tests {
             b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
         );
         let ok = settings(pat("pat"), None);
-        let built = build(&sources, &ok, Duration::from_secs(1))
+        let built = build(&dyn_sources, &ok, Duration::from_secs(1))
             .await
             .expect("built");
         assert_eq!(built.versions, vec!["Secret/team-a/pat@1".to_string()]);
@@ -345,7 +370,7 @@ mod tests {
             api: crate::zitadel::ApiMode::V2,
             ..ok.clone()
         };
-        let built = build(&sources, &pinned, Duration::from_secs(1))
+        let built = build(&dyn_sources, &pinned, Duration::from_secs(1))
             .await
             .expect("built");
         assert_eq!(built.client.api_mode(), crate::zitadel::ApiMode::V2);

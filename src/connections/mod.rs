@@ -8,6 +8,7 @@
 //! until the connection or its Secrets change; [`guard`] holds the pure checks.
 
 pub mod build;
+pub mod credentials;
 pub mod guard;
 
 use std::collections::{BTreeMap, HashMap};
@@ -250,7 +251,7 @@ impl Connections {
         {
             return Ok(api.clone());
         }
-        let built = build::build(self.sources.as_ref(), &found.settings, self.request_timeout)
+        let built = build::build(&self.sources, &found.settings, self.request_timeout)
             .await
             .map_err(|e| Refusal {
                 reason: Reason::ConnectionNotReady,

@@ -251,7 +251,7 @@ impl DriftHub {
 
     /// Stop every poller.
     pub fn stop(&self) {
-        let _ = self.stop.send(true);
+        let _ = self.stop.send_replace(true);
         lock(&self.pollers).clear();
         self.publish_modes();
     }
@@ -356,7 +356,7 @@ impl DriftHub {
     /// Record (and log, when it changed) the mode a poller decided.
     fn decided(&self, key: &ConnectionKey, poller: &Poller, found: State, why: &str) {
         *lock(&poller.found) = found;
-        let _ = poller.ready.send(true);
+        let _ = poller.ready.send_replace(true);
         let mode = if matches!(found, State::Events(_)) {
             Mode::Events
         } else {
@@ -542,7 +542,7 @@ async fn run_poller(
                                     "the event log could not be read yet",
                                 );
                             } else {
-                                let _ = poller.ready.send(true);
+                                let _ = poller.ready.send_replace(true);
                                 strong.publish_modes();
                             }
                         }
@@ -628,7 +628,7 @@ async fn poll_round(
     }
     hub.metrics.drift_poll("ok");
     *lock(&poller.found) = State::Events(Instant::now());
-    let _ = poller.ready.send(true);
+    let _ = poller.ready.send_replace(true);
     let caller = api.caller_id();
     let now = Instant::now();
     let mut affected = BTreeSet::new();

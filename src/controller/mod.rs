@@ -10,8 +10,11 @@
 //! - [`usage`]: which objects hold which connection back from deletion.
 //! - [`finalizers`]: the finalizers the operator keeps on connections and their Secrets.
 //! - `token_secret`: the finalizer on the `--token-secret` Secret while objects use it.
+//! - `default_connection`: the default connection's credential over its life (missing,
+//!   rotated, revoked): `/readyz`, metric, logs, and re-queueing what a change can unblock.
 
 mod context;
+mod default_connection;
 pub mod drift;
 mod error;
 pub mod finalizers;
@@ -25,6 +28,7 @@ pub mod usage;
 pub mod watches;
 
 pub use context::{Context, Settings, backoff_delay};
+pub use default_connection::{FlagCredentials, Requeue};
 pub use error::{CleanupError, Error};
 pub use instrument::{error_policy, reconcile_instrumented};
 pub use metadata::reconcile;

@@ -15,6 +15,7 @@ use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
 
+use super::default_connection::{self, FlagCredentials, Requeue};
 use super::drift::{DriftHub, Route, Routed};
 use super::finalizers::{Finalizers, Held, KubeFinalizers};
 use super::index::TargetIndex;
@@ -22,10 +23,12 @@ use super::instrument::{count_conditions, error_policy, reconcile_instrumented};
 use super::metadata::claims;
 use super::usage::UsageIndex;
 use super::watches::{
-    NoTriggerBackoff, connection_changes, connection_dependents, dependents, scoped_api, watch,
+    NoTriggerBackoff, connection_changes, connection_dependents, default_requeues, dependents,
+    scoped_api, watch,
 };
 use super::{Context, LAST_APPLIED, Settings, probe, token_secret};
 use crate::connections::Connections;
+use crate::connections::credentials::TokenLocation;
 use crate::crd::{
     ClusterZitadelConnection, ConnectionKind, MetadataResource, OrgMetadata, UserMetadata,
     ZitadelConnection,
@@ -49,16 +52,17 @@ pub struct Hooks {
 pub struct DefaultConnection {
     /// The client.
     pub api: Arc<dyn ZitadelApi>,
-    /// `--token-secret` as (namespace, name): held with a finalizer while objects use the
-    /// default connection.
-    pub token_secret: Option<(String, String)>,
+    /// Its credential from the flags, followed over its life (missing, rotated, revoked) and,
+    /// for `--token-secret`, held with a finalizer while objects use the default connection.
+    /// `None`: a fixed token (tests).
+    pub credentials: Option<FlagCredentials>,
 }
 
 impl From<Arc<dyn ZitadelApi>> for DefaultConnection {
     fn from(api: Arc<dyn ZitadelApi>) -> Self {
         Self {
             api,
-            token_secret: None,
+            credentials: None,
         }
     }
 }
@@ -93,6 +97,7 @@ fn kind_controller<K>(
     targets: &TargetIndex,
     usage: &UsageIndex,
     settings: &Settings,
+    requeues: &tokio::sync::watch::Receiver<Requeue>,
     drifted: mpsc::UnboundedReceiver<ObjectRef<K>>,
 ) -> Controller<K>
 where
@@ -149,6 +154,8 @@ where
     let cluster_connections: Api<ClusterZitadelConnection> = Api::all(client.clone());
     let store = controller.store();
     let (s1, s2, s3) = (store.clone(), store.clone(), store.clone());
+    // A change of the default connection's credential re-queues the objects it can unblock.
+    let controller = controller.reconcile_on(default_requeues(store.clone(), requeues.clone()));
     let connections = connection_changes(watch(connections), |c: &ZitadelConnection| {
         c.status.as_ref()
     });
@@ -187,6 +194,8 @@ pub struct KindParts {
     pub metrics: Arc<Metrics>,
     /// Fed with the objects' connections (which objects hold which connection).
     pub usage: UsageIndex,
+    /// Ticks when the default connection's credential changed.
+    pub requeues: tokio::sync::watch::Receiver<Requeue>,
     /// Event-driven drift detection (triggers, re-check pacing, own writes).
     pub drift: Arc<DriftHub>,
 }
@@ -208,6 +217,7 @@ pub async fn run_kind<K>(
         settings,
         metrics,
         usage,
+        requeues,
         drift,
     } = parts;
     let targets = TargetIndex::default();
@@ -218,7 +228,7 @@ pub async fn run_kind<K>(
         .map(|scope| {
             let (tx, rx) = mpsc::unbounded_channel();
             senders.push((scope.clone(), tx));
-            kind_controller(&client, scope, &targets, &usage, &settings, rx)
+            kind_controller(&client, scope, &targets, &usage, &settings, &requeues, rx)
         })
         .collect();
     metrics.register_controller(K::CONTROLLER, settings.concurrency);
@@ -303,9 +313,10 @@ pub async fn run_with(
     let finalizers: Arc<dyn Finalizers> = Arc::new(KubeFinalizers::new(client.clone()));
     // Fed by one OrgMetadata and one UserMetadata watch per scope.
     let usage = UsageIndex::new(2 * namespaces.scopes().len());
-    let token_secret = default_connection
+    let credentials = default_connection
         .as_ref()
-        .and_then(|d| d.token_secret.clone());
+        .and_then(|d| d.credentials.clone());
+    let (requeue_tx, requeues) = tokio::sync::watch::channel(Requeue::default());
     let has_default = default_connection.is_some();
     let connections = Arc::new(Connections::new(
         client.clone(),
@@ -329,6 +340,7 @@ pub async fn run_with(
         settings: settings.clone(),
         metrics: hooks.metrics.clone(),
         usage: usage.clone(),
+        requeues: requeues.clone(),
         drift: drift.clone(),
     };
     let connection_parts = || probe::ConnectionParts {
@@ -347,11 +359,25 @@ pub async fn run_with(
         }
     };
     let stop = shutdown.clone();
+    let token_secret = credentials.as_ref().and_then(|c| match c.token.location() {
+        TokenLocation::Secret {
+            namespace, name, ..
+        } => Some(Held::source(SourceKind::Secret, namespace, name)),
+        TokenLocation::File(_) => None,
+    });
     let hold_token = async {
-        if let Some((ns, name)) = token_secret {
-            let secret = Held::source(SourceKind::Secret, &ns, &name);
+        if let Some(secret) = token_secret {
             let (client, finalizers, usage) = (client.clone(), finalizers.clone(), usage.clone());
-            token_secret::run(client, finalizers, usage, secret, settings.resync, stop()).await;
+            let kicks = requeues.clone();
+            let recheck = settings.resync;
+            token_secret::run(client, finalizers, usage, secret, recheck, kicks, stop()).await;
+        }
+    };
+    let stop = shutdown.clone();
+    let follow_credentials = async {
+        if let Some(credentials) = credentials {
+            let metrics = hooks.metrics.clone();
+            default_connection::run(client.clone(), credentials, metrics, requeue_tx, stop()).await;
         }
     };
     tokio::join!(
@@ -359,6 +385,7 @@ pub async fn run_with(
         run_kind::<UserMetadata>(parts(), &namespaces, shutdown.clone(), user_synced),
         report,
         hold_token,
+        follow_credentials,
         probe::run::<ZitadelConnection>(connection_parts(), &namespaces, shutdown.clone()),
         probe::run::<ClusterZitadelConnection>(connection_parts(), &Namespaces::All, shutdown),
     );

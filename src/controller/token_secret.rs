@@ -11,6 +11,9 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
+use tokio::sync::watch;
+
+use super::default_connection::Requeue;
 use super::finalizers::{DEFAULT_CONNECTION, Finalizers, Held, Presence};
 use super::usage::{ConnectionKey, UsageIndex, User, describe_users};
 use super::{FIELD_MANAGER, Shutdown};
@@ -46,13 +49,15 @@ pub(super) async fn step(finalizers: &dyn Finalizers, secret: &Held, users: &[Us
 }
 
 /// Keep the finalizer on `secret` in step with the default connection's users until `shutdown`;
-/// re-checked when the users come and go (from none to some and back) and every `recheck`.
+/// re-checked when the users come and go (from none to some and back), when the credential
+/// changed (`kicks`: e.g. the Secret was created), and every `recheck`.
 pub(super) async fn run(
     client: Client,
     finalizers: Arc<dyn Finalizers>,
     usage: UsageIndex,
     secret: Held,
     recheck: Duration,
+    mut kicks: watch::Receiver<Requeue>,
     shutdown: Shutdown,
 ) {
     let recorder = Recorder::new(client, Reporter::from(FIELD_MANAGER));
@@ -98,6 +103,13 @@ pub(super) async fn run(
             loop {
                 tokio::select! {
                     () = &mut deadline => break,
+                    kicked = kicks.changed() => {
+                        if kicked.is_ok() {
+                            break;
+                        }
+                        // The credential follower stopped: only the timer and users remain.
+                        kicks = watch::channel(Requeue::default()).1;
+                    }
                     key = changes.recv() => match key {
                         Some(ConnectionKey::Default) => {
                             let now = !usage.users(&ConnectionKey::Default).is_empty();

@@ -12,7 +12,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use rand::Rng as _;
 
+use super::default_connection::Requeue;
 use crate::crd::{ConnectionKind, ConnectionStatus, MetadataResource};
+use crate::reason::Reason;
 use crate::sources::SourceKind;
 use crate::status;
 
@@ -143,19 +145,77 @@ pub fn dependents<K: MetadataResource, S: Resource>(
     })
 }
 
-/// Objects in `store` whose `connectionRef` names this connection.
+/// Reasons a credential change may clear: objects failing on them are re-queued first.
+const CREDENTIAL_REASONS: [Reason; 5] = [
+    Reason::CredentialsUnavailable,
+    Reason::ZitadelUnauthenticated,
+    Reason::ConnectionNotReady,
+    Reason::ConnectionNotFound,
+    Reason::ZitadelPermissionDenied,
+];
+
+/// Where an object goes in a re-queue after its connection changed: failing on credentials (0),
+/// otherwise not Ready (1), Ready (2).
+pub fn requeue_rank<K: MetadataResource>(obj: &K) -> u8 {
+    let ready = obj
+        .status()
+        .and_then(|s| status::find(&s.conditions, status::READY));
+    match ready {
+        Some(c) if c.status == "True" => 2,
+        Some(c) if CREDENTIAL_REASONS.iter().any(|r| *r == c.reason.as_str()) => 0,
+        _ => 1,
+    }
+}
+
+/// References to the objects in `store` for which `pred` holds, credential failures first.
+fn ranked<K: MetadataResource>(store: &Store<K>, pred: impl Fn(&K) -> bool) -> Vec<ObjectRef<K>> {
+    let mut found: Vec<(u8, ObjectRef<K>)> = store
+        .state()
+        .into_iter()
+        .filter(|o| pred(o))
+        .map(|o| (requeue_rank(o.as_ref()), ObjectRef::from_obj(o.as_ref())))
+        .collect();
+    found.sort_by_key(|(rank, _)| *rank);
+    found.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Objects in `store` whose `connectionRef` names this connection, credential failures first.
 pub(super) fn connection_dependents<K: MetadataResource>(
     store: &Store<K>,
     kind: ConnectionKind,
     namespace: Option<&str>,
     name: &str,
 ) -> Vec<ObjectRef<K>> {
-    matching(store, |o| {
+    ranked(store, |o| {
         o.connection_ref()
             .is_some_and(|r| r.kind == kind && r.name == name)
             && (kind == ConnectionKind::ClusterZitadelConnection
                 || o.namespace().as_deref() == namespace)
     })
+}
+
+/// Objects in `store` using the default connection: those that are not Ready (every one with
+/// `all`), credential failures first.
+pub(super) fn default_dependents<K: MetadataResource>(
+    store: &Store<K>,
+    all: bool,
+) -> Vec<ObjectRef<K>> {
+    ranked(store, |o| {
+        o.connection_ref().is_none() && (all || requeue_rank(o) < 2)
+    })
+}
+
+/// The objects to re-queue whenever the default connection's credential changed.
+pub(super) fn default_requeues<K: MetadataResource>(
+    store: Store<K>,
+    requeues: tokio::sync::watch::Receiver<Requeue>,
+) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static {
+    futures::stream::unfold(requeues, |mut rx| async move {
+        rx.changed().await.ok()?;
+        let requeue = *rx.borrow_and_update();
+        Some((requeue, rx))
+    })
+    .flat_map(move |requeue| futures::stream::iter(default_dependents(&store, requeue.all)))
 }
 
 /// What of a connection its objects' reconciles depend on: its generation, the generation and
@@ -214,6 +274,42 @@ where
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    #[test]
+    fn credential_failures_are_requeued_first_and_ready_objects_last() {
+        use crate::crd::OrgMetadata;
+        let org = |ready: Option<(&str, Reason)>| -> OrgMetadata {
+            let now = Time(k8s_openapi::jiff::Timestamp::now());
+            let conditions: Vec<_> = ready
+                .map(|(state, reason)| {
+                    status::condition(&[], status::READY, state, reason, "m", Some(1), &now)
+                })
+                .into_iter()
+                .collect();
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "metadata.zitadel-operator.dev/v1alpha1", "kind": "OrgMetadata",
+                "metadata": {"name": "a", "namespace": "t"},
+                "spec": {"organizationId": "1", "metadata": []},
+                "status": {"conditions": conditions},
+            }))
+            .expect("OrgMetadata")
+        };
+        assert_eq!(
+            requeue_rank(&org(Some(("False", Reason::ZitadelUnauthenticated)))),
+            0
+        );
+        assert_eq!(
+            requeue_rank(&org(Some(("False", Reason::CredentialsUnavailable)))),
+            0
+        );
+        assert_eq!(
+            requeue_rank(&org(Some(("False", Reason::ConnectionNotReady)))),
+            0
+        );
+        assert_eq!(requeue_rank(&org(Some(("False", Reason::KeyConflict)))), 1);
+        assert_eq!(requeue_rank(&org(None)), 1);
+        assert_eq!(requeue_rank(&org(Some(("True", Reason::Synced)))), 2);
+    }
 
     #[test]
     fn only_what_objects_depend_on_changes_a_connection_fingerprint() {

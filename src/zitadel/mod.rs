@@ -23,7 +23,7 @@ pub use events::{DRIFT_EVENT_TYPES, Event, EventQuery, LIST_EVENTS, format_times
 pub use http::{ClientConfig, ConnectionCheck, HttpClient, MAX_RESPONSE_BYTES, RateLimit};
 pub use jwt::{JwtProfile, KeyFile, KeyFileError};
 pub use probe::{Api, ApiMode, ApiSelection};
-pub use token::TokenSource;
+pub use token::{TokenProvider, TokenSource};
 
 use serde::{Deserialize, Deserializer, Serialize};
 

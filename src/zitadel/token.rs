@@ -25,6 +25,22 @@ pub enum TokenSource {
     Secret(Arc<SecretToken>),
     /// Access tokens from the JWT-profile grant of a service-user key file.
     JwtProfile(Arc<super::JwtProfile>),
+    /// A token kept up to date by someone else (the operator's credential watchers); a 401
+    /// invalidates it and the call is retried once with what the provider reads then.
+    Provided(Arc<dyn TokenProvider>),
+}
+
+/// A source of bearer tokens kept outside the client (e.g. a watched Secret or file). Never
+/// logs the token.
+#[async_trait::async_trait]
+pub trait TokenProvider: Send + Sync {
+    /// The current token, or why there is none ([`ZitadelError::Credentials`], naming where it
+    /// was looked for).
+    async fn token(&self) -> Result<Arc<str>, ZitadelError>;
+    /// The token was rejected: read it again before the next use.
+    async fn invalidate(&self);
+    /// Where the token comes from, for `Debug` (never the token).
+    fn describe(&self) -> String;
 }
 
 impl std::fmt::Debug for TokenSource {
@@ -34,6 +50,7 @@ impl std::fmt::Debug for TokenSource {
             TokenSource::File(p) => write!(f, "TokenSource::File({})", p.display()),
             TokenSource::Secret(s) => write!(f, "TokenSource::Secret({}/{})", s.name, s.key),
             TokenSource::JwtProfile(j) => write!(f, "TokenSource::{j:?}"),
+            TokenSource::Provided(p) => write!(f, "TokenSource::Provided({})", p.describe()),
         }
     }
 }
@@ -51,7 +68,10 @@ impl TokenSource {
 
     /// Whether a 401 may be cured by fetching a new token (then [`Self::invalidate`] and retry once).
     pub fn refreshable(&self) -> bool {
-        matches!(self, TokenSource::JwtProfile(_) | TokenSource::Secret(_))
+        matches!(
+            self,
+            TokenSource::JwtProfile(_) | TokenSource::Secret(_) | TokenSource::Provided(_)
+        )
     }
 
     /// Drop any cached token.
@@ -59,6 +79,7 @@ impl TokenSource {
         match self {
             TokenSource::JwtProfile(j) => j.invalidate().await,
             TokenSource::Secret(s) => *s.cache.lock().await = None,
+            TokenSource::Provided(p) => p.invalidate().await,
             TokenSource::Static(_) | TokenSource::File(_) => {}
         }
     }
@@ -67,6 +88,7 @@ impl TokenSource {
     pub async fn token(&self) -> Result<Arc<str>, ZitadelError> {
         match self {
             TokenSource::JwtProfile(j) => j.token().await,
+            TokenSource::Provided(p) => p.token().await,
             TokenSource::Static(t) => Ok(t.clone()),
             TokenSource::File(path) => {
                 let raw = tokio::fs::read_to_string(path).await.map_err(|e| {

@@ -19,8 +19,12 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use zitadel_metadata_operator::connections::credentials::{
+    CredentialState, FlagToken, TokenLocation,
+};
 use zitadel_metadata_operator::controller::{self, Namespaces, Settings, Shutdown};
 use zitadel_metadata_operator::crd::{MetadataStatus, OrgMetadata, UserMetadata};
+use zitadel_metadata_operator::sources::{KubeSources, ValueSources};
 use zitadel_metadata_operator::status;
 #[allow(unused_imports)]
 pub use zitadel_metadata_operator::zitadel::ApiMode;
@@ -406,6 +410,27 @@ pub fn zitadel_client(url: &str, token: TokenSource) -> Arc<HttpClient> {
     let mut config = ClientConfig::new(url.parse().expect("emulator url"), token);
     config.request_timeout = Duration::from_secs(2);
     Arc::new(HttpClient::new(config).expect("zitadel client"))
+}
+
+/// The default connection as the binary builds it from `--token-secret` / `--token-file`
+/// (`location`): followed over its life, the Secret held while objects use it.
+pub fn flag_connection(
+    client: &Client,
+    url: &str,
+    location: TokenLocation,
+) -> controller::DefaultConnection {
+    let sources: Arc<dyn ValueSources> = Arc::new(KubeSources::new(client.clone()));
+    let token = Arc::new(FlagToken::new(location, sources));
+    let state = Arc::new(CredentialState::new(token.location().to_string()));
+    let http = zitadel_client(url, TokenSource::Provided(token.clone()));
+    controller::DefaultConnection {
+        api: http.clone(),
+        credentials: Some(controller::FlagCredentials {
+            token,
+            client: http,
+            state,
+        }),
+    }
 }
 
 impl Operator {

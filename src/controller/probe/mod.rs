@@ -418,12 +418,7 @@ async fn next_status<C: ConnectionResource>(
     let settings = obj.settings();
     let generation = obj.meta().generation;
     let deleting = obj.meta().deletion_timestamp.is_some();
-    let built = build::build(
-        parts.sources.as_ref(),
-        &settings,
-        parts.settings.request_timeout,
-    )
-    .await;
+    let built = build::build(&parts.sources, &settings, parts.settings.request_timeout).await;
     let unchanged = built
         .as_ref()
         .is_ok_and(|b| b.versions == previous.observed_secret_versions);
@@ -467,8 +462,8 @@ fn drift_ask<C: ConnectionResource>(obj: &C, settings: &Settings) -> DriftAsk {
     }
 }
 
-/// Events for a changed status: Ready=False (Warning, the reason), and the InUse message of a
-/// connection being deleted.
+/// Events for a changed status: Ready=False (Warning, the reason), the InUse message of a
+/// connection being deleted, and around a credential change ([`credential_events`]).
 async fn announce<C: ConnectionResource>(
     obj: &C,
     ctx: &Ctx,
@@ -482,6 +477,10 @@ async fn announce<C: ConnectionResource>(
         let new = conditions::find(&next.conditions, type_);
         new.filter(|c| Some((&c.status, &c.reason, &c.message)) != old)
     };
+    for (warning, reason, note) in credential_events(previous, next) {
+        tracing::info!(connection = %key_of(obj), reason = %reason, "{note}");
+        ctx.publish(&regarding, warning, reason, &note).await;
+    }
     if let Some(ready) = changed(conditions::READY)
         && ready.status == "False"
         && let Some(reason) = Reason::parse(&ready.reason)
@@ -492,5 +491,131 @@ async fn announce<C: ConnectionResource>(
         tracing::info!(connection = %key_of(obj), message = %in_use.message, "connection in use");
         ctx.publish(&regarding, true, Reason::InUse, &in_use.message)
             .await;
+    }
+}
+
+/// Reasons a probe fails on when ZITADEL (or the key file) refuses the credentials themselves.
+/// `ZitadelRejected`: the token endpoint refuses a key's assertion with 400 `invalid_grant`.
+const REJECTIONS: [Reason; 4] = [
+    Reason::ZitadelUnauthenticated,
+    Reason::ZitadelPermissionDenied,
+    Reason::InvalidCredentials,
+    Reason::ZitadelRejected,
+];
+
+/// The Events of a credential change (pure): `CredentialsChanged` when the connection read other
+/// Secret/ConfigMap versions (naming them, never their content), then `CredentialsAccepted` the
+/// first time a probe succeeds since, or `CredentialsRejected` the first time one fails on the
+/// credentials themselves. Returns (warning, reason, note).
+fn credential_events(
+    previous: &ConnectionStatus,
+    next: &ConnectionStatus,
+) -> Vec<(bool, Reason, String)> {
+    let mut events = Vec::new();
+    let (old, new) = (
+        &previous.observed_secret_versions,
+        &next.observed_secret_versions,
+    );
+    let rotated = !new.is_empty() && old != new;
+    if rotated {
+        let picked: Vec<&str> = new
+            .iter()
+            .filter(|v| !old.contains(v))
+            .map(String::as_str)
+            .collect();
+        let note = format!("picked up {}", picked.join(", "));
+        events.push((false, Reason::CredentialsChanged, note));
+    }
+    let ready = |s: &ConnectionStatus| {
+        conditions::find(&s.conditions, conditions::READY)
+            .map(|c| (c.status == "True", c.reason.clone(), c.message.clone()))
+    };
+    let before = ready(previous);
+    match ready(next) {
+        Some((true, _, _)) if rotated || !before.as_ref().is_some_and(|b| b.0) => {
+            let who = next.identity.as_deref().unwrap_or("the service user");
+            let note = format!("ZITADEL accepted the credentials ({who})");
+            events.push((false, Reason::CredentialsAccepted, note));
+        }
+        Some((false, reason, message))
+            if REJECTIONS.iter().any(|r| *r == reason.as_str())
+                && (rotated || before.as_ref().is_none_or(|b| b.1 != reason)) =>
+        {
+            let note = format!("the credentials were rejected: {message}");
+            events.push((true, Reason::CredentialsRejected, note));
+        }
+        _ => {}
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn probed(versions: &[&str], ready: bool, reason: Reason) -> ConnectionStatus {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let state = if ready { "True" } else { "False" };
+        ConnectionStatus {
+            observed_secret_versions: versions.iter().map(|v| v.to_string()).collect(),
+            identity: Some("service user 7".into()),
+            conditions: vec![conditions::condition(
+                &[],
+                conditions::READY,
+                state,
+                reason,
+                "Token is invalid (AUTH-7fs1e)",
+                Some(1),
+                &now,
+            )],
+            ..Default::default()
+        }
+    }
+
+    fn reasons(events: &[(bool, Reason, String)]) -> Vec<Reason> {
+        events.iter().map(|e| e.1).collect()
+    }
+
+    #[test]
+    fn a_credential_change_is_announced_then_accepted_or_rejected_once() {
+        let first = probed(&["Secret/t/pat@1"], true, Reason::Connected);
+        // The first probe: picked up and accepted.
+        let events = credential_events(&ConnectionStatus::default(), &first);
+        assert_eq!(
+            reasons(&events),
+            vec![Reason::CredentialsChanged, Reason::CredentialsAccepted]
+        );
+        assert_eq!(events[0].2, "picked up Secret/t/pat@1");
+        assert!(events[1].2.contains("service user 7"));
+        // Nothing changed: no Event.
+        assert!(credential_events(&first, &first).is_empty());
+        // Rotated to a rejected token.
+        let rejected = probed(&["Secret/t/pat@2"], false, Reason::ZitadelUnauthenticated);
+        let events = credential_events(&first, &rejected);
+        assert_eq!(
+            reasons(&events),
+            vec![Reason::CredentialsChanged, Reason::CredentialsRejected]
+        );
+        assert!(events[1].0 && events[1].2.contains("AUTH-7fs1e"));
+        assert!(credential_events(&rejected, &rejected).is_empty());
+        // Rotated back.
+        let back = probed(&["Secret/t/pat@3"], true, Reason::Connected);
+        assert_eq!(
+            reasons(&credential_events(&rejected, &back)),
+            vec![Reason::CredentialsChanged, Reason::CredentialsAccepted]
+        );
+        // ZITADEL down is neither.
+        let down = probed(&["Secret/t/pat@4"], false, Reason::ZitadelUnavailable);
+        assert_eq!(
+            reasons(&credential_events(&back, &down)),
+            vec![Reason::CredentialsChanged]
+        );
+        // …and accepted once it answers.
+        let up = probed(&["Secret/t/pat@4"], true, Reason::Connected);
+        assert_eq!(
+            reasons(&credential_events(&down, &up)),
+            vec![Reason::CredentialsAccepted]
+        );
     }
 }

@@ -142,6 +142,10 @@ async fn every_reason_of_a_metadata_object_is_reachable() {
         // `controller::token_secret`).
         Reason::InUse,
         Reason::FinalizerFailed,
+        // Connection Events around a credential change (`controller::probe`).
+        Reason::CredentialsChanged,
+        Reason::CredentialsAccepted,
+        Reason::CredentialsRejected,
     ];
     let missing: Vec<Reason> = Reason::ALL
         .iter()

@@ -18,12 +18,15 @@
 //! 7. runs the per-key baseline ([`perkey`]) for the same objects against a fresh emulator with
 //!    the same latency, with as many objects at once as the operator reconciles at once.
 
+mod apiserver;
 mod busy;
+mod large;
 mod perkey;
 mod process;
 mod report;
 mod tracker;
 mod workload;
+mod writecost;
 
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
@@ -39,11 +42,17 @@ use serde_json::json;
 use crate::controlplane::ControlPlane;
 use crate::emulator::RecordedRequest;
 
+pub use apiserver::{Metrics, PhaseCost, RequestStat, Scraper};
+pub use large::run as large_run;
+pub use large::{LargeOptions, LargeOrderRun, LargePhase, LargeReport};
 pub use process::{ProcStats, default_concurrency, proc_stats};
 pub use report::{
-    BulkRun, Calls, Edit, KubeWrites, Machine, PerKeyRunReport, Ratios, Report, RunReport, Steady,
+    BulkRun, Calls, Edit, KubeWrites, Machine, PerKeyRunReport, Ratios, Report, Restart, RunReport,
+    Spread, Steady,
 };
 pub use workload::{CallKind, Object, TargetKind, objects};
+pub use writecost::run as writecost_run;
+pub use writecost::{WriteCostOptions, WriteCostReport, WriteCostRow};
 
 use self::tracker::{Tracker, WriteKind};
 use self::workload::Targets;
@@ -101,6 +110,13 @@ pub struct Options {
     pub out_dir: PathBuf,
     /// The command line, for the report.
     pub command: String,
+    /// A command (and arguments) the operator binary is run under, e.g. `heaptrack -o FILE`.
+    pub operator_prefix: Vec<String>,
+    /// Extra environment of the operator process (`MALLOC_ARENA_MAX=2`, `LD_PRELOAD=...`).
+    pub operator_env: Vec<(String, String)>,
+    /// After the edit, restart the operator and observe this many resync intervals (0: no
+    /// restart phase).
+    pub restart_resyncs: u32,
 }
 
 impl Options {
@@ -120,6 +136,9 @@ impl Options {
             converge_timeout: Duration::from_secs(120),
             out_dir,
             command: "bench smoke test".into(),
+            operator_prefix: Vec::new(),
+            operator_env: Vec::new(),
+            restart_resyncs: 0,
         }
     }
 }
@@ -310,7 +329,7 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
     let work = tempfile::tempdir()?;
     let token_file = work.path().join("token");
     std::fs::write(&token_file, workload::TOKEN)?;
-    let mut operator = process::Operator::start(&process::OperatorArgs {
+    let operator_args = process::OperatorArgs {
         binary: opts.operator.clone(),
         zitadel_url: emu.url(),
         token_file,
@@ -320,11 +339,15 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
         concurrency: opts.concurrency,
         rps: opts.rps,
         log: opts.out_dir.join(format!("operator-{n}.log")),
-    })
-    .await?;
+        prefix: opts.operator_prefix.clone(),
+        env: opts.operator_env.clone(),
+    };
+    let mut operator = process::Operator::start(&operator_args).await?;
     let clock = Clock::now();
     let cpu_start = operator.stats()?.cpu_seconds;
     let others_start = others_cpu(cp);
+    let scraper = apiserver::Scraper::new(cp).await?;
+    let snap_start = scraper.snapshot().await?;
 
     // Other work on a shared machine skews the numbers: sample the machine while converging.
     let mut own = cp.process_ids();
@@ -351,6 +374,7 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
         .try_collect::<Vec<()>>()
         .await?;
     let create_s = t0.elapsed().as_secs_f64();
+    let snap_created = scraper.snapshot().await?;
     eprintln!("bench: N={n}: {n} objects created in {create_s:.1} s");
 
     // Converge.
@@ -378,6 +402,7 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let converged_stats = operator.stats()?;
+    let snap_converged = scraper.snapshot().await?;
     let contention = sampler.finish().await;
     let others_converged = others_cpu(cp);
     let times = tracker.times();
@@ -410,9 +435,11 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
         tokio::time::sleep_until((last_ready + opts.resync).into()).await;
     }
     let steady_cpu_before = operator.stats()?.cpu_seconds;
+    let snap_steady_start = scraper.snapshot().await?;
     let steady_start = Instant::now();
     tokio::time::sleep(opts.resync * opts.resyncs).await;
     let steady_end = Instant::now();
+    let snap_steady_end = scraper.snapshot().await?;
     let steady_cpu = operator.stats()?.cpu_seconds - steady_cpu_before;
     operator.check_running()?;
 
@@ -427,6 +454,7 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
         .iter()
         .map(|(k, v)| json!({"key": k, "value": v}))
         .collect();
+    let snap_edit_start = scraper.snapshot().await?;
     let edit_start = Instant::now();
     api_of(&objects[edited])
         .patch(
@@ -448,6 +476,17 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
     // Let whatever the edit triggers finish (but stay clear of the object's next resync).
     tokio::time::sleep(opts.resync.mul_f64(0.5).min(Duration::from_secs(3))).await;
     let edit_end = Instant::now();
+    let snap_edit_end = scraper.snapshot().await?;
+    let mut whole =
+        apiserver::PhaseCost::between("create+converge", n, &snap_start, &snap_converged);
+    whole.contention = Some(contention.clone());
+    let control_plane = vec![
+        apiserver::PhaseCost::between("create", n, &snap_start, &snap_created),
+        apiserver::PhaseCost::between("converge", n, &snap_created, &snap_converged),
+        whole,
+        apiserver::PhaseCost::between("steady", n, &snap_steady_start, &snap_steady_end),
+        apiserver::PhaseCost::between("edit", 1, &snap_edit_start, &snap_edit_end),
+    ];
 
     let final_stats = operator.stats()?;
     let requests = emu.requests();
@@ -461,6 +500,63 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
     };
     let watch_restarts = tracker.restarts();
     operator.stop().await?;
+
+    // A restart of the converged system: the new process reconciles every object at start, and
+    // its resyncs then follow that first pass (the burst a long-running installation sees after
+    // every restart or leader change).
+    let restart = if opts.restart_resyncs > 0 {
+        eprintln!(
+            "bench: N={n}: operator restarted; observing {} resyncs",
+            opts.restart_resyncs
+        );
+        let snap_before = scraper.snapshot().await?;
+        let start = Instant::now();
+        let mut second = process::Operator::start(&process::OperatorArgs {
+            log: opts.out_dir.join(format!("operator-{n}-restart.log")),
+            ..operator_args.clone()
+        })
+        .await?;
+        tokio::time::sleep_until((start + opts.resync * opts.restart_resyncs).into()).await;
+        second.check_running()?;
+        let end = Instant::now();
+        let snap_after = scraper.snapshot().await?;
+        let stats = second.stats()?;
+        second.stop().await?;
+        let mut calls = Calls::default();
+        let mut lists = Vec::new();
+        for r in emu.requests() {
+            let at = clock.at(r.received_unix_micros);
+            if at < start || at >= end {
+                continue;
+            }
+            let kind = CallKind::of(r.operation);
+            calls.add(kind, r.status);
+            if kind == CallKind::List {
+                lists.push(at.duration_since(start));
+            }
+        }
+        let all_writes = tracker.writes();
+        let mut kube = kube_writes(all_writes.iter().filter(|w| w.at >= start && w.at < end));
+        kube.events = tracker
+            .event_writes()
+            .iter()
+            .filter(|t| **t >= start && **t < end)
+            .count() as u64;
+        Some(Restart {
+            window_s: end.duration_since(start).as_secs_f64(),
+            resyncs: opts.restart_resyncs,
+            calls,
+            zitadel_writes: calls.writes(),
+            kube,
+            lists_per_resync: calls.list as f64 / f64::from(opts.restart_resyncs),
+            spread: Spread::of(&lists, end.duration_since(start), Duration::from_secs(1)),
+            cpu_s: stats.cpu_seconds,
+            rss_peak_mib: mib(stats.peak_rss_kib),
+            control_plane: apiserver::PhaseCost::between("restart", n, &snap_before, &snap_after),
+        })
+    } else {
+        None
+    };
     for w in watches {
         w.abort();
     }
@@ -505,6 +601,7 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
     let mut create_calls = Calls::default();
     let mut per_object = vec![(0u64, 0u64); n];
     let mut steady_calls = Calls::default();
+    let mut steady_list_times = Vec::new();
     let mut edit_calls = Calls::default();
     for r in &requests {
         let at = clock.at(r.received_unix_micros);
@@ -529,6 +626,9 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
             }
         } else if at >= steady_start && at < steady_end {
             steady_calls.add(kind, r.status);
+            if kind == CallKind::List {
+                steady_list_times.push(at.duration_since(steady_start));
+            }
         }
     }
     let in_edit = |at: Instant| at >= edit_start && at < edit_end;
@@ -574,6 +674,11 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
             kube: steady_kube,
             reads_per_resync: steady_calls.list as f64 / f64::from(opts.resyncs.max(1)),
             cpu_s: steady_cpu,
+            spread: Spread::of(
+                &steady_list_times,
+                steady_end.duration_since(steady_start),
+                Duration::from_secs(1),
+            ),
         },
         edit: Edit {
             ready_ms: ms(edit_ready.duration_since(edit_start)),
@@ -587,7 +692,11 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
         cpu_total_s: final_stats.cpu_seconds,
         rss_converged_mib: mib(converged_stats.rss_kib),
         rss_peak_mib: mib(final_stats.peak_rss_kib),
+        rss_anon_converged_mib: mib(converged_stats.rss_anon_kib),
+        rss_file_converged_mib: mib(converged_stats.rss_file_kib),
         watch_restarts,
+        control_plane,
+        restart,
     })
 }
 

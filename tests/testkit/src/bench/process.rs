@@ -18,6 +18,10 @@ pub struct ProcStats {
     pub rss_kib: u64,
     /// Peak resident set size, KiB (`VmHWM`).
     pub peak_rss_kib: u64,
+    /// Anonymous resident memory now (heap, stacks), KiB (`RssAnon`).
+    pub rss_anon_kib: u64,
+    /// File-backed resident memory now (the binary's pages, shared libraries), KiB (`RssFile`).
+    pub rss_file_kib: u64,
 }
 
 /// Reads `/proc/<pid>/stat` and `/proc/<pid>/status`.
@@ -56,6 +60,8 @@ pub fn proc_stats(pid: u32) -> Result<ProcStats> {
         cpu_seconds: (utime + stime) as f64 / hz,
         rss_kib: kib("VmRSS:"),
         peak_rss_kib: kib("VmHWM:"),
+        rss_anon_kib: kib("RssAnon:"),
+        rss_file_kib: kib("RssFile:"),
     })
 }
 
@@ -94,6 +100,10 @@ pub struct OperatorArgs {
     pub rps: u32,
     /// Where stdout/stderr go.
     pub log: PathBuf,
+    /// A command (and arguments) the binary runs under (`heaptrack -o FILE`); empty: none.
+    pub prefix: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
 }
 
 /// A running operator binary.
@@ -101,6 +111,7 @@ pub struct Operator {
     child: Child,
     pid: u32,
     log: PathBuf,
+    wrapped: bool,
 }
 
 impl Operator {
@@ -110,7 +121,15 @@ impl Operator {
         let addr = free_addr()?;
         let log = std::fs::File::create(&args.log)
             .with_context(|| format!("creating {}", args.log.display()))?;
-        let mut command = Command::new(&args.binary);
+        let mut command = match args.prefix.split_first() {
+            Some((wrapper, wrapper_args)) => {
+                let mut c = Command::new(wrapper);
+                c.args(wrapper_args).arg(&args.binary);
+                c
+            }
+            None => Command::new(&args.binary),
+        };
+        command.envs(args.env.iter().map(|(k, v)| (k, v)));
         command
             .args(["--zitadel-url", &args.zitadel_url])
             .arg("--token-file")
@@ -139,7 +158,7 @@ impl Operator {
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {}", args.binary.display()))?;
-        let pid = child.id().context("operator pid")?;
+        let mut pid = child.id().context("operator pid")?;
         let http = reqwest::Client::new();
         let url = format!("http://{addr}/readyz");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -163,10 +182,16 @@ impl Operator {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        if !args.prefix.is_empty() {
+            // Under a wrapper the child is the wrapper: measure (and stop) the operator itself.
+            pid = descendant_running(pid, &args.binary)
+                .with_context(|| format!("no {} under the wrapper", args.binary.display()))?;
+        }
         Ok(Operator {
             child,
             pid,
             log: args.log.clone(),
+            wrapped: !args.prefix.is_empty(),
         })
     }
 
@@ -190,9 +215,11 @@ impl Operator {
 
     /// SIGTERM, then wait (SIGKILL after 15 s).
     pub async fn stop(mut self) -> Result<()> {
-        // SAFETY: plain kill(2) on our own child.
+        // SAFETY: plain kill(2) on our own child (or the operator under its wrapper).
         unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
-        match tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await {
+        // A wrapper (a heap profiler) may need a while to write its results.
+        let grace = if self.wrapped { 300 } else { 15 };
+        match tokio::time::timeout(Duration::from_secs(grace), self.child.wait()).await {
             Ok(status) => {
                 status?;
             }
@@ -200,6 +227,37 @@ impl Operator {
         }
         Ok(())
     }
+}
+
+/// The first descendant of `root` (or `root` itself) whose executable is `binary`.
+fn descendant_running(root: u32, binary: &Path) -> Option<u32> {
+    let want = std::fs::canonicalize(binary).ok()?;
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").ok()?.filter_map(Result::ok) {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parents.push((pid, ppid));
+        }
+    }
+    let mut family = vec![root];
+    let mut i = 0;
+    while i < family.len() {
+        let p = family[i];
+        if std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|exe| exe == want) {
+            return Some(p);
+        }
+        family.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    None
 }
 
 /// A free loopback address (bound, then released).

@@ -88,6 +88,112 @@ pub struct Steady {
     pub reads_per_resync: f64,
     /// Operator CPU seconds in the window.
     pub cpu_s: f64,
+    /// How the lists were spread over the window (bursts vs evenly).
+    pub spread: Spread,
+}
+
+/// A restart of the converged operator: a new process, observed for a few resync intervals.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Restart {
+    /// Length of the observed window (from the new process's start), seconds.
+    pub window_s: f64,
+    /// Resync intervals in the window.
+    pub resyncs: u32,
+    /// ZITADEL calls in the window.
+    pub calls: Calls,
+    /// ZITADEL metadata writes in the window (target 0).
+    pub zitadel_writes: u64,
+    /// Kubernetes writes in the window (target 0).
+    pub kube: KubeWrites,
+    /// Lists per resync interval (the start's full pass included).
+    pub lists_per_resync: f64,
+    /// How the lists were spread over the window.
+    pub spread: Spread,
+    /// The new process's CPU seconds.
+    pub cpu_s: f64,
+    /// The new process's peak RSS, MiB.
+    pub rss_peak_mib: f64,
+    /// kube-apiserver + etcd cost of the window.
+    pub control_plane: super::apiserver::PhaseCost,
+}
+
+/// How calls are distributed over a window, in buckets of `bucket_s` seconds: evenly spread
+/// calls fill every bucket near the mean; a burst fills a few buckets far above it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Spread {
+    /// Bucket length, seconds.
+    pub bucket_s: f64,
+    /// Calls in the window.
+    pub calls: u64,
+    /// Calls per second over the window.
+    pub mean_per_s: f64,
+    /// Busiest bucket, calls per second.
+    pub peak_per_s: f64,
+    /// 90th percentile of the buckets, calls per second.
+    pub p90_per_s: f64,
+    /// Busiest bucket ÷ mean (1 = perfectly even).
+    pub peak_to_mean: f64,
+    /// Share of the buckets holding at least one call, percent.
+    pub active_pct: f64,
+    /// Share of the window (its busiest buckets) holding 90 % of the calls, percent (about 90
+    /// when even; small when bursty).
+    pub window_pct_for_90pct: f64,
+    /// Calls per bucket, in time order.
+    pub timeline: Vec<u32>,
+}
+
+impl Spread {
+    /// The spread of calls made at `offsets` (from the start of a window of length `window`).
+    pub fn of(
+        offsets: &[std::time::Duration],
+        window: std::time::Duration,
+        bucket: std::time::Duration,
+    ) -> Spread {
+        let bucket_s = bucket.as_secs_f64().max(1e-3);
+        let buckets = ((window.as_secs_f64() / bucket_s).ceil() as usize).max(1);
+        let mut timeline = vec![0u32; buckets];
+        for o in offsets {
+            let i = ((o.as_secs_f64() / bucket_s) as usize).min(buckets - 1);
+            timeline[i] += 1;
+        }
+        let calls = offsets.len() as u64;
+        let window_s = window.as_secs_f64().max(bucket_s);
+        let mean_per_s = calls as f64 / window_s;
+        let mut sorted: Vec<u32> = timeline.clone();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        let peak_per_s = f64::from(sorted.first().copied().unwrap_or(0)) / bucket_s;
+        let mut ascending: Vec<f64> = sorted.iter().map(|c| f64::from(*c) / bucket_s).collect();
+        let p90_per_s = quantile(&mut ascending, 0.9);
+        let target = (calls as f64 * 0.9).ceil() as u64;
+        let mut covered = 0u64;
+        let mut used = 0usize;
+        for c in &sorted {
+            if covered >= target {
+                break;
+            }
+            covered += u64::from(*c);
+            used += 1;
+        }
+        Spread {
+            bucket_s,
+            calls,
+            mean_per_s,
+            peak_per_s,
+            p90_per_s,
+            peak_to_mean: if mean_per_s > 0.0 {
+                peak_per_s / mean_per_s
+            } else {
+                0.0
+            },
+            active_pct: 100.0 * timeline.iter().filter(|c| **c > 0).count() as f64 / buckets as f64,
+            window_pct_for_90pct: if calls == 0 {
+                0.0
+            } else {
+                100.0 * used as f64 / buckets as f64
+            },
+            timeline,
+        }
+    }
 }
 
 /// One edit of one object on the converged system.
@@ -151,8 +257,25 @@ pub struct BulkRun {
     pub rss_converged_mib: f64,
     /// Operator peak resident memory (VmHWM), MiB.
     pub rss_peak_mib: f64,
+    /// Operator anonymous resident memory (heap, stacks) at convergence, MiB.
+    pub rss_anon_converged_mib: f64,
+    /// Operator file-backed resident memory (its binary, libraries) at convergence, MiB.
+    pub rss_file_converged_mib: f64,
     /// Watch restarts of the benchmark's own watch (0: no write can have been missed).
     pub watch_restarts: usize,
+    /// kube-apiserver + etcd cost per phase: `create` (first create sent to the last create
+    /// answered), `converge` (from there to the last object Ready), `create+converge`, `steady`
+    /// (the steady-state window), `edit` (one object edited).
+    pub control_plane: Vec<super::apiserver::PhaseCost>,
+    /// The restart phase, when run.
+    pub restart: Option<Restart>,
+}
+
+impl BulkRun {
+    /// The control-plane cost of `phase`, if measured.
+    pub fn phase(&self, phase: &str) -> Option<&super::apiserver::PhaseCost> {
+        self.control_plane.iter().find(|p| p.phase == phase)
+    }
 }
 
 /// The per-key baseline at one N.
@@ -358,6 +481,68 @@ impl Report {
                 );
             }
         }
+        let costed: Vec<(&RunReport, &BulkRun)> = self
+            .runs
+            .iter()
+            .filter_map(|r| r.bulk.as_ref().map(|b| (r, b)))
+            .filter(|(_, b)| !b.control_plane.is_empty())
+            .collect();
+        if !costed.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "| N | control plane: phase | wall s | kube-apiserver CPU s | etcd CPU s | CPU ms per object | requests | etcd puts | watch events sent (MiB) | most frequent requests |"
+            );
+            let _ = writeln!(out, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|");
+            for (r, b) in &costed {
+                for p in &b.control_plane {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {} | {} ({:.1}) | {} |",
+                        r.objects,
+                        p.phase,
+                        p.wall_s,
+                        p.apiserver_cpu_s,
+                        p.etcd_cpu_s,
+                        p.cpu_ms_per_object(),
+                        p.request_count(),
+                        p.etcd_puts,
+                        p.watch_events_sent,
+                        p.watch_event_bytes as f64 / 1024.0 / 1024.0,
+                        p.top_requests(6),
+                    );
+                }
+            }
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "| N | lists over the window | per resync | mean / s | peak / s | p90 / s | peak ÷ mean | buckets with calls | share of window holding 90 % |"
+            );
+            let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            for (r, b) in &costed {
+                let rows = std::iter::once(("steady", &b.steady.spread, b.steady.reads_per_resync))
+                    .chain(
+                        b.restart
+                            .as_ref()
+                            .map(|x| ("after a restart", &x.spread, x.lists_per_resync)),
+                    );
+                for (what, sp, per_resync) in rows {
+                    let _ = writeln!(
+                        out,
+                        "| {} ({what}) | {} | {:.0} | {:.1} | {:.0} | {:.0} | {:.1} | {:.0}% | {:.0}% |",
+                        r.objects,
+                        sp.calls,
+                        per_resync,
+                        sp.mean_per_s,
+                        sp.peak_per_s,
+                        sp.p90_per_s,
+                        sp.peak_to_mean,
+                        sp.active_pct,
+                        sp.window_pct_for_90pct,
+                    );
+                }
+            }
+        }
         let ratios: Vec<(&RunReport, &Ratios)> = self
             .runs
             .iter()
@@ -384,15 +569,17 @@ impl Report {
     /// One CSV row per N and strategy.
     pub fn csv(&self) -> String {
         let mut out = String::from(
-            "objects,keys,latency_ms,strategy,concurrency,rps,converge_s,p50_ms,p99_ms,max_ms,calls_total,calls_list,calls_bulk_set,calls_bulk_remove,calls_set,calls_other,calls_errors,max_lists_per_object,max_bulk_sets_per_object,k8s_finalizer_writes,k8s_status_writes,k8s_other_writes,k8s_events,cpu_s,rss_converged_mib,rss_peak_mib,steady_resyncs,steady_zitadel_writes,steady_k8s_writes,steady_lists_per_resync,steady_cpu_s,edit_ready_ms,edit_calls,edit_k8s_writes,machine_busy_mean_pct,machine_busy_peak_pct,other_cpu_s,others_busy_pct\n",
+            "objects,keys,latency_ms,strategy,concurrency,rps,converge_s,p50_ms,p99_ms,max_ms,calls_total,calls_list,calls_bulk_set,calls_bulk_remove,calls_set,calls_other,calls_errors,max_lists_per_object,max_bulk_sets_per_object,k8s_finalizer_writes,k8s_status_writes,k8s_other_writes,k8s_events,cpu_s,rss_converged_mib,rss_peak_mib,steady_resyncs,steady_zitadel_writes,steady_k8s_writes,steady_lists_per_resync,steady_cpu_s,edit_ready_ms,edit_calls,edit_k8s_writes,machine_busy_mean_pct,machine_busy_peak_pct,other_cpu_s,others_busy_pct,rss_anon_converged_mib,rss_file_converged_mib,cp_create_apiserver_cpu_s,cp_create_etcd_cpu_s,cp_converge_apiserver_cpu_s,cp_converge_etcd_cpu_s,cp_create_converge_cpu_ms_per_object,cp_steady_apiserver_cpu_s,cp_steady_etcd_cpu_s,cp_converge_requests,cp_converge_watch_events,steady_lists_peak_per_s,steady_lists_mean_per_s,steady_window_pct_for_90pct\n",
         );
+        let none = super::apiserver::PhaseCost::default();
         for r in &self.runs {
             if let Some(b) = &r.bulk {
                 let c = &b.create_calls;
                 let k = &b.create_kube;
+                let cp = |phase: &str| b.phase(phase).unwrap_or(&none);
                 let _ = writeln!(
                     out,
-                    "{},{},{},bulk,{},{},{:.3},{:.1},{:.1},{:.1},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.1},{:.1},{},{},{},{:.1},{:.3},{:.1},{},{},{:.1},{:.1},{:.2},{:.1}",
+                    "{},{},{},bulk,{},{},{:.3},{:.1},{:.1},{:.1},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.1},{:.1},{},{},{},{:.1},{:.3},{:.1},{},{},{:.1},{:.1},{:.2},{:.1},{:.1},{:.1},{:.2},{:.2},{:.2},{:.2},{:.3},{:.2},{:.2},{},{},{:.0},{:.2},{:.1}",
                     r.objects,
                     r.keys,
                     r.latency_ms,
@@ -430,13 +617,27 @@ impl Report {
                     b.contention.machine_busy_peak_pct,
                     b.contention.other_cpu_s,
                     b.contention.others_busy_pct(),
+                    b.rss_anon_converged_mib,
+                    b.rss_file_converged_mib,
+                    cp("create").apiserver_cpu_s,
+                    cp("create").etcd_cpu_s,
+                    cp("converge").apiserver_cpu_s,
+                    cp("converge").etcd_cpu_s,
+                    cp("create+converge").cpu_ms_per_object(),
+                    cp("steady").apiserver_cpu_s,
+                    cp("steady").etcd_cpu_s,
+                    cp("converge").request_count(),
+                    cp("converge").watch_events_sent,
+                    b.steady.spread.peak_per_s,
+                    b.steady.spread.mean_per_s,
+                    b.steady.spread.window_pct_for_90pct,
                 );
             }
             if let Some(p) = &r.per_key {
                 let c = &p.calls;
                 let _ = writeln!(
                     out,
-                    "{},{},{},per-key,{},{},{:.3},{:.1},{:.1},,{},{},{},{},{},{},{},,,,,,,{:.3},,,,,,,,,,,,,,",
+                    "{},{},{},per-key,{},{},{:.3},{:.1},{:.1},,{},{},{},{},{},{},{},,,,,,,{:.3},,,,,,,,,,,,,,,,,,,,,,,,,,,,",
                     r.objects,
                     r.keys,
                     r.latency_ms,

@@ -132,11 +132,22 @@ impl CallKind {
     /// Classifies an emulator operation.
     pub fn of(op: Operation) -> CallKind {
         match op {
-            Operation::ListOrgMetadata | Operation::ListUserMetadata => CallKind::List,
-            Operation::BulkSetOrgMetadata | Operation::BulkSetUserMetadata => CallKind::BulkSet,
-            Operation::BulkRemoveOrgMetadata | Operation::BulkRemoveUserMetadata => {
-                CallKind::BulkRemove
-            }
+            Operation::ListOrgMetadata
+            | Operation::ListUserMetadata
+            | Operation::ListOrgMetadataV2
+            | Operation::ListOrgMetadataV2beta
+            | Operation::ListUserMetadataV2 => CallKind::List,
+            // v2 Set and Delete take several keys: the bulk operations of v2.
+            Operation::BulkSetOrgMetadata
+            | Operation::BulkSetUserMetadata
+            | Operation::SetOrgMetadataV2
+            | Operation::SetOrgMetadataV2beta
+            | Operation::SetUserMetadataV2 => CallKind::BulkSet,
+            Operation::BulkRemoveOrgMetadata
+            | Operation::BulkRemoveUserMetadata
+            | Operation::DeleteOrgMetadataV2
+            | Operation::DeleteOrgMetadataV2beta
+            | Operation::DeleteUserMetadataV2 => CallKind::BulkRemove,
             Operation::SetOrgMetadata | Operation::SetUserMetadata => CallKind::Set,
             _ => CallKind::Other,
         }
@@ -171,8 +182,26 @@ impl Targets {
         Targets { orgs, users }
     }
 
-    /// The object a metadata request acts on (`None` for other requests).
+    /// The object a metadata request acts on (`None` for other requests): v1 paths, v2 REST
+    /// paths, and v2 Connect calls (the id is in the body).
     pub fn object_of(&self, r: &RecordedRequest) -> Option<usize> {
+        for (prefix, map) in [
+            ("/v2/users/", &self.users),
+            ("/v2/organizations/", &self.orgs),
+            ("/v2beta/organizations/", &self.orgs),
+        ] {
+            if let Some(rest) = r.path.strip_prefix(prefix) {
+                let (id, tail) = rest.split_once('/')?;
+                return tail.starts_with("metadata").then(|| map.get(id).copied())?;
+            }
+        }
+        if r.path.starts_with("/zitadel.") && r.path.ends_with("Metadata") {
+            let field = |name: &str| r.body.get(name).and_then(serde_json::Value::as_str);
+            if let Some(user) = field("userId") {
+                return self.users.get(user).copied();
+            }
+            return self.orgs.get(field("organizationId")?).copied();
+        }
         let rest = r.path.strip_prefix("/management/v1/")?;
         if let Some(user_path) = rest.strip_prefix("users/") {
             let (user, tail) = user_path.split_once('/')?;

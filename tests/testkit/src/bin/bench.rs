@@ -7,14 +7,20 @@
 //! cargo build --release --workspace --bins && ./target/release/bench \
 //!     [--objects 100,1000,10000] [--keys 10] [--latency-ms 20] [--concurrency N] [--rps 0] \
 //!     [--strategy bulk|per-key|both] [--resync-secs 60] [--resyncs 3]
+//! ./target/release/bench --write-costs 2000     # what each kind of write costs the apiserver
+//! ./target/release/bench --large-target         # issue 16: list calls per listing, big target
 //! ```
+//!
+//! `--write-costs` and `--large-target` replace the default runs (give `--objects` too to run
+//! both). `--operator-prefix 'heaptrack -o FILE'` and `--operator-env KEY=VALUE` run the operator
+//! under a profiler or with allocator settings.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, ValueEnum};
-use zmo_testkit::bench::{self, Options, Strategy};
+use zmo_testkit::bench::{self, LargeOptions, Options, Strategy, WriteCostOptions};
 use zmo_testkit::controlplane::ControlPlane;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -57,6 +63,10 @@ struct Args {
     /// Resync intervals observed for the steady state (0: skip the steady state).
     #[arg(long, default_value_t = 3)]
     resyncs: u32,
+    /// After the steady state and the edit, restart the operator and observe this many resync
+    /// intervals: how the new process's first pass and its resyncs are spread (0: skip).
+    #[arg(long, default_value_t = 0)]
+    restart_resyncs: u32,
     /// Object creations in flight at once.
     #[arg(long, default_value_t = 32)]
     create_concurrency: usize,
@@ -69,6 +79,44 @@ struct Args {
     /// Output folder (default: `target/bench`).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Run the write-cost experiment on this many objects (no operator): the control-plane CPU
+    /// of each kind of write (finalizer patch, status SSA vs merge patch vs no-op, Event, watch
+    /// fan-out). Writes `write-costs.{json,csv,md}`.
+    #[arg(long)]
+    write_costs: Option<usize>,
+    /// Requests in flight at once in the write-cost experiment.
+    #[arg(long, default_value_t = 32)]
+    write_concurrency: usize,
+    /// Extra watches per kind in the write-cost experiment's fan-out step.
+    #[arg(long, default_value_t = 4)]
+    watchers: usize,
+    /// Run the large-target benchmark (issue 16): create, steady state and deletion of one
+    /// object on an organization holding many foreign keys, in key order and shuffled order;
+    /// reports list calls per listing. Writes `large-target.{json,csv,md}`.
+    #[arg(long)]
+    large_target: bool,
+    /// Large target: keys the organization holds that the operator does not manage.
+    #[arg(long, default_value_t = 1500)]
+    foreign_keys: usize,
+    /// Large target: bytes per foreign value.
+    #[arg(long, default_value_t = 512)]
+    foreign_value_bytes: usize,
+    /// Large target: managed keys with a large value from a Secret (plus one small inline key).
+    #[arg(long, default_value_t = 8)]
+    large_values: usize,
+    /// Large target: bytes per large value (450 KiB).
+    #[arg(long, default_value_t = 460_800)]
+    large_value_bytes: usize,
+    /// Large target: give up on a phase (create, deletion) after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    phase_timeout_secs: u64,
+    /// Run the operator under this command (split on spaces), e.g. `heaptrack -o /tmp/op`.
+    #[arg(long)]
+    operator_prefix: Option<String>,
+    /// Extra environment of the operator process, `KEY=VALUE` (repeatable), e.g.
+    /// `MALLOC_ARENA_MAX=2`.
+    #[arg(long)]
+    operator_env: Vec<String>,
 }
 
 #[tokio::main]
@@ -103,6 +151,20 @@ async fn main() -> anyhow::Result<()> {
         .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
         .collect::<Vec<_>>()
         .join(" ");
+    let operator_prefix: Vec<String> = args
+        .operator_prefix
+        .as_deref()
+        .map(|p| p.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mut operator_env = Vec::new();
+    for kv in &args.operator_env {
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("--operator-env {kv:?}: expected KEY=VALUE");
+        };
+        operator_env.push((k.to_owned(), v.to_owned()));
+    }
+    let modes = args.write_costs.is_some() || args.large_target;
+    let objects_given = std::env::args().any(|a| a == "--objects" || a.starts_with("--objects="));
     let opts = Options {
         operator,
         objects: args.objects,
@@ -120,13 +182,73 @@ async fn main() -> anyhow::Result<()> {
         create_concurrency: args.create_concurrency,
         converge_timeout: Duration::from_secs(args.timeout_secs),
         out_dir: out.clone(),
-        command,
+        command: command.clone(),
+        operator_prefix: operator_prefix.clone(),
+        operator_env: operator_env.clone(),
+        restart_resyncs: args.restart_resyncs,
     };
 
     eprintln!("bench: starting kube-apiserver + etcd…");
     let cp = ControlPlane::start().await?;
     let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds");
     cp.install_crds(&crds).await?;
+    if let Some(objects) = args.write_costs {
+        let report = bench::writecost_run(
+            &cp,
+            &WriteCostOptions {
+                objects,
+                keys: args.keys,
+                concurrency: args.write_concurrency,
+                watchers: args.watchers,
+                idle: Duration::from_secs(10),
+                out_dir: out.clone(),
+                command: command.clone(),
+            },
+        )
+        .await?;
+        println!(
+            "\n{} — `{}`\n\n{}",
+            report.date,
+            report.command,
+            report.markdown()
+        );
+        for path in report.write(&out)? {
+            println!("wrote {}", path.display());
+        }
+    }
+    if args.large_target {
+        let report = bench::large_run(
+            &cp,
+            &LargeOptions {
+                operator: opts.operator.clone(),
+                foreign_keys: args.foreign_keys,
+                foreign_value_bytes: args.foreign_value_bytes,
+                large_values: args.large_values,
+                large_value_bytes: args.large_value_bytes,
+                latency: opts.latency,
+                resync: opts.resync,
+                resyncs: opts.resyncs.max(1),
+                phase_timeout: Duration::from_secs(args.phase_timeout_secs),
+                out_dir: out.clone(),
+                command: command.clone(),
+                operator_prefix,
+                operator_env,
+            },
+        )
+        .await?;
+        println!(
+            "\n{} — `{}`\n\n{}",
+            report.date,
+            report.command,
+            report.markdown()
+        );
+        for path in report.write(&out)? {
+            println!("wrote {}", path.display());
+        }
+    }
+    if modes && !objects_given {
+        return Ok(());
+    }
     let report = bench::run(&cp, &opts).await?;
     println!(
         "\n{} — {} CPUs, load {:.1} → {:.1}, other rustc processes {} → {}\n`{}`\n",

@@ -1,0 +1,709 @@
+//! The controlled experiment behind the control-plane columns (`bench --write-costs M`): what
+//! one write of each kind the operator makes (or could make instead) costs kube-apiserver + etcd,
+//! measured on M objects with no operator running. Every step makes exactly one request per
+//! object, `concurrency` at a time, and is measured alone: wall time, kube-apiserver and etcd CPU
+//! seconds (`/proc`), the apiserver's request counters, etcd puts, watch events sent, and the
+//! machine's contention while it ran. CPU per write is also given net of the control plane's idle
+//! rate (measured first, with nothing running).
+//!
+//! The steps, in order (each needs the state the previous ones left):
+//!
+//! | step | request | what it stands for |
+//! |---|---|---|
+//! | `create` | `POST` of the object (10 keys) | the user's create, for scale |
+//! | `get` | `GET` of the object | a read, for scale |
+//! | `finalizer add: JSON patch` | `PATCH` (JSON patch `test` + `add`) | kube-runtime's `finalizer()`, today's finalizer write |
+//! | `finalizer remove: JSON patch` | `PATCH` (`test` + `remove`) | the same on deletion |
+//! | `finalizer add: merge patch` | `PATCH` (merge patch of `metadata.finalizers`) | the alternative |
+//! | `status first: SSA forced` | `APPLY` to `/status`, forced | today's status write on create (new managedFields entry) |
+//! | `status change: SSA forced` | `APPLY` to `/status` with a changed condition | today's status write on a change |
+//! | `status no-op: SSA forced` | `APPLY` of the identical status (right after the SSA change) | a write that changes nothing |
+//! | `status change: merge patch` | merge `PATCH` to `/status`, a changed condition | the alternative |
+//! | `status no-op: merge patch` | merge `PATCH` of the identical status | the same as a merge patch |
+//! | `Event create` | `POST` of an `events.k8s.io/v1` Event | today's Event per write |
+//! | `status change: merge patch, W watchers` | as above, with W extra watches of each kind open | watch fan-out: the difference to the step without watchers, per watch event |
+//! | `status change: SSA forced (again, drift check)` | the SSA change once more | how much the cost drifted over the run (apiserver heap, contention) |
+//! | `control: ConfigMap create` / `change: merge patch` | the same data as a ConfigMap; an annotation change | a built-in kind (protobuf, no CRD schema) |
+//! | `control: schemaless CR create` / `status change: merge patch` | the same object in a CRD with no schema (`x-kubernetes-preserve-unknown-fields`, no CEL) | what the CRD's schema, CEL rules and typed managedFields add |
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use futures::{StreamExt as _, TryStreamExt as _};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::events::v1::Event as KubeEvent;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
+use kube::runtime::watcher;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::apiserver::{PhaseCost, Scraper};
+use super::busy::Sampler;
+use super::report::quantile;
+use super::workload::{self, Object, TargetKind};
+use super::{Machine, api_resource, count_processes, load_average};
+use crate::controlplane::ControlPlane;
+
+/// The operator's field manager (the status writes use it, as the operator does).
+const MANAGER: &str = "zitadel-metadata-operator";
+const FINALIZER: &str = "metadata.zitadel-operator.dev/cleanup";
+
+/// Group of the schemaless control CRD.
+const SCHEMALESS_GROUP: &str = "bench.zmo.dev";
+
+/// Installs (or finds) the control CRD `benchplains.bench.zmo.dev`: namespaced, a status
+/// subresource, no schema beyond `x-kubernetes-preserve-unknown-fields`; waits until it is served.
+async fn schemaless_crd(client: &kube::Client) -> Result<ApiResource> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = format!("benchplains.{SCHEMALESS_GROUP}");
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": name},
+        "spec": {
+            "group": SCHEMALESS_GROUP,
+            "scope": "Namespaced",
+            "names": {"plural": "benchplains", "singular": "benchplain", "kind": "BenchPlain",
+                      "listKind": "BenchPlainList"},
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "properties": {
+                        "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                        "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                    },
+                }},
+            }],
+        },
+    }))?;
+    if crds.get_opt(&name).await?.is_none() {
+        crds.create(&PostParams::default(), &crd).await?;
+    }
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(SCHEMALESS_GROUP, "v1", "BenchPlain"),
+        "benchplains",
+    );
+    let probe: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while probe.list(&Default::default()).await.is_err() {
+        if Instant::now() > deadline {
+            anyhow::bail!("the control CRD {name} was not served within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(resource)
+}
+
+/// What the experiment runs.
+#[derive(Clone, Debug)]
+pub struct WriteCostOptions {
+    /// Objects (half OrgMetadata, half UserMetadata); one write of each kind per object.
+    pub objects: usize,
+    /// Keys per object.
+    pub keys: usize,
+    /// Requests in flight at once (the operator: `--max-concurrent-reconciles` × 2 kinds).
+    pub concurrency: usize,
+    /// Extra watches of each kind open during the fan-out step.
+    pub watchers: usize,
+    /// Seconds of idle measured first (the control plane's background rate).
+    pub idle: Duration,
+    /// Where the results go.
+    pub out_dir: PathBuf,
+    /// The command line, for the report.
+    pub command: String,
+}
+
+/// One step of the experiment.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WriteCostRow {
+    /// Short name.
+    pub step: String,
+    /// Requests made by the experiment in the step (one per object).
+    pub writes: usize,
+    /// Failed requests.
+    pub failures: usize,
+    /// Client-side latency, mean ms.
+    pub client_mean_ms: f64,
+    /// Client-side latency, 99th percentile ms.
+    pub client_p99_ms: f64,
+    /// Requests per second achieved.
+    pub per_s: f64,
+    /// kube-apiserver + etcd CPU per request, µs, less the idle rate × wall time.
+    pub net_cpu_us_per_write: f64,
+    /// Of which kube-apiserver (net of its idle rate).
+    pub net_apiserver_us_per_write: f64,
+    /// Of which etcd (net of its idle rate).
+    pub net_etcd_us_per_write: f64,
+    /// `net_cpu_us_per_write` ÷ that of `status change: SSA forced`.
+    pub ratio_to_ssa_change: f64,
+    /// Watch events sent per request.
+    pub watch_events_per_write: f64,
+    /// Everything measured (counters, contention).
+    pub cost: PhaseCost,
+}
+
+/// The experiment's results.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WriteCostReport {
+    /// UTC start time, RFC 3339.
+    pub date: String,
+    /// The command line.
+    pub command: String,
+    /// The machine.
+    pub machine: Machine,
+    /// Objects.
+    pub objects: usize,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Extra watches per kind in the fan-out step.
+    pub watchers: usize,
+    /// kube-apiserver CPU seconds per second while idle.
+    pub idle_apiserver_cpu_per_s: f64,
+    /// etcd CPU seconds per second while idle.
+    pub idle_etcd_cpu_per_s: f64,
+    /// One row per step.
+    pub rows: Vec<WriteCostRow>,
+}
+
+fn status_body(o: &Object, generation: i64, message: &str, at: &str) -> Value {
+    let keys: Vec<&str> = o.entries.iter().map(|(k, _)| k.as_str()).collect();
+    let condition = |t: &str, s: &str, reason: &str, msg: &str| {
+        json!({"type": t, "status": s, "reason": reason, "message": msg,
+               "lastTransitionTime": at, "observedGeneration": generation})
+    };
+    let mut status = json!({
+        "observedGeneration": generation,
+        "sequence": "42",
+        "changeDate": at,
+        "resourceOwner": o.org_id,
+        "organizationId": o.org_id,
+        "managedKeys": keys,
+        "managedKeyCount": keys.len(),
+        "conditions": [
+            condition("Ready", "True", "Synced", message),
+            condition("Reconciling", "False", "Synced", message),
+            condition("Stalled", "False", "Synced", message),
+        ],
+    });
+    if o.kind == TargetKind::User {
+        status["userId"] = json!(o.user_id);
+    }
+    status
+}
+
+/// Runs `f` once per object, `concurrency` at a time; returns (client latencies ms, failures).
+async fn each<'a, F, Fut>(objects: &'a [Object], concurrency: usize, f: F) -> (Vec<f64>, usize)
+where
+    F: Fn(usize, &'a Object) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let results: Vec<(f64, bool)> = futures::stream::iter(objects.iter().enumerate())
+        .map(|(i, o)| {
+            let fut = f(i, o);
+            async move {
+                let t = Instant::now();
+                let ok = fut.await.is_ok();
+                (t.elapsed().as_secs_f64() * 1000.0, ok)
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let failures = results.iter().filter(|(_, ok)| !ok).count();
+    (results.into_iter().map(|(ms, _)| ms).collect(), failures)
+}
+
+/// Runs the experiment on `cp` (CRDs installed). Prints progress to stderr.
+pub async fn run(cp: &ControlPlane, opts: &WriteCostOptions) -> Result<WriteCostReport> {
+    let client = cp.client().await?;
+    let ns = cp.create_namespace("bench-writecost").await?;
+    let orgs: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &api_resource("OrgMetadata", "orgmetadatas"),
+    );
+    let users: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &api_resource("UserMetadata", "usermetadatas"),
+    );
+    let events: Api<KubeEvent> = Api::namespaced(client.clone(), &ns);
+    let api_of = |o: &Object| match o.kind {
+        TargetKind::Org => orgs.clone(),
+        TargetKind::User => users.clone(),
+    };
+    let objects = workload::objects(opts.objects, opts.keys);
+    let scraper = Scraper::new(cp).await?;
+    let mut report = WriteCostReport {
+        date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        command: opts.command.clone(),
+        machine: Machine {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            load_start: load_average(),
+            other_rustc_start: count_processes("rustc"),
+            ..Machine::default()
+        },
+        objects: objects.len(),
+        concurrency: opts.concurrency,
+        watchers: opts.watchers,
+        ..WriteCostReport::default()
+    };
+
+    // The control plane's own background rate.
+    let (a0, e0) = scraper.cpu();
+    let idle_start = Instant::now();
+    tokio::time::sleep(opts.idle).await;
+    let (a1, e1) = scraper.cpu();
+    let idle_s = idle_start.elapsed().as_secs_f64();
+    report.idle_apiserver_cpu_per_s = (a1 - a0) / idle_s;
+    report.idle_etcd_cpu_per_s = (e1 - e0) / idle_s;
+    eprintln!(
+        "bench: write costs: idle kube-apiserver {:.3} CPU-s/s, etcd {:.3} CPU-s/s",
+        report.idle_apiserver_cpu_per_s, report.idle_etcd_cpu_per_s
+    );
+
+    let own = cp.process_ids();
+    let mut steps: Vec<(String, PhaseCost, Vec<f64>, usize)> = Vec::new();
+    let now = || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let ssa = PatchParams::apply(MANAGER).force();
+    let plain = PatchParams::default();
+
+    macro_rules! step {
+        ($name:expr, $f:expr) => {{
+            let name: String = $name;
+            let before = scraper.snapshot().await?;
+            let sampler = Sampler::start(own.clone(), Duration::from_millis(500));
+            let (lat, failures) = each(&objects, opts.concurrency, $f).await;
+            let contention = sampler.finish().await;
+            let after = scraper.snapshot().await?;
+            let mut cost = PhaseCost::between(&name, objects.len(), &before, &after);
+            cost.contention = Some(contention);
+            eprintln!(
+                "bench: write costs: {name}: {:.1} s, kube-apiserver {:.2} + etcd {:.2} CPU-s, {failures} failed",
+                cost.wall_s, cost.apiserver_cpu_s, cost.etcd_cpu_s
+            );
+            steps.push((name, cost, lat, failures));
+            // Let watch deliveries and etcd compaction of the step settle.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }};
+    }
+
+    step!("create".into(), |_, o: &Object| {
+        let api = api_of(o);
+        let obj: Result<DynamicObject, _> = serde_json::from_value(o.manifest(&ns));
+        async move {
+            api.create(&PostParams::default(), &obj?).await?;
+            Ok(())
+        }
+    });
+    step!("get".into(), |_, o: &Object| {
+        let api = api_of(o);
+        async move {
+            api.get(&o.name).await?;
+            Ok(())
+        }
+    });
+    step!("finalizer add: JSON patch".into(), |_, o: &Object| {
+        let api = api_of(o);
+        let plain = plain.clone();
+        async move {
+            let patch = json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": null},
+                {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+            ]);
+            api.patch(
+                &o.name,
+                &plain,
+                &Patch::Json::<()>(serde_json::from_value(patch)?),
+            )
+            .await?;
+            Ok(())
+        }
+    });
+    step!("finalizer remove: JSON patch".into(), |_, o: &Object| {
+        let api = api_of(o);
+        let plain = plain.clone();
+        async move {
+            let patch = json!([
+                {"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
+                {"op": "remove", "path": "/metadata/finalizers/0"},
+            ]);
+            api.patch(
+                &o.name,
+                &plain,
+                &Patch::Json::<()>(serde_json::from_value(patch)?),
+            )
+            .await?;
+            Ok(())
+        }
+    });
+    step!("finalizer add: merge patch".into(), |_, o: &Object| {
+        let api = api_of(o);
+        let plain = plain.clone();
+        async move {
+            api.patch(
+                &o.name,
+                &plain,
+                &Patch::Merge(json!({"metadata": {"finalizers": [FINALIZER]}})),
+            )
+            .await?;
+            Ok(())
+        }
+    });
+    let t1 = now();
+    step!("status first: SSA forced".into(), |_, o: &Object| {
+        let api = api_of(o);
+        let ssa = ssa.clone();
+        let body = json!({
+            "apiVersion": "metadata.zitadel-operator.dev/v1alpha1",
+            "kind": match o.kind { TargetKind::Org => "OrgMetadata", TargetKind::User => "UserMetadata" },
+            "status": status_body(o, 1, "10 keys in sync", &t1),
+        });
+        async move {
+            api.patch_status(&o.name, &ssa, &Patch::Apply(body)).await?;
+            Ok(())
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let t2 = now();
+    step!("status change: SSA forced".into(), |_, o: &Object| {
+        let api = api_of(o);
+        let ssa = ssa.clone();
+        let body = json!({
+            "apiVersion": "metadata.zitadel-operator.dev/v1alpha1",
+            "kind": match o.kind { TargetKind::Org => "OrgMetadata", TargetKind::User => "UserMetadata" },
+            "status": status_body(o, 1, "10 keys in sync (round 2)", &t2),
+        });
+        async move {
+            api.patch_status(&o.name, &ssa, &Patch::Apply(body)).await?;
+            Ok(())
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    step!("status no-op: SSA forced".into(), |_, o: &Object| {
+        let api = api_of(o);
+        let ssa = ssa.clone();
+        let body = json!({
+            "apiVersion": "metadata.zitadel-operator.dev/v1alpha1",
+            "kind": match o.kind { TargetKind::Org => "OrgMetadata", TargetKind::User => "UserMetadata" },
+            "status": status_body(o, 1, "10 keys in sync (round 2)", &t2),
+        });
+        async move {
+            api.patch_status(&o.name, &ssa, &Patch::Apply(body)).await?;
+            Ok(())
+        }
+    });
+    let t3 = now();
+    step!("status change: merge patch".into(), |_, o: &Object| {
+        let api = api_of(o);
+        let plain = plain.clone();
+        let body = json!({"status": status_body(o, 1, "10 keys in sync (round 3)", &t3)});
+        async move {
+            api.patch_status(&o.name, &plain, &Patch::Merge(body))
+                .await?;
+            Ok(())
+        }
+    });
+    step!("status no-op: merge patch".into(), |_, o: &Object| {
+        let api = api_of(o);
+        let plain = plain.clone();
+        let body = json!({"status": status_body(o, 1, "10 keys in sync (round 3)", &t3)});
+        async move {
+            api.patch_status(&o.name, &plain, &Patch::Merge(body))
+                .await?;
+            Ok(())
+        }
+    });
+    step!("Event create".into(), |i, o: &Object| {
+        let events = events.clone();
+        let kind = match o.kind {
+            TargetKind::Org => "OrgMetadata",
+            TargetKind::User => "UserMetadata",
+        };
+        let event = json!({
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {"name": format!("{}.{:x}", o.name, i), "namespace": ns},
+            "eventTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "reportingController": MANAGER,
+            "reportingInstance": MANAGER,
+            "action": "BulkSet",
+            "reason": "MetadataSet",
+            "type": "Normal",
+            "note": format!("Set 10 key(s) on organization {}: key-0, key-1, key-2, key-3, key-4, key-5, key-6, key-7, key-8, key-9", o.org_id),
+            "regarding": {"apiVersion": "metadata.zitadel-operator.dev/v1alpha1", "kind": kind,
+                          "name": o.name, "namespace": ns},
+        });
+        async move {
+            let event: KubeEvent = serde_json::from_value(event)?;
+            events.create(&PostParams::default(), &event).await?;
+            Ok(())
+        }
+    });
+    // Watch fan-out: the same status change with extra watches of both kinds open.
+    let mut watches = Vec::new();
+    for _ in 0..opts.watchers {
+        for api in [orgs.clone(), users.clone()] {
+            watches.push(tokio::spawn(async move {
+                let stream = watcher(api, watcher::Config::default());
+                let _ = stream.try_for_each(|_| async { Ok(()) }).await;
+            }));
+        }
+    }
+    // Let the watches list and settle.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let t4 = now();
+    step!(
+        format!("status change: merge patch, {} watchers", opts.watchers),
+        |_, o: &Object| {
+            let api = api_of(o);
+            let plain = plain.clone();
+            let body = json!({"status": status_body(o, 1, "10 keys in sync (round 4)", &t4)});
+            async move {
+                api.patch_status(&o.name, &plain, &Patch::Merge(body))
+                    .await?;
+                Ok(())
+            }
+        }
+    );
+    for w in watches {
+        w.abort();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The first status step again: how far the control plane's cost drifted over the run.
+    let t5 = now();
+    step!(
+        "status change: SSA forced (again, drift check)".into(),
+        |_, o: &Object| {
+            let api = api_of(o);
+            let ssa = ssa.clone();
+            let body = json!({
+                "apiVersion": "metadata.zitadel-operator.dev/v1alpha1",
+                "kind": match o.kind { TargetKind::Org => "OrgMetadata", TargetKind::User => "UserMetadata" },
+                "status": status_body(o, 1, "10 keys in sync (round 5)", &t5),
+            });
+            async move {
+                api.patch_status(&o.name, &ssa, &Patch::Apply(body)).await?;
+                Ok(())
+            }
+        }
+    );
+
+    // Controls: the same data in a built-in kind (protobuf, no CRD schema), and in a custom
+    // resource whose CRD has no schema to validate (x-kubernetes-preserve-unknown-fields, no CEL).
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    step!("control: ConfigMap create".into(), |_, o: &Object| {
+        let api = config_maps.clone();
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(o.name.clone()),
+                ..ObjectMeta::default()
+            },
+            data: Some(o.entries.iter().cloned().collect()),
+            ..ConfigMap::default()
+        };
+        async move {
+            api.create(&PostParams::default(), &cm).await?;
+            Ok(())
+        }
+    });
+    let t6 = now();
+    step!(
+        "control: ConfigMap change: merge patch".into(),
+        |_, o: &Object| {
+            let api = config_maps.clone();
+            let plain = plain.clone();
+            let body = json!({"metadata": {"annotations": {"bench/synced": t6}}});
+            async move {
+                api.patch(&o.name, &plain, &Patch::Merge(body)).await?;
+                Ok(())
+            }
+        }
+    );
+    let plains = schemaless_crd(&client).await?;
+    let plains: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &plains);
+    step!("control: schemaless CR create".into(), |_, o: &Object| {
+        let api = plains.clone();
+        let mut manifest = o.manifest(&ns);
+        manifest["apiVersion"] = json!(format!("{SCHEMALESS_GROUP}/v1"));
+        manifest["kind"] = json!("BenchPlain");
+        let obj: Result<DynamicObject, _> = serde_json::from_value(manifest);
+        async move {
+            api.create(&PostParams::default(), &obj?).await?;
+            Ok(())
+        }
+    });
+    let t7 = now();
+    step!(
+        "control: schemaless CR status change: merge patch".into(),
+        |_, o: &Object| {
+            let api = plains.clone();
+            let plain = plain.clone();
+            let body = json!({"status": status_body(o, 1, "10 keys in sync (round 7)", &t7)});
+            async move {
+                api.patch_status(&o.name, &plain, &Patch::Merge(body))
+                    .await?;
+                Ok(())
+            }
+        }
+    );
+
+    let (ia, ie) = (report.idle_apiserver_cpu_per_s, report.idle_etcd_cpu_per_s);
+    let mut rows: Vec<WriteCostRow> = steps
+        .into_iter()
+        .map(|(step, cost, mut lat, failures)| {
+            let writes = lat.len();
+            let w = writes.max(1) as f64;
+            let net_a = (cost.apiserver_cpu_s - ia * cost.wall_s).max(0.0) * 1e6 / w;
+            let net_e = (cost.etcd_cpu_s - ie * cost.wall_s).max(0.0) * 1e6 / w;
+            let mean = lat.iter().sum::<f64>() / w;
+            WriteCostRow {
+                step,
+                writes,
+                failures,
+                client_mean_ms: mean,
+                client_p99_ms: quantile(&mut lat, 0.99),
+                per_s: writes as f64 / cost.wall_s.max(1e-6),
+                net_cpu_us_per_write: net_a + net_e,
+                net_apiserver_us_per_write: net_a,
+                net_etcd_us_per_write: net_e,
+                ratio_to_ssa_change: 0.0,
+                watch_events_per_write: cost.watch_events_sent as f64 / w,
+                cost,
+            }
+        })
+        .collect();
+    let reference = rows
+        .iter()
+        .find(|r| r.step == "status change: SSA forced")
+        .map_or(0.0, |r| r.net_cpu_us_per_write);
+    for r in &mut rows {
+        r.ratio_to_ssa_change = if reference > 0.0 {
+            r.net_cpu_us_per_write / reference
+        } else {
+            0.0
+        };
+    }
+    report.rows = rows;
+    report.machine.load_end = load_average();
+    report.machine.other_rustc_end = count_processes("rustc");
+    Ok(report)
+}
+
+impl WriteCostReport {
+    /// Markdown: one table of the steps.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{} objects, {} requests in flight, idle control plane {:.3} (kube-apiserver) + {:.3} (etcd) CPU-s/s\n",
+            self.objects, self.concurrency, self.idle_apiserver_cpu_per_s, self.idle_etcd_cpu_per_s
+        );
+        let _ = writeln!(
+            out,
+            "| step | requests | failed | wall s | per s | client mean / p99 ms | apiserver CPU s | etcd CPU s | net CPU µs per request (apiserver + etcd) | ÷ SSA status change | etcd puts | watch events per request | machine busy mean / peak | others CPU s |"
+        );
+        let _ = writeln!(
+            out,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for r in &self.rows {
+            let c = &r.cost;
+            let (busy, other) = c.contention.as_ref().map_or((String::from("-"), 0.0), |k| {
+                (
+                    format!(
+                        "{:.0}% / {:.0}%",
+                        k.machine_busy_mean_pct, k.machine_busy_peak_pct
+                    ),
+                    k.other_cpu_s,
+                )
+            });
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.1} | {:.0} | {:.1} / {:.1} | {:.2} | {:.2} | {:.0} ({:.0} + {:.0}) | {:.2} | {} | {:.2} | {} | {:.1} |",
+                r.step,
+                r.writes,
+                r.failures,
+                c.wall_s,
+                r.per_s,
+                r.client_mean_ms,
+                r.client_p99_ms,
+                c.apiserver_cpu_s,
+                c.etcd_cpu_s,
+                r.net_cpu_us_per_write,
+                r.net_apiserver_us_per_write,
+                r.net_etcd_us_per_write,
+                r.ratio_to_ssa_change,
+                c.etcd_puts,
+                r.watch_events_per_write,
+                busy,
+                other,
+            );
+        }
+        out
+    }
+
+    /// CSV: one row per step.
+    pub fn csv(&self) -> String {
+        let mut out = String::from(
+            "step,requests,failures,wall_s,per_s,client_mean_ms,client_p99_ms,apiserver_cpu_s,etcd_cpu_s,net_cpu_us_per_request,net_apiserver_us,net_etcd_us,ratio_to_ssa_change,etcd_puts,watch_events,machine_busy_mean_pct,machine_busy_peak_pct,other_cpu_s\n",
+        );
+        for r in &self.rows {
+            let c = &r.cost;
+            let k = c.contention.clone().unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{},{},{},{:.3},{:.1},{:.2},{:.2},{:.3},{:.3},{:.1},{:.1},{:.1},{:.3},{},{},{:.1},{:.1},{:.2}",
+                r.step.replace(',', ";"),
+                r.writes,
+                r.failures,
+                c.wall_s,
+                r.per_s,
+                r.client_mean_ms,
+                r.client_p99_ms,
+                c.apiserver_cpu_s,
+                c.etcd_cpu_s,
+                r.net_cpu_us_per_write,
+                r.net_apiserver_us_per_write,
+                r.net_etcd_us_per_write,
+                r.ratio_to_ssa_change,
+                c.etcd_puts,
+                c.watch_events_sent,
+                k.machine_busy_mean_pct,
+                k.machine_busy_peak_pct,
+                k.other_cpu_s,
+            );
+        }
+        out
+    }
+
+    /// Writes `write-costs.{json,csv,md}` into `dir`; returns their paths.
+    pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let files = [
+            (
+                dir.join("write-costs.json"),
+                serde_json::to_string_pretty(self)?,
+            ),
+            (dir.join("write-costs.csv"), self.csv()),
+            (
+                dir.join("write-costs.md"),
+                format!("{} — `{}`\n\n{}", self.date, self.command, self.markdown()),
+            ),
+        ];
+        let mut paths = Vec::new();
+        for (path, text) in files {
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            paths.push(path);
+        }
+        Ok(paths)
+    }
+}
