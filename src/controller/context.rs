@@ -38,6 +38,9 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// How drift is detected: ZITADEL's event log where allowed, and how objects are paced.
     pub drift: DriftSettings,
+    /// Only objects whose labels match this selector are reconciled (sharding across several
+    /// operator processes, `--watch-label-selector`); `None`: all.
+    pub watch_selector: Option<String>,
 }
 
 impl Default for Settings {
@@ -50,6 +53,7 @@ impl Default for Settings {
             concurrency: 16,
             request_timeout: Duration::from_secs(30),
             drift: DriftSettings::default(),
+            watch_selector: None,
         }
     }
 }

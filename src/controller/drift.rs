@@ -500,8 +500,10 @@ async fn run_poller(
     let mut cursor = Cursor::new(config);
     // The client the cursor belongs to (a new client: the credentials changed; start over).
     let mut client: Option<Arc<dyn ZitadelApi>> = None;
-    // Refused events with this client: not asked again until the client changes.
-    let mut denied = false;
+    // Events refused with this client: not asked again before this (or a new client).
+    let mut denied_until: Option<Instant> = None;
+    // Consecutive failed rounds (only the first is a warning).
+    let mut failures = 0u32;
     let mut idle = 0u32;
     loop {
         let Some(strong) = hub.upgrade() else { return };
@@ -510,7 +512,7 @@ async fn run_poller(
             Source::Polling(why) => {
                 cursor = Cursor::new(config);
                 client = None;
-                denied = false;
+                denied_until = None;
                 strong.decided(&key, &poller, State::Polling, &why);
                 strong.settings.drift.event_poll_interval
             }
@@ -520,20 +522,29 @@ async fn run_poller(
                 if !same {
                     cursor = Cursor::new(config);
                     client = Some(source.api.clone());
-                    denied = false;
+                    denied_until = None;
                 }
-                if !denied {
+                if denied_until.is_none_or(|t| Instant::now() >= t) {
                     let outcome =
                         poll_round(&strong, &key, &poller, source.api.as_ref(), &mut cursor).await;
-                    if let Err(e) = outcome {
-                        if e.is_permission() || e.is_route_missing() {
-                            denied = true;
+                    match outcome {
+                        Ok(()) => failures = 0,
+                        Err(e) if e.is_permission() || e.is_route_missing() => {
+                            // Credentials may change (a rotated token): ask again after a resync
+                            // interval.
+                            denied_until = Some(Instant::now() + strong.settings.resync);
                             cursor = Cursor::new(config);
                             let why = format!("the event log cannot be read ({})", e.reason());
                             strong.decided(&key, &poller, State::Polling, &why);
-                        } else {
+                        }
+                        Err(e) => {
                             strong.metrics.drift_poll("error");
-                            tracing::warn!(connection = %key, error = %e, "reading ZITADEL's event log failed; retrying next poll");
+                            failures += 1;
+                            if failures == 1 {
+                                tracing::warn!(connection = %key, error = %e, "reading ZITADEL's event log failed; retrying every poll interval");
+                            } else {
+                                tracing::debug!(connection = %key, error = %e, failures, "reading ZITADEL's event log failed again");
+                            }
                             if !cursor.is_ready() {
                                 strong.decided(
                                     &key,

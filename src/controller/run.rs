@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
@@ -24,7 +24,7 @@ use super::metadata::claims;
 use super::usage::UsageIndex;
 use super::watches::{
     NoTriggerBackoff, connection_changes, connection_dependents, default_requeues, dependents,
-    scoped_api, watch,
+    scoped_api, watch, watch_selected,
 };
 use super::{Context, LAST_APPLIED, Settings, probe, token_secret};
 use crate::connections::Connections;
@@ -108,19 +108,18 @@ where
     let index = targets.clone();
     let users = usage.clone();
     let watched = scope.clone();
-    let trigger = watch(api)
+    // Sharded: this process reconciles only the objects its selector matches; the target index
+    // and the connections' users are fed by the watch of all objects instead ([`claims_watch`]).
+    let sharded = settings.watch_selector.is_some();
+    let trigger = watch_selected(api, settings.watch_selector.as_deref())
         // Nothing reads managedFields (three quarters of the cache's memory) or kubectl's copy of
         // the last applied object.
-        .modify(|o: &mut K| {
-            let meta = o.meta_mut();
-            meta.managed_fields = None;
-            if let Some(annotations) = meta.annotations.as_mut() {
-                annotations.remove(LAST_APPLIED);
-            }
-        })
+        .modify(strip_meta::<K>)
         .inspect_ok(move |event| {
-            index.observe(watched.as_deref(), event, claims::identity::<K>);
-            users.observe(watched.as_deref(), event);
+            if !sharded {
+                index.observe(watched.as_deref(), event, claims::identity::<K>);
+                users.observe(watched.as_deref(), event);
+            }
         })
         .reflect(writer)
         .applied_objects()
@@ -180,6 +179,49 @@ where
         })
 }
 
+/// Drop what nothing reads from a cached object: managedFields (three quarters of the cache's
+/// memory) and kubectl's copy of the last applied object.
+fn strip_meta<K: MetadataResource>(o: &mut K) {
+    let meta = o.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// Sharded (`--watch-label-selector`): a watch of **all** objects of kind `K` in `scope`, whose
+/// cache holds only what key claims and connection usage read (targets, keys, status ids and
+/// conditions, finalizers; no values), so that a shard still sees the claims of objects other
+/// shards reconcile, and connections are not released while another shard's objects use them.
+/// Feeds the target index and the usage index. Returns the cache and the stream to drive.
+fn claims_watch<K: MetadataResource + Resource<DynamicType = ()>>(
+    client: &Client,
+    scope: Option<String>,
+    targets: &TargetIndex,
+    usage: &UsageIndex,
+) -> (Store<K>, futures::future::BoxFuture<'static, ()>) {
+    let api: Api<K> = scoped_api(client, scope.as_deref());
+    let (reader, writer) = reflector::store();
+    let (index, users) = (targets.clone(), usage.clone());
+    let drive = watch(api)
+        .modify(|o: &mut K| {
+            strip_meta(o);
+            for entry in o.entries_mut() {
+                entry.value = None;
+                entry.binary_value = None;
+                entry.value_from = None;
+            }
+        })
+        .inspect_ok(move |event| {
+            index.observe(scope.as_deref(), event, claims::identity::<K>);
+            users.observe(scope.as_deref(), event);
+        })
+        .reflect(writer)
+        .for_each(|_| futures::future::ready(()))
+        .boxed();
+    (reader, drive)
+}
+
 /// What [`run_kind`] needs besides the kind.
 pub struct KindParts {
     /// Kubernetes client.
@@ -233,6 +275,17 @@ pub async fn run_kind<K>(
         .collect();
     metrics.register_controller(K::CONTROLLER, settings.concurrency);
     let stores: Vec<Store<K>> = controllers.iter().map(Controller::store).collect();
+    // Key claims are decided over every object, also those other shards reconcile.
+    let (claim_stores, claim_watches): (Vec<Store<K>>, Vec<_>) =
+        if settings.watch_selector.is_some() {
+            namespaces
+                .scopes()
+                .into_iter()
+                .map(|scope| claims_watch::<K>(&client, scope, &targets, &usage))
+                .unzip()
+        } else {
+            (stores.clone(), Vec::new())
+        };
     let kind = K::kind(&()).to_string();
     let counted = stores.clone();
     metrics.set_object_counter(&kind, Box::new(move || count_conditions(&counted)));
@@ -242,7 +295,7 @@ pub async fn run_kind<K>(
         drift.recording(connections),
         sources,
         settings,
-        stores.clone(),
+        claim_stores,
         targets,
         metrics.clone(),
         drift,
@@ -259,8 +312,15 @@ pub async fn run_kind<K>(
     tokio::select! {
         _ = futures::future::join_all(runs) => {}
         () = report_synced::<K>(stores, synced) => {}
+        () = drive_all(claim_watches) => {}
     }
     metrics.clear_object_counter(&kind);
+}
+
+/// Drive `watches` (watch streams never end); pending forever when there are none.
+async fn drive_all(watches: Vec<futures::future::BoxFuture<'static, ()>>) {
+    futures::future::join_all(watches).await;
+    futures::future::pending::<()>().await;
 }
 
 /// Fire `synced` once every store holds its initial list; never returns (the controllers decide

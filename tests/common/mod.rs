@@ -51,6 +51,7 @@ pub fn fast_settings() -> Settings {
         concurrency: 4,
         request_timeout: Duration::from_secs(2),
         drift: zitadel_metadata_operator::drift::DriftSettings::polling(),
+        ..Settings::default()
     }
 }
 
