@@ -171,7 +171,7 @@ async fn two_shards_split_the_objects_and_take_over_a_relabelled_one() {
     let b = Shard::start(&env, dir.path(), "b");
 
     // Objects alternate between the shards; one UserMetadata each.
-    let shard_of = |i: usize| if i % 2 == 0 { "a" } else { "b" };
+    let shard_of = |i: usize| if i.is_multiple_of(2) { "a" } else { "b" };
     let orgs = env.orgs();
     for i in 0..ORGS {
         apply_labelled(
