@@ -704,3 +704,84 @@ async fn connections_show_their_mode_and_fall_back_to_polling_without_events_rea
     );
     op.stop().await;
 }
+
+/// Whether the org-scoped changes APIs (the fallback of credentials without `events.read`,
+/// v2e §2.3) would make polling cheaper, measured on the emulator: they cost one call per
+/// organization (`ListOrgChanges`, context org) or user (`ListUserChanges`) — as many calls as
+/// listing the metadata — carry no payload (so a change still needs the listing afterwards),
+/// and only save bytes while nothing changed. Polling therefore keeps plain listings; see the
+/// README's Drift detection section.
+#[tokio::test]
+async fn org_scoped_changes_apis_cost_a_call_per_target_like_a_listing() {
+    let emu = zmo_testkit::emulator::Emulator::start_seeded()
+        .await
+        .expect("emulator");
+    emu.add_token("owner", TokenGrant::org_owner(ACME));
+    for k in 0..10 {
+        emu.put_org_metadata(ACME, &format!("key-{k}"), b"a-value-of-some-12-bytes");
+        emu.put_user_metadata(ALICE, &format!("key-{k}"), b"a-value-of-some-12-bytes");
+    }
+    let http = reqwest::Client::new();
+    let call = |path: String, body: serde_json::Value| {
+        let http = http.clone();
+        let url = format!("{}{path}", emu.url());
+        async move {
+            let response = http
+                .post(url)
+                .bearer_auth("owner")
+                .header("x-zitadel-orgid", ACME)
+                .json(&body)
+                .send()
+                .await
+                .expect("call");
+            assert_eq!(response.status(), 200);
+            response.bytes().await.expect("body").len()
+        }
+    };
+    let org_changes = call(
+        "/management/v1/orgs/me/changes/_search".into(),
+        json!({"query": {"sequence": "0", "limit": 0, "asc": true}}),
+    )
+    .await;
+    let latest = emu.org_sequence(ACME);
+    let org_unchanged = call(
+        "/management/v1/orgs/me/changes/_search".into(),
+        json!({"query": {"sequence": latest.to_string(), "limit": 0, "asc": true}}),
+    )
+    .await;
+    let user_changes = call(
+        format!("/management/v1/users/{ALICE}/changes/_search"),
+        json!({"query": {"sequence": "0", "limit": 0, "asc": true}}),
+    )
+    .await;
+    let org_list = call(
+        "/management/v1/metadata/_search".into(),
+        json!({"query": {"offset": "0", "asc": true}}),
+    )
+    .await;
+    // No payload in the changes: the keys and values are not there.
+    let text = http
+        .post(format!(
+            "{}/management/v1/orgs/me/changes/_search",
+            emu.url()
+        ))
+        .bearer_auth("owner")
+        .header("x-zitadel-orgid", ACME)
+        .json(&json!({"query": {"sequence": "0", "limit": 0, "asc": true}}))
+        .send()
+        .await
+        .expect("call")
+        .text()
+        .await
+        .expect("text");
+    assert!(text.contains("EventTypes.org.metadata.set"));
+    assert!(
+        !text.contains("key-0") && !text.contains("YS12YWx1ZS"),
+        "{text}"
+    );
+    assert!(org_unchanged < org_list, "an unchanged org answers smaller");
+    println!(
+        "FIGURE changes_api calls_per_org=1 calls_per_user=1 calls_per_listing=1 org_changes_bytes={org_changes} org_unchanged_bytes={org_unchanged} user_changes_bytes={user_changes} org_list_bytes={org_list} payload=none"
+    );
+    emu.shutdown().await;
+}
