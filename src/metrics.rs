@@ -82,6 +82,12 @@ struct ReconcileLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CleanupLabels {
+    controller: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     operation: &'static str,
     code: String,
@@ -152,6 +158,7 @@ pub struct Metrics {
     reconcile_errors: Family<ControllerLabels, Counter>,
     terminal_errors: Family<ControllerLabels, Counter>,
     reconcile_time: HistogramFamily<ControllerLabels>,
+    cleanup_failures: Family<CleanupLabels, Counter>,
     max_concurrent: Family<ControllerLabels, Gauge>,
     active_workers: Family<ControllerLabels, Gauge>,
     zitadel_requests: Family<RequestLabels, Counter>,
@@ -211,6 +218,12 @@ impl Metrics {
             "Length of time per reconciliation per controller",
             Unit::Seconds,
             reconcile_time.clone(),
+        );
+        let cleanup_failures = Family::<CleanupLabels, Counter>::default();
+        registry.register(
+            "zitadel_metadata_cleanup_failures",
+            "Deletions whose cleanup failed (the object keeps its finalizer and is retried), per controller and reason of the failure",
+            cleanup_failures.clone(),
         );
         let max_concurrent = Family::<ControllerLabels, Gauge>::default();
         registry.register(
@@ -298,6 +311,7 @@ impl Metrics {
             reconcile_errors,
             terminal_errors,
             reconcile_time,
+            cleanup_failures,
             max_concurrent,
             active_workers,
             zitadel_requests,
@@ -371,6 +385,16 @@ impl Metrics {
         self.reconcile_time
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// A cleanup of `controller` failed for `reason` (the finalizer stays).
+    pub fn cleanup_failed(&self, controller: &'static str, reason: crate::reason::Reason) {
+        self.cleanup_failures
+            .get_or_create(&CleanupLabels {
+                controller,
+                reason: reason.as_str(),
+            })
+            .inc();
     }
 
     /// One ZITADEL request finished. `code` is the HTTP status, or `"timeout"` / `"error"`.

@@ -83,9 +83,6 @@ reasons! {
     ZitadelApiUnavailable => Stalled,
     /// gRPC refused a message over its 4 MiB limit even at the smallest size.
     ZitadelMessageTooLarge => Stalled,
-    /// Whether the organization or user still exists could not be established (it is
-    /// invisible to the service user, and ZITADEL does not say why).
-    TargetExistenceUnknown => Stalled,
     /// ZITADEL answered 403.
     ZitadelPermissionDenied => Stalled,
     /// ZITADEL answered 401.
@@ -130,8 +127,18 @@ reasons! {
     /// The connection exists but is not Ready: transient while its probe is pending or failed
     /// on a transient ZITADEL error, stalled otherwise.
     ConnectionNotReady => Neither,
-    /// Removing managed keys during deletion failed (transient or not, as the cause).
+    /// Removing managed keys during deletion failed (transient or not, as the cause); the
+    /// finalizer stays until the keys are removed, the target is proven gone, or
+    /// `deletionPolicy` is `Orphan`.
     CleanupFailed => Neither,
+    /// Whether the organization or user still exists could not be established (it is
+    /// invisible to the service user, and ZITADEL does not say why): after an ambiguous answer
+    /// (`AUTH-Bs7Ds`, `COMMAND-uXHNj`) the sync retries with backoff rather than call the
+    /// target gone.
+    TargetExistenceUnknown => Neither,
+    /// The object is being deleted and its managed keys are being removed (Reconciling=True;
+    /// the message counts keys removed and remaining).
+    Deleting => Neither,
 
     // Events.
     /// Keys were set (Event).

@@ -10,6 +10,7 @@
 //! | Stalled | False | False | True | Failed |
 //! | Drifted (driftPolicy Report) | False | False | True | Failed: only a person can resolve it |
 //! | Suspended | — | False | False | Current: paused as the spec asks; a `Ready` condition of any status would be a lie or keep `--wait` waiting |
+//! | Deleting (cleanup running) | False | True (`Deleting`, keys removed / remaining) | False | Terminating (deletionTimestamp set) |
 //!
 //! Status is rebuilt from the current result every time; `lastTransitionTime` is carried over
 //! unless a condition's `status` flips, so an unchanged outcome yields an identical status and no
@@ -55,6 +56,11 @@ pub enum Outcome {
         /// Human message.
         message: String,
     },
+    /// Being deleted: the managed keys are being removed (the message counts progress).
+    Deleting {
+        /// Human message.
+        message: String,
+    },
     /// Needs the user to act (spec, permissions, target, conflict).
     Stalled {
         /// Why.
@@ -83,6 +89,11 @@ impl Outcome {
             Outcome::Suspended { message } => (None, "False", "False", Reason::Suspended, message),
             Outcome::Stalled { reason, message } => {
                 (Some("False"), "False", "True", *reason, message)
+            }
+            // Work in progress that ends by itself (kstatus InProgress; with a
+            // deletionTimestamp kstatus says Terminating whatever the conditions).
+            Outcome::Deleting { message } => {
+                (Some("False"), "True", "False", Reason::Deleting, message)
             }
         }
     }

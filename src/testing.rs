@@ -2,7 +2,7 @@
 //! maps and fails on request, Secrets/ConfigMaps, a connection table, neighbours and a report
 //! that records what would have been written.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::connections::{AllowedOrgs, ConnectionResolver, Granted, Refusal, Resolution};
@@ -12,7 +12,8 @@ use crate::controller::metadata::{Io, Neighbours, Notice, Report};
 use crate::crd::{ConnectionRef, MetadataStatus};
 use crate::sources::{Lookup, SourceKind, SourceObject, ValueSources};
 use crate::zitadel::{
-    Found, MetadataMap, ObjectDetails, OrgQuery, Target, UserQuery, ZitadelApi, ZitadelError,
+    Existence, Found, Listing, MetadataMap, ObjectDetails, OrgQuery, Relevant, Target, UserQuery,
+    ZitadelApi, ZitadelError,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -43,6 +44,8 @@ pub enum Op {
     FindOrgs,
     /// `find_users`.
     FindUsers,
+    /// `target_exists`.
+    Exists,
 }
 
 #[derive(Default)]
@@ -52,9 +55,17 @@ struct Zitadel {
     users: Vec<(UserQuery, Found)>,
     user_orgs: HashMap<String, String>,
     failures: HashMap<Op, VecDeque<ZitadelError>>,
+    /// A failure after a number of successful calls.
+    delayed: HashMap<Op, (usize, ZitadelError)>,
     drop_writes: bool,
     calls: Vec<Op>,
     sequence: u64,
+    /// What `target_exists` answers per target (default: `Exists`).
+    existence: HashMap<Target, Existence>,
+    /// Keys hidden from listings (as a v2 list hides rows the caller may not read).
+    hidden: BTreeSet<String>,
+    /// The `relevant` keys of each listing, in order (`None`: all).
+    listings: Vec<Option<BTreeSet<String>>>,
 }
 
 /// The hits registered for `query`.
@@ -99,6 +110,18 @@ impl FakeZitadel {
             .push_back(error);
     }
 
+    /// The call of `op` after the next `skip` ones fails with `error`.
+    pub fn fail_after(&self, op: Op, skip: usize, error: ZitadelError) {
+        lock(&self.inner).delayed.insert(op, (skip, error));
+    }
+
+    /// Remove `key` from `target` (as if someone else removed it).
+    pub fn delete(&self, target: &Target, key: &str) {
+        if let Some(map) = lock(&self.inner).metadata.get_mut(target) {
+            map.remove(key);
+        }
+    }
+
     /// Writes are acknowledged but not kept (for read-back mismatches).
     pub fn drop_writes(&self) {
         lock(&self.inner).drop_writes = true;
@@ -129,10 +152,49 @@ impl FakeZitadel {
         lock(&self.inner).calls.clone()
     }
 
+    /// How many calls of `op` were made so far.
+    pub fn count(&self, op: Op) -> usize {
+        lock(&self.inner).calls.iter().filter(|c| **c == op).count()
+    }
+
+    /// `target_exists` answers `existence` for `target` from now on (default `Exists`).
+    pub fn set_existence(&self, target: &Target, existence: Existence) {
+        lock(&self.inner)
+            .existence
+            .insert(target.clone(), existence);
+    }
+
+    /// Listings leave out `key` (still stored, writable and removable), like a v2 list leaves
+    /// out rows the caller may not read.
+    pub fn hide_from_listings(&self, key: &str) {
+        lock(&self.inner).hidden.insert(key.to_string());
+    }
+
+    /// The `relevant` keys each listing asked for, in order (`None`: every key).
+    pub fn listings(&self) -> Vec<Option<BTreeSet<String>>> {
+        lock(&self.inner).listings.clone()
+    }
+
+    fn listed(&self, target: &Target) -> MetadataMap {
+        let inner = lock(&self.inner);
+        let mut map = inner.metadata.get(target).cloned().unwrap_or_default();
+        map.retain(|k, _| !inner.hidden.contains(k));
+        map
+    }
+
     /// Record a call of `op`; its injected failure, if any.
     fn call(&self, op: Op) -> Result<(), ZitadelError> {
         let mut inner = lock(&self.inner);
         inner.calls.push(op);
+        if let Some((skip, _)) = inner.delayed.get_mut(&op) {
+            if *skip == 0 {
+                if let Some((_, e)) = inner.delayed.remove(&op) {
+                    return Err(e);
+                }
+            } else {
+                *skip -= 1;
+            }
+        }
         match inner.failures.get_mut(&op).and_then(VecDeque::pop_front) {
             Some(e) => Err(e),
             None => Ok(()),
@@ -154,7 +216,26 @@ impl FakeZitadel {
 impl ZitadelApi for FakeZitadel {
     async fn list_metadata(&self, target: &Target) -> Result<MetadataMap, ZitadelError> {
         self.call(Op::List)?;
-        Ok(self.metadata(target))
+        lock(&self.inner).listings.push(None);
+        Ok(self.listed(target))
+    }
+
+    async fn list_metadata_for(
+        &self,
+        target: &Target,
+        relevant: Relevant<'_>,
+    ) -> Result<Listing, ZitadelError> {
+        self.call(Op::List)?;
+        let keys = match relevant {
+            Relevant::All => None,
+            Relevant::Only(keys) => Some(keys.clone()),
+        };
+        lock(&self.inner).listings.push(keys);
+        Ok(Listing {
+            metadata: self.listed(target),
+            complete: true,
+            calls: 1,
+        })
     }
 
     async fn bulk_set_metadata(
@@ -180,6 +261,18 @@ impl ZitadelApi for FakeZitadel {
     ) -> Result<ObjectDetails, ZitadelError> {
         self.call(Op::Remove)?;
         let mut inner = lock(&self.inner);
+        let stored = inner.metadata.entry(target.clone()).or_default();
+        // All or nothing, like ZITADEL: one missing key fails the whole remove.
+        if keys.iter().any(|k| !stored.contains_key(*k)) {
+            let id = match target {
+                Target::Org { .. } => crate::zitadel::ids::ORG_KEY_NOT_EXISTING,
+                Target::User { .. } => crate::zitadel::ids::USER_KEY_NOT_EXISTING,
+            };
+            let body = format!(
+                r#"{{"code":5,"message":"One or more keys do not exist ({id})","details":[{{"id":"{id}"}}]}}"#
+            );
+            return Err(ZitadelError::from_response(404, None, &body));
+        }
         if !inner.drop_writes {
             let stored = inner.metadata.entry(target.clone()).or_default();
             for k in keys {
@@ -208,6 +301,15 @@ impl ZitadelApi for FakeZitadel {
     async fn find_users(&self, query: &UserQuery) -> Result<Vec<Found>, ZitadelError> {
         self.call(Op::FindUsers)?;
         Ok(matching(&lock(&self.inner).users, query))
+    }
+
+    async fn target_exists(&self, target: &Target) -> Result<Existence, ZitadelError> {
+        self.call(Op::Exists)?;
+        Ok(lock(&self.inner)
+            .existence
+            .get(target)
+            .copied()
+            .unwrap_or(Existence::Exists))
     }
 }
 

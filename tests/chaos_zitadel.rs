@@ -27,7 +27,7 @@
 //!
 //! The default connection (and the connections the tests create) is pinned to Management API
 //! v1: the scenarios inject faults into, and count, v1 operations. The deletion-safety cases
-//! (routing 404, `AUTHZ-cdgFk`, `AUTH-Bs7Ds`) run on both APIs.
+//! (routing 404, `AUTHZ-cdgFk`, `AUTH-Bs7Ds`) are in `tests/chaos_deletion.rs`, on both APIs.
 
 mod common;
 

@@ -342,3 +342,74 @@ async fn missing_or_malformed_credentials_give_precise_messages_and_no_calls() {
     );
     op.stop().await;
 }
+
+/// `status.api` shows the API per service (here v1 on the emulator's default profile, which
+/// serves v1: `Auto` keeps v1 where it is served), and switching `spec.api` takes effect
+/// without a restart: the connection re-probes, its objects get a new client, and the next
+/// write goes over v2 — with no sequence (v2 returns none, and none is invented).
+#[tokio::test]
+async fn switching_spec_api_takes_effect_without_a_restart() {
+    use zitadel_metadata_operator::crd::{ApiStatus, ApiVersion, ZitadelConnection};
+    let env = TestEnv::new("api-switch").await;
+    env.emu.add_token("pat-api", TokenGrant::iam_owner(ACME));
+    env.put_secret(&env.ns, "zitadel-pat", "token", "pat-api")
+        .await;
+    let op =
+        Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], fast_settings());
+    let spec = |api: &str| {
+        json!({"url": env.emu.url(), "api": api,
+               "credentials": {"personalAccessToken": {"name": "zitadel-pat", "key": "token"}}})
+    };
+    let api_of = |c: &ZitadelConnection| c.status.as_ref().and_then(|s| s.api.clone());
+    env.apply_connection("main", spec("Auto")).await;
+    let conn = wait_connection(&env, "main", "Ready with status.api", |c| {
+        conn_ready(c).is_some_and(|r| r.0 == "True") && api_of(c).is_some()
+    })
+    .await;
+    assert_eq!(
+        api_of(&conn),
+        Some(ApiStatus {
+            mode: ApiMode::Auto,
+            user_metadata: ApiVersion::V1,
+            org_metadata: ApiVersion::V1,
+        })
+    );
+    let ready = conn_ready(&conn).expect("Ready");
+    assert!(ready.2.contains("user v1 / org v1 (Auto)"), "{}", ready.2);
+    env.apply_org("a", json!({"organizationId": ACME, "connectionRef": {"name": "main"}, "metadata": [{"key": "k", "value": "1"}]})).await;
+    let first = env.wait_org_ready("a").await;
+    let sequence = first.status().and_then(|s| s.sequence.clone());
+    assert!(sequence.is_some(), "v1 reports a sequence");
+    assert_eq!(env.emu.count(Operation::BulkSetOrgMetadata), 1);
+
+    // Switch to v2: no restart.
+    env.apply_connection("main", spec("V2")).await;
+    wait_connection(&env, "main", "re-probed as V2", |c| {
+        conn_ready(c).is_some_and(|r| r.0 == "True")
+            && api_of(c).is_some_and(|a| {
+                a.mode == ApiMode::V2
+                    && a.user_metadata == ApiVersion::V2
+                    && a.org_metadata == ApiVersion::V2
+            })
+    })
+    .await;
+    env.apply_org("a", json!({"organizationId": ACME, "connectionRef": {"name": "main"}, "metadata": [{"key": "k", "value": "2"}]})).await;
+    let second = env.wait_org_ready("a").await;
+    assert_eq!(env.org_value(ACME, "k").as_deref(), Some("2"));
+    assert_eq!(env.emu.count(Operation::SetOrgMetadataV2), 1);
+    assert_eq!(
+        env.emu.count(Operation::BulkSetOrgMetadata),
+        1,
+        "no v1 write"
+    );
+    let st = second.status().expect("status");
+    // The status describes the last write: v2 returned no sequence, none is invented (nor is
+    // the v1 write's kept beside a newer date).
+    assert_eq!(st.sequence, None, "v2 invents no sequence");
+    assert_ne!(
+        st.change_date,
+        first.status().and_then(|s| s.change_date.clone()),
+        "changeDate from v2's setDate"
+    );
+    op.stop().await;
+}

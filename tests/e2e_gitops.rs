@@ -511,9 +511,11 @@ async fn every_stalled_reason_is_failed_in_kstatus_and_degraded_in_argo_cd() {
         ),
     ];
     let users: [(&str, &str, Value); 3] = [
+        // ZITADEL answers AUTH-Bs7Ds for the unknown org; the operator confirms before it
+        // speaks: the user exists, in Acme — so the spec's organization is what to fix.
         (
             "no-such-org",
-            "ZitadelPermissionDenied",
+            "UserNotFound",
             json!({"userId": ALICE, "organizationId": "999999999999999999", "metadata": entry}),
         ),
         (

@@ -337,10 +337,12 @@ async fn unreachable_server_is_transient() {
 
 const CONNECT_USER_PROBE: &str = "/zitadel.user.v2.UserService/ListUserMetadata";
 const CONNECT_ORG_PROBE: &str = "/zitadel.org.v2.OrganizationService/ListOrganizationMetadata";
+const V1_USER_PROBE: &str = "/management/v1/users/probe/metadata/_search";
+const V1_ORG_PROBE: &str = "/management/v1/metadata/_search";
 
-/// `Auto` against an instance without Connect (ZITADEL before v4, profile `V3`): the two
-/// probe calls answer the routing 404, v1 is chosen for both services, once, and every later
-/// call is v1.
+/// `Auto` against an instance without Connect (ZITADEL before v4, profile `V3`): the two v1
+/// probe calls answer (v1 is served), v1 is chosen for both services, once, v2 is not even
+/// asked, and every later call is v1.
 #[tokio::test]
 async fn auto_mode_without_connect_selects_v1_once() {
     let emu = Emulator::start_seeded_with(Profile::V3)
@@ -376,14 +378,15 @@ async fn auto_mode_without_connect_selects_v1_once() {
     assert_eq!(c.api_probes(), 1);
     let requests = emu.requests();
     let probes: BTreeSet<&str> = requests[..2].iter().map(|r| r.path.as_str()).collect();
-    assert_eq!(
-        probes,
-        BTreeSet::from([CONNECT_USER_PROBE, CONNECT_ORG_PROBE])
-    );
+    assert_eq!(probes, BTreeSet::from([V1_USER_PROBE, V1_ORG_PROBE]));
     for probe in &requests[..2] {
-        assert_eq!(probe.status, 404);
+        assert_eq!(probe.status, 200);
         assert_eq!(probe.method, "POST");
-        assert!(probe.body.is_object(), "a Connect body is never empty");
+        assert_eq!(probe.org_header, None, "the caller's own org");
+        assert_eq!(
+            probe.body["queries"][0]["keyQuery"]["key"],
+            "zitadel-metadata-operator/probe"
+        );
     }
     let rest: Vec<Operation> = requests[2..].iter().map(|r| r.operation).collect();
     assert_eq!(
@@ -408,10 +411,10 @@ async fn auto_mode_without_connect_selects_v1_once() {
 }
 
 /// The selection is a metric label: one client per selected API and service, gone with the
-/// client.
+/// client (v5: v2 for both).
 #[tokio::test]
 async fn selection_is_a_metric() {
-    let emu = Emulator::start_seeded_with(Profile::V4_0)
+    let emu = Emulator::start_seeded_with(Profile::V5)
         .await
         .expect("emulator");
     let metrics = Arc::new(zitadel_metadata_operator::metrics::Metrics::new());
@@ -426,14 +429,13 @@ async fn selection_is_a_metric() {
     let text = metrics.encode().expect("encode");
     for line in [
         r#"zitadel_api_selected{service="user_metadata",api="v2"} 1"#,
-        r#"zitadel_api_selected{service="org_metadata",api="v1"} 1"#,
+        r#"zitadel_api_selected{service="org_metadata",api="v2"} 1"#,
     ] {
         assert!(text.contains(line), "{line} missing in:\n{text}");
     }
-    assert!(
-        text.contains(r#"operation="ProbeUserMetadataV2""#),
-        "{text}"
-    );
+    for probe in ["ProbeUserMetadataV1", "ProbeUserMetadataV2"] {
+        assert!(text.contains(&format!("operation=\"{probe}\"")), "{text}");
+    }
     drop(c);
     let text = metrics.encode().expect("encode");
     assert!(
@@ -644,16 +646,17 @@ async fn v2_round_trip_over_connect() {
     );
 }
 
-/// `Auto` against every version profile: the per-service choice of §1.7, and on v5 not a
-/// single `/management/v1` request after the probe (writes, listing, lookups, the proof that a
-/// target is gone, the connection check).
+/// `Auto` against every version profile: v1 wherever it is served (README "ZITADEL
+/// versions": it reports `status.sequence`), v2 on v5 — and there not a single
+/// `/management/v1` request after the probe (writes, listing, lookups, the proof that a target
+/// is gone, the connection check).
 #[tokio::test]
 async fn auto_mode_picks_per_service_on_every_profile() {
     for (profile, user_api, org_api) in [
         (Profile::V3, Api::V1, Api::V1),
-        (Profile::V4_0, Api::V2, Api::V1),
-        (Profile::V4x, Api::V2, Api::V2),
-        (Profile::Main2026, Api::V2, Api::V2),
+        (Profile::V4_0, Api::V1, Api::V1),
+        (Profile::V4x, Api::V1, Api::V1),
+        (Profile::Main2026, Api::V1, Api::V1),
         (Profile::V5, Api::V2, Api::V2),
     ] {
         let emu = Emulator::start_seeded_with(profile)
@@ -722,9 +725,23 @@ async fn auto_mode_picks_per_service_on_every_profile() {
             .filter(|r| r.path.starts_with("/management/v1"))
             .count();
         if profile == Profile::V5 {
-            // Only the connection check's one orgs/me (the identity), answered with the
-            // routing 404; a second check does not ask again.
-            assert_eq!(v1_calls, 1, "{profile:?}");
+            // Only the probe's two v1 lists, answered with the routing 404; the connection
+            // check does not ask orgs/me, now or later.
+            let v1: Vec<(String, u16)> = emu
+                .requests()
+                .iter()
+                .filter(|r| r.path.starts_with("/management/v1"))
+                .map(|r| (r.path.clone(), r.status))
+                .collect();
+            assert_eq!(
+                v1,
+                vec![
+                    (V1_USER_PROBE.to_string(), 404),
+                    (V1_ORG_PROBE.to_string(), 404)
+                ],
+                "{profile:?}"
+            );
+            assert_eq!(v1_calls, 2, "{profile:?}");
             assert_eq!(check.organization, None);
             c.check().await.expect("check");
             let again = emu
@@ -732,7 +749,7 @@ async fn auto_mode_picks_per_service_on_every_profile() {
                 .iter()
                 .filter(|r| r.path.starts_with("/management/v1"))
                 .count();
-            assert_eq!(again, 1);
+            assert_eq!(again, 2);
         } else {
             assert_eq!(check.organization.map(|(id, _)| id).as_deref(), Some(ACME));
         }
@@ -1244,7 +1261,8 @@ fn double_state(profile: connect_double::Profile) -> connect_double::Shared {
     Arc::new(std::sync::Mutex::new(state))
 }
 
-/// ZITADEL v4.0 (user metadata v2, org metadata v1): the probe picks per service, user calls go
+/// An instance that serves v1 for org metadata only (the double has no v1 user routes) and user
+/// metadata v2: the probe picks per service — v1 where served, v2 where not —, user calls go
 /// over Connect with the contract's shapes, the ZITADEL id comes out of the protobuf detail, v2
 /// writes carry a date and no sequence, and the org of a user target is enforced.
 #[tokio::test]
@@ -1298,18 +1316,16 @@ async fn v4_0_uses_v2_for_users_and_v1_for_orgs() {
         (selection.user_metadata, selection.org_metadata),
         (Api::V2, Api::V1)
     );
-    assert!(selection.user_service_v2 && selection.org_service_v2);
-    // Lookups over Connect; the positive proof for users.
+    // The v2 org service was not asked (v1 serves org metadata): org lookups stay on REST
+    // (`/v2/organizations/_search`, which this Connect-only double does not serve).
+    assert!(selection.user_service_v2 && !selection.org_service_v2);
+    // User lookups over Connect; the positive proof for users.
     assert_eq!(c.user_organization(BOB).await.expect("bob"), GLOBEX);
     assert_eq!(
         c.target_exists(&user(ACME, "299999999999999999"))
             .await
             .expect("gone"),
         Existence::Gone
-    );
-    assert_eq!(
-        c.target_exists(&org(ACME)).await.expect("acme"),
-        Existence::Exists
     );
 
     let st = state.lock().expect("lock");
@@ -1329,9 +1345,13 @@ async fn v4_0_uses_v2_for_users_and_v1_for_orgs() {
         paths.contains(&"/management/v1/metadata/_bulk"),
         "{paths:?}"
     );
-    assert!(
-        !paths.iter().any(|p| p.starts_with("/management/v1/users")),
-        "{paths:?}"
+    // Only the probe asked the (missing) v1 user route.
+    assert_eq!(
+        paths
+            .iter()
+            .filter(|p| p.starts_with("/management/v1/users"))
+            .collect::<Vec<_>>(),
+        vec![&V1_USER_PROBE]
     );
     assert_eq!(c.api_probes(), 1);
 }
@@ -1368,10 +1388,20 @@ async fn upgrade_to_v5_reprobes_and_switches_to_v2() {
             .iter()
             .map(|(p, _)| p.as_str())
             .collect();
-        // One v1 call hit the missing route, then the two probe calls, then only v2.
+        // One v1 call hit the missing route, then the probe (two v1 lists answered with the
+        // routing 404, two v2 lists), then only v2.
         assert_eq!(after[0], "/management/v1/metadata/_search");
+        assert_eq!(
+            after[1..5],
+            [
+                V1_USER_PROBE,
+                V1_ORG_PROBE,
+                CONNECT_USER_PROBE,
+                CONNECT_ORG_PROBE
+            ]
+        );
         assert!(
-            after[3..].iter().all(|p| !p.starts_with("/management/v1")),
+            after[5..].iter().all(|p| !p.starts_with("/management/v1")),
             "{after:?}"
         );
         assert!(st.violations.is_empty(), "{:?}", st.violations);
@@ -1584,7 +1614,29 @@ async fn client_bodies_decode_strictly_with_zitadels_definitions() {
 
     let emu = Emulator::start_seeded().await.expect("emulator");
     drive_client(&emu).await;
-    let requests = emu.requests();
+    let mut requests = emu.requests();
+    // `Auto` asks v2 (and switches to it) only where v1 is gone: its v2 probe and v2 traffic
+    // come from a v5 instance.
+    let v5 = Emulator::start_seeded_with(Profile::V5)
+        .await
+        .expect("emulator");
+    let c = client_with(
+        &v5,
+        DEMO_ADMIN_TOKEN,
+        ApiMode::Auto,
+        Duration::from_secs(30),
+    );
+    for target in [org(ACME), user(ACME, ALICE)] {
+        c.bulk_set_metadata(&target, &[("c1", b"v")])
+            .await
+            .expect("set");
+        c.list_metadata(&target).await.expect("list");
+        c.bulk_remove_metadata(&target, &["c1"])
+            .await
+            .expect("remove");
+    }
+    c.check().await.expect("check");
+    requests.extend(v5.requests());
     let mut cases = Vec::new();
     let mut ops = BTreeSet::new();
     for r in requests.iter().filter(|r| r.status == 200) {

@@ -46,13 +46,14 @@ impl BuildError {
     }
 }
 
-/// What the authenticated probe found: the caller's organization.
+/// What the authenticated probe found: the APIs in use and the caller's organization.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeResult {
-    /// Organization id.
-    pub org_id: String,
-    /// Organization name.
-    pub org_name: String,
+    /// Id and name of the caller's organization (`GET /management/v1/orgs/me`); `None` where
+    /// v1 is not in use (ZITADEL v5, or pinned to v2): v2 has no such call.
+    pub organization: Option<(String, String)>,
+    /// The API per metadata service, and the mode it was chosen in.
+    pub api: crate::crd::ApiStatus,
 }
 
 /// A built client and what it was built from.
@@ -70,10 +71,18 @@ impl Built {
         self.client.clone()
     }
 
-    /// One authenticated call (`GET /management/v1/orgs/me`): who the credentials are.
+    /// Choose the APIs (probing the instance in `Auto` mode) and authenticate: who the
+    /// credentials are (where v1 is in use) and which API serves each metadata service.
     pub async fn probe(&self) -> Result<ProbeResult, ZitadelError> {
-        let (org_id, org_name) = self.client.probe().await?;
-        Ok(ProbeResult { org_id, org_name })
+        let check = self.client.check().await?;
+        Ok(ProbeResult {
+            organization: check.organization,
+            api: crate::crd::ApiStatus {
+                mode: self.client.api_mode(),
+                user_metadata: check.selection.user_metadata.into(),
+                org_metadata: check.selection.org_metadata.into(),
+            },
+        })
     }
 }
 

@@ -28,6 +28,10 @@ pub enum Error {
         /// The keys that differ.
         keys: String,
     },
+    /// ZITADEL's answer might mean "the target is gone" but that could not be confirmed (the
+    /// target exists, or its existence is unknown): retried with backoff.
+    #[error("{0}")]
+    Unconfirmed(String),
     /// Removing the managed keys on deletion failed.
     #[error("cleanup failed: {0}")]
     Cleanup(#[from] CleanupError),
@@ -51,6 +55,14 @@ pub enum CleanupError {
 }
 
 impl CleanupError {
+    /// Why it failed (the metric label of `zitadel_metadata_cleanup_failures_total`).
+    pub fn reason(&self) -> crate::reason::Reason {
+        match self {
+            CleanupError::Refused(r) => r.reason,
+            CleanupError::Zitadel(e) => e.reason(),
+        }
+    }
+
     /// Whether retrying later may succeed without anyone acting.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -89,6 +101,7 @@ impl Error {
             Error::Cleanup(e) => !e.is_transient(),
             Error::InvalidObject(_) => true,
             Error::Kube(_)
+            | Error::Unconfirmed(_)
             | Error::ConnectionNotReady(_)
             | Error::ReadBack { .. }
             | Error::Finalizer(_) => false,

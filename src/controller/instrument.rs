@@ -28,6 +28,9 @@ pub async fn reconcile_instrumented<K: MetadataResource>(
     let adds_finalizer =
         obj.meta().deletion_timestamp.is_none() && !obj.finalizers().iter().any(|f| f == FINALIZER);
     let done = reconcile(obj, ctx).await;
+    if let Err(Error::Cleanup(e)) = &done.result {
+        metrics.cleanup_failed(K::CONTROLLER, e.reason());
+    }
     let (label, terminal) = match &done.result {
         Err(e) => (ReconcileResult::Error, e.is_terminal()),
         Ok(_) if done.stalled => (ReconcileResult::Error, true),

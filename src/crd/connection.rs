@@ -24,6 +24,8 @@ pub use crate::zitadel::ApiMode;
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Identity","type":"string","jsonPath":".status.identity"}"#,
     printcolumn = r#"{"name":"Drift","type":"string","jsonPath":".status.driftDetection.mode"}"#,
+    printcolumn = r#"{"name":"UserAPI","type":"string","jsonPath":".status.api.userMetadata"}"#,
+    printcolumn = r#"{"name":"OrgAPI","type":"string","jsonPath":".status.api.orgMetadata"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -47,11 +49,12 @@ pub struct ZitadelConnectionSpec {
     /// How to authenticate. The Secret must be in the connection's namespace.
     pub credentials: Credentials,
     /// Which ZITADEL API serves metadata: `Auto` (default) probes the instance with
-    /// side-effect-free calls and picks per service — user metadata over the v2 UserService
-    /// from ZITADEL v4.0, org metadata over the v2 OrganizationService from the v4.x minor that
-    /// added it, Management API v1 otherwise — and probes again when a call answers "no such
-    /// route". `V1` pins Management API v1 (gone in ZITADEL v5); `V2` pins the v2 services
-    /// over Connect (ZITADEL v4.x with org metadata v2, or v5).
+    /// side-effect-free calls and picks per service — Management API v1 wherever the instance
+    /// serves it (up to ZITADEL v4.x; writes report `status.sequence`), the v2 services over
+    /// Connect where v1 is gone (ZITADEL v5) — and probes again when a call answers "no such
+    /// route" (e.g. after an upgrade to v5). `V1` pins Management API v1 (gone in ZITADEL v5);
+    /// `V2` opts in to the v2 services early (ZITADEL v4.x with org metadata v2, or v5;
+    /// `status.sequence` then stays empty: v2 has none).
     #[serde(default)]
     pub api: ApiMode,
     /// How the objects using this connection notice changes made in ZITADEL outside
@@ -79,6 +82,8 @@ pub struct ZitadelConnectionSpec {
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Identity","type":"string","jsonPath":".status.identity"}"#,
     printcolumn = r#"{"name":"Drift","type":"string","jsonPath":".status.driftDetection.mode"}"#,
+    printcolumn = r#"{"name":"UserAPI","type":"string","jsonPath":".status.api.userMetadata"}"#,
+    printcolumn = r#"{"name":"OrgAPI","type":"string","jsonPath":".status.api.orgMetadata"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -101,11 +106,12 @@ pub struct ClusterZitadelConnectionSpec {
     /// How to authenticate; the Secret reference must name its namespace.
     pub credentials: Credentials,
     /// Which ZITADEL API serves metadata: `Auto` (default) probes the instance with
-    /// side-effect-free calls and picks per service — user metadata over the v2 UserService
-    /// from ZITADEL v4.0, org metadata over the v2 OrganizationService from the v4.x minor that
-    /// added it, Management API v1 otherwise — and probes again when a call answers "no such
-    /// route". `V1` pins Management API v1 (gone in ZITADEL v5); `V2` pins the v2 services
-    /// over Connect (ZITADEL v4.x with org metadata v2, or v5).
+    /// side-effect-free calls and picks per service — Management API v1 wherever the instance
+    /// serves it (up to ZITADEL v4.x; writes report `status.sequence`), the v2 services over
+    /// Connect where v1 is gone (ZITADEL v5) — and probes again when a call answers "no such
+    /// route" (e.g. after an upgrade to v5). `V1` pins Management API v1 (gone in ZITADEL v5);
+    /// `V2` opts in to the v2 services early (ZITADEL v4.x with org metadata v2, or v5;
+    /// `status.sequence` then stays empty: v2 has none).
     #[serde(default)]
     pub api: ApiMode,
     /// How the objects using this connection notice changes made in ZITADEL outside
@@ -267,6 +273,10 @@ pub struct ConnectionStatus {
     /// token's user belongs to otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// The ZITADEL API serving each metadata service, as the last successful probe chose it
+    /// (`spec.api` `Auto`) or as pinned (`V1` / `V2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiStatus>,
     /// `resourceVersion`s of the Secrets/ConfigMaps the client was built from (rotation
     /// detection; never their content).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -288,6 +298,39 @@ pub struct ConnectionStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// Which API a connection uses per metadata service (`status.api`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiStatus {
+    /// The `spec.api` this selection was made for (`Auto`: probed).
+    pub mode: ApiMode,
+    /// API of user metadata: `v1` (Management API) or `v2` (`zitadel.user.v2.UserService`).
+    pub user_metadata: ApiVersion,
+    /// API of org metadata: `v1` (Management API) or `v2`
+    /// (`zitadel.org.v2.OrganizationService`).
+    pub org_metadata: ApiVersion,
+}
+
+/// A ZITADEL API version, as shown in `status.api`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum ApiVersion {
+    /// Management API v1 (`/management/v1`); writes report `status.sequence`.
+    #[serde(rename = "v1")]
+    V1,
+    /// The v2 services over Connect; writes report only a date.
+    #[serde(rename = "v2")]
+    V2,
+}
+
+impl From<crate::zitadel::Api> for ApiVersion {
+    fn from(api: crate::zitadel::Api) -> Self {
+        match api {
+            crate::zitadel::Api::V1 => ApiVersion::V1,
+            crate::zitadel::Api::V2 => ApiVersion::V2,
+        }
+    }
 }
 
 /// `spec.connectionRef` of OrgMetadata / UserMetadata.

@@ -184,7 +184,7 @@ pub struct TargetIds {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OutcomeView {
-    /// `Ready`, `Retrying` (Reconciling), `Stalled`, `Drifted` or `Suspended`.
+    /// `Ready`, `Retrying` (Reconciling), `Stalled`, `Drifted`, `Suspended` or `Deleting`.
     pub state: String,
     /// The conditions' reason (`Synced`, `KeyConflict`, `ValueSourceNotFound`, …).
     pub reason: String,
@@ -201,6 +201,7 @@ impl OutcomeView {
             Outcome::Stalled { message, .. } => ("Stalled", message),
             Outcome::Drifted { message } => ("Drifted", message),
             Outcome::Suspended { message } => ("Suspended", message),
+            Outcome::Deleting { message } => ("Deleting", message),
         };
         OutcomeView {
             state: state.into(),

@@ -22,6 +22,8 @@ fn renders_expected_names_and_labels() {
         Duration::from_millis(5),
     );
     m.zitadel_request("BulkSetOrgMetadata", "200", Duration::from_millis(3));
+    m.cleanup_failed("orgmetadata", crate::reason::Reason::ZitadelApiUnavailable);
+    m.cleanup_failed("orgmetadata", crate::reason::Reason::ZitadelApiUnavailable);
     m.set_leader("zitadel-metadata-operator", true);
     m.set_object_counter(
         "OrgMetadata",
@@ -46,6 +48,7 @@ fn renders_expected_names_and_labels() {
         "zitadel_requests_total{operation=\"BulkSetOrgMetadata\",code=\"200\"} 1",
         "zitadel_request_duration_seconds_count{operation=\"BulkSetOrgMetadata\"} 1",
         "zitadel_token_refreshes_total 0",
+        "zitadel_metadata_cleanup_failures_total{controller=\"orgmetadata\",reason=\"ZitadelApiUnavailable\"} 2",
         "zitadel_metadata_objects{kind=\"OrgMetadata\",condition=\"True\"} 2",
         "zitadel_metadata_objects{kind=\"OrgMetadata\",condition=\"False\"} 0",
         "zitadel_metadata_objects{kind=\"OrgMetadata\",condition=\"Unknown\"} 1",

@@ -74,6 +74,10 @@ pub mod ids {
     /// exist (v2, looked up in any org). Not proof that the user is gone: on v1 it also means
     /// "the user is in another organization".
     pub const USER_NOT_FOUND_IN_ORG: &str = "COMMAND-uXHNj";
+    /// v2 org metadata Set/Delete for an organization that does not exist (with instance
+    /// rights; without them `AUTH-AWfge` comes first). Confirmed with `target_exists` before
+    /// anyone calls the org gone.
+    pub const ORG_NOT_FOUND_V2: &str = "COMMAND-QXPGs";
     /// `x-zitadel-orgid` could not be resolved: the org does not exist **or its lookup failed**
     /// (database error, timeout). Ambiguous; never proof (`shared/zitadel-api.md` §3).
     pub const ORG_DOES_NOT_EXIST: &str = "AUTH-Bs7Ds";
@@ -319,6 +323,17 @@ impl ZitadelError {
     /// proves an org gone.
     pub fn is_target_missing(&self) -> bool {
         self.status() == Some(404) && self.id() == Some(ids::USER_NOT_FOUND)
+    }
+
+    /// True for the answers that may mean "the target is gone" but prove nothing on their own:
+    /// `AUTH-Bs7Ds` (any failed org lookup), `COMMAND-uXHNj` (v1: the user is not in the
+    /// context org, or does not exist; v2: not found) and v2's `COMMAND-QXPGs`. The reconciler
+    /// confirms them with [`super::ZitadelApi::target_exists`] before it says `TargetNotFound`.
+    pub fn needs_existence_proof(&self) -> bool {
+        matches!(
+            self.id(),
+            Some(ids::ORG_DOES_NOT_EXIST | ids::USER_NOT_FOUND_IN_ORG | ids::ORG_NOT_FOUND_V2)
+        )
     }
 
     /// The reason for conditions and Events. Every reason a ZITADEL error can map to is chosen

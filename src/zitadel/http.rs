@@ -238,6 +238,8 @@ mod op {
     /// The capability probes.
     pub const PROBE_USER: &str = "ProbeUserMetadataV2";
     pub const PROBE_ORG: &str = "ProbeOrganizationMetadataV2";
+    pub const PROBE_USER_V1: &str = "ProbeUserMetadataV1";
+    pub const PROBE_ORG_V1: &str = "ProbeOrganizationMetadataV1";
 }
 
 /// The org search results (v2 `ListOrganizations`, v1 admin `ListOrgs`) and the v1 user search.
@@ -317,11 +319,13 @@ impl HttpClient {
     }
 
     /// Check the connection: choose the APIs (probing in `Auto` mode unless already known),
-    /// then authenticate — with `orgs/me` where v1 is served (identity), else with a v2 call.
+    /// then authenticate — with `orgs/me` where v1 is in use (identity), else with a v2 call.
     pub async fn check(&self) -> Result<ConnectionCheck, ZitadelError> {
         let (_, selection) = self.selection().await?;
-        let v1_possible =
-            self.selector.mode != ApiMode::V2 && !self.selector.v1_gone.load(Ordering::Relaxed);
+        let v1_in_use = selection.user_metadata == Api::V1 || selection.org_metadata == Api::V1;
+        let v1_possible = self.selector.mode != ApiMode::V2
+            && v1_in_use
+            && !self.selector.v1_gone.load(Ordering::Relaxed);
         let organization = if v1_possible {
             match self.v1_my_org(None).await {
                 Ok(org) => Some(org),
@@ -418,26 +422,86 @@ impl HttpClient {
         }
     }
 
-    /// The two probe calls, one after the other (concurrent calls would each fetch a token when
-    /// none is cached); an inconclusive first answer ends the probe.
+    /// The probe calls, one after the other (concurrent calls would each fetch a token when none
+    /// is cached); an inconclusive answer ends the probe. First each service's v1 list (a key
+    /// nobody uses, limit 1); only for a service whose v1 route is gone, its v2 list (a fake
+    /// id, limit 1). Two calls on ZITADEL up to v4.x, four on v5; all of them reads.
     async fn probe_instance(&self) -> Result<ApiSelection, ZitadelError> {
-        let user = probe::classify(
-            self.probe_call(
-                op::PROBE_USER,
-                probe::requests::USER_PATH,
-                &probe::requests::user_body(),
+        let user_v1 = probe::classify_v1(self.probe_v1(Service::User).await)?;
+        let org_v1 = probe::classify_v1(self.probe_v1(Service::Org).await)?;
+        let user_v2 = if user_v1 {
+            None
+        } else {
+            Some(probe::classify(
+                self.probe_call(
+                    op::PROBE_USER,
+                    probe::requests::USER_PATH,
+                    &probe::requests::user_body(),
+                )
+                .await,
+            )?)
+        };
+        let org_v2 = if org_v1 {
+            None
+        } else {
+            Some(probe::classify(
+                self.probe_call(
+                    op::PROBE_ORG,
+                    probe::requests::ORG_PATH,
+                    &probe::requests::org_body(),
+                )
+                .await,
+            )?)
+        };
+        if !user_v1 || !org_v1 {
+            // v1 is gone (for at least one service): `orgs/me` is not asked by `check`.
+            self.selector.v1_gone.store(true, Ordering::Relaxed);
+        }
+        Ok(probe::decide(
+            probe::ServiceProbe {
+                v1: user_v1,
+                v2: user_v2,
+            },
+            probe::ServiceProbe {
+                v1: org_v1,
+                v2: org_v2,
+            },
+        ))
+    }
+
+    /// One v1 probe call: `POST …/metadata/_search` of the caller's own org (no
+    /// `x-zitadel-orgid`), for the org or a fake user, filtered to a key nobody uses.
+    async fn probe_v1(&self, service: Service) -> Result<(), ZitadelError> {
+        let (operation, segments): (&'static str, &[&str]) = match service {
+            Service::User => (
+                op::PROBE_USER_V1,
+                &[
+                    "management",
+                    "v1",
+                    "users",
+                    probe::requests::PROBE_USER_ID,
+                    "metadata",
+                    "_search",
+                ],
+            ),
+            Service::Org => (
+                op::PROBE_ORG_V1,
+                &["management", "v1", "metadata", "_search"],
+            ),
+        };
+        let url = self.url(segments)?;
+        let raw = self
+            .rest_raw(
+                operation,
+                Method::POST,
+                url,
+                None,
+                Some(&probe::requests::v1_body()),
             )
-            .await,
-        )?;
-        let org = probe::classify(
-            self.probe_call(
-                op::PROBE_ORG,
-                probe::requests::ORG_PATH,
-                &probe::requests::org_body(),
-            )
-            .await,
-        )?;
-        Ok(probe::decide(user, org))
+            .await?;
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&raw)
+            .map(drop)
+            .map_err(|e| ZitadelError::Decode(format!("probe answer: {e}")))
     }
 
     /// One probe call: 2xx with a JSON object, or an error.

@@ -15,9 +15,11 @@ use crate::metrics::Metrics;
     Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
 )]
 pub enum ApiMode {
-    /// Probe the instance (side-effect-free calls) and pick per service: user metadata over v2
-    /// from ZITADEL v4.0, org metadata over v2 from the v4.x minor that added it, v1 otherwise.
-    /// Probed again after a call answers "no such route" and when the connection changes.
+    /// Probe the instance (side-effect-free calls) and pick per service: Management API v1
+    /// wherever the instance serves it (ZITADEL up to v4.x: `status.sequence` keeps being
+    /// reported, nothing changes for existing users), the v2 service where v1 is gone (ZITADEL
+    /// v5). Probed again after a call answers "no such route" (an upgrade removed v1) and when
+    /// the connection changes.
     #[default]
     Auto,
     /// Management API v1 (`/management/v1`) for both; no probe. Gone in ZITADEL v5.
@@ -125,6 +127,20 @@ impl Service {
     }
 }
 
+/// Classify a v1 probe call (a side-effect-free v1 metadata list): `true` when the v1 route is
+/// served — a 2xx, or any error ZITADEL itself answered with an error id (`AUTH-5mWD2`,
+/// `AUTHZ-cdgFk`, ...: the service user may lack rights, but the route exists) —, `false` on the
+/// routing 404 (v1 removed, ZITADEL v5). Anything else (401 without an id, 5xx, timeouts) is
+/// inconclusive and returned as the error.
+pub(crate) fn classify_v1(outcome: Result<(), ZitadelError>) -> Result<bool, ZitadelError> {
+    match outcome {
+        Ok(()) => Ok(true),
+        Err(ZitadelError::RouteMissing { .. }) => Ok(false),
+        Err(e) if e.id().is_some() && !e.is_transient() => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
 /// What one probe call said about its service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ProbeAnswer {
@@ -155,27 +171,65 @@ pub(crate) fn classify(outcome: Result<(), ZitadelError>) -> Result<ProbeAnswer,
     }
 }
 
-/// The decision table: v2 for a service whose metadata method answered, v1 otherwise.
-pub(crate) fn decide(user: ProbeAnswer, org: ProbeAnswer) -> ApiSelection {
-    let api = |answer| match answer {
-        ProbeAnswer::Available => Api::V2,
-        ProbeAnswer::MethodMissing | ProbeAnswer::ServiceMissing => Api::V1,
-    };
+/// What the probe learnt about one service: whether its v1 route is served and, where v1 is not
+/// (only then is v2 asked), what the v2 probe answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ServiceProbe {
+    /// The v1 metadata route answered (see [`classify_v1`]).
+    pub(crate) v1: bool,
+    /// The v2 probe's answer; `None` when not asked (v1 is served).
+    pub(crate) v2: Option<ProbeAnswer>,
+}
+
+impl ServiceProbe {
+    /// v1 wherever it is served: it reports ZITADEL's `sequence` (the product promises it in
+    /// `.status`) and is what every existing installation runs on. v2 only where v1 is gone and
+    /// the v2 method answered. Neither served: v1, whose calls then fail with the routing 404
+    /// (`ZitadelApiUnavailable`).
+    fn api(self) -> Api {
+        match (self.v1, self.v2) {
+            (false, Some(ProbeAnswer::Available)) => Api::V2,
+            _ => Api::V1,
+        }
+    }
+
+    /// The v2 service answers over Connect (with or without the metadata method); unknown
+    /// (false) when it was not asked.
+    fn service_v2(self) -> bool {
+        self.v2.is_some_and(|a| a != ProbeAnswer::ServiceMissing)
+    }
+}
+
+/// The decision table (README "ZITADEL versions"): per service, v1 where served, else v2.
+pub(crate) fn decide(user: ServiceProbe, org: ServiceProbe) -> ApiSelection {
     ApiSelection {
-        user_metadata: api(user),
-        org_metadata: api(org),
-        user_service_v2: user != ProbeAnswer::ServiceMissing,
-        org_service_v2: org != ProbeAnswer::ServiceMissing,
+        user_metadata: user.api(),
+        org_metadata: org.api(),
+        user_service_v2: user.service_v2(),
+        org_service_v2: org.service_v2(),
         probed: true,
     }
 }
 
-/// The probe requests: side-effect-free lists with a fake id and limit 1.
+/// The probe requests: side-effect-free lists with a fake id (or the caller's own org, for v1
+/// org metadata), limit 1.
 pub(crate) mod requests {
     /// Connect path of the user probe.
     pub const USER_PATH: &str = "zitadel.user.v2.UserService/ListUserMetadata";
     /// Connect path of the org probe.
     pub const ORG_PATH: &str = "zitadel.org.v2.OrganizationService/ListOrganizationMetadata";
+    /// The user id the probes list (ZITADEL's list does not check the user, §1b / v2e §1.7).
+    pub const PROBE_USER_ID: &str = "probe";
+    /// The key the v1 probes filter on: the answer is empty whatever the org holds.
+    pub const PROBE_KEY: &str = "zitadel-metadata-operator/probe";
+
+    /// v1 `ListUserMetadata` / `ListOrgMetadata` body: one row at most, of a key nobody uses.
+    pub fn v1_body() -> serde_json::Value {
+        serde_json::json!({
+            "query": {"offset": "0", "limit": 1, "asc": true},
+            "queries": [{"keyQuery": {"key": PROBE_KEY, "method": "TEXT_QUERY_METHOD_EQUALS"}}],
+        })
+    }
 
     /// `{"userId":"probe","pagination":{"limit":1}}`.
     pub fn user_body() -> serde_json::Value {
@@ -329,30 +383,56 @@ mod tests {
         ))
     }
 
-    /// §1.7 row by row: what each ZITADEL version answers and what is chosen.
+    fn v1_route_missing() -> Result<(), ZitadelError> {
+        Err(ZitadelError::from_response(
+            404,
+            None,
+            r#"{"code":5,"message":"Not Found"}"#,
+        ))
+    }
+
+    /// What each ZITADEL version answers and what `Auto` chooses (README "ZITADEL versions"):
+    /// v1 wherever it is served; v2 only where v1 is gone and the v2 method answers.
     #[test]
     fn decision_table() {
         use ProbeAnswer::*;
-        let ok = || Ok(());
+        let served =
+            |v1: Result<(), ZitadelError>, v2: Option<Result<(), ZitadelError>>| ServiceProbe {
+                v1: classify_v1(v1).expect("conclusive"),
+                v2: v2.map(|r| classify(r).expect("conclusive")),
+            };
         let cases = [
-            // v3 and older: no Connect at all.
+            // v3 and older, v4.0, v4.x: v1 is served for both; v2 is not even asked.
             (
-                "v3",
-                route(false),
-                route(false),
-                Api::V1,
-                Api::V1,
-                false,
-                false,
+                "v3..v4.x",
+                served(Ok(()), None),
+                served(Ok(()), None),
+                (Api::V1, Api::V1, false, false),
             ),
-            // v4.0: user v2 metadata; OrganizationService exists without metadata methods.
-            ("v4.0", ok(), route(true), Api::V2, Api::V1, true, true),
-            // v4.x with org v2 metadata, and v5: both v2.
-            ("v4.x/v5", ok(), ok(), Api::V2, Api::V2, true, true),
+            // v5: the v1 routes answer the routing 404; both v2 methods answer.
+            (
+                "v5",
+                served(v1_route_missing(), Some(Ok(()))),
+                served(v1_route_missing(), Some(Ok(()))),
+                (Api::V2, Api::V2, true, true),
+            ),
+            // Hypothetical: v1 gone for orgs only, the org v2 service without the method: v1
+            // stays (its calls report ZitadelApiUnavailable).
+            (
+                "org v1 gone, no org v2",
+                served(Ok(()), None),
+                served(v1_route_missing(), Some(route(true))),
+                (Api::V1, Api::V1, false, true),
+            ),
+            // Nothing at all (a URL that is not ZITADEL's API).
+            (
+                "none",
+                served(v1_route_missing(), Some(route(false))),
+                served(v1_route_missing(), Some(route(false))),
+                (Api::V1, Api::V1, false, false),
+            ),
         ];
-        for (version, user, org, user_api, org_api, user_svc, org_svc) in cases {
-            let user = classify(user).expect("conclusive");
-            let org = classify(org).expect("conclusive");
+        for (version, user, org, (user_api, org_api, user_svc, org_svc)) in cases {
             let sel = decide(user, org);
             assert_eq!(sel.user_metadata, user_api, "{version}");
             assert_eq!(sel.org_metadata, org_api, "{version}");
@@ -362,7 +442,21 @@ mod tests {
         }
         assert_eq!(classify(route(true)).ok(), Some(MethodMissing));
         assert_eq!(classify(route(false)).ok(), Some(ServiceMissing));
-        // Token problems, server errors and timeouts decide nothing.
+        // v1 answered by ZITADEL itself (an error id): served, the caller just lacks rights.
+        for body in [
+            (
+                403,
+                r#"{"code":7,"message":"x","details":[{"id":"AUTH-5mWD2"}]}"#,
+            ),
+            (
+                404,
+                r#"{"code":5,"message":"x","details":[{"id":"AUTHZ-cdgFk"}]}"#,
+            ),
+        ] {
+            let err = ZitadelError::from_response(body.0, None, body.1);
+            assert_eq!(classify_v1(Err(err)).ok(), Some(true), "{body:?}");
+        }
+        // Token problems, server errors and timeouts decide nothing, on either probe.
         for body in [
             (
                 401,
@@ -379,12 +473,16 @@ mod tests {
             let err = ZitadelError::from_response(body.0, None, body.1);
             assert!(classify(Err(err)).is_err(), "{body:?}");
         }
-        assert!(
-            classify(Err(ZitadelError::Timeout(std::time::Duration::from_secs(
-                1
-            ))))
-            .is_err()
-        );
+        for body in [
+            (401, r#"{"code":16,"message":"auth header missing"}"#),
+            (503, "upstream down"),
+        ] {
+            let err = ZitadelError::from_response(body.0, None, body.1);
+            assert!(classify_v1(Err(err)).is_err(), "{body:?}");
+        }
+        let timeout = || ZitadelError::Timeout(std::time::Duration::from_secs(1));
+        assert!(classify(Err(timeout())).is_err());
+        assert!(classify_v1(Err(timeout())).is_err());
     }
 
     #[test]
@@ -394,7 +492,13 @@ mod tests {
         assert_eq!((v1.user_metadata, v1.org_metadata), (Api::V1, Api::V1));
         assert!(!v1.user_service_v2);
         assert_eq!(v1.to_string(), "user=v1 org=v1 (pinned)");
-        let probed = decide(ProbeAnswer::Available, ProbeAnswer::MethodMissing);
+        let probed = decide(
+            ServiceProbe {
+                v1: false,
+                v2: Some(ProbeAnswer::Available),
+            },
+            ServiceProbe { v1: true, v2: None },
+        );
         assert_eq!(probed.to_string(), "user=v2 org=v1");
     }
 
@@ -402,8 +506,13 @@ mod tests {
     fn forgetting_only_the_generation_seen() {
         let s = Selector::new(ApiMode::Auto);
         assert!(s.get().is_none());
-        let g1 = s.store(decide(ProbeAnswer::Available, ProbeAnswer::Available));
-        let g2 = s.store(decide(ProbeAnswer::Available, ProbeAnswer::MethodMissing));
+        let v1 = ServiceProbe { v1: true, v2: None };
+        let v2 = ServiceProbe {
+            v1: false,
+            v2: Some(ProbeAnswer::Available),
+        };
+        let g1 = s.store(decide(v2, v2));
+        let g2 = s.store(decide(v2, v1));
         // A caller that saw the first selection fail does not discard the newer one.
         s.forget(Some(g1));
         assert_eq!(s.get().map(|(g, _)| g), Some(g2));

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 mod binary;
+pub mod conformance;
 pub mod namespace;
 
 #[allow(unused_imports)]

@@ -7,13 +7,13 @@ use std::time::Duration;
 use kube::runtime::controller::Action;
 
 use super::report::key_list;
-use super::sync::{Progress, SyncError, Synced};
+use super::sync::{Confirmed, Progress, SyncError, Synced};
 use super::target::describe;
 use crate::controller::{Error, Settings};
 use crate::crd::{DriftPolicy, MetadataResource, MetadataStatus, TargetRef};
 use crate::reason::Reason;
 use crate::status::Outcome;
-use crate::zitadel::ZitadelError;
+use crate::zitadel::{Target, ZitadelError};
 
 /// When the object is looked at again (besides its own changes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,11 +174,77 @@ fn failed<K: MetadataResource>(
             };
             (retrying(Reason::ReadBackMismatch, message), Err(error))
         }
+        SyncError::Ambiguous {
+            target,
+            cause,
+            check,
+        } => ambiguous(obj, settings, &target, cause, check),
         SyncError::Zitadel(e) if e.is_transient() => (
             retrying(e.reason(), format!("{e}; retrying with backoff")),
             Err(Error::Zitadel(e)),
         ),
         SyncError::Zitadel(e) => (stalled(e.reason(), zitadel_message(obj, &e)), slow),
+    }
+}
+
+/// An answer that may mean "the target is gone", after asking ZITADEL whether it exists: gone
+/// is `TargetNotFound` (Stalled); a user found in another organization is `UserNotFound`
+/// (Stalled); anything else is retried with backoff — never called "not found" unproven.
+fn ambiguous<K: MetadataResource>(
+    obj: &K,
+    settings: &Settings,
+    target: &Target,
+    cause: ZitadelError,
+    check: Confirmed,
+) -> (Outcome, Result<Requeue, Error>) {
+    let what = match target {
+        Target::Org { org_id } => format!("organization {org_id}"),
+        Target::User { user_id, .. } => format!("user {user_id}"),
+    };
+    let retry = |reason: Reason, message: String| {
+        let error = Error::Unconfirmed(message.clone());
+        (retrying(reason, message), Err(error))
+    };
+    match check {
+        Confirmed::Gone => (
+            stalled(
+                Reason::TargetNotFound,
+                format!(
+                    "{} no longer exists in ZITADEL ({what} confirmed gone after: {cause})",
+                    describe(obj)
+                ),
+            ),
+            Ok(Requeue::After(settings.stalled_requeue)),
+        ),
+        Confirmed::Exists {
+            user_org: Some(actual),
+        } if actual != target.org_id() => (
+            stalled(
+                Reason::UserNotFound,
+                format!(
+                    "{what} is in organization {actual}, not in {}: fix spec.organizationId ({cause})",
+                    target.org_id()
+                ),
+            ),
+            Ok(Requeue::After(settings.stalled_requeue)),
+        ),
+        Confirmed::Exists { .. } => {
+            let reason = if cause.is_org_lookup_failed() {
+                Reason::OrganizationLookupFailed
+            } else {
+                Reason::ZitadelRejected
+            };
+            retry(
+                reason,
+                format!("{cause}; {what} still exists in ZITADEL: retrying with backoff"),
+            )
+        }
+        Confirmed::Unknown(e) => retry(
+            Reason::TargetExistenceUnknown,
+            format!(
+                "{cause}; whether {what} still exists could not be established ({e}): retrying with backoff"
+            ),
+        ),
     }
 }
 

@@ -210,7 +210,7 @@ pub fn outcome_notice(outcome: &Outcome) -> Option<Notice> {
             action: "Reconcile",
             note: message.clone(),
         }),
-        Outcome::Ready { .. } | Outcome::Suspended { .. } => None,
+        Outcome::Ready { .. } | Outcome::Suspended { .. } | Outcome::Deleting { .. } => None,
     }
 }
 

@@ -13,7 +13,9 @@ use crate::crd::{self, DriftPolicy, MetadataResource, MetadataStatus};
 use crate::plan::{self, Plan};
 use crate::reason::Reason;
 use crate::status;
-use crate::zitadel::{MetadataMap, ObjectDetails, Target, ZitadelApi, ZitadelError};
+use crate::zitadel::{
+    Existence, MetadataMap, ObjectDetails, Relevant, Target, ZitadelApi, ZitadelError,
+};
 
 /// What a sync did before it finished or failed; kept even on failure so status never forgets a
 /// write ZITADEL acknowledged.
@@ -53,6 +55,30 @@ pub enum SyncError {
         /// Human message.
         message: String,
     },
+    /// ZITADEL gave an answer that may mean "the target is gone" (`AUTH-Bs7Ds`,
+    /// `COMMAND-uXHNj`, `COMMAND-QXPGs`) and [`ZitadelApi::target_exists`] was asked.
+    Ambiguous {
+        /// The target the answer was about.
+        target: Target,
+        /// The ambiguous answer.
+        cause: ZitadelError,
+        /// What the existence check found.
+        check: Confirmed,
+    },
+}
+
+/// What confirming an ambiguous answer found.
+#[derive(Debug)]
+pub enum Confirmed {
+    /// The target is proven gone (Stalled `TargetNotFound`).
+    Gone,
+    /// The target exists; for a user, the organization it belongs to (when it could be read).
+    Exists {
+        /// The user's organization, for a user target (`None` for orgs or when unknown).
+        user_org: Option<String>,
+    },
+    /// Existence could not be established either way (retried with backoff).
+    Unknown(ZitadelError),
 }
 
 impl From<ZitadelError> for SyncError {
@@ -182,9 +208,17 @@ pub async fn sync<K: MetadataResource>(
         ..
     } = *planned;
     let api = granted.api.as_ref();
-    let plan = write(api, &target, &desired, &managed, observed, progress).await?;
-    read_back(api, &target, &plan).await?;
-    Ok(synced)
+    let written = match write(api, &target, &desired, &managed, observed, progress).await {
+        Ok(plan) => read_back(api, &target, &plan).await,
+        Err(e) => Err(e),
+    };
+    match written {
+        Ok(()) => Ok(synced),
+        Err(SyncError::Zitadel(cause)) if cause.needs_existence_proof() => {
+            Err(ambiguous(api, target, cause).await)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Everything before the first write: validate → read value sources → connection → resolve
@@ -244,7 +278,14 @@ pub async fn prepare<K: MetadataResource>(
     let conflicts = claims::conflicts(obj, &reads.neighbours.on_target(obj).await);
     let (desired, managed) = unclaimed(desired, previous, &conflicts);
 
-    let observed = api.list_metadata(&target).await?;
+    let relevant = relevant_keys(&desired, &managed);
+    let observed = match list_relevant(api, &target, &relevant).await {
+        Ok(observed) => observed,
+        Err(cause) if cause.needs_existence_proof() => {
+            return Err(ambiguous(api, target, cause).await);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let plan = plan::plan(&desired, &observed, &managed);
     Ok(Prepared::Planned(Box::new(Planned {
         granted,
@@ -256,6 +297,58 @@ pub async fn prepare<K: MetadataResource>(
         source_versions,
         plan,
     })))
+}
+
+/// The keys a sync must see exactly: desired ∪ managed (other keys of the target are not
+/// ours and are never touched).
+fn relevant_keys(desired: &MetadataMap, managed: &BTreeSet<String>) -> BTreeSet<String> {
+    desired.keys().chain(managed.iter()).cloned().collect()
+}
+
+/// The target's metadata, exact for `relevant` (see [`Relevant::Only`]).
+pub(super) async fn list_relevant(
+    api: &dyn ZitadelApi,
+    target: &Target,
+    relevant: &BTreeSet<String>,
+) -> Result<MetadataMap, ZitadelError> {
+    let listing = api
+        .list_metadata_for(target, Relevant::Only(relevant))
+        .await?;
+    tracing::debug!(
+        org = target.org_id(),
+        calls = listing.calls,
+        keys = listing.metadata.len(),
+        complete = listing.complete,
+        "listed metadata"
+    );
+    Ok(listing.metadata)
+}
+
+/// An answer that may mean "the target is gone" (see [`ZitadelError::needs_existence_proof`]),
+/// with what ZITADEL says about the target's existence.
+async fn ambiguous(api: &dyn ZitadelApi, target: Target, cause: ZitadelError) -> SyncError {
+    let check = confirm(api, &target).await;
+    SyncError::Ambiguous {
+        target,
+        cause,
+        check,
+    }
+}
+
+/// Ask ZITADEL whether `target` exists after an ambiguous answer; for a user that exists, also
+/// which organization it is in (v1's `COMMAND-uXHNj` also means "in another organization").
+pub(super) async fn confirm(api: &dyn ZitadelApi, target: &Target) -> Confirmed {
+    match api.target_exists(target).await {
+        Ok(Existence::Gone) => Confirmed::Gone,
+        Ok(Existence::Exists) => {
+            let user_org = match target {
+                Target::User { user_id, .. } => api.user_organization(user_id).await.ok(),
+                Target::Org { .. } => None,
+            };
+            Confirmed::Exists { user_org }
+        }
+        Err(e) => Confirmed::Unknown(e),
+    }
 }
 
 /// The desired and the managed keys without those an earlier object claims.
@@ -318,7 +411,7 @@ async fn write(
             Ok(()) => return Ok(plan),
             Err(e) if e.is_key_not_existing() && !retried => {
                 retried = true;
-                observed = api.list_metadata(target).await?;
+                observed = list_relevant(api, target, &relevant_keys(desired, managed)).await?;
             }
             Err(e) => return Err(e.into()),
         }
@@ -330,7 +423,8 @@ async fn read_back(api: &dyn ZitadelApi, target: &Target, plan: &Plan) -> Result
     if plan.is_empty() {
         return Ok(());
     }
-    let after = api.list_metadata(target).await?;
+    let written: BTreeSet<String> = plan.set.keys().chain(plan.remove.iter()).cloned().collect();
+    let after = list_relevant(api, target, &written).await?;
     let mut mismatched: Vec<String> = plan
         .set
         .iter()

@@ -6,7 +6,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::connections::build::{BuildError, Built, ProbeResult};
-use crate::crd::{ConnectionStatus, DriftDetectionStatus};
+use crate::crd::{ApiVersion, ConnectionStatus, DriftDetectionStatus};
 use crate::drift::{Cursor, Mode};
 use crate::reason::Reason;
 use crate::status;
@@ -163,13 +163,26 @@ pub(super) fn probe_status(
             ));
             next.observed_secret_versions = versions;
             next.url = Some(url.to_string());
-            let (org_id, org_name) = (found.org_id, found.org_name);
-            next.identity = Some(match service_user {
-                Some(user) => format!("service user {user} in organization {org_name} ({org_id})"),
-                None => format!("token of organization {org_name} ({org_id})"),
+            next.identity = Some(match (service_user, found.organization) {
+                (Some(user), Some((org_id, org_name))) => {
+                    format!("service user {user} in organization {org_name} ({org_id})")
+                }
+                (None, Some((org_id, org_name))) => {
+                    format!("token of organization {org_name} ({org_id})")
+                }
+                // v2 has no "my organization" call (v1 is not in use).
+                (Some(user), None) => format!("service user {user}"),
+                (None, None) => "token (organization not reported over v2)".to_string(),
             });
-            let message = "authenticated probe (GET /management/v1/orgs/me) succeeded";
-            (true, Reason::Connected, message.to_string(), resync)
+            let api = &found.api;
+            let message = format!(
+                "authenticated probe succeeded; metadata APIs: user {} / org {} ({:?})",
+                api_label(api.user_metadata),
+                api_label(api.org_metadata),
+                api.mode
+            );
+            next.api = Some(found.api);
+            (true, Reason::Connected, message, resync)
         }
     };
     let now = Time(k8s_openapi::jiff::Timestamp::now());
@@ -192,6 +205,13 @@ pub(super) fn probe_status(
     ];
     // Objects using a connection wait for it: probe again soon after a transient failure.
     (next, resync.min(retry))
+}
+
+fn api_label(api: ApiVersion) -> &'static str {
+    match api {
+        ApiVersion::V1 => "v1",
+        ApiVersion::V2 => "v2",
+    }
 }
 
 /// The `Terminating` condition of a connection being deleted while `in_use` (a message counting
@@ -268,12 +288,21 @@ mod tests {
         let (s, retry) = probe_status(&previous, Some(2), "https://z", unbuilt, resync, &drift);
         assert_eq!(ready_and_reconciling(&s).0, "SecretNotFound");
         assert_eq!(retry, Duration::from_secs(30));
+        let api = |user, org, mode| crate::crd::ApiStatus {
+            mode,
+            user_metadata: user,
+            org_metadata: org,
+        };
         let ok = Probed::Connected {
             versions: vec!["Secret/ns/pat@1".into()],
             service_user: Some("300".into()),
             found: ProbeResult {
-                org_id: "1".into(),
-                org_name: "Acme".into(),
+                organization: Some(("1".into(), "Acme".into())),
+                api: api(
+                    ApiVersion::V1,
+                    ApiVersion::V1,
+                    crate::zitadel::ApiMode::Auto,
+                ),
             },
             events: Some(Ok(())),
         };
@@ -287,6 +316,36 @@ mod tests {
         assert_eq!(
             s.identity.as_deref(),
             Some("service user 300 in organization Acme (1)")
+        );
+        // The API per service is in the status (and its message), e.g. v5 over v2.
+        let v5 = Probed::Connected {
+            versions: vec![],
+            service_user: None,
+            found: ProbeResult {
+                organization: None,
+                api: api(
+                    ApiVersion::V2,
+                    ApiVersion::V2,
+                    crate::zitadel::ApiMode::Auto,
+                ),
+            },
+            events: None,
+        };
+        let (s, _) = probe_status(&previous, Some(3), "https://z", v5, resync, &drift);
+        let shown = serde_json::to_value(&s).expect("json");
+        assert_eq!(
+            shown["api"],
+            serde_json::json!({"mode": "Auto", "userMetadata": "v2", "orgMetadata": "v2"})
+        );
+        assert_eq!(
+            s.identity.as_deref(),
+            Some("token (organization not reported over v2)")
+        );
+        let ready = status::find(&s.conditions, status::READY).expect("Ready");
+        assert!(
+            ready.message.contains("user v2 / org v2 (Auto)"),
+            "{}",
+            ready.message
         );
     }
 

@@ -163,6 +163,9 @@ pub(super) async fn user_races_and_read_back() -> BTreeSet<Reason> {
             r#"{"code":9,"message":"x","details":[{"id":"COMMAND-uXHNj"}]}"#,
         ),
     );
+    // The user exists, in another organization: confirmed, then Stalled UserNotFound.
+    io.zitadel
+        .add_user(UserQuery::LoginName("u@x".into()), "200", "999");
     let user: UserMetadata = object(
         "alice",
         json!({"userId": "200", "organizationId": ORG, "metadata": entries(&[("a", "1")])}),
@@ -173,8 +176,11 @@ pub(super) async fn user_races_and_read_back() -> BTreeSet<Reason> {
     assert!(
         seen.outcome
             .as_ref()
-            .is_some_and(|o| format!("{o:?}").contains("user 200"))
+            .is_some_and(|o| format!("{o:?}").contains("user 200 is in organization 999")),
+        "{:?}",
+        seen.outcome
     );
+    assert!(io.zitadel.calls().contains(&Op::Exists));
     reasons.extend(seen.reasons());
 
     let io = FakeIo::default();

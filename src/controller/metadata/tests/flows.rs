@@ -20,6 +20,10 @@ pub(super) async fn syncs_and_removes() -> BTreeSet<Reason> {
     assert_eq!(io.zitadel.metadata(&org_target()).len(), 2);
     // Read back after the write: list, set, list.
     assert_eq!(io.zitadel.calls(), vec![Op::List, Op::Set, Op::List]);
+    // The listing asks for desired ∪ managed (exact whatever the row order), the read-back for
+    // the keys written.
+    let ab: BTreeSet<String> = ["a".to_string(), "b".into()].into();
+    assert_eq!(io.zitadel.listings(), vec![Some(ab.clone()), Some(ab)]);
 
     let second: OrgMetadata = object(
         "acme",
@@ -29,6 +33,9 @@ pub(super) async fn syncs_and_removes() -> BTreeSet<Reason> {
     let seen2 = apply_once(&io, &second).await;
     assert_eq!(seen2.ready_reason(), Some(Reason::Synced));
     assert_eq!(keys_held(&io), vec!["a"]);
+    // "b" left the spec but is still managed: it is relevant to the listing.
+    let ab: BTreeSet<String> = ["a".to_string(), "b".into()].into();
+    assert_eq!(io.zitadel.listings()[2], Some(ab));
     let mut reasons = seen.reasons();
     reasons.extend(seen2.reasons());
     assert!(reasons.contains(&Reason::MetadataSet) && reasons.contains(&Reason::MetadataRemoved));
@@ -170,7 +177,7 @@ pub(super) async fn cleans_up() -> BTreeSet<Reason> {
     let seen = cleanup_once(&io, &obj).await;
     assert!(seen.result.is_err(), "{:?}", seen.result);
     assert!(!seen.events.contains(&Reason::TargetGone));
-    // Only ZITADEL's proof lets it go (GetUserByID's 404 QUERY-Dfbg2, shared/zitadel-api.md §10).
+    // Only ZITADEL's proof lets it go: `target_exists` → Gone (shared/zitadel-api.md §10).
     let io = FakeIo::default();
     io.zitadel.fail(
         Op::List,
@@ -180,6 +187,8 @@ pub(super) async fn cleans_up() -> BTreeSet<Reason> {
             r#"{"code":5,"message":"User could not be found (QUERY-Dfbg2)","details":[{"id":"QUERY-Dfbg2"}]}"#,
         ),
     );
+    io.zitadel
+        .set_existence(&org_target(), crate::zitadel::Existence::Gone);
     let seen = cleanup_once(&io, &obj).await;
     assert_eq!(seen.result, Ok(await_change()));
     assert_eq!(seen.events, vec![Reason::TargetGone]);

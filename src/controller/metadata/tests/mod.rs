@@ -13,9 +13,10 @@ use crate::crd::{MetadataResource, MetadataStatus, OrgMetadata, UserMetadata};
 use crate::reason::Reason;
 use crate::status::{self, Outcome};
 use crate::testing::{FakeIo, Op};
-use crate::zitadel::{OrgQuery, Target, ZitadelError};
+use crate::zitadel::{OrgQuery, Target, UserQuery, ZitadelError};
 use kube::runtime::controller::Action;
 
+mod deletion;
 mod failures;
 mod flows;
 
@@ -130,6 +131,7 @@ async fn every_reason_of_a_metadata_object_is_reachable() {
     seen.extend(user_races_and_read_back().await);
     seen.extend(refused_by_the_connection().await);
     seen.extend(cleans_up().await);
+    seen.extend(deletion::reasons_of_deletion_and_ambiguous_answers().await);
     // The connection controller's own reasons are covered by `connections::build` and
     // `controller::probe` tests.
     let connection_only = [

@@ -1,0 +1,168 @@
+//! Strict conformance of recorded traffic: every request body the operator sent and every answer
+//! it read (as the emulator recorded them) decoded with ZITADEL's published definitions —
+//! `@zitadel/proto` through `@bufbuild/protobuf`'s `fromJson` (unknown field = failure) and,
+//! for what that package lacks (org v2 metadata), the official `zitadel-client` Python models —
+//! by `tests/conformance/check.mjs` and `check_models.py`.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use serde_json::json;
+use zmo_testkit::emulator::{Operation, RecordedRequest};
+
+/// Request and answer message of each operation the operator uses (proto full names).
+pub fn schemas(op: Operation) -> Option<(&'static str, &'static str)> {
+    use Operation::*;
+    let pair = |a, b| Some((a, b));
+    match op {
+        BulkSetOrgMetadata => pair(
+            "zitadel.management.v1.BulkSetOrgMetadataRequest",
+            "zitadel.management.v1.BulkSetOrgMetadataResponse",
+        ),
+        ListOrgMetadata => pair(
+            "zitadel.management.v1.ListOrgMetadataRequest",
+            "zitadel.management.v1.ListOrgMetadataResponse",
+        ),
+        BulkRemoveOrgMetadata => pair(
+            "zitadel.management.v1.BulkRemoveOrgMetadataRequest",
+            "zitadel.management.v1.BulkRemoveOrgMetadataResponse",
+        ),
+        BulkSetUserMetadata => pair(
+            "zitadel.management.v1.BulkSetUserMetadataRequest",
+            "zitadel.management.v1.BulkSetUserMetadataResponse",
+        ),
+        ListUserMetadata => pair(
+            "zitadel.management.v1.ListUserMetadataRequest",
+            "zitadel.management.v1.ListUserMetadataResponse",
+        ),
+        BulkRemoveUserMetadata => pair(
+            "zitadel.management.v1.BulkRemoveUserMetadataRequest",
+            "zitadel.management.v1.BulkRemoveUserMetadataResponse",
+        ),
+        GetUserV2 => pair(
+            "zitadel.user.v2.GetUserByIDRequest",
+            "zitadel.user.v2.GetUserByIDResponse",
+        ),
+        GetMyOrg => pair(
+            "zitadel.management.v1.GetMyOrgRequest",
+            "zitadel.management.v1.GetMyOrgResponse",
+        ),
+        ListOrganizationsV2 => pair(
+            "zitadel.org.v2.ListOrganizationsRequest",
+            "zitadel.org.v2.ListOrganizationsResponse",
+        ),
+        GetUserByLoginNameGlobal => pair(
+            "zitadel.management.v1.GetUserByLoginNameGlobalRequest",
+            "zitadel.management.v1.GetUserByLoginNameGlobalResponse",
+        ),
+        ListUsersV1 => pair(
+            "zitadel.management.v1.ListUsersRequest",
+            "zitadel.management.v1.ListUsersResponse",
+        ),
+        ListUsersV2 => pair(
+            "zitadel.user.v2.ListUsersRequest",
+            "zitadel.user.v2.ListUsersResponse",
+        ),
+        SetUserMetadataV2 => pair(
+            "zitadel.user.v2.SetUserMetadataRequest",
+            "zitadel.user.v2.SetUserMetadataResponse",
+        ),
+        ListUserMetadataV2 => pair(
+            "zitadel.user.v2.ListUserMetadataRequest",
+            "zitadel.user.v2.ListUserMetadataResponse",
+        ),
+        DeleteUserMetadataV2 => pair(
+            "zitadel.user.v2.DeleteUserMetadataRequest",
+            "zitadel.user.v2.DeleteUserMetadataResponse",
+        ),
+        SetOrgMetadataV2 => pair(
+            "zitadel.org.v2.SetOrganizationMetadataRequest",
+            "zitadel.org.v2.SetOrganizationMetadataResponse",
+        ),
+        ListOrgMetadataV2 => pair(
+            "zitadel.org.v2.ListOrganizationMetadataRequest",
+            "zitadel.org.v2.ListOrganizationMetadataResponse",
+        ),
+        DeleteOrgMetadataV2 => pair(
+            "zitadel.org.v2.DeleteOrganizationMetadataRequest",
+            "zitadel.org.v2.DeleteOrganizationMetadataResponse",
+        ),
+        _ => None,
+    }
+}
+
+/// Decode the 2xx requests and answers of `requests` strictly. Returns a summary
+/// (`"N cases, operations [...]"`), or `"skipped (...)"` when the tools are not installed
+/// outside CI (on CI, `.ci/run` installs them and their absence fails). Panics on any refusal.
+pub fn check(requests: &[RecordedRequest], label: &str) -> String {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance");
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let ok = |cmd: &mut Command| cmd.output().is_ok_and(|o| o.status.success());
+    let node_ready = ok(Command::new("node").arg("--version"))
+        && dir
+            .join("node_modules/@zitadel/proto/package.json")
+            .exists()
+        && dir
+            .join("node_modules/@bufbuild/protobuf/package.json")
+            .exists();
+    let python_ready =
+        ok(Command::new("python3").args(["-W", "ignore", "-c", "import zitadel_client.models"]));
+    if !(node_ready && python_ready) {
+        let what = format!(
+            "conformance tools missing (node + `npm ci` in {}: {node_ready}; python3 + `pip install --user -r requirements.txt`: {python_ready})",
+            dir.display()
+        );
+        assert!(!ci, "{what}: .ci/run installs them");
+        eprintln!("SKIPPED conformance of {label}: {what}");
+        return "skipped".into();
+    }
+    let mut cases = Vec::new();
+    let mut ops = BTreeSet::new();
+    for r in requests.iter().filter(|r| r.status == 200) {
+        let Some((req, resp)) = schemas(r.operation) else {
+            continue;
+        };
+        ops.insert(r.operation.to_string());
+        if r.body.is_object() {
+            cases.push(json!({"op": r.operation, "kind": "request", "schema": req, "json": r.body, "path": r.path}));
+        }
+        if r.response_body.is_object() {
+            cases.push(json!({"op": r.operation, "kind": "response", "schema": resp, "json": r.response_body, "path": r.path}));
+        }
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let file = tmp.path().join("cases.json");
+    std::fs::write(&file, serde_json::to_vec(&cases).expect("json")).expect("write");
+    let node = Command::new("node")
+        .arg(dir.join("check.mjs"))
+        .arg(&file)
+        .current_dir(&dir)
+        .output()
+        .expect("node");
+    let node_out = String::from_utf8_lossy(&node.stdout);
+    assert!(
+        node.status.success(),
+        "{label}: @zitadel/proto refused bodies the operator sent or read:\n{node_out}{}",
+        String::from_utf8_lossy(&node.stderr)
+    );
+    let python_cases = tmp.path().join("cases.json.python.json");
+    if python_cases.exists() {
+        let python = Command::new("python3")
+            .args(["-W", "ignore"])
+            .arg(dir.join("check_models.py"))
+            .arg(&python_cases)
+            .output()
+            .expect("python");
+        let py_out = String::from_utf8_lossy(&python.stdout);
+        assert!(
+            python.status.success(),
+            "{label}: zitadel-client models refused bodies the operator sent or read:\n{py_out}{}",
+            String::from_utf8_lossy(&python.stderr)
+        );
+    }
+    format!(
+        "\"{} cases, operations {}\"",
+        cases.len(),
+        ops.into_iter().collect::<Vec<_>>().join(",")
+    )
+}
