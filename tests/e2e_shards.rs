@@ -314,7 +314,21 @@ async fn two_shards_split_the_objects_and_take_over_a_relabelled_one() {
     orgs.patch("o2", &PatchParams::default(), &Patch::Merge(&relabel))
         .await
         .expect("relabel");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Both shards' caches saw the relabel (shard a dropped o2, shard b holds it, still Ready
+    // from shard a's last sync) before the change: any call on org 2 after it is shard b's own.
+    let ready = r#"zitadel_metadata_objects{kind="OrgMetadata",condition="True"}"#;
+    eventually(
+        Duration::from_secs(30),
+        "shard a saw the relabel",
+        || async { (a.sample(ready).await == Some(2.0)).then_some(()) },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "shard b saw the relabel",
+        || async { (b.sample(ready).await == Some(4.0)).then_some(()) },
+    )
+    .await;
     let mark = env.emu.requests().len();
     apply_labelled(
         &orgs,
@@ -340,8 +354,8 @@ async fn two_shards_split_the_objects_and_take_over_a_relabelled_one() {
         .filter_map(|r| r.caller.clone())
         .collect();
     assert_eq!(written_by, BTreeSet::from([SHARD_B.into()]));
-    // Shard a now counts 2 org objects (o0, o4), shard b 4 (o1, o3, o5, o2) plus `late`.
-    let ready = r#"zitadel_metadata_objects{kind="OrgMetadata",condition="True"}"#;
+    // Shard a still counts 2 Ready org objects (o0, o4), shard b 4 (o1, o3, o5, o2; `late` is
+    // stalled).
     eventually(Duration::from_secs(10), "shard a let go", || async {
         (a.sample(ready).await == Some(2.0)).then_some(())
     })
