@@ -52,6 +52,14 @@ impl Target {
             Target::Org { org_id } | Target::User { org_id, .. } => org_id,
         }
     }
+
+    /// `org` for an organization target, `user` for a user target (paths, method names).
+    pub(crate) fn pick<T>(&self, org: T, user: T) -> T {
+        match self {
+            Target::Org { .. } => org,
+            Target::User { .. } => user,
+        }
+    }
 }
 
 /// The result of a write. On v1 it is ZITADEL's `details` (`zitadel.v1.ObjectDetails`); on v2
