@@ -8,6 +8,7 @@ use clap::{Parser, ValueEnum};
 use url::Url;
 
 use crate::controller::{Namespaces, Settings};
+use crate::drift::{Detection, DriftSettings};
 use crate::zitadel::ApiMode;
 
 /// Log output format.
@@ -84,6 +85,30 @@ pub struct Config {
     /// IP.
     #[arg(long, env = "ZITADEL_RPS", default_value_t = 0)]
     pub zitadel_rps: u32,
+
+    /// Reconcile only the OrgMetadata/UserMetadata objects whose labels match this selector
+    /// (Kubernetes label-selector syntax, e.g. `shard=a` or `shard in (a,b)`), so that several
+    /// operator Deployments (each with its own --leader-election-id) split the objects between
+    /// them. Key claims are still decided over all objects. Empty: all objects.
+    #[arg(long, env = "WATCH_LABEL_SELECTOR", value_parser = parse_label_selector)]
+    pub watch_label_selector: Option<String>,
+
+    /// How changes made in ZITADEL outside Kubernetes are noticed: `auto` (from ZITADEL's event
+    /// log where the credentials may read it — `events.read`, IAM_OWNER or IAM_OWNER_VIEWER —
+    /// else polling) or `polling` (each object re-lists its target every --resync-interval).
+    #[arg(long, env = "DRIFT_DETECTION", default_value = "auto", value_parser = parse_detection)]
+    pub drift_detection: Detection,
+
+    /// Events mode: how often each connection's event log is read (changes made outside
+    /// Kubernetes are repaired within about this long). A connection's
+    /// spec.driftDetection.eventPollInterval overrides it.
+    #[arg(long, env = "EVENT_POLL_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub event_poll_interval: Duration,
+
+    /// Events mode: how often each object still re-lists its target as a safety net (at least
+    /// --resync-interval).
+    #[arg(long, env = "EVENTS_RESYNC_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub events_resync_interval: Duration,
 
     /// Which ZITADEL API the default connection uses for metadata: `auto` (probe the instance:
     /// Management API v1 wherever it is served, so `status.sequence` keeps being reported; the
@@ -311,7 +336,119 @@ impl Config {
             backoff_max: self.backoff_max,
             concurrency: self.max_concurrent_reconciles,
             request_timeout: self.request_timeout,
+            drift: DriftSettings {
+                detection: self.drift_detection,
+                event_poll_interval: self.event_poll_interval,
+                events_resync: self.events_resync_interval,
+            },
+            watch_selector: self
+                .watch_label_selector
+                .clone()
+                .filter(|s| !s.trim().is_empty()),
         }
+    }
+}
+
+/// Check a Kubernetes label selector (`a=b`, `a==b`, `a!=b`, `a in (x,y)`, `a notin (x)`,
+/// `a`, `!a`, comma-separated) and return it trimmed; an empty one selects everything.
+pub fn parse_label_selector(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let mut depth = 0usize;
+    let mut start = 0usize;
+    let mut parts = Vec::new();
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.checked_sub(1).ok_or("unbalanced ')'")?,
+            ',' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err(format!("invalid label selector {s:?}: unbalanced '('"));
+    }
+    if !s.is_empty() {
+        parts.push(&s[start..]);
+    }
+    for part in parts {
+        check_requirement(part.trim()).map_err(|e| format!("invalid label selector {s:?}: {e}"))?;
+    }
+    Ok(s.to_string())
+}
+
+/// One requirement of a label selector.
+fn check_requirement(r: &str) -> Result<(), String> {
+    if let Some(key) = r.strip_prefix('!') {
+        return label_key(key.trim());
+    }
+    for op in ["!=", "==", "="] {
+        if let Some((key, value)) = r.split_once(op) {
+            label_key(key.trim())?;
+            return label_value(value.trim());
+        }
+    }
+    for op in [" notin ", " in "] {
+        if let Some((key, values)) = r.split_once(op) {
+            label_key(key.trim())?;
+            let values = values
+                .trim()
+                .strip_prefix('(')
+                .and_then(|v| v.strip_suffix(')'))
+                .ok_or_else(|| format!("{r:?}: values must be in parentheses"))?;
+            for value in values.split(',') {
+                label_value(value.trim())?;
+            }
+            return Ok(());
+        }
+    }
+    label_key(r)
+}
+
+fn label_name(name: &str, what: &str) -> Result<(), String> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let ends = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if name.len() > 63 || !ok_chars || !ends(name.chars().next()) || !ends(name.chars().last()) {
+        return Err(format!(
+            "{what} {name:?} must be 1–63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric"
+        ));
+    }
+    Ok(())
+}
+
+fn label_key(key: &str) -> Result<(), String> {
+    match key.rsplit_once('/') {
+        Some((prefix, name)) => {
+            if prefix.is_empty() || prefix.len() > 253 {
+                return Err(format!(
+                    "label key prefix {prefix:?} must be a DNS subdomain"
+                ));
+            }
+            label_name(name, "label name")
+        }
+        None => label_name(key, "label key"),
+    }
+}
+
+fn label_value(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    label_name(value, "label value")
+}
+
+/// Parse `auto` or `polling` (any case).
+pub fn parse_detection(s: &str) -> Result<Detection, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "auto" => Ok(Detection::Auto),
+        "polling" => Ok(Detection::Polling),
+        _ => Err(format!(
+            "invalid drift detection {s:?} (use auto or polling)"
+        )),
     }
 }
 

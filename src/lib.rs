@@ -10,6 +10,7 @@ pub mod connections;
 pub mod controller;
 pub mod crd;
 pub mod diff;
+pub mod drift;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -111,6 +111,22 @@ struct ObjectLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DriftModeLabels {
+    connection_kind: &'static str,
+    mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    verdict: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LeaseLabels {
     name: String,
 }
@@ -153,6 +169,10 @@ pub struct Metrics {
     object_counters: Mutex<BTreeMap<String, ObjectCounter>>,
     leader: Family<LeaseLabels, Gauge>,
     default_credentials: Family<CredentialLabels, Gauge>,
+    drift_mode: Family<DriftModeLabels, Gauge>,
+    drift_polls: Family<ResultLabels, Counter>,
+    drift_events: Family<VerdictLabels, Counter>,
+    drift_triggered: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -261,6 +281,30 @@ impl Metrics {
             "1 for the state of the default connection's credential (unknown, unavailable: missing or unreadable, read: not yet checked, accepted, rejected by ZITADEL), 0 for the others; `source` names the Secret and key or the file",
             default_credentials.clone(),
         );
+        let drift_mode = Family::<DriftModeLabels, Gauge>::default();
+        registry.register(
+            "zitadel_drift_detection_mode",
+            "Connections in use (`connection_kind`: default, ZitadelConnection, ClusterZitadelConnection) by how drift is detected: Events (ZITADEL's event log) or Polling (per-object re-listing)",
+            drift_mode.clone(),
+        );
+        let drift_polls = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "zitadel_drift_event_polls",
+            "Rounds of reading a connection's ZITADEL event log, by result (ok, error)",
+            drift_polls.clone(),
+        );
+        let drift_events = Family::<VerdictLabels, Counter>::default();
+        registry.register(
+            "zitadel_drift_events",
+            "New ZITADEL events read, by verdict: drift (re-syncs the objects on that organization or user), own (caused by the operator's own writes: nothing to do), ignored",
+            drift_events.clone(),
+        );
+        let drift_triggered = Counter::default();
+        registry.register(
+            "zitadel_drift_triggered_reconciles",
+            "Reconciles triggered by ZITADEL events",
+            drift_triggered.clone(),
+        );
         Self {
             registry,
             reconcile_total,
@@ -278,6 +322,10 @@ impl Metrics {
             object_counters: Mutex::new(BTreeMap::new()),
             leader,
             default_credentials,
+            drift_mode,
+            drift_polls,
+            drift_events,
+            drift_triggered,
         }
     }
 
@@ -421,6 +469,41 @@ impl Metrics {
                 })
                 .set(value);
         }
+    }
+
+    /// Set `zitadel_drift_detection_mode{connection_kind, mode}` to `connections`.
+    pub fn drift_detection_mode(
+        &self,
+        connection_kind: &'static str,
+        mode: &'static str,
+        connections: i64,
+    ) {
+        self.drift_mode
+            .get_or_create(&DriftModeLabels {
+                connection_kind,
+                mode,
+            })
+            .set(connections);
+    }
+
+    /// One round of reading an event log ended with `result` (`ok` / `error`).
+    pub fn drift_poll(&self, result: &'static str) {
+        self.drift_polls
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// One new event, with its verdict (`drift`, `own`, `ignored`).
+    pub fn drift_event(&self, verdict: &'static str) {
+        self.drift_events
+            .get_or_create(&VerdictLabels { verdict })
+            .inc();
+    }
+
+    /// `objects` reconciles were triggered by events.
+    pub fn drift_triggered(&self, objects: usize) {
+        self.drift_triggered
+            .inc_by(u64::try_from(objects).unwrap_or(u64::MAX));
     }
 
     /// Set `leader_election_master_status{name}`.

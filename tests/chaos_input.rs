@@ -722,13 +722,13 @@ async fn malformed_responses_are_typed_errors() {
     assert_eq!(server.seen().len(), 2, "everything, then 1 item");
 
     // A probe answered with garbage decides nothing: the call fails, and nothing but the first
-    // probe call is sent.
+    // probe call (Auto asks v1 first: it is preferred where served, for status.sequence) is sent.
     let server = RawServer::start(Arc::new(|_: &Seen| ok("not json"))).await;
     let client = server.client_with(ApiMode::Auto);
     let err = make(&client, Call::BulkSet).await.expect_err("bad probe");
     assert!(matches(&err, Expect::Decode), "{err:?}");
     let paths: Vec<String> = server.seen().into_iter().map(|s| s.path).collect();
-    assert_eq!(paths, ["/zitadel.user.v2.UserService/ListUserMetadata"]);
+    assert_eq!(paths, ["/management/v1/users/probe/metadata/_search"]);
     assert_eq!(client.api_selection(), None);
 
     // An empty value is never sent (v2 reads it as "delete").

@@ -1739,6 +1739,7 @@ async fn load_converges_while_five_percent_of_requests_fail() {
         backoff_max: Duration::from_secs(3),
         concurrency: 16,
         request_timeout: Duration::from_secs(10),
+        ..fast_settings()
     };
     let limit = Duration::from_secs(if n > 1000 { 900 } else { 240 });
     let op = env.start_operator_with_api(settings, ApiMode::V1);

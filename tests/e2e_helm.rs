@@ -302,6 +302,12 @@ async fn helm_lint_passes_and_the_schema_rejects_bad_values() {
             "/operator/maxConcurrentReconciles",
         ),
         ("operator.logFormat=xml", "/operator/logFormat"),
+        ("operator.driftDetection=events", "/operator/driftDetection"),
+        (
+            "operator.eventPollInterval=often",
+            "/operator/eventPollInterval",
+        ),
+        ("shards[0].name=A_1", "/shards/0"),
     ] {
         let out = try_template(cp, "bad", "default", &["--set", set]);
         assert!(!out.status.success(), "{set} was accepted");
@@ -1350,4 +1356,100 @@ async fn the_operator_binary_accepts_every_rendered_flag() {
         .output()
         .expect("run the operator binary");
     assert!(!out.status.success());
+}
+
+/// `shards`: one Deployment per shard, each with its selector, its own Lease (leader election is
+/// always on for shards) and PodDisruptionBudget; the Role names every Lease; the binary accepts
+/// the rendered flags and the API server the manifests. A shard name used twice fails.
+#[tokio::test]
+async fn shards_render_a_deployment_lease_and_selector_each() {
+    let cp = common::shared_with_crds().await;
+    let ns = namespace(cp, "helm-shards").await;
+    let values = [
+        "--set-json",
+        r#"shards=[{"name":"a","selector":"shard=a"},{"name":"b","selector":"shard in (b)","replicaCount":2}]"#,
+        "--set",
+        "podDisruptionBudget.enabled=true",
+        "--set",
+        "operator.eventPollInterval=5s",
+    ];
+    let docs = docs_of(cp, &ns, &values);
+    assert_eq!(of_kind(&docs, "Deployment").len(), 2);
+    let bin = env!("CARGO_BIN_EXE_zitadel-metadata-operator");
+    for (shard, selector, replicas) in [("a", "shard=a", 1), ("b", "shard in (b)", 2)] {
+        let name = format!("zmo-zitadel-metadata-operator-{shard}");
+        let deployment = named(&docs, "Deployment", &name);
+        assert_eq!(deployment["spec"]["replicas"], replicas);
+        assert_eq!(
+            deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/shard"],
+            shard
+        );
+        assert_eq!(
+            deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/shard"],
+            shard
+        );
+        let args: Vec<String> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .map(|a| a.as_str().expect("string").to_string())
+            .collect();
+        for expected in [
+            "--leader-elect".to_string(),
+            format!("--leader-election-id={name}"),
+            format!("--watch-label-selector={selector}"),
+            "--event-poll-interval=5s".to_string(),
+            "--drift-detection=auto".to_string(),
+        ] {
+            assert!(args.contains(&expected), "{expected} in {args:?}");
+        }
+        let pdb = named(&docs, "PodDisruptionBudget", &name);
+        assert_eq!(
+            pdb["spec"]["selector"]["matchLabels"],
+            deployment["spec"]["selector"]["matchLabels"]
+        );
+        let out = Command::new(bin)
+            .args(&args)
+            .arg("--help")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the operator binary");
+        assert!(
+            out.status.success(),
+            "the binary rejects the shard's flags {args:?}:\n{}",
+            text(&out.stderr)
+        );
+    }
+    let role = named(
+        &docs,
+        "Role",
+        "zmo-zitadel-metadata-operator-leader-election",
+    );
+    assert_eq!(
+        role["rules"][1]["resourceNames"],
+        json!([
+            "zmo-zitadel-metadata-operator-a",
+            "zmo-zitadel-metadata-operator-b"
+        ])
+    );
+    // One metrics Service for all shards' pods.
+    let service = one(&docs, "Service");
+    assert!(service["spec"]["selector"]["app.kubernetes.io/shard"].is_null());
+    assert_accepted(cp, &docs);
+
+    let out = try_template(
+        cp,
+        "zmo",
+        &ns,
+        &[
+            "--set-json",
+            r#"shards=[{"name":"a","selector":"x=1"},{"name":"a","selector":"x=2"}]"#,
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("the name \"a\" is used twice"),
+        "{}",
+        text(&out.stderr)
+    );
 }

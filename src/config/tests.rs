@@ -188,3 +188,60 @@ fn the_api_of_the_default_connection_can_be_pinned() {
     let err = parse(&args).expect_err("v3 is not an API");
     assert!(err.to_string().contains("use auto, v1 or v2"), "{err}");
 }
+
+#[test]
+fn drift_detection_and_sharding_flags() {
+    let base = [
+        "--zitadel-url",
+        "https://z.example",
+        "--token-secret",
+        "a/b",
+    ];
+    let settings = parse(&base).expect("parse").settings();
+    assert_eq!(settings.drift.detection, Detection::Auto);
+    assert_eq!(settings.drift.event_poll_interval, Duration::from_secs(15));
+    assert_eq!(settings.drift.events_resync, Duration::from_secs(3600));
+    assert_eq!(settings.watch_selector, None);
+    let mut args = base.to_vec();
+    args.extend([
+        "--drift-detection",
+        "Polling",
+        "--event-poll-interval",
+        "5s",
+        "--events-resync-interval",
+        "30m",
+        "--watch-label-selector",
+        " shard=a ",
+    ]);
+    let settings = parse(&args).expect("parse").settings();
+    assert_eq!(settings.drift.detection, Detection::Polling);
+    assert_eq!(settings.drift.event_poll_interval, Duration::from_secs(5));
+    assert_eq!(settings.drift.events_resync, Duration::from_secs(1800));
+    assert_eq!(settings.watch_selector.as_deref(), Some("shard=a"));
+    let mut args = base.to_vec();
+    args.extend(["--drift-detection", "events-only"]);
+    assert!(parse(&args).is_err());
+}
+
+#[test]
+fn label_selectors_are_checked_at_start() {
+    for ok in [
+        "shard=a",
+        "shard==a",
+        "shard!=b",
+        "example.com/shard in (a, b),tier",
+        "!legacy",
+        "shard notin (c)",
+        "shard=",
+        "",
+    ] {
+        assert!(parse_label_selector(ok).is_ok(), "{ok}");
+    }
+    for bad in ["shard in a", "shard=(a", "-x=1", "a b", "shard=a)"] {
+        let err = parse_label_selector(bad).expect_err(bad);
+        assert!(
+            err.contains("invalid label selector") || err.contains("unbalanced"),
+            "{err}"
+        );
+    }
+}

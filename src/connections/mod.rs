@@ -226,6 +226,98 @@ impl Connections {
     }
 }
 
+/// What the drift detection of one connection needs: the client its objects use and what the
+/// connection's last probe found.
+#[derive(Clone)]
+pub struct DriftSource {
+    /// The same (cached) client the connection's objects use.
+    pub api: Arc<dyn ZitadelApi>,
+    /// `status.driftDetection` (`None` for the default connection, which has no status).
+    pub status: Option<crate::crd::DriftDetectionStatus>,
+}
+
+impl Connections {
+    /// The client of a connection (cached like [`ConnectionResolver::for_object`]'s, rebuilt
+    /// when the connection's probe saw a new generation or new Secrets).
+    async fn client_for(&self, found: &Found) -> Result<Arc<dyn ZitadelApi>, Refusal> {
+        let fingerprint = format!(
+            "{:?}|{}",
+            found.status.observed_generation,
+            found.status.observed_secret_versions.join(",")
+        );
+        let mut cache = self.cache.lock().await;
+        if let Some((fp, api)) = cache.get(&found.key)
+            && *fp == fingerprint
+        {
+            return Ok(api.clone());
+        }
+        let built = build::build(&self.sources, &found.settings, self.request_timeout)
+            .await
+            .map_err(|e| Refusal {
+                reason: Reason::ConnectionNotReady,
+                message: format!("{}: {e}", found.name),
+                transient: false,
+            })?;
+        let api = built.api();
+        cache.insert(found.key.clone(), (fingerprint, api.clone()));
+        Ok(api)
+    }
+
+    /// The drift source of the connection `reference` names (`None`: the default connection)
+    /// for objects in `namespace` (a `ClusterZitadelConnection` is read without its namespace
+    /// guard: the guard limits objects, not the connection's own event log).
+    pub async fn drift_source(
+        &self,
+        namespace: &str,
+        reference: Option<&ConnectionRef>,
+    ) -> Result<DriftSource, Refusal> {
+        let Some(reference) = reference else {
+            return match &self.default {
+                Some(api) => Ok(DriftSource {
+                    api: api.clone(),
+                    status: None,
+                }),
+                None => Err(Self::not_found("no default connection".into())),
+            };
+        };
+        let api_error = |e: kube::Error| Refusal {
+            reason: Reason::ConnectionNotReady,
+            message: format!("cannot read {:?} {:?}: {e}", reference.kind, reference.name),
+            transient: true,
+        };
+        let name = &reference.name;
+        let found = match reference.kind {
+            ConnectionKind::ZitadelConnection => {
+                let api: Api<ZitadelConnection> = Api::namespaced(self.client.clone(), namespace);
+                let conn = api.get_opt(name).await.map_err(api_error)?.ok_or_else(|| {
+                    Self::not_found(format!("ZitadelConnection {namespace}/{name} not found"))
+                })?;
+                let label = format!("ZitadelConnection {namespace}/{name}");
+                Found::new(
+                    format!("ns/{namespace}/{name}"),
+                    label,
+                    &conn,
+                    AllowedOrgs::Any,
+                )
+            }
+            ConnectionKind::ClusterZitadelConnection => {
+                let api: Api<ClusterZitadelConnection> = Api::all(self.client.clone());
+                let conn = api.get_opt(name).await.map_err(api_error)?.ok_or_else(|| {
+                    Self::not_found(format!("ClusterZitadelConnection {name} not found"))
+                })?;
+                let label = format!("ClusterZitadelConnection {name}");
+                Found::new(format!("cluster/{name}"), label, &conn, AllowedOrgs::Any)
+            }
+        };
+        guard::check_ready(&found.name, &found.status, found.generation, found.deleting)?;
+        let api = self.client_for(&found).await?;
+        Ok(DriftSource {
+            api,
+            status: found.status.drift_detection.clone(),
+        })
+    }
+}
+
 #[async_trait::async_trait]
 impl ConnectionResolver for Connections {
     async fn for_object(&self, ns: &str, reference: Option<&ConnectionRef>) -> Resolution {
@@ -243,31 +335,9 @@ impl ConnectionResolver for Connections {
         };
         let found = self.find(ns, reference).await?;
         guard::check_ready(&found.name, &found.status, found.generation, found.deleting)?;
-        // The spec the client is built from (deletion bumps the generation, not the spec).
-        let fingerprint = format!(
-            "{:?}|{}",
-            found.status.observed_generation,
-            found.status.observed_secret_versions.join(",")
-        );
-        let mut cache = self.cache.lock().await;
-        if let Some((fp, api)) = cache.get(&found.key)
-            && *fp == fingerprint
-        {
-            return Ok(Granted {
-                api: api.clone(),
-                allowed: found.allowed,
-                name: found.name,
-            });
-        }
-        let built = build::build(&self.sources, &found.settings, self.request_timeout)
-            .await
-            .map_err(|e| Refusal {
-                reason: Reason::ConnectionNotReady,
-                message: format!("{}: {e}", found.name),
-                transient: false,
-            })?;
-        let api = built.api();
-        cache.insert(found.key, (fingerprint, api.clone()));
+        // The client is rebuilt when the probe saw a new generation or new Secrets (deletion
+        // bumps the generation, not the spec).
+        let api = self.client_for(&found).await?;
         Ok(Granted {
             api,
             allowed: found.allowed,

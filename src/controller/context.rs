@@ -9,10 +9,13 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use rand::Rng as _;
 
+use super::drift::DriftHub;
 use super::index::TargetIndex;
 use super::metadata::{Io, KubeReport, Neighbours, claims};
+use super::usage::ConnectionKey;
 use crate::connections::ConnectionResolver;
 use crate::crd::MetadataResource;
+use crate::drift::DriftSettings;
 use crate::metrics::Metrics;
 use crate::sources::ValueSources;
 
@@ -33,6 +36,11 @@ pub struct Settings {
     pub concurrency: u16,
     /// Timeout of one ZITADEL request (clients built from connections).
     pub request_timeout: Duration,
+    /// How drift is detected: ZITADEL's event log where allowed, and how objects are paced.
+    pub drift: DriftSettings,
+    /// Only objects whose labels match this selector are reconciled (sharding across several
+    /// operator processes, `--watch-label-selector`); `None`: all.
+    pub watch_selector: Option<String>,
 }
 
 impl Default for Settings {
@@ -44,6 +52,8 @@ impl Default for Settings {
             backoff_max: Duration::from_secs(300),
             concurrency: 16,
             request_timeout: Duration::from_secs(30),
+            drift: DriftSettings::default(),
+            watch_selector: None,
         }
     }
 }
@@ -67,6 +77,8 @@ pub struct Context<K: MetadataResource> {
     pub(super) targets: TargetIndex,
     /// Metrics (reconcile counters and timings are recorded around the reconcile).
     pub metrics: Arc<Metrics>,
+    /// Drift detection: when each object is re-checked, and its connection's event poller.
+    pub(super) drift: Arc<DriftHub>,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -82,6 +94,7 @@ impl<K: MetadataResource> Context<K> {
         stores: Vec<Store<K>>,
         targets: TargetIndex,
         metrics: Arc<Metrics>,
+        drift: Arc<DriftHub>,
     ) -> Self {
         Self {
             report: KubeReport::new(client.clone()),
@@ -92,18 +105,38 @@ impl<K: MetadataResource> Context<K> {
             stores,
             targets,
             metrics,
+            drift,
             failures: Mutex::new(HashMap::new()),
         }
     }
 
     /// The reconcile steps' view of this context.
     pub fn io(&self) -> Io<'_, K> {
+        self.io_with(&self.settings)
+    }
+
+    /// The reconcile steps' view of this context, with `settings` for this one object.
+    pub fn io_with<'a>(&'a self, settings: &'a Settings) -> Io<'a, K> {
         Io {
-            settings: &self.settings,
+            settings,
             sources: self.sources.as_ref(),
             connections: self.connections.as_ref(),
             neighbours: self,
             report: &self.report,
+        }
+    }
+
+    /// The settings for one reconcile of `obj`: its re-check after a successful sync comes at
+    /// its own phase of the resync interval (Polling) or of the safety net (Events mode). The
+    /// first reconcile on a connection waits until its drift detection started (bounded).
+    pub(super) async fn settings_for(&self, obj: &K) -> Settings {
+        let ns = obj.namespace().unwrap_or_default();
+        let key = ConnectionKey::of_ref(&ns, obj.connection_ref());
+        self.drift.before_sync(&key).await;
+        let uid = obj.uid().unwrap_or_else(|| Self::object_key(obj));
+        Settings {
+            resync: self.drift.recheck_delay(&key, &uid),
+            ..self.settings.clone()
         }
     }
 

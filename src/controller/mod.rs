@@ -15,6 +15,7 @@
 
 mod context;
 mod default_connection;
+pub mod drift;
 mod error;
 pub mod finalizers;
 mod index;

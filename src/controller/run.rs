@@ -6,15 +6,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates};
 use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::mpsc;
 
 use super::default_connection::{self, FlagCredentials, Requeue};
+use super::drift::{DriftHub, Route, Routed};
 use super::finalizers::{Finalizers, Held, KubeFinalizers};
 use super::index::TargetIndex;
 use super::instrument::{count_conditions, error_policy, reconcile_instrumented};
@@ -22,7 +24,7 @@ use super::metadata::claims;
 use super::usage::UsageIndex;
 use super::watches::{
     NoTriggerBackoff, connection_changes, connection_dependents, default_requeues, dependents,
-    scoped_api, watch,
+    scoped_api, watch, watch_selected,
 };
 use super::{Context, LAST_APPLIED, Settings, probe, token_secret};
 use crate::connections::Connections;
@@ -96,6 +98,7 @@ fn kind_controller<K>(
     usage: &UsageIndex,
     settings: &Settings,
     requeues: &tokio::sync::watch::Receiver<Requeue>,
+    drifted: mpsc::UnboundedReceiver<ObjectRef<K>>,
 ) -> Controller<K>
 where
     K: MetadataResource + Resource<DynamicType = ()>,
@@ -105,25 +108,25 @@ where
     let index = targets.clone();
     let users = usage.clone();
     let watched = scope.clone();
-    let trigger = watch(api)
+    // Sharded: this process reconciles only the objects its selector matches; the target index
+    // and the connections' users are fed by the watch of all objects instead ([`claims_watch`]).
+    let sharded = settings.watch_selector.is_some();
+    let trigger = watch_selected(api, settings.watch_selector.as_deref())
         // Nothing reads managedFields (three quarters of the cache's memory) or kubectl's copy of
         // the last applied object.
-        .modify(|o: &mut K| {
-            let meta = o.meta_mut();
-            meta.managed_fields = None;
-            if let Some(annotations) = meta.annotations.as_mut() {
-                annotations.remove(LAST_APPLIED);
-            }
-        })
+        .modify(strip_meta::<K>)
         .inspect_ok(move |event| {
-            index.observe(watched.as_deref(), event, claims::identity::<K>);
-            users.observe(watched.as_deref(), event);
+            if !sharded {
+                index.observe(watched.as_deref(), event, claims::identity::<K>);
+                users.observe(watched.as_deref(), event);
+            }
         })
         .reflect(writer)
         .applied_objects()
         // Reconcile on changes of spec (generation; deletion bumps it too), finalizers, labels
         // and annotations — not on the operator's own status writes, which would cost one more
-        // ZITADEL read per write. Drift is caught by the periodic resync.
+        // ZITADEL read per write. Drift is caught from ZITADEL's event log (`drifted`) or by
+        // the periodic resync.
         .predicate_filter(
             predicates::generation
                 .combine(predicates::finalizers)
@@ -131,9 +134,15 @@ where
                 .combine(predicates::annotations),
             PredicateConfig::default(),
         );
+    let drifted =
+        futures::stream::unfold(
+            drifted,
+            |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
+        );
     let controller = Controller::for_stream(trigger, reader)
         .with_config(controller::Config::default().concurrency(settings.concurrency))
-        .trigger_backoff(NoTriggerBackoff);
+        .trigger_backoff(NoTriggerBackoff)
+        .reconcile_on(drifted);
     // Re-sync objects whose valueFrom names a Secret/ConfigMap that changed (metadata-only
     // watches: values are read on reconcile, never cached), and the objects using a connection
     // when what they depend on changes (it becomes Ready, rotates, is deleted).
@@ -170,6 +179,49 @@ where
         })
 }
 
+/// Drop what nothing reads from a cached object: managedFields (three quarters of the cache's
+/// memory) and kubectl's copy of the last applied object.
+fn strip_meta<K: MetadataResource>(o: &mut K) {
+    let meta = o.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// Sharded (`--watch-label-selector`): a watch of **all** objects of kind `K` in `scope`, whose
+/// cache holds only what key claims and connection usage read (targets, keys, status ids and
+/// conditions, finalizers; no values), so that a shard still sees the claims of objects other
+/// shards reconcile, and connections are not released while another shard's objects use them.
+/// Feeds the target index and the usage index. Returns the cache and the stream to drive.
+fn claims_watch<K: MetadataResource + Resource<DynamicType = ()>>(
+    client: &Client,
+    scope: Option<String>,
+    targets: &TargetIndex,
+    usage: &UsageIndex,
+) -> (Store<K>, futures::future::BoxFuture<'static, ()>) {
+    let api: Api<K> = scoped_api(client, scope.as_deref());
+    let (reader, writer) = reflector::store();
+    let (index, users) = (targets.clone(), usage.clone());
+    let drive = watch(api)
+        .modify(|o: &mut K| {
+            strip_meta(o);
+            for entry in o.entries_mut() {
+                entry.value = None;
+                entry.binary_value = None;
+                entry.value_from = None;
+            }
+        })
+        .inspect_ok(move |event| {
+            index.observe(scope.as_deref(), event, claims::identity::<K>);
+            users.observe(scope.as_deref(), event);
+        })
+        .reflect(writer)
+        .for_each(|_| futures::future::ready(()))
+        .boxed();
+    (reader, drive)
+}
+
 /// What [`run_kind`] needs besides the kind.
 pub struct KindParts {
     /// Kubernetes client.
@@ -186,6 +238,8 @@ pub struct KindParts {
     pub usage: UsageIndex,
     /// Ticks when the default connection's credential changed.
     pub requeues: tokio::sync::watch::Receiver<Requeue>,
+    /// Event-driven drift detection (triggers, re-check pacing, own writes).
+    pub drift: Arc<DriftHub>,
 }
 
 /// Build and run the controllers of one kind until `shutdown` resolves; `synced` fires once their
@@ -196,7 +250,7 @@ pub async fn run_kind<K>(
     shutdown: impl Fn() -> Shutdown,
     synced: tokio::sync::oneshot::Sender<()>,
 ) where
-    K: MetadataResource + Resource<DynamicType = ()>,
+    K: Routed,
 {
     let KindParts {
         client,
@@ -206,26 +260,45 @@ pub async fn run_kind<K>(
         metrics,
         usage,
         requeues,
+        drift,
     } = parts;
     let targets = TargetIndex::default();
+    let mut senders = Vec::new();
     let controllers: Vec<Controller<K>> = namespaces
         .scopes()
         .into_iter()
-        .map(|scope| kind_controller(&client, scope, &targets, &usage, &settings, &requeues))
+        .map(|scope| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            senders.push((scope.clone(), tx));
+            kind_controller(&client, scope, &targets, &usage, &settings, &requeues, rx)
+        })
         .collect();
     metrics.register_controller(K::CONTROLLER, settings.concurrency);
     let stores: Vec<Store<K>> = controllers.iter().map(Controller::store).collect();
+    // Key claims are decided over every object, also those other shards reconcile.
+    let (claim_stores, claim_watches): (Vec<Store<K>>, Vec<_>) =
+        if settings.watch_selector.is_some() {
+            namespaces
+                .scopes()
+                .into_iter()
+                .map(|scope| claims_watch::<K>(&client, scope, &targets, &usage))
+                .unzip()
+        } else {
+            (stores.clone(), Vec::new())
+        };
     let kind = K::kind(&()).to_string();
     let counted = stores.clone();
     metrics.set_object_counter(&kind, Box::new(move || count_conditions(&counted)));
+    drift.register(Route::new(targets.clone(), stores.clone(), senders));
     let ctx = Arc::new(Context::new(
         client,
-        connections,
+        drift.recording(connections),
         sources,
         settings,
-        stores.clone(),
+        claim_stores,
         targets,
         metrics.clone(),
+        drift,
     ));
     let runs = controllers.into_iter().map(|c| {
         c.graceful_shutdown_on(shutdown())
@@ -239,8 +312,15 @@ pub async fn run_kind<K>(
     tokio::select! {
         _ = futures::future::join_all(runs) => {}
         () = report_synced::<K>(stores, synced) => {}
+        () = drive_all(claim_watches) => {}
     }
     metrics.clear_object_counter(&kind);
+}
+
+/// Drive `watches` (watch streams never end); pending forever when there are none.
+async fn drive_all(watches: Vec<futures::future::BoxFuture<'static, ()>>) {
+    futures::future::join_all(watches).await;
+    futures::future::pending::<()>().await;
 }
 
 /// Fire `synced` once every store holds its initial list; never returns (the controllers decide
@@ -297,12 +377,22 @@ pub async fn run_with(
         .as_ref()
         .and_then(|d| d.credentials.clone());
     let (requeue_tx, requeues) = tokio::sync::watch::channel(Requeue::default());
+    let has_default = default_connection.is_some();
     let connections = Arc::new(Connections::new(
         client.clone(),
         sources.clone(),
         default_connection.map(|d| d.api),
         settings.request_timeout,
     ));
+    let drift = DriftHub::new(
+        settings.clone(),
+        connections.clone(),
+        usage.clone(),
+        hooks.metrics.clone(),
+    );
+    if has_default {
+        drift.start_default();
+    }
     let parts = || KindParts {
         client: client.clone(),
         connections: connections.clone(),
@@ -311,6 +401,7 @@ pub async fn run_with(
         metrics: hooks.metrics.clone(),
         usage: usage.clone(),
         requeues: requeues.clone(),
+        drift: drift.clone(),
     };
     let connection_parts = || probe::ConnectionParts {
         client: client.clone(),
@@ -358,4 +449,5 @@ pub async fn run_with(
         probe::run::<ZitadelConnection>(connection_parts(), &namespaces, shutdown.clone()),
         probe::run::<ClusterZitadelConnection>(connection_parts(), &Namespaces::All, shutdown),
     );
+    drift.stop();
 }

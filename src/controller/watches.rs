@@ -95,6 +95,21 @@ where
     watcher(api, watcher::Config::default().any_semantic()).backoff(WatchBackoff::default())
 }
 
+/// [`watch`] of the objects of `api` whose labels match `selector` (all when `None`).
+pub fn watch_selected<K>(
+    api: Api<K>,
+    selector: Option<&str>,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let mut config = watcher::Config::default().any_semantic();
+    if let Some(selector) = selector {
+        config = config.labels(selector);
+    }
+    watcher(api, config).backoff(WatchBackoff::default())
+}
+
 /// `Api` of a namespaced kind in `ns` (`None`: all namespaces).
 pub(super) fn scoped_api<R>(client: &Client, ns: Option<&str>) -> Api<R>
 where

@@ -531,6 +531,9 @@ pub trait MetadataResource:
     fn target_ref(&self) -> Option<TargetRef>;
     /// The desired entries.
     fn entries(&self) -> &[MetadataEntry];
+    /// The desired entries, to change in place (e.g. to drop the values from a cached copy
+    /// that only needs the keys).
+    fn entries_mut(&mut self) -> &mut Vec<MetadataEntry>;
     /// Deletion policy.
     fn deletion_policy(&self) -> DeletionPolicy;
     /// Current status, if any.

@@ -23,6 +23,7 @@ pub use crate::zitadel::ApiMode;
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Identity","type":"string","jsonPath":".status.identity"}"#,
+    printcolumn = r#"{"name":"Drift","type":"string","jsonPath":".status.driftDetection.mode"}"#,
     printcolumn = r#"{"name":"UserAPI","type":"string","jsonPath":".status.api.userMetadata"}"#,
     printcolumn = r#"{"name":"OrgAPI","type":"string","jsonPath":".status.api.orgMetadata"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
@@ -56,6 +57,12 @@ pub struct ZitadelConnectionSpec {
     /// `status.sequence` then stays empty: v2 has none).
     #[serde(default)]
     pub api: ApiMode,
+    /// How the objects using this connection notice changes made in ZITADEL outside
+    /// Kubernetes (drift). By default from ZITADEL's event log when the credentials may read
+    /// it (`events.read`: IAM_OWNER or IAM_OWNER_VIEWER), else by re-listing each object's
+    /// target every `--resync-interval`; `status.driftDetection` shows which.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_detection: Option<DriftDetectionSpec>,
 }
 
 /// A ZITADEL instance and credentials for the whole cluster, usable only from the namespaces
@@ -74,6 +81,7 @@ pub struct ZitadelConnectionSpec {
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Identity","type":"string","jsonPath":".status.identity"}"#,
+    printcolumn = r#"{"name":"Drift","type":"string","jsonPath":".status.driftDetection.mode"}"#,
     printcolumn = r#"{"name":"UserAPI","type":"string","jsonPath":".status.api.userMetadata"}"#,
     printcolumn = r#"{"name":"OrgAPI","type":"string","jsonPath":".status.api.orgMetadata"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
@@ -106,6 +114,12 @@ pub struct ClusterZitadelConnectionSpec {
     /// `status.sequence` then stays empty: v2 has none).
     #[serde(default)]
     pub api: ApiMode,
+    /// How the objects using this connection notice changes made in ZITADEL outside
+    /// Kubernetes (drift). By default from ZITADEL's event log when the credentials may read
+    /// it (`events.read`: IAM_OWNER or IAM_OWNER_VIEWER), else by re-listing each object's
+    /// target every `--resync-interval`; `status.driftDetection` shows which.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_detection: Option<DriftDetectionSpec>,
     /// Which namespaces may use this connection, and for which organizations. A namespace
     /// matching no rule is refused (`TargetNotAllowed`). Empty (the default): no namespace.
     #[serde(default)]
@@ -174,6 +188,77 @@ pub struct CaBundle {
     pub config_map_ref: Option<SecretKeyRef>,
 }
 
+/// `spec.driftDetection` of a connection.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftDetectionSpec {
+    /// `Auto` (default): read ZITADEL's event log when the credentials may (one `ListEvents`
+    /// per poll interval; objects re-list their target only as a slow safety net,
+    /// `--events-resync-interval`), else poll. `Polling`: never read events; each object
+    /// re-lists its target every `--resync-interval`.
+    #[serde(default)]
+    pub mode: DriftDetectionMode,
+    /// How often the event log is read in Events mode, e.g. `15s` (default:
+    /// `--event-poll-interval`). A change made outside Kubernetes is repaired within about
+    /// this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "poll_interval_schema")]
+    pub event_poll_interval: Option<String>,
+}
+
+fn poll_interval_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "maxLength": 32,
+        "pattern": r"^([0-9]+(ms|s|m|h))+$",
+    })
+}
+
+impl DriftDetectionSpec {
+    /// The poll interval the spec asks for: `Ok(None)` when unset; an error message for a
+    /// duration that cannot be used (unparseable, under 1 s or over 1 h).
+    pub fn poll_interval(&self) -> Result<Option<std::time::Duration>, String> {
+        let Some(text) = self.event_poll_interval.as_deref() else {
+            return Ok(None);
+        };
+        let d = humantime::parse_duration(text)
+            .map_err(|e| format!("spec.driftDetection.eventPollInterval {text:?}: {e}"))?;
+        if d < std::time::Duration::from_secs(1) || d > std::time::Duration::from_secs(3600) {
+            return Err(format!(
+                "spec.driftDetection.eventPollInterval {text:?} must be between 1s and 1h"
+            ));
+        }
+        Ok(Some(d))
+    }
+}
+
+/// `spec.driftDetection.mode`.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum DriftDetectionMode {
+    /// Events when the credentials may read them, else Polling.
+    #[default]
+    Auto,
+    /// Never read events: re-list each object's target every resync interval.
+    Polling,
+}
+
+/// `status.driftDetection` of a connection: how drift is detected for its objects.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftDetectionStatus {
+    /// `Events` (ZITADEL's event log is read every `eventPollInterval`) or `Polling` (each
+    /// object re-lists its target every resync interval).
+    pub mode: String,
+    /// The poll interval of Events mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_poll_interval: Option<String>,
+    /// Why this mode (e.g. the credentials lack `events.read`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
 /// Observed state of a connection.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -202,6 +287,10 @@ pub struct ConnectionStatus {
     /// exists. Released when the connection is gone or no longer references them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held_sources: Vec<String>,
+    /// How drift is detected for the objects using this connection, as its last probe found
+    /// (one `ListEvents` call with `limit: 1`: allowed → `Events`, refused → `Polling`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_detection: Option<DriftDetectionStatus>,
     /// `Ready`: True after a successful authenticated probe. `Reconciling`: True while the last
     /// probe failed on a transient ZITADEL error (objects using the connection wait for it).
     /// `Terminating`: True (reason `InUse`) while the connection is being deleted and objects

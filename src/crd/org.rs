@@ -92,6 +92,10 @@ impl MetadataResource for OrgMetadata {
         &self.spec.metadata
     }
 
+    fn entries_mut(&mut self) -> &mut Vec<MetadataEntry> {
+        &mut self.spec.metadata
+    }
+
     fn deletion_policy(&self) -> DeletionPolicy {
         self.spec.deletion_policy
     }

@@ -107,6 +107,10 @@ impl MetadataResource for UserMetadata {
         &self.spec.metadata
     }
 
+    fn entries_mut(&mut self) -> &mut Vec<MetadataEntry> {
+        &mut self.spec.metadata
+    }
+
     fn deletion_policy(&self) -> DeletionPolicy {
         self.spec.deletion_policy
     }

@@ -1161,6 +1161,20 @@ impl ZitadelApi for HttpClient {
     fn api_selection(&self) -> Option<ApiSelection> {
         self.selector.get().map(|(_, selection)| selection)
     }
+
+    async fn list_events(
+        &self,
+        query: &super::EventQuery,
+    ) -> Result<Vec<super::Event>, ZitadelError> {
+        self.admin_list_events(query).await
+    }
+
+    fn caller_id(&self) -> Option<String> {
+        match &self.config.token {
+            TokenSource::JwtProfile(profile) => Some(profile.user_id().to_owned()),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

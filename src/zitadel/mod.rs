@@ -7,6 +7,7 @@
 //! instance ([`ApiMode`], [`ApiSelection`]).
 
 mod error;
+mod events;
 mod http;
 mod jwt;
 mod listing;
@@ -18,6 +19,7 @@ mod v2;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use error::{ZitadelError, code, ids};
+pub use events::{DRIFT_EVENT_TYPES, Event, EventQuery, LIST_EVENTS, format_timestamp, value_hash};
 pub use http::{ClientConfig, ConnectionCheck, HttpClient, MAX_RESPONSE_BYTES, RateLimit};
 pub use jwt::{JwtProfile, KeyFile, KeyFileError};
 pub use probe::{Api, ApiMode, ApiSelection};
@@ -48,6 +50,14 @@ impl Target {
     pub fn org_id(&self) -> &str {
         match self {
             Target::Org { org_id } | Target::User { org_id, .. } => org_id,
+        }
+    }
+
+    /// `org` for an organization target, `user` for a user target (paths, method names).
+    pub(crate) fn pick<T>(&self, org: T, user: T) -> T {
+        match self {
+            Target::Org { .. } => org,
+            Target::User { .. } => user,
         }
     }
 }
@@ -190,6 +200,26 @@ pub trait ZitadelApi: Send + Sync {
     /// Which API serves user and org metadata, once known (after the first call or
     /// [`HttpClient::select_api`]); `None` before.
     fn api_selection(&self) -> Option<ApiSelection> {
+        None
+    }
+
+    /// The instance's metadata and removal events ([`DRIFT_EVENT_TYPES`]) through admin
+    /// `ListEvents` (permission `events.read`: IAM_OWNER, IAM_OWNER_VIEWER). The default has no
+    /// event log: it answers like ZITADEL to a caller without the permission would, never with
+    /// events.
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<Event>, ZitadelError> {
+        let _ = query;
+        Err(ZitadelError::from_response(
+            403,
+            None,
+            r#"{"code":7,"message":"this client reads no events"}"#,
+        ))
+    }
+
+    /// The ZITADEL user id the client acts as, when the credentials name it (a service-user key
+    /// file's `userId`); `None` for a Personal Access Token (the contract has no call that
+    /// tells a token's user).
+    fn caller_id(&self) -> Option<String> {
         None
     }
 }

@@ -32,13 +32,6 @@ pub(crate) mod op {
     pub const LIST_ORGS_ADMIN: &str = "AdminListOrgs";
 }
 
-fn by_target(target: &Target, org: &'static str, user: &'static str) -> &'static str {
-    match target {
-        Target::Org { .. } => org,
-        Target::User { .. } => user,
-    }
-}
-
 #[derive(Serialize)]
 struct ListRequest<'a> {
     query: ListQuery,
@@ -181,7 +174,7 @@ impl PageSource for V1Pages<'_> {
         let raw = self
             .client
             .rest_raw(
-                by_target(self.target, op::LIST_ORG, op::LIST_USER),
+                self.target.pick(op::LIST_ORG, op::LIST_USER),
                 Method::POST,
                 url,
                 Some(self.target.org_id()),
@@ -233,7 +226,7 @@ impl HttpClient {
         let url = self.metadata_url(target, "_bulk")?;
         let response: DetailsResponse = self
             .rest(
-                by_target(target, op::BULK_SET_ORG, op::BULK_SET_USER),
+                target.pick(op::BULK_SET_ORG, op::BULK_SET_USER),
                 Method::POST,
                 url,
                 Some(target.org_id()),
@@ -252,7 +245,7 @@ impl HttpClient {
         let url = self.metadata_url(target, "_bulk")?;
         let response: DetailsResponse = self
             .rest(
-                by_target(target, op::BULK_REMOVE_ORG, op::BULK_REMOVE_USER),
+                target.pick(op::BULK_REMOVE_ORG, op::BULK_REMOVE_USER),
                 Method::DELETE,
                 url,
                 Some(target.org_id()),

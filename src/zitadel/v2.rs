@@ -46,13 +46,6 @@ fn owner(target: &Target) -> Owner<'_> {
     }
 }
 
-fn by_target(target: &Target, org: &'static str, user: &'static str) -> &'static str {
-    match target {
-        Target::Org { .. } => org,
-        Target::User { .. } => user,
-    }
-}
-
 #[derive(Serialize)]
 struct ListRequest<'a> {
     #[serde(flatten)]
@@ -177,10 +170,7 @@ impl PageSource for V2Pages<'_> {
         };
         let raw = self
             .client
-            .connect_raw(
-                by_target(self.target, path::LIST_ORG, path::LIST_USER),
-                &body,
-            )
+            .connect_raw(self.target.pick(path::LIST_ORG, path::LIST_USER), &body)
             .await?;
         let response: ListResponse = super::http::decode_json(&raw)?;
         Ok(Page {
@@ -251,7 +241,7 @@ impl HttpClient {
                 .collect(),
         };
         let response: SetResponse = self
-            .connect(by_target(target, path::SET_ORG, path::SET_USER), &body)
+            .connect(target.pick(path::SET_ORG, path::SET_USER), &body)
             .await?;
         Ok(dated(response.set_date))
     }
@@ -267,10 +257,7 @@ impl HttpClient {
             keys,
         };
         let response: DeleteResponse = self
-            .connect(
-                by_target(target, path::DELETE_ORG, path::DELETE_USER),
-                &body,
-            )
+            .connect(target.pick(path::DELETE_ORG, path::DELETE_USER), &body)
             .await?;
         Ok(dated(response.deletion_date))
     }

@@ -40,7 +40,9 @@ pub const ALICE: &str = "200000000000000001";
 pub const BOB: &str = "200000000000000002";
 pub const TOKEN: &str = "demo-admin-token";
 
-/// Short timings so resync and backoff are observable within seconds.
+/// Short timings so resync and backoff are observable within seconds. Drift is detected by
+/// polling (each object re-lists its target every second), which the suites written before
+/// event-driven drift detection assume; `tests/e2e_drift.rs` covers Events mode.
 pub fn fast_settings() -> Settings {
     Settings {
         resync: Duration::from_secs(1),
@@ -49,6 +51,8 @@ pub fn fast_settings() -> Settings {
         backoff_max: Duration::from_secs(2),
         concurrency: 4,
         request_timeout: Duration::from_secs(2),
+        drift: zitadel_metadata_operator::drift::DriftSettings::polling(),
+        ..Settings::default()
     }
 }
 

@@ -50,14 +50,31 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
-{{/* "true" when the operator runs with --leader-elect. */}}
+{{/* "true" when the operator runs with --leader-elect: more than one replica,
+leaderElection.enabled, or shards (each shard always has its own Lease, so that a rolling update
+never runs two processes on one shard's objects). */}}
 {{- define "zmo.leaderElect" -}}
-{{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
+{{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) .Values.shards }}true{{ end }}
 {{- end }}
 
-{{/* Name of the leader-election Lease (one per release). */}}
+{{/* Name of the leader-election Lease (one per release, or one per shard). */}}
 {{- define "zmo.leaseName" -}}
 {{- include "zmo.fullname" . }}
+{{- end }}
+
+{{/* The operator Deployments: one for all objects, or one per shard (`shards`), each as a dict
+with `name` (Deployment and Lease name), `shard`, `selector` and `replicas`. */}}
+{{- define "zmo.instances" -}}
+{{- $fullname := include "zmo.fullname" . }}
+{{- $list := list }}
+{{- if .Values.shards }}
+{{- range .Values.shards }}
+{{- $list = append $list (dict "name" (printf "%s-%s" $fullname .name | trunc 63 | trimSuffix "-") "shard" .name "selector" .selector "replicas" (int (default $.Values.replicaCount .replicaCount))) }}
+{{- end }}
+{{- else }}
+{{- $list = append $list (dict "name" $fullname "shard" "" "selector" "" "replicas" (int .Values.replicaCount)) }}
+{{- end }}
+{{- toJson $list }}
 {{- end }}
 
 {{/* Namespace of the token Secret read through the API (mode 1). */}}
@@ -76,6 +93,13 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- if and $token (not .Values.zitadel.url) }}
 {{- fail "a token source needs zitadel.url (the default connection's ZITADEL instance)" }}
+{{- end }}
+{{- $names := list }}
+{{- range .Values.shards }}
+{{- if has .name $names }}
+{{- fail (printf "shards: the name %q is used twice" .name) }}
+{{- end }}
+{{- $names = append $names .name }}
 {{- end }}
 {{- if and .Values.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
 {{- fail "serviceMonitor.enabled needs metrics.service.enabled" }}

@@ -30,7 +30,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use self::lifecycle::{Executed, Facts, Plan};
-use self::status::{probe, probe_status, terminating};
+use self::status::{DriftAsk, probe, probe_status, terminating};
 use super::finalizers::{self, Finalizers, Held, HeldKind, IN_USE};
 use super::usage::{ConnectionKey, UsageIndex};
 use super::watches::{NoTriggerBackoff, matching, scoped_api, watch};
@@ -39,8 +39,9 @@ use crate::connections::build;
 use crate::connections::guard;
 use crate::crd::{
     ClusterZitadelConnection, ConnectionKind, ConnectionSettings, ConnectionStatus,
-    ZitadelConnection,
+    DriftDetectionMode, DriftDetectionSpec, ZitadelConnection,
 };
+use crate::drift::Detection;
 use crate::reason::Reason;
 use crate::sources::{SourceKind, ValueSources};
 use crate::status as conditions;
@@ -64,6 +65,8 @@ pub trait ConnectionResource:
     fn settings(&self) -> ConnectionSettings;
     /// Current status.
     fn connection_status(&self) -> Option<&ConnectionStatus>;
+    /// `spec.driftDetection`.
+    fn drift_detection(&self) -> Option<&DriftDetectionSpec>;
     /// APIs to watch for the given namespaces.
     fn apis(client: &Client, namespaces: &Namespaces) -> Vec<Api<Self>>;
     /// API to patch this object's status.
@@ -79,6 +82,10 @@ macro_rules! settings_and_status {
 
         fn connection_status(&self) -> Option<&ConnectionStatus> {
             self.status.as_ref()
+        }
+
+        fn drift_detection(&self) -> Option<&DriftDetectionSpec> {
+            self.spec.drift_detection.as_ref()
         }
     };
 }
@@ -422,12 +429,14 @@ async fn next_status<C: ConnectionResource>(
                 .retain(|c| c.type_ == conditions::READY || c.type_ == conditions::RECONCILING);
             (kept, parts.settings.resync)
         } else {
+            let drift = drift_ask(obj, &parts.settings);
             probe_status(
                 previous,
                 generation,
                 &settings.url,
-                probe(built).await,
+                probe(built, &drift).await,
                 parts.settings.resync,
+                &drift,
             )
         };
     next.held_sources = records(&done.held);
@@ -435,6 +444,22 @@ async fn next_status<C: ConnectionResource>(
         next.conditions.push(c);
     }
     (next, requeue)
+}
+
+/// The drift detection a connection asks for: its spec, within the operator's flags.
+fn drift_ask<C: ConnectionResource>(obj: &C, settings: &Settings) -> DriftAsk {
+    let spec = obj.drift_detection();
+    let events = settings.drift.detection == Detection::Auto
+        && spec.is_none_or(|s| s.mode == DriftDetectionMode::Auto);
+    let fallback = settings.drift.event_poll_interval;
+    let interval = spec
+        .map_or(Ok(None), DriftDetectionSpec::poll_interval)
+        .map(|d| d.unwrap_or(fallback));
+    DriftAsk {
+        events,
+        interval,
+        fallback,
+    }
 }
 
 /// Events for a changed status: Ready=False (Warning, the reason), the InUse message of a

@@ -612,6 +612,7 @@ mod tests {
             received_unix_micros: at,
             response_body: Value::Null,
             response_content_type: String::new(),
+            caller: None,
         }
     }
 

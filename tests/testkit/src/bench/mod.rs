@@ -10,7 +10,8 @@
 //!    client concurrency, and watches them: apply→Ready per object, total converge time, and
 //!    every write to them (finalizer, status) as the watch delivers it;
 //! 3. attributes every ZITADEL call to the object whose target it acts on: an object's creation
-//!    cost is the calls for its target until its first resync is due (Ready + 0.9 × resync);
+//!    cost is the calls for its target until its first re-check may come (Ready + 0.45 × resync: the operator re-checks each object
+//!    at its own phase, between half and one and a half intervals after it synced);
 //! 4. observes the converged system for several resync intervals (steady state): ZITADEL calls,
 //!    writes, status writes, Events;
 //! 5. edits one object and measures the time to Ready and the calls it caused;
@@ -56,6 +57,12 @@ pub use writecost::{WriteCostOptions, WriteCostReport, WriteCostRow};
 
 use self::tracker::{Tracker, WriteKind};
 use self::workload::Targets;
+
+/// Where an object's creation ends, as a fraction of the resync interval after the reconcile
+/// that made it Ready: just before its first re-check may come. The operator re-checks each
+/// object at its own phase of the interval, between half and one and a half intervals after it
+/// synced (`src/drift/schedule.rs`), so the earliest is half an interval.
+const FIRST_RECHECK: f64 = 0.45;
 
 const GROUP: &str = "metadata.zitadel-operator.dev";
 const VERSION: &str = "v1alpha1";
@@ -438,7 +445,7 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
     // watch sees it.
     let window_end: Vec<Instant> = ready_at
         .iter()
-        .map(|r| *r + opts.resync.mul_f64(0.9))
+        .map(|r| *r + opts.resync.mul_f64(FIRST_RECHECK))
         .collect();
     // Without steady-state resyncs to observe (`resyncs` 0), go straight to the edit.
     if opts.resyncs > 0 {
@@ -606,7 +613,7 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
         }
     }
     let call_window_end: Vec<Instant> = (0..n)
-        .map(|i| last_call[i].unwrap_or(ready_at[i]) + opts.resync.mul_f64(0.9))
+        .map(|i| last_call[i].unwrap_or(ready_at[i]) + opts.resync.mul_f64(FIRST_RECHECK))
         .collect();
     let mut create_calls = Calls::default();
     let mut per_object = vec![(0u64, 0u64); n];

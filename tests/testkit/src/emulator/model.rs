@@ -511,6 +511,11 @@ pub struct RecordedRequest {
     /// `Content-Type` of the answer (empty until answered).
     #[serde(default)]
     pub response_content_type: String,
+    /// The user id the bearer token acts as ([`TokenGrant::user_id`]; service users' access
+    /// tokens carry theirs), when the token is known and names one: which client made the
+    /// call, e.g. one of several operator processes sharing the work.
+    #[serde(default)]
+    pub caller: Option<String>,
 }
 
 /// Largest request or answer body kept in a [`RecordedRequest`] (8 MiB: every answer ZITADEL's

@@ -403,6 +403,13 @@ async fn api(AxState(core): AxState<Arc<Core>>, request: Request) -> Response {
         Ok(bytes) => (bytes, false),
         Err(_) => (Bytes::new(), true),
     };
+    let caller = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|token| lock(&core.state).token_grant(token))
+        .and_then(|grant| grant.user_id);
     let id = core.record_start(RecordedRequest {
         method: method.clone(),
         path: path.clone(),
@@ -413,6 +420,7 @@ async fn api(AxState(core): AxState<Arc<Core>>, request: Request) -> Response {
         received_unix_micros: unix_micros_now(),
         response_body: Value::Null,
         response_content_type: String::new(),
+        caller,
     });
     let outcome = core.apply_faults(operation, connect).await;
     let reset_after = matches!(outcome, FaultOutcome::ProceedThenReset(_));
