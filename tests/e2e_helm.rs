@@ -112,6 +112,12 @@ fn docs(yaml: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The YAML documents of a file of this repository.
+fn docs_of_file(path: &str) -> Vec<Value> {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    docs(&std::fs::read_to_string(&file).expect("read a repository file"))
+}
+
 fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
     docs.iter().filter(|d| d["kind"] == kind).collect()
 }
@@ -369,6 +375,58 @@ async fn default_values_render_a_restricted_least_privilege_install_the_apiserve
         ],
         "no Role (no leader election, no token Secret), no PDB, no ServiceMonitor by default"
     );
+    // The cleanup finalizer policy is rendered only for a cluster that serves the API: `helm
+    // template` without `--api-versions` knows none (above), `helm install` asks the cluster.
+    const MAP_V1: &str = "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy";
+    const MAP_V1BETA1: &str = "admissionregistration.k8s.io/v1beta1/MutatingAdmissionPolicy";
+    let served = self::docs(&template(cp, "zmo", &ns, &["--api-versions", MAP_V1]));
+    let mutating = one(&served, "MutatingAdmissionPolicy");
+    assert_eq!(mutating["apiVersion"], "admissionregistration.k8s.io/v1");
+    assert_eq!(mutating["spec"]["failurePolicy"], "Ignore");
+    assert_eq!(
+        mutating["spec"]["matchConstraints"]["resourceRules"][0]["operations"],
+        json!(["CREATE"])
+    );
+    // The same policy as deploy/admission/ (for kubectl installs).
+    let shipped: Vec<Value> = docs_of_file("deploy/admission/cleanup-finalizer.yaml");
+    assert_eq!(mutating["spec"], shipped[0]["spec"]);
+    let mutating_binding = one(&served, "MutatingAdmissionPolicyBinding");
+    assert_eq!(
+        mutating_binding["spec"]["policyName"],
+        mutating["metadata"]["name"]
+    );
+    assert_eq!(
+        mutating_binding["apiVersion"],
+        "admissionregistration.k8s.io/v1"
+    );
+    // The test apiserver (1.36) accepts both documents.
+    let policy_docs: Vec<Value> = served
+        .iter()
+        .filter(|d| {
+            d["kind"] == "MutatingAdmissionPolicy" || d["kind"] == "MutatingAdmissionPolicyBinding"
+        })
+        .cloned()
+        .collect();
+    assert_accepted(cp, &policy_docs);
+    // Where only v1beta1 is served (1.34/1.35 with the feature gate), that version.
+    let beta = self::docs(&template(cp, "zmo", &ns, &["--api-versions", MAP_V1BETA1]));
+    assert_eq!(
+        one(&beta, "MutatingAdmissionPolicy")["apiVersion"],
+        "admissionregistration.k8s.io/v1beta1"
+    );
+    let off = self::docs(&template(
+        cp,
+        "zmo",
+        &ns,
+        &[
+            "--api-versions",
+            MAP_V1,
+            "--set",
+            "admission.cleanupFinalizerPolicy=false",
+        ],
+    ));
+    assert!(of_kind(&off, "MutatingAdmissionPolicy").is_empty());
+    assert!(of_kind(&off, "MutatingAdmissionPolicyBinding").is_empty());
     // `patch` on Secrets/ConfigMaps is for finalizers only: the policy denies anything else the
     // chart's ServiceAccount would change.
     let policy = one(&docs, "ValidatingAdmissionPolicy");
@@ -770,6 +828,14 @@ async fn helm_install_dry_run_server_is_accepted() {
     );
     assert!(stdout.contains("STATUS: pending-install"), "{stdout}");
     assert!(stdout.contains("kind: Deployment"), "{stdout}");
+    // `helm install` asks the cluster which APIs it serves: the 1.36 test apiserver serves
+    // MutatingAdmissionPolicy as v1, so the cleanup finalizer policy is part of the release.
+    assert!(
+        stdout.contains(
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingAdmissionPolicy\n"
+        ),
+        "{stdout}"
+    );
     // NOTES.txt rendered, naming the token Secret.
     assert!(
         stdout.contains(&format!(
@@ -916,7 +982,10 @@ async fn the_operator_runs_with_only_the_charts_rbac() {
         Some(&b"platform"[..])
     );
 
-    // Events were recorded with the chart's events.k8s.io permissions.
+    // Events were recorded with the chart's events.k8s.io permissions: a first sync publishes
+    // none (its Ready condition tells it), a later write does.
+    env.apply_org_values("acme", ACME, &[("cost-center", "CC-4712")])
+        .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let events = env.events().await;
@@ -929,6 +998,11 @@ async fn the_operator_runs_with_only_the_charts_rbac() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    assert_eq!(
+        env.org_value(ACME, "cost-center").as_deref(),
+        Some("CC-4712")
+    );
 
     // Deletion: the finalizer runs (patch on the object) and the key leaves ZITADEL.
     env.delete_org("acme").await;

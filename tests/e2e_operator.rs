@@ -118,16 +118,31 @@ async fn org_and_user_metadata_become_ready_with_zitadel_details() {
             assert_eq!(r.org_header.as_deref(), Some(ACME), "{:?}", r.operation);
         }
     }
-    // A write event was recorded, naming keys but never values.
+    // The first sync publishes no write Event (the Ready condition tells it).
     let events = env.events().await;
+    assert!(
+        events.iter().all(|(reason, _)| reason != "MetadataSet"),
+        "{events:?}"
+    );
+    // A later write does, naming keys but never values.
+    env.apply_org(
+        "acme",
+        json!({"organizationId": ACME, "metadata": [{"key": "tier", "value": "platinum"}, {"key": "blob", "binaryValue": bin}]}),
+    )
+    .await;
+    let events = common::eventually(Duration::from_secs(30), "a MetadataSet Event", || async {
+        let events = env.events().await;
+        events
+            .iter()
+            .any(|(reason, note)| reason == "MetadataSet" && note.contains("tier"))
+            .then_some(events)
+    })
+    .await;
+    assert_eq!(env.org_value(ACME, "tier").as_deref(), Some("platinum"));
     assert!(
         events
             .iter()
-            .any(|(reason, note)| reason == "MetadataSet" && note.contains("tier")),
-        "{events:?}"
-    );
-    assert!(
-        events.iter().all(|(_, note)| !note.contains("gold")),
+            .all(|(_, note)| !note.contains("gold") && !note.contains("platinum")),
         "{events:?}"
     );
     op.stop().await;

@@ -121,7 +121,7 @@ pub async fn reconcile<K: MetadataResource>(obj: Arc<K>, ctx: Arc<Context<K>>) -
 }
 
 /// Sync the object and report: status only when it changed, an Event for a new failure or
-/// drift, one per write. Returns the controller's result and the outcome (if the reconcile got
+/// drift, one per write after the first sync. Returns the controller's result and the outcome (if the reconcile got
 /// that far).
 pub async fn apply<K: MetadataResource>(
     obj: &K,
@@ -132,10 +132,15 @@ pub async fn apply<K: MetadataResource>(
         return (suspend(obj, io, &previous).await, None);
     }
     let mut progress = sync::Progress::default();
+    let first = sync::first_sync(&previous);
     let result = sync::sync(obj, io, &previous, &mut progress).await;
     let decision = outcome::decide(obj, io.settings, &previous, &progress, result);
-    for notice in report::write_notices(obj, &progress) {
-        io.report.event(obj, notice).await;
+    // The first sync's writes are told by the Ready condition (and status.managedKeys) alone:
+    // no Event flood when thousands of objects are created at once.
+    if !first {
+        for notice in report::write_notices(obj, &progress) {
+            io.report.event(obj, notice).await;
+        }
     }
     let mut new_status = report::build_status(
         obj,

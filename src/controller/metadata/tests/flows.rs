@@ -7,7 +7,8 @@ use serde_json::json;
 
 use super::*;
 
-/// Synced, with write Events; then a key leaves the spec and is removed.
+/// Synced (the first sync: no write Event); then a value changes and a key leaves the spec
+/// (Events for both writes).
 pub(super) async fn syncs_and_removes() -> BTreeSet<Reason> {
     let io = FakeIo::default();
     let first = org(json!({"organizationId": ORG, "metadata": entries(&[("a", "1"), ("b", "2")])}));
@@ -18,23 +19,31 @@ pub(super) async fn syncs_and_removes() -> BTreeSet<Reason> {
     assert_eq!(status.managed_keys, vec!["a".to_string(), "b".into()]);
     assert_eq!(status.sequence.as_deref(), Some("1"));
     assert_eq!(io.zitadel.metadata(&org_target()).len(), 2);
-    // Read back after the write: list, set, list.
+    // Read back after the write: list, set, list. The Ready condition tells the first sync: no
+    // write Event.
     assert_eq!(io.zitadel.calls(), vec![Op::List, Op::Set, Op::List]);
+    assert!(seen.events.is_empty(), "{:?}", seen.events);
     // The listing asks for desired ∪ managed (exact whatever the row order), the read-back for
     // the keys written.
     let ab: BTreeSet<String> = ["a".to_string(), "b".into()].into();
-    assert_eq!(io.zitadel.listings(), vec![Some(ab.clone()), Some(ab)]);
+    assert_eq!(
+        io.zitadel.listings(),
+        vec![Some(ab.clone()), Some(ab.clone())]
+    );
 
     let second: OrgMetadata = object(
         "acme",
-        json!({"organizationId": ORG, "metadata": entries(&[("a", "1")])}),
+        json!({"organizationId": ORG, "metadata": entries(&[("a", "2")])}),
         Some(&status),
     );
     let seen2 = apply_once(&io, &second).await;
     assert_eq!(seen2.ready_reason(), Some(Reason::Synced));
     assert_eq!(keys_held(&io), vec!["a"]);
+    assert_eq!(
+        io.zitadel.calls()[3..],
+        [Op::List, Op::Set, Op::Remove, Op::List]
+    );
     // "b" left the spec but is still managed: it is relevant to the listing.
-    let ab: BTreeSet<String> = ["a".to_string(), "b".into()].into();
     assert_eq!(io.zitadel.listings()[2], Some(ab));
     let mut reasons = seen.reasons();
     reasons.extend(seen2.reasons());

@@ -160,12 +160,19 @@ async fn every_reason_of_a_metadata_object_is_reachable() {
 #[tokio::test]
 async fn a_failed_status_write_is_retried() {
     let io: FakeIo<OrgMetadata> = FakeIo::default();
-    *io.report.fail_patch.lock().expect("lock") = true;
-    let seen = apply_once(
+    let first = apply_once(
         &io,
         &org(json!({"organizationId": ORG, "metadata": entries(&[("a", "1")])})),
     )
     .await;
+    let status = first.status.expect("status");
+    *io.report.fail_patch.lock().expect("lock") = true;
+    let changed: OrgMetadata = object(
+        "acme",
+        json!({"organizationId": ORG, "metadata": entries(&[("a", "2")])}),
+        Some(&status),
+    );
+    let seen = apply_once(&io, &changed).await;
     assert!(seen.result.is_err());
     // The write Event is still published: ZITADEL was written.
     assert_eq!(seen.events, vec![Reason::MetadataSet]);

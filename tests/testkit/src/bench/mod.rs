@@ -124,6 +124,9 @@ pub struct Options {
     /// After the edit, restart the operator and observe this many resync intervals (0: no
     /// restart phase).
     pub restart_resyncs: u32,
+    /// Install `deploy/admission/cleanup-finalizer.yaml` first (the chart's default where the
+    /// cluster serves MutatingAdmissionPolicy): new objects get the finalizer at admission.
+    pub finalizer_policy: bool,
 }
 
 impl Options {
@@ -146,6 +149,7 @@ impl Options {
             operator_prefix: Vec::new(),
             operator_env: Vec::new(),
             restart_resyncs: 0,
+            finalizer_policy: true,
         }
     }
 }
@@ -227,8 +231,14 @@ pub async fn run(cp: &ControlPlane, opts: &Options) -> Result<Report> {
             other_rustc_start: count_processes("rustc"),
             ..Machine::default()
         },
+        finalizer_policy: opts.finalizer_policy,
         runs: Vec::new(),
     };
+    if opts.finalizer_policy {
+        let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/admission/cleanup-finalizer.yaml");
+        cp.install_finalizer_policy(&policy).await?;
+    }
     std::fs::create_dir_all(&opts.out_dir)
         .with_context(|| format!("creating {}", opts.out_dir.display()))?;
     for &n in &opts.objects {

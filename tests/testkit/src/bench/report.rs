@@ -349,6 +349,9 @@ pub struct Report {
     pub command: String,
     /// The machine.
     pub machine: Machine,
+    /// `deploy/admission/cleanup-finalizer.yaml` was installed: new objects got the cleanup
+    /// finalizer at admission, so the operator made no finalizer write.
+    pub finalizer_policy: bool,
     /// One entry per N.
     pub runs: Vec<RunReport>,
 }
@@ -365,6 +368,15 @@ impl Report {
     /// Markdown tables: convergence, steady state + edit, and ratios.
     pub fn markdown(&self) -> String {
         let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "Finalizer policy (MutatingAdmissionPolicy): {}\n",
+            if self.finalizer_policy {
+                "installed"
+            } else {
+                "not installed"
+            }
+        );
         let _ = writeln!(
             out,
             "| N | strategy | converge s | p50 ms | p99 ms | ZITADEL calls | list | bulk set | bulk rm | set | other | calls/object | K8s writes (finalizer/status/events) | CPU s | peak RSS MiB |"

@@ -25,6 +25,8 @@
 //! | `status change: SSA forced (again, drift check)` | the SSA change once more | how much the cost drifted over the run (apiserver heap, contention) |
 //! | `control: ConfigMap create` / `change: merge patch` | the same data as a ConfigMap; an annotation change | a built-in kind (protobuf, no CRD schema) |
 //! | `control: schemaless CR create` / `status change: merge patch` | the same object in a CRD with no schema (`x-kubernetes-preserve-unknown-fields`, no CEL) | what the CRD's schema, CEL rules and typed managedFields add |
+//! | `control: our CRD without CEL create` / `status first: SSA forced` / `status change: SSA forced` | the same objects in a copy of our CRDs (another group) without any `x-kubernetes-validations` | what the CEL rules add, against the schema alone |
+//! | `create, finalizer policy installed` | `POST` of the same objects in a second namespace with `deploy/admission/cleanup-finalizer.yaml` installed | what the MutatingAdmissionPolicy adds to a create (against `create`), instead of a finalizer write |
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -100,6 +102,74 @@ async fn schemaless_crd(client: &kube::Client) -> Result<ApiResource> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(resource)
+}
+
+/// Group of the copy of our CRDs without CEL rules.
+const NOCEL_GROUP: &str = "nocel.bench.zmo.dev";
+
+/// Removes every `x-kubernetes-validations` below `value`; returns how many rule lists it removed.
+fn strip_cel(value: &mut Value) -> usize {
+    match value {
+        Value::Object(map) => {
+            let mut removed = usize::from(map.remove("x-kubernetes-validations").is_some());
+            for v in map.values_mut() {
+                removed += strip_cel(v);
+            }
+            removed
+        }
+        Value::Array(items) => items.iter_mut().map(strip_cel).sum(),
+        _ => 0,
+    }
+}
+
+/// Installs (or finds) copies of the OrgMetadata and UserMetadata CRDs of `crds/` in group
+/// [`NOCEL_GROUP`] with every CEL rule removed (same schema otherwise); waits until served.
+/// Returns (orgs, users).
+async fn nocel_crds(client: &kube::Client) -> Result<(ApiResource, ApiResource)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut out = Vec::new();
+    for (plural, kind) in [
+        ("orgmetadatas", "OrgMetadata"),
+        ("usermetadatas", "UserMetadata"),
+    ] {
+        let file = dir.join(format!("{plural}.metadata.zitadel-operator.dev.yaml"));
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let mut crd: Value = serde_yaml::from_str(&text)?;
+        let removed = strip_cel(&mut crd["spec"]);
+        anyhow::ensure!(removed > 0, "{} has no CEL rules to remove", file.display());
+        let name = format!("{plural}.{NOCEL_GROUP}");
+        crd["metadata"] = json!({"name": name});
+        crd["spec"]["group"] = json!(NOCEL_GROUP);
+        crd["spec"]["names"]["shortNames"] = json!([]);
+        crd["spec"]["names"]["categories"] = json!([]);
+        let crd: CustomResourceDefinition = serde_json::from_value(crd)?;
+        if crds.get_opt(&name).await?.is_none() {
+            crds.create(&PostParams::default(), &crd).await?;
+        }
+        let version = crd
+            .spec
+            .versions
+            .first()
+            .map_or("v1alpha1", |v| v.name.as_str());
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(NOCEL_GROUP, version, kind),
+            plural,
+        );
+        let probe: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while probe.list(&Default::default()).await.is_err() {
+            if Instant::now() > deadline {
+                anyhow::bail!("the control CRD {name} was not served within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        out.push(resource);
+    }
+    let users = out.pop().context("users CRD")?;
+    let orgs = out.pop().context("orgs CRD")?;
+    Ok((orgs, users))
 }
 
 /// What the experiment runs.
@@ -554,6 +624,108 @@ pub async fn run(cp: &ControlPlane, opts: &WriteCostOptions) -> Result<WriteCost
                 Ok(())
             }
         }
+    );
+
+    // Our CRDs without their CEL rules: what CEL adds to a create and to the status writes.
+    let (nocel_orgs, nocel_users) = nocel_crds(&client).await?;
+    let nocel_orgs: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &nocel_orgs);
+    let nocel_users: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &nocel_users);
+    let nocel_of = |o: &Object| match o.kind {
+        TargetKind::Org => nocel_orgs.clone(),
+        TargetKind::User => nocel_users.clone(),
+    };
+    let nocel_version = format!("{NOCEL_GROUP}/v1alpha1");
+    step!(
+        "control: our CRD without CEL create".into(),
+        |_, o: &Object| {
+            let api = nocel_of(o);
+            let mut manifest = o.manifest(&ns);
+            manifest["apiVersion"] = json!(nocel_version);
+            let obj: Result<DynamicObject, _> = serde_json::from_value(manifest);
+            async move {
+                api.create(&PostParams::default(), &obj?).await?;
+                Ok(())
+            }
+        }
+    );
+    let t8 = now();
+    step!(
+        "control: our CRD without CEL status first: SSA forced".into(),
+        |_, o: &Object| {
+            let api = nocel_of(o);
+            let ssa = ssa.clone();
+            let body = json!({
+                "apiVersion": nocel_version,
+                "kind": match o.kind { TargetKind::Org => "OrgMetadata", TargetKind::User => "UserMetadata" },
+                "status": status_body(o, 1, "10 keys in sync", &t8),
+            });
+            async move {
+                api.patch_status(&o.name, &ssa, &Patch::Apply(body)).await?;
+                Ok(())
+            }
+        }
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let t9 = now();
+    step!(
+        "control: our CRD without CEL status change: SSA forced".into(),
+        |_, o: &Object| {
+            let api = nocel_of(o);
+            let ssa = ssa.clone();
+            let body = json!({
+                "apiVersion": nocel_version,
+                "kind": match o.kind { TargetKind::Org => "OrgMetadata", TargetKind::User => "UserMetadata" },
+                "status": status_body(o, 1, "10 keys in sync (round 9)", &t9),
+            });
+            async move {
+                api.patch_status(&o.name, &ssa, &Patch::Apply(body)).await?;
+                Ok(())
+            }
+        }
+    );
+
+    // The same creates with the MutatingAdmissionPolicy that adds the cleanup finalizer.
+    let policy =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/admission/cleanup-finalizer.yaml");
+    cp.install_finalizer_policy(&policy).await?;
+    let ns2 = cp.create_namespace("bench-writecost-map").await?;
+    let orgs2: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns2,
+        &api_resource("OrgMetadata", "orgmetadatas"),
+    );
+    let users2: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns2,
+        &api_resource("UserMetadata", "usermetadatas"),
+    );
+    let failed_policy = std::sync::atomic::AtomicUsize::new(0);
+    step!(
+        "create, finalizer policy installed".into(),
+        |_, o: &Object| {
+            let api = match o.kind {
+                TargetKind::Org => orgs2.clone(),
+                TargetKind::User => users2.clone(),
+            };
+            let obj: Result<DynamicObject, _> = serde_json::from_value(o.manifest(&ns2));
+            let failed_policy = &failed_policy;
+            async move {
+                let created = api.create(&PostParams::default(), &obj?).await?;
+                if !created
+                    .metadata
+                    .finalizers
+                    .is_some_and(|f| f.iter().any(|f| f == FINALIZER))
+                {
+                    failed_policy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(())
+            }
+        }
+    );
+    let failed_policy = failed_policy.into_inner();
+    anyhow::ensure!(
+        failed_policy == 0,
+        "{failed_policy} objects were created without the finalizer although the policy was installed"
     );
 
     let (ia, ie) = (report.idle_apiserver_cpu_per_s, report.idle_etcd_cpu_per_s);

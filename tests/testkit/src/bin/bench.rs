@@ -110,6 +110,11 @@ struct Args {
     /// Large target: give up on a phase (create, deletion) after this many seconds.
     #[arg(long, default_value_t = 120)]
     phase_timeout_secs: u64,
+    /// Do not install `deploy/admission/cleanup-finalizer.yaml` (the MutatingAdmissionPolicy
+    /// that adds the cleanup finalizer at create): the operator then adds it with a patch of its
+    /// own, as on clusters without the policy.
+    #[arg(long)]
+    no_finalizer_policy: bool,
     /// Run the operator under this command (split on spaces), e.g. `heaptrack -o /tmp/op`.
     #[arg(long)]
     operator_prefix: Option<String>,
@@ -186,6 +191,7 @@ async fn main() -> anyhow::Result<()> {
         operator_prefix: operator_prefix.clone(),
         operator_env: operator_env.clone(),
         restart_resyncs: args.restart_resyncs,
+        finalizer_policy: !args.no_finalizer_policy,
     };
 
     eprintln!("bench: starting kube-apiserver + etcd…");

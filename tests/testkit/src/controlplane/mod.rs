@@ -309,6 +309,85 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Applies the operator's MutatingAdmissionPolicy and its binding from `file`
+    /// (`deploy/admission/cleanup-finalizer.yaml`: new OrgMetadata/UserMetadata get the cleanup
+    /// finalizer at admission) with server-side apply, then waits until the apiserver enforces it
+    /// (policies load asynchronously): a dry-run create of an `OrgMetadata` in `default` comes
+    /// back with the finalizer.
+    pub async fn install_finalizer_policy(&self, file: &Path) -> Result<()> {
+        use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+        let client = self.client().await?;
+        let text = tokio::fs::read_to_string(file)
+            .await
+            .with_context(|| format!("reading {}", file.display()))?;
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_yaml::Value::deserialize(document)?;
+            if value.is_null() {
+                continue;
+            }
+            let object: DynamicObject = serde_yaml::from_value(value)?;
+            let types = object
+                .types
+                .clone()
+                .context("a document without apiVersion/kind")?;
+            let (group, version) = types
+                .api_version
+                .split_once('/')
+                .context("a policy document without an API group")?;
+            let kind = types.kind.to_lowercase();
+            let plural = match kind.strip_suffix('y') {
+                Some(stem) => format!("{stem}ies"),
+                None => format!("{kind}s"),
+            };
+            let resource = ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk(group, version, &types.kind),
+                &plural,
+            );
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+            let name = object
+                .metadata
+                .name
+                .clone()
+                .context("a document without a name")?;
+            api.patch(&name, &params, &Patch::Apply(&object))
+                .await
+                .with_context(|| format!("applying {} {name}", types.kind))?;
+        }
+        let probe = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("metadata.zitadel-operator.dev", "v1alpha1", "OrgMetadata"),
+            "orgmetadatas",
+        );
+        let api: Api<DynamicObject> = Api::namespaced_with(client, "default", &probe);
+        let object: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "metadata.zitadel-operator.dev/v1alpha1",
+            "kind": "OrgMetadata",
+            "metadata": {"name": "finalizer-policy-probe"},
+            "spec": {"organizationId": "probe", "metadata": []},
+        }))?;
+        let dry_run = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let created = api.create(&dry_run, &object).await?;
+            if created.metadata.finalizers.is_some_and(|f| {
+                f.iter()
+                    .any(|f| f == "metadata.zitadel-operator.dev/cleanup")
+            }) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the finalizer policy of {} was not enforced within 60 s",
+                    file.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Creates a namespace named `{prefix}-{random}` and returns its name.
     ///
     /// `prefix` is lower-cased and reduced to a DNS-1123 label; the whole name stays within 63
