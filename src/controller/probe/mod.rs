@@ -10,6 +10,8 @@
 //! while it exists. [`status`] builds the status (pure).
 
 pub mod lifecycle;
+mod report;
+mod resource;
 pub mod status;
 
 use std::sync::Arc;
@@ -46,103 +48,9 @@ use crate::reason::Reason;
 use crate::sources::{SourceKind, ValueSources};
 use crate::status as conditions;
 
-/// What the connection controller needs from either connection kind.
-pub trait ConnectionResource:
-    Resource<DynamicType = ()>
-    + Clone
-    + std::fmt::Debug
-    + Serialize
-    + DeserializeOwned
-    + Send
-    + Sync
-    + 'static
-{
-    /// Controller name for logs.
-    const CONTROLLER: &'static str;
-    /// Which kind this is.
-    const KIND: ConnectionKind;
-    /// URL, CA bundle, credentials.
-    fn settings(&self) -> ConnectionSettings;
-    /// Current status.
-    fn connection_status(&self) -> Option<&ConnectionStatus>;
-    /// `spec.driftDetection`.
-    fn drift_detection(&self) -> Option<&DriftDetectionSpec>;
-    /// APIs to watch for the given namespaces.
-    fn apis(client: &Client, namespaces: &Namespaces) -> Vec<Api<Self>>;
-    /// API to patch this object's status.
-    fn api_for(&self, client: &Client) -> Api<Self>;
-}
-
-/// The parts both connection kinds implement alike.
-macro_rules! settings_and_status {
-    ($kind:ty) => {
-        fn settings(&self) -> ConnectionSettings {
-            <$kind>::settings(self)
-        }
-
-        fn connection_status(&self) -> Option<&ConnectionStatus> {
-            self.status.as_ref()
-        }
-
-        fn drift_detection(&self) -> Option<&DriftDetectionSpec> {
-            self.spec.drift_detection.as_ref()
-        }
-    };
-}
-
-impl ConnectionResource for ZitadelConnection {
-    const CONTROLLER: &'static str = "zitadelconnection";
-    const KIND: ConnectionKind = ConnectionKind::ZitadelConnection;
-
-    settings_and_status!(ZitadelConnection);
-
-    fn apis(client: &Client, namespaces: &Namespaces) -> Vec<Api<Self>> {
-        namespaces
-            .scopes()
-            .iter()
-            .map(|ns| scoped_api(client, ns.as_deref()))
-            .collect()
-    }
-
-    fn api_for(&self, client: &Client) -> Api<Self> {
-        Api::namespaced(client.clone(), &self.namespace().unwrap_or_default())
-    }
-}
-
-impl ConnectionResource for ClusterZitadelConnection {
-    const CONTROLLER: &'static str = "clusterzitadelconnection";
-    const KIND: ConnectionKind = ConnectionKind::ClusterZitadelConnection;
-
-    settings_and_status!(ClusterZitadelConnection);
-
-    fn apis(client: &Client, _: &Namespaces) -> Vec<Api<Self>> {
-        vec![Api::all(client.clone())]
-    }
-
-    fn api_for(&self, client: &Client) -> Api<Self> {
-        Api::all(client.clone())
-    }
-}
-
-/// The key objects name this connection by.
-fn key_of<C: ConnectionResource>(c: &C) -> ConnectionKey {
-    match C::KIND {
-        ConnectionKind::ZitadelConnection => ConnectionKey::Namespaced {
-            namespace: c.namespace().unwrap_or_default(),
-            name: c.name_any(),
-        },
-        ConnectionKind::ClusterZitadelConnection => ConnectionKey::Cluster { name: c.name_any() },
-    }
-}
-
-/// The connection itself, as something to hold.
-fn held_of<C: ConnectionResource>(c: &C) -> Held {
-    Held {
-        kind: HeldKind::Connection(C::KIND),
-        namespace: c.namespace(),
-        name: c.name_any(),
-    }
-}
+use report::*;
+pub use resource::ConnectionResource;
+use resource::*;
 
 /// What the connection controllers share.
 pub struct ConnectionParts {
@@ -271,71 +179,6 @@ async fn patch_status<C: ConnectionResource>(
     Ok(())
 }
 
-fn records(held: &BTreeSet<Held>) -> Vec<String> {
-    held.iter().map(Held::record).collect()
-}
-
-impl Ctx {
-    async fn publish(
-        &self,
-        regarding: &ObjectReference,
-        warning: bool,
-        reason: Reason,
-        note: &str,
-    ) {
-        let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.to_string(),
-            note: Some(note.chars().take(1000).collect()),
-            action: "Probe".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, regarding).await {
-            tracing::warn!(error = %e, "cannot publish event");
-        }
-    }
-
-    /// Events for what holding and releasing found: a held Secret/ConfigMap being deleted
-    /// (regarding it), and failures (regarding the connection).
-    async fn report_holds<C: ConnectionResource>(&self, obj: &C, done: &Executed) {
-        let name = key_of(obj).to_string();
-        for held in &done.deleting {
-            let (kind, api_version) = match held.object.kind {
-                HeldKind::Source(SourceKind::ConfigMap) => ("ConfigMap", "v1"),
-                _ => ("Secret", "v1"),
-            };
-            let regarding = ObjectReference {
-                api_version: Some(api_version.into()),
-                kind: Some(kind.into()),
-                namespace: held.object.namespace.clone(),
-                name: Some(held.object.name.clone()),
-                ..Default::default()
-            };
-            let holders = held
-                .finalizers
-                .iter()
-                .filter(|f| f.contains("zitadel-operator.dev/"))
-                .count();
-            let note = format!(
-                "{} is being deleted but {name} reads it; it stays until the connection is deleted (held by {holders} of the operator's finalizers)",
-                held.object
-            );
-            tracing::info!(connection = %name, object = %held.object, "held Secret/ConfigMap is being deleted; it stays while the connection exists");
-            self.publish(&regarding, true, Reason::InUse, &note).await;
-        }
-        for (held, e) in done.hold_failures.iter().chain(&done.release_failures) {
-            let note = format!("cannot update the operator's finalizer on {held}: {e}");
-            tracing::warn!(connection = %name, object = %held, error = %e, "finalizer update failed");
-            self.publish(&obj.object_ref(&()), true, Reason::FinalizerFailed, &note)
-                .await;
-        }
-    }
-}
-
 /// Keep the finalizers, probe the connection and write its status (only when it changed).
 async fn reconcile<C: ConnectionResource>(
     obj: Arc<C>,
@@ -460,93 +303,6 @@ fn drift_ask<C: ConnectionResource>(obj: &C, settings: &Settings) -> DriftAsk {
         interval,
         fallback,
     }
-}
-
-/// Events for a changed status: Ready=False (Warning, the reason), the InUse message of a
-/// connection being deleted, and around a credential change ([`credential_events`]).
-async fn announce<C: ConnectionResource>(
-    obj: &C,
-    ctx: &Ctx,
-    previous: &ConnectionStatus,
-    next: &ConnectionStatus,
-) {
-    let regarding = obj.object_ref(&());
-    let changed = |type_: &str| {
-        let old = conditions::find(&previous.conditions, type_)
-            .map(|c| (&c.status, &c.reason, &c.message));
-        let new = conditions::find(&next.conditions, type_);
-        new.filter(|c| Some((&c.status, &c.reason, &c.message)) != old)
-    };
-    for (warning, reason, note) in credential_events(previous, next) {
-        tracing::info!(connection = %key_of(obj), reason = %reason, "{note}");
-        ctx.publish(&regarding, warning, reason, &note).await;
-    }
-    if let Some(ready) = changed(conditions::READY)
-        && ready.status == "False"
-        && let Some(reason) = Reason::parse(&ready.reason)
-    {
-        ctx.publish(&regarding, true, reason, &ready.message).await;
-    }
-    if let Some(in_use) = changed(conditions::TERMINATING) {
-        tracing::info!(connection = %key_of(obj), message = %in_use.message, "connection in use");
-        ctx.publish(&regarding, true, Reason::InUse, &in_use.message)
-            .await;
-    }
-}
-
-/// Reasons a probe fails on when ZITADEL (or the key file) refuses the credentials themselves.
-/// `ZitadelRejected`: the token endpoint refuses a key's assertion with 400 `invalid_grant`.
-const REJECTIONS: [Reason; 4] = [
-    Reason::ZitadelUnauthenticated,
-    Reason::ZitadelPermissionDenied,
-    Reason::InvalidCredentials,
-    Reason::ZitadelRejected,
-];
-
-/// The Events of a credential change (pure): `CredentialsChanged` when the connection read other
-/// Secret/ConfigMap versions (naming them, never their content), then `CredentialsAccepted` the
-/// first time a probe succeeds since, or `CredentialsRejected` the first time one fails on the
-/// credentials themselves. Returns (warning, reason, note).
-fn credential_events(
-    previous: &ConnectionStatus,
-    next: &ConnectionStatus,
-) -> Vec<(bool, Reason, String)> {
-    let mut events = Vec::new();
-    let (old, new) = (
-        &previous.observed_secret_versions,
-        &next.observed_secret_versions,
-    );
-    let rotated = !new.is_empty() && old != new;
-    if rotated {
-        let picked: Vec<&str> = new
-            .iter()
-            .filter(|v| !old.contains(v))
-            .map(String::as_str)
-            .collect();
-        let note = format!("picked up {}", picked.join(", "));
-        events.push((false, Reason::CredentialsChanged, note));
-    }
-    let ready = |s: &ConnectionStatus| {
-        conditions::find(&s.conditions, conditions::READY)
-            .map(|c| (c.status == "True", c.reason.clone(), c.message.clone()))
-    };
-    let before = ready(previous);
-    match ready(next) {
-        Some((true, _, _)) if rotated || !before.as_ref().is_some_and(|b| b.0) => {
-            let who = next.identity.as_deref().unwrap_or("the service user");
-            let note = format!("ZITADEL accepted the credentials ({who})");
-            events.push((false, Reason::CredentialsAccepted, note));
-        }
-        Some((false, reason, message))
-            if REJECTIONS.iter().any(|r| *r == reason.as_str())
-                && (rotated || before.as_ref().is_none_or(|b| b.1 != reason)) =>
-        {
-            let note = format!("the credentials were rejected: {message}");
-            events.push((true, Reason::CredentialsRejected, note));
-        }
-        _ => {}
-    }
-    events
 }
 
 #[cfg(test)]
