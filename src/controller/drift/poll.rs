@@ -100,24 +100,7 @@ pub(super) async fn run_poller(
                             strong.decided(&key, &poller, State::Polling, &why);
                         }
                         Err(e) => {
-                            strong.metrics.drift_poll("error");
-                            failures += 1;
-                            if failures == 1 {
-                                tracing::warn!(connection = %key, error = %e, "reading ZITADEL's event log failed; retrying every poll interval");
-                            } else {
-                                tracing::debug!(connection = %key, error = %e, failures, "reading ZITADEL's event log failed again");
-                            }
-                            if !cursor.is_ready() {
-                                strong.decided(
-                                    &key,
-                                    &poller,
-                                    State::Polling,
-                                    "the event log could not be read yet",
-                                );
-                            } else {
-                                let _ = poller.ready.send_replace(true);
-                                strong.publish_modes();
-                            }
+                            round_failed(&strong, &key, &poller, &cursor, &mut failures, &e);
                         }
                     }
                 }
@@ -125,19 +108,7 @@ pub(super) async fn run_poller(
             }
         };
         lock(&poller.own).prune(Instant::now());
-        if strong.in_use_locally(&key) {
-            idle = 0;
-        } else {
-            idle += 1;
-        }
-        if idle >= 2 {
-            let mut pollers = lock(&strong.pollers);
-            if pollers.get(&key).is_some_and(|p| Arc::ptr_eq(p, &poller)) {
-                pollers.remove(&key);
-            }
-            drop(pollers);
-            strong.publish_modes();
-            tracing::debug!(connection = %key, "no object uses the connection: its drift poller stops");
+        if stop_when_idle(&strong, &key, &poller, &mut idle) {
             return;
         }
         drop(strong);
@@ -148,26 +119,69 @@ pub(super) async fn run_poller(
     }
 }
 
-/// One round: bootstrap the cursor, or read everything new, classify and dispatch.
-pub(super) async fn poll_round(
+/// A failed round that is not a refusal: counted (only the first of a series is a warning); a
+/// cursor that has not started yet keeps the connection on polling.
+fn round_failed(
     hub: &DriftHub,
     key: &ConnectionKey,
     poller: &Poller,
-    api: &dyn ZitadelApi,
-    cursor: &mut Cursor,
-) -> Result<(), ZitadelError> {
+    cursor: &Cursor,
+    failures: &mut u32,
+    e: &ZitadelError,
+) {
+    hub.metrics.drift_poll("error");
+    *failures += 1;
+    if *failures == 1 {
+        tracing::warn!(connection = %key, error = %e, "reading ZITADEL's event log failed; retrying every poll interval");
+    } else {
+        tracing::debug!(connection = %key, error = %e, failures = *failures, "reading ZITADEL's event log failed again");
+    }
     if !cursor.is_ready() {
-        let newest = api.list_events(&Cursor::bootstrap_query()).await?;
-        cursor.bootstrapped(newest.first());
-        hub.metrics.drift_poll("ok");
         hub.decided(
             key,
             poller,
-            State::Events(Instant::now()),
-            "the credentials may read events",
+            State::Polling,
+            "the event log could not be read yet",
         );
-        return Ok(());
+    } else {
+        let _ = poller.ready.send_replace(true);
+        hub.publish_modes();
     }
+}
+
+/// Whether the poller stops: no local object used the connection for two rounds in a row (it
+/// is then removed from the hub).
+fn stop_when_idle(
+    hub: &DriftHub,
+    key: &ConnectionKey,
+    poller: &Arc<Poller>,
+    idle: &mut u32,
+) -> bool {
+    if hub.in_use_locally(key) {
+        *idle = 0;
+    } else {
+        *idle += 1;
+    }
+    if *idle < 2 {
+        return false;
+    }
+    let mut pollers = lock(&hub.pollers);
+    if pollers.get(key).is_some_and(|p| Arc::ptr_eq(p, poller)) {
+        pollers.remove(key);
+    }
+    drop(pollers);
+    hub.publish_modes();
+    tracing::debug!(connection = %key, "no object uses the connection: its drift poller stops");
+    true
+}
+
+/// Every event after the cursor, page by page (smaller pages when one is too large), and
+/// whether the cursor got stuck on one timestamp.
+async fn read_new(
+    key: &ConnectionKey,
+    api: &dyn ZitadelApi,
+    cursor: &mut Cursor,
+) -> Result<(Vec<Event>, bool), ZitadelError> {
     let mut query = cursor.start();
     let mut fresh: Vec<Event> = Vec::new();
     let mut stuck = false;
@@ -199,6 +213,30 @@ pub(super) async fn poll_round(
             }
         }
     }
+    Ok((fresh, stuck))
+}
+
+/// One round: bootstrap the cursor, or read everything new, classify and dispatch.
+pub(super) async fn poll_round(
+    hub: &DriftHub,
+    key: &ConnectionKey,
+    poller: &Poller,
+    api: &dyn ZitadelApi,
+    cursor: &mut Cursor,
+) -> Result<(), ZitadelError> {
+    if !cursor.is_ready() {
+        let newest = api.list_events(&Cursor::bootstrap_query()).await?;
+        cursor.bootstrapped(newest.first());
+        hub.metrics.drift_poll("ok");
+        hub.decided(
+            key,
+            poller,
+            State::Events(Instant::now()),
+            "the credentials may read events",
+        );
+        return Ok(());
+    }
+    let (fresh, stuck) = read_new(key, api, cursor).await?;
     hub.metrics.drift_poll("ok");
     *lock(&poller.found) = State::Events(Instant::now());
     let _ = poller.ready.send_replace(true);
