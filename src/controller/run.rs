@@ -215,6 +215,27 @@ async fn report_synced<K: MetadataResource>(
     futures::future::pending::<()>().await;
 }
 
+/// Sets `flag` once both kinds' caches hold their initial lists.
+async fn report_caches_synced(
+    flag: Arc<AtomicBool>,
+    org_rx: tokio::sync::oneshot::Receiver<()>,
+    user_rx: tokio::sync::oneshot::Receiver<()>,
+) {
+    if org_rx.await.is_ok() && user_rx.await.is_ok() {
+        flag.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The Secret the default connection's token is read from, if any (held with a finalizer).
+fn token_secret_of(credentials: Option<&FlagCredentials>) -> Option<Held> {
+    credentials.and_then(|c| match c.token.location() {
+        TokenLocation::Secret {
+            namespace, name, ..
+        } => Some(Held::source(SourceKind::Secret, namespace, name)),
+        TokenLocation::File(_) => None,
+    })
+}
+
 /// Run both controllers until `shutdown` resolves (metrics go to a private registry), with
 /// `zitadel` as the default connection.
 pub async fn run(
@@ -283,19 +304,9 @@ pub async fn run_with(
     };
     let (org_synced, org_rx) = tokio::sync::oneshot::channel();
     let (user_synced, user_rx) = tokio::sync::oneshot::channel();
-    let flag = hooks.caches_synced.clone();
-    let report = async move {
-        if org_rx.await.is_ok() && user_rx.await.is_ok() {
-            flag.store(true, Ordering::SeqCst);
-        }
-    };
+    let report = report_caches_synced(hooks.caches_synced.clone(), org_rx, user_rx);
     let stop = shutdown.clone();
-    let token_secret = credentials.as_ref().and_then(|c| match c.token.location() {
-        TokenLocation::Secret {
-            namespace, name, ..
-        } => Some(Held::source(SourceKind::Secret, namespace, name)),
-        TokenLocation::File(_) => None,
-    });
+    let token_secret = token_secret_of(credentials.as_ref());
     let hold_token = async {
         if let Some(secret) = token_secret {
             let (client, finalizers, usage) = (client.clone(), finalizers.clone(), usage.clone());
