@@ -56,10 +56,24 @@ where
         .with_config(controller::Config::default().concurrency(settings.concurrency))
         .trigger_backoff(NoTriggerBackoff)
         .reconcile_on(drifted);
+    with_dependent_watches(controller, client, scope.as_deref(), requeues)
+}
+
+/// `controller` with the watches that re-sync dependents: of the Secrets/ConfigMaps named in
+/// `valueFrom` (metadata-only watches: values are read on reconcile, never cached), and of the
+/// connections (it becomes Ready, rotates, is deleted; the default connection's credential).
+fn with_dependent_watches<K>(
+    controller: Controller<K>,
+    client: &Client,
+    ns: Option<&str>,
+    requeues: &tokio::sync::watch::Receiver<Requeue>,
+) -> Controller<K>
+where
+    K: MetadataResource + Resource<DynamicType = ()>,
+{
     // Re-sync objects whose valueFrom names a Secret/ConfigMap that changed (metadata-only
     // watches: values are read on reconcile, never cached), and the objects using a connection
     // when what they depend on changes (it becomes Ready, rotates, is deleted).
-    let ns = scope.as_deref();
     let secrets: Api<PartialObjectMeta<Secret>> = scoped_api(client, ns);
     let config_maps: Api<PartialObjectMeta<ConfigMap>> = scoped_api(client, ns);
     let connections: Api<ZitadelConnection> = scoped_api(client, ns);
