@@ -4,7 +4,7 @@ use super::*;
 
 impl Metrics {
     /// A registry with every family of the operator registered.
-    // Over 80 lines on purpose: one registration per family, in the order `/metrics` lists them;
+    // Long because it is one registration per family, in the order `/metrics` lists them;
     // splitting it would only scatter that list.
     pub fn new() -> Self {
         let mut registry = Registry::default();

@@ -22,6 +22,7 @@ fn v1_route_missing() -> Result<(), ZitadelError> {
 
 /// What each ZITADEL version answers and what `Auto` chooses (README "ZITADEL versions"):
 /// v1 wherever it is served; v2 only where v1 is gone and the v2 method answers.
+// Long because it is one table: a row per ZITADEL version, read top to bottom.
 #[test]
 fn decision_table() {
     use ProbeAnswer::*;
