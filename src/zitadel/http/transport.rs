@@ -76,11 +76,10 @@ impl HttpClient {
         .await
     }
 
-    /// One request (with a single retry on 401 when the token source can refresh); the 2xx
-    /// body, or the typed error.
-    pub(super) async fn execute(&self, request: Request<'_>) -> Result<Vec<u8>, ZitadelError> {
-        let token = self.config.token.token().await?;
-        if self.token_seen.changed(&token)
+    /// Before each send: count a token rotation (`token` differs from the last one used), then
+    /// wait for the request's slot in the rate limit.
+    async fn before_send(&self, token: &str) {
+        if self.token_seen.changed(token)
             && let Some(m) = &self.metrics
         {
             m.token_refreshed();
@@ -88,6 +87,13 @@ impl HttpClient {
         if let Some(limit) = &self.config.rate_limit {
             limit.acquire().await;
         }
+    }
+
+    /// One request (with a single retry on 401 when the token source can refresh); the 2xx
+    /// body, or the typed error.
+    pub(super) async fn execute(&self, request: Request<'_>) -> Result<Vec<u8>, ZitadelError> {
+        let token = self.config.token.token().await?;
+        self.before_send(&token).await;
         let started = Instant::now();
         let mut result = self.send(&request, &token).await;
         // An expired or rotated token: fetch a new one and retry once.
@@ -96,14 +102,7 @@ impl HttpClient {
         {
             self.config.token.invalidate().await;
             let fresh = self.config.token.token().await?;
-            if self.token_seen.changed(&fresh)
-                && let Some(m) = &self.metrics
-            {
-                m.token_refreshed();
-            }
-            if let Some(limit) = &self.config.rate_limit {
-                limit.acquire().await;
-            }
+            self.before_send(&fresh).await;
             result = self.send(&request, &fresh).await;
         }
         if let Some(m) = &self.metrics {
