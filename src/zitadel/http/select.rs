@@ -38,30 +38,8 @@ impl HttpClient {
     pub(super) async fn probe_instance(&self) -> Result<ApiSelection, ZitadelError> {
         let user_v1 = probe::classify_v1(self.probe_v1(Service::User).await)?;
         let org_v1 = probe::classify_v1(self.probe_v1(Service::Org).await)?;
-        let user_v2 = if user_v1 {
-            None
-        } else {
-            Some(probe::classify(
-                self.probe_call(
-                    op::PROBE_USER,
-                    probe::requests::USER_PATH,
-                    &probe::requests::user_body(),
-                )
-                .await,
-            )?)
-        };
-        let org_v2 = if org_v1 {
-            None
-        } else {
-            Some(probe::classify(
-                self.probe_call(
-                    op::PROBE_ORG,
-                    probe::requests::ORG_PATH,
-                    &probe::requests::org_body(),
-                )
-                .await,
-            )?)
-        };
+        let user_v2 = self.probe_v2_unless(user_v1, Service::User).await?;
+        let org_v2 = self.probe_v2_unless(org_v1, Service::Org).await?;
         if !user_v1 || !org_v1 {
             // v1 is gone (for at least one service): `orgs/me` is not asked by `check`.
             self.selector.v1_gone.store(true, Ordering::Relaxed);
@@ -111,6 +89,30 @@ impl HttpClient {
         serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&raw)
             .map(drop)
             .map_err(|e| ZitadelError::Decode(format!("probe answer: {e}")))
+    }
+
+    /// The v2 probe of `service`, only where its v1 route is gone (`v1_served` false).
+    pub(super) async fn probe_v2_unless(
+        &self,
+        v1_served: bool,
+        service: Service,
+    ) -> Result<Option<probe::ProbeAnswer>, ZitadelError> {
+        if v1_served {
+            return Ok(None);
+        }
+        let outcome = match service {
+            Service::User => {
+                let body = probe::requests::user_body();
+                self.probe_call(op::PROBE_USER, probe::requests::USER_PATH, &body)
+                    .await
+            }
+            Service::Org => {
+                let body = probe::requests::org_body();
+                self.probe_call(op::PROBE_ORG, probe::requests::ORG_PATH, &body)
+                    .await
+            }
+        };
+        probe::classify(outcome).map(Some)
     }
 
     /// One probe call: 2xx with a JSON object, or an error.
