@@ -176,9 +176,16 @@ impl Connections {
         }
     }
 
-    /// Read the connection `reference` names (and, for a cluster connection with label
-    /// selectors, the object's Namespace).
-    async fn find(&self, namespace: &str, reference: &ConnectionRef) -> Result<Found, Refusal> {
+    /// Read the connection `reference` names. With `guarded`, a cluster connection's
+    /// `allowedNamespaces` must allow `namespace` (read, for rules with a label selector);
+    /// without, it allows any organization (the drift source: the guard limits objects, not the
+    /// connection's own event log).
+    async fn find(
+        &self,
+        namespace: &str,
+        reference: &ConnectionRef,
+        guarded: bool,
+    ) -> Result<Found, Refusal> {
         let api_error = |e: kube::Error| Refusal {
             reason: Reason::ConnectionNotReady,
             message: format!("cannot read {:?} {:?}: {e}", reference.kind, reference.name),
@@ -200,6 +207,15 @@ impl Connections {
                 let conn = api.get_opt(name).await.map_err(api_error)?.ok_or_else(|| {
                     Self::not_found(format!("ClusterZitadelConnection {name} not found"))
                 })?;
+                let label = format!("ClusterZitadelConnection {name}");
+                if !guarded {
+                    return Ok(Found::new(
+                        format!("cluster/{name}"),
+                        label,
+                        &conn,
+                        AllowedOrgs::Any,
+                    ));
+                }
                 let rules = &conn.spec.allowed_namespaces;
                 // The namespace's labels matter only to rules with a selector: no read otherwise.
                 let labels = if rules.iter().any(|r| r.selector.is_some()) {
@@ -219,7 +235,6 @@ impl Connections {
                     ),
                     transient: false,
                 })?;
-                let label = format!("ClusterZitadelConnection {name}");
                 Ok(Found::new(format!("cluster/{name}"), label, &conn, allowed))
             }
         }
@@ -280,35 +295,7 @@ impl Connections {
                 None => Err(Self::not_found("no default connection".into())),
             };
         };
-        let api_error = |e: kube::Error| Refusal {
-            reason: Reason::ConnectionNotReady,
-            message: format!("cannot read {:?} {:?}: {e}", reference.kind, reference.name),
-            transient: true,
-        };
-        let name = &reference.name;
-        let found = match reference.kind {
-            ConnectionKind::ZitadelConnection => {
-                let api: Api<ZitadelConnection> = Api::namespaced(self.client.clone(), namespace);
-                let conn = api.get_opt(name).await.map_err(api_error)?.ok_or_else(|| {
-                    Self::not_found(format!("ZitadelConnection {namespace}/{name} not found"))
-                })?;
-                let label = format!("ZitadelConnection {namespace}/{name}");
-                Found::new(
-                    format!("ns/{namespace}/{name}"),
-                    label,
-                    &conn,
-                    AllowedOrgs::Any,
-                )
-            }
-            ConnectionKind::ClusterZitadelConnection => {
-                let api: Api<ClusterZitadelConnection> = Api::all(self.client.clone());
-                let conn = api.get_opt(name).await.map_err(api_error)?.ok_or_else(|| {
-                    Self::not_found(format!("ClusterZitadelConnection {name} not found"))
-                })?;
-                let label = format!("ClusterZitadelConnection {name}");
-                Found::new(format!("cluster/{name}"), label, &conn, AllowedOrgs::Any)
-            }
-        };
+        let found = self.find(namespace, reference, false).await?;
         guard::check_ready(&found.name, &found.status, found.generation, found.deleting)?;
         let api = self.client_for(&found).await?;
         Ok(DriftSource {
@@ -333,7 +320,7 @@ impl ConnectionResolver for Connections {
                 )),
             };
         };
-        let found = self.find(ns, reference).await?;
+        let found = self.find(ns, reference, true).await?;
         guard::check_ready(&found.name, &found.status, found.generation, found.deleting)?;
         // The client is rebuilt when the probe saw a new generation or new Secrets (deletion
         // bumps the generation, not the spec).

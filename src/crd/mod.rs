@@ -8,11 +8,13 @@
 mod common;
 mod connection;
 mod org;
+mod target;
 mod user;
 
 pub use common::*;
 pub use connection::*;
 pub use org::{OrgMetadata, OrgMetadataSpec};
+pub use target::*;
 pub use user::{UserMetadata, UserMetadataSpec};
 
 /// The API group every kind of this operator lives in.

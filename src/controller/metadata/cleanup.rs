@@ -220,6 +220,20 @@ pub async fn cleanup<K: MetadataResource>(obj: &K, io: &Io<'_, K>) -> Result<Act
             Err(e) => check = Some(format!("whether the target still exists is unknown: {e}")),
         }
     }
+    report_failure(obj, io, &previous, &shown, &progress, error, check).await
+}
+
+/// Record a failed cleanup: status (Retrying or Stalled, the keys still managed) and a Warning
+/// Event when the status changed; the error to return.
+async fn report_failure<K: MetadataResource>(
+    obj: &K,
+    io: &Io<'_, K>,
+    previous: &MetadataStatus,
+    shown: &MetadataStatus,
+    progress: &Progress,
+    error: CleanupError,
+    check: Option<String>,
+) -> Result<Action, Error> {
     let message = failure_message(obj, &error, check.as_deref());
     let outcome = if error.is_transient() {
         Outcome::Retrying {
@@ -234,9 +248,9 @@ pub async fn cleanup<K: MetadataResource>(obj: &K, io: &Io<'_, K>) -> Result<Act
     };
     let mut managed: BTreeSet<String> = previous.managed_keys.iter().cloned().collect();
     managed.retain(|k| !progress.removed.contains(k));
-    let mut new_status = build_status(obj, &previous, &progress, managed, &outcome);
+    let mut new_status = build_status(obj, previous, progress, managed, &outcome);
     new_status.observed_source_versions = previous.observed_source_versions.clone();
-    if new_status != shown {
+    if new_status != *shown {
         io.report.patch_status(obj, &new_status).await?;
         let notice = cleanup_notice(true, Reason::CleanupFailed, message);
         io.report.event(obj, notice).await;

@@ -17,6 +17,13 @@ use crate::zitadel::{
     Existence, MetadataMap, ObjectDetails, Relevant, Target, ZitadelApi, ZitadelError,
 };
 
+mod error;
+mod execute;
+
+pub use error::{Confirmed, SyncError};
+pub use execute::execute;
+use execute::{read_back, write};
+
 /// What a sync did before it finished or failed; kept even on failure so status never forgets a
 /// write ZITADEL acknowledged.
 #[derive(Debug, Default)]
@@ -31,79 +38,6 @@ pub struct Progress {
     pub set: BTreeSet<String>,
     /// Keys removed by this reconcile.
     pub removed: BTreeSet<String>,
-}
-
-/// A sync failure.
-#[derive(Debug)]
-pub enum SyncError {
-    /// The spec (or a value read from a source) cannot be sent to ZITADEL.
-    Invalid(crd::EntryError),
-    /// A referenced Secret/ConfigMap or key does not exist (message names it, never a value).
-    SourceMissing(String),
-    /// Reading a Secret/ConfigMap failed.
-    Kube(kube::Error),
-    /// ZITADEL answered with an error.
-    Zitadel(ZitadelError),
-    /// After a write, ZITADEL did not hold what was sent (keys listed).
-    ReadBack(Vec<String>),
-    /// The object's connection refused it (transient or not, as the refusal says).
-    Refused(Refusal),
-    /// The target named in the spec cannot be resolved to exactly one org/user.
-    Resolve {
-        /// Why.
-        reason: Reason,
-        /// Human message.
-        message: String,
-    },
-    /// ZITADEL gave an answer that may mean "the target is gone" (`AUTH-Bs7Ds`,
-    /// `COMMAND-uXHNj`, `COMMAND-QXPGs`) and [`ZitadelApi::target_exists`] was asked.
-    Ambiguous {
-        /// The target the answer was about.
-        target: Target,
-        /// The ambiguous answer.
-        cause: ZitadelError,
-        /// What the existence check found.
-        check: Confirmed,
-    },
-}
-
-/// What confirming an ambiguous answer found.
-#[derive(Debug)]
-pub enum Confirmed {
-    /// The target is proven gone (Stalled `TargetNotFound`).
-    Gone,
-    /// The target exists; for a user, the organization it belongs to (when it could be read).
-    Exists {
-        /// The user's organization, for a user target (`None` for orgs or when unknown).
-        user_org: Option<String>,
-    },
-    /// Existence could not be established either way (retried with backoff).
-    Unknown(ZitadelError),
-}
-
-impl From<ZitadelError> for SyncError {
-    fn from(e: ZitadelError) -> Self {
-        SyncError::Zitadel(e)
-    }
-}
-
-impl From<SourceError> for SyncError {
-    fn from(e: SourceError) -> Self {
-        match e {
-            SourceError::Invalid(e) => SyncError::Invalid(e),
-            SourceError::Missing(m) => SyncError::SourceMissing(m),
-            SourceError::Unreadable(e) => SyncError::Kube(e),
-        }
-    }
-}
-
-impl From<TargetError> for SyncError {
-    fn from(e: TargetError) -> Self {
-        match e {
-            TargetError::Zitadel(e) => SyncError::Zitadel(e),
-            TargetError::Unresolved { reason, message } => SyncError::Resolve { reason, message },
-        }
-    }
 }
 
 /// The result of a successful sync.
@@ -400,77 +334,4 @@ fn report_only(
         drifted,
         source_versions,
     }
-}
-
-/// Plan and execute. A key that vanished between our read and the remove (someone else deleted
-/// it) fails the whole BulkRemove: re-read and plan again, once.
-async fn write(
-    api: &dyn ZitadelApi,
-    target: &Target,
-    desired: &MetadataMap,
-    managed: &BTreeSet<String>,
-    mut observed: MetadataMap,
-    progress: &mut Progress,
-) -> Result<Plan, SyncError> {
-    let mut retried = false;
-    loop {
-        let plan = plan::plan(desired, &observed, managed);
-        match execute(api, target, &plan, progress).await {
-            Ok(()) => return Ok(plan),
-            Err(e) if e.is_key_not_existing() && !retried => {
-                retried = true;
-                observed = list_relevant(api, target, &relevant_keys(desired, managed)).await?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Read back what was written: ZITADEL has had bugs that dropped writes silently.
-async fn read_back(api: &dyn ZitadelApi, target: &Target, plan: &Plan) -> Result<(), SyncError> {
-    if plan.is_empty() {
-        return Ok(());
-    }
-    let written: BTreeSet<String> = plan.set.keys().chain(plan.remove.iter()).cloned().collect();
-    let after = list_relevant(api, target, &written).await?;
-    let mut mismatched: Vec<String> = plan
-        .set
-        .iter()
-        .filter(|(k, v)| after.get(*k) != Some(*v))
-        .map(|(k, _)| k.clone())
-        .collect();
-    mismatched.extend(
-        plan.remove
-            .iter()
-            .filter(|k| after.contains_key(*k))
-            .cloned(),
-    );
-    if mismatched.is_empty() {
-        Ok(())
-    } else {
-        Err(SyncError::ReadBack(mismatched))
-    }
-}
-
-/// Apply a plan: at most the bulk sets and bulk removes ZITADEL's limits force; nothing when the
-/// plan is empty.
-pub async fn execute(
-    api: &dyn ZitadelApi,
-    target: &Target,
-    plan: &Plan,
-    progress: &mut Progress,
-) -> Result<(), ZitadelError> {
-    for batch in plan.set_batches() {
-        let details = api.bulk_set_metadata(target, &batch).await?;
-        progress
-            .set
-            .extend(batch.iter().map(|(k, _)| k.to_string()));
-        progress.details = Some(details);
-    }
-    for batch in plan.remove_batches() {
-        let details = api.bulk_remove_metadata(target, &batch).await?;
-        progress.removed.extend(batch.iter().map(|k| k.to_string()));
-        progress.details = Some(details);
-    }
-    Ok(())
 }

@@ -256,6 +256,8 @@ mod tests {
         }
     }
 
+    // Long because each probe outcome is one short block against the same previous status;
+    // separate tests would repeat that setup.
     #[test]
     fn probe_outcomes_give_ready_reconciling_and_a_retry() {
         let resync = Duration::from_secs(300);

@@ -52,6 +52,8 @@ fn actions(diff: &ObjectDiff) -> Vec<(&str, KeyAction)> {
         .collect()
 }
 
+// Long because one object covers every key action and value origin at once, and the report is
+// checked as a whole.
 #[tokio::test]
 async fn every_key_gets_its_action_and_values_are_redacted_by_origin() {
     let io: FakeIo<OrgMetadata> = FakeIo::default();

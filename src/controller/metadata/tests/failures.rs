@@ -42,6 +42,7 @@ pub(super) async fn stalls_on_what_the_user_must_fix() -> BTreeSet<Reason> {
 }
 
 /// Every ZITADEL error class: transient ones retry with backoff, permanent ones stall.
+// Long because it is one table: an error per class and the reason it maps to.
 pub(super) async fn maps_zitadel_errors() -> BTreeSet<Reason> {
     let cases: Vec<(ZitadelError, Reason)> = vec![
         (

@@ -174,27 +174,13 @@ pub(super) async fn cleans_up() -> BTreeSet<Reason> {
     reasons.extend(seen.reasons());
 
     // A bare 404 (a missing route, an unknown org...) proves nothing: the finalizer stays.
-    let io = FakeIo::default();
-    io.zitadel.fail(
-        Op::List,
-        ZitadelError::from_response(
-            404,
-            None,
-            r#"{"code":5,"message":"Organisation not found"}"#,
-        ),
-    );
+    let io = listing_fails_with_404(r#"{"code":5,"message":"Organisation not found"}"#);
     let seen = cleanup_once(&io, &obj).await;
     assert!(seen.result.is_err(), "{:?}", seen.result);
     assert!(!seen.events.contains(&Reason::TargetGone));
     // Only ZITADEL's proof lets it go: `target_exists` → Gone (shared/zitadel-api.md §10).
-    let io = FakeIo::default();
-    io.zitadel.fail(
-        Op::List,
-        ZitadelError::from_response(
-            404,
-            None,
-            r#"{"code":5,"message":"User could not be found (QUERY-Dfbg2)","details":[{"id":"QUERY-Dfbg2"}]}"#,
-        ),
+    let io = listing_fails_with_404(
+        r#"{"code":5,"message":"User could not be found (QUERY-Dfbg2)","details":[{"id":"QUERY-Dfbg2"}]}"#,
     );
     io.zitadel
         .set_existence(&org_target(), crate::zitadel::Existence::Gone);
@@ -226,4 +212,12 @@ pub(super) async fn cleans_up() -> BTreeSet<Reason> {
         reasons.extend(seen.reasons());
     }
     reasons
+}
+
+/// Fakes whose metadata listing fails with HTTP 404 and `body`.
+fn listing_fails_with_404<K: Send + Sync + 'static>(body: &str) -> FakeIo<K> {
+    let io = FakeIo::default();
+    io.zitadel
+        .fail(Op::List, ZitadelError::from_response(404, None, body));
+    io
 }
