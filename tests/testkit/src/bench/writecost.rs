@@ -49,7 +49,7 @@ use super::apiserver::{PhaseCost, Scraper};
 use super::busy::Sampler;
 use super::report::quantile;
 use super::workload::{self, Object, TargetKind};
-use super::{Machine, api_resource, count_processes, load_average};
+use super::{KindApis, Machine, count_processes, load_average};
 use crate::controlplane::ControlPlane;
 
 /// The operator's field manager (the status writes use it, as the operator does).
@@ -329,38 +329,6 @@ impl<'o> Steps<'o> {
         // Let watch deliveries and etcd compaction of the step settle.
         tokio::time::sleep(Duration::from_secs(2)).await;
         Ok(())
-    }
-}
-
-/// The OrgMetadata and UserMetadata APIs of one namespace (or of a copy of the CRDs).
-struct KindApis {
-    orgs: Api<DynamicObject>,
-    users: Api<DynamicObject>,
-}
-
-impl KindApis {
-    fn new(client: &kube::Client, ns: &str, orgs: &ApiResource, users: &ApiResource) -> Self {
-        KindApis {
-            orgs: Api::namespaced_with(client.clone(), ns, orgs),
-            users: Api::namespaced_with(client.clone(), ns, users),
-        }
-    }
-
-    /// Our CRDs in `ns`.
-    fn ours(client: &kube::Client, ns: &str) -> Self {
-        Self::new(
-            client,
-            ns,
-            &api_resource("OrgMetadata", "orgmetadatas"),
-            &api_resource("UserMetadata", "usermetadatas"),
-        )
-    }
-
-    fn of(&self, o: &Object) -> Api<DynamicObject> {
-        match o.kind {
-            TargetKind::Org => self.orgs.clone(),
-            TargetKind::User => self.users.clone(),
-        }
     }
 }
 
