@@ -2,10 +2,11 @@
 //! user search) and the write faults (dropped and corrupted writes) of the ZITADEL emulator, over
 //! real HTTP.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+mod support;
+
 use reqwest::Method;
 use serde_json::{Value, json};
+use support::{Resp, assert_error, b64, call, keys};
 use zmo_testkit::emulator::{
     DEMO_ADMIN_TOKEN, DEMO_ORG_ACME as ACME, DEMO_ORG_GLOBEX as GLOBEX, DEMO_USER_ALICE as ALICE,
     DEMO_USER_BOB as BOB, Emulator, Fault, FaultKind, Operation, Permission, TokenGrant,
@@ -18,37 +19,6 @@ const BY_LOGIN_NAME: &str = "/management/v1/global/users/_by_login_name";
 
 const CAROL: &str = "200000000000000003";
 const DAVE: &str = "200000000000000004";
-
-struct Resp {
-    status: u16,
-    body: Value,
-    text: String,
-}
-
-async fn call(
-    emu: &Emulator,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    org: Option<&str>,
-    body: Option<Value>,
-) -> Resp {
-    let mut rb = reqwest::Client::new().request(method, format!("{}{}", emu.url(), path));
-    if let Some(token) = token {
-        rb = rb.bearer_auth(token);
-    }
-    if let Some(org) = org {
-        rb = rb.header("x-zitadel-orgid", org);
-    }
-    if let Some(body) = body {
-        rb = rb.json(&body);
-    }
-    let resp = rb.send().await.expect("request sent");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("body read");
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Resp { status, body, text }
-}
 
 /// `POST /v2/organizations/_search` with `token`.
 async fn search_orgs(emu: &Emulator, token: &str, body: Value) -> Resp {
@@ -76,35 +46,10 @@ async fn search_users(emu: &Emulator, org: Option<&str>, body: Value) -> Resp {
     .await
 }
 
-fn keys(v: &Value) -> Vec<&str> {
-    let mut k: Vec<&str> = v
-        .as_object()
-        .expect("object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    k.sort_unstable();
-    k
-}
-
 fn assert_ts(v: &Value) {
     let s = v.as_str().expect("timestamp string");
     assert!(s.ends_with('Z'), "{s}");
     chrono::DateTime::parse_from_rfc3339(s).expect("RFC 3339");
-}
-
-fn assert_error(r: &Resp, http: u16, code: i64, id: &str) {
-    assert_eq!(r.status, http, "{}", r.text);
-    assert_eq!(r.body["code"], code, "{}", r.text);
-    let details = r.body["details"].as_array().expect("details");
-    assert_eq!(details.len(), 1);
-    assert_eq!(
-        details[0]["@type"],
-        "type.googleapis.com/zitadel.v1.ErrorDetail"
-    );
-    assert_eq!(details[0]["id"], id, "{}", r.text);
-    let text = details[0]["message"].as_str().expect("detail message");
-    assert_eq!(r.body["message"], format!("{text} ({id})"));
 }
 
 /// A 400 / code 3 without details; returns the message.
@@ -138,10 +83,6 @@ fn total(r: &Resp) -> u64 {
             .parse()
             .expect("numeric"),
     }
-}
-
-fn b64(v: &[u8]) -> String {
-    STANDARD.encode(v)
 }
 
 async fn org_names(emu: &Emulator, query: Value) -> Vec<String> {
