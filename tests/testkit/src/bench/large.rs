@@ -575,24 +575,13 @@ impl LargeReport {
 
     /// Writes `large-target.{json,csv,md}` into `dir`; returns their paths.
     pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let files = [
-            (
-                dir.join("large-target.json"),
-                serde_json::to_string_pretty(self)?,
-            ),
-            (dir.join("large-target.csv"), self.csv()),
-            (
-                dir.join("large-target.md"),
-                format!("{} — `{}`\n\n{}", self.date, self.command, self.markdown()),
-            ),
-        ];
-        let mut paths = Vec::new();
-        for (path, text) in files {
-            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-            paths.push(path);
-        }
-        Ok(paths)
+        super::report::write_files(
+            dir,
+            "large-target",
+            serde_json::to_string_pretty(self)?,
+            self.csv(),
+            format!("{} — `{}`\n\n{}", self.date, self.command, self.markdown()),
+        )
     }
 }
 

@@ -699,22 +699,37 @@ impl Report {
 
     /// Writes `bench.json`, `bench.csv` and `bench.md` into `dir`; returns their paths.
     pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let files = [
-            (dir.join("bench.json"), serde_json::to_string_pretty(self)?),
-            (dir.join("bench.csv"), self.csv()),
-            (
-                dir.join("bench.md"),
-                format!("{} — `{}`\n\n{}", self.date, self.command, self.markdown()),
-            ),
-        ];
-        let mut paths = Vec::new();
-        for (path, text) in files {
-            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-            paths.push(path);
-        }
-        Ok(paths)
+        write_files(
+            dir,
+            "bench",
+            serde_json::to_string_pretty(self)?,
+            self.csv(),
+            format!("{} — `{}`\n\n{}", self.date, self.command, self.markdown()),
+        )
     }
+}
+
+/// Writes `<stem>.json`, `<stem>.csv` and `<stem>.md` into `dir` (created if missing); returns
+/// their paths.
+pub(crate) fn write_files(
+    dir: &Path,
+    stem: &str,
+    json: String,
+    csv: String,
+    markdown: String,
+) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let files = [
+        (dir.join(format!("{stem}.json")), json),
+        (dir.join(format!("{stem}.csv")), csv),
+        (dir.join(format!("{stem}.md")), markdown),
+    ];
+    let mut paths = Vec::new();
+    for (path, text) in files {
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        paths.push(path);
+    }
+    Ok(paths)
 }
 
 /// The `q`-quantile (0..=1) of `values` (nearest rank), 0 when empty.

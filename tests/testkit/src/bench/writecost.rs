@@ -868,23 +868,12 @@ impl WriteCostReport {
 
     /// Writes `write-costs.{json,csv,md}` into `dir`; returns their paths.
     pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let files = [
-            (
-                dir.join("write-costs.json"),
-                serde_json::to_string_pretty(self)?,
-            ),
-            (dir.join("write-costs.csv"), self.csv()),
-            (
-                dir.join("write-costs.md"),
-                format!("{} — `{}`\n\n{}", self.date, self.command, self.markdown()),
-            ),
-        ];
-        let mut paths = Vec::new();
-        for (path, text) in files {
-            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-            paths.push(path);
-        }
-        Ok(paths)
+        super::report::write_files(
+            dir,
+            "write-costs",
+            serde_json::to_string_pretty(self)?,
+            self.csv(),
+            format!("{} — `{}`\n\n{}", self.date, self.command, self.markdown()),
+        )
     }
 }
