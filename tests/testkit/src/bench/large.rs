@@ -288,14 +288,9 @@ pub async fn run(cp: &ControlPlane, opts: &LargeOptions) -> Result<LargeReport> 
     Ok(report)
 }
 
-async fn one_order(
-    cp: &ControlPlane,
-    opts: &LargeOptions,
-    label: &str,
-    order: ListOrder,
-) -> Result<LargeOrderRun> {
-    let client = cp.client().await?;
-    let ns = cp.create_namespace("bench-large").await?;
+/// The emulator of one run: the target organization with `foreign_keys` keys it does not
+/// manage, listing in `order`, with the per-call latency.
+async fn large_emulator(opts: &LargeOptions, order: ListOrder) -> Result<Emulator> {
     let emu = Emulator::start().await?;
     emu.record_answer_bodies(false);
     emu.add_org(ORG, "Bench large target");
@@ -307,8 +302,12 @@ async fn one_order(
     if !opts.latency.is_zero() {
         emu.inject(Fault::latency(opts.latency));
     }
+    Ok(emu)
+}
 
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+/// The Secrets `large-<i>` holding the large values.
+async fn create_large_secrets(client: &kube::Client, ns: &str, opts: &LargeOptions) -> Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     for i in 0..opts.large_values {
         let secret = Secret {
             metadata: ObjectMeta {
@@ -329,6 +328,36 @@ async fn one_order(
             .await
             .with_context(|| format!("creating Secret large-{i}"))?;
     }
+    Ok(())
+}
+
+/// The large-target object: one plain key and the large values from their Secrets.
+fn large_manifest(ns: &str, opts: &LargeOptions) -> Value {
+    let mut entries = vec![json!({"key": PLAIN_KEY, "value": PLAIN_VALUE})];
+    for i in 0..opts.large_values {
+        entries.push(json!({"key": large_key(i),
+            "valueFrom": {"secretKeyRef": {"name": format!("large-{i}"), "key": "value"}}}));
+    }
+    json!({
+        "apiVersion": "metadata.zitadel-operator.dev/v1alpha1",
+        "kind": "OrgMetadata",
+        "metadata": {"name": NAME, "namespace": ns},
+        "spec": {"organizationId": ORG, "metadata": entries},
+    })
+}
+
+/// One run of the large target with the emulator listing in `order`: create, steady state, delete.
+async fn one_order(
+    cp: &ControlPlane,
+    opts: &LargeOptions,
+    label: &str,
+    order: ListOrder,
+) -> Result<LargeOrderRun> {
+    let client = cp.client().await?;
+    let ns = cp.create_namespace("bench-large").await?;
+    let emu = large_emulator(opts, order).await?;
+
+    create_large_secrets(&client, &ns, opts).await?;
 
     let work = tempfile::tempdir()?;
     let token_file = work.path().join("token");
@@ -354,17 +383,7 @@ async fn one_order(
         &ns,
         &api_resource("OrgMetadata", "orgmetadatas"),
     );
-    let mut entries = vec![json!({"key": PLAIN_KEY, "value": PLAIN_VALUE})];
-    for i in 0..opts.large_values {
-        entries.push(json!({"key": large_key(i),
-            "valueFrom": {"secretKeyRef": {"name": format!("large-{i}"), "key": "value"}}}));
-    }
-    let manifest = json!({
-        "apiVersion": "metadata.zitadel-operator.dev/v1alpha1",
-        "kind": "OrgMetadata",
-        "metadata": {"name": NAME, "namespace": ns},
-        "spec": {"organizationId": ORG, "metadata": entries},
-    });
+    let manifest = large_manifest(&ns, opts);
     let mut run = LargeOrderRun {
         order: label.to_owned(),
         ..LargeOrderRun::default()
