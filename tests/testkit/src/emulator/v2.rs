@@ -433,11 +433,7 @@ pub(crate) fn exec(
     match (api, req) {
         (Api::User, V2Req::Set { target, items }) => {
             if items.is_empty() {
-                return Err(zitadel(
-                    code::FAILED_PRECONDITION,
-                    "META-9mm2d",
-                    Msg::MetadataNoData,
-                ));
+                return Err(no_data("META-9mm2d"));
             }
             let org = user_org(st, &target)?;
             if !auth.grant.allows(&org, Permission::UserWrite) {
@@ -455,11 +451,7 @@ pub(crate) fn exec(
         }
         (Api::User, V2Req::Delete { target, keys }) => {
             if keys.is_empty() {
-                return Err(zitadel(
-                    code::FAILED_PRECONDITION,
-                    "META-9mm2d",
-                    Msg::MetadataNoData,
-                ));
+                return Err(no_data("META-9mm2d"));
             }
             let org = user_org(st, &target)?;
             if !auth.grant.allows(&org, Permission::UserWrite) {
@@ -475,11 +467,7 @@ pub(crate) fn exec(
         }
         (Api::Org | Api::OrgBeta, V2Req::Set { target, items }) => {
             if items.is_empty() {
-                return Err(zitadel(
-                    code::FAILED_PRECONDITION,
-                    "META-9mm2d",
-                    Msg::MetadataNoData,
-                ));
+                return Err(no_data("META-9mm2d"));
             }
             if check_permissions && !auth.grant.allows(&target, Permission::OrgWrite) {
                 return Err(permission_denied());
@@ -497,11 +485,7 @@ pub(crate) fn exec(
         }
         (Api::Org | Api::OrgBeta, V2Req::Delete { target, keys }) => {
             if keys.is_empty() {
-                return Err(zitadel(
-                    code::FAILED_PRECONDITION,
-                    "META-9mw2d",
-                    Msg::MetadataNoData,
-                ));
+                return Err(no_data("META-9mw2d"));
             }
             if check_permissions && !auth.grant.allows(&target, Permission::OrgWrite) {
                 return Err(permission_denied());
@@ -534,20 +518,7 @@ pub(crate) fn exec(
             let effective = if limit == 0 { V2_DEFAULT_LIMIT } else { limit };
             let filters: Vec<KeyQuery> = filters.into_iter().flatten().collect();
             let shuffle = st.shuffler();
-            let (agg, readable) = match api {
-                Api::User => match st.users.get(&target) {
-                    Some(u) => (
-                        Some(&u.agg),
-                        auth.grant.allows(&u.org_id, Permission::UserRead)
-                            || auth.grant.user_id.as_deref() == Some(target.as_str()),
-                    ),
-                    None => (None, false),
-                },
-                Api::Org | Api::OrgBeta => (
-                    st.orgs.get(&target).map(|o| &o.agg),
-                    !check_permissions || auth.grant.allows(&target, Permission::OrgRead),
-                ),
-            };
+            let (agg, readable) = listed_aggregate(st, auth, api, check_permissions, &target);
             let mut rows: Vec<(&String, &MetaEntry)> = agg
                 .map(|a| {
                     a.metadata
@@ -591,6 +562,35 @@ pub(crate) fn exec(
                 .list("metadata", items)
                 .build())
         }
+    }
+}
+
+/// `FAILED_PRECONDITION` for a write without keys (`id`: the user's or the organization's).
+fn no_data(id: &'static str) -> ApiError {
+    zitadel(code::FAILED_PRECONDITION, id, Msg::MetadataNoData)
+}
+
+/// The aggregate a list reads (if the target exists), and whether the caller may read it.
+fn listed_aggregate<'s>(
+    st: &'s State,
+    auth: &Auth,
+    api: Api,
+    check_permissions: bool,
+    target: &str,
+) -> (Option<&'s Aggregate>, bool) {
+    match api {
+        Api::User => match st.users.get(target) {
+            Some(u) => (
+                Some(&u.agg),
+                auth.grant.allows(&u.org_id, Permission::UserRead)
+                    || auth.grant.user_id.as_deref() == Some(target),
+            ),
+            None => (None, false),
+        },
+        Api::Org | Api::OrgBeta => (
+            st.orgs.get(target).map(|o| &o.agg),
+            !check_permissions || auth.grant.allows(target, Permission::OrgRead),
+        ),
     }
 }
 
