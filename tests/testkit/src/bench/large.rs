@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use super::report::Calls;
 use super::tracker::is_ready;
 use super::workload::{CallKind, TOKEN};
-use super::{Machine, api_resource, count_processes, load_average, process};
+use super::{Machine, api_resource, process};
 use crate::controlplane::ControlPlane;
 use crate::emulator::{Emulator, Fault, ListOrder, RecordedRequest, TokenGrant};
 
@@ -259,12 +259,7 @@ pub async fn run(cp: &ControlPlane, opts: &LargeOptions) -> Result<LargeReport> 
     let mut report = LargeReport {
         date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         command: opts.command.clone(),
-        machine: Machine {
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            load_start: load_average(),
-            other_rustc_start: count_processes("rustc"),
-            ..Machine::default()
-        },
+        machine: Machine::at_start(),
         foreign_keys: opts.foreign_keys,
         foreign_value_bytes: opts.foreign_value_bytes,
         large_values: opts.large_values,
@@ -283,8 +278,7 @@ pub async fn run(cp: &ControlPlane, opts: &LargeOptions) -> Result<LargeReport> 
         eprintln!("bench: large target, {label}");
         report.runs.push(one_order(cp, opts, label, order).await?);
     }
-    report.machine.load_end = load_average();
-    report.machine.other_rustc_end = count_processes("rustc");
+    report.machine.finish();
     Ok(report)
 }
 

@@ -225,12 +225,7 @@ pub async fn run(cp: &ControlPlane, opts: &Options) -> Result<Report> {
     let mut report = Report {
         date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         command: opts.command.clone(),
-        machine: Machine {
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            load_start: load_average(),
-            other_rustc_start: count_processes("rustc"),
-            ..Machine::default()
-        },
+        machine: Machine::at_start(),
         finalizer_policy: opts.finalizer_policy,
         runs: Vec::new(),
     };
@@ -272,8 +267,7 @@ pub async fn run(cp: &ControlPlane, opts: &Options) -> Result<Report> {
         }
         report.runs.push(run);
     }
-    report.machine.load_end = load_average();
-    report.machine.other_rustc_end = count_processes("rustc");
+    report.machine.finish();
     Ok(report)
 }
 
@@ -977,6 +971,24 @@ fn others_cpu(cp: &ControlPlane) -> (f64, f64) {
         .sum();
     let bench = proc_stats(std::process::id()).map_or(0.0, |s| s.cpu_seconds);
     (control_plane, bench)
+}
+
+impl Machine {
+    /// The machine as a run starts: CPUs, load, other compilers running.
+    fn at_start() -> Machine {
+        Machine {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            load_start: load_average(),
+            other_rustc_start: count_processes("rustc"),
+            ..Machine::default()
+        }
+    }
+
+    /// Records the load and other compilers as the run ends.
+    fn finish(&mut self) {
+        self.load_end = load_average();
+        self.other_rustc_end = count_processes("rustc");
+    }
 }
 
 /// 1-minute load average.

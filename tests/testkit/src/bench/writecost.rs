@@ -49,7 +49,7 @@ use super::apiserver::{PhaseCost, Scraper};
 use super::busy::Sampler;
 use super::report::quantile;
 use super::workload::{self, Object, TargetKind};
-use super::{KindApis, Machine, count_processes, load_average};
+use super::{KindApis, Machine};
 use crate::controlplane::ControlPlane;
 
 /// The operator's field manager (the status writes use it, as the operator does).
@@ -401,12 +401,7 @@ pub async fn run(cp: &ControlPlane, opts: &WriteCostOptions) -> Result<WriteCost
     let mut report = WriteCostReport {
         date: now(),
         command: opts.command.clone(),
-        machine: Machine {
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            load_start: load_average(),
-            other_rustc_start: count_processes("rustc"),
-            ..Machine::default()
-        },
+        machine: Machine::at_start(),
         objects: objects.len(),
         concurrency: opts.concurrency,
         watchers: opts.watchers,
@@ -434,8 +429,7 @@ pub async fn run(cp: &ControlPlane, opts: &WriteCostOptions) -> Result<WriteCost
         report.idle_apiserver_cpu_per_s,
         report.idle_etcd_cpu_per_s,
     );
-    report.machine.load_end = load_average();
-    report.machine.other_rustc_end = count_processes("rustc");
+    report.machine.finish();
     Ok(report)
 }
 
