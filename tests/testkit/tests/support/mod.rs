@@ -13,6 +13,7 @@ use zmo_testkit::emulator::{DEMO_ADMIN_TOKEN, Emulator};
 #[derive(Debug)]
 pub struct Resp {
     pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
     pub content_type: String,
     pub text: String,
     /// The body as JSON (`null` if it is not JSON).
@@ -29,6 +30,7 @@ pub fn client() -> reqwest::Client {
 pub async fn send(rb: reqwest::RequestBuilder) -> Resp {
     let r = rb.send().await.expect("request sent");
     let status = r.status().as_u16();
+    let headers = r.headers().clone();
     let content_type = r
         .headers()
         .get("content-type")
@@ -39,6 +41,7 @@ pub async fn send(rb: reqwest::RequestBuilder) -> Resp {
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
     Resp {
         status,
+        headers,
         content_type,
         text,
         body,
