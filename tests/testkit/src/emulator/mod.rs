@@ -184,6 +184,34 @@ impl Emulator {
         // `ConnectInfo<SocketAddr>` available to the handlers.
         let listener =
             conn::ResettableListener::new(listener, Arc::clone(&core.connections)).tap_io(|_| ());
+        let emulator = Emulator::serve(
+            listener,
+            app,
+            core,
+            (tx, rx),
+            addr,
+            "ZITADEL emulator server",
+        );
+        let issuer = emulator.url();
+        emulator.with_state(|st| st.issuer = issuer);
+        Ok(emulator)
+    }
+
+    /// Serves `app` on `listener` until shut down (or every handle is dropped); `what` names
+    /// the server in the warning if serving fails.
+    fn serve<L>(
+        listener: L,
+        app: axum::Router,
+        core: Arc<Core>,
+        (tx, rx): (watch::Sender<bool>, watch::Receiver<bool>),
+        addr: SocketAddr,
+        what: &'static str,
+    ) -> Emulator
+    where
+        L: axum::serve::Listener<Addr = SocketAddr>,
+        for<'a> SocketAddr:
+            axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+    {
         let mut stop = rx;
         let task = tokio::spawn(async move {
             let shutdown = async move {
@@ -197,20 +225,17 @@ impl Emulator {
             .with_graceful_shutdown(shutdown)
             .await;
             if let Err(e) = served {
-                tracing::warn!(error = %e, "ZITADEL emulator server stopped with an error");
+                tracing::warn!(error = %e, "{what} stopped with an error");
             }
         });
-        let emulator = Emulator {
+        Emulator {
             handle: Arc::new(Handle {
                 core,
                 addr,
                 shutdown: tx,
                 task: Mutex::new(Some(task)),
             }),
-        };
-        let issuer = emulator.url();
-        emulator.with_state(|st| st.issuer = issuer);
-        Ok(emulator)
+        }
     }
 
     /// Starts an emulator (empty state) that imitates the ZITADEL version line `profile`.
