@@ -612,7 +612,13 @@ fn decode_set(scope: Scope, key: String, body: &[u8]) -> Result<Req, ApiError> {
 fn decode_bulk_set(scope: Scope, body: &[u8]) -> Result<Req, ApiError> {
     let obj = wire::parse_body(body)?;
     decode_path_fields(&scope, &obj, false)?;
-    let items = wire::array(&obj, "metadata", "metadata")?
+    let items = metadata_items(&obj)?;
+    Ok(Req::BulkSet { scope, items })
+}
+
+/// The `metadata` list of a bulk set (v1 and v2): key and decoded value of each item.
+pub(crate) fn metadata_items(obj: &Obj) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
+    wire::array(obj, "metadata", "metadata")?
         .iter()
         .map(|item| {
             let item = wire::element_message(item, "metadata")?;
@@ -621,8 +627,7 @@ fn decode_bulk_set(scope: Scope, body: &[u8]) -> Result<Req, ApiError> {
                 wire::bytes(item, "value", "value")?,
             ))
         })
-        .collect::<Result<Vec<_>, ApiError>>()?;
-    Ok(Req::BulkSet { scope, items })
+        .collect()
 }
 
 /// The `query` (`ListQuery`: offset, limit, asc) of a list request.

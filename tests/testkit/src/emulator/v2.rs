@@ -121,16 +121,7 @@ fn decode(
     };
     let target = target(api, params, &obj)?;
     if set {
-        let items = wire::array(&obj, "metadata", "metadata")?
-            .iter()
-            .map(|item| {
-                let item = wire::element_message(item, "metadata")?;
-                Ok((
-                    wire::string(item, "key", "key")?,
-                    wire::bytes(item, "value", "value")?,
-                ))
-            })
-            .collect::<Result<Vec<_>, ApiError>>()?;
+        let items = super::handlers::metadata_items(&obj)?;
         return Ok(V2Req::Set { target, items });
     }
     if delete {
