@@ -401,6 +401,8 @@ pub(crate) fn prepare(
 
 /// Runs a prepared v2 / v2beta metadata RPC for an authenticated caller: validation (PGV), then
 /// the command or query with ZITADEL's order of checks.
+// Long because it is the dispatch over the five v2 requests, each arm in ZITADEL's order of checks
+// (shared pieces: no_data, listed_aggregate, write, apply_set, remove_all).
 pub(crate) fn exec(
     st: &mut State,
     auth: &Auth,
