@@ -979,14 +979,16 @@ fn defined_enum(v: i32, count: usize) -> Option<String> {
         .then(|| "value must be one of the defined enum values".to_owned())
 }
 
-fn check(message: &str, field: &str, reason: Option<String>) -> Result<(), String> {
+/// `Err("invalid <message>.<field>: <reason>")` if a PGV rule gave a reason.
+pub(crate) fn check(message: &str, field: &str, reason: Option<String>) -> Result<(), String> {
     match reason {
         Some(reason) => Err(format!("invalid {message}.{field}: {reason}")),
         None => Ok(()),
     }
 }
 
-fn embedded(message: &str, field: &str, cause: &str) -> String {
+/// PGV's message for an invalid embedded message.
+pub(crate) fn embedded(message: &str, field: &str, cause: &str) -> String {
     format!("invalid {message}.{field}: embedded message failed validation | caused by: {cause}")
 }
 

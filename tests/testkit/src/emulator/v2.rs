@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::errors::{ApiError, Msg, code};
-use super::handlers::{Auth, KeyQuery, len_field};
+use super::handlers::{Auth, KeyQuery, check, embedded, len_field};
 use super::model::{Operation, Permission};
 use super::profile::ProfileFacts;
 use super::routes::Params;
@@ -198,17 +198,6 @@ fn runes(v: &str, min: usize, max: usize) -> Option<String> {
     let n = v.chars().count();
     (n < min || n > max)
         .then(|| format!("value length must be between {min} and {max} runes, inclusive"))
-}
-
-fn check(message: &str, field: &str, reason: Option<String>) -> Result<(), String> {
-    match reason {
-        Some(reason) => Err(format!("invalid {message}.{field}: {reason}")),
-        None => Ok(()),
-    }
-}
-
-fn embedded(message: &str, field: &str, cause: &str) -> String {
-    format!("invalid {message}.{field}: embedded message failed validation | caused by: {cause}")
 }
 
 /// PGV (protoc-gen-validate) rules of the request messages; first violation only.
