@@ -171,12 +171,7 @@ impl Emulator {
 
     /// Starts an emulator listening on `addr`, with empty state.
     pub async fn start_on(addr: SocketAddr) -> anyhow::Result<Emulator> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the ZITADEL emulator to {addr}"))?;
-        let addr = listener
-            .local_addr()
-            .context("reading the emulator's local address")?;
+        let (listener, addr) = Emulator::bind(addr).await?;
         let (tx, rx) = watch::channel(false);
         let core = Arc::new(Core::new(rx.clone()));
         let app = server::router(Arc::clone(&core));
@@ -195,6 +190,17 @@ impl Emulator {
         let issuer = emulator.url();
         emulator.with_state(|st| st.issuer = issuer);
         Ok(emulator)
+    }
+
+    /// Binds the emulator's TCP listener to `addr`; returns it and the address it got.
+    async fn bind(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the ZITADEL emulator to {addr}"))?;
+        let addr = listener
+            .local_addr()
+            .context("reading the emulator's local address")?;
+        Ok((listener, addr))
     }
 
     /// Serves `app` on `listener` until shut down (or every handle is dropped); `what` names

@@ -141,12 +141,7 @@ impl Emulator {
     /// If binding or the TLS configuration fails.
     pub async fn start_tls(tls: &TlsMaterial) -> anyhow::Result<Emulator> {
         let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
-        let tcp = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the ZITADEL emulator to {addr}"))?;
-        let addr = tcp
-            .local_addr()
-            .context("reading the emulator's local address")?;
+        let (tcp, addr) = Emulator::bind(addr).await?;
         // `tap_io` makes `ConnectInfo<SocketAddr>` available to the handlers.
         let listener = TlsListener {
             tcp,
