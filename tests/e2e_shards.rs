@@ -283,7 +283,25 @@ async fn out_of_band_edit_is_repaired_by_its_shard_only(env: &TestEnv) {
         "FIGURE shard_drift_repair latency_ms={} poll_interval_s=1",
         started.elapsed().as_millis()
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both shards keep reading the event log (one poll per second each; on a loaded machine a
+    // poll may come late, so wait for it rather than for a fixed window).
+    let event_readers = |after: &[RecordedRequest]| -> BTreeSet<String> {
+        after
+            .iter()
+            .filter(|r| r.operation == Operation::ListEvents)
+            .filter_map(|r| r.caller.clone())
+            .collect()
+    };
+    eventually(
+        Duration::from_secs(15),
+        "both shards read events",
+        || async {
+            let after: Vec<RecordedRequest> = env.emu.requests().into_iter().skip(mark).collect();
+            (event_readers(&after) == BTreeSet::from([SHARD_A.into(), SHARD_B.into()]))
+                .then_some(())
+        },
+    )
+    .await;
     let after: Vec<RecordedRequest> = env.emu.requests().into_iter().skip(mark).collect();
     assert_eq!(
         callers_by_target(&after),
@@ -291,15 +309,6 @@ async fn out_of_band_edit_is_repaired_by_its_shard_only(env: &TestEnv) {
             format!("org/{}", org_id(1)),
             BTreeSet::from([SHARD_B.into()])
         )])
-    );
-    let event_readers: BTreeSet<String> = after
-        .iter()
-        .filter(|r| r.operation == Operation::ListEvents)
-        .filter_map(|r| r.caller.clone())
-        .collect();
-    assert_eq!(
-        event_readers,
-        BTreeSet::from([SHARD_A.into(), SHARD_B.into()])
     );
 }
 
