@@ -676,70 +676,10 @@ async fn malformed_responses_are_typed_errors() {
         ("user without organization", Call::UserOrg, ok(r#"{"user":{"userId":"2"}}"#), Expect::Decode),
         ("org list result is a number", Call::FindOrgs, ok(r#"{"result":5}"#), Expect::Decode),
     ];
+    // + 5: the huge body below and the four single-case tests after this one.
     let total = v1_cases.len() + v2_cases.len() + 5;
     expect_errors(ApiMode::V1, v1_cases).await;
     expect_errors(ApiMode::V2, v2_cases).await;
-
-    // A server that ignores `offset` and keeps claiming more results: an error, not an endless
-    // loop.
-    let server = RawServer::start(Arc::new(|_: &Seen| {
-        ok(r#"{"details":{"totalResult":"1000000000"},"result":[{"key":"a","value":"YQ=="}]}"#)
-    }))
-    .await;
-    let err = server
-        .client()
-        .list_metadata(&org())
-        .await
-        .expect_err("endless list");
-    assert!(
-        matches!(
-            err,
-            ZitadelError::IncompleteListing {
-                seen: 1,
-                total: 1_000_000_000
-            }
-        ),
-        "{err:?}"
-    );
-    assert!(err.is_transient());
-    assert!(
-        server.seen().len() <= 3,
-        "{} pages fetched",
-        server.seen().len()
-    );
-
-    // One item over the cap is an error after two tries (everything, then one row).
-    let server = RawServer::start(Arc::new(|_: &Seen| {
-        Answer::Hold(b"HTTP/1.1 200 OK\r\ncontent-length: 30000000\r\n\r\n".to_vec())
-    }))
-    .await;
-    let err = server
-        .client()
-        .list_metadata(&org())
-        .await
-        .expect_err("too large");
-    assert!(matches(&err, Expect::TooLarge), "{err:?}");
-    assert_eq!(server.seen().len(), 2, "everything, then 1 item");
-
-    // A probe answered with garbage decides nothing: the call fails, and nothing but the first
-    // probe call (Auto asks v1 first: it is preferred where served, for status.sequence) is sent.
-    let server = RawServer::start(Arc::new(|_: &Seen| ok("not json"))).await;
-    let client = server.client_with(ApiMode::Auto);
-    let err = make(&client, Call::BulkSet).await.expect_err("bad probe");
-    assert!(matches(&err, Expect::Decode), "{err:?}");
-    let paths: Vec<String> = server.seen().into_iter().map(|s| s.path).collect();
-    assert_eq!(paths, ["/management/v1/users/probe/metadata/_search"]);
-    assert_eq!(client.api_selection(), None);
-
-    // An empty value is never sent (v2 reads it as "delete").
-    let server = RawServer::start(Arc::new(|_: &Seen| ok("{}"))).await;
-    let err = server
-        .client_with(ApiMode::V2)
-        .bulk_set_metadata(&org(), &[("k", b"")])
-        .await
-        .expect_err("empty value");
-    assert!(matches!(err, ZitadelError::InvalidRequest(_)), "{err:?}");
-    assert!(server.seen().is_empty());
 
     // A 200 MiB streamed body: refused after at most MAX_RESPONSE_BYTES were buffered.
     let total_stream = 200 * 1024 * 1024;
@@ -766,6 +706,79 @@ async fn malformed_responses_are_typed_errors() {
         "FIGURE malformed_responses cases={total} huge_body_streamed_bytes={streamed} peak_rss_growth_bytes={grew} huge_body_ms={} cap_bytes={MAX_RESPONSE_BYTES}",
         started.elapsed().as_millis()
     );
+}
+
+/// A server that ignores `offset` and keeps claiming more results: an error, not an endless
+/// loop.
+#[tokio::test]
+async fn a_list_that_never_ends_is_an_error() {
+    let server = RawServer::start(Arc::new(|_: &Seen| {
+        ok(r#"{"details":{"totalResult":"1000000000"},"result":[{"key":"a","value":"YQ=="}]}"#)
+    }))
+    .await;
+    let err = server
+        .client()
+        .list_metadata(&org())
+        .await
+        .expect_err("endless list");
+    assert!(
+        matches!(
+            err,
+            ZitadelError::IncompleteListing {
+                seen: 1,
+                total: 1_000_000_000
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+    assert!(
+        server.seen().len() <= 3,
+        "{} pages fetched",
+        server.seen().len()
+    );
+}
+
+/// One item over the cap is an error after two tries (everything, then one row).
+#[tokio::test]
+async fn one_item_over_the_cap_is_an_error_after_two_tries() {
+    let server = RawServer::start(Arc::new(|_: &Seen| {
+        Answer::Hold(b"HTTP/1.1 200 OK\r\ncontent-length: 30000000\r\n\r\n".to_vec())
+    }))
+    .await;
+    let err = server
+        .client()
+        .list_metadata(&org())
+        .await
+        .expect_err("too large");
+    assert!(matches(&err, Expect::TooLarge), "{err:?}");
+    assert_eq!(server.seen().len(), 2, "everything, then 1 item");
+}
+
+/// A probe answered with garbage decides nothing: the call fails, and nothing but the first
+/// probe call (Auto asks v1 first: it is preferred where served, for status.sequence) is sent.
+#[tokio::test]
+async fn a_garbage_probe_decides_nothing() {
+    let server = RawServer::start(Arc::new(|_: &Seen| ok("not json"))).await;
+    let client = server.client_with(ApiMode::Auto);
+    let err = make(&client, Call::BulkSet).await.expect_err("bad probe");
+    assert!(matches(&err, Expect::Decode), "{err:?}");
+    let paths: Vec<String> = server.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(paths, ["/management/v1/users/probe/metadata/_search"]);
+    assert_eq!(client.api_selection(), None);
+}
+
+/// An empty value is never sent (v2 reads it as "delete").
+#[tokio::test]
+async fn an_empty_value_is_never_sent() {
+    let server = RawServer::start(Arc::new(|_: &Seen| ok("{}"))).await;
+    let err = server
+        .client_with(ApiMode::V2)
+        .bulk_set_metadata(&org(), &[("k", b"")])
+        .await
+        .expect_err("empty value");
+    assert!(matches!(err, ZitadelError::InvalidRequest(_)), "{err:?}");
+    assert!(server.seen().is_empty());
 }
 
 /// How an over-large page is refused.

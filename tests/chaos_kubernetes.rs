@@ -762,22 +762,8 @@ struct Target {
     keys: Option<BTreeMap<String, String>>,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_loop_converges_every_time() {
-    let long = std::env::var("CHAOS_LONG").is_ok_and(|v| v == "1");
-    let rounds = if long { 50 } else { 12 };
-    let seed: u64 = std::env::var("CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20_261_123);
-    let mut rng = StdRng::seed_from_u64(seed);
-    const KEYS: [&str; 6] = ["team", "tier", "region", "owner", "cost", "env"];
-
-    let env = TestEnv::new("chaos-sigkill").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let token = dir.path().join("token");
-    std::fs::write(&token, TOKEN).expect("token file");
-    let log = dir.path().join("operator.log");
+/// Three orgs and two users (in the first org), none with an object yet.
+fn sigkill_targets(env: &TestEnv) -> Vec<Target> {
     let mut targets = Vec::new();
     for i in 0..3 {
         let id = format!("33000000000000{i:04}");
@@ -800,6 +786,119 @@ async fn sigkill_loop_converges_every_time() {
             keys: None,
         });
     }
+    targets
+}
+
+/// ZITADEL latency of this round (0–400 ms on every metadata call), so kills land inside calls.
+fn inject_round_latency(env: &TestEnv, rng: &mut StdRng) -> Duration {
+    env.emu.clear_faults();
+    let latency = Duration::from_millis(rng.random_range(0..400));
+    env.emu.inject(Fault::latency(latency).on_operations([
+        Operation::ListOrgMetadata,
+        Operation::BulkSetOrgMetadata,
+        Operation::BulkRemoveOrgMetadata,
+        Operation::ListUserMetadata,
+        Operation::BulkSetUserMetadata,
+        Operation::BulkRemoveUserMetadata,
+        Operation::GetUserV2,
+    ]));
+    latency
+}
+
+/// Edits of 1–3 objects: new key sets, deletes, re-creates; `targets` records what is desired.
+async fn edit_random_targets(
+    orgs: &Api<OrgMetadata>,
+    users: &Api<UserMetadata>,
+    targets: &mut [Target],
+    rng: &mut StdRng,
+    round: usize,
+) {
+    const KEYS: [&str; 6] = ["team", "tier", "region", "owner", "cost", "env"];
+    for _ in 0..rng.random_range(1..=3) {
+        let t = &mut targets[rng.random_range(0..5)];
+        let delete = t.keys.is_some() && rng.random_bool(0.2);
+        if delete {
+            let result = if t.user {
+                users
+                    .delete(&t.name, &DeleteParams::default())
+                    .await
+                    .map(drop)
+            } else {
+                orgs.delete(&t.name, &DeleteParams::default())
+                    .await
+                    .map(drop)
+            };
+            match result {
+                Ok(()) => t.keys = None,
+                Err(kube::Error::Api(s)) if s.code == 404 => t.keys = None,
+                Err(e) => panic!("delete {}: {e}", t.name),
+            }
+            continue;
+        }
+        let mut keys = random_keys(rng, &KEYS, &format!("r{round}-"));
+        if keys.is_empty() {
+            keys.insert("team".into(), format!("r{round}"));
+        }
+        // A re-create must wait for a pending delete to finish (the finalizer may still hold it).
+        if t.keys.is_none() {
+            wait_gone(orgs, users, t).await;
+        }
+        if t.user {
+            apply_user(users, &t.name, user_spec(&t.id, &keys)).await;
+        } else {
+            apply_org(orgs, &t.name, org_spec(&t.id, &keys)).await;
+        }
+        t.keys = Some(keys);
+    }
+}
+
+/// Kills `op` at a random point of this round; returns where the kill landed.
+async fn sigkill_at_random_point(
+    env: &TestEnv,
+    op: OperatorProcess,
+    rng: &mut StdRng,
+    latency: Duration,
+) -> String {
+    // SIGKILL at a random point: during startup, or after the n-th ZITADEL request of this
+    // round (list, bulk set, read-back) plus a random part of the latency, which lands inside
+    // a call or between a call and the next one or the status write.
+    let round_start = env.emu.requests().len();
+    if rng.random_bool(0.25) {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..1000))).await;
+    } else {
+        let nth = rng.random_range(1..=8);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while env.emu.requests().len() < round_start + nth && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let extra = latency.as_millis() as u64 + 50;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..extra))).await;
+    }
+    let recent: Vec<_> = env.emu.requests().into_iter().skip(round_start).collect();
+    op.sigkill().await;
+    match recent.iter().find(|r| r.status == 0) {
+        Some(r) => format!("in {:?}", r.operation),
+        None if recent.is_empty() => "before any call".to_string(),
+        None => format!("after {:?}", recent[recent.len() - 1].operation),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loop_converges_every_time() {
+    let long = std::env::var("CHAOS_LONG").is_ok_and(|v| v == "1");
+    let rounds = if long { 50 } else { 12 };
+    let seed: u64 = std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_261_123);
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let env = TestEnv::new("chaos-sigkill").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN).expect("token file");
+    let log = dir.path().join("operator.log");
+    let mut targets = sigkill_targets(&env);
     let (orgs, users) = (env.orgs(), env.users());
     let start = || {
         OperatorProcess::start(
@@ -817,77 +916,10 @@ async fn sigkill_loop_converges_every_time() {
     let loop_started = Instant::now();
     for round in 0..rounds {
         // ZITADEL latency of this round, so kills land inside calls.
-        env.emu.clear_faults();
-        let latency = Duration::from_millis(rng.random_range(0..400));
-        env.emu.inject(Fault::latency(latency).on_operations([
-            Operation::ListOrgMetadata,
-            Operation::BulkSetOrgMetadata,
-            Operation::BulkRemoveOrgMetadata,
-            Operation::ListUserMetadata,
-            Operation::BulkSetUserMetadata,
-            Operation::BulkRemoveUserMetadata,
-            Operation::GetUserV2,
-        ]));
+        let latency = inject_round_latency(&env, &mut rng);
         let op = start();
-        // Edits of 1–3 objects: new key sets, deletes, re-creates.
-        for _ in 0..rng.random_range(1..=3) {
-            let t = &mut targets[rng.random_range(0..5)];
-            let delete = t.keys.is_some() && rng.random_bool(0.2);
-            if delete {
-                let result = if t.user {
-                    users
-                        .delete(&t.name, &DeleteParams::default())
-                        .await
-                        .map(drop)
-                } else {
-                    orgs.delete(&t.name, &DeleteParams::default())
-                        .await
-                        .map(drop)
-                };
-                match result {
-                    Ok(()) => t.keys = None,
-                    Err(kube::Error::Api(s)) if s.code == 404 => t.keys = None,
-                    Err(e) => panic!("delete {}: {e}", t.name),
-                }
-                continue;
-            }
-            let mut keys = random_keys(&mut rng, &KEYS, &format!("r{round}-"));
-            if keys.is_empty() {
-                keys.insert("team".into(), format!("r{round}"));
-            }
-            // A re-create must wait for a pending delete to finish (the finalizer may still hold it).
-            if t.keys.is_none() {
-                wait_gone(&orgs, &users, t).await;
-            }
-            if t.user {
-                apply_user(&users, &t.name, user_spec(&t.id, &keys)).await;
-            } else {
-                apply_org(&orgs, &t.name, org_spec(&t.id, &keys)).await;
-            }
-            t.keys = Some(keys);
-        }
-        // SIGKILL at a random point: during startup, or after the n-th ZITADEL request of this
-        // round (list, bulk set, read-back) plus a random part of the latency, which lands inside
-        // a call or between a call and the next one or the status write.
-        let round_start = env.emu.requests().len();
-        if rng.random_bool(0.25) {
-            tokio::time::sleep(Duration::from_millis(rng.random_range(0..1000))).await;
-        } else {
-            let nth = rng.random_range(1..=8);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while env.emu.requests().len() < round_start + nth && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            let extra = latency.as_millis() as u64 + 50;
-            tokio::time::sleep(Duration::from_millis(rng.random_range(0..extra))).await;
-        }
-        let recent: Vec<_> = env.emu.requests().into_iter().skip(round_start).collect();
-        op.sigkill().await;
-        let phase = match recent.iter().find(|r| r.status == 0) {
-            Some(r) => format!("in {:?}", r.operation),
-            None if recent.is_empty() => "before any call".to_string(),
-            None => format!("after {:?}", recent[recent.len() - 1].operation),
-        };
+        edit_random_targets(&orgs, &users, &mut targets, &mut rng, round).await;
+        let phase = sigkill_at_random_point(&env, op, &mut rng, latency).await;
         *landed.entry(phase).or_default() += 1;
 
         // A fresh operator finishes the job: ZITADEL equals the desired state exactly.

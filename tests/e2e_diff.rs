@@ -707,9 +707,9 @@ async fn the_preview_shows_exactly_what_the_controller_then_writes_and_writes_no
     );
 }
 
-#[tokio::test]
-async fn exit_codes_stdin_directories_and_redaction() {
-    let env = Env::shared("diff-exit").await;
+/// A Secret and a ConfigMap with marked values, and an OrgMetadata manifest using both plus an
+/// inline marked value.
+async fn marked_manifest(env: &Env) -> String {
     env.put_secret("vault", "pw", "hunter2-SECRET-MARK").await;
     let maps: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
@@ -721,10 +721,13 @@ async fn exit_codes_stdin_directories_and_redaction() {
         {"key": "inline", "value": "inline-MARK"},
         secret_entry("password", "vault", "pw"),
         {"key": "color", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "color"}}}]});
-    let yaml = org_yaml("marks", spec.clone());
+    org_yaml("marks", spec)
+}
 
+/// Changes, from stdin: values redacted by default, shown only as asked.
+async fn values_are_redacted_unless_asked(env: &Env, yaml: &str) {
     // Changes, from stdin; values redacted by default.
-    let plain = env.diff(&["-f", "-"], Some(&yaml)).await;
+    let plain = env.diff(&["-f", "-"], Some(yaml)).await;
     assert_eq!(plain.code, 1, "{}\n{}", plain.stdout, plain.stderr);
     for mark in ["inline-MARK", "hunter2", "cm-MARK"] {
         assert!(
@@ -750,7 +753,7 @@ async fn exit_codes_stdin_directories_and_redaction() {
         plain.stdout
     );
     // --show-values: inline and ConfigMap values, never the Secret's.
-    let shown = env.diff(&["-f", "-", "--show-values"], Some(&yaml)).await;
+    let shown = env.diff(&["-f", "-", "--show-values"], Some(yaml)).await;
     assert!(
         shown.stdout.contains("+ inline = \"inline-MARK\""),
         "{}",
@@ -762,14 +765,16 @@ async fn exit_codes_stdin_directories_and_redaction() {
     let all = env
         .diff(
             &["-f", "-", "--show-secret-values", "-o", "json"],
-            Some(&yaml),
+            Some(yaml),
         )
         .await;
     assert!(all.stdout.contains("hunter2-SECRET-MARK"));
     assert_eq!(all.json()["exitCode"], 1);
+}
 
-    // A directory, as JSON; once ZITADEL holds the values, nothing changes (adopted): exit 0.
-    let dir = env.manifests("dir", &[("marks.yaml", yaml.clone())]);
+/// A directory, as JSON; once ZITADEL holds the values, nothing changes (adopted): exit 0.
+async fn a_directory_of_adopted_values_exits_0(env: &Env, yaml: &str) {
+    let dir = env.manifests("dir", &[("marks.yaml", yaml.to_string())]);
     let dir_arg = dir.to_str().expect("utf-8");
     for (key, value) in [
         ("inline", "inline-MARK"),
@@ -786,8 +791,10 @@ async fn exit_codes_stdin_directories_and_redaction() {
     assert_eq!(marks["origin"], format!("{dir_arg}/marks.yaml"));
     assert_eq!(report["summary"]["adopted"], 3);
     assert!(!same.stdout.contains("MARK"), "{}", same.stdout);
+}
 
-    // Errors: a missing Secret (per object), bad YAML, an unknown flag, no default connection.
+/// Errors: a missing Secret (per object), bad YAML, an unknown flag, no default connection.
+async fn errors_exit_2(env: &Env, yaml: &str) {
     let missing = org_yaml(
         "broken",
         json!({"organizationId": ACME, "metadata": [secret_entry("k", "absent", "x")]}),
@@ -800,11 +807,11 @@ async fn exit_codes_stdin_directories_and_redaction() {
     let bad = env.diff(&["-f", "-"], Some("kind: [")).await;
     assert_eq!(bad.code, 2);
     assert!(bad.stderr.contains("not valid YAML"), "{}", bad.stderr);
-    let flag = env.diff(&["-f", "-", "--no-such-flag"], Some(&yaml)).await;
+    let flag = env.diff(&["-f", "-", "--no-such-flag"], Some(yaml)).await;
     assert_eq!(flag.code, 2);
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_zitadel-metadata-operator"));
     command.args(["diff", "-n", &env.ns, "-f", "-"]);
-    let nodefault = run(command, &env.readonly, Some(&yaml)).await;
+    let nodefault = run(command, &env.readonly, Some(yaml)).await;
     assert_eq!(
         nodefault.code, 2,
         "{}\n{}",
@@ -820,7 +827,11 @@ async fn exit_codes_stdin_directories_and_redaction() {
         "{}",
         nodefault.stdout
     );
+}
 
+/// The default connection's token from a Secret (--token-secret), read with the preview's own
+/// read-only identity; an absent Secret is an error that does not leak the token.
+async fn the_token_from_a_secret(env: &Env, yaml: &str) {
     // The default connection's token from a Secret (--token-secret), read with the preview's
     // own read-only identity.
     env.put_secret("zitadel-token", "token", TOKEN).await;
@@ -836,7 +847,7 @@ async fn exit_codes_stdin_directories_and_redaction() {
         &env.emu.url(),
     ]);
     command.args(["--token-secret", &secret_ref]);
-    let from_secret = run(command, &env.readonly, Some(&yaml)).await;
+    let from_secret = run(command, &env.readonly, Some(yaml)).await;
     assert_eq!(
         from_secret.code, 0,
         "{}\n{}",
@@ -853,7 +864,7 @@ async fn exit_codes_stdin_directories_and_redaction() {
         &env.emu.url(),
     ]);
     command.args(["--token-secret", &format!("{}/absent", env.ns)]);
-    let no_secret = run(command, &env.readonly, Some(&yaml)).await;
+    let no_secret = run(command, &env.readonly, Some(yaml)).await;
     assert_eq!(no_secret.code, 2);
     assert!(no_secret.stdout.is_empty(), "{}", no_secret.stdout);
     assert!(
@@ -862,14 +873,24 @@ async fn exit_codes_stdin_directories_and_redaction() {
         no_secret.stderr
     );
     assert!(!no_secret.stderr.contains(TOKEN));
+}
+
+#[tokio::test]
+async fn exit_codes_stdin_directories_and_redaction() {
+    let env = Env::shared("diff-exit").await;
+    let yaml = marked_manifest(&env).await;
+    values_are_redacted_unless_asked(&env, &yaml).await;
+    a_directory_of_adopted_values_exits_0(&env, &yaml).await;
+    errors_exit_2(&env, &yaml).await;
+    the_token_from_a_secret(&env, &yaml).await;
 
     // None of it wrote to ZITADEL.
     assert_eq!(env.effects().0, 0, "the preview wrote to ZITADEL");
 }
 
-#[tokio::test]
-async fn live_objects_through_the_kubectl_plugin_with_connections_and_guards() {
-    let env = Env::shared("diff-live").await;
+/// A namespaced connection with a PAT Secret, and a cluster connection that lets this namespace
+/// target Globex only; returns the cluster connection's name.
+async fn apply_tenant_and_guarded_connections(env: &Env) -> String {
     // A namespaced connection with a PAT Secret, and a cluster connection that lets this
     // namespace target Globex only.
     env.put_secret("zitadel-pat", "token", TOKEN).await;
@@ -894,6 +915,12 @@ async fn live_objects_through_the_kubectl_plugin_with_connections_and_guards() {
         "allowedNamespaces": [{"names": [env.ns], "organizationIds": [GLOBEX]}]}),
     )
     .await;
+    guarded
+}
+
+/// Two objects synced by the operator (then stopped), drift out of band, and an object the guard
+/// refuses, never reconciled.
+async fn apply_synced_drifted_and_refused_objects(env: &Env, guarded: &str) {
     let operator = env.operator();
     let orgs = env.orgs();
     apply_as(
@@ -934,10 +961,11 @@ async fn live_objects_through_the_kubectl_plugin_with_connections_and_guards() {
         "metadata": entries(&[("h", "1")])}),
     )
     .await;
+}
 
-    let before = env.effects();
-
-    // `kubectl zitadel diff`: the binary on PATH as `kubectl-zitadel`, run by the real kubectl.
+/// `kubectl zitadel diff`: the binary on PATH as `kubectl-zitadel`, run by the real kubectl;
+/// returns kubectl's path and the PATH to run it with.
+fn kubectl_plugin(env: &Env) -> (PathBuf, String) {
     let bin = env.dir.path().join("bin");
     std::fs::create_dir_all(&bin).expect("mkdir");
     std::os::unix::fs::symlink(
@@ -951,14 +979,23 @@ async fn live_objects_through_the_kubectl_plugin_with_connections_and_guards() {
         std::env::var("PATH").unwrap_or_default()
     );
     let kubectl = env.cp().bin_dir().join("kubectl");
-    let plugin = |args: &[&str]| {
-        let mut command = tokio::process::Command::new(&kubectl);
-        command
-            .args(["zitadel", "diff", "--live", "-n", &env.ns])
-            .args(args)
-            .env("PATH", &path);
-        command
-    };
+    (kubectl, path)
+}
+
+/// `kubectl zitadel diff --live -n NS ARGS…` with the plugin on `path`.
+fn plugin_command(env: &Env, kubectl: &Path, path: &str, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(kubectl);
+    command
+        .args(["zitadel", "diff", "--live", "-n", &env.ns])
+        .args(args)
+        .env("PATH", path);
+    command
+}
+
+/// One object at a time: the drift is a change (exit 1), the synced one clean (0), the refused
+/// one an error (2).
+async fn one_live_object_at_a_time(env: &Env, kubectl: &Path, path: &str) {
+    let plugin = |args: &[&str]| plugin_command(env, kubectl, path, args);
     let drift = run(plugin(&["orgmd/tenant-acme"]), &env.readonly, None).await;
     assert_eq!(drift.code, 1, "{}\n{}", drift.stdout, drift.stderr);
     assert!(
@@ -1001,6 +1038,11 @@ async fn live_objects_through_the_kubectl_plugin_with_connections_and_guards() {
         result_of(&refused.json(), "guarded-acme")["outcome"]["reason"],
         "TargetNotAllowed"
     );
+}
+
+/// All live objects at once, an unknown object, an unknown subcommand.
+async fn all_live_objects_and_bad_requests(env: &Env, kubectl: &Path, path: &str) {
+    let plugin = |args: &[&str]| plugin_command(env, kubectl, path, args);
     // All live objects at once: the drift is a change, the refusal an error.
     let all = run(plugin(&["-o", "json"]), &env.readonly, None).await;
     assert_eq!(all.code, 2, "{}\n{}", all.stdout, all.stderr);
@@ -1011,8 +1053,8 @@ async fn live_objects_through_the_kubectl_plugin_with_connections_and_guards() {
     assert_eq!(unknown.code, 2);
     assert!(unknown.stderr.contains("not found"), "{}", unknown.stderr);
     // `kubectl zitadel` without a known subcommand.
-    let mut bare = tokio::process::Command::new(&kubectl);
-    bare.args(["zitadel", "frobnicate"]).env("PATH", &path);
+    let mut bare = tokio::process::Command::new(kubectl);
+    bare.args(["zitadel", "frobnicate"]).env("PATH", path);
     let bare = run(bare, &env.readonly, None).await;
     assert_eq!(bare.code, 2);
     assert!(
@@ -1020,7 +1062,21 @@ async fn live_objects_through_the_kubectl_plugin_with_connections_and_guards() {
         "{}",
         bare.stderr
     );
+}
+
+#[tokio::test]
+async fn live_objects_through_the_kubectl_plugin_with_connections_and_guards() {
+    let env = Env::shared("diff-live").await;
+    let guarded = apply_tenant_and_guarded_connections(&env).await;
+    apply_synced_drifted_and_refused_objects(&env, &guarded).await;
+
+    let before = env.effects();
+
+    let (kubectl, path) = kubectl_plugin(&env);
+    one_live_object_at_a_time(&env, &kubectl, &path).await;
+    all_live_objects_and_bad_requests(&env, &kubectl, &path).await;
     assert_eq!(env.effects(), before, "the preview wrote to ZITADEL");
+    let cluster: Api<ClusterZitadelConnection> = Api::all(env.client.clone());
     cluster
         .delete(&guarded, &Default::default())
         .await

@@ -192,32 +192,29 @@ fn user_value(env: &TestEnv, user: &str, key: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
-/// Out-of-band edits (by someone else) repaired within one poll interval (+5 s), each by a
-/// re-sync of only the object on that organization or user; a steady state of one ListEvents
-/// per poll interval, no write, no listing; the operator's own writes (PAT: recognised by
-/// payload) trigger nothing.
-#[tokio::test]
-async fn events_mode_repairs_out_of_band_edits_from_the_event_log_alone() {
-    const ORGS: usize = 4;
-    const USERS: usize = 3;
-    let env = TestEnv::new("drift-events").await;
+const EVENTS_ORGS: usize = 4;
+const EVENTS_USERS: usize = 3;
+
+/// The operator (IAM_OWNER PAT, Events mode) with 4 OrgMetadata and 3 UserMetadata, all
+/// Ready.
+async fn start_with_objects_in_events_mode(env: &TestEnv) -> Running {
     env.emu.add_token(
         "operator-pat",
         TokenGrant::iam_owner(ACME).with_user_id(OPERATOR_USER),
     );
-    for i in 0..ORGS {
+    for i in 0..EVENTS_ORGS {
         env.emu.add_org(&org_id(i), &format!("Drift {i}"));
     }
-    for i in 0..USERS {
+    for i in 0..EVENTS_USERS {
         env.emu.add_user(&user_id(i), ACME, &format!("drift{i}"));
     }
     let op = Running::start(
-        &env,
-        Some(default_connection(&env, "operator-pat")),
+        env,
+        Some(default_connection(env, "operator-pat")),
         vec![env.ns.clone()],
         events_settings(),
     );
-    for i in 0..ORGS {
+    for i in 0..EVENTS_ORGS {
         env.apply_org_values(
             &format!("o{i}"),
             &org_id(i),
@@ -225,7 +222,7 @@ async fn events_mode_repairs_out_of_band_edits_from_the_event_log_alone() {
         )
         .await;
     }
-    for i in 0..USERS {
+    for i in 0..EVENTS_USERS {
         env.apply_user(
             &format!("u{i}"),
             json!({"userId": user_id(i), "organizationId": ACME,
@@ -233,13 +230,18 @@ async fn events_mode_repairs_out_of_band_edits_from_the_event_log_alone() {
         )
         .await;
     }
-    for i in 0..ORGS {
+    for i in 0..EVENTS_ORGS {
         env.wait_org_ready(&format!("o{i}")).await;
     }
-    for i in 0..USERS {
+    for i in 0..EVENTS_USERS {
         env.wait_user_ready(&format!("u{i}")).await;
     }
+    op
+}
 
+/// Events mode in the metric, the operator's own writes recognised, and a steady state of
+/// ListEvents only (at most 2 per poll interval, no write).
+async fn assert_events_mode_steady_state(env: &TestEnv, op: &Running) {
     // Events mode, shown in the metric.
     let mode = r#"zitadel_drift_detection_mode{connection_kind="default",mode="Events"}"#;
     eventually(Duration::from_secs(10), "Events mode metric", || async {
@@ -249,7 +251,7 @@ async fn events_mode_repairs_out_of_band_edits_from_the_event_log_alone() {
 
     // The events of the operator's own writes (2 keys × 4 orgs + 1 key × 3 users) are read and
     // recognised as its own: no re-sync.
-    let own_writes = (ORGS * 2 + USERS) as f64;
+    let own_writes = (EVENTS_ORGS * 2 + EVENTS_USERS) as f64;
     let own = r#"zitadel_drift_events_total{verdict="own"}"#;
     eventually(POLL * 4, "own writes' events read", || async {
         (op.metric(own) >= own_writes).then_some(())
@@ -264,7 +266,7 @@ async fn events_mode_repairs_out_of_band_edits_from_the_event_log_alone() {
     let mark = env.emu.requests().len();
     let window = POLL * 5;
     tokio::time::sleep(window).await;
-    let steady = requests_since(&env, mark);
+    let steady = requests_since(env, mark);
     let ops: BTreeSet<Operation> = steady.iter().map(|r| r.operation).collect();
     assert_eq!(
         ops,
@@ -281,17 +283,18 @@ async fn events_mode_repairs_out_of_band_edits_from_the_event_log_alone() {
     assert!(!steady.is_empty(), "the event log is read");
     println!(
         "FIGURE drift_steady_state objects={} poll_interval_s={} window_s={} zitadel_calls={} calls_per_poll_interval={per_interval:.2} writes=0 lists=0",
-        ORGS + USERS,
+        EVENTS_ORGS + EVENTS_USERS,
         POLL.as_secs(),
         window.as_secs(),
         steady.len()
     );
+}
 
-    // Out-of-band edits, each repaired by re-syncing only its object.
-    let bound = POLL + REPAIR_SLACK;
-    let mut latencies = Vec::new();
-    type Check<'a> = Box<dyn Fn() -> bool + 'a>;
-    let cases: Vec<(&str, String, Check, Check)> = vec![
+type Check<'a> = Box<dyn Fn() -> bool + 'a>;
+
+/// The out-of-band edits: what, the target, the edit, and "repaired".
+fn out_of_band_edits(env: &TestEnv) -> Vec<(&'static str, String, Check<'_>, Check<'_>)> {
+    vec![
         (
             "org value changed",
             format!("org/{}", org_id(1)),
@@ -299,7 +302,7 @@ async fn events_mode_repairs_out_of_band_edits_from_the_event_log_alone() {
                 env.emu.put_org_metadata(&org_id(1), "tier", b"tampered");
                 true
             }),
-            Box::new(|| org_value(&env, &org_id(1), "tier").as_deref() == Some("gold-1")),
+            Box::new(|| org_value(env, &org_id(1), "tier").as_deref() == Some("gold-1")),
         ),
         (
             "org key removed",
@@ -308,7 +311,7 @@ async fn events_mode_repairs_out_of_band_edits_from_the_event_log_alone() {
                 env.emu.delete_org_metadata(&org_id(2), "team");
                 true
             }),
-            Box::new(|| org_value(&env, &org_id(2), "team").as_deref() == Some("platform")),
+            Box::new(|| org_value(env, &org_id(2), "team").as_deref() == Some("platform")),
         ),
         (
             "user value changed",
@@ -317,7 +320,7 @@ async fn events_mode_repairs_out_of_band_edits_from_the_event_log_alone() {
                 env.emu.put_user_metadata(&user_id(0), "role", b"admin");
                 true
             }),
-            Box::new(|| user_value(&env, &user_id(0), "role").as_deref() == Some("dev-0")),
+            Box::new(|| user_value(env, &user_id(0), "role").as_deref() == Some("dev-0")),
         ),
         (
             "user key removed",
@@ -326,9 +329,59 @@ async fn events_mode_repairs_out_of_band_edits_from_the_event_log_alone() {
                 env.emu.delete_user_metadata(&user_id(2), "role");
                 true
             }),
-            Box::new(|| user_value(&env, &user_id(2), "role").as_deref() == Some("dev-2")),
+            Box::new(|| user_value(env, &user_id(2), "role").as_deref() == Some("dev-2")),
         ),
-    ];
+    ]
+}
+
+/// After the edit of `target`: only it was listed, one repair write, nothing else but ListEvents.
+fn assert_only_the_edited_target_resynced(what: &str, target: &str, calls: &[RecordedRequest]) {
+    let listed: BTreeSet<String> = calls
+        .iter()
+        .filter(|r| is_list(r.operation))
+        .filter_map(target_of)
+        .collect();
+    assert_eq!(
+        listed,
+        BTreeSet::from([target.to_string()]),
+        "{what}: only the edited target is listed"
+    );
+    let written: Vec<String> = calls
+        .iter()
+        .filter(|r| is_write(r.operation))
+        .filter_map(target_of)
+        .collect();
+    assert_eq!(
+        written,
+        vec![target.to_string()],
+        "{what}: one repair write"
+    );
+    assert!(
+        calls.iter().all(
+            |r| r.operation == Operation::ListEvents || target_of(r).as_deref() == Some(target)
+        ),
+        "{what}: {:?}",
+        calls
+            .iter()
+            .map(|r| (r.operation, target_of(r)))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Out-of-band edits (by someone else) repaired within one poll interval (+5 s), each by a
+/// re-sync of only the object on that organization or user; a steady state of one ListEvents
+/// per poll interval, no write, no listing; the operator's own writes (PAT: recognised by
+/// payload) trigger nothing.
+#[tokio::test]
+async fn events_mode_repairs_out_of_band_edits_from_the_event_log_alone() {
+    let env = TestEnv::new("drift-events").await;
+    let op = start_with_objects_in_events_mode(&env).await;
+    assert_events_mode_steady_state(&env, &op).await;
+
+    // Out-of-band edits, each repaired by re-syncing only its object.
+    let bound = POLL + REPAIR_SLACK;
+    let mut latencies = Vec::new();
+    let cases = out_of_band_edits(&env);
     for (what, target, edit, repaired) in &cases {
         let mark = env.emu.requests().len();
         edit();
@@ -337,31 +390,7 @@ async fn events_mode_repairs_out_of_band_edits_from_the_event_log_alone() {
         // Let the read-back finish, then look at what was called.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let calls = requests_since(&env, mark);
-        let listed: BTreeSet<String> = calls
-            .iter()
-            .filter(|r| is_list(r.operation))
-            .filter_map(target_of)
-            .collect();
-        assert_eq!(
-            listed,
-            BTreeSet::from([target.clone()]),
-            "{what}: only the edited target is listed"
-        );
-        let written: Vec<String> = calls
-            .iter()
-            .filter(|r| is_write(r.operation))
-            .filter_map(target_of)
-            .collect();
-        assert_eq!(written, vec![target.clone()], "{what}: one repair write");
-        assert!(
-            calls.iter().all(|r| r.operation == Operation::ListEvents
-                || target_of(r).as_deref() == Some(target.as_str())),
-            "{what}: {:?}",
-            calls
-                .iter()
-                .map(|r| (r.operation, target_of(r)))
-                .collect::<Vec<_>>()
-        );
+        assert_only_the_edited_target_resynced(what, target, &calls);
         latencies.push((what.to_string(), took));
     }
     for (what, took) in &latencies {

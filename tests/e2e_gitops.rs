@@ -216,22 +216,21 @@ fn string(v: &Value) -> String {
 }
 
 /// One object walks through every state but Stalled; each is judged by kstatus and Argo CD.
-#[tokio::test]
-async fn one_object_through_every_state_in_kstatus_and_argo_cd() {
-    let env = TestEnv::new("gitops-life").await;
-    let spec = |value: &str, extra: Value| {
-        let mut spec =
-            json!({"organizationId": ACME, "metadata": [{"key": "tier", "value": value}]});
-        spec.as_object_mut()
-            .expect("spec")
-            .extend(extra.as_object().cloned().unwrap_or_default());
-        spec
-    };
+/// The spec of the life-cycle test's object: `tier` = `value`, plus `extra` fields.
+fn tier_spec(value: &str, extra: Value) -> Value {
+    let mut spec = json!({"organizationId": ACME, "metadata": [{"key": "tier", "value": value}]});
+    spec.as_object_mut()
+        .expect("spec")
+        .extend(extra.as_object().cloned().unwrap_or_default());
+    spec
+}
 
+/// Applied with no operator running: InProgress / Progressing, waiting for status.
+async fn not_reported_yet(env: &TestEnv) {
     // Not reported yet: the operator is not running. The CRD's status default makes the object
     // "generation 1, observed 0" for kstatus, not an object without conditions (Current).
-    env.apply_org("acme", spec("gold", json!({}))).await;
-    let (obj, v) = judge::<OrgMetadata>(&env, "acme").await;
+    env.apply_org("acme", tier_spec("gold", json!({}))).await;
+    let (obj, v) = judge::<OrgMetadata>(env, "acme").await;
     v.expect("not reported yet", "InProgress", "Progressing");
     assert_eq!(obj["status"], json!({"observedGeneration": 0}), "{obj:#}");
     assert_eq!(
@@ -242,7 +241,10 @@ async fn one_object_through_every_state_in_kstatus_and_argo_cd() {
         v.argocd().message,
         "Waiting for the operator to report status"
     );
+}
 
+/// Reconciling while ZITADEL is unavailable, then Ready; returns the running operator.
+async fn reconciling_then_ready(env: &TestEnv) -> Operator {
     // Reconciling: ZITADEL answers 503 to everything.
     env.emu.inject(Fault::unavailable());
     let op = env.start_operator(fast_settings());
@@ -253,7 +255,7 @@ async fn one_object_through_every_state_in_kstatus_and_argo_cd() {
         .await;
     let (_, reason, message) = cond(o.status(), READY).expect("Ready");
     assert_eq!(reason, "ZitadelUnavailable");
-    let (_, v) = judge::<OrgMetadata>(&env, "acme").await;
+    let (_, v) = judge::<OrgMetadata>(env, "acme").await;
     v.expect(
         "Reconciling (ZITADEL unavailable)",
         "InProgress",
@@ -269,18 +271,22 @@ async fn one_object_through_every_state_in_kstatus_and_argo_cd() {
             is_ready(o.status(), o.metadata.generation)
         })
         .await;
-    let (_, v) = judge::<OrgMetadata>(&env, "acme").await;
+    let (_, v) = judge::<OrgMetadata>(env, "acme").await;
     v.expect("Ready", "Current", "Healthy");
     assert_eq!(v.kstatus().message, "Resource is Ready");
     assert_eq!(
         v.argocd().message,
         format!("Synced: {}", cond(o.status(), READY).expect("Ready").2)
     );
+    op
+}
 
+/// A generation the (stopped) operator has not seen is not Current; Ready again after a restart.
+async fn an_unobserved_generation_is_in_progress(env: &TestEnv, op: Operator) -> Operator {
     // A newer generation the operator has not seen (it is stopped): not Current any more. Judged
     // on the API server's answer to the apply itself, which no operator can have seen yet.
     op.stop().await;
-    let obj = apply_raw::<OrgMetadata>(&env, "acme", spec("platinum", json!({}))).await;
+    let obj = apply_raw::<OrgMetadata>(env, "acme", tier_spec("platinum", json!({}))).await;
     assert_eq!(obj["metadata"]["generation"], 2);
     let v = judge_all(env.cp, std::slice::from_ref(&obj))
         .await
@@ -302,12 +308,19 @@ async fn one_object_through_every_state_in_kstatus_and_argo_cd() {
     })
     .await;
     assert_eq!(env.org_value(ACME, "tier").as_deref(), Some("platinum"));
-    let (_, v) = judge::<OrgMetadata>(&env, "acme").await;
+    let (_, v) = judge::<OrgMetadata>(env, "acme").await;
     v.expect("Ready again", "Current", "Healthy");
+    op
+}
 
+/// driftPolicy Report with an out-of-band edit: Failed / Degraded, nothing written; Enforce repairs.
+async fn reported_drift_is_failed_and_degraded(env: &TestEnv) {
     // driftPolicy Report, then someone edits ZITADEL: drift reported, nothing written.
-    env.apply_org("acme", spec("platinum", json!({"driftPolicy": "Report"})))
-        .await;
+    env.apply_org(
+        "acme",
+        tier_spec("platinum", json!({"driftPolicy": "Report"})),
+    )
+    .await;
     env.wait_org("acme", "Ready with driftPolicy Report", |o| {
         is_ready(o.status(), o.metadata.generation)
     })
@@ -320,7 +333,7 @@ async fn one_object_through_every_state_in_kstatus_and_argo_cd() {
     let (ready, _, message) = cond(o.status(), READY).expect("Ready");
     assert_eq!(ready, "False");
     assert!(message.contains("tier"), "{message}");
-    let (_, v) = judge::<OrgMetadata>(&env, "acme").await;
+    let (_, v) = judge::<OrgMetadata>(env, "acme").await;
     v.expect("Drifted (driftPolicy Report)", "Failed", "Degraded");
     assert_eq!(v.kstatus().message, message);
     assert_eq!(v.argocd().message, format!("Drifted: {message}"));
@@ -329,16 +342,22 @@ async fn one_object_through_every_state_in_kstatus_and_argo_cd() {
         Some("edited in the console"),
         "Report must not write"
     );
-    env.apply_org("acme", spec("platinum", json!({"driftPolicy": "Enforce"})))
-        .await;
+    env.apply_org(
+        "acme",
+        tier_spec("platinum", json!({"driftPolicy": "Enforce"})),
+    )
+    .await;
     env.wait_org("acme", "repaired", |o| {
         is_ready(o.status(), o.metadata.generation)
     })
     .await;
     assert_eq!(env.org_value(ACME, "tier").as_deref(), Some("platinum"));
+}
 
+/// Suspended: kstatus Current, Argo CD Suspended, nothing written; resuming syncs.
+async fn suspended_is_current_and_suspended(env: &TestEnv) {
     // Suspended: paused as asked. kstatus Current (no Ready condition), Argo CD Suspended.
-    env.apply_org("acme", spec("diamond", json!({"suspend": true})))
+    env.apply_org("acme", tier_spec("diamond", json!({"suspend": true})))
         .await;
     let o = env
         .wait_org("acme", "Suspended", |o| {
@@ -353,18 +372,21 @@ async fn one_object_through_every_state_in_kstatus_and_argo_cd() {
         Some(("False", "Suspended"))
     );
     let message = cond(o.status(), RECONCILING).expect("Reconciling").2;
-    let (_, v) = judge::<OrgMetadata>(&env, "acme").await;
+    let (_, v) = judge::<OrgMetadata>(env, "acme").await;
     v.expect("Suspended", "Current", "Suspended");
     assert_eq!(v.argocd().message, format!("Suspended: {message}"));
     assert_eq!(env.org_value(ACME, "tier").as_deref(), Some("platinum"));
-    env.apply_org("acme", spec("diamond", json!({"suspend": false})))
+    env.apply_org("acme", tier_spec("diamond", json!({"suspend": false})))
         .await;
     env.wait_org("acme", "resumed", |o| {
         is_ready(o.status(), o.metadata.generation)
     })
     .await;
     assert_eq!(env.org_value(ACME, "tier").as_deref(), Some("diamond"));
+}
 
+/// Deleting while the cleanup fails: Terminating / Pending deletion; gone once ZITADEL allows it.
+async fn a_failing_cleanup_is_terminating(env: &TestEnv) {
     // Deleting while the cleanup fails (ZITADEL refuses the removal): Terminating, and Argo CD's
     // own "Pending deletion" before the script (which alone says Degraded).
     env.emu.inject(
@@ -381,7 +403,7 @@ async fn one_object_through_every_state_in_kstatus_and_argo_cd() {
         })
         .await;
     let message = cond(o.status(), READY).expect("Ready").2;
-    let (_, v) = judge::<OrgMetadata>(&env, "acme").await;
+    let (_, v) = judge::<OrgMetadata>(env, "acme").await;
     v.expect("deleting, cleanup failing", "Terminating", "Progressing");
     assert_eq!(v.kstatus().message, "Resource scheduled for deletion");
     assert_eq!(v.argocd().message, "Pending deletion");
@@ -395,6 +417,17 @@ async fn one_object_through_every_state_in_kstatus_and_argo_cd() {
     env.emu.clear_faults();
     env.wait_org_gone("acme").await;
     assert_eq!(env.org_value(ACME, "tier"), None);
+}
+
+#[tokio::test]
+async fn one_object_through_every_state_in_kstatus_and_argo_cd() {
+    let env = TestEnv::new("gitops-life").await;
+    not_reported_yet(&env).await;
+    let op = reconciling_then_ready(&env).await;
+    let op = an_unobserved_generation_is_in_progress(&env, op).await;
+    reported_drift_is_failed_and_degraded(&env).await;
+    suspended_is_current_and_suspended(&env).await;
+    a_failing_cleanup_is_terminating(&env).await;
     op.stop().await;
 }
 
@@ -421,15 +454,11 @@ async fn delete_cluster_connection(env: &TestEnv, name: &str) {
     let _ = api.delete(name, &DeleteParams::default()).await;
 }
 
-/// Every Stalled reason the operator writes is kstatus Failed (Flux and `helm --wait` fail at once
-/// with the message) and Argo CD Degraded (with reason and message); a Ready object of each kind
-/// is Current and Healthy next to them.
-#[tokio::test]
-async fn every_stalled_reason_is_failed_in_kstatus_and_degraded_in_argo_cd() {
-    let env = TestEnv::new("gitops-stalled").await;
+/// Connections for the Stalled reasons: a ClusterZitadelConnection admitting only another
+/// namespace, one with an absent Secret, and one of a read-only service user.
+async fn apply_stalled_connections(env: &TestEnv, czconn: &str) {
     env.emu.add_org("100000000000000009", "Acme");
-    let czconn = format!("{}-guarded", env.ns);
-    apply_cluster_connection(&env, &czconn).await;
+    apply_cluster_connection(env, czconn).await;
     env.apply_connection(
         "broken",
         json!({"url": env.emu.url(), "credentials": {"personalAccessToken": {"name": "absent", "key": "token"}}}),
@@ -445,24 +474,13 @@ async fn every_stalled_reason_is_failed_in_kstatus_and_degraded_in_argo_cd() {
         json!({"url": env.emu.url(), "credentials": {"personalAccessToken": {"name": "viewer-pat", "key": "token"}}}),
     )
     .await;
-    let op = env.start_operator(fast_settings());
-    let entry = json!([{"key": "k", "value": "v"}]);
+}
 
-    // The older of two objects claiming a key wins; the other reports KeyConflict.
-    env.apply_org(
-        "first",
-        json!({"organizationId": ACME, "metadata": [{"key": "shared", "value": "1"}]}),
-    )
-    .await;
-    env.apply_user("alice", json!({"userId": ALICE, "metadata": entry}))
-        .await;
-    env.wait_org("first", "Ready", |o| {
-        is_ready(o.status(), o.metadata.generation)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+type StalledCase = (&'static str, &'static str, Value);
 
-    let orgs: [(&str, &str, Value); 9] = [
+/// OrgMetadata specs, each Stalled with its reason.
+fn stalled_orgs(czconn: &str, entry: &Value) -> [StalledCase; 9] {
+    [
         (
             "second",
             "KeyConflict",
@@ -509,8 +527,12 @@ async fn every_stalled_reason_is_failed_in_kstatus_and_degraded_in_argo_cd() {
             // A key of its own: the others' "k" would be a KeyConflict first.
             json!({"organizationId": ACME, "connectionRef": {"name": "viewer"}, "metadata": [{"key": "own", "value": "v"}]}),
         ),
-    ];
-    let users: [(&str, &str, Value); 3] = [
+    ]
+}
+
+/// UserMetadata specs, each Stalled with its reason.
+fn stalled_users(entry: &Value) -> [StalledCase; 3] {
+    [
         // ZITADEL answers AUTH-Bs7Ds for the unknown org; the operator confirms before it
         // speaks: the user exists, in Acme — so the spec's organization is what to fix.
         (
@@ -528,7 +550,63 @@ async fn every_stalled_reason_is_failed_in_kstatus_and_degraded_in_argo_cd() {
             "ZitadelNotFound",
             json!({"userId": "299999999999999999", "metadata": entry}),
         ),
-    ];
+    ]
+}
+
+/// Waits until each case is Stalled with its reason; its live object and (what, reason, message).
+async fn wait_stalled(
+    env: &TestEnv,
+    orgs: &[StalledCase],
+    users: &[StalledCase],
+) -> (Vec<Value>, Vec<(String, &'static str, String)>) {
+    let mut objects = Vec::new();
+    let mut expected = Vec::new();
+    for (name, reason, _) in orgs {
+        let o = env
+            .wait_org(name, reason, |o| stalled_with(o, reason))
+            .await;
+        let message = cond(o.status(), READY).expect("Ready").2.to_string();
+        objects.push(live::<OrgMetadata>(env, name).await);
+        expected.push((format!("OrgMetadata {name}"), *reason, message));
+    }
+    for (name, reason, _) in users {
+        let o = env
+            .wait_user(name, reason, |o| stalled_with(o, reason))
+            .await;
+        let message = cond(o.status(), READY).expect("Ready").2.to_string();
+        objects.push(live::<UserMetadata>(env, name).await);
+        expected.push((format!("UserMetadata {name}"), *reason, message));
+    }
+    (objects, expected)
+}
+
+/// Every Stalled reason the operator writes is kstatus Failed (Flux and `helm --wait` fail at once
+/// with the message) and Argo CD Degraded (with reason and message); a Ready object of each kind
+/// is Current and Healthy next to them.
+#[tokio::test]
+async fn every_stalled_reason_is_failed_in_kstatus_and_degraded_in_argo_cd() {
+    let env = TestEnv::new("gitops-stalled").await;
+    let czconn = format!("{}-guarded", env.ns);
+    apply_stalled_connections(&env, &czconn).await;
+    let op = env.start_operator(fast_settings());
+    let entry = json!([{"key": "k", "value": "v"}]);
+
+    // The older of two objects claiming a key wins; the other reports KeyConflict.
+    env.apply_org(
+        "first",
+        json!({"organizationId": ACME, "metadata": [{"key": "shared", "value": "1"}]}),
+    )
+    .await;
+    env.apply_user("alice", json!({"userId": ALICE, "metadata": entry}))
+        .await;
+    env.wait_org("first", "Ready", |o| {
+        is_ready(o.status(), o.metadata.generation)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let orgs = stalled_orgs(&czconn, &entry);
+    let users = stalled_users(&entry);
     for (name, _, spec) in &orgs {
         env.apply_org(name, spec.clone()).await;
     }
@@ -536,24 +614,7 @@ async fn every_stalled_reason_is_failed_in_kstatus_and_degraded_in_argo_cd() {
         env.apply_user(name, spec.clone()).await;
     }
 
-    let mut objects = Vec::new();
-    let mut expected = Vec::new();
-    for (name, reason, _) in &orgs {
-        let o = env
-            .wait_org(name, reason, |o| stalled_with(o, reason))
-            .await;
-        let message = cond(o.status(), READY).expect("Ready").2.to_string();
-        objects.push(live::<OrgMetadata>(&env, name).await);
-        expected.push((format!("OrgMetadata {name}"), *reason, message));
-    }
-    for (name, reason, _) in &users {
-        let o = env
-            .wait_user(name, reason, |o| stalled_with(o, reason))
-            .await;
-        let message = cond(o.status(), READY).expect("Ready").2.to_string();
-        objects.push(live::<UserMetadata>(&env, name).await);
-        expected.push((format!("UserMetadata {name}"), *reason, message));
-    }
+    let (mut objects, expected) = wait_stalled(&env, &orgs, &users).await;
     env.wait_user("alice", "Ready", |o| {
         is_ready(o.status(), o.metadata.generation)
     })

@@ -352,34 +352,14 @@ async fn helm_lint_passes_and_the_schema_rejects_bad_values() {
     }
 }
 
-#[tokio::test]
-async fn default_values_render_a_restricted_least_privilege_install_the_apiserver_accepts() {
-    let cp = common::shared_with_crds().await;
-    let ns = namespace(cp, "helm-default").await;
-    let docs = docs(&template(cp, "zmo", &ns, &["--include-crds"]));
-
-    assert_eq!(
-        kinds(&docs),
-        [
-            "ClusterRole",
-            "ClusterRoleBinding",
-            "CustomResourceDefinition",
-            "CustomResourceDefinition",
-            "CustomResourceDefinition",
-            "CustomResourceDefinition",
-            "Deployment",
-            "Service",
-            "ServiceAccount",
-            "ValidatingAdmissionPolicy",
-            "ValidatingAdmissionPolicyBinding"
-        ],
-        "no Role (no leader election, no token Secret), no PDB, no ServiceMonitor by default"
-    );
-    // The cleanup finalizer policy is rendered only for a cluster that serves the API: `helm
-    // template` without `--api-versions` knows none (above), `helm install` asks the cluster.
+/// The cleanup finalizer policy is rendered only for a cluster that serves the API, in the
+/// version it serves, and not when turned off.
+fn assert_mutating_policy_follows_the_served_api(cp: &ControlPlane, ns: &str) {
+    // `helm template` without `--api-versions` knows none (the caller checks), `helm install`
+    // asks the cluster.
     const MAP_V1: &str = "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy";
     const MAP_V1BETA1: &str = "admissionregistration.k8s.io/v1beta1/MutatingAdmissionPolicy";
-    let served = self::docs(&template(cp, "zmo", &ns, &["--api-versions", MAP_V1]));
+    let served = self::docs(&template(cp, "zmo", ns, &["--api-versions", MAP_V1]));
     let mutating = one(&served, "MutatingAdmissionPolicy");
     assert_eq!(mutating["apiVersion"], "admissionregistration.k8s.io/v1");
     assert_eq!(mutating["spec"]["failurePolicy"], "Ignore");
@@ -409,7 +389,7 @@ async fn default_values_render_a_restricted_least_privilege_install_the_apiserve
         .collect();
     assert_accepted(cp, &policy_docs);
     // Where only v1beta1 is served (1.34/1.35 with the feature gate), that version.
-    let beta = self::docs(&template(cp, "zmo", &ns, &["--api-versions", MAP_V1BETA1]));
+    let beta = self::docs(&template(cp, "zmo", ns, &["--api-versions", MAP_V1BETA1]));
     assert_eq!(
         one(&beta, "MutatingAdmissionPolicy")["apiVersion"],
         "admissionregistration.k8s.io/v1beta1"
@@ -417,7 +397,7 @@ async fn default_values_render_a_restricted_least_privilege_install_the_apiserve
     let off = self::docs(&template(
         cp,
         "zmo",
-        &ns,
+        ns,
         &[
             "--api-versions",
             MAP_V1,
@@ -427,9 +407,13 @@ async fn default_values_render_a_restricted_least_privilege_install_the_apiserve
     ));
     assert!(of_kind(&off, "MutatingAdmissionPolicy").is_empty());
     assert!(of_kind(&off, "MutatingAdmissionPolicyBinding").is_empty());
+}
+
+/// The ValidatingAdmissionPolicy (finalizer-only `patch` on Secrets/ConfigMaps) and the CRDs.
+fn assert_validating_policy_and_crds(docs: &[Value], ns: &str) {
     // `patch` on Secrets/ConfigMaps is for finalizers only: the policy denies anything else the
     // chart's ServiceAccount would change.
-    let policy = one(&docs, "ValidatingAdmissionPolicy");
+    let policy = one(docs, "ValidatingAdmissionPolicy");
     assert_eq!(
         policy["spec"]["matchConditions"][0]["expression"],
         format!(
@@ -440,27 +424,30 @@ async fn default_values_render_a_restricted_least_privilege_install_the_apiserve
         policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"],
         json!(["secrets", "configmaps"])
     );
-    let binding = one(&docs, "ValidatingAdmissionPolicyBinding");
+    let binding = one(docs, "ValidatingAdmissionPolicyBinding");
     assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
     assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
-    let crd_names: Vec<&str> = of_kind(&docs, "CustomResourceDefinition")
+    let crd_names: Vec<&str> = of_kind(docs, "CustomResourceDefinition")
         .iter()
         .map(|c| c["metadata"]["name"].as_str().unwrap())
         .collect();
     assert!(crd_names.contains(&"orgmetadatas.metadata.zitadel-operator.dev"));
     assert!(crd_names.contains(&"usermetadatas.metadata.zitadel-operator.dev"));
+}
 
-    let sa = one(&docs, "ServiceAccount");
+/// The ServiceAccount, ClusterRole (exact rules) and its binding.
+fn assert_least_privilege_rbac(docs: &[Value], ns: &str) {
+    let sa = one(docs, "ServiceAccount");
     assert_eq!(sa["metadata"]["name"], "zmo-zitadel-metadata-operator");
-    assert_eq!(sa["metadata"]["namespace"], ns.as_str());
+    assert_eq!(sa["metadata"]["namespace"], ns);
 
-    let role = one(&docs, "ClusterRole");
+    let role = one(docs, "ClusterRole");
     assert_eq!(
         role["rules"],
         cluster_role_rules(),
         "ClusterRole rules, exactly"
     );
-    let binding = one(&docs, "ClusterRoleBinding");
+    let binding = one(docs, "ClusterRoleBinding");
     assert_eq!(
         binding["roleRef"],
         json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "zmo-zitadel-metadata-operator"})
@@ -469,8 +456,11 @@ async fn default_values_render_a_restricted_least_privilege_install_the_apiserve
         binding["subjects"],
         json!([{"kind": "ServiceAccount", "name": "zmo-zitadel-metadata-operator", "namespace": ns}])
     );
+}
 
-    let deployment = one(&docs, "Deployment");
+/// The Deployment (restricted pod and container, probes, ports, args) and the metrics Service.
+fn assert_restricted_deployment_and_service(docs: &[Value]) {
+    let deployment = one(docs, "Deployment");
     assert_eq!(deployment["spec"]["replicas"], 1);
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "zmo-zitadel-metadata-operator");
@@ -479,7 +469,7 @@ async fn default_values_render_a_restricted_least_privilege_install_the_apiserve
         json!({"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
                "seccompProfile": {"type": "RuntimeDefault"}})
     );
-    let c = container(&docs);
+    let c = container(docs);
     assert_eq!(
         c["securityContext"],
         json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "runAsNonRoot": true,
@@ -501,7 +491,7 @@ async fn default_values_render_a_restricted_least_privilege_install_the_apiserve
                {"name": "metrics", "containerPort": 9090, "protocol": "TCP"}])
     );
     assert_eq!(c["resources"]["requests"]["memory"], "64Mi");
-    let a = args(&docs);
+    let a = args(docs);
     assert!(!a.iter().any(|a| a.starts_with("--leader-elect")), "{a:?}");
     assert!(!a.iter().any(|a| a.starts_with("--namespace")), "{a:?}");
     assert!(!a.iter().any(|a| a.starts_with("--token")), "{a:?}");
@@ -513,7 +503,7 @@ async fn default_values_render_a_restricted_least_privilege_install_the_apiserve
         assert!(a.iter().any(|a| a == expected), "{expected} in {a:?}");
     }
 
-    let service = one(&docs, "Service");
+    let service = one(docs, "Service");
     assert_eq!(
         service["spec"]["ports"],
         json!([{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}])
@@ -522,7 +512,37 @@ async fn default_values_render_a_restricted_least_privilege_install_the_apiserve
         service["spec"]["selector"],
         deployment["spec"]["selector"]["matchLabels"]
     );
+}
 
+#[tokio::test]
+async fn default_values_render_a_restricted_least_privilege_install_the_apiserver_accepts() {
+    let cp = common::shared_with_crds().await;
+    let ns = namespace(cp, "helm-default").await;
+    let docs = docs(&template(cp, "zmo", &ns, &["--include-crds"]));
+
+    assert_eq!(
+        kinds(&docs),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "Deployment",
+            "Service",
+            "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"
+        ],
+        "no Role (no leader election, no token Secret), no PDB, no ServiceMonitor by default"
+    );
+    // The cleanup finalizer policy is rendered only for a cluster that serves the API: `helm
+    // template` without `--api-versions` knows none (above), `helm install` asks the cluster.
+    assert_mutating_policy_follows_the_served_api(cp, &ns);
+    assert_validating_policy_and_crds(&docs, &ns);
+    assert_least_privilege_rbac(&docs, &ns);
+    assert_restricted_deployment_and_service(&docs);
     assert_accepted(cp, &docs);
 }
 

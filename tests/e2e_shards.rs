@@ -152,10 +152,13 @@ fn shard_user(shard: &str) -> String {
     }
 }
 
-#[tokio::test]
-async fn two_shards_split_the_objects_and_take_over_a_relabelled_one() {
-    let env = TestEnv::new("shards").await;
-    let dir = tempfile::tempdir().expect("tempdir");
+/// Objects alternate between the shards by index.
+fn shard_of(i: usize) -> &'static str {
+    if i.is_multiple_of(2) { "a" } else { "b" }
+}
+
+/// Both shards' PATs (IAM_OWNER), the orgs, and the two operator processes.
+fn start_two_shards(env: &TestEnv, dir: &Path) -> (Shard, Shard) {
     env.emu.add_token(
         "shard-a-pat",
         TokenGrant::iam_owner(ACME).with_user_id(SHARD_A),
@@ -167,11 +170,12 @@ async fn two_shards_split_the_objects_and_take_over_a_relabelled_one() {
     for i in 0..ORGS {
         env.emu.add_org(&org_id(i), &format!("Shard org {i}"));
     }
-    let a = Shard::start(&env, dir.path(), "a");
-    let b = Shard::start(&env, dir.path(), "b");
+    (Shard::start(env, dir, "a"), Shard::start(env, dir, "b"))
+}
 
+/// One OrgMetadata per org (alternating shards) and one UserMetadata per shard, all Ready.
+async fn apply_objects_on_both_shards(env: &TestEnv) {
     // Objects alternate between the shards; one UserMetadata each.
-    let shard_of = |i: usize| if i.is_multiple_of(2) { "a" } else { "b" };
     let orgs = env.orgs();
     for i in 0..ORGS {
         apply_labelled(
@@ -203,7 +207,10 @@ async fn two_shards_split_the_objects_and_take_over_a_relabelled_one() {
     }
     env.wait_user_ready("alice").await;
     env.wait_user_ready("bob").await;
+}
 
+/// Each target is served by its own shard; per-shard counts, Leases and Events-mode drift.
+async fn assert_objects_split_between_shards(env: &TestEnv, a: &Shard, b: &Shard) {
     // Every target was read and written by exactly one shard: the one its object's label names.
     let requests = env.emu.requests();
     let callers = callers_by_target(&requests);
@@ -261,8 +268,10 @@ async fn two_shards_split_the_objects_and_take_over_a_relabelled_one() {
             "no Events-mode log line"
         );
     }
+}
 
-    // An out-of-band edit on a shard-b object: both shards read the event, only b repairs.
+/// An out-of-band edit on a shard-b object: both shards read the event, only b repairs.
+async fn out_of_band_edit_is_repaired_by_its_shard_only(env: &TestEnv) {
     let mark = env.emu.requests().len();
     let started = Instant::now();
     env.emu.put_org_metadata(&org_id(1), "k", b"tampered");
@@ -274,7 +283,25 @@ async fn two_shards_split_the_objects_and_take_over_a_relabelled_one() {
         "FIGURE shard_drift_repair latency_ms={} poll_interval_s=1",
         started.elapsed().as_millis()
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both shards keep reading the event log (one poll per second each; on a loaded machine a
+    // poll may come late, so wait for it rather than for a fixed window).
+    let event_readers = |after: &[RecordedRequest]| -> BTreeSet<String> {
+        after
+            .iter()
+            .filter(|r| r.operation == Operation::ListEvents)
+            .filter_map(|r| r.caller.clone())
+            .collect()
+    };
+    eventually(
+        Duration::from_secs(15),
+        "both shards read events",
+        || async {
+            let after: Vec<RecordedRequest> = env.emu.requests().into_iter().skip(mark).collect();
+            (event_readers(&after) == BTreeSet::from([SHARD_A.into(), SHARD_B.into()]))
+                .then_some(())
+        },
+    )
+    .await;
     let after: Vec<RecordedRequest> = env.emu.requests().into_iter().skip(mark).collect();
     assert_eq!(
         callers_by_target(&after),
@@ -283,16 +310,11 @@ async fn two_shards_split_the_objects_and_take_over_a_relabelled_one() {
             BTreeSet::from([SHARD_B.into()])
         )])
     );
-    let event_readers: BTreeSet<String> = after
-        .iter()
-        .filter(|r| r.operation == Operation::ListEvents)
-        .filter_map(|r| r.caller.clone())
-        .collect();
-    assert_eq!(
-        event_readers,
-        BTreeSet::from([SHARD_A.into(), SHARD_B.into()])
-    );
+}
 
+/// A later shard-b object claiming a key o0 (shard a) manages is seen as a conflict.
+async fn a_key_claim_is_seen_across_shards(env: &TestEnv) {
+    let orgs = env.orgs();
     // A later object of shard b claiming a key that o0 (shard a) manages on the same org: the
     // claim is seen across shards.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -308,8 +330,11 @@ async fn two_shards_split_the_objects_and_take_over_a_relabelled_one() {
     assert_message_contains(late.status(), "o0");
     assert_eq!(env.org_value(&org_id(0), "k").as_deref(), Some("v0"));
     assert_eq!(env.org_value(&org_id(0), "extra").as_deref(), Some("x"));
+}
 
-    // Relabel o2 from a to b, then change it: shard b takes over, shard a lets go.
+/// Relabel o2 from a to b, then change it: shard b takes over, shard a lets go.
+async fn a_relabelled_object_moves_to_the_other_shard(env: &TestEnv, a: &Shard, b: &Shard) {
+    let orgs = env.orgs();
     let relabel = json!({"metadata": {"labels": {"shard": "b"}}});
     orgs.patch("o2", &PatchParams::default(), &Patch::Merge(&relabel))
         .await
@@ -364,6 +389,18 @@ async fn two_shards_split_the_objects_and_take_over_a_relabelled_one() {
         (b.sample(ready).await == Some(4.0)).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn two_shards_split_the_objects_and_take_over_a_relabelled_one() {
+    let env = TestEnv::new("shards").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = start_two_shards(&env, dir.path());
+    apply_objects_on_both_shards(&env).await;
+    assert_objects_split_between_shards(&env, &a, &b).await;
+    out_of_band_edit_is_repaired_by_its_shard_only(&env).await;
+    a_key_claim_is_seen_across_shards(&env).await;
+    a_relabelled_object_moves_to_the_other_shard(&env, &a, &b).await;
 
     for shard in [a, b] {
         let status = shard.binary.stop().await;

@@ -70,18 +70,14 @@ fn user_value(env: &TestEnv, key: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
-/// The scenario on one emulator profile with the default connection in `api` mode.
-async fn scenario(profile: Profile, api: ApiMode, expect: Expect) {
-    let started = Instant::now();
-    let env = TestEnv::with_profile(&format!("ver-{profile}").replace('.', ""), profile).await;
-    // Keys nobody manages must survive everything.
-    env.emu.put_org_metadata(ACME, "foreign", b"keep");
-    env.emu.put_user_metadata(ALICE, "foreign", b"keep");
-    env.put_secret(&env.ns, "values", "secret", "s1").await;
-    let op = env.start_operator_with_api(fast_settings(), api);
+/// A value from the Secret `values` (rotated by the scenario).
+fn from_secret() -> serde_json::Value {
+    json!({"key": "from-secret", "valueFrom": {"secretKeyRef": {"name": "values", "key": "secret"}}})
+}
 
-    // Create.
-    let from_secret = json!({"key": "from-secret", "valueFrom": {"secretKeyRef": {"name": "values", "key": "secret"}}});
+/// Create both objects: values written, `status.sequence` only where v1 reports one.
+async fn create(env: &TestEnv, profile: Profile, expect: Expect) {
+    let from_secret = from_secret();
     env.apply_org(
         "org",
         json!({"organizationId": ACME, "metadata": [
@@ -98,8 +94,8 @@ async fn scenario(profile: Profile, api: ApiMode, expect: Expect) {
     let user = env.wait_user_ready("user").await;
     assert_eq!(env.org_value(ACME, "tier").as_deref(), Some("gold"));
     assert_eq!(env.org_value(ACME, "from-secret").as_deref(), Some("s1"));
-    assert_eq!(user_value(&env, "team").as_deref(), Some("a"));
-    assert_eq!(user_value(&env, "from-secret").as_deref(), Some("s1"));
+    assert_eq!(user_value(env, "team").as_deref(), Some("a"));
+    assert_eq!(user_value(env, "from-secret").as_deref(), Some("s1"));
     for st in [org.status(), user.status()] {
         let st = st.expect("status");
         // v1 reports ZITADEL's sequence; v2 has none and none is invented.
@@ -121,7 +117,11 @@ async fn scenario(profile: Profile, api: ApiMode, expect: Expect) {
             Some(env.emu.org_sequence(ACME).to_string().as_str())
         );
     }
+}
 
+/// Edit and prune, then drift repair and Secret rotation.
+async fn edit_prune_repair_and_rotate(env: &TestEnv) {
+    let from_secret = from_secret();
     // Edit and prune.
     env.apply_org(
         "org",
@@ -137,13 +137,13 @@ async fn scenario(profile: Profile, api: ApiMode, expect: Expect) {
     env.wait_user_ready("user").await;
     assert_eq!(env.org_value(ACME, "tier").as_deref(), Some("platinum"));
     assert_eq!(env.org_value(ACME, "prune-me"), None);
-    assert_eq!(user_value(&env, "team").as_deref(), Some("b"));
-    assert_eq!(user_value(&env, "prune-me"), None);
+    assert_eq!(user_value(env, "team").as_deref(), Some("b"));
+    assert_eq!(user_value(env, "prune-me"), None);
 
     // Drift repair (resync every second).
     env.emu.put_org_metadata(ACME, "tier", b"tampered");
     env.emu.delete_user_metadata(ALICE, "team");
-    wait_value(&env, "drift repaired", |env| {
+    wait_value(env, "drift repaired", |env| {
         env.org_value(ACME, "tier").as_deref() == Some("platinum")
             && user_value(env, "team").as_deref() == Some("b")
     })
@@ -151,13 +151,15 @@ async fn scenario(profile: Profile, api: ApiMode, expect: Expect) {
 
     // Secret rotation.
     env.put_secret(&env.ns, "values", "secret", "s2").await;
-    wait_value(&env, "rotated value written", |env| {
+    wait_value(env, "rotated value written", |env| {
         env.org_value(ACME, "from-secret").as_deref() == Some("s2")
             && user_value(env, "from-secret").as_deref() == Some("s2")
     })
     .await;
+}
 
-    // Deletion removes exactly the managed keys.
+/// Deletion removes exactly the managed keys.
+async fn delete_removes_only_managed_keys(env: &TestEnv, profile: Profile) {
     env.delete_org("org").await;
     env.users()
         .delete("user", &Default::default())
@@ -185,10 +187,15 @@ async fn scenario(profile: Profile, api: ApiMode, expect: Expect) {
         BTreeSet::from(["foreign".to_string()]),
         "{profile}"
     );
-    op.stop().await;
+}
 
-    // The API used, from the request log.
-    let requests = env.emu.requests();
+/// The API used after the last probe, from the request log: (v1 requests, v2 metadata calls).
+fn assert_api_used(
+    requests: &[RecordedRequest],
+    profile: Profile,
+    api: ApiMode,
+    expect: Expect,
+) -> (usize, usize) {
     let last_probe = requests.iter().rposition(is_probe);
     let after_probe = &requests[last_probe.map_or(0, |i| i + 1)..];
     let v1_after = after_probe.iter().filter(|r| is_v1(r)).count();
@@ -221,6 +228,27 @@ async fn scenario(profile: Profile, api: ApiMode, expect: Expect) {
     if api != ApiMode::Auto {
         assert!(last_probe.is_none(), "{profile}: pinned, no probe");
     }
+    (v1_after, v2_metadata)
+}
+
+/// The scenario on one emulator profile with the default connection in `api` mode.
+async fn scenario(profile: Profile, api: ApiMode, expect: Expect) {
+    let started = Instant::now();
+    let env = TestEnv::with_profile(&format!("ver-{profile}").replace('.', ""), profile).await;
+    // Keys nobody manages must survive everything.
+    env.emu.put_org_metadata(ACME, "foreign", b"keep");
+    env.emu.put_user_metadata(ALICE, "foreign", b"keep");
+    env.put_secret(&env.ns, "values", "secret", "s1").await;
+    let op = env.start_operator_with_api(fast_settings(), api);
+
+    create(&env, profile, expect).await;
+    edit_prune_repair_and_rotate(&env).await;
+    delete_removes_only_managed_keys(&env, profile).await;
+    op.stop().await;
+
+    // The API used, from the request log.
+    let requests = env.emu.requests();
+    let (v1_after, v2_metadata) = assert_api_used(&requests, profile, api, expect);
     let probes = requests.iter().filter(|r| is_probe(r)).count();
     let conformance = common::conformance::check(&requests, &format!("{profile}-{api:?}"));
     println!(

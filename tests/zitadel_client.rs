@@ -1024,7 +1024,8 @@ mod connect_double {
         }
     }
 
-    fn connect(st: &mut State, rpc: &str, body: &serde_json::Map<String, Value>) -> Response {
+    /// The owner ids a request names: (`userId`, `organizationId`).
+    fn owners(body: &serde_json::Map<String, Value>) -> (Option<String>, Option<String>) {
         let user = body
             .get("userId")
             .and_then(Value::as_str)
@@ -1033,141 +1034,16 @@ mod connect_double {
             .get("organizationId")
             .and_then(Value::as_str)
             .map(str::to_owned);
-        let b64 = base64::engine::general_purpose::STANDARD;
+        (user, org)
+    }
+
+    fn connect(st: &mut State, rpc: &str, body: &serde_json::Map<String, Value>) -> Response {
+        let (user, org) = owners(body);
         match rpc {
-            "ListUserMetadata" | "ListOrganizationMetadata" => {
-                let pagination = &body["pagination"];
-                let limit = pagination["limit"].as_u64().unwrap_or(100);
-                if limit > 1000 {
-                    return connect_error(
-                        400,
-                        "invalid_argument",
-                        Some("QUERY-4M0fs"),
-                        "Limit exceeded",
-                    );
-                }
-                if !pagination["offset"].is_string() && !pagination["offset"].is_null() {
-                    st.violations.push("offset (uint64) not a string".into());
-                }
-                let offset: usize = pagination["offset"]
-                    .as_str()
-                    .and_then(|o| o.parse().ok())
-                    .unwrap_or(0);
-                let filter = body
-                    .get("filters")
-                    .and_then(|f| f[0]["keyFilter"].as_object())
-                    .cloned();
-                if let Some(f) = &filter
-                    && f["method"] != "TEXT_FILTER_METHOD_EQUALS"
-                {
-                    st.violations.push(format!("filter method {}", f["method"]));
-                }
-                let (owner, map) = match (&user, &org) {
-                    (Some(u), None) => (u.clone(), &st.user_meta),
-                    (None, Some(o)) => (o.clone(), &st.org_meta),
-                    _ => return connect_error(400, "invalid_argument", None, "no owner"),
-                };
-                // Unordered (org) / creation-date order (user): reverse key order here.
-                let mut rows: Vec<(&String, &Vec<u8>)> = map
-                    .iter()
-                    .filter(|((o, k), _)| {
-                        *o == owner && filter.as_ref().is_none_or(|f| f["key"] == **k)
-                    })
-                    .map(|((_, k), v)| (k, v))
-                    .collect();
-                rows.reverse();
-                let total = rows.len();
-                let items: Vec<Value> = rows
-                    .into_iter()
-                    .skip(offset)
-                    .take(limit as usize)
-                    .map(|(k, v)| json!({"creationDate": "2026-03-30T10:15:02.123456Z", "changeDate": "2026-03-30T10:15:02.123456Z", "key": k, "value": b64.encode(v)}))
-                    .collect();
-                let mut out = json!({"pagination": {"appliedLimit": limit.to_string()}});
-                if total > 0 {
-                    out["pagination"]["totalResult"] = json!(total.to_string());
-                    out["metadata"] = json!(items);
-                }
-                ok(out)
-            }
-            "SetUserMetadata" | "SetOrganizationMetadata" => {
-                let Some(items) = body.get("metadata").and_then(Value::as_array) else {
-                    return connect_error(
-                        400,
-                        "failed_precondition",
-                        Some("META-9mm2d"),
-                        "Metadata list is empty",
-                    );
-                };
-                if let Some(u) = &user
-                    && !st.users.contains_key(u)
-                {
-                    return connect_error(
-                        400,
-                        "failed_precondition",
-                        Some("COMMAND-uXHNj"),
-                        "User could not be found",
-                    );
-                }
-                let owner = user.clone().or(org.clone()).unwrap_or_default();
-                let mut decoded = Vec::new();
-                for item in items {
-                    let Some(obj) = item.as_object() else {
-                        continue;
-                    };
-                    for field in obj.keys() {
-                        if field != "key" && field != "value" {
-                            st.violations.push(format!("metadata item field {field:?}"));
-                        }
-                    }
-                    let Some(value) = decode_value(st, &item["value"]) else {
-                        return connect_error(400, "invalid_argument", None, "invalid value");
-                    };
-                    decoded.push((item["key"].as_str().unwrap_or_default().to_string(), value));
-                }
-                let map = if user.is_some() {
-                    &mut st.user_meta
-                } else {
-                    &mut st.org_meta
-                };
-                for (k, v) in decoded {
-                    map.insert((owner.clone(), k), v);
-                }
-                ok(json!({"setDate": "2026-03-30T10:15:03.000001Z"}))
-            }
+            "ListUserMetadata" | "ListOrganizationMetadata" => list_metadata(st, body, user, org),
+            "SetUserMetadata" | "SetOrganizationMetadata" => set_metadata(st, body, user, org),
             "DeleteUserMetadata" | "DeleteOrganizationMetadata" => {
-                let keys: Vec<String> = body
-                    .get("keys")
-                    .and_then(Value::as_array)
-                    .map(|k| {
-                        k.iter()
-                            .filter_map(|k| k.as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let owner = user.clone().or(org.clone()).unwrap_or_default();
-                let is_user = user.is_some();
-                let map = if is_user {
-                    &mut st.user_meta
-                } else {
-                    &mut st.org_meta
-                };
-                if keys
-                    .iter()
-                    .any(|k| !map.contains_key(&(owner.clone(), k.clone())))
-                {
-                    let id = if is_user { "META-2nnds" } else { "META-2npds" };
-                    return connect_error(
-                        404,
-                        "not_found",
-                        Some(id),
-                        "One or more keys do not exist",
-                    );
-                }
-                for k in keys {
-                    map.remove(&(owner.clone(), k));
-                }
-                ok(json!({"deletionDate": "2026-03-30T10:16:00Z"}))
+                delete_metadata(st, body, user, org)
             }
             "GetUserByID" => match user.and_then(|u| st.users.get(&u).cloned().map(|o| (u, o))) {
                 Some((u, o)) => ok(json!({"details": {"sequence": "3", "resourceOwner": o},
@@ -1179,21 +1055,173 @@ mod connect_double {
                     "User could not be found",
                 ),
             },
-            "ListOrganizations" => {
-                let id = body
-                    .get("queries")
-                    .and_then(|q| q[0]["idQuery"]["id"].as_str())
-                    .map(str::to_owned);
-                let hits: Vec<Value> = st
-                    .orgs
-                    .iter()
-                    .filter(|o| id.as_ref().is_none_or(|want| want == *o))
-                    .map(|o| json!({"id": o, "name": o, "state": "ORGANIZATION_STATE_ACTIVE"}))
-                    .collect();
-                ok(json!({"details": {"totalResult": hits.len().to_string()}, "result": hits}))
-            }
+            "ListOrganizations" => list_organizations(st, body),
             other => connect_error(404, "not_found", None, &format!("no such method {other}")),
         }
+    }
+
+    /// `List{User,Organization}Metadata`: paginated, optionally filtered by key.
+    fn list_metadata(
+        st: &mut State,
+        body: &serde_json::Map<String, Value>,
+        user: Option<String>,
+        org: Option<String>,
+    ) -> Response {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let pagination = &body["pagination"];
+        let limit = pagination["limit"].as_u64().unwrap_or(100);
+        if limit > 1000 {
+            return connect_error(
+                400,
+                "invalid_argument",
+                Some("QUERY-4M0fs"),
+                "Limit exceeded",
+            );
+        }
+        if !pagination["offset"].is_string() && !pagination["offset"].is_null() {
+            st.violations.push("offset (uint64) not a string".into());
+        }
+        let offset: usize = pagination["offset"]
+            .as_str()
+            .and_then(|o| o.parse().ok())
+            .unwrap_or(0);
+        let filter = body
+            .get("filters")
+            .and_then(|f| f[0]["keyFilter"].as_object())
+            .cloned();
+        if let Some(f) = &filter
+            && f["method"] != "TEXT_FILTER_METHOD_EQUALS"
+        {
+            st.violations.push(format!("filter method {}", f["method"]));
+        }
+        let (owner, map) = match (&user, &org) {
+            (Some(u), None) => (u.clone(), &st.user_meta),
+            (None, Some(o)) => (o.clone(), &st.org_meta),
+            _ => return connect_error(400, "invalid_argument", None, "no owner"),
+        };
+        // Unordered (org) / creation-date order (user): reverse key order here.
+        let mut rows: Vec<(&String, &Vec<u8>)> = map
+            .iter()
+            .filter(|((o, k), _)| *o == owner && filter.as_ref().is_none_or(|f| f["key"] == **k))
+            .map(|((_, k), v)| (k, v))
+            .collect();
+        rows.reverse();
+        let total = rows.len();
+        let items: Vec<Value> = rows
+            .into_iter()
+            .skip(offset)
+            .take(limit as usize)
+            .map(|(k, v)| json!({"creationDate": "2026-03-30T10:15:02.123456Z", "changeDate": "2026-03-30T10:15:02.123456Z", "key": k, "value": b64.encode(v)}))
+            .collect();
+        let mut out = json!({"pagination": {"appliedLimit": limit.to_string()}});
+        if total > 0 {
+            out["pagination"]["totalResult"] = json!(total.to_string());
+            out["metadata"] = json!(items);
+        }
+        ok(out)
+    }
+
+    /// `Set{User,Organization}Metadata`: every item's value padded standard base64.
+    fn set_metadata(
+        st: &mut State,
+        body: &serde_json::Map<String, Value>,
+        user: Option<String>,
+        org: Option<String>,
+    ) -> Response {
+        let Some(items) = body.get("metadata").and_then(Value::as_array) else {
+            return connect_error(
+                400,
+                "failed_precondition",
+                Some("META-9mm2d"),
+                "Metadata list is empty",
+            );
+        };
+        if let Some(u) = &user
+            && !st.users.contains_key(u)
+        {
+            return connect_error(
+                400,
+                "failed_precondition",
+                Some("COMMAND-uXHNj"),
+                "User could not be found",
+            );
+        }
+        let owner = user.clone().or(org.clone()).unwrap_or_default();
+        let mut decoded = Vec::new();
+        for item in items {
+            let Some(obj) = item.as_object() else {
+                continue;
+            };
+            for field in obj.keys() {
+                if field != "key" && field != "value" {
+                    st.violations.push(format!("metadata item field {field:?}"));
+                }
+            }
+            let Some(value) = decode_value(st, &item["value"]) else {
+                return connect_error(400, "invalid_argument", None, "invalid value");
+            };
+            decoded.push((item["key"].as_str().unwrap_or_default().to_string(), value));
+        }
+        let map = if user.is_some() {
+            &mut st.user_meta
+        } else {
+            &mut st.org_meta
+        };
+        for (k, v) in decoded {
+            map.insert((owner.clone(), k), v);
+        }
+        ok(json!({"setDate": "2026-03-30T10:15:03.000001Z"}))
+    }
+
+    /// `Delete{User,Organization}Metadata`: all keys must exist.
+    fn delete_metadata(
+        st: &mut State,
+        body: &serde_json::Map<String, Value>,
+        user: Option<String>,
+        org: Option<String>,
+    ) -> Response {
+        let keys: Vec<String> = body
+            .get("keys")
+            .and_then(Value::as_array)
+            .map(|k| {
+                k.iter()
+                    .filter_map(|k| k.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let owner = user.clone().or(org.clone()).unwrap_or_default();
+        let is_user = user.is_some();
+        let map = if is_user {
+            &mut st.user_meta
+        } else {
+            &mut st.org_meta
+        };
+        if keys
+            .iter()
+            .any(|k| !map.contains_key(&(owner.clone(), k.clone())))
+        {
+            let id = if is_user { "META-2nnds" } else { "META-2npds" };
+            return connect_error(404, "not_found", Some(id), "One or more keys do not exist");
+        }
+        for k in keys {
+            map.remove(&(owner.clone(), k));
+        }
+        ok(json!({"deletionDate": "2026-03-30T10:16:00Z"}))
+    }
+
+    /// `ListOrganizations`, optionally by id.
+    fn list_organizations(st: &mut State, body: &serde_json::Map<String, Value>) -> Response {
+        let id = body
+            .get("queries")
+            .and_then(|q| q[0]["idQuery"]["id"].as_str())
+            .map(str::to_owned);
+        let hits: Vec<Value> = st
+            .orgs
+            .iter()
+            .filter(|o| id.as_ref().is_none_or(|want| want == *o))
+            .map(|o| json!({"id": o, "name": o, "state": "ORGANIZATION_STATE_ACTIVE"}))
+            .collect();
+        ok(json!({"details": {"totalResult": hits.len().to_string()}, "result": hits}))
     }
 
     /// The v1 org metadata calls the re-probe test needs (`_search`, `_bulk`).
