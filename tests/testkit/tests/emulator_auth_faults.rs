@@ -1,42 +1,24 @@
 //! Authentication, authorization, fault injection, request recording and the admin routes of the
 //! ZITADEL emulator, over real HTTP.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use reqwest::header::{HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use serde_json::{Value, json};
+use support::{Resp, send};
 use zmo_testkit::emulator::{
     DEMO_ADMIN_TOKEN, DEMO_ORG_ACME as ACME, DEMO_ORG_GLOBEX as GLOBEX, DEMO_USER_BOB as BOB,
     Emulator, Fault, FaultKind, Operation, Permission, TokenGrant,
 };
-
-struct Resp {
-    status: u16,
-    headers: HeaderMap,
-    body: Value,
-    text: String,
-}
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
-}
-
-async fn send(rb: reqwest::RequestBuilder) -> Resp {
-    let resp = rb.send().await.expect("request sent");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.expect("body read");
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Resp {
-        status,
-        headers,
-        body,
-        text,
-    }
 }
 
 fn request(

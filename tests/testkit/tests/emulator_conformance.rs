@@ -170,9 +170,25 @@ async fn drive(emu: &Emulator) {
     let u = DEMO_USER_ALICE;
     let o = DEMO_ORG_ACME;
     let v = b64(b"value");
+    let calls = management_calls(u, o, &v)
+        .into_iter()
+        .chain(metadata_and_event_calls(u, o, &v));
+    for (method, path, body) in calls {
+        let r = rest(emu, method.clone(), &path, ADMIN, None, body.as_ref()).await;
+        assert_eq!(r.status, 200, "{method} {path}: {}", r.text);
+    }
+    for (path, body) in connect_calls(u, o, &v) {
+        let r = connect(emu, &path, ADMIN, &body).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+    }
+}
+
+/// The REST calls of the management API (v1 metadata, lookups, searches) and the v2 user and
+/// organization queries.
+fn management_calls(u: &str, o: &str, v: &str) -> Vec<(Method, String, Option<Value>)> {
     let kq = json!([{"keyQuery": {"key": "k", "method": "TEXT_QUERY_METHOD_STARTS_WITH"}}]);
     let post = Method::POST;
-    let calls: Vec<(Method, String, Option<Value>)> = vec![
+    vec![
         (
             post.clone(),
             "/management/v1/metadata/k1".into(),
@@ -259,6 +275,13 @@ async fn drive(emu: &Emulator) {
                 json!({"query": {"limit": 10, "asc": true}, "sortingColumn": "USER_FIELD_NAME_USER_NAME", "queries": [{"organizationIdQuery": {"organizationId": o}}]}),
             ),
         ),
+    ]
+}
+
+/// The REST calls of the v2 / v2beta metadata endpoints, the event search and the change lists.
+fn metadata_and_event_calls(u: &str, o: &str, v: &str) -> Vec<(Method, String, Option<Value>)> {
+    let post = Method::POST;
+    vec![
         (
             post.clone(),
             format!("/v2/users/{u}/metadata"),
@@ -344,12 +367,12 @@ async fn drive(emu: &Emulator) {
             format!("/management/v1/users/{u}/changes/_search"),
             Some(json!({"query": {"limit": 100}})),
         ),
-    ];
-    for (method, path, body) in calls {
-        let r = rest(emu, method.clone(), &path, ADMIN, None, body.as_ref()).await;
-        assert_eq!(r.status, 200, "{method} {path}: {}", r.text);
-    }
-    let connect_calls: Vec<(String, Value)> = vec![
+    ]
+}
+
+/// The Connect calls of the v2 user and organization services (and the v2beta organizations).
+fn connect_calls(u: &str, o: &str, v: &str) -> Vec<(String, Value)> {
+    vec![
         (
             format!("{USER_SVC}/SetUserMetadata"),
             json!({"userId": u, "metadata": [{"key": "c1", "value": v}]}),
@@ -395,11 +418,7 @@ async fn drive(emu: &Emulator) {
             format!("{ORG_BETA_SVC}/DeleteOrganizationMetadata"),
             json!({"organizationId": o, "keys": ["c2"]}),
         ),
-    ];
-    for (path, body) in connect_calls {
-        let r = connect(emu, &path, ADMIN, &body).await;
-        assert_eq!(r.status, 200, "{path}: {}", r.text);
-    }
+    ]
 }
 
 /// The strict-decoding cases of the captured traffic.

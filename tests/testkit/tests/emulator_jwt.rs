@@ -5,15 +5,18 @@
 //! RSA key generation is slow in unoptimised builds, so only the key-file tests generate keys;
 //! the others register the fixed test keys below with `add_service_user_key`.
 
+mod support;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use reqwest::Method;
-use reqwest::header::{CACHE_CONTROL, HeaderMap, WWW_AUTHENTICATE};
+use reqwest::header::{CACHE_CONTROL, WWW_AUTHENTICATE};
 use rsa::RsaPrivateKey;
 use rsa::pkcs1::{DecodeRsaPrivateKey as _, EncodeRsaPublicKey as _};
 use rsa::pkcs8::{EncodePublicKey as _, LineEnding};
 use serde_json::{Value, json};
+use support::{Resp, send};
 use zmo_testkit::emulator::{
     DEMO_ORG_ACME as ACME, DEMO_ORG_GLOBEX as GLOBEX, Emulator, Operation, TokenGrant,
 };
@@ -81,30 +84,11 @@ MJDMOU6SzQm+bb3fl/ZyQyCjAmZ+EL4KGZiycNSGb1kGXpRXLs0BnIIDTonW2leR
 FDXtmy+KC7xRGj9EZruXFz4wjB8u9GWedT6rUQhkx9q0r68bzb4=
 -----END RSA PRIVATE KEY-----";
 
-struct Resp {
-    status: u16,
-    headers: HeaderMap,
-    body: Value,
-}
-
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
-}
-
-async fn send(rb: reqwest::RequestBuilder) -> Resp {
-    let resp = rb.send().await.expect("request sent");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.expect("body read");
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Resp {
-        status,
-        headers,
-        body,
-    }
 }
 
 /// `POST /oauth/v2/token` with these form fields.

@@ -1,46 +1,16 @@
 //! Metadata endpoints, lookups, semantics and validation of the ZITADEL emulator, over real HTTP.
 
+mod support;
+
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use reqwest::Method;
 use serde_json::{Value, json};
+use support::{Resp, assert_error, b64, call, keys};
 use zmo_testkit::emulator::{
     DEMO_ADMIN_TOKEN, DEMO_ORG_ACME as ACME, DEMO_ORG_GLOBEX as GLOBEX, DEMO_USER_ALICE as ALICE,
     DEMO_USER_BOB as BOB, Emulator, Mode, Operation, TokenGrant,
 };
-
-struct Resp {
-    status: u16,
-    body: Value,
-    text: String,
-}
-
-async fn call(
-    emu: &Emulator,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    org: Option<&str>,
-    body: Option<Value>,
-) -> Resp {
-    let mut rb = reqwest::Client::new().request(method, format!("{}{}", emu.url(), path));
-    if let Some(token) = token {
-        rb = rb.bearer_auth(token);
-    }
-    if let Some(org) = org {
-        rb = rb.header("x-zitadel-orgid", org);
-    }
-    if let Some(body) = body {
-        rb = rb.json(&body);
-    }
-    let resp = rb.send().await.expect("request sent");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("body read");
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Resp { status, body, text }
-}
 
 /// A call as the demo IAM owner with an optional context org header.
 async fn admin(
@@ -51,21 +21,6 @@ async fn admin(
     body: Option<Value>,
 ) -> Resp {
     call(emu, method, path, Some(DEMO_ADMIN_TOKEN), org, body).await
-}
-
-fn b64(v: &[u8]) -> String {
-    STANDARD.encode(v)
-}
-
-fn keys(v: &Value) -> Vec<&str> {
-    let mut k: Vec<&str> = v
-        .as_object()
-        .expect("object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    k.sort_unstable();
-    k
 }
 
 fn assert_ts(v: &Value) {
@@ -84,20 +39,6 @@ fn seq(v: &Value) -> u64 {
         .expect("sequence is a JSON string")
         .parse()
         .expect("numeric sequence")
-}
-
-fn assert_error(r: &Resp, http: u16, code: i64, id: &str) {
-    assert_eq!(r.status, http, "{}", r.text);
-    assert_eq!(r.body["code"], code, "{}", r.text);
-    let details = r.body["details"].as_array().expect("details");
-    assert_eq!(details.len(), 1);
-    assert_eq!(
-        details[0]["@type"],
-        "type.googleapis.com/zitadel.v1.ErrorDetail"
-    );
-    assert_eq!(details[0]["id"], id, "{}", r.text);
-    let text = details[0]["message"].as_str().expect("detail message");
-    assert_eq!(r.body["message"], format!("{text} ({id})"));
 }
 
 fn assert_plain_error(r: &Resp, http: u16, code: i64) -> String {

@@ -2,10 +2,11 @@
 //! user search) and the write faults (dropped and corrupted writes) of the ZITADEL emulator, over
 //! real HTTP.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+mod support;
+
 use reqwest::Method;
 use serde_json::{Value, json};
+use support::{Resp, assert_error, b64, call, keys};
 use zmo_testkit::emulator::{
     DEMO_ADMIN_TOKEN, DEMO_ORG_ACME as ACME, DEMO_ORG_GLOBEX as GLOBEX, DEMO_USER_ALICE as ALICE,
     DEMO_USER_BOB as BOB, Emulator, Fault, FaultKind, Operation, Permission, TokenGrant,
@@ -18,37 +19,6 @@ const BY_LOGIN_NAME: &str = "/management/v1/global/users/_by_login_name";
 
 const CAROL: &str = "200000000000000003";
 const DAVE: &str = "200000000000000004";
-
-struct Resp {
-    status: u16,
-    body: Value,
-    text: String,
-}
-
-async fn call(
-    emu: &Emulator,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    org: Option<&str>,
-    body: Option<Value>,
-) -> Resp {
-    let mut rb = reqwest::Client::new().request(method, format!("{}{}", emu.url(), path));
-    if let Some(token) = token {
-        rb = rb.bearer_auth(token);
-    }
-    if let Some(org) = org {
-        rb = rb.header("x-zitadel-orgid", org);
-    }
-    if let Some(body) = body {
-        rb = rb.json(&body);
-    }
-    let resp = rb.send().await.expect("request sent");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("body read");
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Resp { status, body, text }
-}
 
 /// `POST /v2/organizations/_search` with `token`.
 async fn search_orgs(emu: &Emulator, token: &str, body: Value) -> Resp {
@@ -76,35 +46,10 @@ async fn search_users(emu: &Emulator, org: Option<&str>, body: Value) -> Resp {
     .await
 }
 
-fn keys(v: &Value) -> Vec<&str> {
-    let mut k: Vec<&str> = v
-        .as_object()
-        .expect("object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    k.sort_unstable();
-    k
-}
-
 fn assert_ts(v: &Value) {
     let s = v.as_str().expect("timestamp string");
     assert!(s.ends_with('Z'), "{s}");
     chrono::DateTime::parse_from_rfc3339(s).expect("RFC 3339");
-}
-
-fn assert_error(r: &Resp, http: u16, code: i64, id: &str) {
-    assert_eq!(r.status, http, "{}", r.text);
-    assert_eq!(r.body["code"], code, "{}", r.text);
-    let details = r.body["details"].as_array().expect("details");
-    assert_eq!(details.len(), 1);
-    assert_eq!(
-        details[0]["@type"],
-        "type.googleapis.com/zitadel.v1.ErrorDetail"
-    );
-    assert_eq!(details[0]["id"], id, "{}", r.text);
-    let text = details[0]["message"].as_str().expect("detail message");
-    assert_eq!(r.body["message"], format!("{text} ({id})"));
 }
 
 /// A 400 / code 3 without details; returns the message.
@@ -138,10 +83,6 @@ fn total(r: &Resp) -> u64 {
             .parse()
             .expect("numeric"),
     }
-}
-
-fn b64(v: &[u8]) -> String {
-    STANDARD.encode(v)
 }
 
 async fn org_names(emu: &Emulator, query: Value) -> Vec<String> {
@@ -834,44 +775,60 @@ async fn list_users_shape_and_pagination() {
 #[tokio::test]
 async fn list_users_queries() {
     let emu = users_fixture().await;
-    let user_name = |name: &str, method: &str| json!({ "userNameQuery": { "userName": name, "method": method } });
+    user_name_queries(&emu).await;
+    email_queries(&emu).await;
+    login_name_queries(&emu).await;
+    combined_queries(&emu).await;
+    emu.shutdown().await;
+}
 
+fn user_name(name: &str, method: &str) -> Value {
+    json!({ "userNameQuery": { "userName": name, "method": method } })
+}
+
+fn email(address: &str, method: i32) -> Value {
+    json!({ "emailQuery": { "emailAddress": address, "method": method } })
+}
+
+fn login(name: &str, method: i32) -> Value {
+    json!({ "loginNameQuery": { "loginName": name, "method": method } })
+}
+
+fn ids(ids: Value) -> Value {
+    json!({ "inUserIdsQuery": { "userIds": ids } })
+}
+
+/// `userNameQuery` with its methods; users of other orgs never match.
+async fn user_name_queries(emu: &Emulator) {
     // userNameQuery with its methods.
     assert_eq!(
-        user_names(
-            &emu,
-            json!([user_name("carol", "TEXT_QUERY_METHOD_EQUALS")])
-        )
-        .await,
+        user_names(emu, json!([user_name("carol", "TEXT_QUERY_METHOD_EQUALS")])).await,
         ["carol"]
     );
     assert!(
-        user_names(
-            &emu,
-            json!([user_name("CAROL", "TEXT_QUERY_METHOD_EQUALS")])
-        )
-        .await
-        .is_empty()
+        user_names(emu, json!([user_name("CAROL", "TEXT_QUERY_METHOD_EQUALS")]))
+            .await
+            .is_empty()
     );
     assert_eq!(
         user_names(
-            &emu,
+            emu,
             json!([user_name("CAROL", "TEXT_QUERY_METHOD_EQUALS_IGNORE_CASE")])
         )
         .await,
         ["carol"]
     );
     assert_eq!(
-        user_names(&emu, json!([user_name("a", "TEXT_QUERY_METHOD_CONTAINS")])).await,
+        user_names(emu, json!([user_name("a", "TEXT_QUERY_METHOD_CONTAINS")])).await,
         ["alice", "carol", "dave"]
     );
     assert_eq!(
-        user_names(&emu, json!([user_name("e", "TEXT_QUERY_METHOD_ENDS_WITH")])).await,
+        user_names(emu, json!([user_name("e", "TEXT_QUERY_METHOD_ENDS_WITH")])).await,
         ["alice", "dave"]
     );
     assert_eq!(
         user_names(
-            &emu,
+            emu,
             json!([user_name("CA", "TEXT_QUERY_METHOD_STARTS_WITH_IGNORE_CASE")])
         )
         .await,
@@ -879,67 +836,71 @@ async fn list_users_queries() {
     );
     // Users of other orgs never match.
     assert!(
-        user_names(&emu, json!([user_name("bob", "TEXT_QUERY_METHOD_EQUALS")]))
+        user_names(emu, json!([user_name("bob", "TEXT_QUERY_METHOD_EQUALS")]))
             .await
             .is_empty()
     );
+}
 
+/// `emailQuery`: the explicit email, else the preferred login name.
+async fn email_queries(emu: &Emulator) {
     // emailQuery: the explicit email, else the preferred login name.
-    let email = |address: &str, method: i32| json!({ "emailQuery": { "emailAddress": address, "method": method } });
     assert_eq!(
-        user_names(&emu, json!([email("Carol@Example.com", 0)])).await,
+        user_names(emu, json!([email("Carol@Example.com", 0)])).await,
         ["carol"]
     );
     assert!(
-        user_names(&emu, json!([email("carol@example.com", 0)]))
+        user_names(emu, json!([email("carol@example.com", 0)]))
             .await
             .is_empty()
     );
     assert_eq!(
-        user_names(&emu, json!([email("carol@example.com", 1)])).await,
+        user_names(emu, json!([email("carol@example.com", 1)])).await,
         ["carol"]
     );
     assert_eq!(
-        user_names(&emu, json!([email("@acme.localhost", 6)])).await,
+        user_names(emu, json!([email("@acme.localhost", 6)])).await,
         ["alice", "dave"]
     );
     assert_eq!(
         user_names(
-            &emu,
+            emu,
             json!([{ "email_query": { "email_address": "dave@acme.localhost" } }])
         )
         .await,
         ["dave"]
     );
+}
 
+/// `loginNameQuery` matches any login name (one per verified domain); adds a verified domain to Acme.
+async fn login_name_queries(emu: &Emulator) {
     // loginNameQuery matches any login name (one per verified domain).
-    let login = |name: &str, method: i32| json!({ "loginNameQuery": { "loginName": name, "method": method } });
     assert!(
-        user_names(&emu, json!([login("dave@acme.example", 0)]))
+        user_names(emu, json!([login("dave@acme.example", 0)]))
             .await
             .is_empty()
     );
     emu.add_org_domain(ACME, "acme.example", false);
     assert!(
-        user_names(&emu, json!([login("dave@acme.example", 0)]))
+        user_names(emu, json!([login("dave@acme.example", 0)]))
             .await
             .is_empty()
     );
     emu.add_org_domain(ACME, "acme.example", true);
     assert_eq!(
-        user_names(&emu, json!([login("dave@acme.example", 0)])).await,
+        user_names(emu, json!([login("dave@acme.example", 0)])).await,
         ["dave"]
     );
     assert_eq!(
-        user_names(&emu, json!([login("dave@acme.localhost", 0)])).await,
+        user_names(emu, json!([login("dave@acme.localhost", 0)])).await,
         ["dave"]
     );
     assert_eq!(
-        user_names(&emu, json!([login("@ACME.EXAMPLE", 7)])).await,
+        user_names(emu, json!([login("@ACME.EXAMPLE", 7)])).await,
         ["alice", "carol", "dave"]
     );
     let r = search_users(
-        &emu,
+        emu,
         None,
         json!({ "queries": [login("dave@acme.example", 0)] }),
     )
@@ -952,24 +913,22 @@ async fn list_users_queries() {
         r.body["result"][0]["preferredLoginName"],
         "dave@acme.localhost"
     );
+}
 
+/// `inUserIdsQuery` (scoped to the context org), ANDed queries, and the further query kinds.
+async fn combined_queries(emu: &Emulator) {
     // inUserIdsQuery, scoped to the context org.
-    let ids = |ids: Value| json!({ "inUserIdsQuery": { "userIds": ids } });
     assert_eq!(
-        user_names(&emu, json!([ids(json!([DAVE, BOB, ALICE, "nope"]))])).await,
+        user_names(emu, json!([ids(json!([DAVE, BOB, ALICE, "nope"]))])).await,
         ["alice", "dave"]
     );
-    assert!(user_names(&emu, json!([ids(json!([]))])).await.is_empty());
-    assert!(
-        user_names(&emu, json!([ids(json!([BOB]))]))
-            .await
-            .is_empty()
-    );
+    assert!(user_names(emu, json!([ids(json!([]))])).await.is_empty());
+    assert!(user_names(emu, json!([ids(json!([BOB]))])).await.is_empty());
 
     // Queries are ANDed.
     assert_eq!(
         user_names(
-            &emu,
+            emu,
             json!([
                 ids(json!([ALICE, CAROL, DAVE])),
                 user_name("a", "TEXT_QUERY_METHOD_CONTAINS"),
@@ -983,7 +942,7 @@ async fn list_users_queries() {
     // Further query kinds: state, type, resource owner, profile names, or/and/not.
     assert_eq!(
         user_names(
-            &emu,
+            emu,
             json!([{ "stateQuery": { "state": "USER_STATE_ACTIVE" } }])
         )
         .await
@@ -991,18 +950,18 @@ async fn list_users_queries() {
         3
     );
     assert!(
-        user_names(&emu, json!([{ "typeQuery": { "type": "TYPE_MACHINE" } }]))
+        user_names(emu, json!([{ "typeQuery": { "type": "TYPE_MACHINE" } }]))
             .await
             .is_empty()
     );
     assert!(
-        user_names(&emu, json!([{ "resourceOwner": { "orgId": GLOBEX } }]))
+        user_names(emu, json!([{ "resourceOwner": { "orgId": GLOBEX } }]))
             .await
             .is_empty()
     );
     assert_eq!(
         user_names(
-            &emu,
+            emu,
             json!([{ "lastNameQuery": { "lastName": "Emulated" } }, { "firstNameQuery": { "firstName": "dave" } }])
         )
         .await,
@@ -1010,7 +969,7 @@ async fn list_users_queries() {
     );
     assert_eq!(
         user_names(
-            &emu,
+            emu,
             json!([{ "orQuery": { "queries": [
                 user_name("alice", "TEXT_QUERY_METHOD_EQUALS"),
                 user_name("dave", "TEXT_QUERY_METHOD_EQUALS"),
@@ -1021,7 +980,7 @@ async fn list_users_queries() {
     );
     assert_eq!(
         user_names(
-            &emu,
+            emu,
             json!([{ "notQuery": { "query": user_name("alice", "TEXT_QUERY_METHOD_EQUALS") } }])
         )
         .await,
@@ -1029,7 +988,7 @@ async fn list_users_queries() {
     );
     assert_eq!(
         user_names(
-            &emu,
+            emu,
             json!([{ "andQuery": { "queries": [
                 user_name("a", "TEXT_QUERY_METHOD_CONTAINS"),
                 { "notQuery": { "query": email("Carol@Example.com", 0) } },
@@ -1038,7 +997,6 @@ async fn list_users_queries() {
         .await,
         ["alice", "dave"]
     );
-    emu.shutdown().await;
 }
 
 #[tokio::test]

@@ -28,15 +28,24 @@ async fn org_call(emu: &Emulator, method: &str, token: &str, body: &Value) -> Re
     connect(emu, &format!("{ORG_SVC}/{method}"), token, body).await
 }
 
+/// A user-service call as the admin.
+async fn user_admin(emu: &Emulator, method: &str, body: &Value) -> Resp {
+    user_call(emu, method, ADMIN, body).await
+}
+
+/// An organization-service call as the admin.
+async fn org_admin(emu: &Emulator, method: &str, body: &Value) -> Resp {
+    org_call(emu, method, ADMIN, body).await
+}
+
 #[tokio::test]
 async fn user_v2_semantics_over_connect() {
     let emu = Emulator::start_seeded().await.unwrap();
     let v = b64(b"platform");
     // Set: only `setDate`.
-    let r = user_call(
+    let r = user_admin(
         &emu,
         "SetUserMetadata",
-        ADMIN,
         &set_user(DEMO_USER_ALICE, &[("team", &v), ("tier", "Z29sZA")]),
     )
     .await;
@@ -45,10 +54,9 @@ async fn user_v2_semantics_over_connect() {
     assert_eq!(r.body.as_object().unwrap().len(), 1, "{}", r.text);
     // Unpadded / URL-safe input accepted, padded output.
     assert_eq!(emu.user_metadata(DEMO_USER_ALICE)["tier"], b"gold");
-    let r = user_call(
+    let r = user_admin(
         &emu,
         "ListUserMetadata",
-        ADMIN,
         &json!({"userId": DEMO_USER_ALICE}),
     )
     .await;
@@ -79,7 +87,7 @@ async fn user_v2_semantics_over_connect() {
             .any(|i| i["key"] == "tier" && i["value"] == "Z29sZA==")
     );
     // Filters (TEXT_FILTER_METHOD_*), ANDed.
-    let r = user_call(&emu, "ListUserMetadata", ADMIN, &json!({"userId": DEMO_USER_ALICE,
+    let r = user_admin(&emu, "ListUserMetadata", &json!({"userId": DEMO_USER_ALICE,
         "filters": [{"keyFilter": {"key": "T", "method": "TEXT_FILTER_METHOD_STARTS_WITH_IGNORE_CASE"}},
                     {"keyFilter": {"key": "am", "method": "TEXT_FILTER_METHOD_ENDS_WITH"}}]})).await;
     assert_eq!(
@@ -91,25 +99,23 @@ async fn user_v2_semantics_over_connect() {
     assert_eq!(r.body["metadata"][0]["key"], "team");
     // Same value: no event; setDate = date of the last metadata event.
     let seq = emu.user_sequence(DEMO_USER_ALICE);
-    let r = user_call(
+    let r = user_admin(
         &emu,
         "SetUserMetadata",
-        ADMIN,
         &set_user(DEMO_USER_ALICE, &[("team", &v)]),
     )
     .await;
     assert_eq!(r.body["setDate"], set_date.as_str());
     assert_eq!(emu.user_sequence(DEMO_USER_ALICE), seq);
     // Empty value (main): deletes; absent key: no-op.
-    let r = user_call(&emu, "SetUserMetadata", ADMIN, &json!({"userId": DEMO_USER_ALICE, "metadata": [{"key": "tier"}, {"key": "never", "value": ""}]})).await;
+    let r = user_admin(&emu, "SetUserMetadata", &json!({"userId": DEMO_USER_ALICE, "metadata": [{"key": "tier"}, {"key": "never", "value": ""}]})).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(!emu.user_metadata(DEMO_USER_ALICE).contains_key("tier"));
     assert_eq!(emu.user_sequence(DEMO_USER_ALICE), seq + 1);
     // Delete of a missing key: 404, all or nothing.
-    let r = user_call(
+    let r = user_admin(
         &emu,
         "DeleteUserMetadata",
-        ADMIN,
         &json!({"userId": DEMO_USER_ALICE, "keys": ["team", "missing"]}),
     )
     .await;
@@ -119,10 +125,9 @@ async fn user_v2_semantics_over_connect() {
         "CgpNRVRBLTJubmRzEh1PbmUgb3IgbW9yZSBrZXlzIGRvIG5vdCBleGlzdA"
     );
     assert!(emu.user_metadata(DEMO_USER_ALICE).contains_key("team"));
-    let r = user_call(
+    let r = user_admin(
         &emu,
         "DeleteUserMetadata",
-        ADMIN,
         &json!({"userId": DEMO_USER_ALICE, "keys": ["team"]}),
     )
     .await;
@@ -130,27 +135,24 @@ async fn user_v2_semantics_over_connect() {
     assert!(r.body["deletionDate"].is_string());
     assert!(emu.user_metadata(DEMO_USER_ALICE).is_empty());
     // Empty lists.
-    let r = user_call(
+    let r = user_admin(
         &emu,
         "SetUserMetadata",
-        ADMIN,
         &json!({"userId": DEMO_USER_ALICE, "metadata": []}),
     )
     .await;
     assert_connect_error(&r, 400, "failed_precondition", Some("META-9mm2d"));
-    let r = user_call(
+    let r = user_admin(
         &emu,
         "DeleteUserMetadata",
-        ADMIN,
         &json!({"userId": DEMO_USER_ALICE, "keys": []}),
     )
     .await;
     assert_connect_error(&r, 400, "failed_precondition", Some("META-9mm2d"));
     // PGV: no details.
-    let r = user_call(
+    let r = user_admin(
         &emu,
         "SetUserMetadata",
-        ADMIN,
         &set_user(DEMO_USER_ALICE, &[("", &v)]),
     )
     .await;
@@ -230,18 +232,16 @@ async fn user_v2_permissions_and_order_of_checks() {
         r.text
     );
     // Pagination: max 1000.
-    let r = user_call(
+    let r = user_admin(
         &emu,
         "ListUserMetadata",
-        ADMIN,
         &json!({"userId": DEMO_USER_BOB, "pagination": {"limit": 1001}}),
     )
     .await;
     assert_connect_error(&r, 400, "invalid_argument", Some("QUERY-4M0fs"));
-    let r = user_call(
+    let r = user_admin(
         &emu,
         "ListUserMetadata",
-        ADMIN,
         &json!({"userId": DEMO_USER_BOB, "pagination": {"offset": "1", "limit": 1000}}),
     )
     .await;
@@ -264,10 +264,9 @@ async fn user_v2_permissions_and_order_of_checks() {
 #[tokio::test]
 async fn no_op_set_without_history_answers_the_zero_date() {
     let emu = Emulator::start_seeded().await.unwrap();
-    let r = user_call(
+    let r = user_admin(
         &emu,
         "SetUserMetadata",
-        ADMIN,
         &set_user(DEMO_USER_ALICE, &[("k", "")]),
     )
     .await;
@@ -284,33 +283,25 @@ async fn no_op_set_without_history_answers_the_zero_date() {
 async fn org_v2_semantics() {
     let emu = Emulator::start_seeded().await.unwrap();
     let set = |org: &str, k: &str, v: &str| json!({"organizationId": org, "metadata": [{"key": k, "value": v}]});
-    let r = org_call(
+    let r = org_admin(
         &emu,
         "SetOrganizationMetadata",
-        ADMIN,
         &set(DEMO_ORG_ACME, "tier", "Z29sZA=="),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
     // Unchanged value on main: no event.
     let seq = emu.org_sequence(DEMO_ORG_ACME);
-    let again = org_call(
+    let again = org_admin(
         &emu,
         "SetOrganizationMetadata",
-        ADMIN,
         &set(DEMO_ORG_ACME, "tier", "Z29sZA=="),
     )
     .await;
     assert_eq!(again.body["setDate"], r.body["setDate"]);
     assert_eq!(emu.org_sequence(DEMO_ORG_ACME), seq);
     // Unknown org: instance rights → COMMAND-QXPGs; org-scoped caller → AUTH-AWfge first.
-    let r = org_call(
-        &emu,
-        "SetOrganizationMetadata",
-        ADMIN,
-        &set("999", "k", "dg=="),
-    )
-    .await;
+    let r = org_admin(&emu, "SetOrganizationMetadata", &set("999", "k", "dg==")).await;
     assert_connect_error(&r, 400, "failed_precondition", Some("COMMAND-QXPGs"));
     emu.add_token("acme", TokenGrant::org_owner(DEMO_ORG_ACME));
     let r = org_call(
@@ -343,10 +334,9 @@ async fn org_v2_semantics() {
         "{}",
         r.text
     );
-    let r = org_call(
+    let r = org_admin(
         &emu,
         "ListOrganizationMetadata",
-        ADMIN,
         &json!({"organizationId": DEMO_ORG_ACME, "pagination": {"limit": 5}}),
     )
     .await;
@@ -355,26 +345,23 @@ async fn org_v2_semantics() {
         json!({"totalResult": "1", "appliedLimit": "5"})
     );
     // Delete.
-    let r = org_call(
+    let r = org_admin(
         &emu,
         "DeleteOrganizationMetadata",
-        ADMIN,
         &json!({"organizationId": DEMO_ORG_ACME, "keys": []}),
     )
     .await;
     assert_connect_error(&r, 400, "failed_precondition", Some("META-9mw2d"));
-    let r = org_call(
+    let r = org_admin(
         &emu,
         "DeleteOrganizationMetadata",
-        ADMIN,
         &json!({"organizationId": DEMO_ORG_ACME, "keys": ["tier", "x"]}),
     )
     .await;
     assert_connect_error(&r, 404, "not_found", Some("META-2npds"));
-    let r = org_call(
+    let r = org_admin(
         &emu,
         "DeleteOrganizationMetadata",
-        ADMIN,
         &json!({"organizationId": DEMO_ORG_ACME, "keys": ["tier"]}),
     )
     .await;
@@ -382,18 +369,16 @@ async fn org_v2_semantics() {
     assert!(emu.org_metadata(DEMO_ORG_ACME).is_empty());
     // v4.x: an unchanged org value still writes an event.
     emu.set_profile(Profile::V4x);
-    org_call(
+    org_admin(
         &emu,
         "SetOrganizationMetadata",
-        ADMIN,
         &set(DEMO_ORG_ACME, "a", "dg=="),
     )
     .await;
     let seq = emu.org_sequence(DEMO_ORG_ACME);
-    org_call(
+    org_admin(
         &emu,
         "SetOrganizationMetadata",
-        ADMIN,
         &set(DEMO_ORG_ACME, "a", "dg=="),
     )
     .await;
@@ -549,22 +534,10 @@ async fn connect_transport_rules() {
 #[tokio::test]
 async fn lookups_and_user_not_found() {
     let emu = Emulator::start_seeded().await.unwrap();
-    let r = user_call(
-        &emu,
-        "GetUserByID",
-        ADMIN,
-        &json!({"userId": DEMO_USER_ALICE}),
-    )
-    .await;
+    let r = user_admin(&emu, "GetUserByID", &json!({"userId": DEMO_USER_ALICE})).await;
     assert_eq!(r.body["user"]["userId"], DEMO_USER_ALICE, "{}", r.text);
     emu.remove_user(DEMO_USER_ALICE);
-    let r = user_call(
-        &emu,
-        "GetUserByID",
-        ADMIN,
-        &json!({"userId": DEMO_USER_ALICE}),
-    )
-    .await;
+    let r = user_admin(&emu, "GetUserByID", &json!({"userId": DEMO_USER_ALICE})).await;
     assert_connect_error(&r, 404, "not_found", Some("QUERY-Dfbg2"));
     let r = rest(
         &emu,
@@ -577,10 +550,9 @@ async fn lookups_and_user_not_found() {
     .await;
     assert_rest_error(&r, 404, 5, Some("QUERY-Dfbg2"));
     // ListUsers (no default limit) and ListOrganizations over Connect and REST.
-    let r = user_call(
+    let r = user_admin(
         &emu,
         "ListUsers",
-        ADMIN,
         &json!({"queries": [{"organizationIdQuery": {"organizationId": DEMO_ORG_GLOBEX}}]}),
     )
     .await;
@@ -588,10 +560,9 @@ async fn lookups_and_user_not_found() {
     assert_eq!(r.body["result"][0]["username"], "bob");
     let r = rest(&emu, Method::POST, "/v2/users", ADMIN, None, Some(&json!({"queries": [{"loginNameQuery": {"loginName": "bob@globex.localhost", "method": "TEXT_QUERY_METHOD_EQUALS"}}]}))).await;
     assert_eq!(r.body["result"][0]["userId"], DEMO_USER_BOB, "{}", r.text);
-    let r = org_call(
+    let r = org_admin(
         &emu,
         "ListOrganizations",
-        ADMIN,
         &json!({"queries": [{"idQuery": {"id": DEMO_ORG_ACME}}]}),
     )
     .await;
@@ -660,10 +631,9 @@ async fn shuffled_lists_change_order_on_every_request() {
     assert!(seen.len() <= 30);
     // Org v2 list: unordered too.
     let org = async || {
-        org_call(
+        org_admin(
             &emu,
             "ListOrganizationMetadata",
-            ADMIN,
             &json!({"organizationId": DEMO_ORG_ACME}),
         )
         .await
@@ -678,19 +648,12 @@ async fn shuffled_lists_change_order_on_every_request() {
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    user_call(
-        &emu,
-        "SetUserMetadata",
-        ADMIN,
-        &set_user(DEMO_USER_ALICE, &refs),
-    )
-    .await;
+    user_admin(&emu, "SetUserMetadata", &set_user(DEMO_USER_ALICE, &refs)).await;
     emu.put_user_metadata(DEMO_USER_ALICE, "later", b"x");
     let user = async || {
-        user_call(
+        user_admin(
             &emu,
             "ListUserMetadata",
-            ADMIN,
             &json!({"userId": DEMO_USER_ALICE}),
         )
         .await
@@ -757,10 +720,9 @@ async fn answers_over_4_mib_fail_through_the_gateway_only() {
     )
     .await;
     assert_rest_error(&r, 429, 8, None);
-    let r = user_call(
+    let r = user_admin(
         &emu,
         "ListUserMetadata",
-        ADMIN,
         &json!({"userId": DEMO_USER_ALICE}),
     )
     .await;
@@ -780,10 +742,9 @@ async fn answers_over_4_mib_fail_through_the_gateway_only() {
     )
     .await;
     assert_rest_error(&r, 429, 8, None);
-    let r = user_call(
+    let r = user_admin(
         &emu,
         "SetUserMetadata",
-        ADMIN,
         &json!({"userId": DEMO_USER_ALICE, "metadata": entries}),
     )
     .await;
@@ -827,10 +788,9 @@ async fn deletion_safety_answers() {
             .on(Operation::SetOrgMetadataV2)
             .times(1),
     );
-    let r = org_call(
+    let r = org_admin(
         &emu,
         "SetOrganizationMetadata",
-        ADMIN,
         &json!({"organizationId": DEMO_ORG_ACME, "metadata": [{"key": "k", "value": "dg=="}]}),
     )
     .await;
@@ -850,14 +810,13 @@ async fn deletion_safety_answers() {
 #[tokio::test]
 async fn bodies_are_recorded() {
     let emu = Emulator::start_seeded().await.unwrap();
-    user_call(
+    user_admin(
         &emu,
         "ListUserMetadata",
-        ADMIN,
         &json!({"userId": DEMO_USER_ALICE}),
     )
     .await;
-    user_call(&emu, "NoSuch", ADMIN, &json!({})).await;
+    user_admin(&emu, "NoSuch", &json!({})).await;
     let reqs = emu.requests();
     assert_eq!(reqs[0].body, json!({"userId": DEMO_USER_ALICE}));
     assert_eq!(

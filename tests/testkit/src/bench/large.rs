@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use super::report::Calls;
 use super::tracker::is_ready;
 use super::workload::{CallKind, TOKEN};
-use super::{Machine, api_resource, count_processes, load_average, process};
+use super::{Machine, api_resource, process};
 use crate::controlplane::ControlPlane;
 use crate::emulator::{Emulator, Fault, ListOrder, RecordedRequest, TokenGrant};
 
@@ -259,12 +259,7 @@ pub async fn run(cp: &ControlPlane, opts: &LargeOptions) -> Result<LargeReport> 
     let mut report = LargeReport {
         date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         command: opts.command.clone(),
-        machine: Machine {
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            load_start: load_average(),
-            other_rustc_start: count_processes("rustc"),
-            ..Machine::default()
-        },
+        machine: Machine::at_start(),
         foreign_keys: opts.foreign_keys,
         foreign_value_bytes: opts.foreign_value_bytes,
         large_values: opts.large_values,
@@ -283,19 +278,13 @@ pub async fn run(cp: &ControlPlane, opts: &LargeOptions) -> Result<LargeReport> 
         eprintln!("bench: large target, {label}");
         report.runs.push(one_order(cp, opts, label, order).await?);
     }
-    report.machine.load_end = load_average();
-    report.machine.other_rustc_end = count_processes("rustc");
+    report.machine.finish();
     Ok(report)
 }
 
-async fn one_order(
-    cp: &ControlPlane,
-    opts: &LargeOptions,
-    label: &str,
-    order: ListOrder,
-) -> Result<LargeOrderRun> {
-    let client = cp.client().await?;
-    let ns = cp.create_namespace("bench-large").await?;
+/// The emulator of one run: the target organization with `foreign_keys` keys it does not
+/// manage, listing in `order`, with the per-call latency.
+async fn large_emulator(opts: &LargeOptions, order: ListOrder) -> Result<Emulator> {
     let emu = Emulator::start().await?;
     emu.record_answer_bodies(false);
     emu.add_org(ORG, "Bench large target");
@@ -307,8 +296,12 @@ async fn one_order(
     if !opts.latency.is_zero() {
         emu.inject(Fault::latency(opts.latency));
     }
+    Ok(emu)
+}
 
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+/// The Secrets `large-<i>` holding the large values.
+async fn create_large_secrets(client: &kube::Client, ns: &str, opts: &LargeOptions) -> Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     for i in 0..opts.large_values {
         let secret = Secret {
             metadata: ObjectMeta {
@@ -329,6 +322,36 @@ async fn one_order(
             .await
             .with_context(|| format!("creating Secret large-{i}"))?;
     }
+    Ok(())
+}
+
+/// The large-target object: one plain key and the large values from their Secrets.
+fn large_manifest(ns: &str, opts: &LargeOptions) -> Value {
+    let mut entries = vec![json!({"key": PLAIN_KEY, "value": PLAIN_VALUE})];
+    for i in 0..opts.large_values {
+        entries.push(json!({"key": large_key(i),
+            "valueFrom": {"secretKeyRef": {"name": format!("large-{i}"), "key": "value"}}}));
+    }
+    json!({
+        "apiVersion": "metadata.zitadel-operator.dev/v1alpha1",
+        "kind": "OrgMetadata",
+        "metadata": {"name": NAME, "namespace": ns},
+        "spec": {"organizationId": ORG, "metadata": entries},
+    })
+}
+
+/// One run of the large target with the emulator listing in `order`: create, steady state, delete.
+async fn one_order(
+    cp: &ControlPlane,
+    opts: &LargeOptions,
+    label: &str,
+    order: ListOrder,
+) -> Result<LargeOrderRun> {
+    let client = cp.client().await?;
+    let ns = cp.create_namespace("bench-large").await?;
+    let emu = large_emulator(opts, order).await?;
+
+    create_large_secrets(&client, &ns, opts).await?;
 
     let work = tempfile::tempdir()?;
     let token_file = work.path().join("token");
@@ -354,17 +377,7 @@ async fn one_order(
         &ns,
         &api_resource("OrgMetadata", "orgmetadatas"),
     );
-    let mut entries = vec![json!({"key": PLAIN_KEY, "value": PLAIN_VALUE})];
-    for i in 0..opts.large_values {
-        entries.push(json!({"key": large_key(i),
-            "valueFrom": {"secretKeyRef": {"name": format!("large-{i}"), "key": "value"}}}));
-    }
-    let manifest = json!({
-        "apiVersion": "metadata.zitadel-operator.dev/v1alpha1",
-        "kind": "OrgMetadata",
-        "metadata": {"name": NAME, "namespace": ns},
-        "spec": {"organizationId": ORG, "metadata": entries},
-    });
+    let manifest = large_manifest(&ns, opts);
     let mut run = LargeOrderRun {
         order: label.to_owned(),
         ..LargeOrderRun::default()
@@ -575,24 +588,13 @@ impl LargeReport {
 
     /// Writes `large-target.{json,csv,md}` into `dir`; returns their paths.
     pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let files = [
-            (
-                dir.join("large-target.json"),
-                serde_json::to_string_pretty(self)?,
-            ),
-            (dir.join("large-target.csv"), self.csv()),
-            (
-                dir.join("large-target.md"),
-                format!("{} — `{}`\n\n{}", self.date, self.command, self.markdown()),
-            ),
-        ];
-        let mut paths = Vec::new();
-        for (path, text) in files {
-            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-            paths.push(path);
-        }
-        Ok(paths)
+        super::report::write_files(
+            dir,
+            "large-target",
+            serde_json::to_string_pretty(self)?,
+            self.csv(),
+            format!("{} — `{}`\n\n{}", self.date, self.command, self.markdown()),
+        )
     }
 }
 

@@ -225,12 +225,7 @@ pub async fn run(cp: &ControlPlane, opts: &Options) -> Result<Report> {
     let mut report = Report {
         date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         command: opts.command.clone(),
-        machine: Machine {
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            load_start: load_average(),
-            other_rustc_start: count_processes("rustc"),
-            ..Machine::default()
-        },
+        machine: Machine::at_start(),
         finalizer_policy: opts.finalizer_policy,
         runs: Vec::new(),
     };
@@ -272,8 +267,7 @@ pub async fn run(cp: &ControlPlane, opts: &Options) -> Result<Report> {
         }
         report.runs.push(run);
     }
-    report.machine.load_end = load_average();
-    report.machine.other_rustc_end = count_processes("rustc");
+    report.machine.finish();
     Ok(report)
 }
 
@@ -303,62 +297,26 @@ fn kube_writes<'a>(writes: impl IntoIterator<Item = &'a tracker::Write>) -> Kube
     out
 }
 
+/// One bulk run at `objects.len()` objects: the numbered steps of the module documentation.
+// Long because it is the run's timeline: each phase is one call, but the snapshots and instants
+// between them (and the one `BulkRun` literal they fill) read best in order, in one place.
 async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<BulkRun> {
     let n = objects.len();
     let client = cp.client().await?;
     let ns = cp.create_namespace(&format!("bench-{n}")).await?;
     let emu = workload::emulator(objects, opts.latency).await?;
     let targets = Targets::new(objects);
-    let orgs: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        &ns,
-        &api_resource("OrgMetadata", "orgmetadatas"),
-    );
-    let users: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        &ns,
-        &api_resource("UserMetadata", "usermetadatas"),
-    );
+    let apis = KindApis::ours(&client, &ns);
     let events: Api<KubeEvent> = Api::namespaced(client.clone(), &ns);
-    let api_of = |o: &Object| match o.kind {
-        TargetKind::Org => orgs.clone(),
-        TargetKind::User => users.clone(),
-    };
 
     let names: Vec<String> = objects.iter().map(|o| o.name.clone()).collect();
     let tracker = Tracker::new(&names);
-    let (org_synced, org_rx) = tokio::sync::oneshot::channel();
-    let (user_synced, user_rx) = tokio::sync::oneshot::channel();
-    let (events_synced, events_rx) = tokio::sync::oneshot::channel();
-    let watches = [
-        tracker.watch(orgs.clone(), org_synced),
-        tracker.watch(users.clone(), user_synced),
-        tracker.watch_events(events, events_synced),
-    ];
-    tokio::time::timeout(Duration::from_secs(30), async {
-        let _ = org_rx.await;
-        let _ = user_rx.await;
-        let _ = events_rx.await;
-    })
-    .await
-    .context("the benchmark's watches did not start")?;
+    let watches = start_watches(&tracker, &apis, events).await?;
 
     let work = tempfile::tempdir()?;
     let token_file = work.path().join("token");
     std::fs::write(&token_file, workload::TOKEN)?;
-    let operator_args = process::OperatorArgs {
-        binary: opts.operator.clone(),
-        zitadel_url: emu.url(),
-        token_file,
-        kubeconfig: cp.kubeconfig_path().to_path_buf(),
-        namespace: ns.clone(),
-        resync: opts.resync,
-        concurrency: opts.concurrency,
-        rps: opts.rps,
-        log: opts.out_dir.join(format!("operator-{n}.log")),
-        prefix: opts.operator_prefix.clone(),
-        env: opts.operator_env.clone(),
-    };
+    let operator_args = operator_args(cp, opts, &ns, emu.url(), token_file, n);
     let mut operator = process::Operator::start(&operator_args).await?;
     let clock = Clock::now();
     let cpu_start = operator.stats()?.cpu_seconds;
@@ -373,80 +331,24 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
 
     // Create everything, a bounded number at a time.
     let t0 = Instant::now();
-    futures::stream::iter(objects.iter().enumerate())
-        .map(|(i, o)| {
-            let api = api_of(o);
-            let obj: Result<DynamicObject, _> = serde_json::from_value(o.manifest(&ns));
-            let tracker = tracker.clone();
-            async move {
-                let obj = obj?;
-                tracker.created(i, Instant::now());
-                api.create(&PostParams::default(), &obj)
-                    .await
-                    .with_context(|| format!("creating {}", o.name))?;
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(opts.create_concurrency.max(1))
-        .try_collect::<Vec<()>>()
-        .await?;
+    create_all(objects, &apis, &ns, &tracker, opts.create_concurrency).await?;
     let create_s = t0.elapsed().as_secs_f64();
     let snap_created = scraper.snapshot().await?;
     eprintln!("bench: N={n}: {n} objects created in {create_s:.1} s");
 
-    // Converge.
-    let mut last_report = Instant::now();
-    loop {
-        let ready = tracker.ready_count();
-        if ready >= n {
-            break;
-        }
-        operator.check_running()?;
-        if t0.elapsed() > opts.converge_timeout {
-            bail!(
-                "N={n}: only {ready} of {n} objects Ready after {:?}; operator log: {}",
-                opts.converge_timeout,
-                opts.out_dir.join(format!("operator-{n}.log")).display()
-            );
-        }
-        if last_report.elapsed() > Duration::from_secs(10) {
-            eprintln!(
-                "bench: N={n}: {ready}/{n} Ready after {:.0} s",
-                t0.elapsed().as_secs_f64()
-            );
-            last_report = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_converged(&tracker, &mut operator, opts, n, t0).await?;
     let converged_stats = operator.stats()?;
     let snap_converged = scraper.snapshot().await?;
     let contention = sampler.finish().await;
     let others_converged = others_cpu(cp);
-    let times = tracker.times();
-    let ready_at: Vec<Instant> = times
-        .iter()
-        .map(|(_, r)| r.expect("every object is Ready"))
-        .collect();
+    let (ready_at, [p50, p99, max]) = readiness(&tracker);
     let last_ready = ready_at.iter().copied().max().unwrap_or(t0);
     let converge_s = last_ready.duration_since(t0).as_secs_f64();
-    let mut latencies: Vec<f64> = times
-        .iter()
-        .filter_map(|(c, r)| Some(ms(r.as_ref()?.duration_since(*c.as_ref()?))))
-        .collect();
-    let p50 = report::quantile(&mut latencies, 0.5);
-    let p99 = report::quantile(&mut latencies, 0.99);
-    let max = report::quantile(&mut latencies, 1.0);
     eprintln!(
         "bench: N={n}: converged in {converge_s:.1} s (p50 {p50:.0} ms, p99 {p99:.0} ms); observing {} resyncs of {:?}",
         opts.resyncs, opts.resync
     );
 
-    // Kubernetes writes of an object's creation: until its first resync may start, as the
-    // watch sees it.
-    let window_end: Vec<Instant> = ready_at
-        .iter()
-        .map(|r| *r + opts.resync.mul_f64(FIRST_RECHECK))
-        .collect();
     // Without steady-state resyncs to observe (`resyncs` 0), go straight to the edit.
     if opts.resyncs > 0 {
         tokio::time::sleep_until((last_ready + opts.resync).into()).await;
@@ -463,37 +365,21 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
     // One edit.
     let edited = 0;
     let edit_generation = tracker.generation(edited).unwrap_or(1) + 1;
-    let mut entries = objects[edited].entries.clone();
-    if let Some(first) = entries.first_mut() {
-        first.1 = format!("{}-edited", first.1);
-    }
-    let metadata: Vec<_> = entries
-        .iter()
-        .map(|(k, v)| json!({"key": k, "value": v}))
-        .collect();
-    let snap_edit_start = scraper.snapshot().await?;
-    let edit_start = Instant::now();
-    api_of(&objects[edited])
-        .patch(
-            &objects[edited].name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"metadata": metadata}})),
-        )
-        .await
-        .context("editing an object")?;
-    let edit_ready = loop {
-        if let Some(at) = tracker.ready_at_generation(edited, edit_generation) {
-            break at;
-        }
-        if edit_start.elapsed() > Duration::from_secs(60) {
-            bail!("N={n}: the edited object did not become Ready within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    // Let whatever the edit triggers finish (but stay clear of the object's next resync).
-    tokio::time::sleep(opts.resync.mul_f64(0.5).min(Duration::from_secs(3))).await;
-    let edit_end = Instant::now();
-    let snap_edit_end = scraper.snapshot().await?;
+    let EditRun {
+        snap_start: snap_edit_start,
+        start: edit_start,
+        ready: edit_ready,
+        end: edit_end,
+        snap_end: snap_edit_end,
+    } = edit_one(
+        &apis.of(&objects[edited]),
+        &objects[edited],
+        (&tracker, edited, edit_generation),
+        &scraper,
+        opts.resync,
+        n,
+    )
+    .await?;
     let mut whole =
         apiserver::PhaseCost::between("create+converge", n, &snap_start, &snap_converged);
     whole.contention = Some(contention.clone());
@@ -509,68 +395,11 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
     let requests = emu.requests();
     let writes = tracker.writes();
     let event_writes = tracker.event_writes();
-    let events_in = |from: Instant, to: Instant| {
-        event_writes
-            .iter()
-            .filter(|t| **t >= from && **t < to)
-            .count() as u64
-    };
     let watch_restarts = tracker.restarts();
     operator.stop().await?;
 
-    // A restart of the converged system: the new process reconciles every object at start, and
-    // its resyncs then follow that first pass (the burst a long-running installation sees after
-    // every restart or leader change).
     let restart = if opts.restart_resyncs > 0 {
-        eprintln!(
-            "bench: N={n}: operator restarted; observing {} resyncs",
-            opts.restart_resyncs
-        );
-        let snap_before = scraper.snapshot().await?;
-        let start = Instant::now();
-        let mut second = process::Operator::start(&process::OperatorArgs {
-            log: opts.out_dir.join(format!("operator-{n}-restart.log")),
-            ..operator_args.clone()
-        })
-        .await?;
-        tokio::time::sleep_until((start + opts.resync * opts.restart_resyncs).into()).await;
-        second.check_running()?;
-        let end = Instant::now();
-        let snap_after = scraper.snapshot().await?;
-        let stats = second.stats()?;
-        second.stop().await?;
-        let mut calls = Calls::default();
-        let mut lists = Vec::new();
-        for r in emu.requests() {
-            let at = clock.at(r.received_unix_micros);
-            if at < start || at >= end {
-                continue;
-            }
-            let kind = CallKind::of(r.operation);
-            calls.add(kind, r.status);
-            if kind == CallKind::List {
-                lists.push(at.duration_since(start));
-            }
-        }
-        let all_writes = tracker.writes();
-        let mut kube = kube_writes(all_writes.iter().filter(|w| w.at >= start && w.at < end));
-        kube.events = tracker
-            .event_writes()
-            .iter()
-            .filter(|t| **t >= start && **t < end)
-            .count() as u64;
-        Some(Restart {
-            window_s: end.duration_since(start).as_secs_f64(),
-            resyncs: opts.restart_resyncs,
-            calls,
-            zitadel_writes: calls.writes(),
-            kube,
-            lists_per_resync: calls.list as f64 / f64::from(opts.restart_resyncs),
-            spread: Spread::of(&lists, end.duration_since(start), Duration::from_secs(1)),
-            cpu_s: stats.cpu_seconds,
-            rss_peak_mib: mib(stats.peak_rss_kib),
-            control_plane: apiserver::PhaseCost::between("restart", n, &snap_before, &snap_after),
-        })
+        Some(restart(&scraper, opts, &operator_args, &emu, &clock, &tracker, n).await?)
     } else {
         None
     };
@@ -581,92 +410,27 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
 
     // Every call relative to its object's first Ready, for digging into the numbers.
     if let Some(path) = std::env::var_os("ZMO_BENCH_TRACE") {
-        let mut out = String::from("object,operation,status,ms_after_ready\n");
-        for r in &requests {
-            let at = clock.at(r.received_unix_micros);
-            let (name, since) = match targets.object_of(r) {
-                Some(i) => (
-                    objects[i].name.as_str(),
-                    at.saturating_duration_since(ready_at[i]).as_secs_f64() * 1000.0
-                        - ready_at[i].saturating_duration_since(at).as_secs_f64() * 1000.0,
-                ),
-                None => ("", 0.0),
-            };
-            out.push_str(&format!(
-                "{name},{:?},{},{since:.1}\n",
-                r.operation, r.status
-            ));
-        }
-        std::fs::write(&path, out).with_context(|| format!("writing {path:?}"))?;
+        write_trace(&path, &requests, &clock, &targets, objects, &ready_at)?;
     }
 
-    // Attribute the calls. An object's creation ends where its first resync may start: one
-    // resync interval after the reconcile that made it Ready, i.e. after that reconcile's last
-    // ZITADEL call (the watch may deliver Ready late on a busy machine).
-    let mut last_call = vec![None::<Instant>; n];
-    for r in &requests {
-        let at = clock.at(r.received_unix_micros);
-        if let Some(i) = targets.object_of(r)
-            && at < ready_at[i]
-        {
-            last_call[i] = Some(last_call[i].map_or(at, |l: Instant| l.max(at)));
-        }
-    }
-    let call_window_end: Vec<Instant> = (0..n)
-        .map(|i| last_call[i].unwrap_or(ready_at[i]) + opts.resync.mul_f64(FIRST_RECHECK))
-        .collect();
-    let mut create_calls = Calls::default();
-    let mut per_object = vec![(0u64, 0u64); n];
-    let mut steady_calls = Calls::default();
-    let mut steady_list_times = Vec::new();
-    let mut edit_calls = Calls::default();
-    for r in &requests {
-        let at = clock.at(r.received_unix_micros);
-        let object = targets.object_of(r);
-        let kind = CallKind::of(r.operation);
-        let in_create = match object {
-            Some(i) => at < call_window_end[i],
-            None => at < last_ready,
-        };
-        if at >= edit_start && at < edit_end {
-            if object == Some(edited) {
-                edit_calls.add(kind, r.status);
-            }
-        } else if in_create {
-            create_calls.add(kind, r.status);
-            if let Some(i) = object {
-                match kind {
-                    CallKind::List => per_object[i].0 += 1,
-                    CallKind::BulkSet => per_object[i].1 += 1,
-                    _ => {}
-                }
-            }
-        } else if at >= steady_start && at < steady_end {
-            steady_calls.add(kind, r.status);
-            if kind == CallKind::List {
-                steady_list_times.push(at.duration_since(steady_start));
-            }
-        }
-    }
-    let in_edit = |at: Instant| at >= edit_start && at < edit_end;
-    let mut create_kube = kube_writes(
-        writes
-            .iter()
-            .filter(|w| w.at < window_end[w.object] && !in_edit(w.at)),
-    );
-    create_kube.events = events_in(t0, steady_start);
-    let mut steady_kube = kube_writes(
-        writes
-            .iter()
-            .filter(|w| w.at >= steady_start && w.at < steady_end),
-    );
-    steady_kube.events = events_in(steady_start, steady_end);
-    let mut edit_kube = kube_writes(
-        writes
-            .iter()
-            .filter(|w| w.at >= edit_start && w.at < edit_end),
-    );
-    edit_kube.events = events_in(edit_start, edit_end);
+    let timeline = Timeline {
+        clock: &clock,
+        targets: &targets,
+        ready_at: &ready_at,
+        last_ready,
+        first_recheck: opts.resync.mul_f64(FIRST_RECHECK),
+        edited,
+        edit: edit_start..edit_end,
+        steady: steady_start..steady_end,
+    };
+    let Attributed {
+        create_calls,
+        per_object,
+        steady_calls,
+        steady_list_times,
+        edit_calls,
+    } = timeline.attribute(&requests);
+    let [create_kube, steady_kube, edit_kube] = timeline.kube(&writes, &event_writes, t0);
 
     Ok(BulkRun {
         concurrency: 0,
@@ -717,6 +481,455 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
     })
 }
 
+/// The OrgMetadata and UserMetadata APIs of one namespace (or of a copy of the CRDs).
+pub(crate) struct KindApis {
+    orgs: Api<DynamicObject>,
+    users: Api<DynamicObject>,
+}
+
+impl KindApis {
+    pub(crate) fn new(
+        client: &kube::Client,
+        ns: &str,
+        orgs: &ApiResource,
+        users: &ApiResource,
+    ) -> Self {
+        KindApis {
+            orgs: Api::namespaced_with(client.clone(), ns, orgs),
+            users: Api::namespaced_with(client.clone(), ns, users),
+        }
+    }
+
+    /// Our CRDs in `ns`.
+    pub(crate) fn ours(client: &kube::Client, ns: &str) -> Self {
+        Self::new(
+            client,
+            ns,
+            &api_resource("OrgMetadata", "orgmetadatas"),
+            &api_resource("UserMetadata", "usermetadatas"),
+        )
+    }
+
+    pub(crate) fn of(&self, o: &Object) -> Api<DynamicObject> {
+        match o.kind {
+            TargetKind::Org => self.orgs.clone(),
+            TargetKind::User => self.users.clone(),
+        }
+    }
+}
+
+/// When each object became Ready (all are), and apply→Ready latency quantiles in ms
+/// (p50, p99, max).
+fn readiness(tracker: &Tracker) -> (Vec<Instant>, [f64; 3]) {
+    let times = tracker.times();
+    let ready_at: Vec<Instant> = times
+        .iter()
+        .map(|(_, r)| r.expect("every object is Ready"))
+        .collect();
+    let mut latencies: Vec<f64> = times
+        .iter()
+        .filter_map(|(c, r)| Some(ms(r.as_ref()?.duration_since(*c.as_ref()?))))
+        .collect();
+    let p50 = report::quantile(&mut latencies, 0.5);
+    let p99 = report::quantile(&mut latencies, 0.99);
+    let max = report::quantile(&mut latencies, 1.0);
+    (ready_at, [p50, p99, max])
+}
+
+/// The operator's command line for the run at `n` objects in `ns`.
+fn operator_args(
+    cp: &ControlPlane,
+    opts: &Options,
+    ns: &str,
+    zitadel_url: String,
+    token_file: PathBuf,
+    n: usize,
+) -> process::OperatorArgs {
+    process::OperatorArgs {
+        binary: opts.operator.clone(),
+        zitadel_url,
+        token_file,
+        kubeconfig: cp.kubeconfig_path().to_path_buf(),
+        namespace: ns.to_string(),
+        resync: opts.resync,
+        concurrency: opts.concurrency,
+        rps: opts.rps,
+        log: opts.out_dir.join(format!("operator-{n}.log")),
+        prefix: opts.operator_prefix.clone(),
+        env: opts.operator_env.clone(),
+    }
+}
+
+/// The edit phase: when it started, the edited object was Ready, and it ended, with the
+/// control plane's snapshots around it.
+struct EditRun {
+    snap_start: apiserver::Snapshot,
+    start: Instant,
+    ready: Instant,
+    end: Instant,
+    snap_end: apiserver::Snapshot,
+}
+
+/// One edit of `object` (its first value changed); `(tracker, index, generation)` says when
+/// it is Ready again. Lets whatever the edit triggers finish (but stays clear of the object's
+/// next resync).
+async fn edit_one(
+    api: &Api<DynamicObject>,
+    object: &Object,
+    (tracker, edited, edit_generation): (&Tracker, usize, i64),
+    scraper: &apiserver::Scraper,
+    resync: Duration,
+    n: usize,
+) -> Result<EditRun> {
+    let metadata = edited_metadata(object);
+    let snap_start = scraper.snapshot().await?;
+    let start = Instant::now();
+    api.patch(
+        &object.name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"metadata": metadata}})),
+    )
+    .await
+    .context("editing an object")?;
+    let ready = wait_ready_at_generation(tracker, edited, edit_generation, start, n).await?;
+    tokio::time::sleep(resync.mul_f64(0.5).min(Duration::from_secs(3))).await;
+    let end = Instant::now();
+    let snap_end = scraper.snapshot().await?;
+    Ok(EditRun {
+        snap_start,
+        start,
+        ready,
+        end,
+        snap_end,
+    })
+}
+
+/// Starts the tracker's watches on both kinds and on Events; waits until each has listed.
+async fn start_watches(
+    tracker: &Tracker,
+    apis: &KindApis,
+    events: Api<KubeEvent>,
+) -> Result<[tokio::task::JoinHandle<()>; 3]> {
+    let (org_synced, org_rx) = tokio::sync::oneshot::channel();
+    let (user_synced, user_rx) = tokio::sync::oneshot::channel();
+    let (events_synced, events_rx) = tokio::sync::oneshot::channel();
+    let watches = [
+        tracker.watch(apis.orgs.clone(), org_synced),
+        tracker.watch(apis.users.clone(), user_synced),
+        tracker.watch_events(events, events_synced),
+    ];
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let _ = org_rx.await;
+        let _ = user_rx.await;
+        let _ = events_rx.await;
+    })
+    .await
+    .context("the benchmark's watches did not start")?;
+    Ok(watches)
+}
+
+/// Creates every object, `concurrency` at a time, telling the tracker when each create starts.
+async fn create_all(
+    objects: &[Object],
+    apis: &KindApis,
+    ns: &str,
+    tracker: &Tracker,
+    concurrency: usize,
+) -> Result<()> {
+    futures::stream::iter(objects.iter().enumerate())
+        .map(|(i, o)| {
+            let api = apis.of(o);
+            let obj: Result<DynamicObject, _> = serde_json::from_value(o.manifest(ns));
+            let tracker = tracker.clone();
+            async move {
+                let obj = obj?;
+                tracker.created(i, Instant::now());
+                api.create(&PostParams::default(), &obj)
+                    .await
+                    .with_context(|| format!("creating {}", o.name))?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// Waits until all `n` objects are Ready (created from `t0` on), reporting progress every 10 s;
+/// fails if the operator exits or `opts.converge_timeout` passes.
+async fn wait_converged(
+    tracker: &Tracker,
+    operator: &mut process::Operator,
+    opts: &Options,
+    n: usize,
+    t0: Instant,
+) -> Result<()> {
+    let mut last_report = Instant::now();
+    loop {
+        let ready = tracker.ready_count();
+        if ready >= n {
+            return Ok(());
+        }
+        operator.check_running()?;
+        if t0.elapsed() > opts.converge_timeout {
+            bail!(
+                "N={n}: only {ready} of {n} objects Ready after {:?}; operator log: {}",
+                opts.converge_timeout,
+                opts.out_dir.join(format!("operator-{n}.log")).display()
+            );
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            eprintln!(
+                "bench: N={n}: {ready}/{n} Ready after {:.0} s",
+                t0.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The edited object's `spec.metadata`: its first value changed.
+fn edited_metadata(object: &Object) -> Vec<serde_json::Value> {
+    let mut entries = object.entries.clone();
+    if let Some(first) = entries.first_mut() {
+        first.1 = format!("{}-edited", first.1);
+    }
+    entries
+        .iter()
+        .map(|(k, v)| json!({"key": k, "value": v}))
+        .collect()
+}
+
+/// Waits (at most 60 s from `edit_start`) until object `edited` is Ready at `generation`;
+/// returns when it was.
+async fn wait_ready_at_generation(
+    tracker: &Tracker,
+    edited: usize,
+    generation: i64,
+    edit_start: Instant,
+    n: usize,
+) -> Result<Instant> {
+    loop {
+        if let Some(at) = tracker.ready_at_generation(edited, generation) {
+            return Ok(at);
+        }
+        if edit_start.elapsed() > Duration::from_secs(60) {
+            bail!("N={n}: the edited object did not become Ready within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A restart of the converged system: the new process reconciles every object at start, and
+/// its resyncs then follow that first pass (the burst a long-running installation sees after
+/// every restart or leader change).
+async fn restart(
+    scraper: &apiserver::Scraper,
+    opts: &Options,
+    operator_args: &process::OperatorArgs,
+    emu: &crate::emulator::Emulator,
+    clock: &Clock,
+    tracker: &Tracker,
+    n: usize,
+) -> Result<Restart> {
+    eprintln!(
+        "bench: N={n}: operator restarted; observing {} resyncs",
+        opts.restart_resyncs
+    );
+    let snap_before = scraper.snapshot().await?;
+    let start = Instant::now();
+    let mut second = process::Operator::start(&process::OperatorArgs {
+        log: opts.out_dir.join(format!("operator-{n}-restart.log")),
+        ..operator_args.clone()
+    })
+    .await?;
+    tokio::time::sleep_until((start + opts.resync * opts.restart_resyncs).into()).await;
+    second.check_running()?;
+    let end = Instant::now();
+    let snap_after = scraper.snapshot().await?;
+    let stats = second.stats()?;
+    second.stop().await?;
+    let mut calls = Calls::default();
+    let mut lists = Vec::new();
+    for r in emu.requests() {
+        let at = clock.at(r.received_unix_micros);
+        if at < start || at >= end {
+            continue;
+        }
+        let kind = CallKind::of(r.operation);
+        calls.add(kind, r.status);
+        if kind == CallKind::List {
+            lists.push(at.duration_since(start));
+        }
+    }
+    let all_writes = tracker.writes();
+    let mut kube = kube_writes(all_writes.iter().filter(|w| w.at >= start && w.at < end));
+    kube.events = tracker
+        .event_writes()
+        .iter()
+        .filter(|t| **t >= start && **t < end)
+        .count() as u64;
+    Ok(Restart {
+        window_s: end.duration_since(start).as_secs_f64(),
+        resyncs: opts.restart_resyncs,
+        calls,
+        zitadel_writes: calls.writes(),
+        kube,
+        lists_per_resync: calls.list as f64 / f64::from(opts.restart_resyncs),
+        spread: Spread::of(&lists, end.duration_since(start), Duration::from_secs(1)),
+        cpu_s: stats.cpu_seconds,
+        rss_peak_mib: mib(stats.peak_rss_kib),
+        control_plane: apiserver::PhaseCost::between("restart", n, &snap_before, &snap_after),
+    })
+}
+
+/// Every call relative to its object's first Ready, for digging into the numbers
+/// (`ZMO_BENCH_TRACE=FILE`).
+fn write_trace(
+    path: &std::ffi::OsStr,
+    requests: &[RecordedRequest],
+    clock: &Clock,
+    targets: &Targets,
+    objects: &[Object],
+    ready_at: &[Instant],
+) -> Result<()> {
+    let mut out = String::from("object,operation,status,ms_after_ready\n");
+    for r in requests {
+        let at = clock.at(r.received_unix_micros);
+        let (name, since) = match targets.object_of(r) {
+            Some(i) => (
+                objects[i].name.as_str(),
+                at.saturating_duration_since(ready_at[i]).as_secs_f64() * 1000.0
+                    - ready_at[i].saturating_duration_since(at).as_secs_f64() * 1000.0,
+            ),
+            None => ("", 0.0),
+        };
+        out.push_str(&format!(
+            "{name},{:?},{},{since:.1}\n",
+            r.operation, r.status
+        ));
+    }
+    std::fs::write(path, out).with_context(|| format!("writing {path:?}"))?;
+    Ok(())
+}
+
+/// When the phases of one bulk run happened, to attribute each ZITADEL call to one.
+struct Timeline<'a> {
+    clock: &'a Clock,
+    targets: &'a Targets,
+    ready_at: &'a [Instant],
+    last_ready: Instant,
+    /// Until an object's first re-check may come, after its last call before Ready.
+    first_recheck: Duration,
+    edited: usize,
+    edit: std::ops::Range<Instant>,
+    steady: std::ops::Range<Instant>,
+}
+
+/// The ZITADEL calls of each phase.
+struct Attributed {
+    create_calls: Calls,
+    /// Per object: (lists, bulk sets) during its creation.
+    per_object: Vec<(u64, u64)>,
+    steady_calls: Calls,
+    steady_list_times: Vec<Duration>,
+    edit_calls: Calls,
+}
+
+impl Timeline<'_> {
+    /// Attributes the calls. An object's creation ends where its first resync may start: one
+    /// resync interval after the reconcile that made it Ready, i.e. after that reconcile's last
+    /// ZITADEL call (the watch may deliver Ready late on a busy machine).
+    fn attribute(&self, requests: &[RecordedRequest]) -> Attributed {
+        let n = self.ready_at.len();
+        let mut last_call = vec![None::<Instant>; n];
+        for r in requests {
+            let at = self.clock.at(r.received_unix_micros);
+            if let Some(i) = self.targets.object_of(r)
+                && at < self.ready_at[i]
+            {
+                last_call[i] = Some(last_call[i].map_or(at, |l: Instant| l.max(at)));
+            }
+        }
+        let call_window_end: Vec<Instant> = (0..n)
+            .map(|i| last_call[i].unwrap_or(self.ready_at[i]) + self.first_recheck)
+            .collect();
+        let mut out = Attributed {
+            create_calls: Calls::default(),
+            per_object: vec![(0u64, 0u64); n],
+            steady_calls: Calls::default(),
+            steady_list_times: Vec::new(),
+            edit_calls: Calls::default(),
+        };
+        for r in requests {
+            let at = self.clock.at(r.received_unix_micros);
+            let object = self.targets.object_of(r);
+            let kind = CallKind::of(r.operation);
+            let in_create = match object {
+                Some(i) => at < call_window_end[i],
+                None => at < self.last_ready,
+            };
+            if self.edit.contains(&at) {
+                if object == Some(self.edited) {
+                    out.edit_calls.add(kind, r.status);
+                }
+            } else if in_create {
+                out.create_calls.add(kind, r.status);
+                if let Some(i) = object {
+                    match kind {
+                        CallKind::List => out.per_object[i].0 += 1,
+                        CallKind::BulkSet => out.per_object[i].1 += 1,
+                        _ => {}
+                    }
+                }
+            } else if self.steady.contains(&at) {
+                out.steady_calls.add(kind, r.status);
+                if kind == CallKind::List {
+                    out.steady_list_times
+                        .push(at.duration_since(self.steady.start));
+                }
+            }
+        }
+        out
+    }
+
+    /// The Kubernetes writes (and Events) of creation, steady state and edit, as the watch saw
+    /// them. An object's creation lasts until its first resync may start; Events of creation
+    /// are those from `t0` to the steady state.
+    fn kube(
+        &self,
+        writes: &[tracker::Write],
+        event_writes: &[Instant],
+        t0: Instant,
+    ) -> [KubeWrites; 3] {
+        let window_end: Vec<Instant> = self
+            .ready_at
+            .iter()
+            .map(|r| *r + self.first_recheck)
+            .collect();
+        let events_in = |from: Instant, to: Instant| {
+            event_writes
+                .iter()
+                .filter(|t| **t >= from && **t < to)
+                .count() as u64
+        };
+        let (edit, steady) = (&self.edit, &self.steady);
+        let mut create_kube = kube_writes(
+            writes
+                .iter()
+                .filter(|w| w.at < window_end[w.object] && !edit.contains(&w.at)),
+        );
+        create_kube.events = events_in(t0, steady.start);
+        let mut steady_kube = kube_writes(writes.iter().filter(|w| steady.contains(&w.at)));
+        steady_kube.events = events_in(steady.start, steady.end);
+        let mut edit_kube = kube_writes(writes.iter().filter(|w| edit.contains(&w.at)));
+        edit_kube.events = events_in(edit.start, edit.end);
+        [create_kube, steady_kube, edit_kube]
+    }
+}
+
 async fn per_key(opts: &Options, objects: &[Object], workers: usize) -> Result<PerKeyRunReport> {
     let emu = workload::emulator(objects, opts.latency).await?;
     let url = emu.url();
@@ -758,6 +971,24 @@ fn others_cpu(cp: &ControlPlane) -> (f64, f64) {
         .sum();
     let bench = proc_stats(std::process::id()).map_or(0.0, |s| s.cpu_seconds);
     (control_plane, bench)
+}
+
+impl Machine {
+    /// The machine as a run starts: CPUs, load, other compilers running.
+    fn at_start() -> Machine {
+        Machine {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            load_start: load_average(),
+            other_rustc_start: count_processes("rustc"),
+            ..Machine::default()
+        }
+    }
+
+    /// Records the load and other compilers as the run ends.
+    fn finish(&mut self) {
+        self.load_end = load_average();
+        self.other_rustc_end = count_processes("rustc");
+    }
 }
 
 /// 1-minute load average.

@@ -368,6 +368,16 @@ impl Report {
     /// Markdown tables: convergence, steady state + edit, and ratios.
     pub fn markdown(&self) -> String {
         let mut out = String::new();
+        self.markdown_runs(&mut out);
+        self.markdown_steady(&mut out);
+        self.markdown_cpu(&mut out);
+        self.markdown_control_plane(&mut out);
+        self.markdown_ratios(&mut out);
+        out
+    }
+
+    /// The first table: one row per run and strategy (creation).
+    fn markdown_runs(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "Finalizer policy (MutatingAdmissionPolicy): {}\n",
@@ -431,6 +441,10 @@ impl Report {
                 );
             }
         }
+    }
+
+    /// Steady state and the edit, per bulk run.
+    fn markdown_steady(&self, out: &mut String) {
         let bulk: Vec<(&RunReport, &BulkRun)> = self
             .runs
             .iter()
@@ -463,6 +477,10 @@ impl Report {
                 );
             }
         }
+    }
+
+    /// Where the CPU went during convergence, per bulk run.
+    fn markdown_cpu(&self, out: &mut String) {
         let converged: Vec<(&RunReport, &BulkRun)> = self
             .runs
             .iter()
@@ -493,6 +511,10 @@ impl Report {
                 );
             }
         }
+    }
+
+    /// The control plane's cost per phase, and how the lists spread over the window.
+    fn markdown_control_plane(&self, out: &mut String) {
         let costed: Vec<(&RunReport, &BulkRun)> = self
             .runs
             .iter()
@@ -555,6 +577,10 @@ impl Report {
                 }
             }
         }
+    }
+
+    /// Per-key ÷ bulk, per run that had both.
+    fn markdown_ratios(&self, out: &mut String) {
         let ratios: Vec<(&RunReport, &Ratios)> = self
             .runs
             .iter()
@@ -575,7 +601,6 @@ impl Report {
                 );
             }
         }
-        out
     }
 
     /// One CSV row per N and strategy.
@@ -674,22 +699,37 @@ impl Report {
 
     /// Writes `bench.json`, `bench.csv` and `bench.md` into `dir`; returns their paths.
     pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let files = [
-            (dir.join("bench.json"), serde_json::to_string_pretty(self)?),
-            (dir.join("bench.csv"), self.csv()),
-            (
-                dir.join("bench.md"),
-                format!("{} — `{}`\n\n{}", self.date, self.command, self.markdown()),
-            ),
-        ];
-        let mut paths = Vec::new();
-        for (path, text) in files {
-            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-            paths.push(path);
-        }
-        Ok(paths)
+        write_files(
+            dir,
+            "bench",
+            serde_json::to_string_pretty(self)?,
+            self.csv(),
+            format!("{} — `{}`\n\n{}", self.date, self.command, self.markdown()),
+        )
     }
+}
+
+/// Writes `<stem>.json`, `<stem>.csv` and `<stem>.md` into `dir` (created if missing); returns
+/// their paths.
+pub(crate) fn write_files(
+    dir: &Path,
+    stem: &str,
+    json: String,
+    csv: String,
+    markdown: String,
+) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let files = [
+        (dir.join(format!("{stem}.json")), json),
+        (dir.join(format!("{stem}.csv")), csv),
+        (dir.join(format!("{stem}.md")), markdown),
+    ];
+    let mut paths = Vec::new();
+    for (path, text) in files {
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        paths.push(path);
+    }
+    Ok(paths)
 }
 
 /// The `q`-quantile (0..=1) of `values` (nearest rank), 0 when empty.

@@ -49,7 +49,7 @@ use super::apiserver::{PhaseCost, Scraper};
 use super::busy::Sampler;
 use super::report::quantile;
 use super::workload::{self, Object, TargetKind};
-use super::{Machine, api_resource, count_processes, load_average};
+use super::{KindApis, Machine};
 use crate::controlplane::ControlPlane;
 
 /// The operator's field manager (the status writes use it, as the operator does).
@@ -291,46 +291,153 @@ where
     (results.into_iter().map(|(ms, _)| ms).collect(), failures)
 }
 
+/// The `apiVersion` of our metadata CRDs.
+const CRD_VERSION: &str = "metadata.zitadel-operator.dev/v1alpha1";
+
+/// One measured step: name, cost, client latencies (ms), failures.
+type Measured = (String, PhaseCost, Vec<f64>, usize);
+
+/// Measures the steps one after another, each alone, from snapshots taken around it.
+struct Steps<'o> {
+    scraper: Scraper,
+    own: Vec<u32>,
+    objects: &'o [Object],
+    concurrency: usize,
+    measured: Vec<Measured>,
+}
+
+impl<'o> Steps<'o> {
+    /// Runs `f` once per object as the step `name` and records what it cost.
+    async fn step<F, Fut>(&mut self, name: impl Into<String>, f: F) -> Result<()>
+    where
+        F: Fn(usize, &'o Object) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        let name: String = name.into();
+        let before = self.scraper.snapshot().await?;
+        let sampler = Sampler::start(self.own.clone(), Duration::from_millis(500));
+        let (lat, failures) = each(self.objects, self.concurrency, f).await;
+        let contention = sampler.finish().await;
+        let after = self.scraper.snapshot().await?;
+        let mut cost = PhaseCost::between(&name, self.objects.len(), &before, &after);
+        cost.contention = Some(contention);
+        eprintln!(
+            "bench: write costs: {name}: {:.1} s, kube-apiserver {:.2} + etcd {:.2} CPU-s, {failures} failed",
+            cost.wall_s, cost.apiserver_cpu_s, cost.etcd_cpu_s
+        );
+        self.measured.push((name, cost, lat, failures));
+        // Let watch deliveries and etcd compaction of the step settle.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Ok(())
+    }
+}
+
+fn kind_name(o: &Object) -> &'static str {
+    match o.kind {
+        TargetKind::Org => "OrgMetadata",
+        TargetKind::User => "UserMetadata",
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The operator's status write: a forced server-side apply as its field manager.
+fn ssa() -> PatchParams {
+    PatchParams::apply(MANAGER).force()
+}
+
+/// The body of a server-side apply of `o`'s status.
+fn applied_status(api_version: &str, o: &Object, message: &str, at: &str) -> Value {
+    json!({
+        "apiVersion": api_version,
+        "kind": kind_name(o),
+        "status": status_body(o, 1, message, at),
+    })
+}
+
+/// The body of a merge patch of `o`'s status.
+fn merged_status(o: &Object, message: &str, at: &str) -> Value {
+    json!({"status": status_body(o, 1, message, at)})
+}
+
+async fn create(api: Api<DynamicObject>, obj: serde_json::Result<DynamicObject>) -> Result<()> {
+    api.create(&PostParams::default(), &obj?).await?;
+    Ok(())
+}
+
+async fn patch<K>(api: Api<K>, name: &str, params: PatchParams, patch: Patch<Value>) -> Result<()>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(name, &params, &patch).await?;
+    Ok(())
+}
+
+async fn patch_status(
+    api: Api<DynamicObject>,
+    name: &str,
+    params: PatchParams,
+    patch: Patch<Value>,
+) -> Result<()> {
+    api.patch_status(name, &params, &patch).await?;
+    Ok(())
+}
+
+async fn json_patch(api: Api<DynamicObject>, name: &str, ops: Value) -> Result<()> {
+    let ops = Patch::Json::<()>(serde_json::from_value(ops)?);
+    api.patch(name, &PatchParams::default(), &ops).await?;
+    Ok(())
+}
+
 /// Runs the experiment on `cp` (CRDs installed). Prints progress to stderr.
 pub async fn run(cp: &ControlPlane, opts: &WriteCostOptions) -> Result<WriteCostReport> {
     let client = cp.client().await?;
     let ns = cp.create_namespace("bench-writecost").await?;
-    let orgs: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        &ns,
-        &api_resource("OrgMetadata", "orgmetadatas"),
-    );
-    let users: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        &ns,
-        &api_resource("UserMetadata", "usermetadatas"),
-    );
-    let events: Api<KubeEvent> = Api::namespaced(client.clone(), &ns);
-    let api_of = |o: &Object| match o.kind {
-        TargetKind::Org => orgs.clone(),
-        TargetKind::User => users.clone(),
-    };
+    let apis = KindApis::ours(&client, &ns);
     let objects = workload::objects(opts.objects, opts.keys);
     let scraper = Scraper::new(cp).await?;
     let mut report = WriteCostReport {
-        date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        date: now(),
         command: opts.command.clone(),
-        machine: Machine {
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            load_start: load_average(),
-            other_rustc_start: count_processes("rustc"),
-            ..Machine::default()
-        },
+        machine: Machine::at_start(),
         objects: objects.len(),
         concurrency: opts.concurrency,
         watchers: opts.watchers,
         ..WriteCostReport::default()
     };
+    measure_idle(&scraper, opts.idle, &mut report).await;
 
-    // The control plane's own background rate.
+    let mut steps = Steps {
+        scraper,
+        own: cp.process_ids(),
+        objects: &objects,
+        concurrency: opts.concurrency,
+        measured: Vec::new(),
+    };
+    finalizer_steps(&mut steps, &apis, &ns).await?;
+    status_steps(&mut steps, &apis).await?;
+    event_step(&mut steps, &client, &ns).await?;
+    fanout_steps(&mut steps, &apis, opts.watchers).await?;
+    control_steps(&mut steps, &client, &ns).await?;
+    nocel_steps(&mut steps, &client, &ns).await?;
+    policy_step(&mut steps, cp, &client).await?;
+
+    report.rows = rows(
+        steps.measured,
+        report.idle_apiserver_cpu_per_s,
+        report.idle_etcd_cpu_per_s,
+    );
+    report.machine.finish();
+    Ok(report)
+}
+
+/// The control plane's own background rate, measured with nothing running.
+async fn measure_idle(scraper: &Scraper, idle: Duration, report: &mut WriteCostReport) {
     let (a0, e0) = scraper.cpu();
     let idle_start = Instant::now();
-    tokio::time::sleep(opts.idle).await;
+    tokio::time::sleep(idle).await;
     let (a1, e1) = scraper.cpu();
     let idle_s = idle_start.elapsed().as_secs_f64();
     report.idle_apiserver_cpu_per_s = (a1 - a0) / idle_s;
@@ -339,165 +446,94 @@ pub async fn run(cp: &ControlPlane, opts: &WriteCostOptions) -> Result<WriteCost
         "bench: write costs: idle kube-apiserver {:.3} CPU-s/s, etcd {:.3} CPU-s/s",
         report.idle_apiserver_cpu_per_s, report.idle_etcd_cpu_per_s
     );
+}
 
-    let own = cp.process_ids();
-    let mut steps: Vec<(String, PhaseCost, Vec<f64>, usize)> = Vec::new();
-    let now = || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let ssa = PatchParams::apply(MANAGER).force();
-    let plain = PatchParams::default();
-
-    macro_rules! step {
-        ($name:expr, $f:expr) => {{
-            let name: String = $name;
-            let before = scraper.snapshot().await?;
-            let sampler = Sampler::start(own.clone(), Duration::from_millis(500));
-            let (lat, failures) = each(&objects, opts.concurrency, $f).await;
-            let contention = sampler.finish().await;
-            let after = scraper.snapshot().await?;
-            let mut cost = PhaseCost::between(&name, objects.len(), &before, &after);
-            cost.contention = Some(contention);
-            eprintln!(
-                "bench: write costs: {name}: {:.1} s, kube-apiserver {:.2} + etcd {:.2} CPU-s, {failures} failed",
-                cost.wall_s, cost.apiserver_cpu_s, cost.etcd_cpu_s
-            );
-            steps.push((name, cost, lat, failures));
-            // Let watch deliveries and etcd compaction of the step settle.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }};
-    }
-
-    step!("create".into(), |_, o: &Object| {
-        let api = api_of(o);
-        let obj: Result<DynamicObject, _> = serde_json::from_value(o.manifest(&ns));
-        async move {
-            api.create(&PostParams::default(), &obj?).await?;
-            Ok(())
-        }
-    });
-    step!("get".into(), |_, o: &Object| {
-        let api = api_of(o);
-        async move {
-            api.get(&o.name).await?;
-            Ok(())
-        }
-    });
-    step!("finalizer add: JSON patch".into(), |_, o: &Object| {
-        let api = api_of(o);
-        let plain = plain.clone();
-        async move {
-            let patch = json!([
+/// `create`, `get` and the finalizer writes (JSON patch add/remove, merge patch add).
+async fn finalizer_steps(steps: &mut Steps<'_>, apis: &KindApis, ns: &str) -> Result<()> {
+    steps
+        .step("create", |_, o| {
+            create(apis.of(o), serde_json::from_value(o.manifest(ns)))
+        })
+        .await?;
+    steps
+        .step("get", |_, o| {
+            let api = apis.of(o);
+            async move {
+                api.get(&o.name).await?;
+                Ok(())
+            }
+        })
+        .await?;
+    steps
+        .step("finalizer add: JSON patch", |_, o| {
+            let ops = json!([
                 {"op": "test", "path": "/metadata/finalizers", "value": null},
                 {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
             ]);
-            api.patch(
-                &o.name,
-                &plain,
-                &Patch::Json::<()>(serde_json::from_value(patch)?),
-            )
-            .await?;
-            Ok(())
-        }
-    });
-    step!("finalizer remove: JSON patch".into(), |_, o: &Object| {
-        let api = api_of(o);
-        let plain = plain.clone();
-        async move {
-            let patch = json!([
+            json_patch(apis.of(o), &o.name, ops)
+        })
+        .await?;
+    steps
+        .step("finalizer remove: JSON patch", |_, o| {
+            let ops = json!([
                 {"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
                 {"op": "remove", "path": "/metadata/finalizers/0"},
             ]);
-            api.patch(
-                &o.name,
-                &plain,
-                &Patch::Json::<()>(serde_json::from_value(patch)?),
-            )
-            .await?;
-            Ok(())
-        }
-    });
-    step!("finalizer add: merge patch".into(), |_, o: &Object| {
-        let api = api_of(o);
-        let plain = plain.clone();
-        async move {
-            api.patch(
-                &o.name,
-                &plain,
-                &Patch::Merge(json!({"metadata": {"finalizers": [FINALIZER]}})),
-            )
-            .await?;
-            Ok(())
-        }
-    });
+            json_patch(apis.of(o), &o.name, ops)
+        })
+        .await?;
+    steps
+        .step("finalizer add: merge patch", |_, o| {
+            let body = Patch::Merge(json!({"metadata": {"finalizers": [FINALIZER]}}));
+            patch(apis.of(o), &o.name, PatchParams::default(), body)
+        })
+        .await
+}
+
+/// The status writes: SSA first/change/no-op, merge patch change/no-op.
+async fn status_steps(steps: &mut Steps<'_>, apis: &KindApis) -> Result<()> {
     let t1 = now();
-    step!("status first: SSA forced".into(), |_, o: &Object| {
-        let api = api_of(o);
-        let ssa = ssa.clone();
-        let body = json!({
-            "apiVersion": "metadata.zitadel-operator.dev/v1alpha1",
-            "kind": match o.kind { TargetKind::Org => "OrgMetadata", TargetKind::User => "UserMetadata" },
-            "status": status_body(o, 1, "10 keys in sync", &t1),
-        });
-        async move {
-            api.patch_status(&o.name, &ssa, &Patch::Apply(body)).await?;
-            Ok(())
-        }
-    });
+    steps
+        .step("status first: SSA forced", |_, o| {
+            let body = applied_status(CRD_VERSION, o, "10 keys in sync", &t1);
+            patch_status(apis.of(o), &o.name, ssa(), Patch::Apply(body))
+        })
+        .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let t2 = now();
-    step!("status change: SSA forced".into(), |_, o: &Object| {
-        let api = api_of(o);
-        let ssa = ssa.clone();
-        let body = json!({
-            "apiVersion": "metadata.zitadel-operator.dev/v1alpha1",
-            "kind": match o.kind { TargetKind::Org => "OrgMetadata", TargetKind::User => "UserMetadata" },
-            "status": status_body(o, 1, "10 keys in sync (round 2)", &t2),
-        });
-        async move {
-            api.patch_status(&o.name, &ssa, &Patch::Apply(body)).await?;
-            Ok(())
+    for name in ["status change: SSA forced", "status no-op: SSA forced"] {
+        steps
+            .step(name, |_, o| {
+                let body = applied_status(CRD_VERSION, o, "10 keys in sync (round 2)", &t2);
+                patch_status(apis.of(o), &o.name, ssa(), Patch::Apply(body))
+            })
+            .await?;
+        if name == "status change: SSA forced" {
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-    });
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    step!("status no-op: SSA forced".into(), |_, o: &Object| {
-        let api = api_of(o);
-        let ssa = ssa.clone();
-        let body = json!({
-            "apiVersion": "metadata.zitadel-operator.dev/v1alpha1",
-            "kind": match o.kind { TargetKind::Org => "OrgMetadata", TargetKind::User => "UserMetadata" },
-            "status": status_body(o, 1, "10 keys in sync (round 2)", &t2),
-        });
-        async move {
-            api.patch_status(&o.name, &ssa, &Patch::Apply(body)).await?;
-            Ok(())
-        }
-    });
+    }
     let t3 = now();
-    step!("status change: merge patch".into(), |_, o: &Object| {
-        let api = api_of(o);
-        let plain = plain.clone();
-        let body = json!({"status": status_body(o, 1, "10 keys in sync (round 3)", &t3)});
-        async move {
-            api.patch_status(&o.name, &plain, &Patch::Merge(body))
-                .await?;
-            Ok(())
-        }
-    });
-    step!("status no-op: merge patch".into(), |_, o: &Object| {
-        let api = api_of(o);
-        let plain = plain.clone();
-        let body = json!({"status": status_body(o, 1, "10 keys in sync (round 3)", &t3)});
-        async move {
-            api.patch_status(&o.name, &plain, &Patch::Merge(body))
-                .await?;
-            Ok(())
-        }
-    });
-    step!("Event create".into(), |i, o: &Object| {
+    for name in ["status change: merge patch", "status no-op: merge patch"] {
+        steps
+            .step(name, |_, o| {
+                let body = merged_status(o, "10 keys in sync (round 3)", &t3);
+                patch_status(
+                    apis.of(o),
+                    &o.name,
+                    PatchParams::default(),
+                    Patch::Merge(body),
+                )
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// An `events.k8s.io/v1` Event per object, as the operator publishes one per write.
+async fn event_step(steps: &mut Steps<'_>, client: &kube::Client, ns: &str) -> Result<()> {
+    let events: Api<KubeEvent> = Api::namespaced(client.clone(), ns);
+    steps.step("Event create", |i, o: &Object| {
         let events = events.clone();
-        let kind = match o.kind {
-            TargetKind::Org => "OrgMetadata",
-            TargetKind::User => "UserMetadata",
-        };
         let event = json!({
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
@@ -509,7 +545,7 @@ pub async fn run(cp: &ControlPlane, opts: &WriteCostOptions) -> Result<WriteCost
             "reason": "MetadataSet",
             "type": "Normal",
             "note": format!("Set 10 key(s) on organization {}: key-0, key-1, key-2, key-3, key-4, key-5, key-6, key-7, key-8, key-9", o.org_id),
-            "regarding": {"apiVersion": "metadata.zitadel-operator.dev/v1alpha1", "kind": kind,
+            "regarding": {"apiVersion": CRD_VERSION, "kind": kind_name(o),
                           "name": o.name, "namespace": ns},
         });
         async move {
@@ -517,11 +553,16 @@ pub async fn run(cp: &ControlPlane, opts: &WriteCostOptions) -> Result<WriteCost
             events.create(&PostParams::default(), &event).await?;
             Ok(())
         }
-    });
-    // Watch fan-out: the same status change with extra watches of both kinds open.
+    })
+    .await
+}
+
+/// Watch fan-out: the same status change with extra watches of both kinds open; then the
+/// first status step again: how far the control plane's cost drifted over the run.
+async fn fanout_steps(steps: &mut Steps<'_>, apis: &KindApis, watchers: usize) -> Result<()> {
     let mut watches = Vec::new();
-    for _ in 0..opts.watchers {
-        for api in [orgs.clone(), users.clone()] {
+    for _ in 0..watchers {
+        for api in [apis.orgs.clone(), apis.users.clone()] {
             watches.push(tokio::spawn(async move {
                 let stream = watcher(api, watcher::Config::default());
                 let _ = stream.try_for_each(|_| async { Ok(()) }).await;
@@ -531,182 +572,143 @@ pub async fn run(cp: &ControlPlane, opts: &WriteCostOptions) -> Result<WriteCost
     // Let the watches list and settle.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let t4 = now();
-    step!(
-        format!("status change: merge patch, {} watchers", opts.watchers),
-        |_, o: &Object| {
-            let api = api_of(o);
-            let plain = plain.clone();
-            let body = json!({"status": status_body(o, 1, "10 keys in sync (round 4)", &t4)});
-            async move {
-                api.patch_status(&o.name, &plain, &Patch::Merge(body))
-                    .await?;
-                Ok(())
-            }
-        }
-    );
+    steps
+        .step(
+            format!("status change: merge patch, {watchers} watchers"),
+            |_, o| {
+                let body = merged_status(o, "10 keys in sync (round 4)", &t4);
+                patch_status(
+                    apis.of(o),
+                    &o.name,
+                    PatchParams::default(),
+                    Patch::Merge(body),
+                )
+            },
+        )
+        .await?;
     for w in watches {
         w.abort();
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    // The first status step again: how far the control plane's cost drifted over the run.
     let t5 = now();
-    step!(
-        "status change: SSA forced (again, drift check)".into(),
-        |_, o: &Object| {
-            let api = api_of(o);
-            let ssa = ssa.clone();
-            let body = json!({
-                "apiVersion": "metadata.zitadel-operator.dev/v1alpha1",
-                "kind": match o.kind { TargetKind::Org => "OrgMetadata", TargetKind::User => "UserMetadata" },
-                "status": status_body(o, 1, "10 keys in sync (round 5)", &t5),
-            });
-            async move {
-                api.patch_status(&o.name, &ssa, &Patch::Apply(body)).await?;
-                Ok(())
-            }
-        }
-    );
+    steps
+        .step("status change: SSA forced (again, drift check)", |_, o| {
+            let body = applied_status(CRD_VERSION, o, "10 keys in sync (round 5)", &t5);
+            patch_status(apis.of(o), &o.name, ssa(), Patch::Apply(body))
+        })
+        .await
+}
 
-    // Controls: the same data in a built-in kind (protobuf, no CRD schema), and in a custom
-    // resource whose CRD has no schema to validate (x-kubernetes-preserve-unknown-fields, no CEL).
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    step!("control: ConfigMap create".into(), |_, o: &Object| {
-        let api = config_maps.clone();
-        let cm = ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(o.name.clone()),
-                ..ObjectMeta::default()
-            },
-            data: Some(o.entries.iter().cloned().collect()),
-            ..ConfigMap::default()
-        };
-        async move {
-            api.create(&PostParams::default(), &cm).await?;
-            Ok(())
-        }
-    });
-    let t6 = now();
-    step!(
-        "control: ConfigMap change: merge patch".into(),
-        |_, o: &Object| {
+/// Controls: the same data in a built-in kind (protobuf, no CRD schema), and in a custom
+/// resource whose CRD has no schema to validate (x-kubernetes-preserve-unknown-fields, no CEL).
+async fn control_steps(steps: &mut Steps<'_>, client: &kube::Client, ns: &str) -> Result<()> {
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    steps
+        .step("control: ConfigMap create", |_, o: &Object| {
             let api = config_maps.clone();
-            let plain = plain.clone();
+            let cm = ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some(o.name.clone()),
+                    ..ObjectMeta::default()
+                },
+                data: Some(o.entries.iter().cloned().collect()),
+                ..ConfigMap::default()
+            };
+            async move {
+                api.create(&PostParams::default(), &cm).await?;
+                Ok(())
+            }
+        })
+        .await?;
+    let t6 = now();
+    steps
+        .step("control: ConfigMap change: merge patch", |_, o| {
             let body = json!({"metadata": {"annotations": {"bench/synced": t6}}});
-            async move {
-                api.patch(&o.name, &plain, &Patch::Merge(body)).await?;
-                Ok(())
-            }
-        }
-    );
-    let plains = schemaless_crd(&client).await?;
-    let plains: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &plains);
-    step!("control: schemaless CR create".into(), |_, o: &Object| {
-        let api = plains.clone();
-        let mut manifest = o.manifest(&ns);
-        manifest["apiVersion"] = json!(format!("{SCHEMALESS_GROUP}/v1"));
-        manifest["kind"] = json!("BenchPlain");
-        let obj: Result<DynamicObject, _> = serde_json::from_value(manifest);
-        async move {
-            api.create(&PostParams::default(), &obj?).await?;
-            Ok(())
-        }
-    });
+            patch(
+                config_maps.clone(),
+                &o.name,
+                PatchParams::default(),
+                Patch::Merge(body),
+            )
+        })
+        .await?;
+    let plains = schemaless_crd(client).await?;
+    let plains: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &plains);
+    steps
+        .step("control: schemaless CR create", |_, o| {
+            let mut manifest = o.manifest(ns);
+            manifest["apiVersion"] = json!(format!("{SCHEMALESS_GROUP}/v1"));
+            manifest["kind"] = json!("BenchPlain");
+            create(plains.clone(), serde_json::from_value(manifest))
+        })
+        .await?;
     let t7 = now();
-    step!(
-        "control: schemaless CR status change: merge patch".into(),
-        |_, o: &Object| {
-            let api = plains.clone();
-            let plain = plain.clone();
-            let body = json!({"status": status_body(o, 1, "10 keys in sync (round 7)", &t7)});
-            async move {
-                api.patch_status(&o.name, &plain, &Patch::Merge(body))
-                    .await?;
-                Ok(())
-            }
-        }
-    );
+    steps
+        .step(
+            "control: schemaless CR status change: merge patch",
+            |_, o| {
+                let body = merged_status(o, "10 keys in sync (round 7)", &t7);
+                patch_status(
+                    plains.clone(),
+                    &o.name,
+                    PatchParams::default(),
+                    Patch::Merge(body),
+                )
+            },
+        )
+        .await
+}
 
-    // Our CRDs without their CEL rules: what CEL adds to a create and to the status writes.
-    let (nocel_orgs, nocel_users) = nocel_crds(&client).await?;
-    let nocel_orgs: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &nocel_orgs);
-    let nocel_users: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &nocel_users);
-    let nocel_of = |o: &Object| match o.kind {
-        TargetKind::Org => nocel_orgs.clone(),
-        TargetKind::User => nocel_users.clone(),
-    };
+/// Our CRDs without their CEL rules: what CEL adds to a create and to the status writes.
+async fn nocel_steps(steps: &mut Steps<'_>, client: &kube::Client, ns: &str) -> Result<()> {
+    let (nocel_orgs, nocel_users) = nocel_crds(client).await?;
+    let nocel = KindApis::new(client, ns, &nocel_orgs, &nocel_users);
     let nocel_version = format!("{NOCEL_GROUP}/v1alpha1");
-    step!(
-        "control: our CRD without CEL create".into(),
-        |_, o: &Object| {
-            let api = nocel_of(o);
-            let mut manifest = o.manifest(&ns);
+    steps
+        .step("control: our CRD without CEL create", |_, o| {
+            let mut manifest = o.manifest(ns);
             manifest["apiVersion"] = json!(nocel_version);
-            let obj: Result<DynamicObject, _> = serde_json::from_value(manifest);
-            async move {
-                api.create(&PostParams::default(), &obj?).await?;
-                Ok(())
-            }
-        }
-    );
+            create(nocel.of(o), serde_json::from_value(manifest))
+        })
+        .await?;
     let t8 = now();
-    step!(
-        "control: our CRD without CEL status first: SSA forced".into(),
-        |_, o: &Object| {
-            let api = nocel_of(o);
-            let ssa = ssa.clone();
-            let body = json!({
-                "apiVersion": nocel_version,
-                "kind": match o.kind { TargetKind::Org => "OrgMetadata", TargetKind::User => "UserMetadata" },
-                "status": status_body(o, 1, "10 keys in sync", &t8),
-            });
-            async move {
-                api.patch_status(&o.name, &ssa, &Patch::Apply(body)).await?;
-                Ok(())
-            }
-        }
-    );
+    steps
+        .step(
+            "control: our CRD without CEL status first: SSA forced",
+            |_, o| {
+                let body = applied_status(&nocel_version, o, "10 keys in sync", &t8);
+                patch_status(nocel.of(o), &o.name, ssa(), Patch::Apply(body))
+            },
+        )
+        .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let t9 = now();
-    step!(
-        "control: our CRD without CEL status change: SSA forced".into(),
-        |_, o: &Object| {
-            let api = nocel_of(o);
-            let ssa = ssa.clone();
-            let body = json!({
-                "apiVersion": nocel_version,
-                "kind": match o.kind { TargetKind::Org => "OrgMetadata", TargetKind::User => "UserMetadata" },
-                "status": status_body(o, 1, "10 keys in sync (round 9)", &t9),
-            });
-            async move {
-                api.patch_status(&o.name, &ssa, &Patch::Apply(body)).await?;
-                Ok(())
-            }
-        }
-    );
+    steps
+        .step(
+            "control: our CRD without CEL status change: SSA forced",
+            |_, o| {
+                let body = applied_status(&nocel_version, o, "10 keys in sync (round 9)", &t9);
+                patch_status(nocel.of(o), &o.name, ssa(), Patch::Apply(body))
+            },
+        )
+        .await
+}
 
-    // The same creates with the MutatingAdmissionPolicy that adds the cleanup finalizer.
+/// The same creates with the MutatingAdmissionPolicy that adds the cleanup finalizer.
+async fn policy_step(
+    steps: &mut Steps<'_>,
+    cp: &ControlPlane,
+    client: &kube::Client,
+) -> Result<()> {
     let policy =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/admission/cleanup-finalizer.yaml");
     cp.install_finalizer_policy(&policy).await?;
     let ns2 = cp.create_namespace("bench-writecost-map").await?;
-    let orgs2: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        &ns2,
-        &api_resource("OrgMetadata", "orgmetadatas"),
-    );
-    let users2: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        &ns2,
-        &api_resource("UserMetadata", "usermetadatas"),
-    );
+    let apis2 = KindApis::ours(client, &ns2);
     let failed_policy = std::sync::atomic::AtomicUsize::new(0);
-    step!(
-        "create, finalizer policy installed".into(),
-        |_, o: &Object| {
-            let api = match o.kind {
-                TargetKind::Org => orgs2.clone(),
-                TargetKind::User => users2.clone(),
-            };
+    steps
+        .step("create, finalizer policy installed", |_, o| {
+            let api = apis2.of(o);
             let obj: Result<DynamicObject, _> = serde_json::from_value(o.manifest(&ns2));
             let failed_policy = &failed_policy;
             async move {
@@ -720,16 +722,20 @@ pub async fn run(cp: &ControlPlane, opts: &WriteCostOptions) -> Result<WriteCost
                 }
                 Ok(())
             }
-        }
-    );
+        })
+        .await?;
     let failed_policy = failed_policy.into_inner();
     anyhow::ensure!(
         failed_policy == 0,
         "{failed_policy} objects were created without the finalizer although the policy was installed"
     );
+    Ok(())
+}
 
-    let (ia, ie) = (report.idle_apiserver_cpu_per_s, report.idle_etcd_cpu_per_s);
-    let mut rows: Vec<WriteCostRow> = steps
+/// The report's rows: per-write figures net of the idle rates (`ia`, `ie`: CPU-s/s), and the
+/// ratio to `status change: SSA forced`.
+fn rows(measured: Vec<Measured>, ia: f64, ie: f64) -> Vec<WriteCostRow> {
+    let mut rows: Vec<WriteCostRow> = measured
         .into_iter()
         .map(|(step, cost, mut lat, failures)| {
             let writes = lat.len();
@@ -764,10 +770,7 @@ pub async fn run(cp: &ControlPlane, opts: &WriteCostOptions) -> Result<WriteCost
             0.0
         };
     }
-    report.rows = rows;
-    report.machine.load_end = load_average();
-    report.machine.other_rustc_end = count_processes("rustc");
-    Ok(report)
+    rows
 }
 
 impl WriteCostReport {
@@ -859,23 +862,12 @@ impl WriteCostReport {
 
     /// Writes `write-costs.{json,csv,md}` into `dir`; returns their paths.
     pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let files = [
-            (
-                dir.join("write-costs.json"),
-                serde_json::to_string_pretty(self)?,
-            ),
-            (dir.join("write-costs.csv"), self.csv()),
-            (
-                dir.join("write-costs.md"),
-                format!("{} — `{}`\n\n{}", self.date, self.command, self.markdown()),
-            ),
-        ];
-        let mut paths = Vec::new();
-        for (path, text) in files {
-            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-            paths.push(path);
-        }
-        Ok(paths)
+        super::report::write_files(
+            dir,
+            "write-costs",
+            serde_json::to_string_pretty(self)?,
+            self.csv(),
+            format!("{} — `{}`\n\n{}", self.date, self.command, self.markdown()),
+        )
     }
 }

@@ -212,15 +212,9 @@ async fn main() -> anyhow::Result<()> {
             },
         )
         .await?;
-        println!(
-            "\n{} — `{}`\n\n{}",
-            report.date,
-            report.command,
-            report.markdown()
-        );
-        for path in report.write(&out)? {
-            println!("wrote {}", path.display());
-        }
+        publish(&report.date, &report.command, &report.markdown(), || {
+            report.write(&out)
+        })?;
     }
     if args.large_target {
         let report = bench::large_run(
@@ -242,15 +236,9 @@ async fn main() -> anyhow::Result<()> {
             },
         )
         .await?;
-        println!(
-            "\n{} — `{}`\n\n{}",
-            report.date,
-            report.command,
-            report.markdown()
-        );
-        for path in report.write(&out)? {
-            println!("wrote {}", path.display());
-        }
+        publish(&report.date, &report.command, &report.markdown(), || {
+            report.write(&out)
+        })?;
     }
     if modes && !objects_given {
         return Ok(());
@@ -268,6 +256,21 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("{}", report.markdown());
     for path in report.write(&out)? {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Prints a report's Markdown under its date and command, then writes its files (`write`) and
+/// prints their paths.
+fn publish(
+    date: &str,
+    command: &str,
+    markdown: &str,
+    write: impl FnOnce() -> anyhow::Result<Vec<PathBuf>>,
+) -> anyhow::Result<()> {
+    println!("\n{date} — `{command}`\n\n{markdown}");
+    for path in write()? {
         println!("wrote {}", path.display());
     }
     Ok(())

@@ -612,7 +612,13 @@ fn decode_set(scope: Scope, key: String, body: &[u8]) -> Result<Req, ApiError> {
 fn decode_bulk_set(scope: Scope, body: &[u8]) -> Result<Req, ApiError> {
     let obj = wire::parse_body(body)?;
     decode_path_fields(&scope, &obj, false)?;
-    let items = wire::array(&obj, "metadata", "metadata")?
+    let items = metadata_items(&obj)?;
+    Ok(Req::BulkSet { scope, items })
+}
+
+/// The `metadata` list of a bulk set (v1 and v2): key and decoded value of each item.
+pub(crate) fn metadata_items(obj: &Obj) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
+    wire::array(obj, "metadata", "metadata")?
         .iter()
         .map(|item| {
             let item = wire::element_message(item, "metadata")?;
@@ -621,8 +627,7 @@ fn decode_bulk_set(scope: Scope, body: &[u8]) -> Result<Req, ApiError> {
                 wire::bytes(item, "value", "value")?,
             ))
         })
-        .collect::<Result<Vec<_>, ApiError>>()?;
-    Ok(Req::BulkSet { scope, items })
+        .collect()
 }
 
 /// The `query` (`ListQuery`: offset, limit, asc) of a list request.
@@ -974,14 +979,16 @@ fn defined_enum(v: i32, count: usize) -> Option<String> {
         .then(|| "value must be one of the defined enum values".to_owned())
 }
 
-fn check(message: &str, field: &str, reason: Option<String>) -> Result<(), String> {
+/// `Err("invalid <message>.<field>: <reason>")` if a PGV rule gave a reason.
+pub(crate) fn check(message: &str, field: &str, reason: Option<String>) -> Result<(), String> {
     match reason {
         Some(reason) => Err(format!("invalid {message}.{field}: {reason}")),
         None => Ok(()),
     }
 }
 
-fn embedded(message: &str, field: &str, cause: &str) -> String {
+/// PGV's message for an invalid embedded message.
+pub(crate) fn embedded(message: &str, field: &str, cause: &str) -> String {
     format!("invalid {message}.{field}: embedded message failed validation | caused by: {cause}")
 }
 
@@ -1288,6 +1295,9 @@ fn list_details_v2(total: u64, st: &State) -> Out {
         .time("timestamp", Utc::now())
 }
 
+/// Runs one v1 / v2-query request on the state and builds its answer.
+// Long because it is the dispatch over every v1 route: the larger arms are functions of their own
+// (set, bulk_set, list_metadata, list_orgs_v2, list_users_v2); the short ones read best in place.
 fn execute(
     st: &mut State,
     auth: &Auth,
@@ -1296,75 +1306,9 @@ fn execute(
 ) -> Result<Value, ApiError> {
     let ctx_org = auth.ctx_org.as_str();
     let editor = auth.editor();
-    let mode = st.mode;
-    let dropped = write_fault == Some(WriteFault::Drop);
     match req {
-        Req::Set {
-            scope,
-            key,
-            mut value,
-        } => {
-            if write_fault == Some(WriteFault::Corrupt) {
-                corrupt(&mut value);
-            }
-            let skip_unchanged = !scope.is_org() && mode.user_set_skips_unchanged;
-            let push = st.push_by(&editor);
-            let (agg, owner) = write_target(st, &scope, ctx_org)?;
-            let mut scratch;
-            let agg = if dropped {
-                scratch = agg.clone();
-                &mut scratch
-            } else {
-                agg
-            };
-            let (stamp, written) = if skip_unchanged && agg.holds(&key, &value) {
-                (agg.last_metadata_stamp(), 0)
-            } else {
-                (agg.set_metadata(&push, &key, &value), 1)
-            };
-            if !dropped {
-                st.total_events += written;
-            }
-            Ok(write_details(stamp, &owner, true))
-        }
-        Req::BulkSet { scope, mut items } => {
-            if items.is_empty() {
-                return Err(no_data("META-9mm2d"));
-            }
-            if write_fault == Some(WriteFault::Corrupt) {
-                for (_, value) in &mut items {
-                    corrupt(value);
-                }
-            }
-            let skip_unchanged = if scope.is_org() {
-                mode.org_bulk_set_skips_unchanged
-            } else {
-                mode.user_set_skips_unchanged
-            };
-            let push = st.push_by(&editor);
-            let (agg, owner) = write_target(st, &scope, ctx_org)?;
-            let mut scratch;
-            let agg = if dropped {
-                scratch = agg.clone();
-                &mut scratch
-            } else {
-                agg
-            };
-            let mut last = None;
-            let mut written = 0;
-            for (key, value) in &items {
-                if skip_unchanged && agg.holds(key, value) {
-                    continue;
-                }
-                last = Some(agg.set_metadata(&push, key, value));
-                written += 1;
-            }
-            let stamp = last.unwrap_or_else(|| agg.last_metadata_stamp());
-            if !dropped {
-                st.total_events += written;
-            }
-            Ok(write_details(stamp, &owner, false))
-        }
+        Req::Set { scope, key, value } => set(st, auth, scope, key, value, write_fault),
+        Req::BulkSet { scope, items } => bulk_set(st, auth, scope, items, write_fault),
         Req::Remove { scope, key } => {
             let push = st.push_by(&editor);
             let (agg, owner) = write_target(st, &scope, ctx_org)?;
@@ -1439,43 +1383,7 @@ fn execute(
             offset,
             limit,
             queries,
-        } => {
-            let Some(queries) = queries.into_iter().collect::<Option<Vec<KeyQuery>>>() else {
-                let id = if scope.is_org() {
-                    "METAD-fdg23"
-                } else {
-                    "METAD-Vn7qy"
-                };
-                return Err(ApiError::zitadel(
-                    code::INVALID_ARGUMENT,
-                    id,
-                    Msg::ListQueryInvalid,
-                ));
-            };
-            let shuffle = st.shuffler();
-            let (mut matches, owner) = match read_target(st, &scope, ctx_org) {
-                Some((agg, owner)) => (
-                    agg.metadata
-                        .iter()
-                        .filter(|(k, _)| queries.iter().all(|q| q.matches(k)))
-                        .collect::<Vec<_>>(),
-                    owner,
-                ),
-                None => (Vec::new(), ""),
-            };
-            // No sorting column (checklist item 12): any order, a new one per request when
-            // shuffled.
-            super::state::apply_order(shuffle, &mut matches);
-            let total = matches.len() as u64;
-            let result = page(matches, offset, limit)
-                .into_iter()
-                .map(|(k, e)| metadata_item(k, e, owner))
-                .collect();
-            Ok(Out::new()
-                .obj("details", list_details_v1(total, st))
-                .list("result", result)
-                .build())
-        }
+        } => list_metadata(st, auth, scope, (offset, limit), queries),
         Req::UserV1 { id } => {
             let user = st
                 .users
@@ -1511,53 +1419,7 @@ fn execute(
             asc,
             sorting,
             queries,
-        } => {
-            if limit > V2_MAX_LIMIT {
-                return Err(ApiError::zitadel(
-                    code::INVALID_ARGUMENT,
-                    "QUERY-4M0fs",
-                    Msg::QueryLimitExceeded,
-                ));
-            }
-            let limit = if limit == 0 { V2_DEFAULT_LIMIT } else { limit };
-            // Validation rejected queries with nothing set.
-            let queries: Vec<OrgQuery> = queries.into_iter().flatten().collect();
-            let shuffle = st.shuffler();
-            let default_org = st.default_org.as_deref();
-            let mut matches: Vec<&Org> = st
-                .orgs
-                .values()
-                .filter(|o| auth.grant.allows(&o.id, Permission::OrgRead))
-                .filter(|o| queries.iter().all(|q| q.matches(o, default_org)))
-                .collect();
-            // Without a sorting column ZITADEL applies no ORDER BY; the emulator keeps id order.
-            let sorted = match sorting {
-                1 => {
-                    matches.sort_by_cached_key(|o| o.name.to_lowercase());
-                    true
-                }
-                2 => {
-                    matches.sort_by_key(|o| o.agg.creation_date);
-                    true
-                }
-                _ => {
-                    super::state::apply_order(shuffle, &mut matches);
-                    false
-                }
-            };
-            if sorted && !asc {
-                matches.reverse();
-            }
-            let total = matches.len() as u64;
-            let result = page(matches, offset, limit)
-                .into_iter()
-                .map(|o| org_v2(o).build())
-                .collect();
-            Ok(Out::new()
-                .obj("details", list_details_v2(total, st))
-                .list("result", result)
-                .build())
-        }
+        } => list_orgs_v2(st, auth, (offset, limit, asc, sorting), queries),
         Req::OrgByDomain { domain } => {
             let org = st
                 .orgs
@@ -1615,6 +1477,193 @@ fn execute(
                 .build())
         }
     }
+}
+
+/// `SetMetadata` (v1): one key; a dropped write answers but stores nothing.
+fn set(
+    st: &mut State,
+    auth: &Auth,
+    scope: Scope,
+    key: String,
+    mut value: Vec<u8>,
+    write_fault: Option<WriteFault>,
+) -> Result<Value, ApiError> {
+    let ctx_org = auth.ctx_org.as_str();
+    let editor = auth.editor();
+    let mode = st.mode;
+    let dropped = write_fault == Some(WriteFault::Drop);
+    if write_fault == Some(WriteFault::Corrupt) {
+        corrupt(&mut value);
+    }
+    let skip_unchanged = !scope.is_org() && mode.user_set_skips_unchanged;
+    let push = st.push_by(&editor);
+    let (agg, owner) = write_target(st, &scope, ctx_org)?;
+    let mut scratch;
+    let agg = if dropped {
+        scratch = agg.clone();
+        &mut scratch
+    } else {
+        agg
+    };
+    let (stamp, written) = if skip_unchanged && agg.holds(&key, &value) {
+        (agg.last_metadata_stamp(), 0)
+    } else {
+        (agg.set_metadata(&push, &key, &value), 1)
+    };
+    if !dropped {
+        st.total_events += written;
+    }
+    Ok(write_details(stamp, &owner, true))
+}
+
+/// `BulkSetMetadata` (v1); a dropped write answers but stores nothing.
+fn bulk_set(
+    st: &mut State,
+    auth: &Auth,
+    scope: Scope,
+    mut items: Vec<(String, Vec<u8>)>,
+    write_fault: Option<WriteFault>,
+) -> Result<Value, ApiError> {
+    let ctx_org = auth.ctx_org.as_str();
+    let editor = auth.editor();
+    let mode = st.mode;
+    let dropped = write_fault == Some(WriteFault::Drop);
+    if items.is_empty() {
+        return Err(no_data("META-9mm2d"));
+    }
+    if write_fault == Some(WriteFault::Corrupt) {
+        for (_, value) in &mut items {
+            corrupt(value);
+        }
+    }
+    let skip_unchanged = if scope.is_org() {
+        mode.org_bulk_set_skips_unchanged
+    } else {
+        mode.user_set_skips_unchanged
+    };
+    let push = st.push_by(&editor);
+    let (agg, owner) = write_target(st, &scope, ctx_org)?;
+    let mut scratch;
+    let agg = if dropped {
+        scratch = agg.clone();
+        &mut scratch
+    } else {
+        agg
+    };
+    let mut last = None;
+    let mut written = 0;
+    for (key, value) in &items {
+        if skip_unchanged && agg.holds(key, value) {
+            continue;
+        }
+        last = Some(agg.set_metadata(&push, key, value));
+        written += 1;
+    }
+    let stamp = last.unwrap_or_else(|| agg.last_metadata_stamp());
+    if !dropped {
+        st.total_events += written;
+    }
+    Ok(write_details(stamp, &owner, false))
+}
+
+/// `ListMetadata` (v1) of the context org or one of its users.
+fn list_metadata(
+    st: &mut State,
+    auth: &Auth,
+    scope: Scope,
+    (offset, limit): (u64, u32),
+    queries: Vec<Option<KeyQuery>>,
+) -> Result<Value, ApiError> {
+    let ctx_org = auth.ctx_org.as_str();
+    let Some(queries) = queries.into_iter().collect::<Option<Vec<KeyQuery>>>() else {
+        let id = if scope.is_org() {
+            "METAD-fdg23"
+        } else {
+            "METAD-Vn7qy"
+        };
+        return Err(ApiError::zitadel(
+            code::INVALID_ARGUMENT,
+            id,
+            Msg::ListQueryInvalid,
+        ));
+    };
+    let shuffle = st.shuffler();
+    let (mut matches, owner) = match read_target(st, &scope, ctx_org) {
+        Some((agg, owner)) => (
+            agg.metadata
+                .iter()
+                .filter(|(k, _)| queries.iter().all(|q| q.matches(k)))
+                .collect::<Vec<_>>(),
+            owner,
+        ),
+        None => (Vec::new(), ""),
+    };
+    // No sorting column (checklist item 12): any order, a new one per request when
+    // shuffled.
+    super::state::apply_order(shuffle, &mut matches);
+    let total = matches.len() as u64;
+    let result = page(matches, offset, limit)
+        .into_iter()
+        .map(|(k, e)| metadata_item(k, e, owner))
+        .collect();
+    Ok(Out::new()
+        .obj("details", list_details_v1(total, st))
+        .list("result", result)
+        .build())
+}
+
+/// `ListOrganizations` of the organization v2 service: the orgs the caller may read.
+fn list_orgs_v2(
+    st: &mut State,
+    auth: &Auth,
+    (offset, limit, asc, sorting): (u64, u32, bool, i32),
+    queries: Vec<Option<OrgQuery>>,
+) -> Result<Value, ApiError> {
+    if limit > V2_MAX_LIMIT {
+        return Err(ApiError::zitadel(
+            code::INVALID_ARGUMENT,
+            "QUERY-4M0fs",
+            Msg::QueryLimitExceeded,
+        ));
+    }
+    let limit = if limit == 0 { V2_DEFAULT_LIMIT } else { limit };
+    // Validation rejected queries with nothing set.
+    let queries: Vec<OrgQuery> = queries.into_iter().flatten().collect();
+    let shuffle = st.shuffler();
+    let default_org = st.default_org.as_deref();
+    let mut matches: Vec<&Org> = st
+        .orgs
+        .values()
+        .filter(|o| auth.grant.allows(&o.id, Permission::OrgRead))
+        .filter(|o| queries.iter().all(|q| q.matches(o, default_org)))
+        .collect();
+    // Without a sorting column ZITADEL applies no ORDER BY; the emulator keeps id order.
+    let sorted = match sorting {
+        1 => {
+            matches.sort_by_cached_key(|o| o.name.to_lowercase());
+            true
+        }
+        2 => {
+            matches.sort_by_key(|o| o.agg.creation_date);
+            true
+        }
+        _ => {
+            super::state::apply_order(shuffle, &mut matches);
+            false
+        }
+    };
+    if sorted && !asc {
+        matches.reverse();
+    }
+    let total = matches.len() as u64;
+    let result = page(matches, offset, limit)
+        .into_iter()
+        .map(|o| org_v2(o).build())
+        .collect();
+    Ok(Out::new()
+        .obj("details", list_details_v2(total, st))
+        .list("result", result)
+        .build())
 }
 
 /// `ListUsers` of the user v2 service: instance-wide, filtered to users the caller may read, no

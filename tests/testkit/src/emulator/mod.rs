@@ -171,12 +171,7 @@ impl Emulator {
 
     /// Starts an emulator listening on `addr`, with empty state.
     pub async fn start_on(addr: SocketAddr) -> anyhow::Result<Emulator> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the ZITADEL emulator to {addr}"))?;
-        let addr = listener
-            .local_addr()
-            .context("reading the emulator's local address")?;
+        let (listener, addr) = Emulator::bind(addr).await?;
         let (tx, rx) = watch::channel(false);
         let core = Arc::new(Core::new(rx.clone()));
         let app = server::router(Arc::clone(&core));
@@ -184,6 +179,45 @@ impl Emulator {
         // `ConnectInfo<SocketAddr>` available to the handlers.
         let listener =
             conn::ResettableListener::new(listener, Arc::clone(&core.connections)).tap_io(|_| ());
+        let emulator = Emulator::serve(
+            listener,
+            app,
+            core,
+            (tx, rx),
+            addr,
+            "ZITADEL emulator server",
+        );
+        let issuer = emulator.url();
+        emulator.with_state(|st| st.issuer = issuer);
+        Ok(emulator)
+    }
+
+    /// Binds the emulator's TCP listener to `addr`; returns it and the address it got.
+    async fn bind(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the ZITADEL emulator to {addr}"))?;
+        let addr = listener
+            .local_addr()
+            .context("reading the emulator's local address")?;
+        Ok((listener, addr))
+    }
+
+    /// Serves `app` on `listener` until shut down (or every handle is dropped); `what` names
+    /// the server in the warning if serving fails.
+    fn serve<L>(
+        listener: L,
+        app: axum::Router,
+        core: Arc<Core>,
+        (tx, rx): (watch::Sender<bool>, watch::Receiver<bool>),
+        addr: SocketAddr,
+        what: &'static str,
+    ) -> Emulator
+    where
+        L: axum::serve::Listener<Addr = SocketAddr>,
+        for<'a> SocketAddr:
+            axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+    {
         let mut stop = rx;
         let task = tokio::spawn(async move {
             let shutdown = async move {
@@ -197,20 +231,17 @@ impl Emulator {
             .with_graceful_shutdown(shutdown)
             .await;
             if let Err(e) = served {
-                tracing::warn!(error = %e, "ZITADEL emulator server stopped with an error");
+                tracing::warn!(error = %e, "{what} stopped with an error");
             }
         });
-        let emulator = Emulator {
+        Emulator {
             handle: Arc::new(Handle {
                 core,
                 addr,
                 shutdown: tx,
                 task: Mutex::new(Some(task)),
             }),
-        };
-        let issuer = emulator.url();
-        emulator.with_state(|st| st.issuer = issuer);
-        Ok(emulator)
+        }
     }
 
     /// Starts an emulator (empty state) that imitates the ZITADEL version line `profile`.

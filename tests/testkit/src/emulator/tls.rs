@@ -4,7 +4,7 @@
 //! Connections over TLS cannot be reset by [`super::FaultKind::Reset`]; every other fault works.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -19,8 +19,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use super::Emulator;
 use super::server::{self, Core};
-use super::{Emulator, Handle};
 
 /// How long one TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -141,12 +141,7 @@ impl Emulator {
     /// If binding or the TLS configuration fails.
     pub async fn start_tls(tls: &TlsMaterial) -> anyhow::Result<Emulator> {
         let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
-        let tcp = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the ZITADEL emulator to {addr}"))?;
-        let addr = tcp
-            .local_addr()
-            .context("reading the emulator's local address")?;
+        let (tcp, addr) = Emulator::bind(addr).await?;
         // `tap_io` makes `ConnectInfo<SocketAddr>` available to the handlers.
         let listener = TlsListener {
             tcp,
@@ -156,29 +151,14 @@ impl Emulator {
         let (tx, rx) = watch::channel(false);
         let core = Arc::new(Core::new(rx.clone()));
         let app = server::router(Arc::clone(&core));
-        let mut stop = rx;
-        let task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            let served = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown)
-            .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "ZITADEL emulator (TLS) stopped with an error");
-            }
-        });
-        let emulator = Emulator {
-            handle: Arc::new(Handle {
-                core,
-                addr,
-                shutdown: tx,
-                task: Mutex::new(Some(task)),
-            }),
-        };
+        let emulator = Emulator::serve(
+            listener,
+            app,
+            core,
+            (tx, rx),
+            addr,
+            "ZITADEL emulator (TLS)",
+        );
         let host = tls.names.first().map_or("localhost", String::as_str);
         let issuer = format!("https://{host}:{}", addr.port());
         emulator.with_state(|st| st.issuer = issuer);

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::errors::{ApiError, Msg, code};
-use super::handlers::{Auth, KeyQuery, len_field};
+use super::handlers::{Auth, KeyQuery, check, embedded, len_field};
 use super::model::{Operation, Permission};
 use super::profile::ProfileFacts;
 use super::routes::Params;
@@ -121,16 +121,7 @@ fn decode(
     };
     let target = target(api, params, &obj)?;
     if set {
-        let items = wire::array(&obj, "metadata", "metadata")?
-            .iter()
-            .map(|item| {
-                let item = wire::element_message(item, "metadata")?;
-                Ok((
-                    wire::string(item, "key", "key")?,
-                    wire::bytes(item, "value", "value")?,
-                ))
-            })
-            .collect::<Result<Vec<_>, ApiError>>()?;
+        let items = super::handlers::metadata_items(&obj)?;
         return Ok(V2Req::Set { target, items });
     }
     if delete {
@@ -207,17 +198,6 @@ fn runes(v: &str, min: usize, max: usize) -> Option<String> {
     let n = v.chars().count();
     (n < min || n > max)
         .then(|| format!("value length must be between {min} and {max} runes, inclusive"))
-}
-
-fn check(message: &str, field: &str, reason: Option<String>) -> Result<(), String> {
-    match reason {
-        Some(reason) => Err(format!("invalid {message}.{field}: {reason}")),
-        None => Ok(()),
-    }
-}
-
-fn embedded(message: &str, field: &str, cause: &str) -> String {
-    format!("invalid {message}.{field}: embedded message failed validation | caused by: {cause}")
 }
 
 /// PGV (protoc-gen-validate) rules of the request messages; first violation only.
@@ -410,6 +390,8 @@ pub(crate) fn prepare(
 
 /// Runs a prepared v2 / v2beta metadata RPC for an authenticated caller: validation (PGV), then
 /// the command or query with ZITADEL's order of checks.
+// Long because it is the dispatch over the five v2 requests, each arm in ZITADEL's order of checks
+// (shared pieces: no_data, listed_aggregate, write, apply_set, remove_all).
 pub(crate) fn exec(
     st: &mut State,
     auth: &Auth,
@@ -433,11 +415,7 @@ pub(crate) fn exec(
     match (api, req) {
         (Api::User, V2Req::Set { target, items }) => {
             if items.is_empty() {
-                return Err(zitadel(
-                    code::FAILED_PRECONDITION,
-                    "META-9mm2d",
-                    Msg::MetadataNoData,
-                ));
+                return Err(no_data("META-9mm2d"));
             }
             let org = user_org(st, &target)?;
             if !auth.grant.allows(&org, Permission::UserWrite) {
@@ -455,11 +433,7 @@ pub(crate) fn exec(
         }
         (Api::User, V2Req::Delete { target, keys }) => {
             if keys.is_empty() {
-                return Err(zitadel(
-                    code::FAILED_PRECONDITION,
-                    "META-9mm2d",
-                    Msg::MetadataNoData,
-                ));
+                return Err(no_data("META-9mm2d"));
             }
             let org = user_org(st, &target)?;
             if !auth.grant.allows(&org, Permission::UserWrite) {
@@ -475,11 +449,7 @@ pub(crate) fn exec(
         }
         (Api::Org | Api::OrgBeta, V2Req::Set { target, items }) => {
             if items.is_empty() {
-                return Err(zitadel(
-                    code::FAILED_PRECONDITION,
-                    "META-9mm2d",
-                    Msg::MetadataNoData,
-                ));
+                return Err(no_data("META-9mm2d"));
             }
             if check_permissions && !auth.grant.allows(&target, Permission::OrgWrite) {
                 return Err(permission_denied());
@@ -497,11 +467,7 @@ pub(crate) fn exec(
         }
         (Api::Org | Api::OrgBeta, V2Req::Delete { target, keys }) => {
             if keys.is_empty() {
-                return Err(zitadel(
-                    code::FAILED_PRECONDITION,
-                    "META-9mw2d",
-                    Msg::MetadataNoData,
-                ));
+                return Err(no_data("META-9mw2d"));
             }
             if check_permissions && !auth.grant.allows(&target, Permission::OrgWrite) {
                 return Err(permission_denied());
@@ -534,20 +500,7 @@ pub(crate) fn exec(
             let effective = if limit == 0 { V2_DEFAULT_LIMIT } else { limit };
             let filters: Vec<KeyQuery> = filters.into_iter().flatten().collect();
             let shuffle = st.shuffler();
-            let (agg, readable) = match api {
-                Api::User => match st.users.get(&target) {
-                    Some(u) => (
-                        Some(&u.agg),
-                        auth.grant.allows(&u.org_id, Permission::UserRead)
-                            || auth.grant.user_id.as_deref() == Some(target.as_str()),
-                    ),
-                    None => (None, false),
-                },
-                Api::Org | Api::OrgBeta => (
-                    st.orgs.get(&target).map(|o| &o.agg),
-                    !check_permissions || auth.grant.allows(&target, Permission::OrgRead),
-                ),
-            };
+            let (agg, readable) = listed_aggregate(st, auth, api, check_permissions, &target);
             let mut rows: Vec<(&String, &MetaEntry)> = agg
                 .map(|a| {
                     a.metadata
@@ -591,6 +544,35 @@ pub(crate) fn exec(
                 .list("metadata", items)
                 .build())
         }
+    }
+}
+
+/// `FAILED_PRECONDITION` for a write without keys (`id`: the user's or the organization's).
+fn no_data(id: &'static str) -> ApiError {
+    zitadel(code::FAILED_PRECONDITION, id, Msg::MetadataNoData)
+}
+
+/// The aggregate a list reads (if the target exists), and whether the caller may read it.
+fn listed_aggregate<'s>(
+    st: &'s State,
+    auth: &Auth,
+    api: Api,
+    check_permissions: bool,
+    target: &str,
+) -> (Option<&'s Aggregate>, bool) {
+    match api {
+        Api::User => match st.users.get(target) {
+            Some(u) => (
+                Some(&u.agg),
+                auth.grant.allows(&u.org_id, Permission::UserRead)
+                    || auth.grant.user_id.as_deref() == Some(target),
+            ),
+            None => (None, false),
+        },
+        Api::Org | Api::OrgBeta => (
+            st.orgs.get(target).map(|o| &o.agg),
+            !check_permissions || auth.grant.allows(target, Permission::OrgRead),
+        ),
     }
 }
 

@@ -13,6 +13,7 @@ use zmo_testkit::emulator::{DEMO_ADMIN_TOKEN, Emulator};
 #[derive(Debug)]
 pub struct Resp {
     pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
     pub content_type: String,
     pub text: String,
     /// The body as JSON (`null` if it is not JSON).
@@ -29,6 +30,7 @@ pub fn client() -> reqwest::Client {
 pub async fn send(rb: reqwest::RequestBuilder) -> Resp {
     let r = rb.send().await.expect("request sent");
     let status = r.status().as_u16();
+    let headers = r.headers().clone();
     let content_type = r
         .headers()
         .get("content-type")
@@ -39,6 +41,7 @@ pub async fn send(rb: reqwest::RequestBuilder) -> Resp {
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
     Resp {
         status,
+        headers,
         content_type,
         text,
         body,
@@ -78,6 +81,57 @@ pub async fn rest(
         rb = rb.json(body);
     }
     send(rb).await
+}
+
+/// A REST call with an optional bearer token, `x-zitadel-orgid` and JSON body (a client
+/// without a timeout, as the metadata and search suites use).
+pub async fn call(
+    emu: &Emulator,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    org: Option<&str>,
+    body: Option<Value>,
+) -> Resp {
+    let mut rb = reqwest::Client::new().request(method, format!("{}{}", emu.url(), path));
+    if let Some(token) = token {
+        rb = rb.bearer_auth(token);
+    }
+    if let Some(org) = org {
+        rb = rb.header("x-zitadel-orgid", org);
+    }
+    if let Some(body) = body {
+        rb = rb.json(&body);
+    }
+    send(rb).await
+}
+
+/// The keys of a JSON object, sorted.
+pub fn keys(v: &Value) -> Vec<&str> {
+    let mut k: Vec<&str> = v
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    k.sort_unstable();
+    k
+}
+
+/// Asserts a REST error with exactly one `zitadel.v1.ErrorDetail` of `id`, whose message the
+/// top-level message repeats as `"<detail> (<id>)"`.
+pub fn assert_error(r: &Resp, http: u16, code: i64, id: &str) {
+    assert_eq!(r.status, http, "{}", r.text);
+    assert_eq!(r.body["code"], code, "{}", r.text);
+    let details = r.body["details"].as_array().expect("details");
+    assert_eq!(details.len(), 1);
+    assert_eq!(
+        details[0]["@type"],
+        "type.googleapis.com/zitadel.v1.ErrorDetail"
+    );
+    assert_eq!(details[0]["id"], id, "{}", r.text);
+    let text = details[0]["message"].as_str().expect("detail message");
+    assert_eq!(r.body["message"], format!("{text} ({id})"));
 }
 
 pub const USER_SVC: &str = "/zitadel.user.v2.UserService";
