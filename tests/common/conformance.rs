@@ -95,6 +95,28 @@ pub fn schemas(op: Operation) -> Option<(&'static str, &'static str)> {
 /// (`"N cases, operations [...]"`), or `"skipped (...)"` when the tools are not installed
 /// outside CI (on CI, `.ci/run` installs them and their absence fails). Panics on any refusal.
 pub fn check(requests: &[RecordedRequest], label: &str) -> String {
+    match decode_strictly(requests, label) {
+        None => "skipped".into(),
+        Some(d) => format!(
+            "\"{} cases, operations {}\"",
+            d.cases,
+            d.operations.into_iter().collect::<Vec<_>>().join(",")
+        ),
+    }
+}
+
+/// What [`decode_strictly`] checked.
+pub struct Decoded {
+    /// Bodies decoded (requests and answers).
+    pub cases: usize,
+    /// The operations they belong to.
+    pub operations: BTreeSet<String>,
+    /// What the Python models check printed (empty when no case needed it).
+    pub python: String,
+}
+
+/// The check behind [`check`]: `None` when the tools are missing outside CI (said on stderr).
+pub fn decode_strictly(requests: &[RecordedRequest], label: &str) -> Option<Decoded> {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance");
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     let ok = |cmd: &mut Command| cmd.output().is_ok_and(|o| o.status.success());
@@ -114,7 +136,7 @@ pub fn check(requests: &[RecordedRequest], label: &str) -> String {
         );
         assert!(!ci, "{what}: .ci/run installs them");
         eprintln!("SKIPPED conformance of {label}: {what}");
-        return "skipped".into();
+        return None;
     }
     let mut cases = Vec::new();
     let mut ops = BTreeSet::new();
@@ -146,6 +168,7 @@ pub fn check(requests: &[RecordedRequest], label: &str) -> String {
         String::from_utf8_lossy(&node.stderr)
     );
     let python_cases = tmp.path().join("cases.json.python.json");
+    let mut python_out = String::new();
     if python_cases.exists() {
         let python = Command::new("python3")
             .args(["-W", "ignore"])
@@ -153,16 +176,16 @@ pub fn check(requests: &[RecordedRequest], label: &str) -> String {
             .arg(&python_cases)
             .output()
             .expect("python");
-        let py_out = String::from_utf8_lossy(&python.stdout);
+        python_out = String::from_utf8_lossy(&python.stdout).into_owned();
         assert!(
             python.status.success(),
-            "{label}: zitadel-client models refused bodies the operator sent or read:\n{py_out}{}",
+            "{label}: zitadel-client models refused bodies the operator sent or read:\n{python_out}{}",
             String::from_utf8_lossy(&python.stderr)
         );
     }
-    format!(
-        "\"{} cases, operations {}\"",
-        cases.len(),
-        ops.into_iter().collect::<Vec<_>>().join(",")
-    )
+    Some(Decoded {
+        cases: cases.len(),
+        operations: ops,
+        python: python_out,
+    })
 }
