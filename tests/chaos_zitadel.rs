@@ -1226,6 +1226,9 @@ async fn rate_limited_token_endpoint_honours_retry_after() {
     const RETRY_AFTER: u64 = 3;
     let env = TestEnv::new("chaos-token-429").await;
     let op = jwt_profile_connection(&env, "300000000000000078").await;
+    // Only the reconcile's calls: the connection's events probe (drift detection) would send
+    // its own call with the cached token at any moment, which says nothing about Retry-After.
+    env.apply_connection("acme", json!({"url": env.emu.url(), "api": "V1", "driftDetection": {"mode": "Polling"}, "credentials": {"jwtProfile": {"name": "zitadel-key", "key": "key.json"}}})).await;
     let conn = json!({"name": "acme"});
     env.apply_org("tok429", json!({"organizationId": ACME, "connectionRef": conn, "metadata": entries(&kv(&[("t", "0")]))}))
         .await;
@@ -1259,7 +1262,10 @@ async fn rate_limited_token_endpoint_honours_retry_after() {
     let gap = secs_between(tokens[0], next);
     assert!(
         gap >= RETRY_AFTER as f64,
-        "next request {gap:.3} s after the token endpoint's 429 with Retry-After {RETRY_AFTER}"
+        "next request {gap:.3} s after the token endpoint's 429 with Retry-After {RETRY_AFTER}: {:?}",
+        reqs.iter()
+            .map(|r| (r.operation, r.status, r.path.as_str()))
+            .collect::<Vec<_>>()
     );
     assert_eq!(decoded(env.emu.org_metadata(ACME)), desired);
     figure(
