@@ -366,19 +366,36 @@ pub trait MetadataResource:
     /// The target of the writes, as the spec names it (`None` if the spec names none, which
     /// the CRD's CEL rules prevent).
     fn target_ref(&self) -> Option<TargetRef>;
-    /// The desired entries.
-    fn entries(&self) -> &[MetadataEntry];
-    /// The desired entries, to change in place (e.g. to drop the values from a cached copy
-    /// that only needs the keys).
-    fn entries_mut(&mut self) -> &mut Vec<MetadataEntry>;
-    /// Deletion policy.
-    fn deletion_policy(&self) -> DeletionPolicy;
+    /// The fields every metadata kind shares (entries, policies, `suspend`, connection).
+    fn common(&self) -> &super::MetadataSpecCommon;
+    /// The shared fields, to change in place.
+    fn common_mut(&mut self) -> &mut super::MetadataSpecCommon;
     /// Current status, if any.
     fn status(&self) -> Option<&MetadataStatus>;
+
+    /// The desired entries.
+    fn entries(&self) -> &[MetadataEntry] {
+        &self.common().metadata
+    }
+    /// The desired entries, to change in place (e.g. to drop the values from a cached copy
+    /// that only needs the keys).
+    fn entries_mut(&mut self) -> &mut Vec<MetadataEntry> {
+        &mut self.common_mut().metadata
+    }
+    /// Deletion policy.
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.common().deletion_policy
+    }
     /// Drift policy.
-    fn drift_policy(&self) -> DriftPolicy;
+    fn drift_policy(&self) -> DriftPolicy {
+        self.common().drift_policy
+    }
     /// Whether reconciliation is paused.
-    fn suspended(&self) -> bool;
+    fn suspended(&self) -> bool {
+        self.common().suspend
+    }
     /// The connection to use (`None`: the operator's default connection).
-    fn connection_ref(&self) -> Option<&super::ConnectionRef>;
+    fn connection_ref(&self) -> Option<&super::ConnectionRef> {
+        self.common().connection_ref.as_ref()
+    }
 }
