@@ -15,7 +15,7 @@ mod user;
 pub use common::*;
 pub use connection::*;
 pub use org::{OrgMetadata, OrgMetadataSpec};
-pub use spec::MetadataSpecCommon;
+pub use spec::{MetadataResource, MetadataSpecCommon};
 pub use target::*;
 pub use user::{UserMetadata, UserMetadataSpec};
 

@@ -1,9 +1,10 @@
-//! The spec fields both metadata kinds share, embedded in each spec with `#[serde(flatten)]`
-//! (the generated schema lists them beside the kind's own target fields).
+//! What both metadata kinds share: the spec fields, embedded in each spec with
+//! `#[serde(flatten)]` (the generated schema lists them beside the kind's own target fields), and
+//! the [`MetadataResource`] trait the reconciler is written against.
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConnectionRef, DeletionPolicy, DriftPolicy, MetadataEntry};
+use super::{ConnectionRef, DeletionPolicy, DriftPolicy, MetadataEntry, MetadataStatus, TargetRef};
 
 /// What an `OrgMetadata` or `UserMetadata` declares besides its target: the entries, the
 /// policies, `suspend` and the connection.
@@ -36,4 +37,56 @@ pub struct MetadataSpecCommon {
     /// without one, the object is refused with `ConnectionNotFound`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_ref: Option<ConnectionRef>,
+}
+
+/// What the reconciler needs from either kind.
+pub trait MetadataResource:
+    kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + Serialize
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// Short controller name used in logs, metrics and events.
+    const CONTROLLER: &'static str;
+    /// The kind, as in messages (`OrgMetadata`, `UserMetadata`).
+    const KIND: &'static str;
+    /// The target of the writes, as the spec names it (`None` if the spec names none, which
+    /// the CRD's CEL rules prevent).
+    fn target_ref(&self) -> Option<TargetRef>;
+    /// The fields every metadata kind shares (entries, policies, `suspend`, connection).
+    fn common(&self) -> &MetadataSpecCommon;
+    /// The shared fields, to change in place.
+    fn common_mut(&mut self) -> &mut MetadataSpecCommon;
+    /// Current status, if any.
+    fn status(&self) -> Option<&MetadataStatus>;
+
+    /// The desired entries.
+    fn entries(&self) -> &[MetadataEntry] {
+        &self.common().metadata
+    }
+    /// The desired entries, to change in place (e.g. to drop the values from a cached copy
+    /// that only needs the keys).
+    fn entries_mut(&mut self) -> &mut Vec<MetadataEntry> {
+        &mut self.common_mut().metadata
+    }
+    /// Deletion policy.
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.common().deletion_policy
+    }
+    /// Drift policy.
+    fn drift_policy(&self) -> DriftPolicy {
+        self.common().drift_policy
+    }
+    /// Whether reconciliation is paused.
+    fn suspended(&self) -> bool {
+        self.common().suspend
+    }
+    /// The connection to use (`None`: the operator's default connection).
+    fn connection_ref(&self) -> Option<&ConnectionRef> {
+        self.common().connection_ref.as_ref()
+    }
 }
