@@ -208,11 +208,17 @@ pub struct DriftDetectionSpec {
     pub event_poll_interval: Option<String>,
 }
 
+/// A Go duration (`15s`, `1m30s`) between 1 s and 1 h, checked at admission (the same bounds
+/// as [`DriftDetectionSpec::poll_interval`], which stays for objects stored before the rule).
 fn poll_interval_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "string",
         "maxLength": 32,
         "pattern": r"^([0-9]+(ms|s|m|h))+$",
+        "x-kubernetes-validations": [{
+            "rule": "!self.matches('^([0-9]+(ms|s|m|h))+$') || (duration(self) >= duration('1s') && duration(self) <= duration('1h'))",
+            "message": "eventPollInterval must be between 1s and 1h",
+        }],
     })
 }
 
