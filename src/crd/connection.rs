@@ -23,15 +23,7 @@ pub use status::*;
     category = "zitadel",
     namespaced,
     status = "ConnectionStatus",
-    doc = "A ZITADEL instance and the credentials to reach it. OrgMetadata and UserMetadata in the same namespace use it through spec.connectionRef.",
-    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Identity","type":"string","jsonPath":".status.identity"}"#,
-    printcolumn = r#"{"name":"Drift","type":"string","jsonPath":".status.driftDetection.mode"}"#,
-    printcolumn = r#"{"name":"UserAPI","type":"string","jsonPath":".status.api.userMetadata"}"#,
-    printcolumn = r#"{"name":"OrgAPI","type":"string","jsonPath":".status.api.orgMetadata"}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    doc = "A ZITADEL instance and the credentials to reach it. OrgMetadata and UserMetadata in the same namespace use it through spec.connectionRef."
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ZitadelConnectionSpec {
@@ -69,15 +61,7 @@ pub struct ZitadelConnectionSpec {
     shortname = "czconn",
     category = "zitadel",
     status = "ConnectionStatus",
-    doc = "A cluster-wide ZITADEL connection. Only namespaces matched by allowedNamespaces may use it, and only for the organizations listed there; by default no namespace may.",
-    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Identity","type":"string","jsonPath":".status.identity"}"#,
-    printcolumn = r#"{"name":"Drift","type":"string","jsonPath":".status.driftDetection.mode"}"#,
-    printcolumn = r#"{"name":"UserAPI","type":"string","jsonPath":".status.api.userMetadata"}"#,
-    printcolumn = r#"{"name":"OrgAPI","type":"string","jsonPath":".status.api.orgMetadata"}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    doc = "A cluster-wide ZITADEL connection. Only namespaces matched by allowedNamespaces may use it, and only for the organizations listed there; by default no namespace may."
 )]
 #[x_kube(validation = Rule::new("(has(self.credentials.personalAccessToken) && has(self.credentials.personalAccessToken.namespace)) || (has(self.credentials.jwtProfile) && has(self.credentials.jwtProfile.namespace))").message("a ClusterZitadelConnection must name the namespace of its credentials Secret"))]
 #[serde(rename_all = "camelCase")]
