@@ -166,7 +166,7 @@ async fn credentials(
     versions: &mut Vec<String>,
 ) -> Result<(TokenSource, Option<String>), BuildError> {
     let ns = settings.namespace.as_deref();
-    let creds = &settings.credentials;
+    let creds = &settings.endpoint.credentials;
     match (&creds.personal_access_token, &creds.jwt_profile) {
         (Some(r), None) => {
             let (bytes, version) = read_key(sources.as_ref(), SourceKind::Secret, r, ns).await?;
@@ -219,16 +219,17 @@ pub async fn build(
     settings: &ConnectionSettings,
     request_timeout: Duration,
 ) -> Result<Built, BuildError> {
-    let url: Url = settings
+    let endpoint = &settings.endpoint;
+    let url: Url = endpoint
         .url
         .parse()
-        .map_err(|e| BuildError::Invalid(format!("url {:?} is not a URL: {e}", settings.url)))?;
+        .map_err(|e| BuildError::Invalid(format!("url {:?} is not a URL: {e}", endpoint.url)))?;
     let mut versions = Vec::new();
     let mut config = ClientConfig::new(url, TokenSource::Static(Arc::from("")));
     config.request_timeout = request_timeout;
-    config.tls_server_name = settings.tls_server_name.clone();
+    config.tls_server_name = endpoint.tls_server_name.clone();
     config.api = settings.api;
-    if let Some(ca) = &settings.ca_bundle {
+    if let Some(ca) = &endpoint.ca_bundle {
         let (kind, reference) = match (&ca.secret_ref, &ca.config_map_ref) {
             (Some(r), None) => (SourceKind::Secret, r),
             (None, Some(r)) => (SourceKind::ConfigMap, r),

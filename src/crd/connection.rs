@@ -23,35 +23,13 @@ pub use status::*;
     category = "zitadel",
     namespaced,
     status = "ConnectionStatus",
-    doc = "A ZITADEL instance and the credentials to reach it. OrgMetadata and UserMetadata in the same namespace use it through spec.connectionRef.",
-    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Identity","type":"string","jsonPath":".status.identity"}"#,
-    printcolumn = r#"{"name":"Drift","type":"string","jsonPath":".status.driftDetection.mode"}"#,
-    printcolumn = r#"{"name":"UserAPI","type":"string","jsonPath":".status.api.userMetadata"}"#,
-    printcolumn = r#"{"name":"OrgAPI","type":"string","jsonPath":".status.api.orgMetadata"}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    doc = "A ZITADEL instance and the credentials to reach it. OrgMetadata and UserMetadata in the same namespace use it through spec.connectionRef."
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ZitadelConnectionSpec {
-    /// Base URL of the ZITADEL instance (its custom domain, also the OIDC issuer), e.g.
-    /// `https://acme.zitadel.cloud`.
-    #[schemars(
-        length(min = 1, max = 2048),
-        regex(pattern = r"^https?://[^\s/]+(/.*)?$")
-    )]
-    pub url: String,
-    /// Extra CA certificates (PEM) to trust for the instance's TLS certificate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_bundle: Option<CaBundle>,
-    /// Server name to verify the TLS certificate against (and send as SNI) when it differs from
-    /// the URL's host.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "super::common::optional_id_schema")]
-    pub tls_server_name: Option<String>,
-    /// How to authenticate. The Secret must be in the connection's namespace.
-    pub credentials: Credentials,
+    /// Where the instance is and how to authenticate to it.
+    #[serde(flatten)]
+    pub endpoint: ConnectionEndpoint,
     /// Which API serves metadata and how drift is detected.
     #[serde(flatten)]
     pub modes: ConnectionModes,
@@ -69,34 +47,14 @@ pub struct ZitadelConnectionSpec {
     shortname = "czconn",
     category = "zitadel",
     status = "ConnectionStatus",
-    doc = "A cluster-wide ZITADEL connection. Only namespaces matched by allowedNamespaces may use it, and only for the organizations listed there; by default no namespace may.",
-    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Identity","type":"string","jsonPath":".status.identity"}"#,
-    printcolumn = r#"{"name":"Drift","type":"string","jsonPath":".status.driftDetection.mode"}"#,
-    printcolumn = r#"{"name":"UserAPI","type":"string","jsonPath":".status.api.userMetadata"}"#,
-    printcolumn = r#"{"name":"OrgAPI","type":"string","jsonPath":".status.api.orgMetadata"}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    doc = "A cluster-wide ZITADEL connection. Only namespaces matched by allowedNamespaces may use it, and only for the organizations listed there; by default no namespace may."
 )]
 #[x_kube(validation = Rule::new("(has(self.credentials.personalAccessToken) && has(self.credentials.personalAccessToken.namespace)) || (has(self.credentials.jwtProfile) && has(self.credentials.jwtProfile.namespace))").message("a ClusterZitadelConnection must name the namespace of its credentials Secret"))]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterZitadelConnectionSpec {
-    /// Base URL of the ZITADEL instance (its custom domain, also the OIDC issuer).
-    #[schemars(
-        length(min = 1, max = 2048),
-        regex(pattern = r"^https?://[^\s/]+(/.*)?$")
-    )]
-    pub url: String,
-    /// Extra CA certificates (PEM) to trust; `namespace` is required here.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_bundle: Option<CaBundle>,
-    /// Server name to verify the TLS certificate against when it differs from the URL's host.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "super::common::optional_id_schema")]
-    pub tls_server_name: Option<String>,
-    /// How to authenticate; the Secret reference must name its namespace.
-    pub credentials: Credentials,
+    /// Where the instance is and how to authenticate to it.
+    #[serde(flatten)]
+    pub endpoint: ConnectionEndpoint,
     /// Which API serves metadata and how drift is detected.
     #[serde(flatten)]
     pub modes: ConnectionModes,
@@ -104,6 +62,34 @@ pub struct ClusterZitadelConnectionSpec {
     /// matching no rule is refused (`TargetNotAllowed`). Empty (the default): no namespace.
     #[serde(default)]
     pub allowed_namespaces: Vec<NamespaceRule>,
+}
+
+/// The spec fields both connection kinds share, embedded with `#[serde(flatten)]`: where the
+/// instance is and how to authenticate to it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionEndpoint {
+    /// Base URL of the ZITADEL instance (its custom domain, also the OIDC issuer), e.g.
+    /// `https://acme.zitadel.cloud`.
+    #[schemars(
+        length(min = 1, max = 2048),
+        regex(pattern = r"^https?://[^\s/]+(/.*)?$")
+    )]
+    pub url: String,
+    /// Extra CA certificates (PEM) to trust for the instance's TLS certificate. The Secret or
+    /// ConfigMap must be in the connection's namespace (ZitadelConnection), or the reference
+    /// must name its `namespace` (ClusterZitadelConnection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<CaBundle>,
+    /// Server name to verify the TLS certificate against (and send as SNI) when it differs from
+    /// the URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::common::optional_id_schema")]
+    pub tls_server_name: Option<String>,
+    /// How to authenticate. The Secret must be in the connection's namespace
+    /// (ZitadelConnection), or the reference must name its `namespace`
+    /// (ClusterZitadelConnection).
+    pub credentials: Credentials,
 }
 
 /// The spec fields both connection kinds share word for word, embedded with
@@ -287,17 +273,11 @@ pub enum ConnectionKind {
     ClusterZitadelConnection,
 }
 
-/// The parts of a connection spec both kinds share.
+/// What a client for a connection of either kind is built from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConnectionSettings {
-    /// Base URL.
-    pub url: String,
-    /// CA bundle reference.
-    pub ca_bundle: Option<CaBundle>,
-    /// TLS server name.
-    pub tls_server_name: Option<String>,
-    /// Credentials.
-    pub credentials: Credentials,
+    /// URL, CA bundle, TLS server name and credentials (`spec`).
+    pub endpoint: ConnectionEndpoint,
     /// Namespace the referenced Secrets/ConfigMaps live in by default.
     pub namespace: Option<String>,
     /// Which API serves metadata (`spec.api`).
@@ -308,10 +288,7 @@ impl ZitadelConnection {
     /// Shared settings (Secrets resolved in the connection's namespace).
     pub fn settings(&self) -> ConnectionSettings {
         ConnectionSettings {
-            url: self.spec.url.clone(),
-            ca_bundle: self.spec.ca_bundle.clone(),
-            tls_server_name: self.spec.tls_server_name.clone(),
-            credentials: self.spec.credentials.clone(),
+            endpoint: self.spec.endpoint.clone(),
             namespace: self.metadata.namespace.clone(),
             api: self.spec.modes.api,
         }
@@ -322,10 +299,7 @@ impl ClusterZitadelConnection {
     /// Shared settings (Secrets resolved in the namespace each reference names).
     pub fn settings(&self) -> ConnectionSettings {
         ConnectionSettings {
-            url: self.spec.url.clone(),
-            ca_bundle: self.spec.ca_bundle.clone(),
-            tls_server_name: self.spec.tls_server_name.clone(),
-            credentials: self.spec.credentials.clone(),
+            endpoint: self.spec.endpoint.clone(),
             namespace: None,
             api: self.spec.modes.api,
         }

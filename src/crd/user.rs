@@ -19,16 +19,7 @@ use super::{
     category = "zitadel",
     namespaced,
     status = "MetadataStatus",
-    doc = "Declares key/value metadata of one ZITADEL user (human or machine). The operator sets the listed keys with ZITADEL's bulk calls, removes keys it manages once they leave the list, and leaves all other keys alone.",
-    printcolumn = r#"{"name":"User","type":"string","jsonPath":".status.userId"}"#,
-    printcolumn = r#"{"name":"Keys","type":"integer","jsonPath":".status.managedKeyCount"}"#,
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Sequence","type":"string","jsonPath":".status.sequence"}"#,
-    printcolumn = r#"{"name":"Organization","type":"string","priority":1,"jsonPath":".status.organizationId"}"#,
-    // Stalled carries the same reason as Ready, and is also there while suspended (no Ready).
-    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Stalled\")].reason"}"#,
-    printcolumn = r#"{"name":"Changed","type":"string","priority":1,"jsonPath":".status.changeDate"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    doc = "Declares key/value metadata of one ZITADEL user (human or machine). The operator sets the listed keys with ZITADEL's bulk calls, removes keys it manages once they leave the list, and leaves all other keys alone."
 )]
 #[x_kube(validation = Rule::new("!has(oldSelf.organizationId) || (has(self.organizationId) && self.organizationId == oldSelf.organizationId)").message("organizationId is immutable once set"))]
 #[x_kube(validation = Rule::new("has(self.userId) != has(self.user)").message("set exactly one of userId or user"))]

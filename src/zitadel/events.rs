@@ -215,7 +215,8 @@ impl HttpClient {
         let url = self.url(&["admin", "v1", "events", "_search"])?;
         let response: ListEventsResponse = self
             .rest(LIST_EVENTS, Method::POST, url, None, Some(&body))
-            .await?;
+            .await?
+            .json()?;
         response.events.into_iter().map(WireEvent::decode).collect()
     }
 }

@@ -31,7 +31,7 @@ mod transport;
 
 pub use config::{ClientConfig, RateLimit};
 use lookups::*;
-pub(crate) use transport::{BodyError, decode_json, read_body, tls_error};
+pub(crate) use transport::{BodyError, read_body, tls_error};
 
 /// Largest response body read from ZITADEL, in bytes (16 MiB). Anything longer fails with
 /// [`ZitadelError::ResponseTooLarge`] after at most this much was buffered, whatever the server

@@ -186,9 +186,9 @@ impl PageSource for V1Pages<'_> {
                 .collect(),
         };
         let url = self.client.metadata_url(self.target, "_search")?;
-        let raw = self
+        let reply = self
             .client
-            .rest_raw(
+            .rest(
                 self.target.pick(op::LIST_ORG, op::LIST_USER),
                 Method::POST,
                 url,
@@ -196,11 +196,11 @@ impl PageSource for V1Pages<'_> {
                 Some(&body),
             )
             .await?;
-        let response: ListResponse = super::http::decode_json(&raw)?;
+        let response: ListResponse = reply.json()?;
         Ok(Page {
             total: parse_total(response.details.total_result.as_deref())?,
             items: decode_items(response.result)?,
-            bytes: raw.len(),
+            bytes: reply.bytes().len(),
         })
     }
 }
@@ -258,7 +258,8 @@ impl HttpClient {
         let url = self.metadata_url(target, "_bulk")?;
         let response: DetailsResponse = self
             .rest(operation, method, url, Some(target.org_id()), Some(body))
-            .await?;
+            .await?
+            .json()?;
         Ok(response.details)
     }
 
@@ -270,8 +271,9 @@ impl HttpClient {
         let mut url = self.url(&["management", "v1", "global", "users", "_by_login_name"])?;
         url.query_pairs_mut().append_pair("loginName", login);
         match self
-            .rest::<(), UserByLoginName>(op::GET_USER_BY_LOGIN_NAME, Method::GET, url, None, None)
+            .rest::<()>(op::GET_USER_BY_LOGIN_NAME, Method::GET, url, None, None)
             .await
+            .and_then(|reply| reply.json::<UserByLoginName>())
         {
             Ok(r) => Ok(r.user.into_iter().collect()),
             // Not found (the user does not exist, or is not visible): no hit. A missing route
@@ -293,7 +295,8 @@ impl HttpClient {
         let url = self.url(&["management", "v1", "users", "_search"])?;
         let response: SearchResponse = self
             .rest(op::LIST_USERS, Method::POST, url, Some(org_id), Some(&body))
-            .await?;
+            .await?
+            .json()?;
         Ok(response.result)
     }
 
@@ -306,7 +309,8 @@ impl HttpClient {
         let url = self.url(&["admin", "v1", "orgs", "_search"])?;
         let response: SearchResponse = self
             .rest(op::LIST_ORGS_ADMIN, Method::POST, url, None, Some(body))
-            .await?;
+            .await?
+            .json()?;
         Ok(response.result)
     }
 
@@ -330,8 +334,9 @@ impl HttpClient {
         }
         let url = self.url(&["management", "v1", "orgs", "me"])?;
         let me: MyOrg = self
-            .rest::<(), MyOrg>(op::GET_MY_ORG, Method::GET, url, org_id, None)
-            .await?;
+            .rest::<()>(op::GET_MY_ORG, Method::GET, url, org_id, None)
+            .await?
+            .json()?;
         let org = me
             .org
             .ok_or_else(|| ZitadelError::Decode("orgs/me answered without an org".into()))?;

@@ -161,15 +161,15 @@ impl PageSource for V2Pages<'_> {
                 .into_iter()
                 .collect(),
         };
-        let raw = self
+        let reply = self
             .client
-            .connect_raw(self.target.pick(path::LIST_ORG, path::LIST_USER), &body)
+            .connect(self.target.pick(path::LIST_ORG, path::LIST_USER), &body)
             .await?;
-        let response: ListResponse = super::http::decode_json(&raw)?;
+        let response: ListResponse = reply.json()?;
         Ok(Page {
             total: parse_total(response.pagination.total_result.as_deref())?,
             items: decode_items(response.metadata)?,
-            bytes: raw.len(),
+            bytes: reply.bytes().len(),
         })
     }
 }
@@ -228,7 +228,8 @@ impl HttpClient {
         };
         let response: SetResponse = self
             .connect(target.pick(path::SET_ORG, path::SET_USER), &body)
-            .await?;
+            .await?
+            .json()?;
         Ok(dated(response.set_date))
     }
 
@@ -244,14 +245,16 @@ impl HttpClient {
         };
         let response: DeleteResponse = self
             .connect(target.pick(path::DELETE_ORG, path::DELETE_USER), &body)
-            .await?;
+            .await?
+            .json()?;
         Ok(dated(response.deletion_date))
     }
 
     /// `GetUserByID` over Connect.
     pub(crate) async fn v2_get_user(&self, user_id: &str) -> Result<GetUserResponse, ZitadelError> {
         self.connect(path::GET_USER, &serde_json::json!({ "userId": user_id }))
-            .await
+            .await?
+            .json()
     }
 
     /// `ListUsers` with `queries` (ANDed).
@@ -263,7 +266,7 @@ impl HttpClient {
             "query": {"offset": "0", "limit": 100, "asc": true},
             "queries": queries,
         });
-        let response: ListUsersResponse = self.connect(path::LIST_USERS, &body).await?;
+        let response: ListUsersResponse = self.connect(path::LIST_USERS, &body).await?.json()?;
         Ok(response
             .result
             .into_iter()
@@ -279,7 +282,8 @@ impl HttpClient {
         &self,
         body: &serde_json::Value,
     ) -> Result<Vec<SearchHit>, ZitadelError> {
-        let response: super::http::SearchResponse = self.connect(path::LIST_ORGS, body).await?;
+        let response: super::http::SearchResponse =
+            self.connect(path::LIST_ORGS, body).await?.json()?;
         Ok(response.result)
     }
 }

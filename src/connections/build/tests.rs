@@ -1,13 +1,15 @@
 use super::*;
-use crate::crd::{CaBundle, Credentials};
+use crate::crd::{CaBundle, ConnectionEndpoint, Credentials};
 use crate::testing::FakeSources;
 
 fn settings(credentials: Credentials, ca_bundle: Option<CaBundle>) -> ConnectionSettings {
     ConnectionSettings {
-        url: "https://zitadel.example".into(),
-        ca_bundle,
-        tls_server_name: None,
-        credentials,
+        endpoint: ConnectionEndpoint {
+            url: "https://zitadel.example".into(),
+            ca_bundle,
+            tls_server_name: None,
+            credentials,
+        },
         namespace: Some("team-a".into()),
         api: Default::default(),
     }

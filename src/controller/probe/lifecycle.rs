@@ -70,8 +70,8 @@ impl Plan {
 /// nothing is read from it either.
 pub fn sources(settings: &ConnectionSettings) -> BTreeSet<Held> {
     let own = settings.namespace.as_deref();
-    let creds = &settings.credentials;
-    let ca = settings.ca_bundle.as_ref();
+    let creds = &settings.endpoint.credentials;
+    let ca = settings.endpoint.ca_bundle.as_ref();
     let refs = [
         (SourceKind::Secret, creds.personal_access_token.as_ref()),
         (SourceKind::Secret, creds.jwt_profile.as_ref()),
@@ -204,7 +204,7 @@ pub fn may_remove_finalizer(plan: &Plan, done: &Executed) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{CaBundle, Credentials, SecretKeyRef};
+    use crate::crd::{CaBundle, ConnectionEndpoint, Credentials, SecretKeyRef};
     use crate::testing::{FakeFinalizers, kube_error};
 
     fn secret(name: &str) -> Held {
@@ -234,17 +234,19 @@ mod tests {
     #[test]
     fn a_connection_holds_what_its_spec_references_in_the_namespaces_it_reads() {
         let settings = ConnectionSettings {
-            url: "https://z".into(),
-            api: Default::default(),
-            ca_bundle: Some(CaBundle {
-                secret_ref: None,
-                config_map_ref: Some(key_ref("ca", None)),
-            }),
-            tls_server_name: None,
-            credentials: Credentials {
-                personal_access_token: Some(key_ref("pat", Some("team"))),
-                jwt_profile: None,
+            endpoint: ConnectionEndpoint {
+                url: "https://z".into(),
+                ca_bundle: Some(CaBundle {
+                    secret_ref: None,
+                    config_map_ref: Some(key_ref("ca", None)),
+                }),
+                tls_server_name: None,
+                credentials: Credentials {
+                    personal_access_token: Some(key_ref("pat", Some("team"))),
+                    jwt_profile: None,
+                },
             },
+            api: Default::default(),
             namespace: Some("team".into()),
         };
         assert_eq!(
@@ -256,7 +258,7 @@ mod tests {
         );
         // A reference into another namespace is refused when read: nothing to hold there.
         let mut other = settings.clone();
-        other.credentials.personal_access_token = Some(key_ref("pat", Some("elsewhere")));
+        other.endpoint.credentials.personal_access_token = Some(key_ref("pat", Some("elsewhere")));
         assert_eq!(
             sources(&other),
             set(&[Held::source(SourceKind::ConfigMap, "team", "ca")])
@@ -264,10 +266,13 @@ mod tests {
         // A cluster connection names the namespaces.
         let cluster = ConnectionSettings {
             namespace: None,
-            ca_bundle: None,
-            credentials: Credentials {
-                personal_access_token: None,
-                jwt_profile: Some(key_ref("key", Some("zitadel-system"))),
+            endpoint: ConnectionEndpoint {
+                ca_bundle: None,
+                credentials: Credentials {
+                    personal_access_token: None,
+                    jwt_profile: Some(key_ref("key", Some("zitadel-system"))),
+                },
+                ..settings.endpoint
             },
             ..settings
         };

@@ -276,7 +276,7 @@ async fn next_status<C: ConnectionResource>(
             probe_status(
                 previous,
                 generation,
-                &settings.url,
+                &settings.endpoint.url,
                 probe(built, &drift).await,
                 parts.settings.resync,
                 &drift,

@@ -20,8 +20,9 @@ impl HttpClient {
             self.v2_get_user(user_id).await
         } else {
             let url = self.url(&["v2", "users", user_id])?;
-            self.rest::<(), _>(op::GET_USER, Method::GET, url, None, None)
-                .await
+            self.rest::<()>(op::GET_USER, Method::GET, url, None, None)
+                .await?
+                .json()
         }
     }
 
@@ -112,8 +113,9 @@ impl HttpClient {
         }
         let url = self.url(&["v2", "organizations", "_search"])?;
         match self
-            .rest::<_, SearchResponse>(op::LIST_ORGS, Method::POST, url, None, Some(body))
+            .rest(op::LIST_ORGS, Method::POST, url, None, Some(body))
             .await
+            .and_then(|reply| reply.json::<SearchResponse>())
         {
             Ok(response) => Ok(response.result),
             Err(e) if e.is_route_missing() => self.v1_admin_search_orgs(body).await,

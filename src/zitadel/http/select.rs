@@ -77,8 +77,8 @@ impl HttpClient {
             ),
         };
         let url = self.url(segments)?;
-        let raw = self
-            .rest_raw(
+        let reply = self
+            .rest(
                 operation,
                 Method::POST,
                 url,
@@ -86,7 +86,7 @@ impl HttpClient {
                 Some(&probe::requests::v1_body()),
             )
             .await?;
-        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&raw)
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(reply.bytes())
             .map(drop)
             .map_err(|e| ZitadelError::Decode(format!("probe answer: {e}")))
     }
@@ -122,8 +122,8 @@ impl HttpClient {
         path: &'static str,
         body: &serde_json::Value,
     ) -> Result<(), ZitadelError> {
-        let raw = self.connect_raw_as(operation, path, body).await?;
-        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&raw)
+        let reply = self.connect_as(operation, path, body).await?;
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(reply.bytes())
             .map(drop)
             .map_err(|e| ZitadelError::Decode(format!("probe answer: {e}")))
     }

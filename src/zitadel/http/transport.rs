@@ -2,28 +2,34 @@
 
 use super::*;
 
-impl HttpClient {
-    /// A REST call decoded as `R`.
-    pub(crate) async fn rest<B: Serialize + ?Sized, R: DeserializeOwned + Default>(
-        &self,
-        operation: &'static str,
-        method: Method,
-        url: Url,
-        org_id: Option<&str>,
-        body: Option<&B>,
-    ) -> Result<R, ZitadelError> {
-        decode_json(&self.rest_raw(operation, method, url, org_id, body).await?)
+/// The 2xx body of a call: [`Reply::json`] decodes it, [`Reply::bytes`] gives it raw.
+pub(crate) struct Reply(Vec<u8>);
+
+impl Reply {
+    /// The body decoded as `R` (an empty body is `R::default()`).
+    pub(crate) fn json<R: DeserializeOwned + Default>(&self) -> Result<R, ZitadelError> {
+        if self.0.trim_ascii().is_empty() {
+            return Ok(R::default());
+        }
+        serde_json::from_slice(&self.0).map_err(|e| ZitadelError::Decode(e.to_string()))
     }
 
-    /// A REST call; the raw 2xx body.
-    pub(crate) async fn rest_raw<B: Serialize + ?Sized>(
+    /// The body as received.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl HttpClient {
+    /// A REST call (`body`, if any, sent as JSON).
+    pub(crate) async fn rest<B: Serialize + ?Sized>(
         &self,
         operation: &'static str,
         method: Method,
         url: Url,
         org_id: Option<&str>,
         body: Option<&B>,
-    ) -> Result<Vec<u8>, ZitadelError> {
+    ) -> Result<Reply, ZitadelError> {
         let body = body.map(to_json).transpose()?;
         self.execute(Request {
             operation,
@@ -34,33 +40,25 @@ impl HttpClient {
             connect: false,
         })
         .await
+        .map(Reply)
     }
 
-    /// A Connect unary call (`POST /<path>`, JSON body) decoded as `R`; the path is the
-    /// operation name.
-    pub(crate) async fn connect<B: Serialize + ?Sized, R: DeserializeOwned + Default>(
+    /// A Connect unary call (`POST /<path>`, JSON body); the path is the operation name.
+    pub(crate) async fn connect<B: Serialize + ?Sized>(
         &self,
         path: &'static str,
         body: &B,
-    ) -> Result<R, ZitadelError> {
-        decode_json(&self.connect_raw(path, body).await?)
+    ) -> Result<Reply, ZitadelError> {
+        self.connect_as(path, path, body).await
     }
 
-    /// A Connect unary call; the raw 2xx body.
-    pub(crate) async fn connect_raw<B: Serialize + ?Sized>(
-        &self,
-        path: &'static str,
-        body: &B,
-    ) -> Result<Vec<u8>, ZitadelError> {
-        self.connect_raw_as(path, path, body).await
-    }
-
-    pub(super) async fn connect_raw_as<B: Serialize + ?Sized>(
+    /// A Connect unary call counted in metrics as `operation`.
+    pub(super) async fn connect_as<B: Serialize + ?Sized>(
         &self,
         operation: &'static str,
         path: &'static str,
         body: &B,
-    ) -> Result<Vec<u8>, ZitadelError> {
+    ) -> Result<Reply, ZitadelError> {
         let segments: Vec<&str> = path.split('/').collect();
         let url = self.url(&segments)?;
         // Connect rejects a zero-length body: a message always serialises to at least `{}`.
@@ -74,6 +72,7 @@ impl HttpClient {
             connect: true,
         })
         .await
+        .map(Reply)
     }
 
     /// Before each send: count a token rotation (`token` differs from the last one used), then
@@ -266,13 +265,6 @@ pub(crate) async fn read_body_prefix(
         }
     }
     Ok(body)
-}
-/// Decode a 2xx JSON body.
-pub(crate) fn decode_json<R: DeserializeOwned + Default>(body: &[u8]) -> Result<R, ZitadelError> {
-    if body.trim_ascii().is_empty() {
-        return Ok(R::default());
-    }
-    serde_json::from_slice(body).map_err(|e| ZitadelError::Decode(e.to_string()))
 }
 
 /// One HTTP request.
