@@ -6,22 +6,11 @@ use std::collections::BTreeMap;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Resp, assert_error, b64, call, keys};
+use support::{Resp, admin, assert_error, b64, call, delete, get, keys, post};
 use zmo_testkit::emulator::{
     DEMO_ADMIN_TOKEN, DEMO_ORG_ACME as ACME, DEMO_ORG_GLOBEX as GLOBEX, DEMO_USER_ALICE as ALICE,
     DEMO_USER_BOB as BOB, Emulator, Mode, Operation, TokenGrant,
 };
-
-/// A call as the demo IAM owner with an optional context org header.
-async fn admin(
-    emu: &Emulator,
-    method: Method,
-    path: &str,
-    org: Option<&str>,
-    body: Option<Value>,
-) -> Resp {
-    call(emu, method, path, Some(DEMO_ADMIN_TOKEN), org, body).await
-}
 
 fn assert_ts(v: &Value) {
     let s = v.as_str().expect("timestamp string");
@@ -76,18 +65,6 @@ const ORG_SEARCH: &str = "/management/v1/metadata/_search";
 /// `/management/v1/users/<user>/metadata/<rest>` (`rest`: a key, `_bulk` or `_search`).
 fn user_md(user: &str, rest: &str) -> String {
     format!("/management/v1/users/{user}/metadata/{rest}")
-}
-
-async fn get(emu: &Emulator, path: &str) -> Resp {
-    admin(emu, Method::GET, path, None, None).await
-}
-
-async fn post(emu: &Emulator, path: &str, body: Value) -> Resp {
-    admin(emu, Method::POST, path, None, Some(body)).await
-}
-
-async fn delete(emu: &Emulator, path: &str, body: Option<Value>) -> Resp {
-    admin(emu, Method::DELETE, path, None, body).await
 }
 
 /// A 400 / code 3 without details whose message is `message`.

@@ -106,6 +106,32 @@ pub async fn call(
     send(rb).await
 }
 
+/// A call as the demo IAM owner with an optional context org header.
+pub async fn admin(
+    emu: &Emulator,
+    method: Method,
+    path: &str,
+    org: Option<&str>,
+    body: Option<Value>,
+) -> Resp {
+    call(emu, method, path, Some(ADMIN), org, body).await
+}
+
+/// `GET` as the demo IAM owner in its own org.
+pub async fn get(emu: &Emulator, path: &str) -> Resp {
+    admin(emu, Method::GET, path, None, None).await
+}
+
+/// `POST` with a JSON body as the demo IAM owner in its own org.
+pub async fn post(emu: &Emulator, path: &str, body: Value) -> Resp {
+    admin(emu, Method::POST, path, None, Some(body)).await
+}
+
+/// `DELETE` (with an optional JSON body) as the demo IAM owner in its own org.
+pub async fn delete(emu: &Emulator, path: &str, body: Option<Value>) -> Resp {
+    admin(emu, Method::DELETE, path, None, body).await
+}
+
 /// The keys of a JSON object, sorted.
 pub fn keys(v: &Value) -> Vec<&str> {
     let mut k: Vec<&str> = v
