@@ -34,11 +34,6 @@ async fn org_call(emu: &Emulator, method: &str, token: &str, body: &Value) -> Re
     connect(emu, &format!("{ORG_SVC}/{method}"), token, body).await
 }
 
-/// A REST call as the admin, without a context org.
-async fn rest_admin(emu: &Emulator, method: Method, path: &str, body: Option<&Value>) -> Resp {
-    rest(emu, method, path, ADMIN, None, body).await
-}
-
 /// `DeleteUserMetadata` of `keys` as the admin.
 async fn delete_user_keys(emu: &Emulator, user: &str, keys: &[&str]) -> Resp {
     user_admin(

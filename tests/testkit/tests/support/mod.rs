@@ -104,6 +104,11 @@ pub async fn rest(
     .await
 }
 
+/// A REST call as the admin, without a context org.
+pub async fn rest_admin(emu: &Emulator, method: Method, path: &str, body: Option<&Value>) -> Resp {
+    rest(emu, method, path, ADMIN, None, body).await
+}
+
 /// A REST call with an optional bearer token, `x-zitadel-orgid` and JSON body (a client
 /// without a timeout, as the metadata and search suites use).
 pub async fn call(
