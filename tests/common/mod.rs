@@ -329,8 +329,6 @@ where
     panic!("timed out waiting for {name}: {what}; last status seen: {status:#?}");
 }
 
-/// Server-side apply (forced, field manager `manager`) an object of kind `K` named `name` with
-/// `spec`.
 /// Server-side applies (as `e2e-test`) a `K` with `metadata` (holding its `name`) and `spec`,
 /// as plain JSON: no round trip through the typed struct.
 pub async fn apply_json<K>(api: &Api<K>, metadata: serde_json::Value, spec: serde_json::Value) -> K
@@ -362,6 +360,8 @@ pub fn target_of(r: &RecordedRequest) -> Option<String> {
     None
 }
 
+/// Server-side apply (forced, field manager `manager`) an object of kind `K` named `name` with
+/// `spec`.
 pub async fn apply_as<K>(api: &Api<K>, manager: &str, name: &str, spec: serde_json::Value) -> K
 where
     K: kube::Resource<DynamicType = ()>
