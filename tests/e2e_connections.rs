@@ -49,6 +49,13 @@ async fn refused_connection(
     conn_ready(&c).expect("ready condition").2
 }
 
+/// Asserts that a (cluster) connection's `status.identity` names `who`.
+fn assert_identity(conn: &impl serde::Serialize, who: &str) {
+    let conn = serde_json::to_value(conn).expect("json");
+    let identity = conn["status"]["identity"].as_str().unwrap_or_default();
+    assert!(identity.contains(who), "{identity}");
+}
+
 /// Requests other than the connection probes.
 fn metadata_requests(env: &TestEnv) -> usize {
     env.emu
@@ -89,12 +96,7 @@ async fn cluster_connection_guards_namespaces_and_organizations() {
         })
     })
     .await;
-    let identity = conn
-        .status
-        .as_ref()
-        .and_then(|s| s.identity.clone())
-        .unwrap_or_default();
-    assert!(identity.contains(ACME), "{identity}");
+    assert_identity(&conn, ACME);
 
     // A namespace the guard does not list: refused, and ZITADEL sees nothing from it.
     let other_orgs: Api<zitadel_metadata_operator::crd::OrgMetadata> =
@@ -201,12 +203,7 @@ async fn jwt_profile_connection_exchanges_and_refreshes_tokens() {
             conn_ready(c).is_some_and(|r| r.0 == "True")
         })
         .await;
-    let identity = conn
-        .status
-        .as_ref()
-        .and_then(|s| s.identity.clone())
-        .unwrap_or_default();
-    assert!(identity.contains(service_user), "{identity}");
+    assert_identity(&conn, service_user);
 
     env.apply_org("a", json!({"organizationId": ACME, "connectionRef": {"name": "acme"}, "metadata": [{"key": "k", "value": "1"}]})).await;
     env.wait_org_ready("a").await;

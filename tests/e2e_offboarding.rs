@@ -82,17 +82,6 @@ fn uses(kind: &str, name: &str) -> serde_json::Value {
     json!({"kind": kind, "name": name})
 }
 
-async fn finalizers_of<K>(api: &Api<K>, name: &str) -> Vec<String>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.get_opt(name)
-        .await
-        .expect("get")
-        .map(|o| o.meta().finalizers.clone().unwrap_or_default())
-        .unwrap_or_default()
-}
-
 /// Poll until `name` is gone from `api`; panics after `within`.
 async fn wait_gone<K>(api: &Api<K>, name: &str, within: Duration)
 where

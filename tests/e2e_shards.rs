@@ -28,13 +28,6 @@ fn org_id(i: usize) -> String {
     format!("1000000000000008{i:02}")
 }
 
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local addr");
-    drop(listener);
-    addr.to_string()
-}
-
 /// One shard: the operator binary with its selector, Lease, token and log file.
 struct Shard {
     binary: OperatorBinary,

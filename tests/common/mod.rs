@@ -7,7 +7,7 @@ pub mod conformance;
 pub mod namespace;
 
 #[allow(unused_imports)]
-pub use binary::{Launch, OperatorBinary};
+pub use binary::{Launch, OperatorBinary, free_addr, http_get};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -346,6 +346,18 @@ where
     )
     .await
     .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"))
+}
+
+/// The finalizers of `name` (none when it has none, or is gone).
+pub async fn finalizers_of<K>(api: &Api<K>, name: &str) -> Vec<String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name)
+        .await
+        .expect("get")
+        .map(|o| o.meta().finalizers.clone().unwrap_or_default())
+        .unwrap_or_default()
 }
 
 /// The target a v1 metadata request acts on: `org/ID` (header) or `user/ID` (path).
