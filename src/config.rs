@@ -11,7 +11,10 @@ use crate::controller::{Namespaces, Settings};
 use crate::drift::{Detection, DriftSettings};
 use crate::zitadel::ApiMode;
 
+mod default_connection;
 mod parse;
+
+pub use default_connection::DefaultConnectionArgs;
 
 pub use parse::{parse_api_mode, parse_detection, parse_duration, parse_label_selector};
 
@@ -33,28 +36,9 @@ pub enum LogFormat {
     after_help = "Preview what manifests would change in ZITADEL (read-only): zitadel-metadata-operator diff --help"
 )]
 pub struct Config {
-    /// Base URL of the default ZITADEL instance (its custom domain), e.g.
-    /// https://acme.zitadel.cloud. With a token flag this is the operator-wide default connection
-    /// used by objects without spec.connectionRef (single-tenant mode). Omit both for
-    /// multi-tenant mode, where every object must name a ZitadelConnection /
-    /// ClusterZitadelConnection.
-    #[arg(long, env = "ZITADEL_URL")]
-    pub zitadel_url: Option<Url>,
-
-    /// File holding a Personal Access Token of a ZITADEL service user (re-read on every call,
-    /// so a rotated mounted Secret is picked up). It may appear after the start: until then the
-    /// objects using the default connection report CredentialsUnavailable and /readyz is 503.
-    #[arg(long, env = "ZITADEL_TOKEN_FILE", conflicts_with = "token_secret")]
-    pub token_file: Option<PathBuf>,
-
-    /// Kubernetes Secret holding the token, as NAMESPACE/NAME (key from --token-secret-key),
-    /// followed by a watch of that one Secret. It may be created after the start.
-    #[arg(long, env = "ZITADEL_TOKEN_SECRET")]
-    pub token_secret: Option<String>,
-
-    /// Key of the token in --token-secret.
-    #[arg(long, env = "ZITADEL_TOKEN_SECRET_KEY", default_value = "token")]
-    pub token_secret_key: String,
+    /// The default connection: --zitadel-url and the token flags.
+    #[command(flatten)]
+    pub default_connection: DefaultConnectionArgs,
 
     /// Namespaces to watch (comma-separated or repeated). Empty: all namespaces.
     #[arg(long = "namespace", env = "WATCH_NAMESPACES", value_delimiter = ',')]
@@ -234,7 +218,8 @@ pub enum TokenConfig {
 impl Config {
     /// Check the combination of flags; fail with a message naming the flag.
     pub fn validate(&self) -> Result<Option<TokenConfig>, ConfigError> {
-        if let Some(url) = &self.zitadel_url
+        let conn = &self.default_connection;
+        if let Some(url) = &conn.zitadel_url
             && !matches!(url.scheme(), "http" | "https")
         {
             return Err(ConfigError::Url(url.clone()));
@@ -256,8 +241,8 @@ impl Config {
                 return Err(ConfigError::LeaderElectionId);
             }
         }
-        let token = match (&self.token_file, &self.token_secret) {
-            (None, None) if self.zitadel_url.is_none() => return Ok(None),
+        let token = match (&conn.token_file, &conn.token_secret) {
+            (None, None) if conn.zitadel_url.is_none() => return Ok(None),
             (Some(path), None) if path.as_os_str().is_empty() => {
                 return Err(ConfigError::TokenFile);
             }
@@ -267,14 +252,14 @@ impl Config {
                     TokenConfig::Secret {
                         namespace: ns.to_string(),
                         name: name.to_string(),
-                        key: self.token_secret_key.clone(),
+                        key: conn.token_secret_key.clone(),
                     }
                 }
                 _ => return Err(ConfigError::SecretRef(reference.clone())),
             },
             _ => return Err(ConfigError::TokenSource),
         };
-        if self.zitadel_url.is_none() {
+        if conn.zitadel_url.is_none() {
             return Err(ConfigError::MissingUrl);
         }
         Ok(Some(token))

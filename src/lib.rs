@@ -5,6 +5,9 @@
 //! [`plan`] the writes (pure) → apply them with bulk calls → write status only if it changed.
 #![warn(missing_docs)]
 
+#[macro_use]
+mod macros;
+
 pub mod config;
 pub mod connections;
 pub mod controller;

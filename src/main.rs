@@ -86,7 +86,10 @@ async fn run(config: Config) -> Result<(), BoxError> {
         caches_synced: health.caches_synced(),
     };
     let (namespaces, settings) = (config.watch(), config.settings());
-    let (url, resync) = (config.zitadel_url.clone(), config.resync_interval);
+    let (url, resync) = (
+        config.default_connection.zitadel_url.clone(),
+        config.resync_interval,
+    );
     let controller_client = client.clone();
     // Started only once this replica may reconcile (after winning the election, if any).
     let controllers = async move {
@@ -125,7 +128,9 @@ fn default_zitadel(
     metrics: Arc<Metrics>,
     health: &Health,
 ) -> Result<Option<DefaultConnection>, BoxError> {
-    let (Some(token_config), Some(url)) = (token_config, config.zitadel_url.clone()) else {
+    let (Some(token_config), Some(url)) =
+        (token_config, config.default_connection.zitadel_url.clone())
+    else {
         tracing::info!(
             "no default connection: every object must set spec.connectionRef (multi-tenant mode)"
         );

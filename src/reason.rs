@@ -8,8 +8,6 @@
 //! from the data at hand (the error, the refusal) and records that in the
 //! [`Outcome`](crate::status::Outcome) it builds.
 
-use std::fmt;
-
 /// How a reason classifies on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Class {
@@ -192,11 +190,7 @@ impl Reason {
     }
 }
 
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+display_as_str!(Reason);
 
 impl AsRef<str> for Reason {
     fn as_ref(&self) -> &str {

@@ -29,11 +29,7 @@ impl SourceKind {
     }
 }
 
-impl std::fmt::Display for SourceKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+display_as_str!(SourceKind);
 
 /// Which object was read, at which `resourceVersion`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -184,6 +184,8 @@ pub struct FakeIo<K> {
     pub neighbours: FakeNeighbours<K>,
     /// What was written.
     pub report: RecordingReport,
+    /// New objects whose first write went out without a listing before it.
+    pub first_writes: crate::controller::metadata::sync::FirstWrites,
 }
 
 impl<K: Send + Sync + 'static> Default for FakeIo<K> {
@@ -196,6 +198,7 @@ impl<K: Send + Sync + 'static> Default for FakeIo<K> {
             sources: FakeSources::default(),
             neighbours: FakeNeighbours::default(),
             report: RecordingReport::default(),
+            first_writes: Default::default(),
         }
     }
 }
@@ -209,6 +212,7 @@ impl<K: Send + Sync + 'static> FakeIo<K> {
             connections: &self.connections,
             neighbours: &self.neighbours,
             report: &self.report,
+            first_writes: &self.first_writes,
         }
     }
 

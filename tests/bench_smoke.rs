@@ -30,10 +30,14 @@ async fn benchmark_smoke_at_100_objects() {
     assert_eq!(bulk.create_calls.errors, 0, "{:?}", bulk.create_calls);
     assert_eq!(per_key.calls.errors, 0, "{:?}", per_key.calls);
 
-    // Create: one bulk set per object, one list to diff plus one read-back list after the write,
-    // nothing else (no reconcile is triggered by the operator's own status write).
+    // Create: 2 ZITADEL calls per object — one bulk set (a new object manages nothing, so it does
+    // not list first) and one read-back list that verifies every key written; nothing else (no
+    // reconcile is triggered by the operator's own status write).
     let c = &bulk.create_calls;
+    // A second reconcile of an object that reads it from a cache not yet showing its status
+    // lists instead of writing again: a few objects may cost one list more, never a write.
     assert_eq!(c.bulk_set, n, "{c:?}");
+    assert!(c.list >= n && c.list <= n + n / 10, "{c:?}");
     assert_eq!(bulk.max_bulk_sets_per_object, 1, "{bulk:?}");
     assert!(bulk.max_lists_per_object <= 2, "{bulk:?}");
     assert_eq!(c.bulk_remove + c.set, 0, "{c:?}");
@@ -99,7 +103,7 @@ async fn benchmark_smoke_at_100_objects() {
     );
 
     // The per-key baseline makes one list and one set per key for each object: 10x the writes
-    // and (with the operator's read-back list) 11/3 the calls.
+    // and (with the operator's read-back list) 11/2 the calls.
     assert_eq!(per_key.calls.set, n * run.keys as u64, "{per_key:?}");
     assert_eq!(per_key.calls.list, n, "{per_key:?}");
     assert!(

@@ -686,7 +686,7 @@ async fn concurrent_writers_and_stale_updates_converge() {
                     api.replace_status(&name, &PostParams::default(), &stale)
                         .await
                 } else {
-                    stale.spec.metadata.clear();
+                    stale.spec.common.metadata.clear();
                     api.replace(&name, &PostParams::default(), &stale).await
                 };
                 match data {
@@ -714,6 +714,7 @@ async fn concurrent_writers_and_stale_updates_converge() {
                 let obj = api.get(&name).await.ok()?;
                 let want: BTreeMap<String, String> = obj
                     .spec
+                    .common
                     .metadata
                     .iter()
                     .map(|e| (e.key.clone(), e.value.clone().unwrap_or_default()))

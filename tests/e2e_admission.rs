@@ -109,6 +109,19 @@ async fn kubectl_rejects_invalid_objects_with_specific_messages() {
             "secretKeyRef.namespace: field not declared in schema",
         ),
     ];
+    let connection = |name: &str, interval: &str| {
+        format!(
+            "apiVersion: metadata.zitadel-operator.dev/v1alpha1\nkind: ZitadelConnection\nmetadata:\n  name: {name}\nspec:\n  url: https://zitadel.example\n  credentials:\n    personalAccessToken: {{name: pat, key: token}}\n  driftDetection: {{eventPollInterval: \"{interval}\"}}\n"
+        )
+    };
+    let mut cases = cases;
+    for (name, interval) in [("fast", "500ms"), ("slow", "1h1s"), ("zero", "0s")] {
+        cases.push((
+            "eventPollInterval out of range",
+            connection(name, interval),
+            "eventPollInterval must be between 1s and 1h",
+        ));
+    }
     for (what, yaml, expected) in &cases {
         let (ok, stderr) = kubectl_apply(cp, &ns, yaml);
         assert!(!ok, "{what}: kubectl apply accepted an invalid object");
@@ -117,6 +130,11 @@ async fn kubectl_rejects_invalid_objects_with_specific_messages() {
             "{what}: expected {expected:?} in:\n{}",
             &stderr[..stderr.len().min(2000)]
         );
+    }
+
+    for interval in ["1s", "15s", "1m30s", "1h"] {
+        let (ok, stderr) = kubectl_apply(cp, &ns, &connection("ok", interval));
+        assert!(ok, "eventPollInterval {interval} rejected: {stderr}");
     }
 
     // A valid object is accepted, and its target cannot be changed afterwards.

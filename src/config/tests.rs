@@ -73,7 +73,7 @@ fn clear_errors_for_bad_config() {
     // An empty path is a flag error (clap refuses it; validate too, for a built Config).
     assert!(parse(&["--zitadel-url", "https://z.example", "--token-file", ""]).is_err());
     let mut c = c;
-    c.token_file = Some(std::path::PathBuf::new());
+    c.default_connection.token_file = Some(std::path::PathBuf::new());
     assert!(matches!(c.validate(), Err(ConfigError::TokenFile)));
     assert!(parse(&["--zitadel-url", "not a url", "--token-file", "x"]).is_err());
     assert!(

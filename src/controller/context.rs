@@ -11,6 +11,7 @@ use rand::Rng as _;
 
 use super::drift::DriftHub;
 use super::index::TargetIndex;
+use super::metadata::sync::FirstWrites;
 use super::metadata::{Io, KubeReport, Neighbours, claims};
 use super::usage::ConnectionKey;
 use crate::connections::ConnectionResolver;
@@ -81,6 +82,8 @@ pub struct Context<K: MetadataResource> {
     pub(super) drift: Arc<DriftHub>,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// New objects whose first write went out without a listing before it.
+    first_writes: FirstWrites,
 }
 
 impl<K: MetadataResource> Context<K> {
@@ -107,6 +110,7 @@ impl<K: MetadataResource> Context<K> {
             metrics,
             drift,
             failures: Mutex::new(HashMap::new()),
+            first_writes: FirstWrites::default(),
         }
     }
 
@@ -123,6 +127,7 @@ impl<K: MetadataResource> Context<K> {
             connections: self.connections.as_ref(),
             neighbours: self,
             report: &self.report,
+            first_writes: &self.first_writes,
         }
     }
 

@@ -1,5 +1,4 @@
-//! Types shared by both kinds: metadata entries, deletion policy, status, and the
-//! [`MetadataResource`] trait the reconciler is written against.
+//! Types shared by both kinds: metadata entries, the policies and the status.
 
 use std::collections::BTreeMap;
 
@@ -7,8 +6,6 @@ use base64::Engine as _;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
-
-use super::TargetRef;
 
 /// ZITADEL's limit on a metadata key, in characters (runes).
 pub const MAX_KEY_CHARS: usize = 200;
@@ -346,39 +343,4 @@ pub struct MetadataStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
-}
-
-/// What the reconciler needs from either kind.
-pub trait MetadataResource:
-    kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-    + Clone
-    + std::fmt::Debug
-    + Serialize
-    + serde::de::DeserializeOwned
-    + Send
-    + Sync
-    + 'static
-{
-    /// Short controller name used in logs, metrics and events.
-    const CONTROLLER: &'static str;
-    /// The kind, as in messages (`OrgMetadata`, `UserMetadata`).
-    const KIND: &'static str;
-    /// The target of the writes, as the spec names it (`None` if the spec names none, which
-    /// the CRD's CEL rules prevent).
-    fn target_ref(&self) -> Option<TargetRef>;
-    /// The desired entries.
-    fn entries(&self) -> &[MetadataEntry];
-    /// The desired entries, to change in place (e.g. to drop the values from a cached copy
-    /// that only needs the keys).
-    fn entries_mut(&mut self) -> &mut Vec<MetadataEntry>;
-    /// Deletion policy.
-    fn deletion_policy(&self) -> DeletionPolicy;
-    /// Current status, if any.
-    fn status(&self) -> Option<&MetadataStatus>;
-    /// Drift policy.
-    fn drift_policy(&self) -> DriftPolicy;
-    /// Whether reconciliation is paused.
-    fn suspended(&self) -> bool;
-    /// The connection to use (`None`: the operator's default connection).
-    fn connection_ref(&self) -> Option<&super::ConnectionRef>;
 }

@@ -52,21 +52,9 @@ pub struct ZitadelConnectionSpec {
     pub tls_server_name: Option<String>,
     /// How to authenticate. The Secret must be in the connection's namespace.
     pub credentials: Credentials,
-    /// Which ZITADEL API serves metadata: `Auto` (default) probes the instance with
-    /// side-effect-free calls and picks per service — Management API v1 wherever the instance
-    /// serves it (up to ZITADEL v4.x; writes report `status.sequence`), the v2 services over
-    /// Connect where v1 is gone (ZITADEL v5) — and probes again when a call answers "no such
-    /// route" (e.g. after an upgrade to v5). `V1` pins Management API v1 (gone in ZITADEL v5);
-    /// `V2` opts in to the v2 services early (ZITADEL v4.x with org metadata v2, or v5;
-    /// `status.sequence` then stays empty: v2 has none).
-    #[serde(default)]
-    pub api: ApiMode,
-    /// How the objects using this connection notice changes made in ZITADEL outside
-    /// Kubernetes (drift). By default from ZITADEL's event log when the credentials may read
-    /// it (`events.read`: IAM_OWNER or IAM_OWNER_VIEWER), else by re-listing each object's
-    /// target every `--resync-interval`; `status.driftDetection` shows which.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drift_detection: Option<DriftDetectionSpec>,
+    /// Which API serves metadata and how drift is detected.
+    #[serde(flatten)]
+    pub modes: ConnectionModes,
 }
 
 /// A ZITADEL instance and credentials for the whole cluster, usable only from the namespaces
@@ -109,6 +97,20 @@ pub struct ClusterZitadelConnectionSpec {
     pub tls_server_name: Option<String>,
     /// How to authenticate; the Secret reference must name its namespace.
     pub credentials: Credentials,
+    /// Which API serves metadata and how drift is detected.
+    #[serde(flatten)]
+    pub modes: ConnectionModes,
+    /// Which namespaces may use this connection, and for which organizations. A namespace
+    /// matching no rule is refused (`TargetNotAllowed`). Empty (the default): no namespace.
+    #[serde(default)]
+    pub allowed_namespaces: Vec<NamespaceRule>,
+}
+
+/// The spec fields both connection kinds share word for word, embedded with
+/// `#[serde(flatten)]`: which API serves metadata and how drift is detected.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionModes {
     /// Which ZITADEL API serves metadata: `Auto` (default) probes the instance with
     /// side-effect-free calls and picks per service — Management API v1 wherever the instance
     /// serves it (up to ZITADEL v4.x; writes report `status.sequence`), the v2 services over
@@ -124,10 +126,6 @@ pub struct ClusterZitadelConnectionSpec {
     /// target every `--resync-interval`; `status.driftDetection` shows which.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift_detection: Option<DriftDetectionSpec>,
-    /// Which namespaces may use this connection, and for which organizations. A namespace
-    /// matching no rule is refused (`TargetNotAllowed`). Empty (the default): no namespace.
-    #[serde(default)]
-    pub allowed_namespaces: Vec<NamespaceRule>,
 }
 
 /// One guard rule of a ClusterZitadelConnection.
@@ -210,11 +208,17 @@ pub struct DriftDetectionSpec {
     pub event_poll_interval: Option<String>,
 }
 
+/// A Go duration (`15s`, `1m30s`) between 1 s and 1 h, checked at admission (the same bounds
+/// as [`DriftDetectionSpec::poll_interval`], which stays for objects stored before the rule).
 fn poll_interval_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "string",
         "maxLength": 32,
         "pattern": r"^([0-9]+(ms|s|m|h))+$",
+        "x-kubernetes-validations": [{
+            "rule": "!self.matches('^([0-9]+(ms|s|m|h))+$') || (duration(self) >= duration('1s') && duration(self) <= duration('1h'))",
+            "message": "eventPollInterval must be between 1s and 1h",
+        }],
     })
 }
 
@@ -309,7 +313,7 @@ impl ZitadelConnection {
             tls_server_name: self.spec.tls_server_name.clone(),
             credentials: self.spec.credentials.clone(),
             namespace: self.metadata.namespace.clone(),
-            api: self.spec.api,
+            api: self.spec.modes.api,
         }
     }
 }
@@ -323,7 +327,7 @@ impl ClusterZitadelConnection {
             tls_server_name: self.spec.tls_server_name.clone(),
             credentials: self.spec.credentials.clone(),
             namespace: None,
-            api: self.spec.api,
+            api: self.spec.modes.api,
         }
     }
 }

@@ -8,12 +8,14 @@
 mod common;
 mod connection;
 mod org;
+mod spec;
 mod target;
 mod user;
 
 pub use common::*;
 pub use connection::*;
 pub use org::{OrgMetadata, OrgMetadataSpec};
+pub use spec::{MetadataResource, MetadataSpecCommon};
 pub use target::*;
 pub use user::{UserMetadata, UserMetadataSpec};
 

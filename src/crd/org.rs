@@ -4,8 +4,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    DeletionPolicy, DriftPolicy, MetadataEntry, MetadataResource, MetadataStatus, OrgRef,
-    OrganizationReference, TargetRef,
+    MetadataResource, MetadataSpecCommon, MetadataStatus, OrgRef, OrganizationReference, TargetRef,
 };
 
 /// Metadata of one ZITADEL organization, kept in sync by the operator.
@@ -48,32 +47,9 @@ pub struct OrgMetadataSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("organization is immutable; create a new object to target another organization"))]
     pub organization: Option<OrganizationReference>,
 
-    /// The metadata entries. Keys must be unique.
-    #[serde(default)]
-    #[schemars(length(max = 1000))]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["key"]))]
-    pub metadata: Vec<MetadataEntry>,
-
-    /// What to do with the managed keys when this object is deleted: `Delete` (default) removes
-    /// them from ZITADEL, `Orphan` leaves them.
-    #[serde(default)]
-    pub deletion_policy: DeletionPolicy,
-
-    /// What to do when ZITADEL differs from the spec: `Enforce` (default) repairs it, `Report`
-    /// never writes and lists the differing keys in a `Drifted` condition, `Ignore` writes only
-    /// when the spec or a referenced Secret/ConfigMap changes.
-    #[serde(default)]
-    pub drift_policy: DriftPolicy,
-
-    /// Pause reconciliation: no ZITADEL calls until set back to false. Deletion still runs.
-    #[serde(default)]
-    pub suspend: bool,
-
-    /// The ZitadelConnection (same namespace) or ClusterZitadelConnection to use. When
-    /// omitted, the operator's default connection from its flags is used (single-tenant mode);
-    /// without one, the object is refused with `ConnectionNotFound`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connection_ref: Option<super::ConnectionRef>,
+    /// The entries, policies, `suspend` and connection, as every metadata kind has them.
+    #[serde(flatten)]
+    pub common: MetadataSpecCommon,
 }
 
 impl MetadataResource for OrgMetadata {
@@ -88,31 +64,15 @@ impl MetadataResource for OrgMetadata {
         }
     }
 
-    fn entries(&self) -> &[MetadataEntry] {
-        &self.spec.metadata
+    fn common(&self) -> &MetadataSpecCommon {
+        &self.spec.common
     }
 
-    fn entries_mut(&mut self) -> &mut Vec<MetadataEntry> {
-        &mut self.spec.metadata
-    }
-
-    fn deletion_policy(&self) -> DeletionPolicy {
-        self.spec.deletion_policy
+    fn common_mut(&mut self) -> &mut MetadataSpecCommon {
+        &mut self.spec.common
     }
 
     fn status(&self) -> Option<&MetadataStatus> {
         self.status.as_ref()
-    }
-
-    fn drift_policy(&self) -> DriftPolicy {
-        self.spec.drift_policy
-    }
-
-    fn suspended(&self) -> bool {
-        self.spec.suspend
-    }
-
-    fn connection_ref(&self) -> Option<&super::ConnectionRef> {
-        self.spec.connection_ref.as_ref()
     }
 }

@@ -17,14 +17,13 @@ use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Secret;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, ResourceExt};
-use url::Url;
 
 use super::cluster::{Listed, Snapshot, as_applied, list_live};
 use super::manifests::{self, Document, Manifest, ManifestError};
 use super::model::{DiffReport, EXIT_ERROR, Mode, ObjectDiff, Reveal, object_diff, rejected_diff};
 use super::preview::preview;
 use super::render;
-use crate::config::{parse_api_mode, parse_duration};
+use crate::config::{DefaultConnectionArgs, parse_api_mode, parse_duration};
 use crate::connections::Connections;
 use crate::connections::build::default_connection as build_default;
 use crate::controller::Settings;
@@ -173,8 +172,9 @@ async fn default_connection(
     args: &DiffArgs,
     client: &Client,
 ) -> Result<Option<Arc<dyn ZitadelApi>>, DiffError> {
-    let token = match (&args.token_file, &args.token_secret) {
-        (None, None) if args.zitadel_url.is_none() => return Ok(None),
+    let conn = &args.default_connection;
+    let token = match (&conn.token_file, &conn.token_secret) {
+        (None, None) if conn.zitadel_url.is_none() => return Ok(None),
         (None, None) => {
             return Err(DiffError::Flags(
                 "--zitadel-url needs --token-file or --token-secret".into(),
@@ -184,7 +184,7 @@ async fn default_connection(
         (None, Some(reference)) => match reference.split_once('/') {
             Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
                 let secrets = Api::<Secret>::namespaced(client.clone(), ns);
-                TokenSource::secret(secrets, name, args.token_secret_key.clone())
+                TokenSource::secret(secrets, name, conn.token_secret_key.clone())
             }
             _ => {
                 return Err(DiffError::Flags(format!(
@@ -193,7 +193,7 @@ async fn default_connection(
             }
         },
     };
-    let Some(url) = args.zitadel_url.clone() else {
+    let Some(url) = conn.zitadel_url.clone() else {
         return Err(DiffError::Flags(
             "--token-file / --token-secret need --zitadel-url".into(),
         ));

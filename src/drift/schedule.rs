@@ -27,11 +27,7 @@ impl Mode {
     }
 }
 
-impl std::fmt::Display for Mode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+display_as_str!(Mode);
 
 /// The re-check interval of a synced object: `resync` in Polling mode; in Events mode the
 /// safety net, never shorter than `resync` (events make re-listing rarer, not more frequent).

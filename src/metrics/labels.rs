@@ -2,73 +2,32 @@
 
 use super::*;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct ControllerLabels {
-    pub(super) controller: &'static str,
+/// Declares the label set of a family: a struct whose fields are the label names.
+macro_rules! label_set {
+    ($(#[$doc:meta])* $name:ident { $($label:ident: $ty:ty),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+        pub(super) struct $name {
+            $(pub(super) $label: $ty,)+
+        }
+    };
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct ReconcileLabels {
-    pub(super) controller: &'static str,
-    pub(super) result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct CleanupLabels {
-    pub(super) controller: &'static str,
-    pub(super) reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct RequestLabels {
-    pub(super) operation: &'static str,
-    pub(super) code: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct OperationLabels {
-    pub(super) operation: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct ApiLabels {
-    pub(super) service: &'static str,
-    pub(super) api: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct ObjectLabels {
-    pub(super) kind: String,
-    pub(super) condition: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct DriftModeLabels {
-    pub(super) connection_kind: &'static str,
-    pub(super) mode: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct ResultLabels {
-    pub(super) result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct VerdictLabels {
-    pub(super) verdict: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct LeaseLabels {
-    pub(super) name: String,
-}
-
-/// The default connection's credential: where it is (one value per process) and its state.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct CredentialLabels {
-    pub(super) source: String,
-    pub(super) state: &'static str,
-}
+label_set!(ControllerLabels { controller: &'static str });
+label_set!(ReconcileLabels { controller: &'static str, result: &'static str });
+label_set!(CleanupLabels { controller: &'static str, reason: &'static str });
+label_set!(RequestLabels { operation: &'static str, code: String });
+label_set!(OperationLabels { operation: &'static str });
+label_set!(ApiLabels { service: &'static str, api: &'static str });
+label_set!(ObjectLabels { kind: String, condition: &'static str });
+label_set!(DriftModeLabels { connection_kind: &'static str, mode: &'static str });
+label_set!(ResultLabels { result: &'static str });
+label_set!(VerdictLabels { verdict: &'static str });
+label_set!(LeaseLabels { name: String });
+label_set!(
+    /// The default connection's credential: where it is (one value per process) and its state.
+    CredentialLabels { source: String, state: &'static str }
+);
 
 pub(super) type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 

@@ -204,11 +204,7 @@ impl ZitadelApi for FakeZitadel {
             Relevant::Only(keys) => Some(keys.clone()),
         };
         lock(&self.inner).listings.push(keys);
-        Ok(Listing {
-            metadata: self.listed(target),
-            complete: true,
-            calls: 1,
-        })
+        Ok(Listing::whole(self.listed(target)))
     }
 
     async fn bulk_set_metadata(

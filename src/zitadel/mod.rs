@@ -120,6 +120,17 @@ pub struct Listing {
     pub calls: u32,
 }
 
+impl Listing {
+    /// Every key of the target, read in one call.
+    pub fn whole(metadata: MetadataMap) -> Self {
+        Self {
+            metadata,
+            complete: true,
+            calls: 1,
+        }
+    }
+}
+
 /// Whether an organization or user exists, positively established (see
 /// [`ZitadelApi::target_exists`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,11 +158,7 @@ pub trait ZitadelApi: Send + Sync {
         relevant: Relevant<'_>,
     ) -> Result<Listing, ZitadelError> {
         let _ = relevant;
-        Ok(Listing {
-            metadata: self.list_metadata(target).await?,
-            complete: true,
-            calls: 1,
-        })
+        Ok(Listing::whole(self.list_metadata(target).await?))
     }
 
     /// Set the given keys in one all-or-nothing call. `entries` must not be empty, and no value

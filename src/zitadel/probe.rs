@@ -49,11 +49,7 @@ impl Api {
     }
 }
 
-impl std::fmt::Display for Api {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+display_as_str!(Api);
 
 /// The APIs in use on one instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -111,13 +111,28 @@ pub(crate) fn parse_total(total: Option<&str>) -> Result<Option<u64>, ZitadelErr
 
 #[derive(Serialize)]
 struct BulkSetRequest<'a> {
-    metadata: Vec<BulkSetItem<'a>>,
+    metadata: Vec<SetItem<'a>>,
 }
 
+/// One key to set, as both APIs' set calls take it (v1 `BulkSetMetadata`, v2
+/// `Set{User,Organization}Metadata`).
 #[derive(Serialize)]
-struct BulkSetItem<'a> {
+pub(super) struct SetItem<'a> {
     key: &'a str,
+    /// Standard base64; never empty (an empty value deletes the key on newer v2 builds).
     value: String,
+}
+
+/// The entries to set, their values in standard base64.
+pub(super) fn set_items<'a>(entries: &[(&'a str, &[u8])]) -> Vec<SetItem<'a>> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    entries
+        .iter()
+        .map(|(key, value)| SetItem {
+            key,
+            value: base64::Engine::encode(&b64, value),
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -213,27 +228,11 @@ impl HttpClient {
         target: &Target,
         entries: &[(&str, &[u8])],
     ) -> Result<ObjectDetails, ZitadelError> {
-        let b64 = base64::engine::general_purpose::STANDARD;
         let body = BulkSetRequest {
-            metadata: entries
-                .iter()
-                .map(|(key, value)| BulkSetItem {
-                    key,
-                    value: base64::Engine::encode(&b64, value),
-                })
-                .collect(),
+            metadata: set_items(entries),
         };
-        let url = self.metadata_url(target, "_bulk")?;
-        let response: DetailsResponse = self
-            .rest(
-                target.pick(op::BULK_SET_ORG, op::BULK_SET_USER),
-                Method::POST,
-                url,
-                Some(target.org_id()),
-                Some(&body),
-            )
-            .await?;
-        Ok(response.details)
+        let operation = target.pick(op::BULK_SET_ORG, op::BULK_SET_USER);
+        self.v1_bulk(target, operation, Method::POST, &body).await
     }
 
     /// BulkRemove (`DELETE …/metadata/_bulk` with a JSON body).
@@ -242,15 +241,23 @@ impl HttpClient {
         target: &Target,
         keys: &[&str],
     ) -> Result<ObjectDetails, ZitadelError> {
+        let operation = target.pick(op::BULK_REMOVE_ORG, op::BULK_REMOVE_USER);
+        let body = BulkRemoveRequest { keys };
+        self.v1_bulk(target, operation, Method::DELETE, &body).await
+    }
+
+    /// One all-or-nothing call on `…/metadata/_bulk` in the target's organization; the
+    /// details of the change.
+    async fn v1_bulk<B: Serialize>(
+        &self,
+        target: &Target,
+        operation: &'static str,
+        method: Method,
+        body: &B,
+    ) -> Result<ObjectDetails, ZitadelError> {
         let url = self.metadata_url(target, "_bulk")?;
         let response: DetailsResponse = self
-            .rest(
-                target.pick(op::BULK_REMOVE_ORG, op::BULK_REMOVE_USER),
-                Method::DELETE,
-                url,
-                Some(target.org_id()),
-                Some(&BulkRemoveRequest { keys }),
-            )
+            .rest(operation, method, url, Some(target.org_id()), Some(body))
             .await?;
         Ok(response.details)
     }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::http::{HttpClient, SearchHit};
 use super::listing::{Page, PageQuery, PageSource};
-use super::v1::{MetadataItem, decode_items, parse_total};
+use super::v1::{MetadataItem, SetItem, decode_items, parse_total, set_items};
 use super::{ObjectDetails, Target, ZitadelError};
 
 /// Largest `limit` of a v2 list (above it: 400 `QUERY-4M0fs`).
@@ -96,13 +96,6 @@ struct SetRequest<'a> {
     #[serde(flatten)]
     owner: Owner<'a>,
     metadata: Vec<SetItem<'a>>,
-}
-
-#[derive(Serialize)]
-struct SetItem<'a> {
-    key: &'a str,
-    /// Standard base64; never empty (an empty value deletes the key on newer builds).
-    value: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -229,16 +222,9 @@ impl HttpClient {
         target: &Target,
         entries: &[(&str, &[u8])],
     ) -> Result<ObjectDetails, ZitadelError> {
-        let b64 = base64::engine::general_purpose::STANDARD;
         let body = SetRequest {
             owner: owner(target),
-            metadata: entries
-                .iter()
-                .map(|(key, value)| SetItem {
-                    key,
-                    value: base64::Engine::encode(&b64, value),
-                })
-                .collect(),
+            metadata: set_items(entries),
         };
         let response: SetResponse = self
             .connect(target.pick(path::SET_ORG, path::SET_USER), &body)
@@ -330,10 +316,7 @@ mod tests {
         );
         let set = SetRequest {
             owner: owner(&org),
-            metadata: vec![SetItem {
-                key: "k",
-                value: "dg==".into(),
-            }],
+            metadata: set_items(&[("k", b"v")]),
         };
         assert_eq!(
             serde_json::to_value(&set).expect("json"),

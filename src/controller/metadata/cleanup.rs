@@ -11,6 +11,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
 use super::report::{Notice, build_status, write_notices};
@@ -162,6 +163,7 @@ fn worth_confirming(e: &ZitadelError) -> bool {
 /// Run the cleanup of `obj`. Keys another live object on the same target also lists are left to
 /// it.
 pub async fn cleanup<K: MetadataResource>(obj: &K, io: &Io<'_, K>) -> Result<Action, Error> {
+    io.first_writes.forget(&obj.uid().unwrap_or_default());
     let previous = obj.status().cloned().unwrap_or_default();
     if obj.deletion_policy() == DeletionPolicy::Orphan || previous.managed_keys.is_empty() {
         return Ok(Action::await_change());

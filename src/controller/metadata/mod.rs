@@ -50,6 +50,8 @@ pub struct Io<'a, K> {
     pub neighbours: &'a dyn Neighbours<K>,
     /// Status and Events.
     pub report: &'a dyn Report<K>,
+    /// New objects whose first write went out without a listing before it.
+    pub first_writes: &'a sync::FirstWrites,
 }
 
 impl<K> Io<'_, K> {

@@ -19,10 +19,12 @@ use crate::zitadel::{
 
 mod error;
 mod execute;
+mod first;
 
 pub use error::{Confirmed, SyncError};
 pub use execute::execute;
 use execute::{read_back, write};
+pub use first::FirstWrites;
 
 /// What a sync did before it finished or failed; kept even on failure so status never forgets a
 /// write ZITADEL acknowledged.
@@ -126,6 +128,26 @@ pub fn first_sync(previous: &MetadataStatus) -> bool {
         && status::find(&previous.conditions, status::READY).is_none_or(|c| c.status != "True")
 }
 
+/// Whether the operator has never reported on this object: no condition and no managed key in
+/// its status (a new object, or one whose first status write never landed).
+pub fn never_reported(previous: &MetadataStatus) -> bool {
+    previous.conditions.is_empty() && previous.managed_keys.is_empty()
+}
+
+/// Whether [`prepare_with`] lists the target before planning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listing {
+    /// Always: the `diff` preview, which shows what is unchanged too.
+    Always,
+    /// Not for an object the operator [never reported on](never_reported) that may write
+    /// (driftPolicy `Enforce` or `Ignore`): it manages nothing yet, so the plan removes nothing
+    /// and sets every desired key whatever ZITADEL holds (ZITADEL has no "not changed" error for
+    /// metadata: a key that already has the value is set to itself). The read-back after the
+    /// write still verifies every key, so a created object costs 2 ZITADEL calls (bulk set +
+    /// read-back) instead of 3.
+    SkipForNewObjects,
+}
+
 /// The pipeline. Records acknowledged writes in `progress` as it goes.
 pub async fn sync<K: MetadataResource>(
     obj: &K,
@@ -133,7 +155,16 @@ pub async fn sync<K: MetadataResource>(
     previous: &MetadataStatus,
     progress: &mut Progress,
 ) -> Result<Synced, SyncError> {
-    let planned = match prepare(obj, &io.reads(), previous, progress).await? {
+    let uid = obj.uid().unwrap_or_default();
+    let listing = if io
+        .first_writes
+        .may_skip_listing(&uid, never_reported(previous))
+    {
+        Listing::SkipForNewObjects
+    } else {
+        Listing::Always
+    };
+    let planned = match prepare_with(obj, &io.reads(), previous, progress, listing).await? {
         Prepared::Unchanged(synced) => return Ok(synced),
         Prepared::Planned(planned) => planned,
     };
@@ -171,6 +202,17 @@ pub async fn prepare<K: MetadataResource>(
     reads: &Reads<'_, K>,
     previous: &MetadataStatus,
     progress: &mut Progress,
+) -> Result<Prepared, SyncError> {
+    prepare_with(obj, reads, previous, progress, Listing::Always).await
+}
+
+/// [`prepare`], listing the target as `listing` says.
+pub async fn prepare_with<K: MetadataResource>(
+    obj: &K,
+    reads: &Reads<'_, K>,
+    previous: &MetadataStatus,
+    progress: &mut Progress,
+    listing: Listing,
 ) -> Result<Prepared, SyncError> {
     let spec = crd::validate(obj.entries()).map_err(SyncError::Invalid)?;
     let ns = obj.namespace().unwrap_or_default();
@@ -220,13 +262,21 @@ pub async fn prepare<K: MetadataResource>(
     let conflicts = claims::conflicts(obj, &reads.neighbours.on_target(obj).await);
     let (desired, managed) = unclaimed(desired, previous, &conflicts);
 
+    let blind = listing == Listing::SkipForNewObjects
+        && obj.drift_policy() != DriftPolicy::Report
+        && never_reported(previous)
+        && managed.is_empty();
     let relevant = relevant_keys(&desired, &managed);
-    let observed = match list_relevant(api, &target, &relevant).await {
-        Ok(observed) => observed,
-        Err(cause) if cause.needs_existence_proof() => {
-            return Err(ambiguous(api, target, cause).await);
+    let observed = if blind {
+        MetadataMap::new()
+    } else {
+        match list_relevant(api, &target, &relevant).await {
+            Ok(observed) => observed,
+            Err(cause) if cause.needs_existence_proof() => {
+                return Err(ambiguous(api, target, cause).await);
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => return Err(e.into()),
     };
     let plan = plan::plan(&desired, &observed, &managed);
     Ok(Prepared::Planned(Box::new(Planned {

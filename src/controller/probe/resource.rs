@@ -41,7 +41,7 @@ macro_rules! settings_and_status {
         }
 
         fn drift_detection(&self) -> Option<&DriftDetectionSpec> {
-            self.spec.drift_detection.as_ref()
+            self.spec.modes.drift_detection.as_ref()
         }
     };
 }

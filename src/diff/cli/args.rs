@@ -78,22 +78,9 @@ pub struct DiffArgs {
     #[arg(long)]
     pub context: Option<String>,
 
-    /// Base URL of the default ZITADEL instance, for objects without spec.connectionRef (as the
-    /// operator's flag). Objects with a connectionRef use that connection's Secret.
-    #[arg(long, env = "ZITADEL_URL")]
-    pub zitadel_url: Option<Url>,
-
-    /// File with a token for the default connection (a read-only service user suffices).
-    #[arg(long, env = "ZITADEL_TOKEN_FILE", conflicts_with = "token_secret")]
-    pub token_file: Option<PathBuf>,
-
-    /// Secret with the token for the default connection, as NAMESPACE/NAME.
-    #[arg(long, env = "ZITADEL_TOKEN_SECRET")]
-    pub token_secret: Option<String>,
-
-    /// Key of the token in --token-secret.
-    #[arg(long, env = "ZITADEL_TOKEN_SECRET_KEY", default_value = "token")]
-    pub token_secret_key: String,
+    /// The default connection, as the operator's flags: --zitadel-url and the token flags.
+    #[command(flatten)]
+    pub default_connection: DefaultConnectionArgs,
 
     /// Which ZITADEL API the default connection uses for metadata: auto, v1 or v2 (as the
     /// operator's flag).

@@ -327,11 +327,7 @@ pub(super) async fn reasons_of_deletion_and_ambiguous_answers() -> BTreeSet<Reas
         user_id: "200".into(),
     };
     io.zitadel.set_existence(&user_target, Existence::Gone);
-    let user: UserMetadata = object(
-        "alice",
-        json!({"userId": "200", "organizationId": ORG, "metadata": entries(&[("a", "1")])}),
-        None,
-    );
+    let user = user_alice();
     let seen = apply_once(&io, &user).await;
     assert_eq!(seen.ready_reason(), Some(Reason::TargetNotFound));
     reasons.extend(seen.reasons());

@@ -167,11 +167,7 @@ pub(super) async fn user_races_and_read_back() -> BTreeSet<Reason> {
     // The user exists, in another organization: confirmed, then Stalled UserNotFound.
     io.zitadel
         .add_user(UserQuery::LoginName("u@x".into()), "200", "999");
-    let user: UserMetadata = object(
-        "alice",
-        json!({"userId": "200", "organizationId": ORG, "metadata": entries(&[("a", "1")])}),
-        None,
-    );
+    let user = user_alice();
     let seen = apply_once(&io, &user).await;
     assert_eq!(seen.ready_reason(), Some(Reason::UserNotFound));
     assert!(

@@ -41,6 +41,15 @@ fn org(spec: Value) -> OrgMetadata {
     object("acme", spec, None)
 }
 
+/// `alice`: user 200 in organization [`ORG`], with `a=1`.
+fn user_alice() -> UserMetadata {
+    object(
+        "alice",
+        json!({"userId": "200", "organizationId": ORG, "metadata": entries(&[("a", "1")])}),
+        None,
+    )
+}
+
 fn org_target() -> Target {
     Target::Org { org_id: ORG.into() }
 }
