@@ -163,14 +163,36 @@ async fn wait_retrying(env: &TestEnv, name: &str, want_reason: &str) -> OrgMetad
     .await
 }
 
-/// `name` on ACME with exactly `pairs`, once Ready; returns the pairs.
-async fn synced_org(env: &TestEnv, name: &str, pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+/// A test namespace and an operator with [`chaos_settings`], pinned to Management API v1.
+async fn chaos_v1(prefix: &str) -> (TestEnv, Operator) {
+    let env = TestEnv::new(prefix).await;
+    let op = env.start_operator_with_api(chaos_settings(), ApiMode::V1);
+    (env, op)
+}
+
+/// Applies `name` on ACME with exactly `pairs`; returns the pairs.
+async fn apply_acme(env: &TestEnv, name: &str, pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     let desired = kv(pairs);
     env.apply_org(
         name,
         json!({"organizationId": ACME, "metadata": entries(&desired)}),
     )
     .await;
+    desired
+}
+
+/// Holds the next `times` requests of `op` for `ms` on arrival, before ZITADEL handles them.
+fn hold(env: &TestEnv, op: Operation, ms: u64, times: u32) {
+    env.emu.inject(
+        Fault::latency(Duration::from_millis(ms))
+            .on(op)
+            .times(times),
+    );
+}
+
+/// `name` on ACME with exactly `pairs`, once Ready; returns the pairs.
+async fn synced_org(env: &TestEnv, name: &str, pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let desired = apply_acme(env, name, pairs).await;
     wait_ready(env, name).await;
     desired
 }
@@ -434,12 +456,7 @@ async fn rate_limited(plain_text: bool) {
             .times(TIMES),
     );
     let op = env.start_operator_with_api(settings, ApiMode::V1);
-    let desired = kv(&[("plan", "enterprise")]);
-    env.apply_org(
-        "limited",
-        json!({"organizationId": ACME, "metadata": entries(&desired)}),
-    )
-    .await;
+    let desired = apply_acme(&env, "limited", &[("plan", "enterprise")]).await;
     let during = wait_retrying(&env, "limited", "ZitadelRateLimited").await;
     assert!(
         message(during.status()).contains("429"),
@@ -525,12 +542,7 @@ async fn connection_resets_on_writes_are_retried_without_duplicates() {
             .times(RESETS),
     );
     let op = env.start_operator_with_api(settings.clone(), ApiMode::V1);
-    let desired = kv(&[("a", "1"), ("b", "2"), ("c", "3")]);
-    env.apply_org(
-        "reset",
-        json!({"organizationId": ACME, "metadata": entries(&desired)}),
-    )
-    .await;
+    let desired = apply_acme(&env, "reset", &[("a", "1"), ("b", "2"), ("c", "3")]).await;
     let during = wait_retrying(&env, "reset", "ZitadelUnreachable").await;
     let (conds, reason_during) = conditions_of(during.status());
     wait_ready(&env, "reset").await;
@@ -574,8 +586,7 @@ async fn connection_resets_on_writes_are_retried_without_duplicates() {
 
 #[tokio::test]
 async fn answers_lost_after_zitadel_committed_are_not_written_twice() {
-    let env = TestEnv::new("chaos-lost-answer").await;
-    let op = env.start_operator_with_api(chaos_settings(), ApiMode::V1);
+    let (env, op) = chaos_v1("chaos-lost-answer").await;
     // ZITADEL stores the bulk set, then the connection dies before the answer arrives.
     env.emu.inject(
         Fault::reset_after_handling()
@@ -583,12 +594,7 @@ async fn answers_lost_after_zitadel_committed_are_not_written_twice() {
             .times(1),
     );
     let before = env.emu.org_sequence(ACME);
-    let desired = kv(&[("a", "1"), ("b", "2")]);
-    env.apply_org(
-        "lost",
-        json!({"organizationId": ACME, "metadata": entries(&desired)}),
-    )
-    .await;
+    let desired = apply_acme(&env, "lost", &[("a", "1"), ("b", "2")]).await;
     let o = wait_ready(&env, "lost").await;
     // The retry re-reads, finds both values and writes nothing: one event per key, once.
     assert_eq!(decoded(env.emu.org_metadata(ACME)), desired);
@@ -650,25 +656,11 @@ async fn answers_lost_after_zitadel_committed_are_not_written_twice() {
 
 #[tokio::test]
 async fn failed_read_back_after_a_write_does_not_write_again() {
-    let env = TestEnv::new("chaos-readback").await;
-    let op = env.start_operator_with_api(chaos_settings(), ApiMode::V1);
+    let (env, op) = chaos_v1("chaos-readback").await;
     // Hold the bulk set 500 ms; while it is held, make the next list (the read-back) fail.
-    env.emu.inject(
-        Fault::latency(Duration::from_millis(500))
-            .on(Operation::BulkSetOrgMetadata)
-            .times(1),
-    );
-    let desired = kv(&[("verified", "later")]);
-    env.apply_org(
-        "rb",
-        json!({"organizationId": ACME, "metadata": entries(&desired)}),
-    )
-    .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while env.emu.count(Operation::BulkSetOrgMetadata) == 0 {
-        assert!(Instant::now() < deadline, "no bulk set within 30 s");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    hold(&env, Operation::BulkSetOrgMetadata, 500, 1);
+    let desired = apply_acme(&env, "rb", &[("verified", "later")]).await;
+    wait_arrived(&env, Operation::BulkSetOrgMetadata, 1, "a bulk set").await;
     env.emu
         .inject(Fault::unavailable().on(Operation::ListOrgMetadata).times(1));
     wait_ready(&env, "rb").await;
@@ -705,12 +697,7 @@ async fn hangs_past_the_client_timeout_time_out_and_retry() {
     env.emu
         .inject(Fault::hang().on(Operation::ListOrgMetadata).times(HANGS));
     let op = env.start_operator_with_api(settings.clone(), ApiMode::V1);
-    let desired = kv(&[("hung", "no")]);
-    env.apply_org(
-        "hang",
-        json!({"organizationId": ACME, "metadata": entries(&desired)}),
-    )
-    .await;
+    let desired = apply_acme(&env, "hang", &[("hung", "no")]).await;
     let during = wait_retrying(&env, "hang", "ZitadelTimeout").await;
     assert!(message(during.status()).contains("timed out"));
     wait_ready(&env, "hang").await;
@@ -829,37 +816,14 @@ async fn slow_answers_below_the_timeout_succeed_without_duplicate_writes() {
 
 #[tokio::test]
 async fn key_removed_by_someone_else_between_list_and_remove() {
-    let env = TestEnv::new("chaos-race").await;
-    let op = env.start_operator_with_api(chaos_settings(), ApiMode::V1);
+    let (env, op) = chaos_v1("chaos-race").await;
     synced_org(&env, "race", &[("keep", "1"), ("gone", "2"), ("drop", "3")]).await;
     env.emu.clear_requests();
     // Hold the next bulk remove 800 ms on arrival, before ZITADEL handles it.
-    env.emu.inject(
-        Fault::latency(Duration::from_millis(800))
-            .on(Operation::BulkRemoveOrgMetadata)
-            .times(1),
-    );
-    let keep = kv(&[("keep", "1")]);
-    env.apply_org(
-        "race",
-        json!({"organizationId": ACME, "metadata": entries(&keep)}),
-    )
-    .await;
+    hold(&env, Operation::BulkRemoveOrgMetadata, 800, 1);
+    let keep = apply_acme(&env, "race", &[("keep", "1")]).await;
     // As soon as the operator's remove arrived (it listed both keys), someone removes one.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if env
-            .emu
-            .requests()
-            .iter()
-            .any(|r| r.operation == Operation::BulkRemoveOrgMetadata)
-        {
-            env.emu.delete_org_metadata(ACME, "gone");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no bulk remove within 30 s");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    remove_as_removes_arrive(&env, &["gone"]).await;
     let o = wait_ready(&env, "race").await;
     assert_eq!(
         o.status()
@@ -913,34 +877,32 @@ async fn key_removed_by_someone_else_between_list_and_remove() {
 /// Hold the next `keys.len()` bulk removes 800 ms each on arrival, and remove `keys[n]` "by
 /// someone else" as soon as the n-th one arrived (before ZITADEL handles it).
 async fn remove_behind_the_operators_back(env: &TestEnv, keys: &[&str]) {
-    env.emu.inject(
-        Fault::latency(Duration::from_millis(800))
-            .on(Operation::BulkRemoveOrgMetadata)
-            .times(keys.len() as u32),
-    );
+    let removes = u32::try_from(keys.len()).expect("a few keys");
+    hold(env, Operation::BulkRemoveOrgMetadata, 800, removes);
+    remove_as_removes_arrive(env, keys).await;
+}
+
+/// Removes `keys[n]` "by someone else" as soon as the n-th bulk remove arrived.
+async fn remove_as_removes_arrive(env: &TestEnv, keys: &[&str]) {
+    for (done, key) in keys.iter().enumerate() {
+        let what = format!("bulk remove {done}");
+        wait_arrived(env, Operation::BulkRemoveOrgMetadata, done + 1, &what).await;
+        env.emu.delete_org_metadata(ACME, key);
+    }
+}
+
+/// Polls (every 5 ms, for 30 s at most) until `n` requests of `op` arrived.
+async fn wait_arrived(env: &TestEnv, op: Operation, n: usize, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut done = 0;
-    while done < keys.len() {
-        let arrived = env
-            .emu
-            .requests()
-            .iter()
-            .filter(|r| r.operation == Operation::BulkRemoveOrgMetadata)
-            .count();
-        if arrived > done {
-            env.emu.delete_org_metadata(ACME, keys[done]);
-            done += 1;
-            continue;
-        }
-        assert!(Instant::now() < deadline, "bulk remove {done} did not come");
+    while env.emu.count(op) < n {
+        assert!(Instant::now() < deadline, "{what} did not come within 30 s");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
 #[tokio::test]
 async fn keys_removed_by_someone_else_twice_in_a_row_is_retried_not_stalled() {
-    let env = TestEnv::new("chaos-race2").await;
-    let op = env.start_operator_with_api(chaos_settings(), ApiMode::V1);
+    let (env, op) = chaos_v1("chaos-race2").await;
     synced_org(
         &env,
         "race2",
@@ -948,12 +910,7 @@ async fn keys_removed_by_someone_else_twice_in_a_row_is_retried_not_stalled() {
     )
     .await;
     env.emu.clear_requests();
-    let keep = kv(&[("keep", "1")]);
-    env.apply_org(
-        "race2",
-        json!({"organizationId": ACME, "metadata": entries(&keep)}),
-    )
-    .await;
+    let keep = apply_acme(&env, "race2", &[("keep", "1")]).await;
     let started = Instant::now();
     // Both the remove and the one re-read-and-remove of the same reconcile lose the race.
     remove_behind_the_operators_back(&env, &["gone1", "gone2"]).await;
@@ -1005,8 +962,7 @@ async fn keys_removed_by_someone_else_twice_in_a_row_is_retried_not_stalled() {
 
 #[tokio::test]
 async fn deleting_while_someone_else_removes_keys_still_removes_the_rest() {
-    let env = TestEnv::new("chaos-race-del").await;
-    let op = env.start_operator_with_api(chaos_settings(), ApiMode::V1);
+    let (env, op) = chaos_v1("chaos-race-del").await;
     synced_org(&env, "racedel", &[("a", "1"), ("b", "2"), ("c", "3")]).await;
     env.emu.put_org_metadata(ACME, "unmanaged", b"x");
     env.emu.clear_requests();
@@ -1378,17 +1334,20 @@ fn load_spec(i: usize, round: u32) -> (bool, String, Value) {
     }
 }
 
+/// Apply object `i`'s spec for `round`.
+async fn apply_load_object(env: &TestEnv, i: usize, round: u32) {
+    let (is_org, name, spec) = load_spec(i, round);
+    if is_org {
+        env.apply_org(&name, spec).await;
+    } else {
+        env.apply_user(&name, spec).await;
+    }
+}
+
 /// Apply every object's spec for `round`, 16 at a time.
 async fn apply_all(env: &TestEnv, n: usize, round: u32) {
     futures::stream::iter(0..n)
-        .map(|i| async move {
-            let (is_org, name, spec) = load_spec(i, round);
-            if is_org {
-                env.apply_org(&name, spec).await;
-            } else {
-                env.apply_user(&name, spec).await;
-            }
-        })
+        .map(|i| apply_load_object(env, i, round))
         .buffer_unordered(16)
         .collect::<Vec<()>>()
         .await;
@@ -1598,12 +1557,7 @@ async fn racing_edits(env: &TestEnv, n: usize) {
     futures::stream::iter(0..n)
         .map(|i| async move {
             for round in [2, 3] {
-                let (is_org, name, spec) = load_spec(i, round);
-                if is_org {
-                    env.apply_org(&name, spec).await;
-                } else {
-                    env.apply_user(&name, spec).await;
-                }
+                apply_load_object(env, i, round).await;
             }
         })
         .buffer_unordered(16)

@@ -10,20 +10,19 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
-use zitadel_metadata_operator::crd::{
-    ClusterZitadelConnection, MetadataResource, ZitadelConnection,
-};
+use zitadel_metadata_operator::crd::{MetadataResource, ZitadelConnection};
 use zitadel_metadata_operator::status::STALLED;
 use zmo_testkit::emulator::{Operation, TokenGrant};
 
-async fn wait_connection(
-    env: &TestEnv,
-    name: &str,
-    what: &str,
-    pred: impl Fn(&ZitadelConnection) -> bool,
-) -> ZitadelConnection {
-    let api: Api<ZitadelConnection> = Api::namespaced(env.client.clone(), &env.ns);
-    wait_obj(&api, name, what, pred).await
+/// A test namespace whose Secret `zitadel-pat` holds `token`, a new IAM-owner token, and a
+/// multi-tenant operator for it.
+async fn tenant(prefix: &str, token: &str) -> (TestEnv, Operator) {
+    let env = TestEnv::new(prefix).await;
+    env.emu.add_token(token, TokenGrant::iam_owner(ACME));
+    env.put_secret(&env.ns, "zitadel-pat", "token", token).await;
+    let op =
+        Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], fast_settings());
+    (env, op)
 }
 
 fn conn_ready(c: &ZitadelConnection) -> Option<(String, String, String)> {
@@ -31,6 +30,30 @@ fn conn_ready(c: &ZitadelConnection) -> Option<(String, String, String)> {
         zitadel_metadata_operator::status::find(&s.conditions, "Ready")
             .map(|r| (r.status.clone(), r.reason.clone(), r.message.clone()))
     })
+}
+
+/// Applies the connection `name` and waits until its Ready condition gives `reason`; returns
+/// the condition's message.
+async fn refused_connection(
+    env: &TestEnv,
+    name: &str,
+    spec: serde_json::Value,
+    reason: &str,
+) -> String {
+    env.apply_connection(name, spec).await;
+    let c = env
+        .wait_connection(name, reason, |c| {
+            conn_ready(c).is_some_and(|r| r.1 == reason)
+        })
+        .await;
+    conn_ready(&c).expect("ready condition").2
+}
+
+/// Asserts that a (cluster) connection's `status.identity` names `who`.
+fn assert_identity(conn: &impl serde::Serialize, who: &str) {
+    let conn = serde_json::to_value(conn).expect("json");
+    let identity = conn["status"]["identity"].as_str().unwrap_or_default();
+    assert!(identity.contains(who), "{identity}");
 }
 
 /// Requests other than the connection probes.
@@ -55,21 +78,12 @@ async fn cluster_connection_guards_namespaces_and_organizations() {
     env.put_secret(&env.ns, "zitadel-pat", "token", "cluster-pat")
         .await;
     let name = format!("shared-{}", env.ns);
-    let api: Api<ClusterZitadelConnection> = Api::all(env.client.clone());
-    let obj = json!({"apiVersion": "metadata.zitadel-operator.dev/v1alpha1", "kind": "ClusterZitadelConnection",
-        "metadata": {"name": name},
-        "spec": {"url": env.emu.url(),
-                 "credentials": {"personalAccessToken": {"name": "zitadel-pat", "key": "token", "namespace": env.ns}},
-                 "allowedNamespaces": [
-                     {"names": [env.ns], "organizationIds": [ACME]},
-                     {"selector": {"matchLabels": {"zmo-e2e/tenant": denied}}, "organizationIds": [GLOBEX]}]}});
-    api.patch(
-        &name,
-        &PatchParams::apply("e2e-test").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .expect("apply ClusterZitadelConnection");
+    let spec = json!({"url": env.emu.url(),
+        "credentials": {"personalAccessToken": {"name": "zitadel-pat", "key": "token", "namespace": env.ns}},
+        "allowedNamespaces": [
+            {"names": [env.ns], "organizationIds": [ACME]},
+            {"selector": {"matchLabels": {"zmo-e2e/tenant": denied}}, "organizationIds": [GLOBEX]}]});
+    let api = env.apply_cluster_connection(&name, spec).await;
     let op = Operator::start_multi_tenant(
         env.client.clone(),
         vec![env.ns.clone(), denied.clone()],
@@ -82,12 +96,7 @@ async fn cluster_connection_guards_namespaces_and_organizations() {
         })
     })
     .await;
-    let identity = conn
-        .status
-        .as_ref()
-        .and_then(|s| s.identity.clone())
-        .unwrap_or_default();
-    assert!(identity.contains(ACME), "{identity}");
+    assert_identity(&conn, ACME);
 
     // A namespace the guard does not list: refused, and ZITADEL sees nothing from it.
     let other_orgs: Api<zitadel_metadata_operator::crd::OrgMetadata> =
@@ -189,16 +198,12 @@ async fn jwt_profile_connection_exchanges_and_refreshes_tokens() {
     let op =
         Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], fast_settings());
     env.apply_connection("acme", json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "zitadel-key", "key": "key.json"}}})).await;
-    let conn = wait_connection(&env, "acme", "Ready", |c| {
-        conn_ready(c).is_some_and(|r| r.0 == "True")
-    })
-    .await;
-    let identity = conn
-        .status
-        .as_ref()
-        .and_then(|s| s.identity.clone())
-        .unwrap_or_default();
-    assert!(identity.contains(service_user), "{identity}");
+    let conn = env
+        .wait_connection("acme", "Ready", |c| {
+            conn_ready(c).is_some_and(|r| r.0 == "True")
+        })
+        .await;
+    assert_identity(&conn, service_user);
 
     env.apply_org("a", json!({"organizationId": ACME, "connectionRef": {"name": "acme"}, "metadata": [{"key": "k", "value": "1"}]})).await;
     env.wait_org_ready("a").await;
@@ -237,14 +242,9 @@ async fn jwt_profile_connection_exchanges_and_refreshes_tokens() {
 
 #[tokio::test]
 async fn rotating_the_credentials_secret_switches_tokens() {
-    let env = TestEnv::new("rotate").await;
-    env.emu.add_token("pat-one", TokenGrant::iam_owner(ACME));
-    env.put_secret(&env.ns, "zitadel-pat", "token", "pat-one")
-        .await;
-    let op =
-        Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], fast_settings());
+    let (env, op) = tenant("rotate", "pat-one").await;
     env.apply_connection("main", json!({"url": env.emu.url(), "credentials": {"personalAccessToken": {"name": "zitadel-pat", "key": "token"}}})).await;
-    wait_connection(&env, "main", "Ready", |c| {
+    env.wait_connection("main", "Ready", |c| {
         conn_ready(c).is_some_and(|r| r.0 == "True")
     })
     .await;
@@ -290,12 +290,8 @@ async fn missing_or_malformed_credentials_give_precise_messages_and_no_calls() {
     .await;
 
     // A connection whose Secret is missing.
-    env.apply_connection("missing", json!({"url": env.emu.url(), "credentials": {"personalAccessToken": {"name": "absent", "key": "token"}}})).await;
-    let c = wait_connection(&env, "missing", "SecretNotFound", |c| {
-        conn_ready(c).is_some_and(|r| r.1 == "SecretNotFound")
-    })
-    .await;
-    let (_, _, msg) = conn_ready(&c).expect("ready condition");
+    let spec = json!({"url": env.emu.url(), "credentials": {"personalAccessToken": {"name": "absent", "key": "token"}}});
+    let msg = refused_connection(&env, "missing", spec, "SecretNotFound").await;
     assert!(
         msg.contains(&format!("Secret {}/absent not found", env.ns)),
         "{msg}"
@@ -309,12 +305,8 @@ async fn missing_or_malformed_credentials_give_precise_messages_and_no_calls() {
         r#"{"type":"serviceaccount","keyId":"k1","key":"TOP-SECRET-MATERIAL"}"#,
     )
     .await;
-    env.apply_connection("malformed", json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "bad-key", "key": "key.json"}}})).await;
-    let c = wait_connection(&env, "malformed", "InvalidCredentials", |c| {
-        conn_ready(c).is_some_and(|r| r.1 == "InvalidCredentials")
-    })
-    .await;
-    let (_, _, msg) = conn_ready(&c).expect("ready condition");
+    let spec = json!({"url": env.emu.url(), "credentials": {"jwtProfile": {"name": "bad-key", "key": "key.json"}}});
+    let msg = refused_connection(&env, "malformed", spec, "InvalidCredentials").await;
     assert!(msg.contains("userId"), "{msg}");
     assert!(!msg.contains("TOP-SECRET"), "{msg}");
 
@@ -350,22 +342,18 @@ async fn missing_or_malformed_credentials_give_precise_messages_and_no_calls() {
 #[tokio::test]
 async fn switching_spec_api_takes_effect_without_a_restart() {
     use zitadel_metadata_operator::crd::{ApiStatus, ApiVersion, ZitadelConnection};
-    let env = TestEnv::new("api-switch").await;
-    env.emu.add_token("pat-api", TokenGrant::iam_owner(ACME));
-    env.put_secret(&env.ns, "zitadel-pat", "token", "pat-api")
-        .await;
-    let op =
-        Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], fast_settings());
+    let (env, op) = tenant("api-switch", "pat-api").await;
     let spec = |api: &str| {
         json!({"url": env.emu.url(), "api": api,
                "credentials": {"personalAccessToken": {"name": "zitadel-pat", "key": "token"}}})
     };
     let api_of = |c: &ZitadelConnection| c.status.as_ref().and_then(|s| s.api.clone());
     env.apply_connection("main", spec("Auto")).await;
-    let conn = wait_connection(&env, "main", "Ready with status.api", |c| {
-        conn_ready(c).is_some_and(|r| r.0 == "True") && api_of(c).is_some()
-    })
-    .await;
+    let conn = env
+        .wait_connection("main", "Ready with status.api", |c| {
+            conn_ready(c).is_some_and(|r| r.0 == "True") && api_of(c).is_some()
+        })
+        .await;
     assert_eq!(
         api_of(&conn),
         Some(ApiStatus {
@@ -384,7 +372,7 @@ async fn switching_spec_api_takes_effect_without_a_restart() {
 
     // Switch to v2: no restart.
     env.apply_connection("main", spec("V2")).await;
-    wait_connection(&env, "main", "re-probed as V2", |c| {
+    env.wait_connection("main", "re-probed as V2", |c| {
         conn_ready(c).is_some_and(|r| r.0 == "True")
             && api_of(c).is_some_and(|a| {
                 a.mode == ApiMode::V2

@@ -35,25 +35,10 @@ fn slow_timers() -> Settings {
     }
 }
 
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local addr");
-    drop(listener);
-    addr.to_string()
-}
-
 async fn get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .ok()?;
-    let response = client
-        .get(format!("http://{addr}{path}"))
-        .send()
+    http_get(addr, path)
         .await
-        .ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.text().await.ok()?))
+        .map(|(status, _, body)| (status, body))
 }
 
 /// Wait until object `name` is Ready for its generation; the time it took.
@@ -231,17 +216,9 @@ async fn token_secret_created_after_start_rotated_and_restored() {
     let [created, restored] = flag_credential_lifecycle(&env, &mut op, &missing, install).await;
     // Held while the object uses the default connection (issue 17).
     let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
-    let held = secrets
-        .get("zitadel-token")
-        .await
-        .expect("get")
-        .metadata
-        .finalizers;
     assert_eq!(
-        held,
-        Some(vec![
-            "metadata.zitadel-operator.dev/default-connection".to_string()
-        ])
+        finalizers_of(&secrets, "zitadel-token").await,
+        ["metadata.zitadel-operator.dev/default-connection"]
     );
     println!(
         "FIGURE credentials_token_secret ready_after_create={created:?} ready_after_restore={restored:?}"

@@ -77,6 +77,16 @@ struct Run {
 }
 
 impl Run {
+    /// Asserts the exit code (stdout and stderr are shown when it differs).
+    fn assert_code(&self, code: i32) {
+        assert_eq!(self.code, code, "{}\n{}", self.stdout, self.stderr);
+    }
+
+    /// Asserts that stdout contains `needle` (stdout is shown when not).
+    fn assert_stdout_has(&self, needle: &str) {
+        assert!(self.stdout.contains(needle), "{}", self.stdout);
+    }
+
     fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
@@ -208,6 +218,28 @@ impl Env {
     }
 
     /// Wait until the object observed its generation and `pred` holds for its status.
+    /// Applies the OrgMetadata `name` as [`MANAGER`].
+    async fn apply_org(&self, name: &str, spec: Value) {
+        apply_as(&self.orgs(), MANAGER, name, spec).await;
+    }
+
+    /// Applies the UserMetadata `name` as [`MANAGER`].
+    async fn apply_user(&self, name: &str, spec: Value) {
+        apply_as(&self.users(), MANAGER, name, spec).await;
+    }
+
+    /// Waits until the OrgMetadata `name` is Ready (Synced).
+    async fn wait_org_synced(&self, name: &str) {
+        self.wait_org(name, "Ready", |o| has(o, status::READY, "True", "Synced"))
+            .await;
+    }
+
+    /// Waits until the UserMetadata `name` is Ready (Synced).
+    async fn wait_user_synced(&self, name: &str) {
+        self.wait_user(name, "Ready", |o| has(o, status::READY, "True", "Synced"))
+            .await;
+    }
+
     async fn wait_org(&self, name: &str, what: &str, pred: impl Fn(&OrgMetadata) -> bool) {
         wait_obj(&self.orgs(), name, what, |o| observed(o) && pred(o)).await;
     }
@@ -479,48 +511,35 @@ fn result_of<'a>(report: &'a Value, name: &str) -> &'a Value {
 async fn baseline(env: &Env) {
     env.put_secret("api-creds", "key", "secret-value-v1").await;
     let operator = env.operator();
-    let orgs = env.orgs();
-    apply_as(
-        &orgs,
-        MANAGER,
+    env.apply_org(
         "acme",
         json!({"organizationId": ACME, "metadata": [
         {"key": "tier", "value": "gold"}, {"key": "legacy", "value": "old"},
         {"key": "region", "value": "eu"}, secret_entry("api-key", "api-creds", "key")]}),
     )
     .await;
-    apply_as(
-        &orgs,
-        MANAGER,
+    env.apply_org(
         "globex-report",
         json!({"organizationId": GLOBEX,
         "driftPolicy": "Report", "metadata": entries(&[("plan", "basic")])}),
     )
     .await;
-    apply_as(
-        &orgs,
-        MANAGER,
+    env.apply_org(
         "paused",
         json!({"organizationId": GLOBEX,
         "metadata": entries(&[("paused-key", "1")])}),
     )
     .await;
-    apply_as(
-        &env.users(),
-        MANAGER,
+    env.apply_user(
         "alice",
         json!({"userId": ALICE,
         "metadata": entries(&[("team", "platform")])}),
     )
     .await;
     for name in ["acme", "paused"] {
-        env.wait_org(name, "Ready", |o| has(o, status::READY, "True", "Synced"))
-            .await;
+        env.wait_org_synced(name).await;
     }
-    env.wait_user("alice", "Ready", |o| {
-        has(o, status::READY, "True", "Synced")
-    })
-    .await;
+    env.wait_user_synced("alice").await;
     env.wait_org("globex-report", "Drifted", |o| {
         has(o, status::STALLED, "True", "Drifted")
     })
@@ -592,7 +611,7 @@ async fn the_preview_shows_exactly_what_the_controller_then_writes_and_writes_no
     let preview = env
         .diff(&["-f", pr_arg, "-o", "json", "--show-secret-values"], None)
         .await;
-    assert_eq!(preview.code, 1, "{}\n{}", preview.stdout, preview.stderr);
+    preview.assert_code(1);
     let report = preview.json();
 
     // Nothing written: no ZITADEL write, no event; the apiserver saw only get/list from it.
@@ -665,8 +684,7 @@ async fn the_preview_shows_exactly_what_the_controller_then_writes_and_writes_no
     // Apply the same manifests with the operator running; the writes it makes are the preview.
     env.apply_dir(&pr);
     let operator = env.operator();
-    env.wait_org("acme", "Ready", |o| has(o, status::READY, "True", "Synced"))
-        .await;
+    env.wait_org_synced("acme").await;
     env.wait_org("acme-extra", "KeyConflict", |o| {
         has(o, status::STALLED, "True", "KeyConflict")
     })
@@ -679,10 +697,7 @@ async fn the_preview_shows_exactly_what_the_controller_then_writes_and_writes_no
         condition(o.status.as_ref(), status::READY).is_none()
     })
     .await;
-    env.wait_user("alice", "Ready", |o| {
-        has(o, status::READY, "True", "Synced")
-    })
-    .await;
+    env.wait_user_synced("alice").await;
     operator.stop().await;
     let events = env.emu.events();
     let made = writes_in_events(&events[events_before..]);
@@ -697,7 +712,7 @@ async fn the_preview_shows_exactly_what_the_controller_then_writes_and_writes_no
 
     // Converged: the same preview now announces nothing (claims and reported drift stay).
     let again = env.diff(&["-f", pr_arg, "-o", "json"], None).await;
-    assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
+    again.assert_code(0);
     let again = again.json();
     assert_eq!(again["changes"], false);
     assert_eq!(result_of(&again, "acme")["result"], "noChanges");
@@ -728,18 +743,14 @@ async fn marked_manifest(env: &Env) -> String {
 async fn values_are_redacted_unless_asked(env: &Env, yaml: &str) {
     // Changes, from stdin; values redacted by default.
     let plain = env.diff(&["-f", "-"], Some(yaml)).await;
-    assert_eq!(plain.code, 1, "{}\n{}", plain.stdout, plain.stderr);
+    plain.assert_code(1);
     for mark in ["inline-MARK", "hunter2", "cm-MARK"] {
         assert!(
             !plain.stdout.contains(mark) && !plain.stderr.contains(mark),
             "{mark}"
         );
     }
-    assert!(
-        plain.stdout.contains("+ inline (value redacted)"),
-        "{}",
-        plain.stdout
-    );
+    plain.assert_stdout_has("+ inline (value redacted)");
     assert!(
         plain
             .stdout
@@ -747,19 +758,11 @@ async fn values_are_redacted_unless_asked(env: &Env, yaml: &str) {
         "{}",
         plain.stdout
     );
-    assert!(
-        plain.stdout.contains("keys: 3 to set, 0 to remove"),
-        "{}",
-        plain.stdout
-    );
+    plain.assert_stdout_has("keys: 3 to set, 0 to remove");
     // --show-values: inline and ConfigMap values, never the Secret's.
     let shown = env.diff(&["-f", "-", "--show-values"], Some(yaml)).await;
-    assert!(
-        shown.stdout.contains("+ inline = \"inline-MARK\""),
-        "{}",
-        shown.stdout
-    );
-    assert!(shown.stdout.contains("cm-MARK-blue"), "{}", shown.stdout);
+    shown.assert_stdout_has("+ inline = \"inline-MARK\"");
+    shown.assert_stdout_has("cm-MARK-blue");
     assert!(!shown.stdout.contains("hunter2"), "{}", shown.stdout);
     // --show-secret-values, as JSON: everything.
     let all = env
@@ -784,7 +787,7 @@ async fn a_directory_of_adopted_values_exits_0(env: &Env, yaml: &str) {
         env.emu.put_org_metadata(ACME, key, value.as_bytes());
     }
     let same = env.diff(&["-f", dir_arg, "-o", "json"], None).await;
-    assert_eq!(same.code, 0, "{}\n{}", same.stdout, same.stderr);
+    same.assert_code(0);
     let report = same.json();
     assert_eq!(report["changes"], false);
     let marks = result_of(&report, "marks");
@@ -800,7 +803,7 @@ async fn errors_exit_2(env: &Env, yaml: &str) {
         json!({"organizationId": ACME, "metadata": [secret_entry("k", "absent", "x")]}),
     );
     let broken = env.diff(&["-f", "-", "-o", "json"], Some(&missing)).await;
-    assert_eq!(broken.code, 2, "{}\n{}", broken.stdout, broken.stderr);
+    broken.assert_code(2);
     let object = result_of(&broken.json(), "broken").clone();
     assert_eq!(object["result"], "error");
     assert_eq!(object["outcome"]["reason"], "ValueSourceNotFound");
@@ -812,21 +815,18 @@ async fn errors_exit_2(env: &Env, yaml: &str) {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_zitadel-metadata-operator"));
     command.args(["diff", "-n", &env.ns, "-f", "-"]);
     let nodefault = run(command, &env.readonly, Some(yaml)).await;
-    assert_eq!(
-        nodefault.code, 2,
-        "{}\n{}",
-        nodefault.stdout, nodefault.stderr
-    );
-    assert!(
-        nodefault.stdout.contains("ConnectionNotFound"),
-        "{}",
-        nodefault.stdout
-    );
-    assert!(
-        nodefault.stdout.contains("pass --zitadel-url"),
-        "{}",
-        nodefault.stdout
-    );
+    nodefault.assert_code(2);
+    nodefault.assert_stdout_has("ConnectionNotFound");
+    nodefault.assert_stdout_has("pass --zitadel-url");
+}
+
+/// `diff -n NS -f - --zitadel-url URL --token-secret NS/<secret>`.
+fn diff_with_token_secret(env: &Env, secret: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_zitadel-metadata-operator"));
+    let (url, secret_ref) = (env.emu.url(), format!("{}/{secret}", env.ns));
+    command.args(["diff", "-n", &env.ns, "-f", "-", "--zitadel-url", &url]);
+    command.args(["--token-secret", &secret_ref]);
+    command
 }
 
 /// The default connection's token from a Secret (--token-secret), read with the preview's own
@@ -835,35 +835,10 @@ async fn the_token_from_a_secret(env: &Env, yaml: &str) {
     // The default connection's token from a Secret (--token-secret), read with the preview's
     // own read-only identity.
     env.put_secret("zitadel-token", "token", TOKEN).await;
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_zitadel-metadata-operator"));
-    let secret_ref = format!("{}/zitadel-token", env.ns);
-    command.args([
-        "diff",
-        "-n",
-        &env.ns,
-        "-f",
-        "-",
-        "--zitadel-url",
-        &env.emu.url(),
-    ]);
-    command.args(["--token-secret", &secret_ref]);
+    let command = diff_with_token_secret(env, "zitadel-token");
     let from_secret = run(command, &env.readonly, Some(yaml)).await;
-    assert_eq!(
-        from_secret.code, 0,
-        "{}\n{}",
-        from_secret.stdout, from_secret.stderr
-    );
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_zitadel-metadata-operator"));
-    command.args([
-        "diff",
-        "-n",
-        &env.ns,
-        "-f",
-        "-",
-        "--zitadel-url",
-        &env.emu.url(),
-    ]);
-    command.args(["--token-secret", &format!("{}/absent", env.ns)]);
+    from_secret.assert_code(0);
+    let command = diff_with_token_secret(env, "absent");
     let no_secret = run(command, &env.readonly, Some(yaml)).await;
     assert_eq!(no_secret.code, 2);
     assert!(no_secret.stdout.is_empty(), "{}", no_secret.stdout);
@@ -922,39 +897,26 @@ async fn apply_tenant_and_guarded_connections(env: &Env) -> String {
 /// refuses, never reconciled.
 async fn apply_synced_drifted_and_refused_objects(env: &Env, guarded: &str) {
     let operator = env.operator();
-    let orgs = env.orgs();
-    apply_as(
-        &orgs,
-        MANAGER,
+    env.apply_org(
         "tenant-acme",
         json!({"organizationId": ACME,
         "connectionRef": {"name": "tenant"}, "metadata": entries(&[("a", "1"), ("b", "2")])}),
     )
     .await;
-    apply_as(
-        &orgs,
-        MANAGER,
+    env.apply_org(
         "guarded-globex",
         json!({"organizationId": GLOBEX,
         "connectionRef": {"kind": "ClusterZitadelConnection", "name": guarded},
         "metadata": entries(&[("g", "1")])}),
     )
     .await;
-    env.wait_org("tenant-acme", "Ready", |o| {
-        has(o, status::READY, "True", "Synced")
-    })
-    .await;
-    env.wait_org("guarded-globex", "Ready", |o| {
-        has(o, status::READY, "True", "Synced")
-    })
-    .await;
+    env.wait_org_synced("tenant-acme").await;
+    env.wait_org_synced("guarded-globex").await;
     operator.stop().await;
     // Drift out of band; and an object the guard refuses, never reconciled.
     env.emu.put_org_metadata(ACME, "a", b"changed");
     env.emu.delete_org_metadata(ACME, "b");
-    apply_as(
-        &orgs,
-        MANAGER,
+    env.apply_org(
         "guarded-acme",
         json!({"organizationId": ACME,
         "connectionRef": {"kind": "ClusterZitadelConnection", "name": guarded},
@@ -997,32 +959,20 @@ fn plugin_command(env: &Env, kubectl: &Path, path: &str, args: &[&str]) -> tokio
 async fn one_live_object_at_a_time(env: &Env, kubectl: &Path, path: &str) {
     let plugin = |args: &[&str]| plugin_command(env, kubectl, path, args);
     let drift = run(plugin(&["orgmd/tenant-acme"]), &env.readonly, None).await;
-    assert_eq!(drift.code, 1, "{}\n{}", drift.stdout, drift.stderr);
-    assert!(
-        drift.stdout.contains(&format!(
-            "OrgMetadata {}/tenant-acme: organization {ACME} via ZitadelConnection {}/tenant",
-            env.ns, env.ns
-        )),
-        "{}",
-        drift.stdout
-    );
-    assert!(
-        drift.stdout.contains("~ a (value redacted)"),
-        "{}",
-        drift.stdout
-    );
-    assert!(
-        drift.stdout.contains("+ b (value redacted)"),
-        "{}",
-        drift.stdout
-    );
+    drift.assert_code(1);
+    drift.assert_stdout_has(&format!(
+        "OrgMetadata {}/tenant-acme: organization {ACME} via ZitadelConnection {}/tenant",
+        env.ns, env.ns
+    ));
+    drift.assert_stdout_has("~ a (value redacted)");
+    drift.assert_stdout_has("+ b (value redacted)");
     let clean = run(
         plugin(&["orgmd/guarded-globex", "-o", "json"]),
         &env.readonly,
         None,
     )
     .await;
-    assert_eq!(clean.code, 0, "{}\n{}", clean.stdout, clean.stderr);
+    clean.assert_code(0);
     let report = clean.json();
     assert_eq!(report["mode"], "live");
     assert_eq!(report["objects"].as_array().map(Vec::len), Some(1));
@@ -1033,7 +983,7 @@ async fn one_live_object_at_a_time(env: &Env, kubectl: &Path, path: &str) {
         None,
     )
     .await;
-    assert_eq!(refused.code, 2, "{}\n{}", refused.stdout, refused.stderr);
+    refused.assert_code(2);
     assert_eq!(
         result_of(&refused.json(), "guarded-acme")["outcome"]["reason"],
         "TargetNotAllowed"
@@ -1045,7 +995,7 @@ async fn all_live_objects_and_bad_requests(env: &Env, kubectl: &Path, path: &str
     let plugin = |args: &[&str]| plugin_command(env, kubectl, path, args);
     // All live objects at once: the drift is a change, the refusal an error.
     let all = run(plugin(&["-o", "json"]), &env.readonly, None).await;
-    assert_eq!(all.code, 2, "{}\n{}", all.stdout, all.stderr);
+    all.assert_code(2);
     let all = all.json();
     assert_eq!(all["summary"]["objects"], 3);
     assert_eq!(all["summary"]["withChanges"], 1);

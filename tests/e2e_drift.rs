@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use kube::Api;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -151,18 +150,6 @@ fn is_write(op: Operation) -> bool {
                 | Operation::DeleteOrgMetadataV2
                 | Operation::DeleteUserMetadataV2
         )
-}
-
-/// The target a v1 metadata request acts on: `org/ID` (header) or `user/ID` (path).
-fn target_of(r: &RecordedRequest) -> Option<String> {
-    let segments: Vec<&str> = r.path.split('/').collect();
-    if let ["", "management", "v1", "users", id, "metadata", ..] = segments.as_slice() {
-        return Some(format!("user/{id}"));
-    }
-    if r.path.starts_with("/management/v1/metadata") {
-        return r.org_header.as_ref().map(|o| format!("org/{o}"));
-    }
-    None
 }
 
 fn requests_since(env: &TestEnv, mark: usize) -> Vec<RecordedRequest> {
@@ -595,16 +582,6 @@ async fn org_and_user_removal_events_reach_their_objects() {
     op.stop().await;
 }
 
-async fn wait_connection(
-    env: &TestEnv,
-    name: &str,
-    what: &str,
-    pred: impl Fn(&ZitadelConnection) -> bool,
-) -> ZitadelConnection {
-    let api: Api<ZitadelConnection> = Api::namespaced(env.client.clone(), &env.ns);
-    wait_obj(&api, name, what, pred).await
-}
-
 fn drift_mode(c: &ZitadelConnection) -> Option<String> {
     c.status
         .as_ref()
@@ -648,19 +625,21 @@ async fn connections_show_their_mode_and_fall_back_to_polling_without_events_rea
                "credentials": {"personalAccessToken": {"name": "globex-pat", "key": "token"}}}),
     )
     .await;
-    let events = wait_connection(&env, "events", "Events mode", |c| {
-        drift_mode(c).as_deref() == Some("Events")
-    })
-    .await;
+    let events = env
+        .wait_connection("events", "Events mode", |c| {
+            drift_mode(c).as_deref() == Some("Events")
+        })
+        .await;
     let shown = events
         .status
         .and_then(|s| s.drift_detection)
         .expect("shown");
     assert_eq!(shown.event_poll_interval.as_deref(), Some("2s"));
-    let polling = wait_connection(&env, "polling", "Polling mode", |c| {
-        drift_mode(c).as_deref() == Some("Polling")
-    })
-    .await;
+    let polling = env
+        .wait_connection("polling", "Polling mode", |c| {
+            drift_mode(c).as_deref() == Some("Polling")
+        })
+        .await;
     let said = polling
         .status
         .and_then(|s| s.drift_detection)

@@ -434,19 +434,10 @@ async fn one_object_through_every_state_in_kstatus_and_argo_cd() {
 /// A ClusterZitadelConnection whose rules admit only another namespace.
 async fn apply_cluster_connection(env: &TestEnv, name: &str) {
     env.put_secret(&env.ns, "zitadel-pat", "token", TOKEN).await;
-    let api: Api<ClusterZitadelConnection> = Api::all(env.client.clone());
-    let obj = json!({"apiVersion": "metadata.zitadel-operator.dev/v1alpha1", "kind": "ClusterZitadelConnection",
-        "metadata": {"name": name},
-        "spec": {"url": env.emu.url(),
-                 "credentials": {"personalAccessToken": {"name": "zitadel-pat", "key": "token", "namespace": env.ns}},
-                 "allowedNamespaces": [{"names": ["somewhere-else"], "organizationIds": [ACME]}]}});
-    api.patch(
-        name,
-        &PatchParams::apply("e2e-test").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .expect("apply ClusterZitadelConnection");
+    let spec = json!({"url": env.emu.url(),
+        "credentials": {"personalAccessToken": {"name": "zitadel-pat", "key": "token", "namespace": env.ns}},
+        "allowedNamespaces": [{"names": ["somewhere-else"], "organizationIds": [ACME]}]});
+    env.apply_cluster_connection(name, spec).await;
 }
 
 async fn delete_cluster_connection(env: &TestEnv, name: &str) {

@@ -79,6 +79,15 @@ fn run(mut command: Command, stdin: Option<&str>) -> Output {
     child.wait_with_output().expect("wait")
 }
 
+/// Puts the working token into the Secret `zitadel-token`; how long until `acme` is Ready.
+async fn ready_after_token(env: &TestEnv) -> Duration {
+    let started = std::time::Instant::now();
+    env.put_secret(&env.ns, "zitadel-token", "token", common::TOKEN)
+        .await;
+    env.wait_org_ready("acme").await;
+    started.elapsed()
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -158,12 +167,27 @@ fn container(docs: &[Value]) -> &Value {
 }
 
 fn args(docs: &[Value]) -> Vec<String> {
-    container(docs)["args"]
+    args_of(container(docs))
+}
+
+/// The `args` of a container.
+fn args_of(container: &Value) -> Vec<String> {
+    container["args"]
         .as_array()
         .expect("args")
         .iter()
         .map(|a| a.as_str().expect("string arg").to_string())
         .collect()
+}
+
+/// The operator binary run with `args` and `--help` (which parses the flags, then prints help).
+fn binary_help(args: &[String]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_zitadel-metadata-operator"))
+        .args(args)
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the operator binary")
 }
 
 /// The rules every watched scope gets, exactly.
@@ -1203,11 +1227,7 @@ async fn token_secret_mode_works_with_only_the_charts_rbac() {
         common::reason(o.status.as_ref()) == Some("CredentialsUnavailable")
     })
     .await;
-    let started = std::time::Instant::now();
-    env.put_secret(&env.ns, "zitadel-token", "token", common::TOKEN)
-        .await;
-    env.wait_org_ready("acme").await;
-    let created = started.elapsed();
+    let created = ready_after_token(&env).await;
     env.emu.add_token(
         "revoked",
         zmo_testkit::emulator::TokenGrant::iam_owner(ACME),
@@ -1219,27 +1239,15 @@ async fn token_secret_mode_works_with_only_the_charts_rbac() {
         common::reason(o.status.as_ref()) == Some("ZitadelUnauthenticated")
     })
     .await;
-    let started = std::time::Instant::now();
-    env.put_secret(&env.ns, "zitadel-token", "token", common::TOKEN)
-        .await;
-    env.wait_org_ready("acme").await;
-    let restored = started.elapsed();
+    let restored = ready_after_token(&env).await;
     println!(
         "FIGURE helm_token_secret_rbac ready_after_create={created:?} ready_after_restore={restored:?}"
     );
     assert!(created < Duration::from_secs(10) && restored < Duration::from_secs(10));
     let admin: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
-    let held = admin
-        .get("zitadel-token")
-        .await
-        .expect("get")
-        .metadata
-        .finalizers;
     assert_eq!(
-        held,
-        Some(vec![
-            "metadata.zitadel-operator.dev/default-connection".to_string()
-        ])
+        common::finalizers_of(&admin, "zitadel-token").await,
+        ["metadata.zitadel-operator.dev/default-connection"]
     );
     env.delete_org("acme").await;
     env.wait_org_gone("acme").await;
@@ -1326,7 +1334,6 @@ async fn without_the_status_patch_verb_the_object_never_becomes_ready() {
 #[tokio::test]
 async fn the_operator_binary_accepts_every_rendered_flag() {
     let cp = common::shared_with_crds().await;
-    let bin = env!("CARGO_BIN_EXE_zitadel-metadata-operator");
     let cases: [&[&str]; 3] = [
         &[],
         &[
@@ -1356,12 +1363,7 @@ async fn the_operator_binary_accepts_every_rendered_flag() {
     ];
     for values in cases {
         let rendered = args(&docs_of(cp, "flags", values));
-        let out = Command::new(bin)
-            .args(&rendered)
-            .arg("--help")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run the operator binary");
+        let out = binary_help(&rendered);
         assert!(
             out.status.success(),
             "the binary rejects the chart's flags {rendered:?}:\n{}",
@@ -1370,11 +1372,7 @@ async fn the_operator_binary_accepts_every_rendered_flag() {
         assert!(text(&out.stdout).contains("--leader-elect"));
     }
     // The check is real: an unknown flag before --help fails.
-    let out = Command::new(bin)
-        .args(["--no-such-flag", "--help"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the operator binary");
+    let out = binary_help(&["--no-such-flag".to_string()]);
     assert!(!out.status.success());
 }
 
@@ -1395,7 +1393,6 @@ async fn shards_render_a_deployment_lease_and_selector_each() {
     ];
     let docs = docs_of(cp, &ns, &values);
     assert_eq!(of_kind(&docs, "Deployment").len(), 2);
-    let bin = env!("CARGO_BIN_EXE_zitadel-metadata-operator");
     for (shard, selector, replicas) in [("a", "shard=a", 1), ("b", "shard in (b)", 2)] {
         let name = format!("zmo-zitadel-metadata-operator-{shard}");
         let deployment = named(&docs, "Deployment", &name);
@@ -1408,12 +1405,7 @@ async fn shards_render_a_deployment_lease_and_selector_each() {
             deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/shard"],
             shard
         );
-        let args: Vec<String> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-            .as_array()
-            .expect("args")
-            .iter()
-            .map(|a| a.as_str().expect("string").to_string())
-            .collect();
+        let args = args_of(&deployment["spec"]["template"]["spec"]["containers"][0]);
         for expected in [
             "--leader-elect".to_string(),
             format!("--leader-election-id={name}"),
@@ -1428,12 +1420,7 @@ async fn shards_render_a_deployment_lease_and_selector_each() {
             pdb["spec"]["selector"]["matchLabels"],
             deployment["spec"]["selector"]["matchLabels"]
         );
-        let out = Command::new(bin)
-            .args(&args)
-            .arg("--help")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run the operator binary");
+        let out = binary_help(&args);
         assert!(
             out.status.success(),
             "the binary rejects the shard's flags {args:?}:\n{}",

@@ -21,7 +21,7 @@ use serde_json::json;
 use zitadel_metadata_operator::connections::credentials::TokenLocation;
 use zitadel_metadata_operator::controller::FINALIZER;
 use zitadel_metadata_operator::controller::finalizers::{DEFAULT_CONNECTION, IN_USE};
-use zitadel_metadata_operator::crd::{ClusterZitadelConnection, ZitadelConnection};
+use zitadel_metadata_operator::crd::ZitadelConnection;
 use zitadel_metadata_operator::status;
 use zmo_testkit::emulator::TlsMaterial;
 
@@ -36,6 +36,40 @@ const BOUND: Duration = Duration::from_secs(10);
 /// A finalizer someone else holds (keeps an object present while it is being deleted).
 const FOREIGN: &str = "e2e.zitadel-operator.dev/hold";
 
+/// A team namespace with the Secret `zitadel-pat`, an operator for it, and the Ready
+/// ZitadelConnection `z` using that Secret.
+struct Team {
+    env: TestEnv,
+    op: Operator,
+    conns: Api<ZitadelConnection>,
+    /// `z` as it was first seen Ready.
+    conn: ZitadelConnection,
+    /// A `connectionRef` to `z`.
+    z: serde_json::Value,
+}
+
+async fn team(prefix: &str) -> Team {
+    let env = TestEnv::new(prefix).await;
+    env.put_secret(&env.ns, "zitadel-pat", "token", TOKEN).await;
+    let op =
+        Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], fast_settings());
+    env.apply_connection(
+        "z",
+        json!({"url": env.emu.url(), "credentials": pat("zitadel-pat", None)}),
+    )
+    .await;
+    let conns = Api::namespaced(env.client.clone(), &env.ns);
+    let conn = wait_ready_connection(&conns, "z").await;
+    let z = uses("ZitadelConnection", "z");
+    Team {
+        env,
+        op,
+        conns,
+        conn,
+        z,
+    }
+}
+
 fn pat(secret: &str, ns: Option<&str>) -> serde_json::Value {
     let mut r = json!({"name": secret, "key": "token"});
     if let Some(ns) = ns {
@@ -46,17 +80,6 @@ fn pat(secret: &str, ns: Option<&str>) -> serde_json::Value {
 
 fn uses(kind: &str, name: &str) -> serde_json::Value {
     json!({"kind": kind, "name": name})
-}
-
-async fn finalizers_of<K>(api: &Api<K>, name: &str) -> Vec<String>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.get_opt(name)
-        .await
-        .expect("get")
-        .map(|o| o.meta().finalizers.clone().unwrap_or_default())
-        .unwrap_or_default()
 }
 
 /// Poll until `name` is gone from `api`; panics after `within`.
@@ -124,18 +147,13 @@ where
 #[tokio::test]
 async fn deleting_a_namespace_removes_the_teams_keys_and_terminates() {
     let _shared = OPERATORS.read().await;
-    let env = TestEnv::new("offboard").await;
-    env.put_secret(&env.ns, "zitadel-pat", "token", TOKEN).await;
-    let op =
-        Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], fast_settings());
-    env.apply_connection(
-        "z",
-        json!({"url": env.emu.url(), "credentials": pat("zitadel-pat", None)}),
-    )
-    .await;
-    let conns: Api<ZitadelConnection> = Api::namespaced(env.client.clone(), &env.ns);
-    let conn = wait_ready_connection(&conns, "z").await;
-    let z = uses("ZitadelConnection", "z");
+    let Team {
+        env,
+        op,
+        conns,
+        conn,
+        z,
+    } = team("offboard").await;
     for (name, org, keys) in [
         ("acme", ACME, &["a1", "a2"][..]),
         ("globex", GLOBEX, &["g1", "g2"][..]),
@@ -222,18 +240,9 @@ async fn deleting_a_cluster_connection_its_secret_and_its_objects_at_once() {
         .expect("namespace");
     env.put_secret(&system, "shared-pat", "token", TOKEN).await;
     let name = format!("shared-{}", env.ns);
-    let api: Api<ClusterZitadelConnection> = Api::all(env.client.clone());
-    let obj = json!({"apiVersion": "metadata.zitadel-operator.dev/v1alpha1", "kind": "ClusterZitadelConnection",
-        "metadata": {"name": name},
-        "spec": {"url": env.emu.url(), "credentials": pat("shared-pat", Some(&system)),
-                 "allowedNamespaces": [{"names": [env.ns], "organizationIds": ["*"]}]}});
-    api.patch(
-        &name,
-        &PatchParams::apply("e2e-test").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .expect("apply ClusterZitadelConnection");
+    let spec = json!({"url": env.emu.url(), "credentials": pat("shared-pat", Some(&system)),
+        "allowedNamespaces": [{"names": [env.ns], "organizationIds": ["*"]}]});
+    let api = env.apply_cluster_connection(&name, spec).await;
     let op = Operator::start_multi_tenant(
         env.client.clone(),
         vec![env.ns.clone(), system.clone()],
@@ -291,18 +300,9 @@ async fn deleting_a_cluster_connection_its_secret_and_its_objects_at_once() {
 #[tokio::test]
 async fn deleting_only_the_connection_waits_for_its_objects() {
     let _shared = OPERATORS.read().await;
-    let env = TestEnv::new("offboard-conn").await;
-    env.put_secret(&env.ns, "zitadel-pat", "token", TOKEN).await;
-    let op =
-        Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], fast_settings());
-    env.apply_connection(
-        "z",
-        json!({"url": env.emu.url(), "credentials": pat("zitadel-pat", None)}),
-    )
-    .await;
-    let conns: Api<ZitadelConnection> = Api::namespaced(env.client.clone(), &env.ns);
-    wait_ready_connection(&conns, "z").await;
-    let z = uses("ZitadelConnection", "z");
+    let Team {
+        env, op, conns, z, ..
+    } = team("offboard-conn").await;
     env.apply_org("a", json!({"organizationId": ACME, "connectionRef": z, "metadata": [{"key": "a", "value": "1"}]}))
         .await;
     env.apply_org(
@@ -379,18 +379,9 @@ async fn deleting_only_the_connection_waits_for_its_objects() {
 #[tokio::test]
 async fn orphan_objects_being_deleted_hold_nothing_back() {
     let _shared = OPERATORS.read().await;
-    let env = TestEnv::new("offboard-orphan").await;
-    env.put_secret(&env.ns, "zitadel-pat", "token", TOKEN).await;
-    let op =
-        Operator::start_multi_tenant(env.client.clone(), vec![env.ns.clone()], fast_settings());
-    env.apply_connection(
-        "z",
-        json!({"url": env.emu.url(), "credentials": pat("zitadel-pat", None)}),
-    )
-    .await;
-    let conns: Api<ZitadelConnection> = Api::namespaced(env.client.clone(), &env.ns);
-    wait_ready_connection(&conns, "z").await;
-    let z = uses("ZitadelConnection", "z");
+    let Team {
+        env, op, conns, z, ..
+    } = team("offboard-orphan").await;
     env.apply_org(
         "orphan",
         json!({"organizationId": ACME, "connectionRef": z, "deletionPolicy": "Orphan",

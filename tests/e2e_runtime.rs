@@ -20,14 +20,6 @@ const LEASE: &str = "zitadel-metadata-operator";
 const LEASE_DURATION: Duration = Duration::from_secs(15);
 const RETRY_PERIOD: Duration = Duration::from_secs(2);
 
-/// A loopback address with a port that was free a moment ago.
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local addr");
-    drop(listener);
-    addr.to_string()
-}
-
 /// One operator process.
 struct Replica {
     name: String,
@@ -62,23 +54,7 @@ impl Replica {
     }
 
     async fn get(addr: &str, path: &str) -> Option<(u16, String, String)> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .ok()?;
-        let response = client
-            .get(format!("http://{addr}{path}"))
-            .send()
-            .await
-            .ok()?;
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        Some((status, content_type, response.text().await.ok()?))
+        http_get(addr, path).await
     }
 
     async fn health_status(&self, path: &str) -> Option<u16> {

@@ -28,13 +28,6 @@ fn org_id(i: usize) -> String {
     format!("1000000000000008{i:02}")
 }
 
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local addr");
-    drop(listener);
-    addr.to_string()
-}
-
 /// One shard: the operator binary with its selector, Lease, token and log file.
 struct Shard {
     binary: OperatorBinary,
@@ -99,37 +92,9 @@ impl Shard {
 /// Server-side apply `K` named `name` with `labels` and `spec`.
 async fn apply_labelled<K>(api: &Api<K>, name: &str, shard: &str, spec: serde_json::Value) -> K
 where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let obj = json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "metadata": {"name": name, "labels": {"shard": shard}},
-        "spec": spec,
-    });
-    api.patch(
-        name,
-        &PatchParams::apply("e2e-test").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {name}: {e}"))
-}
-
-/// The target of a v1 metadata request: `org/ID` (header) or `user/ID` (path).
-fn target_of(r: &RecordedRequest) -> Option<String> {
-    let segments: Vec<&str> = r.path.split('/').collect();
-    if let ["", "management", "v1", "users", id, "metadata", ..] = segments.as_slice() {
-        return Some(format!("user/{id}"));
-    }
-    if r.path.starts_with("/management/v1/metadata") {
-        return r.org_header.as_ref().map(|o| format!("org/{o}"));
-    }
-    None
+    apply_json(api, json!({"name": name, "labels": {"shard": shard}}), spec).await
 }
 
 /// Callers of the metadata requests (lists and writes) on each target.

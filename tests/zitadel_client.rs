@@ -15,12 +15,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use zitadel_metadata_operator::zitadel::{
-    Api, ApiMode, ClientConfig, Existence, HttpClient, JwtProfile, KeyFile, Relevant, Target,
-    TokenSource, ZitadelApi, ZitadelError,
+    Api, ApiMode, ApiSelection, ClientConfig, Existence, HttpClient, JwtProfile, KeyFile, Relevant,
+    Target, TokenSource, ZitadelApi, ZitadelError,
 };
 use zmo_testkit::emulator::{
     DEMO_ADMIN_TOKEN, DEMO_ORG_ACME as ACME, DEMO_ORG_GLOBEX as GLOBEX, DEMO_USER_ALICE as ALICE,
-    DEMO_USER_BOB as BOB, Emulator, Fault, FaultKind, ListOrder, Operation, Profile, TokenGrant,
+    DEMO_USER_BOB as BOB, Emulator, Fault, FaultKind, ListOrder, Operation, Profile,
+    RecordedRequest, TokenGrant,
 };
 
 /// A client pinned to Management API v1.
@@ -42,6 +43,51 @@ fn client_with(emu: &Emulator, token: &str, api: ApiMode, timeout: Duration) -> 
     config.request_timeout = timeout;
     config.api = api;
     HttpClient::new(config).expect("client")
+}
+
+/// A seeded emulator imitating `profile`.
+async fn seeded(profile: Profile) -> Emulator {
+    Emulator::start_seeded_with(profile)
+        .await
+        .expect("emulator")
+}
+
+/// A client of the demo admin with the generous timeout, on `api`.
+fn admin_client(emu: &Emulator, api: ApiMode) -> HttpClient {
+    client_with(emu, DEMO_ADMIN_TOKEN, api, Duration::from_secs(15))
+}
+
+/// The recorded requests to Management API v1.
+fn v1_requests(emu: &Emulator) -> Vec<RecordedRequest> {
+    let mut requests = emu.requests();
+    requests.retain(|r| r.path.starts_with("/management/v1"));
+    requests
+}
+
+/// Asserts that `c` has selected the (user metadata, org metadata) APIs `apis`; returns the
+/// selection.
+fn assert_selected(c: &HttpClient, apis: (Api, Api), what: &str) -> ApiSelection {
+    let selection = c.api_selection().expect("selected");
+    assert_eq!(
+        (selection.user_metadata, selection.org_metadata),
+        apis,
+        "{what}"
+    );
+    selection
+}
+
+/// A user id no emulated user has.
+const NO_USER: &str = "299999999999999999";
+
+/// Asserts what `c` proves about each target (`what` names the case in failures).
+async fn assert_existence(c: &HttpClient, cases: &[(Target, Existence)], what: &str) {
+    for (target, expected) in cases {
+        let found = c
+            .target_exists(target)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {target:?}: {e:?}"));
+        assert_eq!(found, *expected, "{what}: {target:?}");
+    }
 }
 
 fn org(id: &str) -> Target {
@@ -268,28 +314,12 @@ async fn transient_errors_carry_retry_after_and_time_out() {
     let emu = Emulator::start_seeded().await.expect("emulator");
     let c = client(&emu, DEMO_ADMIN_TOKEN);
 
-    emu.inject(Fault {
-        operations: None,
-        kind: FaultKind::Status {
-            http: 503,
-            code: 14,
-        },
-        times: Some(1),
-        probability: None,
-    });
+    emu.inject(Fault::unavailable().times(1));
     let err = c.list_metadata(&org(ACME)).await.expect_err("503");
     assert!(err.is_transient());
     assert_eq!(err.reason(), "ZitadelUnavailable");
 
-    emu.inject(Fault {
-        operations: None,
-        kind: FaultKind::Status {
-            http: 500,
-            code: 13,
-        },
-        times: Some(1),
-        probability: None,
-    });
+    emu.inject(Fault::internal().times(1));
     assert!(
         c.list_metadata(&org(ACME))
             .await
@@ -298,27 +328,20 @@ async fn transient_errors_carry_retry_after_and_time_out() {
     );
 
     for plain_text in [true, false] {
-        emu.inject(Fault {
-            operations: None,
-            kind: FaultKind::TooManyRequests {
+        emu.inject(
+            Fault::new(FaultKind::TooManyRequests {
                 retry_after: Some(7),
                 plain_text,
-            },
-            times: Some(1),
-            probability: None,
-        });
+            })
+            .times(1),
+        );
         let err = c.list_metadata(&org(ACME)).await.expect_err("429");
         assert!(err.is_transient());
         assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
         assert_eq!(err.status(), Some(429));
     }
 
-    emu.inject(Fault {
-        operations: None,
-        kind: FaultKind::Hang,
-        times: Some(1),
-        probability: None,
-    });
+    emu.inject(Fault::new(FaultKind::Hang).times(1));
     let hang_client = client_with_timeout(&emu, DEMO_ADMIN_TOKEN, Duration::from_millis(800));
     let err = hang_client
         .list_metadata(&org(ACME))
@@ -350,15 +373,8 @@ const V1_ORG_PROBE: &str = "/management/v1/metadata/_search";
 /// asked, and every later call is v1.
 #[tokio::test]
 async fn auto_mode_without_connect_selects_v1_once() {
-    let emu = Emulator::start_seeded_with(Profile::V3)
-        .await
-        .expect("emulator");
-    let c = client_with(
-        &emu,
-        DEMO_ADMIN_TOKEN,
-        ApiMode::Auto,
-        Duration::from_secs(15),
-    );
+    let emu = seeded(Profile::V3).await;
+    let c = admin_client(&emu, ApiMode::Auto);
     assert_eq!(
         c.api_selection(),
         None,
@@ -373,11 +389,7 @@ async fn auto_mode_without_connect_selects_v1_once() {
         .await
         .expect("user set");
 
-    let selection = c.api_selection().expect("selected");
-    assert_eq!(
-        (selection.user_metadata, selection.org_metadata),
-        (Api::V1, Api::V1)
-    );
+    let selection = assert_selected(&c, (Api::V1, Api::V1), "v3");
     assert!(selection.probed && !selection.user_service_v2 && !selection.org_service_v2);
     assert_eq!(selection.to_string(), "user=v1 org=v1");
     assert_eq!(c.api_probes(), 1);
@@ -419,17 +431,9 @@ async fn auto_mode_without_connect_selects_v1_once() {
 /// client (v5: v2 for both).
 #[tokio::test]
 async fn selection_is_a_metric() {
-    let emu = Emulator::start_seeded_with(Profile::V5)
-        .await
-        .expect("emulator");
+    let emu = seeded(Profile::V5).await;
     let metrics = Arc::new(zitadel_metadata_operator::metrics::Metrics::new());
-    let c = client_with(
-        &emu,
-        DEMO_ADMIN_TOKEN,
-        ApiMode::Auto,
-        Duration::from_secs(15),
-    )
-    .with_metrics(metrics.clone());
+    let c = admin_client(&emu, ApiMode::Auto).with_metrics(metrics.clone());
     c.list_metadata(&org(ACME)).await.expect("list");
     let text = metrics.encode().expect("encode");
     for line in [
@@ -453,24 +457,9 @@ async fn selection_is_a_metric() {
 /// nothing; the next call probes again.
 #[tokio::test]
 async fn inconclusive_probe_fails_the_call_and_is_retried() {
-    let emu = Emulator::start_seeded_with(Profile::V3)
-        .await
-        .expect("emulator");
-    let c = client_with(
-        &emu,
-        DEMO_ADMIN_TOKEN,
-        ApiMode::Auto,
-        Duration::from_secs(15),
-    );
-    emu.inject(Fault {
-        operations: None,
-        kind: FaultKind::Status {
-            http: 503,
-            code: 14,
-        },
-        times: Some(1),
-        probability: None,
-    });
+    let emu = seeded(Profile::V3).await;
+    let c = admin_client(&emu, ApiMode::Auto);
+    emu.inject(Fault::unavailable().times(1));
     // Eight calls at once share the one failed probe: a single request reached ZITADEL.
     let acme = org(ACME);
     let calls = (0..8).map(|_| c.list_metadata(&acme));
@@ -490,24 +479,20 @@ async fn inconclusive_probe_fails_the_call_and_is_retried() {
 /// a missing API (`ZitadelApiUnavailable`), never as a missing target.
 #[tokio::test]
 async fn pinned_v2_without_connect_is_api_unavailable() {
-    let emu = Emulator::start_seeded_with(Profile::V3)
-        .await
-        .expect("emulator");
-    let c = client_with(&emu, DEMO_ADMIN_TOKEN, ApiMode::V2, Duration::from_secs(15));
+    let emu = seeded(Profile::V3).await;
+    let c = admin_client(&emu, ApiMode::V2);
     let err = c.list_metadata(&org(ACME)).await.expect_err("no route");
     assert!(err.is_route_missing(), "{err:?}");
     assert_eq!(err.reason(), "ZitadelApiUnavailable");
     assert!(!err.is_target_missing() && !err.is_transient());
     let err = c
-        .target_exists(&user(ACME, "299999999999999999"))
+        .target_exists(&user(ACME, NO_USER))
         .await
         .expect_err("no route, no proof");
     assert!(err.is_route_missing(), "{err:?}");
     assert_eq!(c.api_probes(), 0, "pinned: no probe");
     assert!(
-        emu.requests()
-            .iter()
-            .all(|r| !r.path.starts_with("/management/v1")),
+        v1_requests(&emu).is_empty(),
         "pinned v2 sends no v1 request"
     );
 }
@@ -519,30 +504,16 @@ async fn pinned_v2_without_connect_is_api_unavailable() {
 async fn target_exists_needs_positive_proof() {
     let emu = Emulator::start_seeded().await.expect("emulator");
     for api in [ApiMode::V1, ApiMode::Auto] {
-        let c = client_with(&emu, DEMO_ADMIN_TOKEN, api, Duration::from_secs(15));
-        assert_eq!(
-            c.target_exists(&user(ACME, ALICE)).await.expect("alice"),
-            Existence::Exists
-        );
-        // BOB is in GLOBEX: the user exists whatever org the target names.
-        assert_eq!(
-            c.target_exists(&user(ACME, BOB)).await.expect("bob"),
-            Existence::Exists
-        );
-        assert_eq!(
-            c.target_exists(&user(ACME, "299999999999999999"))
-                .await
-                .expect("unknown user"),
-            Existence::Gone
-        );
-        assert_eq!(
-            c.target_exists(&org(ACME)).await.expect("acme"),
-            Existence::Exists
-        );
-        assert_eq!(
-            c.target_exists(&org("999")).await.expect("unknown org"),
-            Existence::Gone
-        );
+        let c = admin_client(&emu, api);
+        let cases = [
+            (user(ACME, ALICE), Existence::Exists),
+            // BOB is in GLOBEX: the user exists whatever org the target names.
+            (user(ACME, BOB), Existence::Exists),
+            (user(ACME, NO_USER), Existence::Gone),
+            (org(ACME), Existence::Exists),
+            (org("999"), Existence::Gone),
+        ];
+        assert_existence(&c, &cases, &format!("{api:?}")).await;
     }
 
     // ORG_OWNER of ACME only: GLOBEX is invisible to it, but so is a deleted org; ZITADEL's
@@ -565,17 +536,9 @@ async fn target_exists_needs_positive_proof() {
     assert!(matches!(err, ZitadelError::Unproven(_)), "{err:?}");
 
     // ZITADEL down: an error to retry, not an answer.
-    emu.inject(Fault {
-        operations: None,
-        kind: FaultKind::Status {
-            http: 503,
-            code: 14,
-        },
-        times: Some(1),
-        probability: None,
-    });
+    emu.inject(Fault::unavailable().times(1));
     let err = client(&emu, DEMO_ADMIN_TOKEN)
-        .target_exists(&user(ACME, "299999999999999999"))
+        .target_exists(&user(ACME, NO_USER))
         .await
         .expect_err("503");
     assert!(err.is_transient());
@@ -611,10 +574,8 @@ async fn jwt_profile_survives_a_clock_ahead() {
 /// Pinned v2 over Connect: set, list, delete for org and user, exact bytes, no sequence.
 #[tokio::test]
 async fn v2_round_trip_over_connect() {
-    let emu = Emulator::start_seeded_with(Profile::V4x)
-        .await
-        .expect("emulator");
-    let c = client_with(&emu, DEMO_ADMIN_TOKEN, ApiMode::V2, Duration::from_secs(15));
+    let emu = seeded(Profile::V4x).await;
+    let c = admin_client(&emu, ApiMode::V2);
     let binary: Vec<u8> = (0..=255u8).collect();
     for target in [org(ACME), user(GLOBEX, BOB)] {
         let details = c
@@ -643,12 +604,7 @@ async fn v2_round_trip_over_connect() {
         .expect_err("wrong org");
     assert!(err.is_user_not_in_org(), "{err:?}");
     assert!(!emu.user_metadata(BOB).contains_key("k"));
-    assert!(
-        emu.requests()
-            .iter()
-            .all(|r| !r.path.starts_with("/management/v1")),
-        "no v1 request"
-    );
+    assert!(v1_requests(&emu).is_empty(), "no v1 request");
 }
 
 /// `Auto` against every version profile: v1 wherever it is served (README "ZITADEL
@@ -664,15 +620,8 @@ async fn auto_mode_picks_per_service_on_every_profile() {
         (Profile::Main2026, Api::V1, Api::V1),
         (Profile::V5, Api::V2, Api::V2),
     ] {
-        let emu = Emulator::start_seeded_with(profile)
-            .await
-            .expect("emulator");
-        let c = client_with(
-            &emu,
-            DEMO_ADMIN_TOKEN,
-            ApiMode::Auto,
-            Duration::from_secs(15),
-        );
+        let emu = seeded(profile).await;
+        let c = admin_client(&emu, ApiMode::Auto);
         c.bulk_set_metadata(&org(ACME), &[("tier", b"gold")])
             .await
             .unwrap_or_else(|e| panic!("{profile:?}: org set: {e}"));
@@ -704,38 +653,21 @@ async fn auto_mode_picks_per_service_on_every_profile() {
         );
         assert!(emu.user_metadata(BOB).is_empty());
         assert_eq!(c.user_organization(BOB).await.expect("lookup"), GLOBEX);
-        assert_eq!(
-            c.target_exists(&user(ACME, "299999999999999999"))
-                .await
-                .expect("proof"),
-            Existence::Gone
-        );
-        assert_eq!(
-            c.target_exists(&org("999")).await.expect("proof"),
-            Existence::Gone,
-            "{profile:?}"
-        );
+        let gone = [
+            (user(ACME, NO_USER), Existence::Gone),
+            (org("999"), Existence::Gone),
+        ];
+        assert_existence(&c, &gone, &format!("{profile:?}")).await;
         let check = c.check().await.expect("check");
-        let selection = c.api_selection().expect("selected");
+        let selection = assert_selected(&c, (user_api, org_api), &format!("{profile:?}"));
         assert_eq!(check.selection, selection);
-        assert_eq!(
-            (selection.user_metadata, selection.org_metadata),
-            (user_api, org_api),
-            "{profile:?}"
-        );
         assert_eq!(c.api_probes(), 1, "{profile:?}: probed once");
-        let v1_calls = emu
-            .requests()
-            .iter()
-            .filter(|r| r.path.starts_with("/management/v1"))
-            .count();
+        let v1_calls = v1_requests(&emu).len();
         if profile == Profile::V5 {
             // Only the probe's two v1 lists, answered with the routing 404; the connection
             // check does not ask orgs/me, now or later.
-            let v1: Vec<(String, u16)> = emu
-                .requests()
+            let v1: Vec<(String, u16)> = v1_requests(&emu)
                 .iter()
-                .filter(|r| r.path.starts_with("/management/v1"))
                 .map(|r| (r.path.clone(), r.status))
                 .collect();
             assert_eq!(
@@ -749,11 +681,7 @@ async fn auto_mode_picks_per_service_on_every_profile() {
             assert_eq!(v1_calls, 2, "{profile:?}");
             assert_eq!(check.organization, None);
             c.check().await.expect("check");
-            let again = emu
-                .requests()
-                .iter()
-                .filter(|r| r.path.starts_with("/management/v1"))
-                .count();
+            let again = v1_requests(&emu).len();
             assert_eq!(again, 2);
         } else {
             assert_eq!(check.organization.map(|(id, _)| id).as_deref(), Some(ACME));
@@ -772,9 +700,7 @@ async fn auto_mode_picks_per_service_on_every_profile() {
 /// and on v2.
 #[tokio::test]
 async fn large_target_listing_is_exact_and_bounded_in_both_orders() {
-    let emu = Emulator::start_seeded_with(Profile::V4x)
-        .await
-        .expect("emulator");
+    let emu = seeded(Profile::V4x).await;
     let big = vec![b'b'; 450_000];
     let targets = [(ACME, 8usize), (GLOBEX, 12)];
     for (org_id, large) in targets {
@@ -1344,20 +1270,14 @@ async fn v4_0_uses_v2_for_users_and_v1_for_orgs() {
     c.bulk_set_metadata(&org(ACME), &[("tier", b"gold")])
         .await
         .expect("org set");
-    let selection = c.api_selection().expect("selected");
-    assert_eq!(
-        (selection.user_metadata, selection.org_metadata),
-        (Api::V2, Api::V1)
-    );
+    let selection = assert_selected(&c, (Api::V2, Api::V1), "v4.0");
     // The v2 org service was not asked (v1 serves org metadata): org lookups stay on REST
     // (`/v2/organizations/_search`, which this Connect-only double does not serve).
     assert!(selection.user_service_v2 && !selection.org_service_v2);
     // User lookups over Connect; the positive proof for users.
     assert_eq!(c.user_organization(BOB).await.expect("bob"), GLOBEX);
     assert_eq!(
-        c.target_exists(&user(ACME, "299999999999999999"))
-            .await
-            .expect("gone"),
+        c.target_exists(&user(ACME, NO_USER)).await.expect("gone"),
         Existence::Gone
     );
 
@@ -1479,20 +1399,23 @@ async fn check_on_v5_authenticates_over_v2() {
 // by `tests/conformance/` (unknown field = failure).
 // ---------------------------------------------------------------------------------------------
 
+/// On the org ACME and the user ALICE: sets `items`, lists, removes `c1`.
+async fn set_list_remove_c1(c: &HttpClient, items: &[(&str, &[u8])]) {
+    for target in [org(ACME), user(ACME, ALICE)] {
+        c.bulk_set_metadata(&target, items).await.expect("set");
+        c.list_metadata(&target).await.expect("list");
+        c.bulk_remove_metadata(&target, &["c1"])
+            .await
+            .expect("remove");
+    }
+}
+
 /// Every call the client can make, over v1 and v2 (and `Auto`'s probe).
 async fn drive_client(emu: &Emulator) {
     use zitadel_metadata_operator::zitadel::{OrgQuery, UserQuery};
     for api in [ApiMode::V1, ApiMode::V2, ApiMode::Auto] {
         let c = client_with(emu, DEMO_ADMIN_TOKEN, api, Duration::from_secs(30));
-        for target in [org(ACME), user(ACME, ALICE)] {
-            c.bulk_set_metadata(&target, &[("c1", b"v"), ("c2", b"w")])
-                .await
-                .expect("set");
-            c.list_metadata(&target).await.expect("list");
-            c.bulk_remove_metadata(&target, &["c1"])
-                .await
-                .expect("remove");
-        }
+        set_list_remove_c1(&c, &[("c1", b"v"), ("c2", b"w")]).await;
         c.user_organization(ALICE).await.expect("user org");
         c.find_organizations(&OrgQuery::Name("Acme".into()))
             .await
@@ -1546,24 +1469,14 @@ async fn client_bodies_decode_strictly_with_zitadels_definitions() {
     let mut requests = emu.requests();
     // `Auto` asks v2 (and switches to it) only where v1 is gone: its v2 probe and v2 traffic
     // come from a v5 instance.
-    let v5 = Emulator::start_seeded_with(Profile::V5)
-        .await
-        .expect("emulator");
+    let v5 = seeded(Profile::V5).await;
     let c = client_with(
         &v5,
         DEMO_ADMIN_TOKEN,
         ApiMode::Auto,
         Duration::from_secs(30),
     );
-    for target in [org(ACME), user(ACME, ALICE)] {
-        c.bulk_set_metadata(&target, &[("c1", b"v")])
-            .await
-            .expect("set");
-        c.list_metadata(&target).await.expect("list");
-        c.bulk_remove_metadata(&target, &["c1"])
-            .await
-            .expect("remove");
-    }
+    set_list_remove_c1(&c, &[("c1", b"v")]).await;
     c.check().await.expect("check");
     requests.extend(v5.requests());
     // Connect bodies (the probe's, and the key-filter lookups) are among them.

@@ -19,6 +19,36 @@ const OPERATOR_ENV: &[&str] = &[
     "WATCH_NAMESPACES",
 ];
 
+/// A loopback address with a port that was free a moment ago.
+pub fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    drop(listener);
+    addr.to_string()
+}
+
+/// `GET http://<addr><path>` (2 s timeout): status, `Content-Type` and body; `None` when there
+/// is no answer (yet).
+pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String, String)> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .ok()?;
+    let response = client
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    Some((status, content_type, response.text().await.ok()?))
+}
+
 /// How to start the binary; [`Launch::spawn`] starts it.
 pub struct Launch {
     command: Command,

@@ -5,9 +5,9 @@
 //! by `tests/conformance/check.mjs` and `check_models.py`.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use serde_json::json;
+use zmo_testkit::conformance as tools;
 use zmo_testkit::emulator::{Operation, RecordedRequest};
 
 /// Request and answer message of each operation the operator uses (proto full names).
@@ -118,24 +118,7 @@ pub struct Decoded {
 /// The check behind [`check`]: `None` when the tools are missing outside CI (said on stderr).
 pub fn decode_strictly(requests: &[RecordedRequest], label: &str) -> Option<Decoded> {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance");
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let ok = |cmd: &mut Command| cmd.output().is_ok_and(|o| o.status.success());
-    let node_ready = ok(Command::new("node").arg("--version"))
-        && dir
-            .join("node_modules/@zitadel/proto/package.json")
-            .exists()
-        && dir
-            .join("node_modules/@bufbuild/protobuf/package.json")
-            .exists();
-    let python_ready =
-        ok(Command::new("python3").args(["-W", "ignore", "-c", "import zitadel_client.models"]));
-    if !(node_ready && python_ready) {
-        let what = format!(
-            "conformance tools missing (node + `npm ci` in {}: {node_ready}; python3 + `pip install --user -r requirements.txt`: {python_ready})",
-            dir.display()
-        );
-        assert!(!ci, "{what}: .ci/run installs them");
-        eprintln!("SKIPPED conformance of {label}: {what}");
+    if !tools::tools_ready(&dir, &format!("conformance of {label}")) {
         return None;
     }
     let mut cases = Vec::new();
@@ -155,12 +138,7 @@ pub fn decode_strictly(requests: &[RecordedRequest], label: &str) -> Option<Deco
     let tmp = tempfile::tempdir().expect("tmp");
     let file = tmp.path().join("cases.json");
     std::fs::write(&file, serde_json::to_vec(&cases).expect("json")).expect("write");
-    let node = Command::new("node")
-        .arg(dir.join("check.mjs"))
-        .arg(&file)
-        .current_dir(&dir)
-        .output()
-        .expect("node");
+    let node = tools::run_node(&dir, &file);
     let node_out = String::from_utf8_lossy(&node.stdout);
     assert!(
         node.status.success(),
@@ -170,12 +148,7 @@ pub fn decode_strictly(requests: &[RecordedRequest], label: &str) -> Option<Deco
     let python_cases = tmp.path().join("cases.json.python.json");
     let mut python_out = String::new();
     if python_cases.exists() {
-        let python = Command::new("python3")
-            .args(["-W", "ignore"])
-            .arg(dir.join("check_models.py"))
-            .arg(&python_cases)
-            .output()
-            .expect("python");
+        let python = tools::run_python(&dir, &python_cases);
         python_out = String::from_utf8_lossy(&python.stdout).into_owned();
         assert!(
             python.status.success(),

@@ -7,7 +7,7 @@ pub mod conformance;
 pub mod namespace;
 
 #[allow(unused_imports)]
-pub use binary::{Launch, OperatorBinary};
+pub use binary::{Launch, OperatorBinary, free_addr, http_get};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,14 +24,16 @@ use zitadel_metadata_operator::connections::credentials::{
     CredentialState, FlagToken, TokenLocation,
 };
 use zitadel_metadata_operator::controller::{self, Namespaces, Settings, Shutdown};
-use zitadel_metadata_operator::crd::{MetadataStatus, OrgMetadata, UserMetadata};
+use zitadel_metadata_operator::crd::{
+    ClusterZitadelConnection, MetadataStatus, OrgMetadata, UserMetadata, ZitadelConnection,
+};
 use zitadel_metadata_operator::sources::{KubeSources, ValueSources};
 use zitadel_metadata_operator::status;
 #[allow(unused_imports)]
 pub use zitadel_metadata_operator::zitadel::ApiMode;
 use zitadel_metadata_operator::zitadel::{ClientConfig, HttpClient, TokenSource};
 use zmo_testkit::controlplane::ControlPlane;
-use zmo_testkit::emulator::Emulator;
+use zmo_testkit::emulator::{Emulator, RecordedRequest};
 
 /// Seeded by `Emulator::seed_demo`.
 pub const ACME: &str = "100000000000000001";
@@ -108,17 +110,31 @@ impl TestEnv {
 
     /// Server-side apply a ZitadelConnection named `name` with `spec` in `ns`.
     pub async fn apply_connection_in(&self, ns: &str, name: &str, spec: serde_json::Value) {
-        let api: Api<zitadel_metadata_operator::crd::ZitadelConnection> =
-            Api::namespaced(self.client.clone(), ns);
-        let obj = json!({"apiVersion": "metadata.zitadel-operator.dev/v1alpha1", "kind": "ZitadelConnection",
-            "metadata": {"name": name}, "spec": spec});
-        api.patch(
-            name,
-            &PatchParams::apply("e2e-test").force(),
-            &Patch::Apply(&obj),
-        )
-        .await
-        .expect("apply ZitadelConnection");
+        let api: Api<ZitadelConnection> = Api::namespaced(self.client.clone(), ns);
+        apply_json(&api, json!({"name": name}), spec).await;
+    }
+
+    /// Waits until the ZitadelConnection `name` in the test namespace satisfies `pred`.
+    pub async fn wait_connection(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&ZitadelConnection) -> bool,
+    ) -> ZitadelConnection {
+        let api: Api<ZitadelConnection> = Api::namespaced(self.client.clone(), &self.ns);
+        wait_obj(&api, name, what, pred).await
+    }
+
+    /// Applies the ClusterZitadelConnection `name` with `spec` (as JSON, server-side apply as
+    /// `e2e-test`); returns the API of cluster connections.
+    pub async fn apply_cluster_connection(
+        &self,
+        name: &str,
+        spec: serde_json::Value,
+    ) -> Api<ClusterZitadelConnection> {
+        let api = Api::all(self.client.clone());
+        apply_json(&api, json!({"name": name}), spec).await;
+        api
     }
 
     /// Run the controllers in-process, watching only this test's namespace; the default
@@ -311,6 +327,49 @@ where
         .and_then(|o| serde_json::to_value(o).ok())
         .map(|v| v["status"].clone());
     panic!("timed out waiting for {name}: {what}; last status seen: {status:#?}");
+}
+
+/// Server-side applies (as `e2e-test`) a `K` with `metadata` (holding its `name`) and `spec`,
+/// as plain JSON: no round trip through the typed struct.
+pub async fn apply_json<K>(api: &Api<K>, metadata: serde_json::Value, spec: serde_json::Value) -> K
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let kind = K::kind(&());
+    let name = metadata["name"].as_str().expect("metadata.name").to_owned();
+    let obj = json!({"apiVersion": K::api_version(&()), "kind": kind,
+        "metadata": metadata, "spec": spec});
+    api.patch(
+        &name,
+        &PatchParams::apply("e2e-test").force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"))
+}
+
+/// The finalizers of `name` (none when it has none, or is gone).
+pub async fn finalizers_of<K>(api: &Api<K>, name: &str) -> Vec<String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name)
+        .await
+        .expect("get")
+        .map(|o| o.meta().finalizers.clone().unwrap_or_default())
+        .unwrap_or_default()
+}
+
+/// The target a v1 metadata request acts on: `org/ID` (header) or `user/ID` (path).
+pub fn target_of(r: &RecordedRequest) -> Option<String> {
+    let segments: Vec<&str> = r.path.split('/').collect();
+    if let ["", "management", "v1", "users", id, "metadata", ..] = segments.as_slice() {
+        return Some(format!("user/{id}"));
+    }
+    if r.path.starts_with("/management/v1/metadata") {
+        return r.org_header.as_ref().map(|o| format!("org/{o}"));
+    }
+    None
 }
 
 /// Server-side apply (forced, field manager `manager`) an object of kind `K` named `name` with

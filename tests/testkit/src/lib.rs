@@ -5,9 +5,11 @@
 //!   written to the contracts in `shared/`, with request recording and fault injection.
 //! * [`controlplane`] — a real `kube-apiserver` + `etcd` started on loopback, envtest-style.
 //! * [`bench`] — the performance benchmark (operator binary vs. a per-key baseline).
+//! * [`conformance`] — runs the strict decoders of recorded traffic in `tests/conformance/`.
 //!
 //! Used by the integration and end-to-end tests, the benchmarks and the local demo.
 
 pub mod bench;
+pub mod conformance;
 pub mod controlplane;
 pub mod emulator;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use reqwest::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use serde_json::{Value, json};
-use support::{Resp, send};
+use support::{Resp, request, send};
 use zmo_testkit::emulator::{
     DEMO_ADMIN_TOKEN, DEMO_ORG_ACME as ACME, DEMO_ORG_GLOBEX as GLOBEX, DEMO_USER_BOB as BOB,
     Emulator, Fault, FaultKind, Operation, Permission, TokenGrant,
@@ -21,27 +21,7 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-fn request(
-    emu: &Emulator,
-    method: Method,
-    path: &str,
-    auth: Option<&str>,
-    org: Option<&str>,
-    body: Option<Value>,
-) -> reqwest::RequestBuilder {
-    let mut rb = client().request(method, format!("{}{}", emu.url(), path));
-    if let Some(auth) = auth {
-        rb = rb.header("authorization", auth);
-    }
-    if let Some(org) = org {
-        rb = rb.header("x-zitadel-orgid", org);
-    }
-    if let Some(body) = body {
-        rb = rb.json(&body);
-    }
-    rb
-}
-
+/// A call with a raw `authorization` header value (`auth`) on a client with a 10 s timeout.
 async fn call(
     emu: &Emulator,
     method: Method,
@@ -50,10 +30,27 @@ async fn call(
     org: Option<&str>,
     body: Option<Value>,
 ) -> Resp {
-    send(request(emu, method, path, auth, org, body)).await
+    send(request(
+        &client(),
+        (emu, method, path),
+        auth,
+        org,
+        body.as_ref(),
+    ))
+    .await
 }
 
 const ADMIN: &str = "Bearer demo-admin-token";
+
+/// A call as the demo admin without a context org header.
+async fn as_admin(emu: &Emulator, method: Method, path: &str, body: Option<Value>) -> Resp {
+    call(emu, method, path, Some(ADMIN), None, body).await
+}
+
+/// A call without credentials or context org (the emulator's own admin routes, or to be refused).
+async fn anonymous(emu: &Emulator, method: Method, path: &str, body: Option<Value>) -> Resp {
+    call(emu, method, path, None, None, body).await
+}
 
 async fn set_org(emu: &Emulator, auth: Option<&str>, org: Option<&str>, key: &str) -> Resp {
     call(
@@ -107,12 +104,10 @@ async fn authentication_failures() {
     assert_eq!(r.headers[WWW_AUTHENTICATE], "Token is invalid (AUTH-7fs1e)");
 
     // Authentication is checked before validation.
-    let r = call(
+    let r = anonymous(
         &emu,
         Method::POST,
         &format!("/management/v1/metadata/{}", "k".repeat(201)),
-        None,
-        None,
         Some(json!({ "value": "" })),
     )
     .await;
@@ -259,33 +254,17 @@ async fn latency_and_status_faults() {
 
     // Only the targeted operation is affected; faults come before authentication.
     emu.inject(Fault::internal().on(Operation::GetOrgMetadata));
-    let r = call(
-        &emu,
-        Method::GET,
-        "/management/v1/metadata/k",
-        None,
-        None,
-        None,
-    )
-    .await;
+    let r = anonymous(&emu, Method::GET, "/management/v1/metadata/k", None).await;
     assert_eq!(r.status, 500);
     assert_eq!(r.body["code"], 13);
     assert_eq!(set_org(&emu, Some(ADMIN), None, "k2").await.status, 200);
     emu.clear_faults();
-    let r = call(
-        &emu,
-        Method::GET,
-        "/management/v1/metadata/k",
-        Some(ADMIN),
-        None,
-        None,
-    )
-    .await;
+    let r = as_admin(&emu, Method::GET, "/management/v1/metadata/k", None).await;
     assert_eq!(r.status, 200);
 
     // A fault on every operation.
     emu.inject(Fault::status(504, 4).times(1));
-    let r = call(&emu, Method::GET, "/v2/users/x", Some(ADMIN), None, None).await;
+    let r = as_admin(&emu, Method::GET, "/v2/users/x", None).await;
     assert_eq!(r.status, 504);
     assert_eq!(r.body["code"], 4);
     emu.shutdown().await;
@@ -348,24 +327,15 @@ async fn hang_requires_a_client_timeout() {
     assert_eq!(recorded[0].status, 0);
 
     // The fault was used up: the next call is answered.
-    let r = call(
-        &emu,
-        Method::POST,
-        "/management/v1/metadata/_search",
-        Some(ADMIN),
-        None,
-        None,
-    )
-    .await;
+    let r = as_admin(&emu, Method::POST, "/management/v1/metadata/_search", None).await;
     assert_eq!(r.status, 200);
 
     // Shutdown releases hanging requests and completes promptly.
     emu.inject(Fault::hang());
     let pending = tokio::spawn(
         request(
-            &emu,
-            Method::GET,
-            "/management/v1/orgs/me",
+            &client(),
+            (&emu, Method::GET, "/management/v1/orgs/me"),
             Some(ADMIN),
             None,
             None,
@@ -420,7 +390,7 @@ async fn admin_routes() {
     emu.put_org_metadata(ACME, "text", b"hello");
     emu.put_user_metadata(BOB, "bin", &[0xff, 0x00]);
 
-    let state = call(&emu, Method::GET, "/_emulator/state", None, None, None).await;
+    let state = anonymous(&emu, Method::GET, "/_emulator/state", None).await;
     assert_eq!(state.status, 200);
     let acme = state.body["orgs"]
         .as_array()
@@ -444,42 +414,17 @@ async fn admin_routes() {
     assert_eq!(bob["metadata"][0]["encoding"], "base64");
 
     // Faults via HTTP.
-    let r = call(
-        &emu,
-        Method::POST,
-        "/_emulator/faults",
-        None,
-        None,
-        Some(json!({ "operations": ["GetMyOrg"], "kind": { "status": { "http": 503, "code": 14 } }, "times": 1 })),
-    )
+    let r = anonymous(&emu, Method::POST, "/_emulator/faults", Some(json!({ "operations": ["GetMyOrg"], "kind": { "status": { "http": 503, "code": 14 } }, "times": 1 })))
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let r = call(
-        &emu,
-        Method::GET,
-        "/management/v1/orgs/me",
-        Some(ADMIN),
-        None,
-        None,
-    )
-    .await;
+    let r = as_admin(&emu, Method::GET, "/management/v1/orgs/me", None).await;
     assert_eq!(r.status, 503);
-    let r = call(
-        &emu,
-        Method::GET,
-        "/management/v1/orgs/me",
-        Some(ADMIN),
-        None,
-        None,
-    )
-    .await;
+    let r = as_admin(&emu, Method::GET, "/management/v1/orgs/me", None).await;
     assert_eq!(r.status, 200);
-    let r = call(
+    let r = anonymous(
         &emu,
         Method::POST,
         "/_emulator/faults",
-        None,
-        None,
         Some(json!({ "kind": { "latency_ms": 10 } })),
     )
     .await;
@@ -488,23 +433,21 @@ async fn admin_routes() {
         serde_json::from_value::<Vec<Fault>>(r.body).unwrap(),
         [Fault::new(FaultKind::Latency(Duration::from_millis(10)))]
     );
-    let r = call(&emu, Method::DELETE, "/_emulator/faults", None, None, None).await;
+    let r = anonymous(&emu, Method::DELETE, "/_emulator/faults", None).await;
     assert_eq!(r.status, 204);
-    let r = call(&emu, Method::GET, "/_emulator/faults", None, None, None).await;
+    let r = anonymous(&emu, Method::GET, "/_emulator/faults", None).await;
     assert_eq!(r.body, json!([]));
-    let r = call(
+    let r = anonymous(
         &emu,
         Method::POST,
         "/_emulator/faults",
-        None,
-        None,
         Some(json!({ "kind": "explode" })),
     )
     .await;
     assert_eq!(r.status, 400);
 
     // Recorded requests via HTTP (admin routes themselves are not recorded).
-    let r = call(&emu, Method::GET, "/_emulator/requests", None, None, None).await;
+    let r = anonymous(&emu, Method::GET, "/_emulator/requests", None).await;
     let recorded = r.body.as_array().unwrap();
     assert_eq!(recorded.len(), 2);
     assert_eq!(recorded[0]["operation"], "GetMyOrg");
@@ -519,15 +462,7 @@ async fn dropping_the_last_handle_stops_the_server() {
     let url = emu.url();
     let second = emu.clone();
     drop(emu);
-    let r = call(
-        &second,
-        Method::GET,
-        "/management/v1/orgs/me",
-        Some(ADMIN),
-        None,
-        None,
-    )
-    .await;
+    let r = as_admin(&second, Method::GET, "/management/v1/orgs/me", None).await;
     assert_eq!(r.status, 200, "a clone keeps the server alive");
     drop(second);
     let mut stopped = false;

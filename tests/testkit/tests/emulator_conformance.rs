@@ -14,11 +14,11 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::Command;
 
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::*;
+use zmo_testkit::conformance as tools;
 use zmo_testkit::emulator::{DEMO_ORG_ACME, DEMO_USER_ALICE, Emulator, Operation, RecordedRequest};
 
 /// Request and answer message of each served operation (proto full names).
@@ -438,34 +438,10 @@ fn cases(requests: &[RecordedRequest]) -> Vec<Value> {
     out
 }
 
-fn tool_ok(cmd: &mut Command) -> bool {
-    cmd.output().is_ok_and(|o| o.status.success())
-}
-
 #[tokio::test]
 async fn captured_bodies_decode_strictly_with_zitadels_definitions() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../conformance");
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let node_ready = tool_ok(Command::new("node").arg("--version"))
-        && dir
-            .join("node_modules/@zitadel/proto/package.json")
-            .exists()
-        && dir
-            .join("node_modules/@bufbuild/protobuf/package.json")
-            .exists();
-    let python_ready = tool_ok(Command::new("python3").args([
-        "-W",
-        "ignore",
-        "-c",
-        "import zitadel_client.models",
-    ]));
-    if !(node_ready && python_ready) {
-        let what = format!(
-            "conformance tools missing (node + `npm ci` in {}: {node_ready}; python3 + `pip install --user -r requirements.txt`: {python_ready})",
-            dir.display()
-        );
-        assert!(!ci, "{what}: .ci/run installs them");
-        eprintln!("SKIPPED: {what}");
+    if !tools::tools_ready(&dir, "conformance of the emulator") {
         return;
     }
 
@@ -500,24 +476,14 @@ async fn captured_bodies_decode_strictly_with_zitadels_definitions() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("cases.json");
     std::fs::write(&file, serde_json::to_vec_pretty(&cases).unwrap()).unwrap();
-    let node = Command::new("node")
-        .arg(dir.join("check.mjs"))
-        .arg(&file)
-        .current_dir(&dir)
-        .output()
-        .unwrap();
+    let node = tools::run_node(&dir, &file);
     let node_out = String::from_utf8_lossy(&node.stdout);
     eprintln!("{node_out}{}", String::from_utf8_lossy(&node.stderr));
     assert!(
         node.status.success(),
         "@zitadel/proto refused captured bodies:\n{node_out}"
     );
-    let python = Command::new("python3")
-        .args(["-W", "ignore"])
-        .arg(dir.join("check_models.py"))
-        .arg(tmp.path().join("cases.json.python.json"))
-        .output()
-        .unwrap();
+    let python = tools::run_python(&dir, &tmp.path().join("cases.json.python.json"));
     let py_out = String::from_utf8_lossy(&python.stdout);
     eprintln!("{py_out}{}", String::from_utf8_lossy(&python.stderr));
     assert!(
@@ -538,20 +504,10 @@ async fn captured_bodies_decode_strictly_with_zitadels_definitions() {
     ]);
     let bad_file = tmp.path().join("bad.json");
     std::fs::write(&bad_file, bad.to_string()).unwrap();
-    let node = Command::new("node")
-        .arg(dir.join("check.mjs"))
-        .arg(&bad_file)
-        .current_dir(&dir)
-        .output()
-        .unwrap();
+    let node = tools::run_node(&dir, &bad_file);
     assert!(!node.status.success());
     assert!(String::from_utf8_lossy(&node.stdout).contains("0 passed, 1 failed"));
-    let python = Command::new("python3")
-        .args(["-W", "ignore"])
-        .arg(dir.join("check_models.py"))
-        .arg(tmp.path().join("bad.json.python.json"))
-        .output()
-        .unwrap();
+    let python = tools::run_python(&dir, &tmp.path().join("bad.json.python.json"));
     assert!(!python.status.success());
     assert!(String::from_utf8_lossy(&python.stdout).contains("0 passed, 1 failed"));
     emu.shutdown().await;

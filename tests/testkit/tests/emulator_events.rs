@@ -25,15 +25,12 @@ const METADATA_TYPES: [&str; 8] = [
 ];
 
 async fn list_events(emu: &Emulator, token: &str, body: &Value) -> Resp {
-    rest(
-        emu,
-        Method::POST,
-        "/admin/v1/events/_search",
-        token,
-        None,
-        Some(body),
-    )
-    .await
+    post_as(emu, "/admin/v1/events/_search", token, body).await
+}
+
+/// A REST `POST` of `body` with `token`, without a context org.
+async fn post_as(emu: &Emulator, path: &str, token: &str, body: &Value) -> Resp {
+    rest(emu, Method::POST, path, token, None, Some(body)).await
 }
 
 fn events(r: &Resp) -> Vec<Value> {
@@ -275,15 +272,7 @@ async fn events_read_permission_and_types() {
         "No matching permissions found (AUTH-5mWD2)"
     );
     assert_eq!(list_events(&emu, "viewer", &json!({})).await.status, 200);
-    let r = rest(
-        &emu,
-        Method::POST,
-        "/admin/v1/events/types/_search",
-        ADMIN,
-        None,
-        Some(&json!({})),
-    )
-    .await;
+    let r = post_as(&emu, "/admin/v1/events/types/_search", ADMIN, &json!({})).await;
     let types: Vec<&str> = r.body["eventTypes"]
         .as_array()
         .unwrap()
@@ -293,23 +282,19 @@ async fn events_read_permission_and_types() {
     for t in METADATA_TYPES {
         assert!(types.contains(&t), "{t}");
     }
-    let r = rest(
+    let r = post_as(
         &emu,
-        Method::POST,
         "/admin/v1/aggregates/types/_search",
         "owner",
-        None,
-        Some(&json!({})),
+        &json!({}),
     )
     .await;
     assert_rest_error(&r, 403, 7, Some("AUTH-5mWD2"));
-    let r = rest(
+    let r = post_as(
         &emu,
-        Method::POST,
         "/admin/v1/aggregates/types/_search",
         ADMIN,
-        None,
-        Some(&json!({})),
+        &json!({}),
     )
     .await;
     assert_eq!(
@@ -328,13 +313,11 @@ async fn org_and_user_changes() {
         emu.put_org_metadata(DEMO_ORG_ACME, &format!("k{i}"), b"v");
     }
     let seq = emu.org_sequence(DEMO_ORG_ACME);
-    let r = rest(
+    let r = post_as(
         &emu,
-        Method::POST,
         "/management/v1/orgs/me/changes/_search",
         "owner",
-        None,
-        Some(&json!({"query": {"sequence": (seq - 2).to_string(), "asc": true}})),
+        &json!({"query": {"sequence": (seq - 2).to_string(), "asc": true}}),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -349,20 +332,18 @@ async fn org_and_user_changes() {
     assert_eq!(c["resourceOwnerId"], DEMO_ORG_ACME);
     assert!(c.get("payload").is_none());
     // limit 0 = everything.
-    let r = rest(
+    let r = post_as(
         &emu,
-        Method::POST,
         "/management/v1/orgs/me/changes/_search",
         "owner",
-        None,
-        Some(&json!({"query": {"limit": 0}})),
+        &json!({"query": {"limit": 0}}),
     )
     .await;
     assert_eq!(r.body["result"].as_array().unwrap().len() as u64, seq);
     // User changes: restricted to the context org.
     emu.put_user_metadata(DEMO_USER_BOB, "b", b"v");
     let path = format!("/management/v1/users/{DEMO_USER_BOB}/changes/_search");
-    let r = rest(&emu, Method::POST, &path, ADMIN, None, Some(&json!({}))).await;
+    let r = post_as(&emu, &path, ADMIN, &json!({})).await;
     assert_eq!(r.body, json!({}), "{}", r.text);
     let r = rest(
         &emu,

@@ -6,22 +6,11 @@ use std::collections::BTreeMap;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Resp, assert_error, b64, call, keys};
+use support::{Resp, admin, assert_error, b64, call, delete, get, keys, post};
 use zmo_testkit::emulator::{
     DEMO_ADMIN_TOKEN, DEMO_ORG_ACME as ACME, DEMO_ORG_GLOBEX as GLOBEX, DEMO_USER_ALICE as ALICE,
     DEMO_USER_BOB as BOB, Emulator, Mode, Operation, TokenGrant,
 };
-
-/// A call as the demo IAM owner with an optional context org header.
-async fn admin(
-    emu: &Emulator,
-    method: Method,
-    path: &str,
-    org: Option<&str>,
-    body: Option<Value>,
-) -> Resp {
-    call(emu, method, path, Some(DEMO_ADMIN_TOKEN), org, body).await
-}
 
 fn assert_ts(v: &Value) {
     let s = v.as_str().expect("timestamp string");
@@ -47,6 +36,40 @@ fn assert_plain_error(r: &Resp, http: u16, code: i64) -> String {
     assert!(r.body.get("details").is_none(), "{}", r.text);
     assert_eq!(keys(&r.body), ["code", "message"]);
     r.body["message"].as_str().expect("message").to_owned()
+}
+
+/// A BulkSet body: `metadata` items of `(key, value as sent on the wire)`.
+fn items(pairs: &[(&str, &str)]) -> Value {
+    let items: Vec<Value> = pairs
+        .iter()
+        .map(|(key, value)| json!({ "key": key, "value": value }))
+        .collect();
+    json!({ "metadata": items })
+}
+
+/// The keys in a search answer's `result`, in order (empty when there is none).
+fn listed_keys(r: &Resp) -> Vec<String> {
+    r.body["result"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| m["key"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+const ORG_BULK: &str = "/management/v1/metadata/_bulk";
+const ORG_SEARCH: &str = "/management/v1/metadata/_search";
+
+/// `/management/v1/users/<user>/metadata/<rest>` (`rest`: a key, `_bulk` or `_search`).
+fn user_md(user: &str, rest: &str) -> String {
+    format!("/management/v1/users/{user}/metadata/{rest}")
+}
+
+/// A 400 / code 3 without details whose message is `message`.
+fn assert_invalid(r: &Resp, message: &str) {
+    assert_eq!(assert_plain_error(r, 400, 3), message);
 }
 
 async fn set_org(emu: &Emulator, org: Option<&str>, key: &str, value: &[u8]) -> Resp {
@@ -87,14 +110,7 @@ async fn org_metadata_happy_path_shapes() {
     assert_ts(&d["creationDate"]);
     let set_seq = seq(&d["sequence"]);
 
-    let r = admin(
-        &emu,
-        Method::GET,
-        "/management/v1/metadata/team",
-        None,
-        None,
-    )
-    .await;
+    let r = get(&emu, "/management/v1/metadata/team").await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(keys(&r.body), ["metadata"]);
     let m = &r.body["metadata"];
@@ -110,14 +126,7 @@ async fn org_metadata_happy_path_shapes() {
     assert_ts(&m["details"]["creationDate"]);
     assert_ts(&m["details"]["changeDate"]);
 
-    let r = admin(
-        &emu,
-        Method::POST,
-        "/management/v1/metadata/_search",
-        None,
-        Some(json!({})),
-    )
-    .await;
+    let r = post(&emu, ORG_SEARCH, json!({})).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["details"]["totalResult"], "1");
     assert_ts(&r.body["details"]["viewTimestamp"]);
@@ -127,14 +136,7 @@ async fn org_metadata_happy_path_shapes() {
 
     // BulkSet: changeDate instead of creationDate, padded standard base64 on output even for
     // URL-safe unpadded input.
-    let r = admin(
-        &emu,
-        Method::POST,
-        "/management/v1/metadata/_bulk",
-        None,
-        Some(json!({ "metadata": [{ "key": "a", "value": "YQ" }, { "key": "bin", "value": "-_8" }] })),
-    )
-    .await;
+    let r = post(&emu, ORG_BULK, items(&[("a", "YQ"), ("bin", "-_8")])).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(
         keys(&r.body["details"]),
@@ -143,48 +145,27 @@ async fn org_metadata_happy_path_shapes() {
     assert_eq!(seq(&r.body["details"]["sequence"]), set_seq + 2);
     assert_eq!(emu.org_metadata(ACME)["a"], b"a");
     assert_eq!(emu.org_metadata(ACME)["bin"], vec![0xfb, 0xff]);
-    let r = admin(&emu, Method::GET, "/management/v1/metadata/a", None, None).await;
+    let r = get(&emu, "/management/v1/metadata/a").await;
     assert_eq!(r.body["metadata"]["value"], "YQ==");
-    let r = admin(&emu, Method::GET, "/management/v1/metadata/bin", None, None).await;
+    let r = get(&emu, "/management/v1/metadata/bin").await;
     assert_eq!(r.body["metadata"]["value"], "+/8=");
 
     // Remove and BulkRemove (DELETE with a JSON body) report changeDate.
-    let r = admin(
-        &emu,
-        Method::DELETE,
-        "/management/v1/metadata/a",
-        None,
-        None,
-    )
-    .await;
+    let r = delete(&emu, "/management/v1/metadata/a", None).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(
         keys(&r.body["details"]),
         ["changeDate", "resourceOwner", "sequence"]
     );
     assert_eq!(seq(&r.body["details"]["sequence"]), set_seq + 3);
-    let r = admin(
-        &emu,
-        Method::DELETE,
-        "/management/v1/metadata/_bulk",
-        None,
-        Some(json!({ "keys": ["bin", "team"] })),
-    )
-    .await;
+    let r = delete(&emu, ORG_BULK, Some(json!({ "keys": ["bin", "team"] }))).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(seq(&r.body["details"]["sequence"]), set_seq + 5);
     assert!(emu.org_metadata(ACME).is_empty());
     assert_eq!(emu.org_sequence(ACME), set_seq + 5);
 
     // Empty list: no `result`, no `totalResult`.
-    let r = admin(
-        &emu,
-        Method::POST,
-        "/management/v1/metadata/_search",
-        None,
-        None,
-    )
-    .await;
+    let r = admin(&emu, Method::POST, ORG_SEARCH, None, None).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(r.body.get("result").is_none(), "{}", r.text);
     assert!(r.body["details"].get("totalResult").is_none(), "{}", r.text);
@@ -208,9 +189,9 @@ async fn user_metadata_happy_path_shapes() {
     let r = admin(
         &emu,
         Method::POST,
-        &format!("/management/v1/users/{ALICE}/metadata/_bulk"),
+        &user_md(ALICE, "_bulk"),
         Some(ACME),
-        Some(json!({ "metadata": [{ "key": "x", "value": b64(b"1") }, { "key": "y", "value": b64(b"2") }] })),
+        Some(items(&[("x", &b64(b"1")), ("y", &b64(b"2"))])),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -220,53 +201,29 @@ async fn user_metadata_happy_path_shapes() {
         ["changeDate", "resourceOwner", "sequence"]
     );
 
-    let r = admin(
-        &emu,
-        Method::GET,
-        &format!("/management/v1/users/{ALICE}/metadata/role"),
-        None,
-        None,
-    )
-    .await;
+    let r = get(&emu, &user_md(ALICE, "role")).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["metadata"]["value"], b64(b"admin"));
     assert_eq!(r.body["metadata"]["details"]["resourceOwner"], ACME);
     assert_eq!(seq(&r.body["metadata"]["details"]["sequence"]), before + 1);
 
-    let r = admin(
+    let r = post(
         &emu,
-        Method::POST,
-        &format!("/management/v1/users/{ALICE}/metadata/_search"),
-        None,
-        Some(json!({ "query": { "limit": 2 } })),
+        &user_md(ALICE, "_search"),
+        json!({ "query": { "limit": 2 } }),
     )
     .await;
     assert_eq!(r.body["details"]["totalResult"], "3");
-    let keys_listed: Vec<&str> = r.body["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["key"].as_str().unwrap())
-        .collect();
-    assert_eq!(keys_listed, ["role", "x"]);
+    assert_eq!(listed_keys(&r), ["role", "x"]);
 
-    let r = admin(
+    let r = delete(
         &emu,
-        Method::DELETE,
-        &format!("/management/v1/users/{ALICE}/metadata/_bulk"),
-        None,
+        &user_md(ALICE, "_bulk"),
         Some(json!({ "keys": ["x", "y"] })),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let r = admin(
-        &emu,
-        Method::DELETE,
-        &format!("/management/v1/users/{ALICE}/metadata/role"),
-        None,
-        None,
-    )
-    .await;
+    let r = delete(&emu, &user_md(ALICE, "role"), None).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(seq(&r.body["details"]["sequence"]), before + 6);
     assert!(emu.user_metadata(ALICE).is_empty());
@@ -314,43 +271,23 @@ async fn sequences_are_per_aggregate() {
 async fn same_value_writes_follow_the_mode() {
     let emu = Emulator::start_seeded().await.unwrap();
     assert_eq!(emu.mode(), Mode::default());
-    let bulk = || {
-        Some(
-            json!({ "metadata": [{ "key": "a", "value": b64(b"1") }, { "key": "b", "value": b64(b"2") }] }),
-        )
-    };
-    let r = admin(
-        &emu,
-        Method::POST,
-        "/management/v1/metadata/_bulk",
-        None,
-        bulk(),
-    )
-    .await;
+    let bulk = || items(&[("a", &b64(b"1")), ("b", &b64(b"2"))]);
+    let r = post(&emu, ORG_BULK, bulk()).await;
     let first = r.body["details"].clone();
     let s = emu.org_sequence(ACME);
     assert_eq!(seq(&first["sequence"]), s);
 
     // Unchanged bulk: no event, details of the latest metadata event.
-    let r = admin(
-        &emu,
-        Method::POST,
-        "/management/v1/metadata/_bulk",
-        None,
-        bulk(),
-    )
-    .await;
+    let r = post(&emu, ORG_BULK, bulk()).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["details"], first);
     assert_eq!(emu.org_sequence(ACME), s);
 
     // Partially changed: one event.
-    let r = admin(
+    let r = post(
         &emu,
-        Method::POST,
-        "/management/v1/metadata/_bulk",
-        None,
-        Some(json!({ "metadata": [{ "key": "a", "value": b64(b"1") }, { "key": "b", "value": b64(b"3") }] })),
+        ORG_BULK,
+        items(&[("a", &b64(b"1")), ("b", &b64(b"3"))]),
     )
     .await;
     assert_eq!(seq(&r.body["details"]["sequence"]), s + 1);
@@ -366,27 +303,13 @@ async fn same_value_writes_follow_the_mode() {
     assert_eq!(r2.status, 200);
     assert_eq!(r2.body["details"], r1.body["details"]);
     assert_eq!(emu.user_sequence(ALICE), u);
-    let r3 = admin(
-        &emu,
-        Method::POST,
-        &format!("/management/v1/users/{ALICE}/metadata/_bulk"),
-        None,
-        Some(json!({ "metadata": [{ "key": "k", "value": b64(b"v") }] })),
-    )
-    .await;
+    let r3 = post(&emu, &user_md(ALICE, "_bulk"), items(&[("k", &b64(b"v"))])).await;
     assert_eq!(seq(&r3.body["details"]["sequence"]), u);
     assert_eq!(emu.user_sequence(ALICE), u);
 
     // Legacy mode: everything writes.
     emu.set_mode(Mode::legacy());
-    let r = admin(
-        &emu,
-        Method::POST,
-        "/management/v1/metadata/_bulk",
-        None,
-        bulk(),
-    )
-    .await;
+    let r = post(&emu, ORG_BULK, bulk()).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(seq(&r.body["details"]["sequence"]), s + 4);
     set_user(&emu, None, ALICE, "k", b"v").await;
@@ -394,14 +317,7 @@ async fn same_value_writes_follow_the_mode() {
 
     // v4: org bulk always writes, user skips.
     emu.set_mode(Mode::v4());
-    admin(
-        &emu,
-        Method::POST,
-        "/management/v1/metadata/_bulk",
-        None,
-        bulk(),
-    )
-    .await;
+    post(&emu, ORG_BULK, bulk()).await;
     assert_eq!(emu.org_sequence(ACME), s + 6);
     set_user(&emu, None, ALICE, "k", b"v").await;
     assert_eq!(emu.user_sequence(ALICE), u + 1);
@@ -411,67 +327,35 @@ async fn same_value_writes_follow_the_mode() {
 #[tokio::test]
 async fn bulk_operations_are_all_or_nothing() {
     let emu = Emulator::start_seeded().await.unwrap();
-    let empty = |field: &str| Some(json!({ field: [] }));
-    let r = admin(
-        &emu,
-        Method::POST,
-        "/management/v1/metadata/_bulk",
-        None,
-        empty("metadata"),
-    )
-    .await;
+    let empty = |field: &str| json!({ field: [] });
+    let r = post(&emu, ORG_BULK, empty("metadata")).await;
     assert_error(&r, 400, 9, "META-9mm2d");
-    let r = admin(
-        &emu,
-        Method::DELETE,
-        "/management/v1/metadata/_bulk",
-        None,
-        empty("keys"),
-    )
-    .await;
+    let r = delete(&emu, ORG_BULK, Some(empty("keys"))).await;
     assert_error(&r, 400, 9, "META-9mw2d");
-    let r = admin(
-        &emu,
-        Method::POST,
-        &format!("/management/v1/users/{ALICE}/metadata/_bulk"),
-        None,
-        empty("metadata"),
-    )
-    .await;
+    let r = post(&emu, &user_md(ALICE, "_bulk"), empty("metadata")).await;
     assert_error(&r, 400, 9, "META-9mm2d");
-    let r = admin(
-        &emu,
-        Method::DELETE,
-        &format!("/management/v1/users/{ALICE}/metadata/_bulk"),
-        None,
-        None,
-    )
-    .await;
+    let r = delete(&emu, &user_md(ALICE, "_bulk"), None).await;
     assert_error(&r, 400, 9, "META-9mm2d");
 
     // A bad item fails the whole bulk set.
-    let r = admin(
+    let r = post(
         &emu,
-        Method::POST,
-        "/management/v1/metadata/_bulk",
-        None,
-        Some(json!({ "metadata": [{ "key": "good", "value": b64(b"1") }, { "key": "", "value": b64(b"2") }] })),
+        ORG_BULK,
+        items(&[("good", &b64(b"1")), ("", &b64(b"2"))]),
     )
     .await;
-    assert_eq!(
-        assert_plain_error(&r, 400, 3),
-        "invalid BulkSetOrgMetadataRequest.Metadata[1]: embedded message failed validation | caused by: invalid BulkSetOrgMetadataRequest_Metadata.Key: value length must be between 1 and 200 runes, inclusive"
+    assert_invalid(
+        &r,
+        "invalid BulkSetOrgMetadataRequest.Metadata[1]: embedded message failed validation | caused by: invalid BulkSetOrgMetadataRequest_Metadata.Key: value length must be between 1 and 200 runes, inclusive",
     );
     assert!(emu.org_metadata(ACME).is_empty());
 
     set_org(&emu, None, "a", b"1").await;
     set_org(&emu, None, "b", b"2").await;
     let s = emu.org_sequence(ACME);
-    let r = admin(
+    let r = delete(
         &emu,
-        Method::DELETE,
-        "/management/v1/metadata/_bulk",
-        None,
+        ORG_BULK,
         Some(json!({ "keys": ["a", "missing", "b"] })),
     )
     .await;
@@ -480,11 +364,9 @@ async fn bulk_operations_are_all_or_nothing() {
     assert_eq!(emu.org_sequence(ACME), s);
 
     set_user(&emu, None, ALICE, "a", b"1").await;
-    let r = admin(
+    let r = delete(
         &emu,
-        Method::DELETE,
-        &format!("/management/v1/users/{ALICE}/metadata/_bulk"),
-        None,
+        &user_md(ALICE, "_bulk"),
         Some(json!({ "keys": ["a", "nope"] })),
     )
     .await;
@@ -492,14 +374,7 @@ async fn bulk_operations_are_all_or_nothing() {
     assert_eq!(emu.user_metadata(ALICE).len(), 1);
 
     // Duplicate keys are accepted, one event each.
-    let r = admin(
-        &emu,
-        Method::DELETE,
-        "/management/v1/metadata/_bulk",
-        None,
-        Some(json!({ "keys": ["a", "a"] })),
-    )
-    .await;
+    let r = delete(&emu, ORG_BULK, Some(json!({ "keys": ["a", "a"] }))).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(emu.org_sequence(ACME), s + 2);
     assert_eq!(
@@ -512,42 +387,14 @@ async fn bulk_operations_are_all_or_nothing() {
 #[tokio::test]
 async fn missing_keys_are_not_found() {
     let emu = Emulator::start_seeded().await.unwrap();
-    let r = admin(
-        &emu,
-        Method::DELETE,
-        "/management/v1/metadata/nope",
-        None,
-        None,
-    )
-    .await;
+    let r = delete(&emu, "/management/v1/metadata/nope", None).await;
     assert_error(&r, 404, 5, "META-mcnw3");
     assert_eq!(r.body["message"], "Metadata not found (META-mcnw3)");
-    let r = admin(
-        &emu,
-        Method::GET,
-        "/management/v1/metadata/nope",
-        None,
-        None,
-    )
-    .await;
+    let r = get(&emu, "/management/v1/metadata/nope").await;
     assert_error(&r, 404, 5, "QUERY-Rph32");
-    let r = admin(
-        &emu,
-        Method::DELETE,
-        &format!("/management/v1/users/{ALICE}/metadata/nope"),
-        None,
-        None,
-    )
-    .await;
+    let r = delete(&emu, &user_md(ALICE, "nope"), None).await;
     assert_error(&r, 404, 5, "META-ncnw3");
-    let r = admin(
-        &emu,
-        Method::GET,
-        &format!("/management/v1/users/{ALICE}/metadata/nope"),
-        None,
-        None,
-    )
-    .await;
+    let r = get(&emu, &user_md(ALICE, "nope")).await;
     assert_error(&r, 404, 5, "QUERY-Rgh32");
     emu.shutdown().await;
 }
@@ -561,11 +408,7 @@ async fn user_outside_the_context_org() {
     assert_error(&r, 400, 9, "COMMAND-uXHNj");
     assert_eq!(r.body["message"], "User could not be found (COMMAND-uXHNj)");
     for (method, path, body) in [
-        (
-            Method::POST,
-            "_bulk",
-            Some(json!({ "metadata": [{ "key": "k", "value": "dw==" }] })),
-        ),
+        (Method::POST, "_bulk", Some(items(&[("k", "dw==")]))),
         (Method::DELETE, "_bulk", Some(json!({ "keys": ["k"] }))),
         (Method::DELETE, "k", None),
     ] {
@@ -579,19 +422,12 @@ async fn user_outside_the_context_org() {
         .await;
         assert_error(&r, 400, 9, "COMMAND-uXHNj");
     }
-    let r = admin(
-        &emu,
-        Method::GET,
-        &format!("/management/v1/users/{ALICE}/metadata/k"),
-        Some(GLOBEX),
-        None,
-    )
-    .await;
+    let r = admin(&emu, Method::GET, &user_md(ALICE, "k"), Some(GLOBEX), None).await;
     assert_error(&r, 404, 5, "QUERY-Rgh32");
     let r = admin(
         &emu,
         Method::POST,
-        &format!("/management/v1/users/{ALICE}/metadata/_search"),
+        &user_md(ALICE, "_search"),
         Some(GLOBEX),
         None,
     )
@@ -613,56 +449,26 @@ async fn user_outside_the_context_org() {
 async fn route_precedence_and_routing_errors() {
     let emu = Emulator::start_seeded().await.unwrap();
     // `_bulk` / `_search` win for POST and DELETE.
-    let r = admin(
-        &emu,
-        Method::POST,
-        "/management/v1/metadata/_bulk",
-        None,
-        Some(json!({ "metadata": [{ "key": "_bulk", "value": "eA==" }] })),
-    )
-    .await;
+    let r = post(&emu, ORG_BULK, items(&[("_bulk", "eA==")])).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(emu.count(Operation::BulkSetOrgMetadata), 1);
     assert_eq!(emu.count(Operation::SetOrgMetadata), 0);
-    let r = admin(
-        &emu,
-        Method::POST,
-        "/management/v1/metadata/_search",
-        None,
-        Some(json!({ "value": "eA==" })),
-    )
-    .await;
+    let r = post(&emu, ORG_SEARCH, json!({ "value": "eA==" })).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["details"]["totalResult"], "1");
     assert_eq!(emu.count(Operation::ListOrgMetadata), 1);
     // GET is unaffected: the key `_bulk` can be read.
-    let r = admin(
-        &emu,
-        Method::GET,
-        "/management/v1/metadata/_bulk",
-        None,
-        None,
-    )
-    .await;
+    let r = get(&emu, ORG_BULK).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["metadata"]["key"], "_bulk");
     // DELETE `_search` is a single-key Remove.
-    let r = admin(
-        &emu,
-        Method::DELETE,
-        "/management/v1/metadata/_search",
-        None,
-        None,
-    )
-    .await;
+    let r = delete(&emu, ORG_SEARCH, None).await;
     assert_error(&r, 404, 5, "META-mcnw3");
     assert_eq!(emu.count(Operation::RemoveOrgMetadata), 1);
     // Same for the user routes.
-    let r = admin(
+    let r = delete(
         &emu,
-        Method::DELETE,
-        &format!("/management/v1/users/{ALICE}/metadata/_bulk"),
-        None,
+        &user_md(ALICE, "_bulk"),
         Some(json!({ "keys": ["x"] })),
     )
     .await;
@@ -670,16 +476,9 @@ async fn route_precedence_and_routing_errors() {
     assert_eq!(emu.count(Operation::BulkRemoveUserMetadata), 1);
 
     // An encoded slash splits the path: no route.
-    let r = admin(
-        &emu,
-        Method::GET,
-        "/management/v1/metadata/a%2Fb",
-        None,
-        None,
-    )
-    .await;
+    let r = get(&emu, "/management/v1/metadata/a%2Fb").await;
     assert_eq!(assert_plain_error(&r, 404, 5), "Not Found");
-    let r = admin(&emu, Method::GET, "/management/v1/nothing", None, None).await;
+    let r = get(&emu, "/management/v1/nothing").await;
     assert_eq!(assert_plain_error(&r, 404, 5), "Not Found");
     // Known path, wrong method: code 12 (grpc-gateway maps Unimplemented to 501).
     let r = admin(&emu, Method::PUT, "/management/v1/metadata/k", None, None).await;
@@ -692,12 +491,10 @@ async fn route_precedence_and_routing_errors() {
 async fn lenient_input_decoding() {
     let emu = Emulator::start_seeded().await.unwrap();
     // Unknown fields are ignored; body `key` is overridden by the path.
-    let r = admin(
+    let r = post(
         &emu,
-        Method::POST,
         "/management/v1/metadata/real",
-        None,
-        Some(json!({ "value": "dg==", "key": "ignored", "somethingElse": {"x": 1} })),
+        json!({ "value": "dg==", "key": "ignored", "somethingElse": {"x": 1} }),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -705,14 +502,7 @@ async fn lenient_input_decoding() {
     // Unpadded standard base64.
     let r = set_org(&emu, None, "x", b"").await; // empty value is invalid in v1
     assert_plain_error(&r, 400, 3);
-    let r = admin(
-        &emu,
-        Method::POST,
-        "/management/v1/metadata/u",
-        None,
-        Some(json!({ "value": "aGk" })),
-    )
-    .await;
+    let r = post(&emu, "/management/v1/metadata/u", json!({ "value": "aGk" })).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(emu.org_metadata(ACME)["u"], b"hi");
 
@@ -721,14 +511,7 @@ async fn lenient_input_decoding() {
         json!({ "query": { "offset": 0, "limit": "5", "asc": true }, "queries": [{ "key_query": { "key": "REA", "method": 3 } }] }),
         json!({ "query": { "offset": "0" }, "queries": [{ "keyQuery": { "key": "REA", "method": "TEXT_QUERY_METHOD_STARTS_WITH_IGNORE_CASE" } }] }),
     ] {
-        let r = admin(
-            &emu,
-            Method::POST,
-            "/management/v1/metadata/_search",
-            None,
-            Some(body),
-        )
-        .await;
+        let r = post(&emu, ORG_SEARCH, body).await;
         assert_eq!(r.status, 200, "{}", r.text);
         assert_eq!(r.body["details"]["totalResult"], "1", "{}", r.text);
         assert_eq!(r.body["result"][0]["key"], "real");
@@ -746,32 +529,16 @@ async fn lenient_input_decoding() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["code"], 3);
     assert!(body.get("details").is_none());
-    let r = admin(
+    let r = post(
         &emu,
-        Method::POST,
         "/management/v1/metadata/k",
-        None,
-        Some(json!({ "value": "!!not base64!!" })),
+        json!({ "value": "!!not base64!!" }),
     )
     .await;
     assert_plain_error(&r, 400, 3);
-    let r = admin(
-        &emu,
-        Method::POST,
-        "/management/v1/metadata/k",
-        None,
-        Some(json!({ "value": 12 })),
-    )
-    .await;
+    let r = post(&emu, "/management/v1/metadata/k", json!({ "value": 12 })).await;
     assert_plain_error(&r, 400, 3);
-    let r = admin(
-        &emu,
-        Method::POST,
-        "/management/v1/metadata/_search",
-        None,
-        Some(json!({ "query": { "offset": "-1" } })),
-    )
-    .await;
+    let r = post(&emu, ORG_SEARCH, json!({ "query": { "offset": "-1" } })).await;
     assert_plain_error(&r, 400, 3);
     assert!(!emu.org_metadata(ACME).contains_key("k"));
     emu.shutdown().await;
@@ -783,31 +550,17 @@ async fn validation_limits() {
     // Keys count runes, not bytes.
     let key200 = "ä".repeat(200);
     let key201 = "ä".repeat(201);
-    let r = admin(
-        &emu,
-        Method::POST,
-        "/management/v1/metadata/_bulk",
-        None,
-        Some(json!({ "metadata": [{ "key": key200, "value": "dg==" }] })),
-    )
-    .await;
+    let r = post(&emu, ORG_BULK, items(&[(&key200, "dg==")])).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let r = admin(
-        &emu,
-        Method::POST,
-        "/management/v1/metadata/_bulk",
-        None,
-        Some(json!({ "metadata": [{ "key": key201, "value": "dg==" }] })),
-    )
-    .await;
-    assert_eq!(
-        assert_plain_error(&r, 400, 3),
-        "invalid BulkSetOrgMetadataRequest.Metadata[0]: embedded message failed validation | caused by: invalid BulkSetOrgMetadataRequest_Metadata.Key: value length must be between 1 and 200 runes, inclusive"
+    let r = post(&emu, ORG_BULK, items(&[(&key201, "dg==")])).await;
+    assert_invalid(
+        &r,
+        "invalid BulkSetOrgMetadataRequest.Metadata[0]: embedded message failed validation | caused by: invalid BulkSetOrgMetadataRequest_Metadata.Key: value length must be between 1 and 200 runes, inclusive",
     );
     let r = set_org(&emu, None, &"k".repeat(201), b"v").await;
-    assert_eq!(
-        assert_plain_error(&r, 400, 3),
-        "invalid SetOrgMetadataRequest.Key: value length must be between 1 and 200 runes, inclusive"
+    assert_invalid(
+        &r,
+        "invalid SetOrgMetadataRequest.Key: value length must be between 1 and 200 runes, inclusive",
     );
 
     // Values count decoded bytes.
@@ -817,68 +570,50 @@ async fn validation_limits() {
     assert_eq!(emu.org_metadata(ACME)["big"].len(), 500_000);
     let too_big = vec![b'x'; 500_001];
     let r = set_org(&emu, None, "big", &too_big).await;
-    assert_eq!(
-        assert_plain_error(&r, 400, 3),
-        "invalid SetOrgMetadataRequest.Value: value length must be between 1 and 500000 bytes, inclusive"
+    assert_invalid(
+        &r,
+        "invalid SetOrgMetadataRequest.Value: value length must be between 1 and 500000 bytes, inclusive",
     );
     let r = set_user(&emu, None, ALICE, "big", &too_big).await;
-    assert_eq!(
-        assert_plain_error(&r, 400, 3),
-        "invalid SetUserMetadataRequest.Value: value length must be between 1 and 500000 bytes, inclusive"
+    assert_invalid(
+        &r,
+        "invalid SetUserMetadataRequest.Value: value length must be between 1 and 500000 bytes, inclusive",
     );
     let r = set_user(&emu, None, &"1".repeat(201), "k", b"v").await;
-    assert_eq!(
-        assert_plain_error(&r, 400, 3),
-        "invalid SetUserMetadataRequest.Id: value length must be between 1 and 200 runes, inclusive"
+    assert_invalid(
+        &r,
+        "invalid SetUserMetadataRequest.Id: value length must be between 1 and 200 runes, inclusive",
     );
 
     // Key filter at most 200 runes, method must be defined.
-    let r = admin(
+    let r = post(
         &emu,
-        Method::POST,
-        "/management/v1/metadata/_search",
-        None,
-        Some(json!({ "queries": [{ "keyQuery": { "key": "q".repeat(201) } }] })),
+        ORG_SEARCH,
+        json!({ "queries": [{ "keyQuery": { "key": "q".repeat(201) } }] }),
     )
     .await;
-    assert_eq!(
-        assert_plain_error(&r, 400, 3),
-        "invalid ListOrgMetadataRequest.Queries[0]: embedded message failed validation | caused by: invalid MetadataQuery.KeyQuery: embedded message failed validation | caused by: invalid MetadataKeyQuery.Key: value length must be at most 200 runes"
+    assert_invalid(
+        &r,
+        "invalid ListOrgMetadataRequest.Queries[0]: embedded message failed validation | caused by: invalid MetadataQuery.KeyQuery: embedded message failed validation | caused by: invalid MetadataKeyQuery.Key: value length must be at most 200 runes",
     );
-    let r = admin(
+    let r = post(
         &emu,
-        Method::POST,
-        "/management/v1/metadata/_search",
-        None,
-        Some(json!({ "queries": [{ "keyQuery": { "key": "k", "method": 8 } }] })),
+        ORG_SEARCH,
+        json!({ "queries": [{ "keyQuery": { "key": "k", "method": 8 } }] }),
     )
     .await;
     assert!(assert_plain_error(&r, 400, 3).ends_with(
         "invalid MetadataKeyQuery.Method: value must be one of the defined enum values"
     ));
     // A query without a query type.
-    let r = admin(
-        &emu,
-        Method::POST,
-        "/management/v1/metadata/_search",
-        None,
-        Some(json!({ "queries": [{}] })),
-    )
-    .await;
+    let r = post(&emu, ORG_SEARCH, json!({ "queries": [{}] })).await;
     assert_error(&r, 400, 3, "METAD-fdg23");
 
     // BulkRemove items 1–200 runes.
-    let r = admin(
-        &emu,
-        Method::DELETE,
-        "/management/v1/metadata/_bulk",
-        None,
-        Some(json!({ "keys": ["big", ""] })),
-    )
-    .await;
-    assert_eq!(
-        assert_plain_error(&r, 400, 3),
-        "invalid BulkRemoveOrgMetadataRequest.Keys[1]: value length must be between 1 and 200 runes, inclusive"
+    let r = delete(&emu, ORG_BULK, Some(json!({ "keys": ["big", ""] }))).await;
+    assert_invalid(
+        &r,
+        "invalid BulkRemoveOrgMetadataRequest.Keys[1]: value length must be between 1 and 200 runes, inclusive",
     );
     assert!(emu.org_metadata(ACME).contains_key("big"));
 
@@ -886,14 +621,7 @@ async fn validation_limits() {
     let items: Vec<Value> = (0..9)
         .map(|i| json!({ "key": format!("k{i}"), "value": b64(&ok) }))
         .collect();
-    let r = admin(
-        &emu,
-        Method::POST,
-        "/management/v1/metadata/_bulk",
-        None,
-        Some(json!({ "metadata": items })),
-    )
-    .await;
+    let r = post(&emu, ORG_BULK, json!({ "metadata": items })).await;
     assert_plain_error(&r, 429, 8);
     emu.shutdown().await;
 }
@@ -905,36 +633,14 @@ async fn pagination_and_total() {
         .rev()
         .map(|i| json!({ "key": format!("k{i:02}"), "value": b64(b"v") }))
         .collect();
-    let r = admin(
-        &emu,
-        Method::POST,
-        "/management/v1/metadata/_bulk",
-        None,
-        Some(json!({ "metadata": items })),
-    )
-    .await;
+    let r = post(&emu, ORG_BULK, json!({ "metadata": items })).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let page = |query: Value| {
         let emu = emu.clone();
         async move {
-            let r = admin(
-                &emu,
-                Method::POST,
-                "/management/v1/metadata/_search",
-                None,
-                Some(json!({ "query": query })),
-            )
-            .await;
+            let r = post(&emu, ORG_SEARCH, json!({ "query": query })).await;
             assert_eq!(r.status, 200, "{}", r.text);
-            let listed: Vec<String> = r.body["result"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|m| m["key"].as_str().unwrap().to_owned())
-                        .collect()
-                })
-                .unwrap_or_default();
-            (r.body["details"]["totalResult"].clone(), listed)
+            (r.body["details"]["totalResult"].clone(), listed_keys(&r))
         }
     };
     let (total, listed) = page(json!({})).await;
@@ -972,23 +678,9 @@ async fn key_query_methods() {
         let emu = emu.clone();
         let body = json!({ "queries": [{ "keyQuery": { "key": key, "method": method } }] });
         async move {
-            let r = admin(
-                &emu,
-                Method::POST,
-                "/management/v1/metadata/_search",
-                None,
-                Some(body),
-            )
-            .await;
+            let r = post(&emu, ORG_SEARCH, body).await;
             assert_eq!(r.status, 200, "{}", r.text);
-            let mut listed: Vec<String> = r.body["result"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|m| m["key"].as_str().unwrap().to_owned())
-                        .collect()
-                })
-                .unwrap_or_default();
+            let mut listed = listed_keys(&r);
             listed.sort();
             listed
         }
@@ -1026,15 +718,13 @@ async fn key_query_methods() {
     assert!(search("team", "TEXT_QUERY_METHOD_EQUALS").await.is_empty());
 
     // Multiple queries are ANDed.
-    let r = admin(
+    let r = post(
         &emu,
-        Method::POST,
-        "/management/v1/metadata/_search",
-        None,
-        Some(json!({ "queries": [
+        ORG_SEARCH,
+        json!({ "queries": [
             { "keyQuery": { "key": "ops", "method": "TEXT_QUERY_METHOD_STARTS_WITH" } },
             { "keyQuery": { "key": "_", "method": "TEXT_QUERY_METHOD_CONTAINS" } }
-        ] })),
+        ] }),
     )
     .await;
     assert_eq!(r.body["details"]["totalResult"], "1");
@@ -1045,7 +735,7 @@ async fn key_query_methods() {
 #[tokio::test]
 async fn user_and_org_lookups() {
     let emu = Emulator::start_seeded().await.unwrap();
-    let r = admin(&emu, Method::GET, &format!("/v2/users/{BOB}"), None, None).await;
+    let r = get(&emu, &format!("/v2/users/{BOB}")).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let user = &r.body["user"];
     assert_eq!(user["userId"], BOB);
@@ -1058,7 +748,7 @@ async fn user_and_org_lookups() {
     assert_eq!(user["preferredLoginName"], "bob@globex.localhost");
     assert_eq!(r.body["details"], user["details"]);
 
-    let r = admin(&emu, Method::GET, "/v2/users/404404", None, None).await;
+    let r = get(&emu, "/v2/users/404404").await;
     assert_error(&r, 404, 5, "QUERY-Dfbg2");
     assert_eq!(r.body["message"], "User could not be found (QUERY-Dfbg2)");
 
@@ -1096,14 +786,7 @@ async fn user_and_org_lookups() {
     assert_eq!(r.status, 401);
 
     // v1 lookup is scoped to the context org.
-    let r = admin(
-        &emu,
-        Method::GET,
-        &format!("/management/v1/users/{ALICE}"),
-        None,
-        None,
-    )
-    .await;
+    let r = get(&emu, &format!("/management/v1/users/{ALICE}")).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["user"]["id"], ALICE);
     assert_eq!(r.body["user"]["userName"], "alice");
@@ -1118,7 +801,7 @@ async fn user_and_org_lookups() {
     .await;
     assert_error(&r, 404, 5, "MANAG-fpo4B");
 
-    let r = admin(&emu, Method::GET, "/management/v1/orgs/me", None, None).await;
+    let r = get(&emu, "/management/v1/orgs/me").await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["org"]["id"], ACME);
     assert_eq!(r.body["org"]["name"], "Acme");
@@ -1143,23 +826,9 @@ async fn user_and_org_lookups() {
 #[tokio::test]
 async fn german_messages_keep_codes_and_ids() {
     let emu = Emulator::start_seeded().await.unwrap();
-    let english = admin(
-        &emu,
-        Method::DELETE,
-        "/management/v1/metadata/nope",
-        None,
-        None,
-    )
-    .await;
+    let english = delete(&emu, "/management/v1/metadata/nope", None).await;
     emu.set_language_german(true);
-    let german = admin(
-        &emu,
-        Method::DELETE,
-        "/management/v1/metadata/nope",
-        None,
-        None,
-    )
-    .await;
+    let german = delete(&emu, "/management/v1/metadata/nope", None).await;
     assert_error(&german, 404, 5, "META-mcnw3");
     assert_ne!(german.body["message"], english.body["message"]);
     assert_eq!(
@@ -1184,14 +853,7 @@ async fn german_messages_keep_codes_and_ids() {
     assert_error(&r, 401, 16, "AUTH-7fs1e");
     assert_eq!(r.body["message"], "Token ist ungültig (AUTH-7fs1e)");
     emu.set_language_german(false);
-    let r = admin(
-        &emu,
-        Method::DELETE,
-        "/management/v1/metadata/nope",
-        None,
-        None,
-    )
-    .await;
+    let r = delete(&emu, "/management/v1/metadata/nope", None).await;
     assert_eq!(r.body["message"], english.body["message"]);
     emu.shutdown().await;
 }

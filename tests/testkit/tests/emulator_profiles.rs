@@ -11,24 +11,18 @@ use zmo_testkit::emulator::{DEMO_ORG_ACME, DEMO_USER_ALICE, Emulator, Mode, Oper
 const PROBE_USER: &str = "/zitadel.user.v2.UserService/ListUserMetadata";
 const PROBE_ORG: &str = "/zitadel.org.v2.OrganizationService/ListOrganizationMetadata";
 
+/// The capability probe: a one-item list at `path` of the object `id_field` = `probe`.
+async fn probe(emu: &Emulator, path: &str, id_field: &str) -> Resp {
+    let body = json!({id_field: "probe", "pagination": {"limit": 1}});
+    connect(emu, path, ADMIN, &body).await
+}
+
 async fn probe_user(emu: &Emulator) -> Resp {
-    connect(
-        emu,
-        PROBE_USER,
-        ADMIN,
-        &json!({"userId": "probe", "pagination": {"limit": 1}}),
-    )
-    .await
+    probe(emu, PROBE_USER, "userId").await
 }
 
 async fn probe_org(emu: &Emulator) -> Resp {
-    connect(
-        emu,
-        PROBE_ORG,
-        ADMIN,
-        &json!({"organizationId": "probe", "pagination": {"limit": 1}}),
-    )
-    .await
+    probe(emu, PROBE_ORG, "organizationId").await
 }
 
 fn assert_routing_404(r: &Resp) {
@@ -44,12 +38,10 @@ fn assert_page_not_found(r: &Resp) {
 }
 
 async fn v1_list(emu: &Emulator) -> Resp {
-    rest(
+    rest_admin(
         emu,
         Method::POST,
         "/management/v1/metadata/_search",
-        ADMIN,
-        None,
         Some(&json!({})),
     )
     .await
@@ -72,24 +64,20 @@ async fn v3_serves_v1_only() {
     assert_routing_404(&probe_user(&emu).await);
     assert_routing_404(&probe_org(&emu).await);
     assert_routing_404(&beta_list(&emu).await);
-    let r = rest(
+    let r = rest_admin(
         &emu,
         Method::POST,
         &format!("/v2/users/{DEMO_USER_ALICE}/metadata/search"),
-        ADMIN,
-        None,
         Some(&json!({})),
     )
     .await;
     assert_routing_404(&r);
     assert_eq!(v1_list(&emu).await.status, 200);
     // The v2 REST lookups existed before v4.
-    let r = rest(
+    let r = rest_admin(
         &emu,
         Method::GET,
         &format!("/v2/users/{DEMO_USER_ALICE}"),
-        ADMIN,
-        None,
         None,
     )
     .await;
@@ -176,7 +164,7 @@ async fn v5_removes_v1_and_v2beta() {
             format!("/management/v1/users/{DEMO_USER_ALICE}/metadata/_bulk"),
         ),
     ] {
-        let r = rest(&emu, method, &path, ADMIN, None, Some(&json!({}))).await;
+        let r = rest_admin(&emu, method, &path, Some(&json!({}))).await;
         assert_routing_404(&r);
     }
     assert_routing_404(&beta_list(&emu).await);

@@ -6,10 +6,11 @@ mod support;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Resp, assert_error, b64, call, keys};
+use support::{Resp, admin, assert_error, b64, call, get, keys, post};
 use zmo_testkit::emulator::{
     DEMO_ADMIN_TOKEN, DEMO_ORG_ACME as ACME, DEMO_ORG_GLOBEX as GLOBEX, DEMO_USER_ALICE as ALICE,
-    DEMO_USER_BOB as BOB, Emulator, Fault, FaultKind, Operation, Permission, TokenGrant,
+    DEMO_USER_BOB as BOB, Emulator, Fault, FaultKind, Operation, Permission, RecordedRequest,
+    TokenGrant,
 };
 
 const ORGS_SEARCH: &str = "/v2/organizations/_search";
@@ -33,17 +34,33 @@ async fn search_orgs(emu: &Emulator, token: &str, body: Value) -> Resp {
     .await
 }
 
-/// `POST /management/v1/users/_search` as the demo admin in context org `org`.
-async fn search_users(emu: &Emulator, org: Option<&str>, body: Value) -> Resp {
+/// `POST /v2/organizations/_search` as the demo admin.
+async fn admin_orgs(emu: &Emulator, body: Value) -> Resp {
+    search_orgs(emu, DEMO_ADMIN_TOKEN, body).await
+}
+
+/// `GET <path><query>` with `token` and context org `org`.
+async fn get_query(
+    emu: &Emulator,
+    path: &str,
+    query: String,
+    token: &str,
+    org: Option<&str>,
+) -> Resp {
     call(
         emu,
-        Method::POST,
-        USERS_SEARCH,
-        Some(DEMO_ADMIN_TOKEN),
+        Method::GET,
+        &format!("{path}{query}"),
+        Some(token),
         org,
-        Some(body),
+        None,
     )
     .await
+}
+
+/// `POST /management/v1/users/_search` as the demo admin in context org `org`.
+async fn search_users(emu: &Emulator, org: Option<&str>, body: Value) -> Resp {
+    admin(emu, Method::POST, USERS_SEARCH, org, Some(body)).await
 }
 
 fn assert_ts(v: &Value) {
@@ -74,6 +91,42 @@ fn column(r: &Resp, field: &str) -> Vec<String> {
     }
 }
 
+/// Asserts a v1 user or org: `id`, `details` (sequence, owner, both dates valid timestamps) and
+/// the other fields as in `rest`.
+fn assert_v1_object(got: &Value, (id, sequence, owner): (&str, u64, &str), mut rest: Value) {
+    let details = &got["details"];
+    assert_ts(&details["creationDate"]);
+    assert_ts(&details["changeDate"]);
+    rest["id"] = json!(id);
+    rest["details"] = json!({
+        "sequence": sequence.to_string(),
+        "creationDate": details["creationDate"],
+        "changeDate": details["changeDate"],
+        "resourceOwner": owner,
+    });
+    assert_eq!(got, &rest);
+}
+
+/// Asserts `count` requests of `op` and that the last request recorded is one; returns it.
+fn assert_recorded(emu: &Emulator, op: Operation, count: usize) -> RecordedRequest {
+    assert_eq!(emu.count(op), count);
+    let last = emu.requests().pop().expect("a recorded request");
+    assert_eq!(last.operation, op);
+    last
+}
+
+/// Asserts a non-empty list answer: `details` and `result`, the details being exactly
+/// `processedSequence`, the timestamp field `ts` (a valid timestamp) and `totalResult` = `total`.
+fn assert_list_page(r: &Resp, ts: &str, total: &str) {
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(keys(&r.body), ["details", "result"]);
+    let mut fields = vec!["processedSequence", ts, "totalResult"];
+    fields.sort_unstable();
+    assert_eq!(keys(&r.body["details"]), fields);
+    assert_eq!(r.body["details"]["totalResult"], total);
+    assert_ts(&r.body["details"][ts]);
+}
+
 fn total(r: &Resp) -> u64 {
     match r.body["details"].get("totalResult") {
         None => 0,
@@ -95,6 +148,24 @@ async fn user_names(emu: &Emulator, queries: Value) -> Vec<String> {
     column(&r, "userName")
 }
 
+/// For each case, the org names one query finds (in order).
+async fn expect_orgs(emu: &Emulator, cases: &[(Value, &[&str])]) {
+    for (query, expected) in cases {
+        assert_eq!(org_names(emu, query.clone()).await, *expected, "{query}");
+    }
+}
+
+/// For each case, the user names a list of queries finds (in order).
+async fn expect_users(emu: &Emulator, cases: &[(Value, &[&str])]) {
+    for (queries, expected) in cases {
+        assert_eq!(
+            user_names(emu, queries.clone()).await,
+            *expected,
+            "{queries}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // POST /v2/organizations/_search
 // ---------------------------------------------------------------------------------------------
@@ -104,23 +175,8 @@ async fn list_organizations_shape_and_pagination() {
     let emu = Emulator::start_seeded().await.unwrap();
 
     // No body at all: every org, default limit.
-    let r = call(
-        &emu,
-        Method::POST,
-        ORGS_SEARCH,
-        Some(DEMO_ADMIN_TOKEN),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(keys(&r.body), ["details", "result"]);
-    assert_eq!(
-        keys(&r.body["details"]),
-        ["processedSequence", "timestamp", "totalResult"]
-    );
-    assert_eq!(r.body["details"]["totalResult"], "2");
-    assert_ts(&r.body["details"]["timestamp"]);
+    let r = admin(&emu, Method::POST, ORGS_SEARCH, None, None).await;
+    assert_list_page(&r, "timestamp", "2");
     let acme = &r.body["result"][0];
     assert_ts(&acme["details"]["changeDate"]);
     assert_eq!(
@@ -140,66 +196,42 @@ async fn list_organizations_shape_and_pagination() {
     assert_eq!(r.body["result"][1]["id"], GLOBEX);
 
     // offset (string or number) / limit; totalResult ignores them.
-    let r = search_orgs(
-        &emu,
-        DEMO_ADMIN_TOKEN,
-        json!({ "query": { "offset": "1", "limit": 1 } }),
-    )
-    .await;
+    let r = admin_orgs(&emu, json!({ "query": { "offset": "1", "limit": 1 } })).await;
     assert_eq!(column(&r, "name"), ["Globex"]);
     assert_eq!(total(&r), 2);
-    let r = search_orgs(
-        &emu,
-        DEMO_ADMIN_TOKEN,
-        json!({ "query": { "offset": 2, "limit": 1 } }),
-    )
-    .await;
+    let r = admin_orgs(&emu, json!({ "query": { "offset": 2, "limit": 1 } })).await;
     assert_eq!(column(&r, "name"), Vec::<String>::new());
     assert_eq!(total(&r), 2);
 
     // Sorting by name, descending unless asc.
-    let r = search_orgs(
+    let r = admin_orgs(
         &emu,
-        DEMO_ADMIN_TOKEN,
         json!({ "sortingColumn": "ORGANIZATION_FIELD_NAME_NAME" }),
     )
     .await;
     assert_eq!(column(&r, "name"), ["Globex", "Acme"]);
-    let r = search_orgs(
+    let r = admin_orgs(
         &emu,
-        DEMO_ADMIN_TOKEN,
         json!({ "sorting_column": 1, "query": { "asc": true } }),
     )
     .await;
     assert_eq!(column(&r, "name"), ["Acme", "Globex"]);
 
     // v2 limits: 1000 is fine, beyond is Errors.Query.LimitExceeded.
-    let r = search_orgs(
-        &emu,
-        DEMO_ADMIN_TOKEN,
-        json!({ "query": { "limit": 1000 } }),
-    )
-    .await;
+    let r = admin_orgs(&emu, json!({ "query": { "limit": 1000 } })).await;
     assert_eq!(column(&r, "name").len(), 2);
-    let r = search_orgs(
-        &emu,
-        DEMO_ADMIN_TOKEN,
-        json!({ "query": { "limit": 1001 } }),
-    )
-    .await;
+    let r = admin_orgs(&emu, json!({ "query": { "limit": 1001 } })).await;
     assert_error(&r, 400, 3, "QUERY-4M0fs");
 
     // The default limit is 100.
     for i in 0..105 {
         emu.add_org(&format!("3000000000000{i:05}"), &format!("Org {i}"));
     }
-    let r = search_orgs(&emu, DEMO_ADMIN_TOKEN, json!({})).await;
+    let r = admin_orgs(&emu, json!({})).await;
     assert_eq!(column(&r, "name").len(), 100);
     assert_eq!(total(&r), 107);
 
-    assert_eq!(emu.count(Operation::ListOrganizationsV2), 8);
-    let last = emu.requests().pop().unwrap();
-    assert_eq!(last.operation, Operation::ListOrganizationsV2);
+    let last = assert_recorded(&emu, Operation::ListOrganizationsV2, 8);
     assert_eq!(last.path, ORGS_SEARCH);
     assert_eq!(last.status, 200);
     emu.shutdown().await;
@@ -211,87 +243,53 @@ async fn list_organizations_queries() {
     let name =
         |name: &str, method: Value| json!({ "nameQuery": { "name": name, "method": method } });
 
-    assert_eq!(
-        org_names(&emu, name("Acme", json!("TEXT_QUERY_METHOD_EQUALS"))).await,
-        ["Acme"]
-    );
-    assert_eq!(
-        org_names(&emu, json!({ "nameQuery": { "name": "Acme" } })).await,
-        ["Acme"]
-    );
-    assert!(
-        org_names(&emu, name("acme", json!("TEXT_QUERY_METHOD_EQUALS")))
-            .await
-            .is_empty()
-    );
-    assert_eq!(
-        org_names(
-            &emu,
-            name("acme", json!("TEXT_QUERY_METHOD_EQUALS_IGNORE_CASE"))
-        )
-        .await,
-        ["Acme"]
-    );
-    assert_eq!(
-        org_names(&emu, name("G", json!("TEXT_QUERY_METHOD_STARTS_WITH"))).await,
-        ["Globex"]
-    );
-    assert_eq!(org_names(&emu, name("g", json!(3))).await, ["Globex"]);
-    assert_eq!(
-        org_names(&emu, name("e", json!("TEXT_QUERY_METHOD_CONTAINS"))).await,
-        ["Acme", "Globex"]
-    );
-    assert_eq!(
-        org_names(
-            &emu,
-            name("EX", json!("TEXT_QUERY_METHOD_ENDS_WITH_IGNORE_CASE"))
-        )
-        .await,
-        ["Globex"]
-    );
-    // Literal matching: `%` is no wildcard.
-    assert!(
-        org_names(&emu, name("%", json!("TEXT_QUERY_METHOD_CONTAINS")))
-            .await
-            .is_empty()
-    );
-
-    // Zero matches: no `result`, no `totalResult`.
-    let r = search_orgs(
+    expect_orgs(
         &emu,
-        DEMO_ADMIN_TOKEN,
-        json!({ "queries": [name("Initech", json!(0))] }),
+        &[
+            (name("Acme", json!("TEXT_QUERY_METHOD_EQUALS")), &["Acme"]),
+            (json!({ "nameQuery": { "name": "Acme" } }), &["Acme"]),
+            (name("acme", json!("TEXT_QUERY_METHOD_EQUALS")), &[]),
+            (
+                name("acme", json!("TEXT_QUERY_METHOD_EQUALS_IGNORE_CASE")),
+                &["Acme"],
+            ),
+            (
+                name("G", json!("TEXT_QUERY_METHOD_STARTS_WITH")),
+                &["Globex"],
+            ),
+            (name("g", json!(3)), &["Globex"]),
+            (
+                name("e", json!("TEXT_QUERY_METHOD_CONTAINS")),
+                &["Acme", "Globex"],
+            ),
+            (
+                name("EX", json!("TEXT_QUERY_METHOD_ENDS_WITH_IGNORE_CASE")),
+                &["Globex"],
+            ),
+            // Literal matching: `%` is no wildcard.
+            (name("%", json!("TEXT_QUERY_METHOD_CONTAINS")), &[]),
+        ],
     )
     .await;
+
+    // Zero matches: no `result`, no `totalResult`.
+    let r = admin_orgs(&emu, json!({ "queries": [name("Initech", json!(0))] })).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(keys(&r.body), ["details"]);
     assert_eq!(keys(&r.body["details"]), ["processedSequence", "timestamp"]);
 
     // idQuery, stateQuery, defaultQuery (the first org created: Acme).
-    assert_eq!(
-        org_names(&emu, json!({ "idQuery": { "id": GLOBEX } })).await,
-        ["Globex"]
-    );
-    assert_eq!(
-        org_names(
-            &emu,
-            json!({ "stateQuery": { "state": "ORGANIZATION_STATE_ACTIVE" } })
-        )
-        .await,
-        ["Acme", "Globex"]
-    );
-    assert!(
-        org_names(
-            &emu,
-            json!({ "stateQuery": { "state": "ORGANIZATION_STATE_INACTIVE" } })
-        )
-        .await
-        .is_empty()
-    );
-    assert_eq!(
-        org_names(&emu, json!({ "defaultQuery": {} })).await,
-        ["Acme"]
-    );
+    let state = |state: &str| json!({ "stateQuery": { "state": state } });
+    expect_orgs(
+        &emu,
+        &[
+            (json!({ "idQuery": { "id": GLOBEX } }), &["Globex"]),
+            (state("ORGANIZATION_STATE_ACTIVE"), &["Acme", "Globex"]),
+            (state("ORGANIZATION_STATE_INACTIVE"), &[]),
+            (json!({ "defaultQuery": {} }), &["Acme"]),
+        ],
+    )
+    .await;
 
     // domainQuery matches any verified domain, not unverified ones.
     let domain = |domain: &str, method: i32| json!({ "domainQuery": { "domain": domain, "method": method } });
@@ -313,18 +311,12 @@ async fn list_organizations_queries() {
         ["Acme", "Globex"]
     );
     // ... while the primary domain stays.
-    let r = search_orgs(
-        &emu,
-        DEMO_ADMIN_TOKEN,
-        json!({ "queries": [domain("acme.example", 0)] }),
-    )
-    .await;
+    let r = admin_orgs(&emu, json!({ "queries": [domain("acme.example", 0)] })).await;
     assert_eq!(r.body["result"][0]["primaryDomain"], "acme.localhost");
 
     // Queries are ANDed; snake_case names are accepted.
-    let r = search_orgs(
+    let r = admin_orgs(
         &emu,
-        DEMO_ADMIN_TOKEN,
         json!({ "queries": [
             { "name_query": { "name": "e", "method": "TEXT_QUERY_METHOD_CONTAINS" } },
             { "domain_query": { "domain": "globex.", "method": "TEXT_QUERY_METHOD_STARTS_WITH" } },
@@ -333,9 +325,8 @@ async fn list_organizations_queries() {
     .await;
     assert_eq!(column(&r, "name"), ["Globex"]);
     assert_eq!(total(&r), 1);
-    let r = search_orgs(
+    let r = admin_orgs(
         &emu,
-        DEMO_ADMIN_TOKEN,
         json!({ "queries": [ { "idQuery": { "id": ACME } }, { "idQuery": { "id": GLOBEX } } ] }),
     )
     .await;
@@ -346,23 +337,21 @@ async fn list_organizations_queries() {
 #[tokio::test]
 async fn list_organizations_validation() {
     let emu = Emulator::start_seeded().await.unwrap();
-    let r = search_orgs(&emu, DEMO_ADMIN_TOKEN, json!({ "queries": [{}] })).await;
+    let r = admin_orgs(&emu, json!({ "queries": [{}] })).await;
     assert_eq!(
         assert_invalid(&r),
         "invalid ListOrganizationsRequest.Queries[0]: embedded message failed validation | \
          caused by: invalid SearchQuery.Query: value is required"
     );
     // An unknown query name is discarded, leaving the query empty.
-    let r = search_orgs(
+    let r = admin_orgs(
         &emu,
-        DEMO_ADMIN_TOKEN,
         json!({ "queries": [{ "idQuery": { "id": ACME } }, { "colourQuery": {} }] }),
     )
     .await;
     assert!(assert_invalid(&r).starts_with("invalid ListOrganizationsRequest.Queries[1]:"));
-    let r = search_orgs(
+    let r = admin_orgs(
         &emu,
-        DEMO_ADMIN_TOKEN,
         json!({ "queries": [{ "nameQuery": { "name": "" } }] }),
     )
     .await;
@@ -373,30 +362,27 @@ async fn list_organizations_validation() {
          caused by: invalid OrganizationNameQuery.Name: value length must be between 1 and 200 \
          runes, inclusive"
     );
-    let r = search_orgs(
+    let r = admin_orgs(
         &emu,
-        DEMO_ADMIN_TOKEN,
         json!({ "queries": [{ "domainQuery": { "domain": "x", "method": 8 } }] }),
     )
     .await;
     assert!(assert_invalid(&r).ends_with(
         "invalid OrganizationDomainQuery.Method: value must be one of the defined enum values"
     ));
-    let r = search_orgs(
+    let r = admin_orgs(
         &emu,
-        DEMO_ADMIN_TOKEN,
         json!({ "queries": [{ "idQuery": { "id": "x".repeat(201) } }] }),
     )
     .await;
     assert!(assert_invalid(&r).contains("invalid OrganizationIDQuery.Id"));
-    let r = search_orgs(
+    let r = admin_orgs(
         &emu,
-        DEMO_ADMIN_TOKEN,
         json!({ "queries": [{ "idQuery": { "id": ACME }, "defaultQuery": {} }] }),
     )
     .await;
     assert!(assert_invalid(&r).contains("already set"));
-    let r = search_orgs(&emu, DEMO_ADMIN_TOKEN, json!({ "queries": {} })).await;
+    let r = admin_orgs(&emu, json!({ "queries": {} })).await;
     assert!(assert_invalid(&r).starts_with("proto:"));
     emu.shutdown().await;
 }
@@ -455,7 +441,7 @@ async fn list_organizations_returns_only_readable_orgs() {
 
     let r = search_orgs(&emu, "reader", json!({})).await;
     assert_eq!(column(&r, "name"), ["Acme", "Initech"]);
-    let r = search_orgs(&emu, DEMO_ADMIN_TOKEN, json!({})).await;
+    let r = admin_orgs(&emu, json!({})).await;
     assert_eq!(column(&r, "name"), ["Acme", "Globex", "Initech"]);
 
     let r = call(&emu, Method::POST, ORGS_SEARCH, None, None, Some(json!({}))).await;
@@ -473,40 +459,20 @@ async fn list_organizations_returns_only_readable_orgs() {
 async fn org_by_domain() {
     let emu = Emulator::start_seeded().await.unwrap();
     let get = |query: String, token: &'static str, org: Option<&'static str>| {
-        let emu = emu.clone();
-        async move {
-            call(
-                &emu,
-                Method::GET,
-                &format!("{BY_DOMAIN}{query}"),
-                Some(token),
-                org,
-                None,
-            )
-            .await
-        }
+        get_query(&emu, BY_DOMAIN, query, token, org)
     };
 
     let r = get("?domain=globex.localhost".into(), DEMO_ADMIN_TOKEN, None).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(keys(&r.body), ["org"]);
-    let org = &r.body["org"];
-    assert_ts(&org["details"]["creationDate"]);
-    assert_ts(&org["details"]["changeDate"]);
-    assert_eq!(
-        org,
-        &json!({
-            "id": GLOBEX,
-            "details": {
-                "sequence": emu.org_sequence(GLOBEX).to_string(),
-                "creationDate": org["details"]["creationDate"],
-                "changeDate": org["details"]["changeDate"],
-                "resourceOwner": GLOBEX,
-            },
+    assert_v1_object(
+        &r.body["org"],
+        (GLOBEX, emu.org_sequence(GLOBEX), GLOBEX),
+        json!({
             "state": "ORG_STATE_ACTIVE",
             "name": "Globex",
             "primaryDomain": "globex.localhost",
-        })
+        }),
     );
     // Percent-encoding in the query string.
     let r = get("?domain=acme%2Elocalhost".into(), DEMO_ADMIN_TOKEN, None).await;
@@ -553,9 +519,7 @@ async fn org_by_domain() {
     let r = call(&emu, Method::GET, BY_DOMAIN, None, None, None).await;
     assert_eq!(r.status, 401, "{}", r.text);
 
-    assert_eq!(emu.count(Operation::GetOrgByDomain), 12);
-    let recorded = emu.requests().pop().unwrap();
-    assert_eq!(recorded.operation, Operation::GetOrgByDomain);
+    let recorded = assert_recorded(&emu, Operation::GetOrgByDomain, 12);
     assert_eq!(recorded.path, BY_DOMAIN);
     emu.shutdown().await;
 }
@@ -567,38 +531,17 @@ async fn org_by_domain() {
 #[tokio::test]
 async fn user_by_login_name() {
     let emu = Emulator::start_seeded().await.unwrap();
-    let get = |query: String, token: &'static str| {
-        let emu = emu.clone();
-        async move {
-            call(
-                &emu,
-                Method::GET,
-                &format!("{BY_LOGIN_NAME}{query}"),
-                Some(token),
-                None,
-                None,
-            )
-            .await
-        }
-    };
+    let get =
+        |query: String, token: &'static str| get_query(&emu, BY_LOGIN_NAME, query, token, None);
 
     // Instance-wide: the admin (owner org Acme) finds bob in Globex.
     let r = get("?loginName=bob@globex.localhost".into(), DEMO_ADMIN_TOKEN).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(keys(&r.body), ["user"]);
-    let user = &r.body["user"];
-    assert_ts(&user["details"]["creationDate"]);
-    assert_ts(&user["details"]["changeDate"]);
-    assert_eq!(
-        user,
-        &json!({
-            "id": BOB,
-            "details": {
-                "sequence": emu.user_sequence(BOB).to_string(),
-                "creationDate": user["details"]["creationDate"],
-                "changeDate": user["details"]["changeDate"],
-                "resourceOwner": GLOBEX,
-            },
+    assert_v1_object(
+        &r.body["user"],
+        (BOB, emu.user_sequence(BOB), GLOBEX),
+        json!({
             "state": "USER_STATE_ACTIVE",
             "userName": "bob",
             "loginNames": ["bob@globex.localhost"],
@@ -607,7 +550,7 @@ async fn user_by_login_name() {
                 "profile": { "firstName": "bob", "lastName": "Emulated", "displayName": "bob" },
                 "email": { "email": "bob@globex.localhost", "isEmailVerified": true },
             },
-        })
+        }),
     );
     // snake_case parameter and percent-encoding.
     let r = get(
@@ -667,11 +610,7 @@ async fn user_by_login_name() {
     let r = get("?loginName=bob@globex.localhost".into(), "revoked").await;
     assert_error(&r, 401, 16, "AUTH-7fs1e");
 
-    assert_eq!(emu.count(Operation::GetUserByLoginNameGlobal), 12);
-    assert_eq!(
-        emu.requests().pop().unwrap().operation,
-        Operation::GetUserByLoginNameGlobal
-    );
+    assert_recorded(&emu, Operation::GetUserByLoginNameGlobal, 12);
     emu.shutdown().await;
 }
 
@@ -697,26 +636,12 @@ async fn list_users_shape_and_pagination() {
     let emu = users_fixture().await;
 
     let r = search_users(&emu, None, json!({})).await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(keys(&r.body), ["details", "result"]);
-    assert_eq!(
-        keys(&r.body["details"]),
-        ["processedSequence", "totalResult", "viewTimestamp"]
-    );
-    assert_eq!(r.body["details"]["totalResult"], "3");
-    assert_ts(&r.body["details"]["viewTimestamp"]);
+    assert_list_page(&r, "viewTimestamp", "3");
     assert_eq!(column(&r, "userName"), ["alice", "carol", "dave"]);
-    let carol = &r.body["result"][1];
-    assert_eq!(
-        carol,
-        &json!({
-            "id": CAROL,
-            "details": {
-                "sequence": emu.user_sequence(CAROL).to_string(),
-                "creationDate": carol["details"]["creationDate"],
-                "changeDate": carol["details"]["changeDate"],
-                "resourceOwner": ACME,
-            },
+    assert_v1_object(
+        &r.body["result"][1],
+        (CAROL, emu.user_sequence(CAROL), ACME),
+        json!({
             "state": "USER_STATE_ACTIVE",
             "userName": "carol",
             "loginNames": ["carol@acme.localhost"],
@@ -725,9 +650,8 @@ async fn list_users_shape_and_pagination() {
                 "profile": { "firstName": "carol", "lastName": "Emulated", "displayName": "carol" },
                 "email": { "email": "Carol@Example.com", "isEmailVerified": true },
             },
-        })
+        }),
     );
-    assert_ts(&carol["details"]["creationDate"]);
 
     // The context org comes from the header (or the token owner).
     let r = search_users(&emu, Some(GLOBEX), json!({})).await;
@@ -765,9 +689,7 @@ async fn list_users_shape_and_pagination() {
         ["processedSequence", "viewTimestamp"]
     );
 
-    assert_eq!(emu.count(Operation::ListUsersV1), 6);
-    let recorded = emu.requests().pop().unwrap();
-    assert_eq!(recorded.operation, Operation::ListUsersV1);
+    let recorded = assert_recorded(&emu, Operation::ListUsersV1, 6);
     assert_eq!(recorded.path, USERS_SEARCH);
     emu.shutdown().await;
 }
@@ -800,105 +722,70 @@ fn ids(ids: Value) -> Value {
 
 /// `userNameQuery` with its methods; users of other orgs never match.
 async fn user_name_queries(emu: &Emulator) {
-    // userNameQuery with its methods.
-    assert_eq!(
-        user_names(emu, json!([user_name("carol", "TEXT_QUERY_METHOD_EQUALS")])).await,
-        ["carol"]
-    );
-    assert!(
-        user_names(emu, json!([user_name("CAROL", "TEXT_QUERY_METHOD_EQUALS")]))
-            .await
-            .is_empty()
-    );
-    assert_eq!(
-        user_names(
-            emu,
-            json!([user_name("CAROL", "TEXT_QUERY_METHOD_EQUALS_IGNORE_CASE")])
-        )
-        .await,
-        ["carol"]
-    );
-    assert_eq!(
-        user_names(emu, json!([user_name("a", "TEXT_QUERY_METHOD_CONTAINS")])).await,
-        ["alice", "carol", "dave"]
-    );
-    assert_eq!(
-        user_names(emu, json!([user_name("e", "TEXT_QUERY_METHOD_ENDS_WITH")])).await,
-        ["alice", "dave"]
-    );
-    assert_eq!(
-        user_names(
-            emu,
-            json!([user_name("CA", "TEXT_QUERY_METHOD_STARTS_WITH_IGNORE_CASE")])
-        )
-        .await,
-        ["carol"]
-    );
-    // Users of other orgs never match.
-    assert!(
-        user_names(emu, json!([user_name("bob", "TEXT_QUERY_METHOD_EQUALS")]))
-            .await
-            .is_empty()
-    );
+    let q = |name: &str, method: &str| json!([user_name(name, method)]);
+    expect_users(
+        emu,
+        &[
+            (q("carol", "TEXT_QUERY_METHOD_EQUALS"), &["carol"]),
+            (q("CAROL", "TEXT_QUERY_METHOD_EQUALS"), &[]),
+            (
+                q("CAROL", "TEXT_QUERY_METHOD_EQUALS_IGNORE_CASE"),
+                &["carol"],
+            ),
+            (
+                q("a", "TEXT_QUERY_METHOD_CONTAINS"),
+                &["alice", "carol", "dave"],
+            ),
+            (q("e", "TEXT_QUERY_METHOD_ENDS_WITH"), &["alice", "dave"]),
+            (
+                q("CA", "TEXT_QUERY_METHOD_STARTS_WITH_IGNORE_CASE"),
+                &["carol"],
+            ),
+            // Users of other orgs never match.
+            (q("bob", "TEXT_QUERY_METHOD_EQUALS"), &[]),
+        ],
+    )
+    .await;
 }
 
 /// `emailQuery`: the explicit email, else the preferred login name.
 async fn email_queries(emu: &Emulator) {
-    // emailQuery: the explicit email, else the preferred login name.
-    assert_eq!(
-        user_names(emu, json!([email("Carol@Example.com", 0)])).await,
-        ["carol"]
-    );
-    assert!(
-        user_names(emu, json!([email("carol@example.com", 0)]))
-            .await
-            .is_empty()
-    );
-    assert_eq!(
-        user_names(emu, json!([email("carol@example.com", 1)])).await,
-        ["carol"]
-    );
-    assert_eq!(
-        user_names(emu, json!([email("@acme.localhost", 6)])).await,
-        ["alice", "dave"]
-    );
-    assert_eq!(
-        user_names(
-            emu,
-            json!([{ "email_query": { "email_address": "dave@acme.localhost" } }])
-        )
-        .await,
-        ["dave"]
-    );
+    expect_users(
+        emu,
+        &[
+            (json!([email("Carol@Example.com", 0)]), &["carol"]),
+            (json!([email("carol@example.com", 0)]), &[]),
+            (json!([email("carol@example.com", 1)]), &["carol"]),
+            (json!([email("@acme.localhost", 6)]), &["alice", "dave"]),
+            (
+                json!([{ "email_query": { "email_address": "dave@acme.localhost" } }]),
+                &["dave"],
+            ),
+        ],
+    )
+    .await;
 }
 
 /// `loginNameQuery` matches any login name (one per verified domain); adds a verified domain to Acme.
 async fn login_name_queries(emu: &Emulator) {
     // loginNameQuery matches any login name (one per verified domain).
-    assert!(
-        user_names(emu, json!([login("dave@acme.example", 0)]))
-            .await
-            .is_empty()
-    );
+    let dave_example = || json!([login("dave@acme.example", 0)]);
+    expect_users(emu, &[(dave_example(), &[])]).await;
     emu.add_org_domain(ACME, "acme.example", false);
-    assert!(
-        user_names(emu, json!([login("dave@acme.example", 0)]))
-            .await
-            .is_empty()
-    );
+    expect_users(emu, &[(dave_example(), &[])]).await;
     emu.add_org_domain(ACME, "acme.example", true);
-    assert_eq!(
-        user_names(emu, json!([login("dave@acme.example", 0)])).await,
-        ["dave"]
-    );
-    assert_eq!(
-        user_names(emu, json!([login("dave@acme.localhost", 0)])).await,
-        ["dave"]
-    );
-    assert_eq!(
-        user_names(emu, json!([login("@ACME.EXAMPLE", 7)])).await,
-        ["alice", "carol", "dave"]
-    );
+    expect_users(
+        emu,
+        &[
+            (dave_example(), &["dave"]),
+            (json!([login("dave@acme.localhost", 0)]), &["dave"]),
+            (
+                json!([login("@ACME.EXAMPLE", 7)]),
+                &["alice", "carol", "dave"],
+            ),
+        ],
+    )
+    .await;
     let r = search_users(
         emu,
         None,
@@ -917,29 +804,48 @@ async fn login_name_queries(emu: &Emulator) {
 
 /// `inUserIdsQuery` (scoped to the context org), ANDed queries, and the further query kinds.
 async fn combined_queries(emu: &Emulator) {
-    // inUserIdsQuery, scoped to the context org.
-    assert_eq!(
-        user_names(emu, json!([ids(json!([DAVE, BOB, ALICE, "nope"]))])).await,
-        ["alice", "dave"]
-    );
-    assert!(user_names(emu, json!([ids(json!([]))])).await.is_empty());
-    assert!(user_names(emu, json!([ids(json!([BOB]))])).await.is_empty());
-
-    // Queries are ANDed.
-    assert_eq!(
-        user_names(
-            emu,
-            json!([
-                ids(json!([ALICE, CAROL, DAVE])),
-                user_name("a", "TEXT_QUERY_METHOD_CONTAINS"),
-                email("@acme.", 4),
-            ])
-        )
-        .await,
-        ["alice", "dave"]
-    );
-
-    // Further query kinds: state, type, resource owner, profile names, or/and/not.
+    let equals = |name: &str| user_name(name, "TEXT_QUERY_METHOD_EQUALS");
+    expect_users(
+        emu,
+        &[
+            // inUserIdsQuery, scoped to the context org.
+            (json!([ids(json!([DAVE, BOB, ALICE, "nope"]))]), &["alice", "dave"]),
+            (json!([ids(json!([]))]), &[]),
+            (json!([ids(json!([BOB]))]), &[]),
+            // Queries are ANDed.
+            (
+                json!([
+                    ids(json!([ALICE, CAROL, DAVE])),
+                    user_name("a", "TEXT_QUERY_METHOD_CONTAINS"),
+                    email("@acme.", 4),
+                ]),
+                &["alice", "dave"],
+            ),
+            // Further query kinds: state, type, resource owner, profile names, or/and/not.
+            (json!([{ "typeQuery": { "type": "TYPE_MACHINE" } }]), &[]),
+            (json!([{ "resourceOwner": { "orgId": GLOBEX } }]), &[]),
+            (
+                json!([{ "lastNameQuery": { "lastName": "Emulated" } }, { "firstNameQuery": { "firstName": "dave" } }]),
+                &["dave"],
+            ),
+            (
+                json!([{ "orQuery": { "queries": [equals("alice"), equals("dave")] } }]),
+                &["alice", "dave"],
+            ),
+            (
+                json!([{ "notQuery": { "query": equals("alice") } }]),
+                &["carol", "dave"],
+            ),
+            (
+                json!([{ "andQuery": { "queries": [
+                    user_name("a", "TEXT_QUERY_METHOD_CONTAINS"),
+                    { "notQuery": { "query": email("Carol@Example.com", 0) } },
+                ] } }]),
+                &["alice", "dave"],
+            ),
+        ],
+    )
+    .await;
     assert_eq!(
         user_names(
             emu,
@@ -948,54 +854,6 @@ async fn combined_queries(emu: &Emulator) {
         .await
         .len(),
         3
-    );
-    assert!(
-        user_names(emu, json!([{ "typeQuery": { "type": "TYPE_MACHINE" } }]))
-            .await
-            .is_empty()
-    );
-    assert!(
-        user_names(emu, json!([{ "resourceOwner": { "orgId": GLOBEX } }]))
-            .await
-            .is_empty()
-    );
-    assert_eq!(
-        user_names(
-            emu,
-            json!([{ "lastNameQuery": { "lastName": "Emulated" } }, { "firstNameQuery": { "firstName": "dave" } }])
-        )
-        .await,
-        ["dave"]
-    );
-    assert_eq!(
-        user_names(
-            emu,
-            json!([{ "orQuery": { "queries": [
-                user_name("alice", "TEXT_QUERY_METHOD_EQUALS"),
-                user_name("dave", "TEXT_QUERY_METHOD_EQUALS"),
-            ] } }])
-        )
-        .await,
-        ["alice", "dave"]
-    );
-    assert_eq!(
-        user_names(
-            emu,
-            json!([{ "notQuery": { "query": user_name("alice", "TEXT_QUERY_METHOD_EQUALS") } }])
-        )
-        .await,
-        ["carol", "dave"]
-    );
-    assert_eq!(
-        user_names(
-            emu,
-            json!([{ "andQuery": { "queries": [
-                user_name("a", "TEXT_QUERY_METHOD_CONTAINS"),
-                { "notQuery": { "query": email("Carol@Example.com", 0) } },
-            ] } }])
-        )
-        .await,
-        ["alice", "dave"]
     );
 }
 
@@ -1115,13 +973,10 @@ async fn list_users_validation_and_permissions() {
 // ---------------------------------------------------------------------------------------------
 
 async fn set_org(emu: &Emulator, key: &str, value: &[u8]) -> Resp {
-    call(
+    post(
         emu,
-        Method::POST,
         &format!("/management/v1/metadata/{key}"),
-        Some(DEMO_ADMIN_TOKEN),
-        None,
-        Some(json!({ "value": b64(value) })),
+        json!({ "value": b64(value) }),
     )
     .await
 }
@@ -1131,11 +986,10 @@ async fn bulk_set_user(emu: &Emulator, user: &str, org: &str, items: &[(&str, &[
         .iter()
         .map(|(k, v)| json!({ "key": k, "value": b64(v) }))
         .collect();
-    call(
+    admin(
         emu,
         Method::POST,
         &format!("/management/v1/users/{user}/metadata/_bulk"),
-        Some(DEMO_ADMIN_TOKEN),
         Some(org),
         Some(json!({ "metadata": metadata })),
     )
@@ -1165,6 +1019,14 @@ fn seq(v: &Value) -> u64 {
     v.as_str().expect("string").parse().expect("number")
 }
 
+/// Asserts a successful write's answer: `details` with exactly `fields`, `sequence` and `owner`.
+fn assert_write_details(r: &Resp, fields: &[&str], sequence: u64, owner: &str) {
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(keys(&r.body["details"]), fields);
+    assert_eq!(seq(&r.body["details"]["sequence"]), sequence);
+    assert_eq!(r.body["details"]["resourceOwner"], owner);
+}
+
 #[tokio::test]
 async fn drop_writes_answers_but_stores_nothing() {
     let emu = Emulator::start_seeded().await.unwrap();
@@ -1172,24 +1034,11 @@ async fn drop_writes_answers_but_stores_nothing() {
 
     let before = emu.org_sequence(ACME);
     let r = set_org(&emu, "team", b"blue").await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(
-        keys(&r.body["details"]),
-        ["creationDate", "resourceOwner", "sequence"]
-    );
-    assert_eq!(seq(&r.body["details"]["sequence"]), before + 1);
-    assert_eq!(r.body["details"]["resourceOwner"], ACME);
+    let fields = ["creationDate", "resourceOwner", "sequence"];
+    assert_write_details(&r, &fields, before + 1, ACME);
     assert!(emu.org_metadata(ACME).is_empty());
     assert_eq!(emu.org_sequence(ACME), before);
-    let r = call(
-        &emu,
-        Method::GET,
-        "/management/v1/metadata/team",
-        Some(DEMO_ADMIN_TOKEN),
-        None,
-        None,
-    )
-    .await;
+    let r = get(&emu, "/management/v1/metadata/team").await;
     assert_error(&r, 404, 5, "QUERY-Rph32");
 
     // `times` is used up: the next write is stored (and gets the sequence again).
@@ -1202,36 +1051,22 @@ async fn drop_writes_answers_but_stores_nothing() {
     // Admin JSON: only Set/BulkSet consume the fault; reads and removes pass through.
     add_fault(&emu, json!({ "kind": "drop_writes", "times": 2 })).await;
     assert_eq!(faults(&emu).await[0]["kind"], "drop_writes");
-    let r = call(
-        &emu,
-        Method::GET,
-        "/management/v1/metadata/team",
-        Some(DEMO_ADMIN_TOKEN),
-        None,
-        None,
-    )
-    .await;
+    let r = get(&emu, "/management/v1/metadata/team").await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let r = search_orgs(&emu, DEMO_ADMIN_TOKEN, json!({})).await;
+    let r = admin_orgs(&emu, json!({})).await;
     assert_eq!(r.status, 200);
     assert_eq!(faults(&emu).await[0]["times"], 2);
 
     let user_before = emu.user_sequence(BOB);
     let r = bulk_set_user(&emu, BOB, GLOBEX, &[("a", b"1"), ("b", b"2")]).await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(
-        keys(&r.body["details"]),
-        ["changeDate", "resourceOwner", "sequence"]
-    );
-    assert_eq!(seq(&r.body["details"]["sequence"]), user_before + 2);
-    assert_eq!(r.body["details"]["resourceOwner"], GLOBEX);
+    let fields = ["changeDate", "resourceOwner", "sequence"];
+    assert_write_details(&r, &fields, user_before + 2, GLOBEX);
     assert!(emu.user_metadata(BOB).is_empty());
     assert_eq!(emu.user_sequence(BOB), user_before);
-    let r = call(
+    let r = admin(
         &emu,
         Method::POST,
         &format!("/management/v1/users/{BOB}/metadata/_search"),
-        Some(DEMO_ADMIN_TOKEN),
         Some(GLOBEX),
         Some(json!({})),
     )
@@ -1264,50 +1099,28 @@ async fn corrupt_writes_store_a_flipped_last_byte() {
     let emu = Emulator::start_seeded().await.unwrap();
     // Reads do not consume the fault.
     emu.inject(Fault::corrupt_writes().times(1));
-    let r = call(
-        &emu,
-        Method::GET,
-        &format!("/management/v1/users/{ALICE}/metadata/k"),
-        Some(DEMO_ADMIN_TOKEN),
-        None,
-        None,
-    )
-    .await;
+    let r = get(&emu, &format!("/management/v1/users/{ALICE}/metadata/k")).await;
     assert_eq!(r.status, 404, "{}", r.text);
 
     let before = emu.user_sequence(ALICE);
-    let r = call(
+    let r = post(
         &emu,
-        Method::POST,
         &format!("/management/v1/users/{ALICE}/metadata/k"),
-        Some(DEMO_ADMIN_TOKEN),
-        None,
-        Some(json!({ "value": b64(b"hello") })),
+        json!({ "value": b64(b"hello") }),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(seq(&r.body["details"]["sequence"]), before + 1);
     let damaged = [b'h', b'e', b'l', b'l', !b'o'];
     assert_eq!(emu.user_metadata(ALICE)["k"], damaged);
-    let r = call(
-        &emu,
-        Method::GET,
-        &format!("/management/v1/users/{ALICE}/metadata/k"),
-        Some(DEMO_ADMIN_TOKEN),
-        None,
-        None,
-    )
-    .await;
+    let r = get(&emu, &format!("/management/v1/users/{ALICE}/metadata/k")).await;
     assert_eq!(r.body["metadata"]["value"], b64(&damaged), "{}", r.text);
 
     // Used up: the retry stores the right value.
-    let r = call(
+    let r = post(
         &emu,
-        Method::POST,
         &format!("/management/v1/users/{ALICE}/metadata/k"),
-        Some(DEMO_ADMIN_TOKEN),
-        None,
-        Some(json!({ "value": b64(b"hello") })),
+        json!({ "value": b64(b"hello") }),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -1322,16 +1135,13 @@ async fn corrupt_writes_store_a_flipped_last_byte() {
     let r = set_org(&emu, "single", b"ok").await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(emu.org_metadata(ACME)["single"], b"ok");
-    let r = call(
+    let r = post(
         &emu,
-        Method::POST,
         "/management/v1/metadata/_bulk",
-        Some(DEMO_ADMIN_TOKEN),
-        None,
-        Some(json!({ "metadata": [
+        json!({ "metadata": [
             { "key": "a", "value": b64(b"AB") },
             { "key": "b", "value": b64(&[0x00]) },
-        ] })),
+        ] }),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);

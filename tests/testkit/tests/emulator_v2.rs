@@ -8,9 +8,15 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use support::*;
 use zmo_testkit::emulator::{
-    DEMO_ORG_ACME, DEMO_ORG_GLOBEX, DEMO_USER_ALICE, DEMO_USER_BOB, Emulator, Fault, ListOrder,
-    Operation, Profile, TokenGrant,
+    DEMO_ORG_ACME as ACME, DEMO_ORG_GLOBEX as GLOBEX, DEMO_USER_ALICE as ALICE,
+    DEMO_USER_BOB as BOB, Emulator, Fault, ListOrder, Operation, Profile, TokenGrant,
 };
+
+/// Connect method names of the v2 metadata RPCs.
+const SET_USER: &str = "SetUserMetadata";
+const LIST_USER: &str = "ListUserMetadata";
+const SET_ORG: &str = "SetOrganizationMetadata";
+const LIST_ORG: &str = "ListOrganizationMetadata";
 
 fn set_user(user: &str, entries: &[(&str, &str)]) -> Value {
     let metadata: Vec<Value> = entries
@@ -26,6 +32,27 @@ async fn user_call(emu: &Emulator, method: &str, token: &str, body: &Value) -> R
 
 async fn org_call(emu: &Emulator, method: &str, token: &str, body: &Value) -> Resp {
     connect(emu, &format!("{ORG_SVC}/{method}"), token, body).await
+}
+
+/// `DeleteUserMetadata` of `keys` as the admin.
+async fn delete_user_keys(emu: &Emulator, user: &str, keys: &[&str]) -> Resp {
+    user_admin(
+        emu,
+        "DeleteUserMetadata",
+        &json!({"userId": user, "keys": keys}),
+    )
+    .await
+}
+
+/// `DeleteOrganizationMetadata` of `keys` as the admin.
+async fn delete_org_keys(emu: &Emulator, org: &str, keys: &[&str]) -> Resp {
+    let body = json!({"organizationId": org, "keys": keys});
+    org_admin(emu, "DeleteOrganizationMetadata", &body).await
+}
+
+/// `ListUserMetadata` of `user` as the admin, no filters or pagination.
+async fn list_user(emu: &Emulator, user: &str) -> Resp {
+    user_admin(emu, LIST_USER, &json!({"userId": user})).await
 }
 
 /// A user-service call as the admin.
@@ -45,21 +72,16 @@ async fn user_v2_semantics_over_connect() {
     // Set: only `setDate`.
     let r = user_admin(
         &emu,
-        "SetUserMetadata",
-        &set_user(DEMO_USER_ALICE, &[("team", &v), ("tier", "Z29sZA")]),
+        SET_USER,
+        &set_user(ALICE, &[("team", &v), ("tier", "Z29sZA")]),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let set_date = r.body["setDate"].as_str().unwrap().to_owned();
     assert_eq!(r.body.as_object().unwrap().len(), 1, "{}", r.text);
     // Unpadded / URL-safe input accepted, padded output.
-    assert_eq!(emu.user_metadata(DEMO_USER_ALICE)["tier"], b"gold");
-    let r = user_admin(
-        &emu,
-        "ListUserMetadata",
-        &json!({"userId": DEMO_USER_ALICE}),
-    )
-    .await;
+    assert_eq!(emu.user_metadata(ALICE)["tier"], b"gold");
+    let r = list_user(&emu, ALICE).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(
         r.body["pagination"],
@@ -87,7 +109,7 @@ async fn user_v2_semantics_over_connect() {
             .any(|i| i["key"] == "tier" && i["value"] == "Z29sZA==")
     );
     // Filters (TEXT_FILTER_METHOD_*), ANDed.
-    let r = user_admin(&emu, "ListUserMetadata", &json!({"userId": DEMO_USER_ALICE,
+    let r = user_admin(&emu, LIST_USER, &json!({"userId": ALICE,
         "filters": [{"keyFilter": {"key": "T", "method": "TEXT_FILTER_METHOD_STARTS_WITH_IGNORE_CASE"}},
                     {"keyFilter": {"key": "am", "method": "TEXT_FILTER_METHOD_ENDS_WITH"}}]})).await;
     assert_eq!(
@@ -98,64 +120,39 @@ async fn user_v2_semantics_over_connect() {
     );
     assert_eq!(r.body["metadata"][0]["key"], "team");
     // Same value: no event; setDate = date of the last metadata event.
-    let seq = emu.user_sequence(DEMO_USER_ALICE);
-    let r = user_admin(
-        &emu,
-        "SetUserMetadata",
-        &set_user(DEMO_USER_ALICE, &[("team", &v)]),
-    )
-    .await;
+    let seq = emu.user_sequence(ALICE);
+    let r = user_admin(&emu, SET_USER, &set_user(ALICE, &[("team", &v)])).await;
     assert_eq!(r.body["setDate"], set_date.as_str());
-    assert_eq!(emu.user_sequence(DEMO_USER_ALICE), seq);
+    assert_eq!(emu.user_sequence(ALICE), seq);
     // Empty value (main): deletes; absent key: no-op.
-    let r = user_admin(&emu, "SetUserMetadata", &json!({"userId": DEMO_USER_ALICE, "metadata": [{"key": "tier"}, {"key": "never", "value": ""}]})).await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert!(!emu.user_metadata(DEMO_USER_ALICE).contains_key("tier"));
-    assert_eq!(emu.user_sequence(DEMO_USER_ALICE), seq + 1);
-    // Delete of a missing key: 404, all or nothing.
     let r = user_admin(
         &emu,
-        "DeleteUserMetadata",
-        &json!({"userId": DEMO_USER_ALICE, "keys": ["team", "missing"]}),
+        SET_USER,
+        &json!({"userId": ALICE, "metadata": [{"key": "tier"}, {"key": "never", "value": ""}]}),
     )
     .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(!emu.user_metadata(ALICE).contains_key("tier"));
+    assert_eq!(emu.user_sequence(ALICE), seq + 1);
+    // Delete of a missing key: 404, all or nothing.
+    let r = delete_user_keys(&emu, ALICE, &["team", "missing"]).await;
     assert_connect_error(&r, 404, "not_found", Some("META-2nnds"));
     assert_eq!(
         r.body["details"][0]["value"],
         "CgpNRVRBLTJubmRzEh1PbmUgb3IgbW9yZSBrZXlzIGRvIG5vdCBleGlzdA"
     );
-    assert!(emu.user_metadata(DEMO_USER_ALICE).contains_key("team"));
-    let r = user_admin(
-        &emu,
-        "DeleteUserMetadata",
-        &json!({"userId": DEMO_USER_ALICE, "keys": ["team"]}),
-    )
-    .await;
+    assert!(emu.user_metadata(ALICE).contains_key("team"));
+    let r = delete_user_keys(&emu, ALICE, &["team"]).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(r.body["deletionDate"].is_string());
-    assert!(emu.user_metadata(DEMO_USER_ALICE).is_empty());
+    assert!(emu.user_metadata(ALICE).is_empty());
     // Empty lists.
-    let r = user_admin(
-        &emu,
-        "SetUserMetadata",
-        &json!({"userId": DEMO_USER_ALICE, "metadata": []}),
-    )
-    .await;
+    let r = user_admin(&emu, SET_USER, &json!({"userId": ALICE, "metadata": []})).await;
     assert_connect_error(&r, 400, "failed_precondition", Some("META-9mm2d"));
-    let r = user_admin(
-        &emu,
-        "DeleteUserMetadata",
-        &json!({"userId": DEMO_USER_ALICE, "keys": []}),
-    )
-    .await;
+    let r = delete_user_keys(&emu, ALICE, &[]).await;
     assert_connect_error(&r, 400, "failed_precondition", Some("META-9mm2d"));
     // PGV: no details.
-    let r = user_admin(
-        &emu,
-        "SetUserMetadata",
-        &set_user(DEMO_USER_ALICE, &[("", &v)]),
-    )
-    .await;
+    let r = user_admin(&emu, SET_USER, &set_user(ALICE, &[("", &v)])).await;
     assert_connect_error(&r, 400, "invalid_argument", None);
     assert_eq!(
         r.body["message"],
@@ -167,17 +164,11 @@ async fn user_v2_semantics_over_connect() {
 #[tokio::test]
 async fn user_v2_permissions_and_order_of_checks() {
     let emu = Emulator::start_seeded().await.unwrap();
-    emu.put_user_metadata(DEMO_USER_BOB, "k", b"v");
-    emu.add_token("acme", TokenGrant::org_owner(DEMO_ORG_ACME));
+    emu.put_user_metadata(BOB, "k", b"v");
+    emu.add_token("acme", TokenGrant::org_owner(ACME));
     // Unknown user: 400 COMMAND-uXHNj even without any permission.
-    emu.add_token("nobody", TokenGrant::new(DEMO_ORG_ACME));
-    let r = user_call(
-        &emu,
-        "SetUserMetadata",
-        "nobody",
-        &set_user("404", &[("k", "dg==")]),
-    )
-    .await;
+    emu.add_token("nobody", TokenGrant::new(ACME));
+    let r = user_call(&emu, SET_USER, "nobody", &set_user("404", &[("k", "dg==")])).await;
     assert_connect_error(&r, 400, "failed_precondition", Some("COMMAND-uXHNj"));
     let r = user_call(
         &emu,
@@ -188,43 +179,22 @@ async fn user_v2_permissions_and_order_of_checks() {
     .await;
     assert_connect_error(&r, 400, "failed_precondition", Some("COMMAND-uXHNj"));
     // A user of another org: 403 AUTH-AWfge (x-zitadel-orgid is ignored by v2).
-    let r = user_call(
-        &emu,
-        "SetUserMetadata",
-        "acme",
-        &set_user(DEMO_USER_BOB, &[("k", "dg==")]),
-    )
-    .await;
+    let r = user_call(&emu, SET_USER, "acme", &set_user(BOB, &[("k", "dg==")])).await;
     assert_connect_error(&r, 403, "permission_denied", Some("AUTH-AWfge"));
     assert_eq!(
         r.body["details"][0]["value"],
         "CgpBVVRILUFXZmdlEh1ObyBtYXRjaGluZyBwZXJtaXNzaW9ucyBmb3VuZA"
     );
     // List never answers 403: empty, but totalResult counts the hidden rows.
-    let r = user_call(
-        &emu,
-        "ListUserMetadata",
-        "acme",
-        &json!({"userId": DEMO_USER_BOB}),
-    )
-    .await;
+    let r = user_call(&emu, LIST_USER, "acme", &json!({"userId": BOB})).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(
         r.body,
         json!({"pagination": {"totalResult": "1", "appliedLimit": "100"}})
     );
     // The user itself may read its metadata.
-    emu.add_token(
-        "bob",
-        TokenGrant::new(DEMO_ORG_GLOBEX).with_user_id(DEMO_USER_BOB),
-    );
-    let r = user_call(
-        &emu,
-        "ListUserMetadata",
-        "bob",
-        &json!({"userId": DEMO_USER_BOB}),
-    )
-    .await;
+    emu.add_token("bob", TokenGrant::new(GLOBEX).with_user_id(BOB));
+    let r = user_call(&emu, LIST_USER, "bob", &json!({"userId": BOB})).await;
     assert_eq!(
         r.body["metadata"].as_array().map(Vec::len),
         Some(1),
@@ -234,15 +204,15 @@ async fn user_v2_permissions_and_order_of_checks() {
     // Pagination: max 1000.
     let r = user_admin(
         &emu,
-        "ListUserMetadata",
-        &json!({"userId": DEMO_USER_BOB, "pagination": {"limit": 1001}}),
+        LIST_USER,
+        &json!({"userId": BOB, "pagination": {"limit": 1001}}),
     )
     .await;
     assert_connect_error(&r, 400, "invalid_argument", Some("QUERY-4M0fs"));
     let r = user_admin(
         &emu,
-        "ListUserMetadata",
-        &json!({"userId": DEMO_USER_BOB, "pagination": {"offset": "1", "limit": 1000}}),
+        LIST_USER,
+        &json!({"userId": BOB, "pagination": {"offset": "1", "limit": 1000}}),
     )
     .await;
     assert_eq!(
@@ -264,12 +234,7 @@ async fn user_v2_permissions_and_order_of_checks() {
 #[tokio::test]
 async fn no_op_set_without_history_answers_the_zero_date() {
     let emu = Emulator::start_seeded().await.unwrap();
-    let r = user_admin(
-        &emu,
-        "SetUserMetadata",
-        &set_user(DEMO_USER_ALICE, &[("k", "")]),
-    )
-    .await;
+    let r = user_admin(&emu, SET_USER, &set_user(ALICE, &[("k", "")])).await;
     assert_eq!(
         r.body,
         json!({"setDate": "0001-01-01T00:00:00Z"}),
@@ -283,51 +248,23 @@ async fn no_op_set_without_history_answers_the_zero_date() {
 async fn org_v2_semantics() {
     let emu = Emulator::start_seeded().await.unwrap();
     let set = |org: &str, k: &str, v: &str| json!({"organizationId": org, "metadata": [{"key": k, "value": v}]});
-    let r = org_admin(
-        &emu,
-        "SetOrganizationMetadata",
-        &set(DEMO_ORG_ACME, "tier", "Z29sZA=="),
-    )
-    .await;
+    let r = org_admin(&emu, SET_ORG, &set(ACME, "tier", "Z29sZA==")).await;
     assert_eq!(r.status, 200, "{}", r.text);
     // Unchanged value on main: no event.
-    let seq = emu.org_sequence(DEMO_ORG_ACME);
-    let again = org_admin(
-        &emu,
-        "SetOrganizationMetadata",
-        &set(DEMO_ORG_ACME, "tier", "Z29sZA=="),
-    )
-    .await;
+    let seq = emu.org_sequence(ACME);
+    let again = org_admin(&emu, SET_ORG, &set(ACME, "tier", "Z29sZA==")).await;
     assert_eq!(again.body["setDate"], r.body["setDate"]);
-    assert_eq!(emu.org_sequence(DEMO_ORG_ACME), seq);
+    assert_eq!(emu.org_sequence(ACME), seq);
     // Unknown org: instance rights → COMMAND-QXPGs; org-scoped caller → AUTH-AWfge first.
-    let r = org_admin(&emu, "SetOrganizationMetadata", &set("999", "k", "dg==")).await;
+    let r = org_admin(&emu, SET_ORG, &set("999", "k", "dg==")).await;
     assert_connect_error(&r, 400, "failed_precondition", Some("COMMAND-QXPGs"));
-    emu.add_token("acme", TokenGrant::org_owner(DEMO_ORG_ACME));
-    let r = org_call(
-        &emu,
-        "SetOrganizationMetadata",
-        "acme",
-        &set("999", "k", "dg=="),
-    )
-    .await;
+    emu.add_token("acme", TokenGrant::org_owner(ACME));
+    let r = org_call(&emu, SET_ORG, "acme", &set("999", "k", "dg==")).await;
     assert_connect_error(&r, 403, "permission_denied", Some("AUTH-AWfge"));
     // List: unreadable org → 200 {} (empty, totalResult absent); appliedLimit echoes the request.
-    let r = org_call(
-        &emu,
-        "ListOrganizationMetadata",
-        "acme",
-        &json!({"organizationId": DEMO_ORG_GLOBEX}),
-    )
-    .await;
+    let r = org_call(&emu, LIST_ORG, "acme", &json!({"organizationId": GLOBEX})).await;
     assert_eq!(r.body, json!({}), "{}", r.text);
-    let r = org_call(
-        &emu,
-        "ListOrganizationMetadata",
-        "acme",
-        &json!({"organizationId": DEMO_ORG_ACME}),
-    )
-    .await;
+    let r = org_call(&emu, LIST_ORG, "acme", &json!({"organizationId": ACME})).await;
     assert_eq!(
         r.body["pagination"],
         json!({"totalResult": "1"}),
@@ -336,8 +273,8 @@ async fn org_v2_semantics() {
     );
     let r = org_admin(
         &emu,
-        "ListOrganizationMetadata",
-        &json!({"organizationId": DEMO_ORG_ACME, "pagination": {"limit": 5}}),
+        LIST_ORG,
+        &json!({"organizationId": ACME, "pagination": {"limit": 5}}),
     )
     .await;
     assert_eq!(
@@ -345,121 +282,72 @@ async fn org_v2_semantics() {
         json!({"totalResult": "1", "appliedLimit": "5"})
     );
     // Delete.
-    let r = org_admin(
-        &emu,
-        "DeleteOrganizationMetadata",
-        &json!({"organizationId": DEMO_ORG_ACME, "keys": []}),
-    )
-    .await;
+    let r = delete_org_keys(&emu, ACME, &[]).await;
     assert_connect_error(&r, 400, "failed_precondition", Some("META-9mw2d"));
-    let r = org_admin(
-        &emu,
-        "DeleteOrganizationMetadata",
-        &json!({"organizationId": DEMO_ORG_ACME, "keys": ["tier", "x"]}),
-    )
-    .await;
+    let r = delete_org_keys(&emu, ACME, &["tier", "x"]).await;
     assert_connect_error(&r, 404, "not_found", Some("META-2npds"));
-    let r = org_admin(
-        &emu,
-        "DeleteOrganizationMetadata",
-        &json!({"organizationId": DEMO_ORG_ACME, "keys": ["tier"]}),
-    )
-    .await;
+    let r = delete_org_keys(&emu, ACME, &["tier"]).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert!(emu.org_metadata(DEMO_ORG_ACME).is_empty());
+    assert!(emu.org_metadata(ACME).is_empty());
     // v4.x: an unchanged org value still writes an event.
     emu.set_profile(Profile::V4x);
-    org_admin(
-        &emu,
-        "SetOrganizationMetadata",
-        &set(DEMO_ORG_ACME, "a", "dg=="),
-    )
-    .await;
-    let seq = emu.org_sequence(DEMO_ORG_ACME);
-    org_admin(
-        &emu,
-        "SetOrganizationMetadata",
-        &set(DEMO_ORG_ACME, "a", "dg=="),
-    )
-    .await;
-    assert_eq!(emu.org_sequence(DEMO_ORG_ACME), seq + 1);
+    org_admin(&emu, SET_ORG, &set(ACME, "a", "dg==")).await;
+    let seq = emu.org_sequence(ACME);
+    org_admin(&emu, SET_ORG, &set(ACME, "a", "dg==")).await;
+    assert_eq!(emu.org_sequence(ACME), seq + 1);
     emu.shutdown().await;
 }
 
 #[tokio::test]
 async fn rest_transcoding_of_the_metadata_rpcs() {
     let emu = Emulator::start_seeded().await.unwrap();
-    let path = format!("/v2/users/{DEMO_USER_ALICE}/metadata");
-    let r = rest(&emu, Method::POST, &path, ADMIN, None, Some(&json!({"metadata": [{"key": "a/b?c", "value": "dg=="}, {"key": "b", "value": "dg=="}, {"key": "c", "value": "dg=="}]}))).await;
+    let path = format!("/v2/users/{ALICE}/metadata");
+    let r = rest_admin(&emu, Method::POST, &path, Some(&json!({"metadata": [{"key": "a/b?c", "value": "dg=="}, {"key": "b", "value": "dg=="}, {"key": "c", "value": "dg=="}]}))).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(r.body["setDate"].is_string());
-    let r = rest(
+    let r = rest_admin(
         &emu,
         Method::POST,
         &format!("{path}/search"),
-        ADMIN,
-        None,
         Some(&json!({"pagination": {"asc": true}})),
     )
     .await;
     assert_eq!(r.body["pagination"]["totalResult"], "3", "{}", r.text);
-    let r = rest(
-        &emu,
-        Method::DELETE,
-        &format!("{path}?keys=b&keys=c"),
-        ADMIN,
-        None,
-        None,
-    )
-    .await;
+    let r = rest_admin(&emu, Method::DELETE, &format!("{path}?keys=b&keys=c"), None).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(emu.user_metadata(DEMO_USER_ALICE).len(), 1);
+    assert_eq!(emu.user_metadata(ALICE).len(), 1);
     // Errors through the gateway: google.rpc.Status with @type details.
-    let r = rest(
-        &emu,
-        Method::DELETE,
-        &format!("{path}?keys=zzz"),
-        ADMIN,
-        None,
-        None,
-    )
-    .await;
+    let r = rest_admin(&emu, Method::DELETE, &format!("{path}?keys=zzz"), None).await;
     assert_rest_error(&r, 404, 5, Some("META-2nnds"));
     assert_eq!(
         r.body["details"][0]["@type"],
         "type.googleapis.com/zitadel.v1.ErrorDetail"
     );
-    let r = rest(
+    let r = rest_admin(
         &emu,
         Method::POST,
         "/v2/users/404/metadata",
-        ADMIN,
-        None,
         Some(&json!({"metadata": [{"key": "k", "value": "dg=="}]})),
     )
     .await;
     assert_rest_error(&r, 400, 9, Some("COMMAND-uXHNj"));
-    let r = rest(
+    let r = rest_admin(
         &emu,
         Method::POST,
-        &format!("/v2/organizations/{DEMO_ORG_ACME}/metadata"),
-        ADMIN,
-        None,
+        &format!("/v2/organizations/{ACME}/metadata"),
         Some(&json!({"metadata": [{"key": "o", "value": "dg=="}]})),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let r = rest(
+    let r = rest_admin(
         &emu,
         Method::DELETE,
-        &format!("/v2/organizations/{DEMO_ORG_ACME}/metadata?keys=o"),
-        ADMIN,
-        None,
+        &format!("/v2/organizations/{ACME}/metadata?keys=o"),
         None,
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert!(emu.org_metadata(DEMO_ORG_ACME).is_empty());
+    assert!(emu.org_metadata(ACME).is_empty());
     assert_eq!(emu.count(Operation::DeleteOrgMetadataV2), 1);
     emu.shutdown().await;
 }
@@ -510,7 +398,7 @@ async fn connect_transport_rules() {
         client()
             .post(&url)
             .header("authorization", &auth)
-            .json(&json!({"user_id": DEMO_USER_ALICE, "unknown": 1})),
+            .json(&json!({"user_id": ALICE, "unknown": 1})),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -534,36 +422,28 @@ async fn connect_transport_rules() {
 #[tokio::test]
 async fn lookups_and_user_not_found() {
     let emu = Emulator::start_seeded().await.unwrap();
-    let r = user_admin(&emu, "GetUserByID", &json!({"userId": DEMO_USER_ALICE})).await;
-    assert_eq!(r.body["user"]["userId"], DEMO_USER_ALICE, "{}", r.text);
-    emu.remove_user(DEMO_USER_ALICE);
-    let r = user_admin(&emu, "GetUserByID", &json!({"userId": DEMO_USER_ALICE})).await;
+    let r = user_admin(&emu, "GetUserByID", &json!({"userId": ALICE})).await;
+    assert_eq!(r.body["user"]["userId"], ALICE, "{}", r.text);
+    emu.remove_user(ALICE);
+    let r = user_admin(&emu, "GetUserByID", &json!({"userId": ALICE})).await;
     assert_connect_error(&r, 404, "not_found", Some("QUERY-Dfbg2"));
-    let r = rest(
-        &emu,
-        Method::GET,
-        &format!("/v2/users/{DEMO_USER_ALICE}"),
-        ADMIN,
-        None,
-        None,
-    )
-    .await;
+    let r = rest_admin(&emu, Method::GET, &format!("/v2/users/{ALICE}"), None).await;
     assert_rest_error(&r, 404, 5, Some("QUERY-Dfbg2"));
     // ListUsers (no default limit) and ListOrganizations over Connect and REST.
     let r = user_admin(
         &emu,
         "ListUsers",
-        &json!({"queries": [{"organizationIdQuery": {"organizationId": DEMO_ORG_GLOBEX}}]}),
+        &json!({"queries": [{"organizationIdQuery": {"organizationId": GLOBEX}}]}),
     )
     .await;
     assert_eq!(r.body["details"]["totalResult"], "1", "{}", r.text);
     assert_eq!(r.body["result"][0]["username"], "bob");
-    let r = rest(&emu, Method::POST, "/v2/users", ADMIN, None, Some(&json!({"queries": [{"loginNameQuery": {"loginName": "bob@globex.localhost", "method": "TEXT_QUERY_METHOD_EQUALS"}}]}))).await;
-    assert_eq!(r.body["result"][0]["userId"], DEMO_USER_BOB, "{}", r.text);
+    let r = rest_admin(&emu, Method::POST, "/v2/users", Some(&json!({"queries": [{"loginNameQuery": {"loginName": "bob@globex.localhost", "method": "TEXT_QUERY_METHOD_EQUALS"}}]}))).await;
+    assert_eq!(r.body["result"][0]["userId"], BOB, "{}", r.text);
     let r = org_admin(
         &emu,
         "ListOrganizations",
-        &json!({"queries": [{"idQuery": {"id": DEMO_ORG_ACME}}]}),
+        &json!({"queries": [{"idQuery": {"id": ACME}}]}),
     )
     .await;
     assert_eq!(r.body["result"][0]["name"], "Acme", "{}", r.text);
@@ -586,15 +466,13 @@ fn keys_of(r: &Resp, list: &str) -> Vec<String> {
 async fn shuffled_lists_change_order_on_every_request() {
     let emu = Emulator::start_seeded().await.unwrap();
     for i in 0..30 {
-        emu.put_org_metadata(DEMO_ORG_ACME, &format!("k{i:02}"), b"v");
+        emu.put_org_metadata(ACME, &format!("k{i:02}"), b"v");
     }
     let v1 = async || {
-        rest(
+        rest_admin(
             &emu,
             Method::POST,
             "/management/v1/metadata/_search",
-            ADMIN,
-            None,
             Some(&json!({})),
         )
         .await
@@ -614,12 +492,10 @@ async fn shuffled_lists_change_order_on_every_request() {
     assert_eq!(a_sorted, sorted, "same rows, other order");
     // Paging across a shuffled listing overlaps/skips: two pages rarely cover every key.
     let page = async |offset: u32| {
-        rest(
+        rest_admin(
             &emu,
             Method::POST,
             "/management/v1/metadata/_search",
-            ADMIN,
-            None,
             Some(&json!({"query": {"offset": offset.to_string(), "limit": 15}})),
         )
         .await
@@ -630,14 +506,7 @@ async fn shuffled_lists_change_order_on_every_request() {
     seen.dedup();
     assert!(seen.len() <= 30);
     // Org v2 list: unordered too.
-    let org = async || {
-        org_admin(
-            &emu,
-            "ListOrganizationMetadata",
-            &json!({"organizationId": DEMO_ORG_ACME}),
-        )
-        .await
-    };
+    let org = async || org_admin(&emu, LIST_ORG, &json!({"organizationId": ACME})).await;
     assert_ne!(
         keys_of(&org().await, "metadata"),
         keys_of(&org().await, "metadata")
@@ -648,16 +517,9 @@ async fn shuffled_lists_change_order_on_every_request() {
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    user_admin(&emu, "SetUserMetadata", &set_user(DEMO_USER_ALICE, &refs)).await;
-    emu.put_user_metadata(DEMO_USER_ALICE, "later", b"x");
-    let user = async || {
-        user_admin(
-            &emu,
-            "ListUserMetadata",
-            &json!({"userId": DEMO_USER_ALICE}),
-        )
-        .await
-    };
+    user_admin(&emu, SET_USER, &set_user(ALICE, &refs)).await;
+    emu.put_user_metadata(ALICE, "later", b"x");
+    let user = async || list_user(&emu, ALICE).await;
     let first = keys_of(&user().await, "metadata");
     let second = keys_of(&user().await, "metadata");
     assert_eq!(first[0], "later", "newest first by default");
@@ -671,15 +533,13 @@ async fn answers_over_4_mib_fail_through_the_gateway_only() {
     let emu = Emulator::start_seeded().await.unwrap();
     let big = vec![b'x'; 500_000];
     for i in 0..9 {
-        emu.put_org_metadata(DEMO_ORG_ACME, &format!("big{i}"), &big);
-        emu.put_user_metadata(DEMO_USER_ALICE, &format!("big{i}"), &big);
+        emu.put_org_metadata(ACME, &format!("big{i}"), &big);
+        emu.put_user_metadata(ALICE, &format!("big{i}"), &big);
     }
-    let r = rest(
+    let r = rest_admin(
         &emu,
         Method::POST,
         "/management/v1/metadata/_search",
-        ADMIN,
-        None,
         Some(&json!({})),
     )
     .await;
@@ -699,53 +559,42 @@ async fn answers_over_4_mib_fail_through_the_gateway_only() {
         .unwrap();
     assert!(n > 4_500_000 && n < 4_600_000, "{n}");
     // Smaller pages fit.
-    let r = rest(
+    let r = rest_admin(
         &emu,
         Method::POST,
         "/management/v1/metadata/_search",
-        ADMIN,
-        None,
         Some(&json!({"query": {"limit": 8}})),
     )
     .await;
     assert_eq!(r.status, 200);
     // REST v2 likewise; Connect has no limit.
-    let r = rest(
+    let r = rest_admin(
         &emu,
         Method::POST,
-        &format!("/v2/users/{DEMO_USER_ALICE}/metadata/search"),
-        ADMIN,
-        None,
+        &format!("/v2/users/{ALICE}/metadata/search"),
         Some(&json!({})),
     )
     .await;
     assert_rest_error(&r, 429, 8, None);
-    let r = user_admin(
-        &emu,
-        "ListUserMetadata",
-        &json!({"userId": DEMO_USER_ALICE}),
-    )
-    .await;
+    let r = list_user(&emu, ALICE).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["metadata"].as_array().unwrap().len(), 9);
     // Requests over 4 MiB through REST v2 fail too; over Connect they pass.
     let entries: Vec<Value> = (0..9)
         .map(|i| json!({"key": format!("n{i}"), "value": b64(&big)}))
         .collect();
-    let r = rest(
+    let r = rest_admin(
         &emu,
         Method::POST,
-        &format!("/v2/users/{DEMO_USER_ALICE}/metadata"),
-        ADMIN,
-        None,
+        &format!("/v2/users/{ALICE}/metadata"),
         Some(&json!({"metadata": entries})),
     )
     .await;
     assert_rest_error(&r, 429, 8, None);
     let r = user_admin(
         &emu,
-        "SetUserMetadata",
-        &json!({"userId": DEMO_USER_ALICE, "metadata": entries}),
+        SET_USER,
+        &json!({"userId": ALICE, "metadata": entries}),
     )
     .await;
     assert_eq!(r.status, 200);
@@ -767,8 +616,8 @@ async fn deletion_safety_answers() {
         .await
     };
     // A caller scoped to other orgs only: 404 AUTHZ-cdgFk, a permission problem.
-    emu.add_token("globex", TokenGrant::org_owner(DEMO_ORG_GLOBEX));
-    let r = list("globex", Some(DEMO_ORG_ACME)).await;
+    emu.add_token("globex", TokenGrant::org_owner(GLOBEX));
+    let r = list("globex", Some(ACME)).await;
     assert_rest_error(&r, 404, 5, Some("AUTHZ-cdgFk"));
     // Transient AUTH-Bs7Ds for an org that exists, then normal answers.
     emu.inject(
@@ -777,11 +626,11 @@ async fn deletion_safety_answers() {
             .times(2),
     );
     for _ in 0..2 {
-        let r = list(ADMIN, Some(DEMO_ORG_ACME)).await;
+        let r = list(ADMIN, Some(ACME)).await;
         assert_rest_error(&r, 403, 7, Some("AUTH-Bs7Ds"));
         assert_eq!(r.body["message"], "Organisation doesn't exist (AUTH-Bs7Ds)");
     }
-    assert_eq!(list(ADMIN, Some(DEMO_ORG_ACME)).await.status, 200);
+    assert_eq!(list(ADMIN, Some(ACME)).await.status, 200);
     // The same faults in Connect's shape on v2 routes.
     emu.inject(
         Fault::org_lookup_failed()
@@ -790,8 +639,8 @@ async fn deletion_safety_answers() {
     );
     let r = org_admin(
         &emu,
-        "SetOrganizationMetadata",
-        &json!({"organizationId": DEMO_ORG_ACME, "metadata": [{"key": "k", "value": "dg=="}]}),
+        SET_ORG,
+        &json!({"organizationId": ACME, "metadata": [{"key": "k", "value": "dg=="}]}),
     )
     .await;
     assert_connect_error(&r, 403, "permission_denied", Some("AUTH-Bs7Ds"));
@@ -810,15 +659,10 @@ async fn deletion_safety_answers() {
 #[tokio::test]
 async fn bodies_are_recorded() {
     let emu = Emulator::start_seeded().await.unwrap();
-    user_admin(
-        &emu,
-        "ListUserMetadata",
-        &json!({"userId": DEMO_USER_ALICE}),
-    )
-    .await;
+    list_user(&emu, ALICE).await;
     user_admin(&emu, "NoSuch", &json!({})).await;
     let reqs = emu.requests();
-    assert_eq!(reqs[0].body, json!({"userId": DEMO_USER_ALICE}));
+    assert_eq!(reqs[0].body, json!({"userId": ALICE}));
     assert_eq!(
         reqs[0].response_body,
         json!({"pagination": {"appliedLimit": "100"}})

@@ -49,6 +49,30 @@ impl Calls {
     pub fn writes(&self) -> u64 {
         self.bulk_set + self.bulk_remove + self.set
     }
+
+    /// Markdown cells: total, list, bulk set, bulk remove, set, other, calls per object.
+    fn markdown_cells(&self, objects: usize) -> String {
+        format!(
+            "{} | {} | {} | {} | {} | {} | {:.2}",
+            self.total(),
+            self.list,
+            self.bulk_set,
+            self.bulk_remove,
+            self.set,
+            self.other,
+            self.total() as f64 / objects as f64,
+        )
+    }
+
+    /// CSV cells: total, list, bulk set, bulk remove, set, other, errors.
+    fn csv_cells(&self) -> String {
+        let c = self;
+        let (total, errors) = (c.total(), c.errors);
+        format!(
+            "{total},{},{},{},{},{},{errors}",
+            c.list, c.bulk_set, c.bulk_remove, c.set, c.other
+        )
+    }
 }
 
 /// Writes to the benchmark's objects and Events, as seen through a watch.
@@ -364,6 +388,20 @@ fn f0(x: f64) -> String {
     format!("{x:.0}")
 }
 
+/// A Markdown table after a blank line: the `header` and `align` rows, then `rows`; nothing
+/// when there are no rows.
+pub(crate) fn table(out: &mut String, header: &str, align: &str, rows: Vec<String>) {
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{header}");
+    let _ = writeln!(out, "{align}");
+    for row in rows {
+        let _ = writeln!(out, "{row}");
+    }
+}
+
 impl Report {
     /// Markdown tables: convergence, steady state + edit, and ratios.
     pub fn markdown(&self) -> String {
@@ -396,24 +434,16 @@ impl Report {
             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"
         );
         for r in &self.runs {
-            let n = r.objects as f64;
             if let Some(b) = &r.bulk {
-                let c = &b.create_calls;
                 let k = &b.create_kube;
                 let _ = writeln!(
                     out,
-                    "| {} | bulk diff (operator) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {}/{}/{} | {:.1} | {} |",
+                    "| {} | bulk diff (operator) | {} | {} | {} | {} | {}/{}/{} | {:.1} | {} |",
                     r.objects,
                     f1(b.converge_s),
                     f0(b.p50_ms),
                     f0(b.p99_ms),
-                    c.total(),
-                    c.list,
-                    c.bulk_set,
-                    c.bulk_remove,
-                    c.set,
-                    c.other,
-                    c.total() as f64 / n,
+                    b.create_calls.markdown_cells(r.objects),
                     k.finalizer,
                     k.status,
                     k.events,
@@ -422,21 +452,14 @@ impl Report {
                 );
             }
             if let Some(p) = &r.per_key {
-                let c = &p.calls;
                 let _ = writeln!(
                     out,
-                    "| {} | per-key baseline | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | – | {:.1} | – |",
+                    "| {} | per-key baseline | {} | {} | {} | {} | – | {:.1} | – |",
                     r.objects,
                     f1(p.wall_s),
                     f0(p.p50_ms),
                     f0(p.p99_ms),
-                    c.total(),
-                    c.list,
-                    c.bulk_set,
-                    c.bulk_remove,
-                    c.set,
-                    c.other,
-                    c.total() as f64 / n,
+                    p.calls.markdown_cells(r.objects),
                     p.cpu_s,
                 );
             }
@@ -445,22 +468,9 @@ impl Report {
 
     /// Steady state and the edit, per bulk run.
     fn markdown_steady(&self, out: &mut String) {
-        let bulk: Vec<(&RunReport, &BulkRun)> = self
-            .runs
-            .iter()
-            .filter_map(|r| r.bulk.as_ref().map(|b| (r, b)))
-            .collect();
-        if !bulk.is_empty() {
-            let _ = writeln!(out);
-            let _ = writeln!(
-                out,
-                "| N | steady: resyncs | ZITADEL writes | K8s writes | lists/resync | CPU s | edit: ms to Ready | edit: ZITADEL calls | edit: K8s writes | RSS at converge MiB |"
-            );
-            let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|");
-            for (r, b) in bulk {
-                let e = &b.edit.calls;
-                let _ = writeln!(
-                    out,
+        let rows = self.bulk_runs().into_iter().map(|(r, b)| {
+            let e = &b.edit.calls;
+            format!(
                     "| {} | {} | {} | {} | {} | {:.1} | {} | {} list + {} bulk set + {} other | {} | {} |",
                     r.objects,
                     b.steady.resyncs,
@@ -474,29 +484,20 @@ impl Report {
                     e.bulk_remove + e.set + e.other,
                     b.edit.kube.total(),
                     f1(b.rss_converged_mib),
-                );
-            }
-        }
+            )
+        });
+        table(
+            out,
+            "| N | steady: resyncs | ZITADEL writes | K8s writes | lists/resync | CPU s | edit: ms to Ready | edit: ZITADEL calls | edit: K8s writes | RSS at converge MiB |",
+            "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+            rows.collect(),
+        );
     }
 
     /// Where the CPU went during convergence, per bulk run.
     fn markdown_cpu(&self, out: &mut String) {
-        let converged: Vec<(&RunReport, &BulkRun)> = self
-            .runs
-            .iter()
-            .filter_map(|r| r.bulk.as_ref().map(|b| (r, b)))
-            .collect();
-        if !converged.is_empty() {
-            let _ = writeln!(out);
-            let _ = writeln!(
-                out,
-                "| N | CPU s during convergence: available ({} cores × converge s) | operator | kube-apiserver + etcd | bench + emulator | machine busy (mean / peak) | other processes (contention) | busiest others |",
-                self.machine.cpus
-            );
-            let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---|");
-            for (r, b) in converged {
-                let _ = writeln!(
-                    out,
+        let rows = self.bulk_runs().into_iter().map(|(r, b)| {
+            format!(
                     "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0}% / {:.0}% | {:.1} CPU s, busy in {:.0}% of samples | {} |",
                     r.objects,
                     b.converge_s * self.machine.cpus as f64,
@@ -508,99 +509,100 @@ impl Report {
                     b.contention.other_cpu_s,
                     b.contention.others_busy_pct(),
                     b.contention.top_others_text(3),
-                );
-            }
-        }
+            )
+        });
+        let header = format!(
+            "| N | CPU s during convergence: available ({} cores × converge s) | operator | kube-apiserver + etcd | bench + emulator | machine busy (mean / peak) | other processes (contention) | busiest others |",
+            self.machine.cpus
+        );
+        table(
+            out,
+            &header,
+            "|---:|---:|---:|---:|---:|---:|---:|---|",
+            rows.collect(),
+        );
     }
 
     /// The control plane's cost per phase, and how the lists spread over the window.
     fn markdown_control_plane(&self, out: &mut String) {
-        let costed: Vec<(&RunReport, &BulkRun)> = self
-            .runs
-            .iter()
-            .filter_map(|r| r.bulk.as_ref().map(|b| (r, b)))
-            .filter(|(_, b)| !b.control_plane.is_empty())
-            .collect();
-        if !costed.is_empty() {
-            let _ = writeln!(out);
-            let _ = writeln!(
-                out,
-                "| N | control plane: phase | wall s | kube-apiserver CPU s | etcd CPU s | CPU ms per object | requests | etcd puts | watch events sent (MiB) | most frequent requests |"
-            );
-            let _ = writeln!(out, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|");
-            for (r, b) in &costed {
-                for p in &b.control_plane {
-                    let _ = writeln!(
-                        out,
-                        "| {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {} | {} ({:.1}) | {} |",
-                        r.objects,
-                        p.phase,
-                        p.wall_s,
-                        p.apiserver_cpu_s,
-                        p.etcd_cpu_s,
-                        p.cpu_ms_per_object(),
-                        p.request_count(),
-                        p.etcd_puts,
-                        p.watch_events_sent,
-                        p.watch_event_bytes as f64 / 1024.0 / 1024.0,
-                        p.top_requests(6),
-                    );
-                }
-            }
-            let _ = writeln!(out);
-            let _ = writeln!(
-                out,
-                "| N | lists over the window | per resync | mean / s | peak / s | p90 / s | peak ÷ mean | buckets with calls | share of window holding 90 % |"
-            );
-            let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-            for (r, b) in &costed {
-                let rows = std::iter::once(("steady", &b.steady.spread, b.steady.reads_per_resync))
-                    .chain(
-                        b.restart
-                            .as_ref()
-                            .map(|x| ("after a restart", &x.spread, x.lists_per_resync)),
-                    );
-                for (what, sp, per_resync) in rows {
-                    let _ = writeln!(
-                        out,
-                        "| {} ({what}) | {} | {:.0} | {:.1} | {:.0} | {:.0} | {:.1} | {:.0}% | {:.0}% |",
-                        r.objects,
-                        sp.calls,
-                        per_resync,
-                        sp.mean_per_s,
-                        sp.peak_per_s,
-                        sp.p90_per_s,
-                        sp.peak_to_mean,
-                        sp.active_pct,
-                        sp.window_pct_for_90pct,
-                    );
-                }
-            }
-        }
+        let mut costed = self.bulk_runs();
+        costed.retain(|(_, b)| !b.control_plane.is_empty());
+        let phases = costed.iter().flat_map(|(r, b)| {
+            b.control_plane.iter().map(|p| {
+                format!(
+                    "| {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {} | {} ({:.1}) | {} |",
+                    r.objects,
+                    p.phase,
+                    p.wall_s,
+                    p.apiserver_cpu_s,
+                    p.etcd_cpu_s,
+                    p.cpu_ms_per_object(),
+                    p.request_count(),
+                    p.etcd_puts,
+                    p.watch_events_sent,
+                    p.watch_event_bytes as f64 / 1024.0 / 1024.0,
+                    p.top_requests(6),
+                )
+            })
+        });
+        table(
+            out,
+            "| N | control plane: phase | wall s | kube-apiserver CPU s | etcd CPU s | CPU ms per object | requests | etcd puts | watch events sent (MiB) | most frequent requests |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+            phases.collect(),
+        );
+        let spreads = costed.iter().flat_map(|(r, b)| {
+            let steady = ("steady", &b.steady.spread, b.steady.reads_per_resync);
+            let restart = b
+                .restart
+                .as_ref()
+                .map(|x| ("after a restart", &x.spread, x.lists_per_resync));
+            std::iter::once(steady).chain(restart).map(|(what, sp, per_resync)| {
+                format!(
+                    "| {} ({what}) | {} | {:.0} | {:.1} | {:.0} | {:.0} | {:.1} | {:.0}% | {:.0}% |",
+                    r.objects,
+                    sp.calls,
+                    per_resync,
+                    sp.mean_per_s,
+                    sp.peak_per_s,
+                    sp.p90_per_s,
+                    sp.peak_to_mean,
+                    sp.active_pct,
+                    sp.window_pct_for_90pct,
+                )
+            })
+        });
+        table(
+            out,
+            "| N | lists over the window | per resync | mean / s | peak / s | p90 / s | peak ÷ mean | buckets with calls | share of window holding 90 % |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            spreads.collect(),
+        );
     }
 
     /// Per-key ÷ bulk, per run that had both.
     fn markdown_ratios(&self, out: &mut String) {
-        let ratios: Vec<(&RunReport, &Ratios)> = self
-            .runs
+        let rows = self.runs.iter().filter_map(|r| {
+            let x = r.ratios.as_ref()?;
+            Some(format!(
+                "| {} | {:.1}x | {:.1}x | {:.2}x |",
+                r.objects, x.calls, x.wall, x.cpu
+            ))
+        });
+        table(
+            out,
+            "| N | per-key ÷ bulk: ZITADEL calls | wall time | CPU |",
+            "|---:|---:|---:|---:|",
+            rows.collect(),
+        );
+    }
+
+    /// The runs that had a bulk (operator) run.
+    fn bulk_runs(&self) -> Vec<(&RunReport, &BulkRun)> {
+        self.runs
             .iter()
-            .filter_map(|r| r.ratios.as_ref().map(|x| (r, x)))
-            .collect();
-        if !ratios.is_empty() {
-            let _ = writeln!(out);
-            let _ = writeln!(
-                out,
-                "| N | per-key ÷ bulk: ZITADEL calls | wall time | CPU |"
-            );
-            let _ = writeln!(out, "|---:|---:|---:|---:|");
-            for (r, x) in ratios {
-                let _ = writeln!(
-                    out,
-                    "| {} | {:.1}x | {:.1}x | {:.2}x |",
-                    r.objects, x.calls, x.wall, x.cpu
-                );
-            }
-        }
+            .filter_map(|r| r.bulk.as_ref().map(|b| (r, b)))
+            .collect()
     }
 
     /// One CSV row per N and strategy.
@@ -611,12 +613,11 @@ impl Report {
         let none = super::apiserver::PhaseCost::default();
         for r in &self.runs {
             if let Some(b) = &r.bulk {
-                let c = &b.create_calls;
                 let k = &b.create_kube;
                 let cp = |phase: &str| b.phase(phase).unwrap_or(&none);
                 let _ = writeln!(
                     out,
-                    "{},{},{},bulk,{},{},{:.3},{:.1},{:.1},{:.1},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.1},{:.1},{},{},{},{:.1},{:.3},{:.1},{},{},{:.1},{:.1},{:.2},{:.1},{:.1},{:.1},{:.2},{:.2},{:.2},{:.2},{:.3},{:.2},{:.2},{},{},{:.0},{:.2},{:.1}",
+                    "{},{},{},bulk,{},{},{:.3},{:.1},{:.1},{:.1},{},{},{},{},{},{},{},{:.3},{:.1},{:.1},{},{},{},{:.1},{:.3},{:.1},{},{},{:.1},{:.1},{:.2},{:.1},{:.1},{:.1},{:.2},{:.2},{:.2},{:.2},{:.3},{:.2},{:.2},{},{},{:.0},{:.2},{:.1}",
                     r.objects,
                     r.keys,
                     r.latency_ms,
@@ -626,13 +627,7 @@ impl Report {
                     b.p50_ms,
                     b.p99_ms,
                     b.max_ms,
-                    c.total(),
-                    c.list,
-                    c.bulk_set,
-                    c.bulk_remove,
-                    c.set,
-                    c.other,
-                    c.errors,
+                    b.create_calls.csv_cells(),
                     b.max_lists_per_object,
                     b.max_bulk_sets_per_object,
                     k.finalizer,
@@ -671,10 +666,9 @@ impl Report {
                 );
             }
             if let Some(p) = &r.per_key {
-                let c = &p.calls;
                 let _ = writeln!(
                     out,
-                    "{},{},{},per-key,{},{},{:.3},{:.1},{:.1},,{},{},{},{},{},{},{},,,,,,,{:.3},,,,,,,,,,,,,,,,,,,,,,,,,,,,",
+                    "{},{},{},per-key,{},{},{:.3},{:.1},{:.1},,{},,,,,,,{:.3},,,,,,,,,,,,,,,,,,,,,,,,,,,,",
                     r.objects,
                     r.keys,
                     r.latency_ms,
@@ -683,13 +677,7 @@ impl Report {
                     p.wall_s,
                     p.p50_ms,
                     p.p99_ms,
-                    c.total(),
-                    c.list,
-                    c.bulk_set,
-                    c.bulk_remove,
-                    c.set,
-                    c.other,
-                    c.errors,
+                    p.calls.csv_cells(),
                     p.cpu_s,
                 );
             }

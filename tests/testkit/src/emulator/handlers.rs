@@ -122,6 +122,11 @@ impl Scope {
         matches!(self, Scope::Org)
     }
 
+    /// The error id of the org (`org`) or the user (`user`) variant of a request.
+    fn id(&self, org: &'static str, user: &'static str) -> &'static str {
+        if self.is_org() { org } else { user }
+    }
+
     /// The proto request message name, e.g. `SetOrgMetadataRequest`.
     fn request(&self, verb: &str) -> String {
         let kind = if self.is_org() { "Org" } else { "User" };
@@ -222,49 +227,37 @@ struct TextQuerySpec {
     value: (&'static str, &'static str, &'static str),
 }
 
+/// A `TextQuerySpec` from the names of its query (JSON, proto, Go stem: `userName`, `user_name`,
+/// `UserName` → `userNameQuery`, `user_name_query`, `UserNameQuery`) and of its value field
+/// (the same stems unless given).
+macro_rules! text_query {
+    ($field:ident, $json:literal, $proto:literal, $go:literal) => {
+        text_query!($field, $json, $proto, $go, ($json, $proto, $go))
+    };
+    ($field:ident, $json:literal, $proto:literal, $go:literal, $value:expr) => {
+        TextQuerySpec {
+            field: UserField::$field,
+            oneof: (concat!($json, "Query"), concat!($proto, "_query")),
+            message: concat!($go, "Query"),
+            value: $value,
+        }
+    };
+}
+
 const USER_TEXT_QUERIES: [TextQuerySpec; 7] = [
-    TextQuerySpec {
-        field: UserField::UserName,
-        oneof: ("userNameQuery", "user_name_query"),
-        message: "UserNameQuery",
-        value: ("userName", "user_name", "UserName"),
-    },
-    TextQuerySpec {
-        field: UserField::FirstName,
-        oneof: ("firstNameQuery", "first_name_query"),
-        message: "FirstNameQuery",
-        value: ("firstName", "first_name", "FirstName"),
-    },
-    TextQuerySpec {
-        field: UserField::LastName,
-        oneof: ("lastNameQuery", "last_name_query"),
-        message: "LastNameQuery",
-        value: ("lastName", "last_name", "LastName"),
-    },
-    TextQuerySpec {
-        field: UserField::NickName,
-        oneof: ("nickNameQuery", "nick_name_query"),
-        message: "NickNameQuery",
-        value: ("nickName", "nick_name", "NickName"),
-    },
-    TextQuerySpec {
-        field: UserField::DisplayName,
-        oneof: ("displayNameQuery", "display_name_query"),
-        message: "DisplayNameQuery",
-        value: ("displayName", "display_name", "DisplayName"),
-    },
-    TextQuerySpec {
-        field: UserField::Email,
-        oneof: ("emailQuery", "email_query"),
-        message: "EmailQuery",
-        value: ("emailAddress", "email_address", "EmailAddress"),
-    },
-    TextQuerySpec {
-        field: UserField::LoginName,
-        oneof: ("loginNameQuery", "login_name_query"),
-        message: "LoginNameQuery",
-        value: ("loginName", "login_name", "LoginName"),
-    },
+    text_query!(UserName, "userName", "user_name", "UserName"),
+    text_query!(FirstName, "firstName", "first_name", "FirstName"),
+    text_query!(LastName, "lastName", "last_name", "LastName"),
+    text_query!(NickName, "nickName", "nick_name", "NickName"),
+    text_query!(DisplayName, "displayName", "display_name", "DisplayName"),
+    text_query!(
+        Email,
+        "email",
+        "email",
+        "Email",
+        ("emailAddress", "email_address", "EmailAddress")
+    ),
+    text_query!(LoginName, "loginName", "login_name", "LoginName"),
 ];
 
 impl UserField {
@@ -334,6 +327,9 @@ impl UserQuery {
     }
 }
 
+/// Paging and order of a v2 list request: offset, limit, ascending, sorting column number.
+type V2List = (u64, u32, bool, i32);
+
 /// A decoded request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Req {
@@ -373,10 +369,7 @@ enum Req {
     },
     MyOrg,
     ListOrgsV2 {
-        offset: u64,
-        limit: u32,
-        asc: bool,
-        sorting: i32,
+        list: V2List,
         /// `None` = a `SearchQuery` with no query set.
         queries: Vec<Option<OrgQuery>>,
     },
@@ -392,10 +385,7 @@ enum Req {
         queries: Vec<Option<UserQuery>>,
     },
     ListUsersV2 {
-        offset: u64,
-        limit: u32,
-        asc: bool,
-        sorting: i32,
+        list: V2List,
         queries: Vec<Option<UserQuery>>,
     },
 }
@@ -669,6 +659,18 @@ fn decode_list(scope: Scope, body: &[u8]) -> Result<Req, ApiError> {
     })
 }
 
+/// The enum `field` of the query message `oneof` (JSON, proto name), if that message is set.
+fn enum_query(
+    q: &Obj,
+    (json, proto): (&str, &str),
+    field: &str,
+    names: &[&str],
+) -> Result<Option<i32>, ApiError> {
+    wire::message(q, json, proto)?
+        .map(|m| wire::enumeration(m, field, field, names))
+        .transpose()
+}
+
 /// Error of protojson when two fields of one oneof are set.
 fn oneof_already_set(oneof: &str) -> ApiError {
     ApiError::invalid_argument(format!("proto: oneof {oneof} is already set"))
@@ -688,13 +690,8 @@ fn decode_org_query(q: &Obj) -> Result<Option<OrgQuery>, ApiError> {
             method: wire::enumeration(m, "method", "method", &TEXT_QUERY_METHODS)?,
         });
     }
-    if let Some(m) = wire::message(q, "stateQuery", "state_query")? {
-        found.push(OrgQuery::State(wire::enumeration(
-            m,
-            "state",
-            "state",
-            &ORG_STATES,
-        )?));
+    if let Some(v) = enum_query(q, ("stateQuery", "state_query"), "state", &ORG_STATES)? {
+        found.push(OrgQuery::State(v));
     }
     if let Some(m) = wire::message(q, "idQuery", "id_query")? {
         found.push(OrgQuery::Id(wire::string(m, "id", "id")?));
@@ -708,21 +705,21 @@ fn decode_org_query(q: &Obj) -> Result<Option<OrgQuery>, ApiError> {
     Ok(found.pop())
 }
 
+/// The `query` and `sortingColumn` (one of `sorting_names`) of a v2 list request.
+fn decode_v2_list(obj: &Obj, sorting_names: &[&str]) -> Result<V2List, ApiError> {
+    let (offset, limit, asc) = decode_list_query(obj)?;
+    let sorting = wire::enumeration(obj, "sortingColumn", "sorting_column", sorting_names)?;
+    Ok((offset, limit, asc, sorting))
+}
+
 fn decode_list_orgs(body: &[u8]) -> Result<Req, ApiError> {
     let obj = wire::parse_body(body)?;
-    let (offset, limit, asc) = decode_list_query(&obj)?;
-    let sorting = wire::enumeration(&obj, "sortingColumn", "sorting_column", &ORG_FIELD_NAMES)?;
+    let list = decode_v2_list(&obj, &ORG_FIELD_NAMES)?;
     let queries = wire::array(&obj, "queries", "queries")?
         .iter()
         .map(|q| decode_org_query(wire::element_message(q, "queries")?))
         .collect::<Result<Vec<_>, ApiError>>()?;
-    Ok(Req::ListOrgsV2 {
-        offset,
-        limit,
-        asc,
-        sorting,
-        queries,
-    })
+    Ok(Req::ListOrgsV2 { list, queries })
 }
 
 fn decode_user_queries(obj: &Obj, v2: bool) -> Result<Vec<Option<UserQuery>>, ApiError> {
@@ -759,21 +756,9 @@ const USER_FIELD_NAMES_V2: [&str; 10] = [
 /// `zitadel.user.v2.ListUsersRequest` (v2e §1.8).
 fn decode_list_users_v2(body: &[u8]) -> Result<Req, ApiError> {
     let obj = wire::parse_body(body)?;
-    let (offset, limit, asc) = decode_list_query(&obj)?;
-    let sorting = wire::enumeration(
-        &obj,
-        "sortingColumn",
-        "sorting_column",
-        &USER_FIELD_NAMES_V2,
-    )?;
+    let list = decode_v2_list(&obj, &USER_FIELD_NAMES_V2)?;
     let queries = decode_user_queries(&obj, true)?;
-    Ok(Req::ListUsersV2 {
-        offset,
-        limit,
-        asc,
-        sorting,
-        queries,
-    })
+    Ok(Req::ListUsersV2 { list, queries })
 }
 
 fn decode_user_query(q: &Obj, v2: bool) -> Result<Option<UserQuery>, ApiError> {
@@ -787,19 +772,12 @@ fn decode_user_query(q: &Obj, v2: bool) -> Result<Option<UserQuery>, ApiError> {
             });
         }
     }
-    if let Some(m) = wire::message(q, "stateQuery", "state_query")? {
-        let states: &[&str] = if v2 { &USER_STATES_V2 } else { &USER_STATES };
-        found.push(UserQuery::State(wire::enumeration(
-            m, "state", "state", states,
-        )?));
+    let states: &[&str] = if v2 { &USER_STATES_V2 } else { &USER_STATES };
+    if let Some(v) = enum_query(q, ("stateQuery", "state_query"), "state", states)? {
+        found.push(UserQuery::State(v));
     }
-    if let Some(m) = wire::message(q, "typeQuery", "type_query")? {
-        found.push(UserQuery::Type(wire::enumeration(
-            m,
-            "type",
-            "type",
-            &USER_TYPES,
-        )?));
+    if let Some(v) = enum_query(q, ("typeQuery", "type_query"), "type", &USER_TYPES)? {
+        found.push(UserQuery::Type(v));
     }
     if !v2 && let Some(m) = wire::message(q, "resourceOwner", "resource_owner")? {
         found.push(UserQuery::ResourceOwner(wire::string(
@@ -1280,6 +1258,25 @@ pub(crate) fn page<T>(items: Vec<T>, offset: u64, limit: u32) -> Vec<T> {
 }
 
 /// v1 `ListDetails` (`zitadel.v1.ListDetails`).
+/// A list answer: the v1 or `v2` `details` with the total before paging, and the page of
+/// `matches` (from `offset`, at most `limit`) as `result`, each built by `item`.
+fn list_answer<T>(
+    st: &State,
+    v2: bool,
+    matches: Vec<T>,
+    (offset, limit): (u64, u32),
+    item: impl FnMut(T) -> Value,
+) -> Out {
+    let total = matches.len() as u64;
+    let result = page(matches, offset, limit).into_iter().map(item).collect();
+    let details = if v2 {
+        list_details_v2(total, st)
+    } else {
+        list_details_v1(total, st)
+    };
+    Out::new().obj("details", details).list("result", result)
+}
+
 fn list_details_v1(total: u64, st: &State) -> Out {
     Out::new()
         .u64("totalResult", total)
@@ -1313,14 +1310,9 @@ fn execute(
             let push = st.push_by(&editor);
             let (agg, owner) = write_target(st, &scope, ctx_org)?;
             if !agg.metadata.contains_key(&key) {
-                let id = if scope.is_org() {
-                    "META-mcnw3"
-                } else {
-                    "META-ncnw3"
-                };
                 return Err(ApiError::zitadel(
                     code::NOT_FOUND,
-                    id,
+                    scope.id("META-mcnw3", "META-ncnw3"),
                     Msg::MetadataNotFound,
                 ));
             }
@@ -1330,23 +1322,14 @@ fn execute(
         }
         Req::BulkRemove { scope, keys } => {
             if keys.is_empty() {
-                return Err(no_data(if scope.is_org() {
-                    "META-9mw2d"
-                } else {
-                    "META-9mm2d"
-                }));
+                return Err(no_data(scope.id("META-9mw2d", "META-9mm2d")));
             }
             let push = st.push_by(&editor);
             let (agg, owner) = write_target(st, &scope, ctx_org)?;
             if keys.iter().any(|k| !agg.metadata.contains_key(k)) {
-                let id = if scope.is_org() {
-                    "META-2npds"
-                } else {
-                    "META-2nnds"
-                };
                 return Err(ApiError::zitadel(
                     code::NOT_FOUND,
-                    id,
+                    scope.id("META-2npds", "META-2nnds"),
                     Msg::MetadataKeyNotExisting,
                 ));
             }
@@ -1364,18 +1347,11 @@ fn execute(
                 Some((entry, owner)) => {
                     Ok(serde_json::json!({ "metadata": metadata_item(&key, entry, owner) }))
                 }
-                None => {
-                    let id = if scope.is_org() {
-                        "QUERY-Rph32"
-                    } else {
-                        "QUERY-Rgh32"
-                    };
-                    Err(ApiError::zitadel(
-                        code::NOT_FOUND,
-                        id,
-                        Msg::MetadataNotFound,
-                    ))
-                }
+                None => Err(ApiError::zitadel(
+                    code::NOT_FOUND,
+                    scope.id("QUERY-Rph32", "QUERY-Rgh32"),
+                    Msg::MetadataNotFound,
+                )),
             }
         }
         Req::List {
@@ -1413,13 +1389,7 @@ fn execute(
             })?;
             Ok(Out::new().obj("org", org_v1(org)).build())
         }
-        Req::ListOrgsV2 {
-            offset,
-            limit,
-            asc,
-            sorting,
-            queries,
-        } => list_orgs_v2(st, auth, (offset, limit, asc, sorting), queries),
+        Req::ListOrgsV2 { list, queries } => list_orgs_v2(st, auth, list, queries),
         Req::OrgByDomain { domain } => {
             let org = st
                 .orgs
@@ -1441,18 +1411,7 @@ fn execute(
                 })?;
             Ok(Out::new().obj("user", user_v1(user, st)).build())
         }
-        Req::ListUsersV2 {
-            offset,
-            limit,
-            asc,
-            sorting,
-            queries,
-        } => Ok(list_users_v2(
-            st,
-            auth,
-            (offset, limit, asc, sorting),
-            queries,
-        )),
+        Req::ListUsersV2 { list, queries } => Ok(list_users_v2(st, auth, list, queries)),
         Req::ListUsersV1 {
             offset,
             limit,
@@ -1466,15 +1425,10 @@ fn execute(
                 .filter(|u| u.org_id == ctx_org)
                 .filter(|u| queries.iter().all(|q| q.matches(u, &st.orgs)))
                 .collect();
-            let total = matches.len() as u64;
-            let result = page(matches, offset, limit)
-                .into_iter()
-                .map(|u| user_v1(u, st).build())
-                .collect();
-            Ok(Out::new()
-                .obj("details", list_details_v1(total, st))
-                .list("result", result)
-                .build())
+            Ok(list_answer(st, false, matches, (offset, limit), |u| {
+                user_v1(u, st).build()
+            })
+            .build())
         }
     }
 }
@@ -1485,34 +1439,18 @@ fn set(
     auth: &Auth,
     scope: Scope,
     key: String,
-    mut value: Vec<u8>,
+    value: Vec<u8>,
     write_fault: Option<WriteFault>,
 ) -> Result<Value, ApiError> {
-    let ctx_org = auth.ctx_org.as_str();
-    let editor = auth.editor();
-    let mode = st.mode;
-    let dropped = write_fault == Some(WriteFault::Drop);
-    if write_fault == Some(WriteFault::Corrupt) {
-        corrupt(&mut value);
-    }
-    let skip_unchanged = !scope.is_org() && mode.user_set_skips_unchanged;
-    let push = st.push_by(&editor);
-    let (agg, owner) = write_target(st, &scope, ctx_org)?;
-    let mut scratch;
-    let agg = if dropped {
-        scratch = agg.clone();
-        &mut scratch
-    } else {
-        agg
-    };
-    let (stamp, written) = if skip_unchanged && agg.holds(&key, &value) {
-        (agg.last_metadata_stamp(), 0)
-    } else {
-        (agg.set_metadata(&push, &key, &value), 1)
-    };
-    if !dropped {
-        st.total_events += written;
-    }
+    let skip_unchanged = !scope.is_org() && st.mode.user_set_skips_unchanged;
+    let (stamp, owner) = write_items(
+        st,
+        auth,
+        &scope,
+        vec![(key, value)],
+        skip_unchanged,
+        write_fault,
+    )?;
     Ok(write_details(stamp, &owner, true))
 }
 
@@ -1521,28 +1459,41 @@ fn bulk_set(
     st: &mut State,
     auth: &Auth,
     scope: Scope,
-    mut items: Vec<(String, Vec<u8>)>,
+    items: Vec<(String, Vec<u8>)>,
     write_fault: Option<WriteFault>,
 ) -> Result<Value, ApiError> {
-    let ctx_org = auth.ctx_org.as_str();
-    let editor = auth.editor();
-    let mode = st.mode;
-    let dropped = write_fault == Some(WriteFault::Drop);
     if items.is_empty() {
         return Err(no_data("META-9mm2d"));
     }
+    let skip_unchanged = if scope.is_org() {
+        st.mode.org_bulk_set_skips_unchanged
+    } else {
+        st.mode.user_set_skips_unchanged
+    };
+    let (stamp, owner) = write_items(st, auth, &scope, items, skip_unchanged, write_fault)?;
+    Ok(write_details(stamp, &owner, false))
+}
+
+/// Writes `items` (corrupted first by a corrupting fault) to the target of `scope`, one event
+/// per written item, skipping unchanged values when `skip_unchanged`; a dropped write works on a
+/// copy and stores nothing. Returns the stamp of the last event written (else of the latest
+/// metadata event) and the owner.
+fn write_items(
+    st: &mut State,
+    auth: &Auth,
+    scope: &Scope,
+    mut items: Vec<(String, Vec<u8>)>,
+    skip_unchanged: bool,
+    write_fault: Option<WriteFault>,
+) -> Result<(Stamp, String), ApiError> {
+    let dropped = write_fault == Some(WriteFault::Drop);
     if write_fault == Some(WriteFault::Corrupt) {
         for (_, value) in &mut items {
             corrupt(value);
         }
     }
-    let skip_unchanged = if scope.is_org() {
-        mode.org_bulk_set_skips_unchanged
-    } else {
-        mode.user_set_skips_unchanged
-    };
-    let push = st.push_by(&editor);
-    let (agg, owner) = write_target(st, &scope, ctx_org)?;
+    let push = st.push_by(&auth.editor());
+    let (agg, owner) = write_target(st, scope, auth.ctx_org.as_str())?;
     let mut scratch;
     let agg = if dropped {
         scratch = agg.clone();
@@ -1563,7 +1514,7 @@ fn bulk_set(
     if !dropped {
         st.total_events += written;
     }
-    Ok(write_details(stamp, &owner, false))
+    Ok((stamp, owner))
 }
 
 /// `ListMetadata` (v1) of the context org or one of its users.
@@ -1576,14 +1527,9 @@ fn list_metadata(
 ) -> Result<Value, ApiError> {
     let ctx_org = auth.ctx_org.as_str();
     let Some(queries) = queries.into_iter().collect::<Option<Vec<KeyQuery>>>() else {
-        let id = if scope.is_org() {
-            "METAD-fdg23"
-        } else {
-            "METAD-Vn7qy"
-        };
         return Err(ApiError::zitadel(
             code::INVALID_ARGUMENT,
-            id,
+            scope.id("METAD-fdg23", "METAD-Vn7qy"),
             Msg::ListQueryInvalid,
         ));
     };
@@ -1601,22 +1547,15 @@ fn list_metadata(
     // No sorting column (checklist item 12): any order, a new one per request when
     // shuffled.
     super::state::apply_order(shuffle, &mut matches);
-    let total = matches.len() as u64;
-    let result = page(matches, offset, limit)
-        .into_iter()
-        .map(|(k, e)| metadata_item(k, e, owner))
-        .collect();
-    Ok(Out::new()
-        .obj("details", list_details_v1(total, st))
-        .list("result", result)
-        .build())
+    let item = |(k, e): (&String, &MetaEntry)| metadata_item(k, e, owner);
+    Ok(list_answer(st, false, matches, (offset, limit), item).build())
 }
 
 /// `ListOrganizations` of the organization v2 service: the orgs the caller may read.
 fn list_orgs_v2(
     st: &mut State,
     auth: &Auth,
-    (offset, limit, asc, sorting): (u64, u32, bool, i32),
+    (offset, limit, asc, sorting): V2List,
     queries: Vec<Option<OrgQuery>>,
 ) -> Result<Value, ApiError> {
     if limit > V2_MAX_LIMIT {
@@ -1655,15 +1594,7 @@ fn list_orgs_v2(
     if sorted && !asc {
         matches.reverse();
     }
-    let total = matches.len() as u64;
-    let result = page(matches, offset, limit)
-        .into_iter()
-        .map(|o| org_v2(o).build())
-        .collect();
-    Ok(Out::new()
-        .obj("details", list_details_v2(total, st))
-        .list("result", result)
-        .build())
+    Ok(list_answer(st, true, matches, (offset, limit), |o| org_v2(o).build()).build())
 }
 
 /// `ListUsers` of the user v2 service: instance-wide, filtered to users the caller may read, no
@@ -1671,7 +1602,7 @@ fn list_orgs_v2(
 fn list_users_v2(
     st: &State,
     auth: &Auth,
-    (offset, limit, asc, sorting): (u64, u32, bool, i32),
+    (offset, limit, asc, sorting): V2List,
     queries: Vec<Option<UserQuery>>,
 ) -> Value {
     // Validation rejected queries with nothing set.
@@ -1700,22 +1631,17 @@ fn list_users_v2(
     if sorted && !asc {
         matches.reverse();
     }
-    let total = matches.len() as u64;
-    let result = page(matches, offset, limit)
-        .into_iter()
-        .map(|u| user_v2(u, st).build())
-        .collect();
     let sorting_name = usize::try_from(sorting)
         .ok()
         .and_then(|i| USER_FIELD_NAMES_V2.get(i))
         .filter(|_| sorting != 0)
         .copied()
         .unwrap_or_default();
-    Out::new()
-        .obj("details", list_details_v2(total, st))
-        .str("sortingColumn", sorting_name)
-        .list("result", result)
-        .build()
+    list_answer(st, true, matches, (offset, limit), |u| {
+        user_v2(u, st).build()
+    })
+    .str("sortingColumn", sorting_name)
+    .build()
 }
 
 fn login_name_values(user: &User, st: &State) -> Vec<Value> {
@@ -1725,106 +1651,101 @@ fn login_name_values(user: &User, st: &State) -> Vec<Value> {
         .collect()
 }
 
-fn user_v1(user: &User, st: &State) -> Out {
+/// The `details` of a user or org: v1 also reports the `creationDate`.
+fn aggregate_details(agg: &Aggregate, owner: &str, creation_date: bool) -> Out {
+    let details = Out::new().u64("sequence", agg.sequence);
+    let details = if creation_date {
+        details.time("creationDate", agg.creation_date)
+    } else {
+        details
+    };
+    details
+        .time("changeDate", agg.change_date)
+        .str("resourceOwner", owner)
+}
+
+/// The fields v1 and v2 name differently in a user: id, user name, given and family name,
+/// email verified.
+struct UserFieldNames {
+    id: &'static str,
+    user_name: &'static str,
+    given: &'static str,
+    family: &'static str,
+    verified: &'static str,
+    v1: bool,
+}
+
+fn user_out(user: &User, st: &State, n: &UserFieldNames) -> Out {
     let login = user.login_name(&st.orgs);
     let email = user.email(&st.orgs);
+    let profile = Out::new()
+        .str(n.given, &user.user_name)
+        .str(n.family, PROFILE_LAST_NAME)
+        .str("displayName", &user.user_name);
+    let email = Out::new().str("email", &email).bool(n.verified, true);
     Out::new()
-        .str("id", &user.id)
-        .obj(
-            "details",
-            Out::new()
-                .u64("sequence", user.agg.sequence)
-                .time("creationDate", user.agg.creation_date)
-                .time("changeDate", user.agg.change_date)
-                .str("resourceOwner", &user.org_id),
-        )
+        .str(n.id, &user.id)
+        .obj("details", aggregate_details(&user.agg, &user.org_id, n.v1))
         .str("state", "USER_STATE_ACTIVE")
-        .str("userName", &user.user_name)
+        .str(n.user_name, &user.user_name)
         .list("loginNames", login_name_values(user, st))
         .str("preferredLoginName", &login)
         .obj(
             "human",
-            Out::new()
-                .obj(
-                    "profile",
-                    Out::new()
-                        .str("firstName", &user.user_name)
-                        .str("lastName", PROFILE_LAST_NAME)
-                        .str("displayName", &user.user_name),
-                )
-                .obj(
-                    "email",
-                    Out::new()
-                        .str("email", &email)
-                        .bool("isEmailVerified", true),
-                ),
+            Out::new().obj("profile", profile).obj("email", email),
         )
+}
+
+fn user_v1(user: &User, st: &State) -> Out {
+    let names = UserFieldNames {
+        id: "id",
+        user_name: "userName",
+        given: "firstName",
+        family: "lastName",
+        verified: "isEmailVerified",
+        v1: true,
+    };
+    user_out(user, st, &names)
 }
 
 fn user_v2_details(user: &User) -> Out {
-    Out::new()
-        .u64("sequence", user.agg.sequence)
-        .time("changeDate", user.agg.change_date)
-        .str("resourceOwner", &user.org_id)
+    aggregate_details(&user.agg, &user.org_id, false)
 }
 
 fn user_v2(user: &User, st: &State) -> Out {
-    let login = user.login_name(&st.orgs);
-    let email = user.email(&st.orgs);
+    let names = UserFieldNames {
+        id: "userId",
+        user_name: "username",
+        given: "givenName",
+        family: "familyName",
+        verified: "isVerified",
+        v1: false,
+    };
+    user_out(user, st, &names)
+}
+
+/// `zitadel.org.v1.Org` (`v1`) or `zitadel.org.v2.Organization`.
+fn org_out(org: &Org, v1: bool) -> Out {
+    let state = if v1 {
+        "ORG_STATE_ACTIVE"
+    } else {
+        "ORGANIZATION_STATE_ACTIVE"
+    };
     Out::new()
-        .str("userId", &user.id)
-        .obj("details", user_v2_details(user))
-        .str("state", "USER_STATE_ACTIVE")
-        .str("username", &user.user_name)
-        .list("loginNames", login_name_values(user, st))
-        .str("preferredLoginName", &login)
-        .obj(
-            "human",
-            Out::new()
-                .obj(
-                    "profile",
-                    Out::new()
-                        .str("givenName", &user.user_name)
-                        .str("familyName", PROFILE_LAST_NAME)
-                        .str("displayName", &user.user_name),
-                )
-                .obj(
-                    "email",
-                    Out::new().str("email", &email).bool("isVerified", true),
-                ),
-        )
+        .str("id", &org.id)
+        .obj("details", aggregate_details(&org.agg, &org.id, v1))
+        .str("state", state)
+        .str("name", &org.name)
+        .str("primaryDomain", &org.primary_domain)
 }
 
 fn org_v1(org: &Org) -> Out {
-    Out::new()
-        .str("id", &org.id)
-        .obj(
-            "details",
-            Out::new()
-                .u64("sequence", org.agg.sequence)
-                .time("creationDate", org.agg.creation_date)
-                .time("changeDate", org.agg.change_date)
-                .str("resourceOwner", &org.id),
-        )
-        .str("state", "ORG_STATE_ACTIVE")
-        .str("name", &org.name)
-        .str("primaryDomain", &org.primary_domain)
+    org_out(org, true)
 }
 
 /// `zitadel.org.v2.Organization`.
 fn org_v2(org: &Org) -> Out {
-    Out::new()
-        .str("id", &org.id)
-        .obj(
-            "details",
-            Out::new()
-                .u64("sequence", org.agg.sequence)
-                .time("changeDate", org.agg.change_date)
-                .str("resourceOwner", &org.id),
-        )
-        .str("state", "ORGANIZATION_STATE_ACTIVE")
-        .str("name", &org.name)
-        .str("primaryDomain", &org.primary_domain)
+    org_out(org, false)
 }
 
 #[cfg(test)]

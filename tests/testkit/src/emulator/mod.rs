@@ -172,21 +172,12 @@ impl Emulator {
     /// Starts an emulator listening on `addr`, with empty state.
     pub async fn start_on(addr: SocketAddr) -> anyhow::Result<Emulator> {
         let (listener, addr) = Emulator::bind(addr).await?;
-        let (tx, rx) = watch::channel(false);
-        let core = Arc::new(Core::new(rx.clone()));
-        let app = server::router(Arc::clone(&core));
+        let (core, stop) = Emulator::new_core();
         // Plain TCP with a reset switch per connection (FaultKind::Reset); `tap_io` keeps
         // `ConnectInfo<SocketAddr>` available to the handlers.
         let listener =
             conn::ResettableListener::new(listener, Arc::clone(&core.connections)).tap_io(|_| ());
-        let emulator = Emulator::serve(
-            listener,
-            app,
-            core,
-            (tx, rx),
-            addr,
-            "ZITADEL emulator server",
-        );
+        let emulator = Emulator::serve(listener, (core, stop), addr, "ZITADEL emulator server");
         let issuer = emulator.url();
         emulator.with_state(|st| st.issuer = issuer);
         Ok(emulator)
@@ -205,11 +196,15 @@ impl Emulator {
 
     /// Serves `app` on `listener` until shut down (or every handle is dropped); `what` names
     /// the server in the warning if serving fails.
+    /// A new emulator core (empty state) and the switch that stops its server.
+    fn new_core() -> (Arc<Core>, watch::Sender<bool>) {
+        let (tx, rx) = watch::channel(false);
+        (Arc::new(Core::new(rx)), tx)
+    }
+
     fn serve<L>(
         listener: L,
-        app: axum::Router,
-        core: Arc<Core>,
-        (tx, rx): (watch::Sender<bool>, watch::Receiver<bool>),
+        (core, tx): (Arc<Core>, watch::Sender<bool>),
         addr: SocketAddr,
         what: &'static str,
     ) -> Emulator
@@ -218,7 +213,8 @@ impl Emulator {
         for<'a> SocketAddr:
             axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
     {
-        let mut stop = rx;
+        let app = server::router(Arc::clone(&core));
+        let mut stop = tx.subscribe();
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 // Err = every handle dropped: shut down as well.

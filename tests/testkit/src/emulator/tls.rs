@@ -14,13 +14,11 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::Emulator;
-use super::server::{self, Core};
 
 /// How long one TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -148,17 +146,8 @@ impl Emulator {
             acceptor: TlsAcceptor::from(Arc::new(tls.server_config()?)),
         }
         .tap_io(|_| ());
-        let (tx, rx) = watch::channel(false);
-        let core = Arc::new(Core::new(rx.clone()));
-        let app = server::router(Arc::clone(&core));
-        let emulator = Emulator::serve(
-            listener,
-            app,
-            core,
-            (tx, rx),
-            addr,
-            "ZITADEL emulator (TLS)",
-        );
+        let core = Emulator::new_core();
+        let emulator = Emulator::serve(listener, core, addr, "ZITADEL emulator (TLS)");
         let host = tls.names.first().map_or("localhost", String::as_str);
         let issuer = format!("https://{host}:{}", addr.port());
         emulator.with_state(|st| st.issuer = issuer);

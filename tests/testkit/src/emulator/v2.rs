@@ -10,7 +10,7 @@ use super::handlers::{Auth, KeyQuery, check, embedded, len_field};
 use super::model::{Operation, Permission};
 use super::profile::ProfileFacts;
 use super::routes::Params;
-use super::state::{Aggregate, MetaEntry, State};
+use super::state::{Aggregate, MetaEntry, Push, State};
 use super::wire::{self, Obj, Out};
 
 /// v2 list default and maximum limit (`SystemDefaults.DefaultQueryLimit` / `MaxQueryLimit`).
@@ -391,7 +391,8 @@ pub(crate) fn prepare(
 /// Runs a prepared v2 / v2beta metadata RPC for an authenticated caller: validation (PGV), then
 /// the command or query with ZITADEL's order of checks.
 // Long because it is the dispatch over the five v2 requests, each arm in ZITADEL's order of checks
-// (shared pieces: no_data, listed_aggregate, write, apply_set, remove_all).
+// (shared pieces: no_data, authorize_write, aggregate_mut, listed_aggregate, write, apply_set,
+// remove_all).
 pub(crate) fn exec(
     st: &mut State,
     auth: &Auth,
@@ -401,7 +402,6 @@ pub(crate) fn exec(
     let Prepared { api, mut req } = prepared;
     let facts = st.profile.facts();
     validate(api, &req, &facts).map_err(ApiError::invalid_argument)?;
-    let editor = auth.editor();
     let check_permissions = api != Api::OrgBeta || facts.v2beta_permission_check;
     let empty_deletes = api != Api::OrgBeta && facts.empty_value_deletes;
     if let V2Req::Set { items, .. } = &mut req
@@ -413,70 +413,27 @@ pub(crate) fn exec(
     }
     let dropped = write_fault == Some(super::handlers::WriteFault::Drop);
     match (api, req) {
-        (Api::User, V2Req::Set { target, items }) => {
+        (api, V2Req::Set { target, items }) => {
             if items.is_empty() {
                 return Err(no_data("META-9mm2d"));
             }
-            let org = user_org(st, &target)?;
-            if !auth.grant.allows(&org, Permission::UserWrite) {
-                return Err(permission_denied());
-            }
-            let push = st.push_by(&editor);
-            let Some(user) = st.users.get_mut(&target) else {
-                return Err(user_not_found());
-            };
-            let (date, written) = write(&mut user.agg, dropped, |agg| {
-                apply_set(agg, &push, &items, true, empty_deletes)
-            });
-            st.total_events += written;
-            Ok(Out::new().time("setDate", date).build())
-        }
-        (Api::User, V2Req::Delete { target, keys }) => {
-            if keys.is_empty() {
-                return Err(no_data("META-9mm2d"));
-            }
-            let org = user_org(st, &target)?;
-            if !auth.grant.allows(&org, Permission::UserWrite) {
-                return Err(permission_denied());
-            }
-            let push = st.push_by(&editor);
-            let Some(user) = st.users.get_mut(&target) else {
-                return Err(user_not_found());
-            };
-            remove_all(&mut user.agg, &push, &keys, "META-2nnds")?;
-            st.total_events += keys.len() as u64;
-            Ok(Out::new().time("deletionDate", push.at).build())
-        }
-        (Api::Org | Api::OrgBeta, V2Req::Set { target, items }) => {
-            if items.is_empty() {
-                return Err(no_data("META-9mm2d"));
-            }
-            if check_permissions && !auth.grant.allows(&target, Permission::OrgWrite) {
-                return Err(permission_denied());
-            }
-            let push = st.push_by(&editor);
-            let Some(org) = st.orgs.get_mut(&target) else {
-                return Err(org_not_found());
-            };
-            let skip_unchanged = facts.empty_value_deletes;
-            let (date, written) = write(&mut org.agg, dropped, |agg| {
+            let push = authorize_write(st, auth, api, &target, check_permissions)?;
+            // Users skip unchanged values on every profile; orgs where empty values delete.
+            let skip_unchanged = api == Api::User || facts.empty_value_deletes;
+            let (date, written) = write(aggregate_mut(st, api, &target)?, dropped, |agg| {
                 apply_set(agg, &push, &items, skip_unchanged, empty_deletes)
             });
             st.total_events += written;
             Ok(Out::new().time("setDate", date).build())
         }
-        (Api::Org | Api::OrgBeta, V2Req::Delete { target, keys }) => {
+        (api, V2Req::Delete { target, keys }) => {
+            let user = api == Api::User;
             if keys.is_empty() {
-                return Err(no_data("META-9mw2d"));
+                return Err(no_data(if user { "META-9mm2d" } else { "META-9mw2d" }));
             }
-            if check_permissions && !auth.grant.allows(&target, Permission::OrgWrite) {
-                return Err(permission_denied());
-            }
-            let push = st.push_by(&editor);
-            let Some(org) = st.orgs.get_mut(&target) else {
-                return Err(org_not_found());
-            };
-            remove_all(&mut org.agg, &push, &keys, "META-2npds")?;
+            let push = authorize_write(st, auth, api, &target, check_permissions)?;
+            let missing = if user { "META-2nnds" } else { "META-2npds" };
+            remove_all(aggregate_mut(st, api, &target)?, &push, &keys, missing)?;
             st.total_events += keys.len() as u64;
             Ok(Out::new().time("deletionDate", push.at).build())
         }
@@ -624,6 +581,49 @@ fn org_not_found() -> ApiError {
 }
 
 /// The org of an existing user, looked up in any org (v2e §1.3), before any permission check.
+/// ZITADEL's permission check before a v2 write (for a user: after looking it up; for an org:
+/// unless the profile's v2beta checks none), then the push of the events to write.
+fn authorize_write(
+    st: &mut State,
+    auth: &Auth,
+    api: Api,
+    target: &str,
+    check_permissions: bool,
+) -> Result<Push, ApiError> {
+    let allowed = match api {
+        Api::User => auth
+            .grant
+            .allows(&user_org(st, target)?, Permission::UserWrite),
+        Api::Org | Api::OrgBeta => {
+            !check_permissions || auth.grant.allows(target, Permission::OrgWrite)
+        }
+    };
+    if !allowed {
+        return Err(permission_denied());
+    }
+    Ok(st.push_by(&auth.editor()))
+}
+
+/// The user's or org's aggregate a v2 write goes to.
+fn aggregate_mut<'a>(
+    st: &'a mut State,
+    api: Api,
+    target: &str,
+) -> Result<&'a mut Aggregate, ApiError> {
+    match api {
+        Api::User => st
+            .users
+            .get_mut(target)
+            .map(|u| &mut u.agg)
+            .ok_or_else(user_not_found),
+        Api::Org | Api::OrgBeta => st
+            .orgs
+            .get_mut(target)
+            .map(|o| &mut o.agg)
+            .ok_or_else(org_not_found),
+    }
+}
+
 fn user_org(st: &State, user_id: &str) -> Result<String, ApiError> {
     st.users
         .get(user_id)

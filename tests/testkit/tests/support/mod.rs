@@ -62,6 +62,28 @@ pub async fn connect(emu: &Emulator, path: &str, token: &str, body: &Value) -> R
     .await
 }
 
+/// A request on `client` with an optional raw `authorization` header value (as sent, so that
+/// malformed ones can be tried), `x-zitadel-orgid` and JSON body.
+pub fn request(
+    client: &reqwest::Client,
+    (emu, method, path): (&Emulator, Method, &str),
+    authorization: Option<&str>,
+    org: Option<&str>,
+    body: Option<&Value>,
+) -> reqwest::RequestBuilder {
+    let mut rb = client.request(method, format!("{}{path}", emu.url()));
+    if let Some(authorization) = authorization {
+        rb = rb.header("authorization", authorization);
+    }
+    if let Some(org) = org {
+        rb = rb.header("x-zitadel-orgid", org);
+    }
+    if let Some(body) = body {
+        rb = rb.json(body);
+    }
+    rb
+}
+
 /// A REST call with an optional JSON body and `x-zitadel-orgid`.
 pub async fn rest(
     emu: &Emulator,
@@ -71,16 +93,20 @@ pub async fn rest(
     org: Option<&str>,
     body: Option<&Value>,
 ) -> Resp {
-    let mut rb = client()
-        .request(method, format!("{}{path}", emu.url()))
-        .header("authorization", format!("Bearer {token}"));
-    if let Some(org) = org {
-        rb = rb.header("x-zitadel-orgid", org);
-    }
-    if let Some(body) = body {
-        rb = rb.json(body);
-    }
-    send(rb).await
+    let bearer = format!("Bearer {token}");
+    send(request(
+        &client(),
+        (emu, method, path),
+        Some(&bearer),
+        org,
+        body,
+    ))
+    .await
+}
+
+/// A REST call as the admin, without a context org.
+pub async fn rest_admin(emu: &Emulator, method: Method, path: &str, body: Option<&Value>) -> Resp {
+    rest(emu, method, path, ADMIN, None, body).await
 }
 
 /// A REST call with an optional bearer token, `x-zitadel-orgid` and JSON body (a client
@@ -93,17 +119,41 @@ pub async fn call(
     org: Option<&str>,
     body: Option<Value>,
 ) -> Resp {
-    let mut rb = reqwest::Client::new().request(method, format!("{}{}", emu.url(), path));
-    if let Some(token) = token {
-        rb = rb.bearer_auth(token);
-    }
-    if let Some(org) = org {
-        rb = rb.header("x-zitadel-orgid", org);
-    }
-    if let Some(body) = body {
-        rb = rb.json(&body);
-    }
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let rb = request(
+        &reqwest::Client::new(),
+        (emu, method, path),
+        bearer.as_deref(),
+        org,
+        body.as_ref(),
+    );
     send(rb).await
+}
+
+/// A call as the demo IAM owner with an optional context org header.
+pub async fn admin(
+    emu: &Emulator,
+    method: Method,
+    path: &str,
+    org: Option<&str>,
+    body: Option<Value>,
+) -> Resp {
+    call(emu, method, path, Some(ADMIN), org, body).await
+}
+
+/// `GET` as the demo IAM owner in its own org.
+pub async fn get(emu: &Emulator, path: &str) -> Resp {
+    admin(emu, Method::GET, path, None, None).await
+}
+
+/// `POST` with a JSON body as the demo IAM owner in its own org.
+pub async fn post(emu: &Emulator, path: &str, body: Value) -> Resp {
+    admin(emu, Method::POST, path, None, Some(body)).await
+}
+
+/// `DELETE` (with an optional JSON body) as the demo IAM owner in its own org.
+pub async fn delete(emu: &Emulator, path: &str, body: Option<Value>) -> Resp {
+    admin(emu, Method::DELETE, path, None, body).await
 }
 
 /// The keys of a JSON object, sorted.
