@@ -346,12 +346,10 @@ async fn helm_lint_passes_and_the_schema_rejects_bad_values() {
         cp,
         "bad",
         "default",
-        &[
-            "--set",
+        &sets(&[
             "zitadel.tokenSecret.name=a",
-            "--set",
             "zitadel.existingSecret.name=b",
-        ],
+        ]),
     );
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("set at most one of zitadel.tokenSecret.name"));
@@ -620,6 +618,11 @@ async fn more_than_one_replica_turns_on_leader_election_with_a_lease_role() {
     assert!(of_kind(&single, "Role").is_empty());
 }
 
+/// `--set VALUE` for each value, as `helm template` arguments.
+fn sets<'a>(values: &[&'a str]) -> Vec<&'a str> {
+    values.iter().flat_map(|v| ["--set", *v]).collect()
+}
+
 fn docs_of(cp: &ControlPlane, ns: &str, args: &[&str]) -> Vec<Value> {
     docs(&template(cp, "zmo", ns, args))
 }
@@ -674,16 +677,12 @@ async fn service_monitor_and_pod_disruption_budget_are_optional() {
     let docs = docs_of(
         cp,
         &ns,
-        &[
-            "--set",
+        &sets(&[
             "serviceMonitor.enabled=true",
-            "--set",
             "serviceMonitor.labels.release=prometheus",
-            "--set",
             "podDisruptionBudget.enabled=true",
-            "--set",
             "replicaCount=2",
-        ],
+        ]),
     );
     let service = one(&docs, "Service");
     let monitor = one(&docs, "ServiceMonitor");
@@ -730,12 +729,10 @@ async fn service_monitor_and_pod_disruption_budget_are_optional() {
     let min = docs_of(
         cp,
         &ns,
-        &[
-            "--set",
+        &sets(&[
             "podDisruptionBudget.enabled=true",
-            "--set",
             "podDisruptionBudget.minAvailable=1",
-        ],
+        ]),
     );
     let pdb = one(&min, "PodDisruptionBudget");
     assert_eq!(pdb["spec"]["minAvailable"], 1);
@@ -753,18 +750,13 @@ async fn token_modes_render_flags_secret_access_and_mounts() {
     let api = docs_of(
         cp,
         &ns,
-        &[
-            "--set",
+        &sets(&[
             "zitadel.url=https://acme.zitadel.cloud",
-            "--set",
             "zitadel.tokenSecret.name=zitadel-token",
-            "--set",
             &format!("zitadel.tokenSecret.namespace={secrets_ns}"),
-            "--set",
             "zitadel.tokenSecret.key=pat",
-            "--set",
             "zitadel.api=v2",
-        ],
+        ]),
     );
     let a = args(&api);
     for expected in [
@@ -796,14 +788,11 @@ async fn token_modes_render_flags_secret_access_and_mounts() {
     let file = docs_of(
         cp,
         &ns,
-        &[
-            "--set",
+        &sets(&[
             "zitadel.url=https://acme.zitadel.cloud",
-            "--set",
             "zitadel.existingSecret.name=zitadel-pat",
-            "--set",
             "zitadel.existingSecret.key=pat",
-        ],
+        ]),
     );
     let a = args(&file);
     assert!(a.contains(&"--token-file=/var/run/secrets/zitadel/token".to_string()));
