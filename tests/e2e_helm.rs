@@ -623,6 +623,11 @@ fn sets<'a>(values: &[&'a str]) -> Vec<&'a str> {
     values.iter().flat_map(|v| ["--set", *v]).collect()
 }
 
+/// The chart rendered with `--set VALUE` for each value.
+fn docs_set(cp: &ControlPlane, ns: &str, values: &[&str]) -> Vec<Value> {
+    docs_of(cp, ns, &sets(values))
+}
+
 fn docs_of(cp: &ControlPlane, ns: &str, args: &[&str]) -> Vec<Value> {
     docs(&template(cp, "zmo", ns, args))
 }
@@ -674,15 +679,15 @@ async fn watch_namespaces_get_namespaced_roles_and_only_cluster_scoped_cluster_r
 async fn service_monitor_and_pod_disruption_budget_are_optional() {
     let cp = common::shared_with_crds().await;
     let ns = namespace(cp, "helm-monitor").await;
-    let docs = docs_of(
+    let docs = docs_set(
         cp,
         &ns,
-        &sets(&[
+        &[
             "serviceMonitor.enabled=true",
             "serviceMonitor.labels.release=prometheus",
             "podDisruptionBudget.enabled=true",
             "replicaCount=2",
-        ]),
+        ],
     );
     let service = one(&docs, "Service");
     let monitor = one(&docs, "ServiceMonitor");
@@ -726,13 +731,13 @@ async fn service_monitor_and_pod_disruption_budget_are_optional() {
         .collect();
     assert_accepted(cp, &others);
 
-    let min = docs_of(
+    let min = docs_set(
         cp,
         &ns,
-        &sets(&[
+        &[
             "podDisruptionBudget.enabled=true",
             "podDisruptionBudget.minAvailable=1",
-        ]),
+        ],
     );
     let pdb = one(&min, "PodDisruptionBudget");
     assert_eq!(pdb["spec"]["minAvailable"], 1);
@@ -747,16 +752,16 @@ async fn token_modes_render_flags_secret_access_and_mounts() {
     let secrets_ns = namespace(cp, "helm-secrets").await;
 
     // Mode 1: read through the API; `get` on exactly that Secret, in its namespace.
-    let api = docs_of(
+    let api = docs_set(
         cp,
         &ns,
-        &sets(&[
+        &[
             "zitadel.url=https://acme.zitadel.cloud",
             "zitadel.tokenSecret.name=zitadel-token",
             &format!("zitadel.tokenSecret.namespace={secrets_ns}"),
             "zitadel.tokenSecret.key=pat",
             "zitadel.api=v2",
-        ]),
+        ],
     );
     let a = args(&api);
     for expected in [
@@ -785,14 +790,14 @@ async fn token_modes_render_flags_secret_access_and_mounts() {
     assert_accepted(cp, &api);
 
     // Mode 2: an existing Secret mounted read-only as a file; no Secret RBAC.
-    let file = docs_of(
+    let file = docs_set(
         cp,
         &ns,
-        &sets(&[
+        &[
             "zitadel.url=https://acme.zitadel.cloud",
             "zitadel.existingSecret.name=zitadel-pat",
             "zitadel.existingSecret.key=pat",
-        ]),
+        ],
     );
     let a = args(&file);
     assert!(a.contains(&"--token-file=/var/run/secrets/zitadel/token".to_string()));
