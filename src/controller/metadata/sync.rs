@@ -266,17 +266,10 @@ pub async fn prepare_with<K: MetadataResource>(
         && obj.drift_policy() != DriftPolicy::Report
         && never_reported(previous)
         && managed.is_empty();
-    let relevant = relevant_keys(&desired, &managed);
     let observed = if blind {
         MetadataMap::new()
     } else {
-        match list_relevant(api, &target, &relevant).await {
-            Ok(observed) => observed,
-            Err(cause) if cause.needs_existence_proof() => {
-                return Err(ambiguous(api, target, cause).await);
-            }
-            Err(e) => return Err(e.into()),
-        }
+        observe(api, &target, &desired, &managed).await?
     };
     let plan = plan::plan(&desired, &observed, &managed);
     Ok(Prepared::Planned(Box::new(Planned {
@@ -289,6 +282,23 @@ pub async fn prepare_with<K: MetadataResource>(
         source_versions,
         plan,
     })))
+}
+
+/// What ZITADEL holds of the keys a sync must see exactly; an answer that may mean "the target
+/// is gone" comes back with what ZITADEL says about the target's existence.
+async fn observe(
+    api: &dyn ZitadelApi,
+    target: &Target,
+    desired: &MetadataMap,
+    managed: &BTreeSet<String>,
+) -> Result<MetadataMap, SyncError> {
+    match list_relevant(api, target, &relevant_keys(desired, managed)).await {
+        Ok(observed) => Ok(observed),
+        Err(cause) if cause.needs_existence_proof() => {
+            Err(ambiguous(api, target.clone(), cause).await)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The keys a sync must see exactly: desired ∪ managed (other keys of the target are not
