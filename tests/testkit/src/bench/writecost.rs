@@ -362,6 +362,12 @@ fn merged_status(o: &Object, message: &str, at: &str) -> Value {
     json!({"status": status_body(o, 1, message, at)})
 }
 
+/// A status merge patch of `o` (the alternative to the operator's server-side apply).
+async fn merge_status(api: Api<DynamicObject>, o: &Object, message: &str, at: &str) -> Result<()> {
+    let body = merged_status(o, message, at);
+    patch_status(api, &o.name, PatchParams::default(), Patch::Merge(body)).await
+}
+
 async fn create(api: Api<DynamicObject>, obj: serde_json::Result<DynamicObject>) -> Result<()> {
     api.create(&PostParams::default(), &obj?).await?;
     Ok(())
@@ -516,13 +522,7 @@ async fn status_steps(steps: &mut Steps<'_>, apis: &KindApis) -> Result<()> {
     for name in ["status change: merge patch", "status no-op: merge patch"] {
         steps
             .step(name, |_, o| {
-                let body = merged_status(o, "10 keys in sync (round 3)", &t3);
-                patch_status(
-                    apis.of(o),
-                    &o.name,
-                    PatchParams::default(),
-                    Patch::Merge(body),
-                )
+                merge_status(apis.of(o), o, "10 keys in sync (round 3)", &t3)
             })
             .await?;
     }
@@ -575,15 +575,7 @@ async fn fanout_steps(steps: &mut Steps<'_>, apis: &KindApis, watchers: usize) -
     steps
         .step(
             format!("status change: merge patch, {watchers} watchers"),
-            |_, o| {
-                let body = merged_status(o, "10 keys in sync (round 4)", &t4);
-                patch_status(
-                    apis.of(o),
-                    &o.name,
-                    PatchParams::default(),
-                    Patch::Merge(body),
-                )
-            },
+            |_, o| merge_status(apis.of(o), o, "10 keys in sync (round 4)", &t4),
         )
         .await?;
     for w in watches {
@@ -646,15 +638,7 @@ async fn control_steps(steps: &mut Steps<'_>, client: &kube::Client, ns: &str) -
     steps
         .step(
             "control: schemaless CR status change: merge patch",
-            |_, o| {
-                let body = merged_status(o, "10 keys in sync (round 7)", &t7);
-                patch_status(
-                    plains.clone(),
-                    &o.name,
-                    PatchParams::default(),
-                    Patch::Merge(body),
-                )
-            },
+            |_, o| merge_status(plains.clone(), o, "10 keys in sync (round 7)", &t7),
         )
         .await
 }
