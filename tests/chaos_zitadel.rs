@@ -1217,18 +1217,32 @@ async fn rate_limited_token_endpoint_honours_retry_after() {
         .filter(|r| r.operation == Operation::OAuthToken)
         .collect();
     assert_eq!(tokens[0].status, 429, "{tokens:?}");
-    let next = reqs
-        .iter()
-        .skip_while(|r| r.status != 429)
-        .nth(1)
-        .expect("a request after the 429");
-    let gap = secs_between(tokens[0], next);
-    assert!(
-        gap >= RETRY_AFTER as f64,
-        "next request {gap:.3} s after the token endpoint's 429 with Retry-After {RETRY_AFTER}: {:?}",
+    let trace = || {
         reqs.iter()
             .map(|r| (r.operation, r.status, r.path.as_str()))
             .collect::<Vec<_>>()
+    };
+    // The token endpoint is not asked again before its Retry-After, by any caller: the
+    // reconcile and the connection's probe share the service user's token.
+    let next = tokens.get(1).expect("a token request after the 429");
+    let gap = secs_between(tokens[0], next);
+    assert!(
+        gap >= RETRY_AFTER as f64,
+        "next token request {gap:.3} s after the token endpoint's 429 with Retry-After {RETRY_AFTER}: {:?}",
+        trace()
+    );
+    // Meanwhile only calls that already held the (expired) token went out, and failed with 401:
+    // nothing was sent with a token obtained around the pause.
+    let between: Vec<_> = reqs
+        .iter()
+        .skip_while(|r| r.status != 429)
+        .skip(1)
+        .take_while(|r| r.operation != Operation::OAuthToken)
+        .collect();
+    assert!(
+        between.iter().all(|r| r.status == 401),
+        "requests between the 429 and the next token request: {:?}",
+        trace()
     );
     assert_eq!(decoded(env.emu.org_metadata(ACME)), desired);
     figure(

@@ -571,6 +571,60 @@ async fn jwt_profile_survives_a_clock_ahead() {
     }
 }
 
+/// A 429 with `Retry-After` from the token endpoint holds back every caller of the service
+/// user's profile, not only the one that got it: a second client sharing the profile fails at
+/// once with the time left (no token request), and the first request after the pause succeeds.
+#[tokio::test]
+async fn token_endpoint_retry_after_pauses_every_caller_of_the_profile() {
+    let emu = Emulator::start_seeded().await.expect("emulator");
+    emu.register_service_user("300000000000000002", TokenGrant::org_owner(ACME));
+    let file = emu
+        .generate_key_file("300000000000000002")
+        .expect("key file");
+    let url: url::Url = emu.url().parse().expect("url");
+    let key = KeyFile::parse(file.as_bytes()).expect("key");
+    let profile = Arc::new(JwtProfile::new(key, &url, reqwest::Client::new()).expect("profile"));
+    let client = || {
+        let mut config = ClientConfig::new(url.clone(), TokenSource::JwtProfile(profile.clone()));
+        config.api = ApiMode::V1;
+        HttpClient::new(config).expect("client")
+    };
+    let (reconcile, probe) = (client(), client());
+    emu.inject(
+        Fault::too_many_requests(Some(2), false)
+            .on(Operation::OAuthToken)
+            .times(1),
+    );
+    let token_calls = || {
+        emu.requests()
+            .iter()
+            .filter(|r| r.operation == Operation::OAuthToken)
+            .count()
+    };
+    let first = reconcile.list_metadata(&org(ACME)).await.expect_err("429");
+    assert_eq!(first.status(), Some(429), "{first:?}");
+    assert_eq!(first.retry_after(), Some(Duration::from_secs(2)));
+    let second = probe.list_metadata(&org(ACME)).await.expect_err("paused");
+    assert_eq!(second.status(), Some(429), "{second:?}");
+    assert!(second.is_transient());
+    let left = second.retry_after().expect("time left");
+    assert!(
+        left > Duration::from_secs(1) && left <= Duration::from_secs(2),
+        "{left:?}"
+    );
+    assert_eq!(token_calls(), 1, "no token request during the pause");
+    tokio::time::sleep(left).await;
+    probe
+        .list_metadata(&org(ACME))
+        .await
+        .expect("after Retry-After");
+    reconcile
+        .list_metadata(&org(ACME))
+        .await
+        .expect("shares the new token");
+    assert_eq!(token_calls(), 2, "one token request after the pause");
+}
+
 /// Pinned v2 over Connect: set, list, delete for org and user, exact bytes, no sequence.
 #[tokio::test]
 async fn v2_round_trip_over_connect() {

@@ -137,6 +137,48 @@ fn claims<'a>(user_id: &'a str, audience: &'a str, now: SystemTime) -> Claims<'a
     }
 }
 
+/// The token endpoint's `Retry-After` (on a 429 or 503), shared by every caller of one profile:
+/// until it runs out, a token request is answered from here without calling.
+#[derive(Default)]
+struct Pause(std::sync::Mutex<Option<(Instant, u16)>>);
+
+impl Pause {
+    /// Remember a `Retry-After` the token endpoint sent with a 429 or 503.
+    fn after(&self, err: &ZitadelError, now: Instant) {
+        if let (Some(status @ (429 | 503)), Some(wait)) = (err.status(), err.retry_after())
+            && let Ok(mut paused) = self.0.lock()
+        {
+            *paused = Some((now + wait, status));
+        }
+    }
+
+    /// The error to answer without calling while the token endpoint's `Retry-After` runs: the
+    /// same status, with the time left as its `Retry-After`, so the caller's backoff honours it.
+    fn check(&self, now: Instant) -> Option<ZitadelError> {
+        let mut paused = self.0.lock().ok()?;
+        let (until, status) = (*paused)?;
+        if now >= until {
+            *paused = None;
+            return None;
+        }
+        let left = until - now;
+        Some(ZitadelError::Api {
+            status,
+            code: if status == 429 {
+                super::error::code::RESOURCE_EXHAUSTED
+            } else {
+                super::error::code::UNAVAILABLE
+            },
+            id: None,
+            message: format!(
+                "token endpoint asked to wait (Retry-After); next token request in {:.1} s",
+                left.as_secs_f64()
+            ),
+            retry_after: Some(left),
+        })
+    }
+}
+
 /// Access tokens for one service user, exchanged on demand and cached.
 pub struct JwtProfile {
     key: KeyFile,
@@ -144,6 +186,10 @@ pub struct JwtProfile {
     token_url: Url,
     http: reqwest::Client,
     cache: Mutex<Option<(Instant, Arc<str>)>>,
+    /// Until when the token endpoint asked (`Retry-After` on a 429 or 503) not to be called,
+    /// with the status it answered: every caller sharing this profile waits, not only the one
+    /// that got the answer.
+    paused: Pause,
     exchanges: std::sync::atomic::AtomicU64,
     /// The `http` client's request timeout, for the error message of a timed-out exchange.
     timeout: Duration,
@@ -173,6 +219,7 @@ impl JwtProfile {
             token_url,
             http,
             cache: Mutex::new(None),
+            paused: Pause::default(),
             exchanges: std::sync::atomic::AtomicU64::new(0),
             timeout: Duration::ZERO,
             clock: Arc::new(SystemTime::now),
@@ -218,7 +265,16 @@ impl JwtProfile {
         {
             return Ok(token.clone());
         }
-        let (token, lifetime) = self.exchange().await?;
+        if let Some(err) = self.paused.check(Instant::now()) {
+            return Err(err);
+        }
+        let (token, lifetime) = match self.exchange().await {
+            Ok(answer) => answer,
+            Err(err) => {
+                self.paused.after(&err, Instant::now());
+                return Err(err);
+            }
+        };
         let margin = REFRESH_MARGIN.min(lifetime / 10);
         *cache = Some((Instant::now() + lifetime - margin, token.clone()));
         Ok(token)
@@ -311,6 +367,31 @@ impl JwtProfile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_from_the_token_endpoint_pauses_every_caller() {
+        let p = Pause::default();
+        let now = Instant::now();
+        assert!(p.check(now).is_none());
+        // Answers without Retry-After, or other statuses, do not pause.
+        p.after(&ZitadelError::from_response(429, None, "slow"), now);
+        p.after(&ZitadelError::from_response(400, Some("5"), "bad"), now);
+        assert!(p.check(now).is_none());
+        p.after(&ZitadelError::from_response(429, Some("3"), "slow"), now);
+        let err = p
+            .check(now + Duration::from_secs(1))
+            .expect("paused for 3 s");
+        assert_eq!(err.status(), Some(429));
+        assert!(err.is_transient());
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(2)));
+        assert!(p.check(now + Duration::from_secs(3)).is_none());
+        assert!(
+            p.check(now + Duration::from_secs(1)).is_none(),
+            "a lapsed pause is cleared"
+        );
+        p.after(&ZitadelError::from_response(503, Some("2"), "down"), now);
+        assert_eq!(p.check(now).and_then(|e| e.status()), Some(503));
+    }
 
     /// ZITADEL's checks of a JWT-profile assertion at its own time `server_now` (zitadel/oidc
     /// `JWTProfileVerifier` with a 1 h maximum `iat` age and a 1 s offset): not expired, `iat`
