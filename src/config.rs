@@ -148,6 +148,13 @@ pub struct Config {
     #[arg(long, env = "LEADER_ELECTION_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
     pub leader_election_retry_period: Duration,
 
+    /// How long a shutdown (SIGTERM) waits for in-flight reconciles before it stops them anyway
+    /// and releases the Lease; whoever leads next redoes a stopped reconcile. Keep it below the
+    /// pod's
+    /// `terminationGracePeriodSeconds` (30 s by default).
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
     /// Address of the /healthz and /readyz endpoints.
     #[arg(long, env = "HEALTH_ADDR", default_value = "0.0.0.0:8080")]
     pub health_addr: SocketAddr,

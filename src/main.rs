@@ -91,6 +91,7 @@ async fn run(config: Config) -> Result<(), BoxError> {
         config.resync_interval,
     );
     let controller_client = client.clone();
+    let (drain_limit, mut drain_stop) = (config.shutdown_timeout, stop_rx.clone());
     // Started only once this replica may reconcile (after winning the election, if any).
     let controllers = async move {
         tracing::info!(
@@ -99,15 +100,26 @@ async fn run(config: Config) -> Result<(), BoxError> {
             resync = ?resync,
             "starting controllers"
         );
-        controller::run_with(
+        let run = controller::run_with(
             controller_client,
             default_connection,
             namespaces,
             settings,
             shutdown,
             hooks,
-        )
-        .await;
+        );
+        // A shutdown waits for in-flight work, but not for ever (`--shutdown-timeout`).
+        let deadline = async {
+            let _ = drain_stop.wait_for(|stop| *stop).await;
+            tokio::time::sleep(drain_limit).await;
+        };
+        tokio::select! {
+            () = run => {}
+            () = deadline => tracing::warn!(
+                timeout = ?drain_limit,
+                "in-flight reconciles did not finish within the shutdown timeout; stopping them"
+            ),
+        }
     };
     let Some(election) = config.leader_election(leader::default_identity()) else {
         controllers.await;
@@ -171,6 +183,9 @@ fn default_zitadel(
     }))
 }
 
+/// Longest wait for the Lease release on shutdown (one request to kube-apiserver).
+const RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Leader election: stand by until the Lease is ours, reconcile while it stays ours. The
 /// renewals go on while the controllers finish in-flight work after SIGTERM; losing the Lease
 /// drops the controllers at once (in-flight reconciles are aborted) and exits non-zero.
@@ -203,8 +218,12 @@ async fn lead(
     if let Some(lost) = lost {
         return Err(lost.into());
     }
-    if let Err(e) = elector.release().await {
-        tracing::warn!("{e}; the standby takes over when the Lease expires");
+    match tokio::time::timeout(RELEASE_TIMEOUT, elector.release()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("{e}; the standby takes over when the Lease expires"),
+        Err(_) => tracing::warn!(
+            "releasing the Lease took over {RELEASE_TIMEOUT:?}; the standby takes over when it expires"
+        ),
     }
     tracing::info!("stopped");
     Ok(())

@@ -1406,6 +1406,8 @@ async fn shards_render_a_deployment_lease_and_selector_each() {
             format!("--watch-label-selector={selector}"),
             "--event-poll-interval=5s".to_string(),
             "--drift-detection=auto".to_string(),
+            // terminationGracePeriodSeconds (30) minus 5 s.
+            "--shutdown-timeout=25s".to_string(),
         ] {
             assert!(args.contains(&expected), "{expected} in {args:?}");
         }

@@ -12,7 +12,7 @@ use kube::Api;
 use serde_json::json;
 use tokio::time::Instant;
 use zitadel_metadata_operator::crd::MetadataResource;
-use zmo_testkit::emulator::Operation;
+use zmo_testkit::emulator::{Fault, Operation};
 
 /// The Lease name when `--leader-election-id` is not given.
 const LEASE: &str = "zitadel-metadata-operator";
@@ -32,6 +32,17 @@ impl Replica {
     /// Start the binary watching the test namespace; `leader_elect` adds `--leader-elect` with
     /// the Lease in the test namespace. `POD_NAME` = `name`, so the Lease holder names the replica.
     fn start(env: &TestEnv, token_file: &std::path::Path, name: &str, leader_elect: bool) -> Self {
+        Self::start_with(env, token_file, name, leader_elect, &[])
+    }
+
+    /// [`Self::start`] with `extra` flags.
+    fn start_with(
+        env: &TestEnv,
+        token_file: &std::path::Path,
+        name: &str,
+        leader_elect: bool,
+        extra: &[&str],
+    ) -> Self {
         let (health, metrics) = (free_addr(), free_addr());
         let mut launch = Launch::new(env.cp.kubeconfig_path(), &env.ns, "2s")
             .zitadel(&env.emu.url(), token_file)
@@ -41,7 +52,8 @@ impl Replica {
             .args(["--max-concurrent-reconciles", "3"])
             .addresses(&health, &metrics)
             .env("RUST_LOG", "info,kube=warn")
-            .env("POD_NAME", name);
+            .env("POD_NAME", name)
+            .args(extra.iter().copied());
         if leader_elect {
             launch = launch.args(["--leader-elect", "--leader-election-namespace", &env.ns]);
         }
@@ -307,6 +319,59 @@ async fn sigterm_of_the_leader_hands_over_at_once() {
     // The last leader released the Lease too.
     let (holder, _) = lease_holder(&env).await;
     assert_eq!(holder, None);
+}
+
+/// A reconcile stuck in a ZITADEL call that never answers (within a long `--request-timeout`)
+/// does not hold the shutdown: after `--shutdown-timeout` the leader stops it, releases the
+/// Lease and exits 0.
+#[tokio::test]
+async fn sigterm_with_a_stuck_reconcile_exits_after_the_shutdown_timeout() {
+    let env = TestEnv::new("le-stuck").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = token_file(&dir);
+    let flags = ["--request-timeout", "120s", "--shutdown-timeout", "2s"];
+    let mut a = Replica::start_with(&env, &token, "replica-a", true, &flags);
+    eventually(Duration::from_secs(30), "replica-a leads", || async {
+        a.leading().await.filter(|l| *l)
+    })
+    .await;
+    env.emu.inject(
+        Fault::hang()
+            .on(Operation::BulkSetOrgMetadata)
+            .on(Operation::ListOrgMetadata),
+    );
+    env.apply_org(
+        "stuck",
+        json!({"organizationId": ACME, "metadata": [{"key": "k", "value": "v"}]}),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "a metadata call in flight",
+        || async {
+            env.emu
+                .requests()
+                .iter()
+                .any(|r| r.status == 0 && r.path.starts_with("/management/v1/metadata"))
+                .then_some(())
+        },
+    )
+    .await;
+    a.terminate();
+    let terminated = Instant::now();
+    // Without the bound the leader would wait for the 120 s request timeout.
+    let status = a.wait_exit(Duration::from_secs(15)).await;
+    let exited = terminated.elapsed();
+    eprintln!(
+        "MEASURED stuck shutdown: exited {:.2}s after SIGTERM (--shutdown-timeout 2s)",
+        exited.as_secs_f64()
+    );
+    assert!(status.success(), "leader exited with {status}");
+    assert!(
+        exited >= Duration::from_secs(2),
+        "exited before the timeout: {exited:?}"
+    );
+    assert_eq!(lease_holder(&env).await.0, None, "the Lease was released");
 }
 
 /// Healthy and ready, then two Ready orgs, one Ready user and one user that stalls (unknown in

@@ -18,6 +18,7 @@ fn defaults_and_durations() {
     ])
     .expect("parse");
     assert_eq!(c.resync_interval, Duration::from_secs(300));
+    assert_eq!(c.shutdown_timeout, Duration::from_secs(20));
     assert_eq!(c.zitadel_rps, 0, "no request budget unless asked for");
     assert_eq!(
         c.zitadel_api,
