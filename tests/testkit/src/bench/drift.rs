@@ -279,7 +279,11 @@ impl DriftRun {
             p99_ms: quantile(&mut latencies, 0.99),
             max_ms: quantile(&mut latencies, 1.0),
             resolution_ms: super::ms(RESOLUTION),
-            window_s: self.window.end.duration_since(self.window.start).as_secs_f64(),
+            window_s: self
+                .window
+                .end
+                .duration_since(self.window.start)
+                .as_secs_f64(),
             drift_events_read: self.drift_events,
             triggered_reconciles: self.triggered,
             kube,

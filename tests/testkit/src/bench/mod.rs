@@ -203,7 +203,12 @@ impl Options {
                     .rfind(|(k, _)| k == "EVENT_POLL_INTERVAL")?;
                 parse(v)
             })
-            .or_else(|| parse(&process::help_default(&self.operator, "--event-poll-interval")?))
+            .or_else(|| {
+                parse(&process::help_default(
+                    &self.operator,
+                    "--event-poll-interval",
+                )?)
+            })
             .unwrap_or(Duration::from_secs(15))
     }
 }

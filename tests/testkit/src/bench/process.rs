@@ -165,10 +165,7 @@ impl Operator {
             command.args(["--zitadel-rps", &args.rps.to_string()]);
         }
         if let Some(poll) = args.event_poll {
-            command.args([
-                "--event-poll-interval",
-                &format!("{}ms", poll.as_millis()),
-            ]);
+            command.args(["--event-poll-interval", &format!("{}ms", poll.as_millis())]);
         }
         let mut child = command
             .spawn()

@@ -515,22 +515,25 @@ impl Report {
     /// Drift detection in the steady window, and the drift-repair phase, per bulk run.
     fn markdown_drift(&self, out: &mut String) {
         let runs = self.bulk_runs();
-        let steady = runs.iter().filter(|(_, b)| b.steady.window_s > 0.0).map(|(r, b)| {
-            let s = &b.steady;
-            format!(
-                "| {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {} | {:.2} | {} | {:.2} |",
-                r.objects,
-                b.drift_mode,
-                b.event_poll_s,
-                b.resync_s,
-                s.settle_s,
-                s.window_s,
-                s.list_events,
-                s.list_events_per_poll,
-                s.calls.total(),
-                s.calls_per_poll,
-            )
-        });
+        let steady = runs
+            .iter()
+            .filter(|(_, b)| b.steady.window_s > 0.0)
+            .map(|(r, b)| {
+                let s = &b.steady;
+                format!(
+                    "| {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {} | {:.2} | {} | {:.2} |",
+                    r.objects,
+                    b.drift_mode,
+                    b.event_poll_s,
+                    b.resync_s,
+                    s.settle_s,
+                    s.window_s,
+                    s.list_events,
+                    s.list_events_per_poll,
+                    s.calls.total(),
+                    s.calls_per_poll,
+                )
+            });
         table(
             out,
             "| N | steady: drift mode | event poll s | resync s | settle s | window s | ListEvents | ListEvents / poll interval | ZITADEL calls | calls / poll interval |",
