@@ -15,10 +15,10 @@
 //! 4. observes the converged system for several resync intervals (steady state): ZITADEL calls,
 //!    writes, status writes, Events;
 //! 5. edits one object and measures the time to Ready and the calls it caused;
-//! 5b. edits `drift_edits` objects' keys directly in ZITADEL (out of band, [`drift`]) and
+//! 6. edits `drift_edits` objects' keys directly in ZITADEL (out of band, [`drift`]) and
 //!    measures the time until the operator put each back, and the calls it made for that;
-//! 6. reads the operator's CPU seconds (`/proc/<pid>/stat`) and peak RSS (`VmHWM`);
-//! 7. runs the per-key baseline ([`perkey`]) for the same objects against a fresh emulator with
+//! 7. reads the operator's CPU seconds (`/proc/<pid>/stat`) and peak RSS (`VmHWM`);
+//! 8. runs the per-key baseline ([`perkey`]) for the same objects against a fresh emulator with
 //!    the same latency, with as many objects at once as the operator reconciles at once.
 
 mod apiserver;
