@@ -175,16 +175,18 @@ fn stop_when_idle(
     true
 }
 
-/// Every event after the cursor, page by page (smaller pages when one is too large), and
-/// whether the cursor got stuck on one timestamp.
+/// Every event after the cursor, page by page (smaller pages when one is too large), each page
+/// handed to `on_page` as it comes (a backlog of 100,000 events is never held at once); the
+/// number of new events, and whether the cursor got stuck on one timestamp. A failure after
+/// some pages keeps what they delivered: the cursor has moved past them.
 async fn read_new(
     key: &ConnectionKey,
     api: &dyn ZitadelApi,
     cursor: &mut Cursor,
-) -> Result<(Vec<Event>, bool), ZitadelError> {
+    mut on_page: impl FnMut(Vec<Event>),
+) -> Result<(usize, bool), ZitadelError> {
     let mut query = cursor.start();
-    let mut fresh: Vec<Event> = Vec::new();
-    let mut stuck = false;
+    let mut count = 0;
     loop {
         let page = match api.list_events(&query).await {
             Ok(page) => page,
@@ -198,22 +200,22 @@ async fn read_new(
             Err(e) => return Err(e),
         };
         match cursor.page(&query, page) {
-            PageOutcome::Next { fresh: f, next } => {
-                fresh.extend(f);
+            PageOutcome::Next { fresh, next } => {
+                count += fresh.len();
+                on_page(fresh);
                 match next {
                     Some(n) => query = n,
-                    None => break,
+                    None => return Ok((count, false)),
                 }
             }
-            PageOutcome::Stuck { fresh: f, at } => {
-                fresh.extend(f);
+            PageOutcome::Stuck { fresh, at } => {
+                count += fresh.len();
+                on_page(fresh);
                 tracing::warn!(connection = %key, at = %at, "more events share one timestamp than ZITADEL returns at once: re-syncing every object of the connection");
-                stuck = true;
-                break;
+                return Ok((count, true));
             }
         }
     }
-    Ok((fresh, stuck))
 }
 
 /// One round: bootstrap the cursor, or read everything new, classify and dispatch.
@@ -236,14 +238,10 @@ pub(super) async fn poll_round(
         );
         return Ok(());
     }
-    let (fresh, stuck) = read_new(key, api, cursor).await?;
-    hub.metrics.drift_poll("ok");
-    *lock(&poller.found) = State::Events(Instant::now());
-    let _ = poller.ready.send_replace(true);
     let caller = api.caller_id();
-    let now = Instant::now();
     let mut affected = BTreeSet::new();
-    {
+    let classify_page = |fresh: Vec<Event>| {
+        let now = Instant::now();
         let mut own = lock(&poller.own);
         for e in &fresh {
             match classify(e, caller.as_deref(), &mut own, now) {
@@ -256,7 +254,13 @@ pub(super) async fn poll_round(
                 }
             }
         }
-    }
+    };
+    let read = read_new(key, api, cursor, classify_page).await;
+    // What the pages read before a failure showed is dispatched all the same.
+    let (events, stuck) = match &read {
+        Ok(done) => *done,
+        Err(_) => (0, false),
+    };
     let triggered = if stuck {
         hub.dispatch_all(key)
     } else {
@@ -264,8 +268,12 @@ pub(super) async fn poll_round(
     };
     if triggered > 0 {
         hub.metrics.drift_triggered(triggered);
-        tracing::info!(connection = %key, events = fresh.len(), objects = triggered, "changes made in ZITADEL: re-syncing the objects they affect");
+        tracing::info!(connection = %key, events, objects = triggered, "changes made in ZITADEL: re-syncing the objects they affect");
     }
+    read?;
+    hub.metrics.drift_poll("ok");
+    *lock(&poller.found) = State::Events(Instant::now());
+    let _ = poller.ready.send_replace(true);
     hub.publish_modes();
     Ok(())
 }
