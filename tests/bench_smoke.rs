@@ -214,7 +214,7 @@ async fn benchmark_smoke_events_mode_drift_repair() {
 
     // Steady state: the event log is read, nothing else (no listing, no write). Not yet at
     // most 2 calls per poll interval: each quiet poll re-reads the creation's last 5 s of events
-    // (~10 calls here; `tests/drift_steady_cost.rs`, ignored until the operator is fixed).
+    // (~3 calls here; `tests/drift_steady_cost.rs`, ignored until the operator is fixed).
     let s = &bulk.steady;
     assert!(s.list_events >= 1, "{s:?}");
     assert_eq!(s.calls.total(), s.list_events, "{s:?}");

@@ -3,11 +3,12 @@
 //!
 //! Found by the bench's Events-mode steady window (`tests/bench_smoke.rs`,
 //! `benchmark_smoke_events_mode_drift_repair`: 100 objects × 10 keys, then ~10 ListEvents per
-//! 1 s poll interval for as long as no new event arrives): every poll starts at the newest
+//! 1 s poll interval before pages grew on a backlog, 4 since, for as long as no new event
+//! arrives): every poll starts at the newest
 //! event seen minus the 5 s overlap, and the newest event does not move while nothing happens,
-//! so each quiet poll re-reads, page by page, every event of the 5 s before the last write.
-//! After a creation of 10,000 objects that is thousands of events, i.e. tens of calls per poll,
-//! until the next change anywhere on the instance.
+//! so each quiet poll re-reads, page by page (100 events, then pages doubling up to 1,000), every
+//! event of the 5 s before the last write. After a creation of 10,000 objects that is thousands
+//! of events, i.e. several calls per poll, until the next change anywhere on the instance.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use zitadel_metadata_operator::drift::{Cursor, CursorConfig, PageOutcome};
@@ -73,7 +74,7 @@ fn quiet_polls_after_a_burst_cost_one_call() {
         .collect();
     let (fresh, calls) = poll(&mut cursor, &log);
     assert_eq!(fresh, 1000);
-    assert!(calls >= 10, "{calls}");
+    assert!(calls >= 2, "paged: {calls}");
     // Later polls: nothing new happened.
     let quiet: Vec<(usize, usize)> = (0..5).map(|_| poll(&mut cursor, &log)).collect();
     assert!(quiet.iter().all(|(fresh, _)| *fresh == 0), "{quiet:?}");
