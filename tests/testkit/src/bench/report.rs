@@ -520,8 +520,16 @@ impl Report {
             .filter(|(_, b)| b.steady.window_s > 0.0)
             .map(|(r, b)| {
                 let s = &b.steady;
+                // Per event poll interval means nothing where the event log is not read.
+                let per_poll = |x: f64| {
+                    if b.drift_mode == "Polling" {
+                        "–".to_owned()
+                    } else {
+                        format!("{x:.2}")
+                    }
+                };
                 format!(
-                    "| {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {} | {:.2} | {} | {:.2} |",
+                    "| {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {} | {} | {} | {} |",
                     r.objects,
                     b.drift_mode,
                     b.event_poll_s,
@@ -529,9 +537,9 @@ impl Report {
                     s.settle_s,
                     s.window_s,
                     s.list_events,
-                    s.list_events_per_poll,
+                    per_poll(s.list_events_per_poll),
                     s.calls.total(),
-                    s.calls_per_poll,
+                    per_poll(s.calls_per_poll),
                 )
             });
         table(
