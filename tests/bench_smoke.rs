@@ -1,15 +1,47 @@
 //! The performance benchmark at N=100 (the only size CI runs): the real operator binary against
-//! the test control plane and the ZITADEL emulator (5 ms per call), next to the per-key baseline.
-//! Asserts structural facts only — never timings.
+//! the test control plane and the ZITADEL emulator (5 ms per call), next to the per-key baseline,
+//! in Polling mode (the bench's default) and in Events mode (`DRIFT_DETECTION=auto`, a 1 s event
+//! poll). Asserts structural facts, and the drift repairs' bounds (issue 13: poll interval + 5 s
+//! in Events mode; by the resync in Polling mode).
 
 mod common;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use zmo_testkit::bench::{self, Options};
+use zmo_testkit::bench::{self, Drift, Options, Report, Strategy};
+
+/// One benchmark at a time: both share the control plane and the machine.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The CSV is rectangular (every row has the header's columns); the Markdown shows the drift
+/// tables.
+fn assert_outputs(report: &Report) {
+    let csv = report.csv();
+    let widths: Vec<usize> = csv.lines().map(|l| l.split(',').count()).collect();
+    assert!(widths.iter().all(|w| *w == widths[0]), "{csv}");
+    let md = report.markdown();
+    assert!(md.contains("| N | steady: drift mode |"), "{md}");
+    assert!(md.contains("| N | drift repair: mode |"), "{md}");
+}
+
+/// Every out-of-band edit repaired, each by one write to its own target.
+fn assert_all_repaired(d: &Drift) {
+    assert_eq!(d.org_edits * 2, d.edits, "{d:?}");
+    assert!(!d.timed_out, "{d:?}");
+    assert_eq!(d.repaired, d.edits, "{d:?}");
+    assert_eq!(d.edited_targets_written, d.edits, "{d:?}");
+    assert_eq!(d.max_writes_per_edited_target, 1, "{d:?}");
+    assert_eq!(d.edited_calls.bulk_set, d.edits as u64, "{d:?}");
+    assert_eq!(d.edited_calls.errors + d.calls.errors, 0, "{d:?}");
+    // No write for an object that was not edited.
+    assert_eq!(d.other_target_calls.writes(), 0, "{d:?}");
+    assert!(d.p50_ms <= d.p99_ms && d.p99_ms <= d.max_ms, "{d:?}");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn benchmark_smoke_at_100_objects() {
+    let _serial = SERIAL.lock().await;
     let cp = common::shared_with_crds().await;
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-smoke");
     let opts = Options::smoke(
@@ -110,11 +142,30 @@ async fn benchmark_smoke_at_100_objects() {
         per_key.calls.writes() >= 5 * c.writes(),
         "per-key writes {per_key:?} vs bulk {c:?}"
     );
-    // The CSV is rectangular (every row has the header's columns), and the machine was sampled
-    // while converging (the report says how busy it was and with what).
-    let csv = report.csv();
-    let widths: Vec<usize> = csv.lines().map(|l| l.split(',').count()).collect();
-    assert!(widths.iter().all(|w| *w == widths[0]), "{csv}");
+    // Polling mode: no event log read; the drift repairs come from the resync (each object is
+    // re-checked within one and a half intervals of its last sync; 2 intervals + 5 s is generous).
+    assert_eq!(bulk.drift_mode, "Polling");
+    assert_eq!(s.list_events, 0, "{s:?}");
+    let d = bulk.drift.as_ref().expect("the drift phase ran");
+    assert_eq!(d.edits, opts.drift_edits, "{d:?}");
+    assert_all_repaired(d);
+    assert_eq!(d.list_events, 0, "{d:?}");
+    assert_eq!(d.drift_events_read.unwrap_or(0.0), 0.0, "{d:?}");
+    // The repair: the resync's list, the bulk set, the read-back list (an edited object's next
+    // resync may list it once more before the phase ends).
+    assert!(d.edited_calls.list >= 2 * d.edits as u64, "{d:?}");
+    let c = &d.edited_calls;
+    assert_eq!(c.total(), c.list + c.bulk_set, "{d:?}");
+    assert!(d.max_ms <= (2.0 * bulk.resync_s + 5.0) * 1000.0, "{d:?}");
+    // The other objects' resyncs go on: lists only.
+    assert_eq!(
+        d.other_target_calls.total(),
+        d.other_target_calls.list,
+        "{d:?}"
+    );
+
+    // The machine was sampled while converging (the report says how busy it was and with what).
+    assert_outputs(&report);
     let md = report.markdown();
     assert!(md.contains("machine busy (mean / peak)"), "{md}");
     if bulk.converge_s >= 2.0 {
@@ -125,4 +176,72 @@ async fn benchmark_smoke_at_100_objects() {
         ratios.calls >= 3.0,
         "per-key should make several times more calls: {ratios:?}"
     );
+}
+
+/// Events mode (`DRIFT_DETECTION=auto`, the bench's token may read events, 1 s event poll):
+/// steady state of ListEvents only (at most 2 calls per poll interval, issue 13), and the
+/// out-of-band edits repaired within poll interval + 5 s by exactly one list, one bulk set and one
+/// read-back list of each edited target, nothing for the other objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn benchmark_smoke_events_mode_drift_repair() {
+    let _serial = SERIAL.lock().await;
+    let cp = common::shared_with_crds().await;
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-smoke-events");
+    let poll = Duration::from_secs(1);
+    let opts = Options {
+        strategy: Strategy::Bulk,
+        resyncs: 1,
+        // The operator re-reads the 5 s before the newest event until it has stayed the newest
+        // for longer than that: let the creation's events settle, then watch five poll intervals.
+        settle: Duration::from_secs(6),
+        steady: Some(poll * 5),
+        event_poll: Some(poll),
+        operator_env: vec![("DRIFT_DETECTION".into(), "auto".into())],
+        command: "bench smoke test, Events mode".into(),
+        ..Options::smoke(
+            PathBuf::from(env!("CARGO_BIN_EXE_zitadel-metadata-operator")),
+            out.clone(),
+        )
+    };
+    let report = bench::run(cp, &opts).await.expect("benchmark run");
+    report.write(&out).expect("write the report");
+    println!("{}", report.markdown());
+    let run = &report.runs[0];
+    let bulk = run.bulk.as_ref().expect("bulk run");
+    assert_eq!(bulk.ready, run.objects);
+    assert_eq!(bulk.drift_mode, "Events");
+    assert_eq!(bulk.event_poll_s, 1.0);
+
+    // Steady state: the event log is read, nothing else (no listing, no write), at most 2 calls
+    // per poll interval (issue 13).
+    let s = &bulk.steady;
+    assert!(s.list_events >= 1, "{s:?}");
+    assert_eq!(s.calls.total(), s.list_events, "{s:?}");
+    assert!(s.calls_per_poll <= 2.0, "{s:?}");
+    assert_eq!(s.zitadel_writes, 0, "{s:?}");
+    assert_eq!(s.kube.total(), 0, "{s:?}");
+
+    // The Kubernetes-side edit costs what it costs in Polling mode.
+    let e = &bulk.edit;
+    assert_eq!(e.calls.bulk_set, 1, "{e:?}");
+    assert_eq!(e.calls.total(), 3, "{e:?}");
+
+    // Drift: every edit read from the event log as drift and repaired within poll + 5 s, by
+    // exactly one list, one bulk set and one read-back list of its target; no call for another
+    // object; nothing but ListEvents besides.
+    let d = bulk.drift.as_ref().expect("the drift phase ran");
+    assert_eq!(d.edits, opts.drift_edits, "{d:?}");
+    assert_all_repaired(d);
+    assert_eq!(d.drift_events_read, Some(d.edits as f64), "{d:?}");
+    assert!(
+        d.max_ms <= (poll + Duration::from_secs(5)).as_secs_f64() * 1000.0,
+        "{d:?}"
+    );
+    assert_eq!(d.edited_calls.list, 2 * d.edits as u64, "{d:?}");
+    assert_eq!(d.edited_calls.total(), 3 * d.edits as u64, "{d:?}");
+    assert_eq!(d.other_target_calls.total(), 0, "{d:?}");
+    assert_eq!(d.unattributed_calls.total(), 0, "{d:?}");
+    assert!(d.list_events >= 1, "{d:?}");
+    assert_eq!(d.calls.total(), 3 * d.edits as u64 + d.list_events, "{d:?}");
+    assert_outputs(&report);
 }

@@ -366,6 +366,7 @@ async fn one_order(
         resync: opts.resync,
         concurrency: None,
         rps: 0,
+        event_poll: None,
         log: opts.out_dir.join(format!("operator-large-{slug}.log")),
         prefix: opts.operator_prefix.clone(),
         env: opts.operator_env.clone(),

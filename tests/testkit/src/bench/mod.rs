@@ -15,12 +15,15 @@
 //! 4. observes the converged system for several resync intervals (steady state): ZITADEL calls,
 //!    writes, status writes, Events;
 //! 5. edits one object and measures the time to Ready and the calls it caused;
-//! 6. reads the operator's CPU seconds (`/proc/<pid>/stat`) and peak RSS (`VmHWM`);
-//! 7. runs the per-key baseline ([`perkey`]) for the same objects against a fresh emulator with
+//! 6. edits `drift_edits` objects' keys directly in ZITADEL (out of band, [`drift`]) and
+//!    measures the time until the operator put each back, and the calls it made for that;
+//! 7. reads the operator's CPU seconds (`/proc/<pid>/stat`) and peak RSS (`VmHWM`);
+//! 8. runs the per-key baseline ([`perkey`]) for the same objects against a fresh emulator with
 //!    the same latency, with as many objects at once as the operator reconciles at once.
 
 mod apiserver;
 mod busy;
+mod drift;
 mod large;
 mod perkey;
 mod process;
@@ -41,9 +44,10 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchP
 use serde_json::json;
 
 use crate::controlplane::ControlPlane;
-use crate::emulator::RecordedRequest;
+use crate::emulator::{Operation, RecordedRequest};
 
 pub use apiserver::{Metrics, PhaseCost, RequestStat, Scraper};
+pub use drift::Drift;
 pub use large::run as large_run;
 pub use large::{LargeOptions, LargeOrderRun, LargePhase, LargeReport};
 pub use process::{ProcStats, default_concurrency, proc_stats};
@@ -127,6 +131,20 @@ pub struct Options {
     /// Install `deploy/admission/cleanup-finalizer.yaml` first (the chart's default where the
     /// cluster serves MutatingAdmissionPolicy): new objects get the finalizer at admission.
     pub finalizer_policy: bool,
+    /// The operator's `--event-poll-interval` (`None`: not passed; then the bench reads the
+    /// value from `operator_env`'s `EVENT_POLL_INTERVAL` or the operator's `--help`).
+    pub event_poll: Option<Duration>,
+    /// Wait this long after the first resync interval before the steady window starts (lets a
+    /// backlog, e.g. the event log of the creation, drain first).
+    pub settle: Duration,
+    /// Length of the steady window (`None`: `resyncs` × `resync`).
+    pub steady: Option<Duration>,
+    /// Objects edited out of band in the drift-repair phase (0: no such phase; capped at the
+    /// object count).
+    pub drift_edits: usize,
+    /// Give up on the drift-repair phase after this long (`None`: 2 × the longer of the resync
+    /// and event poll intervals, plus 30 s). A timeout is reported, not an error.
+    pub drift_timeout: Option<Duration>,
 }
 
 impl Options {
@@ -150,7 +168,48 @@ impl Options {
             operator_env: Vec::new(),
             restart_resyncs: 0,
             finalizer_policy: true,
+            event_poll: None,
+            settle: Duration::ZERO,
+            steady: None,
+            drift_edits: 10,
+            drift_timeout: None,
         }
+    }
+
+    /// The steady window's length.
+    fn steady_window(&self) -> Duration {
+        self.steady.unwrap_or(self.resync * self.resyncs)
+    }
+
+    /// The drift-repair phase's timeout.
+    fn drift_timeout(&self, event_poll: Duration) -> Duration {
+        self.drift_timeout
+            .unwrap_or_else(|| self.resync.max(event_poll) * 2 + Duration::from_secs(30))
+    }
+
+    /// The event poll interval the operator runs with: `event_poll`, else `EVENT_POLL_INTERVAL`
+    /// in `operator_env`, else the operator's default (its `--help`), else 15 s.
+    fn effective_event_poll(&self) -> Duration {
+        let parse = |s: &str| {
+            humantime::parse_duration(s)
+                .ok()
+                .or_else(|| s.parse().ok().map(Duration::from_secs))
+        };
+        self.event_poll
+            .or_else(|| {
+                let (_, v) = self
+                    .operator_env
+                    .iter()
+                    .rfind(|(k, _)| k == "EVENT_POLL_INTERVAL")?;
+                parse(v)
+            })
+            .or_else(|| {
+                parse(&process::help_default(
+                    &self.operator,
+                    "--event-poll-interval",
+                )?)
+            })
+            .unwrap_or(Duration::from_secs(15))
     }
 }
 
@@ -349,18 +408,35 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
         opts.resyncs, opts.resync
     );
 
-    // Without steady-state resyncs to observe (`resyncs` 0), go straight to the edit.
-    if opts.resyncs > 0 {
+    // Without a steady window to observe (`resyncs` 0, no `steady`), go straight to the edit.
+    let steady_window = opts.steady_window();
+    if !steady_window.is_zero() {
         tokio::time::sleep_until((last_ready + opts.resync).into()).await;
+        if !opts.settle.is_zero() {
+            eprintln!("bench: N={n}: settling for {:?}", opts.settle);
+            tokio::time::sleep(opts.settle).await;
+        }
     }
     let steady_cpu_before = operator.stats()?.cpu_seconds;
     let snap_steady_start = scraper.snapshot().await?;
+    let list_events_before = emu.count(Operation::ListEvents);
     let steady_start = Instant::now();
-    tokio::time::sleep(opts.resync * opts.resyncs).await;
+    tokio::time::sleep(steady_window).await;
     let steady_end = Instant::now();
     let snap_steady_end = scraper.snapshot().await?;
     let steady_cpu = operator.stats()?.cpu_seconds - steady_cpu_before;
     operator.check_running()?;
+    let drift_mode = drift_mode(&operator, opts).await;
+    let event_poll = opts.effective_event_poll();
+    if !steady_window.is_zero() {
+        let list_events = emu.count(Operation::ListEvents) - list_events_before;
+        eprintln!(
+            "bench: N={n}: steady window {:.1} s, drift detection {drift_mode}: {list_events} ListEvents ({:.2} per event poll interval of {:?})",
+            steady_window.as_secs_f64(),
+            list_events as f64 * event_poll.as_secs_f64() / steady_window.as_secs_f64(),
+            event_poll,
+        );
+    }
 
     // One edit.
     let edited = 0;
@@ -380,16 +456,43 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
         n,
     )
     .await?;
+
+    // Out-of-band edits in ZITADEL, repaired by the operator.
+    let drift_run = if opts.drift_edits > 0 {
+        let mut desired = objects.to_vec();
+        desired[edited].entries = edited_entries(&objects[edited]);
+        let picks = drift::pick(&desired, opts.drift_edits);
+        let timeout = opts.drift_timeout(event_poll);
+        eprintln!(
+            "bench: N={n}: {} out-of-band edits in ZITADEL; waiting (at most {timeout:?}) for their repair",
+            picks.len()
+        );
+        let tail = opts.resync.mul_f64(0.5).min(Duration::from_secs(3));
+        let run = drift::run(&emu, &operator, &scraper, picks, timeout, tail).await?;
+        operator.check_running()?;
+        Some(run)
+    } else {
+        None
+    };
+
     let mut whole =
         apiserver::PhaseCost::between("create+converge", n, &snap_start, &snap_converged);
     whole.contention = Some(contention.clone());
-    let control_plane = vec![
+    let mut control_plane = vec![
         apiserver::PhaseCost::between("create", n, &snap_start, &snap_created),
         apiserver::PhaseCost::between("converge", n, &snap_created, &snap_converged),
         whole,
         apiserver::PhaseCost::between("steady", n, &snap_steady_start, &snap_steady_end),
         apiserver::PhaseCost::between("edit", 1, &snap_edit_start, &snap_edit_end),
     ];
+    if let Some(d) = &drift_run {
+        control_plane.push(apiserver::PhaseCost::between(
+            "drift",
+            opts.drift_edits.min(n),
+            &d.snap_start,
+            &d.snap_end,
+        ));
+    }
 
     let final_stats = operator.stats()?;
     let requests = emu.requests();
@@ -422,15 +525,38 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
         edited,
         edit: edit_start..edit_end,
         steady: steady_start..steady_end,
+        drift: drift_run
+            .as_ref()
+            .map_or(edit_end..edit_end, |d| d.window.clone()),
     };
     let Attributed {
         create_calls,
         per_object,
         steady_calls,
         steady_list_times,
+        steady_list_events,
         edit_calls,
     } = timeline.attribute(&requests);
-    let [create_kube, steady_kube, edit_kube] = timeline.kube(&writes, &event_writes, t0);
+    let [create_kube, steady_kube, edit_kube, drift_kube] =
+        timeline.kube(&writes, &event_writes, t0);
+    let drift = drift_run.map(|d| {
+        let report = d.report(
+            &requests,
+            (&clock, &targets),
+            (&drift_mode, event_poll, opts.resync),
+            drift_kube,
+        );
+        eprintln!("bench: N={n}: {}", report.summary());
+        report
+    });
+    let steady_s = steady_end.duration_since(steady_start).as_secs_f64();
+    let per_interval = |calls: u64, interval: Duration| {
+        if steady_s > 0.0 {
+            calls as f64 * interval.as_secs_f64() / steady_s
+        } else {
+            0.0
+        }
+    };
 
     Ok(BulkRun {
         concurrency: 0,
@@ -447,13 +573,19 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
         max_lists_per_object: per_object.iter().map(|p| p.0).max().unwrap_or(0),
         max_bulk_sets_per_object: per_object.iter().map(|p| p.1).max().unwrap_or(0),
         create_kube,
+        drift_mode,
+        event_poll_s: event_poll.as_secs_f64(),
         steady: Steady {
-            window_s: steady_end.duration_since(steady_start).as_secs_f64(),
+            window_s: steady_s,
             resyncs: opts.resyncs,
+            settle_s: opts.settle.as_secs_f64(),
             calls: steady_calls,
             zitadel_writes: steady_calls.writes(),
             kube: steady_kube,
-            reads_per_resync: steady_calls.list as f64 / f64::from(opts.resyncs.max(1)),
+            reads_per_resync: per_interval(steady_calls.list, opts.resync),
+            list_events: steady_list_events,
+            list_events_per_poll: per_interval(steady_list_events, event_poll),
+            calls_per_poll: per_interval(steady_calls.total(), event_poll),
             cpu_s: steady_cpu,
             spread: Spread::of(
                 &steady_list_times,
@@ -478,6 +610,7 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
         watch_restarts,
         control_plane,
         restart,
+        drift,
     })
 }
 
@@ -554,6 +687,7 @@ fn operator_args(
         resync: opts.resync,
         concurrency: opts.concurrency,
         rps: opts.rps,
+        event_poll: opts.event_poll,
         log: opts.out_dir.join(format!("operator-{n}.log")),
         prefix: opts.operator_prefix.clone(),
         env: opts.operator_env.clone(),
@@ -690,16 +824,40 @@ async fn wait_converged(
     }
 }
 
-/// The edited object's `spec.metadata`: its first value changed.
-fn edited_metadata(object: &Object) -> Vec<serde_json::Value> {
+/// The edited object's entries: its first value changed.
+fn edited_entries(object: &Object) -> Vec<(String, String)> {
     let mut entries = object.entries.clone();
     if let Some(first) = entries.first_mut() {
         first.1 = format!("{}-edited", first.1);
     }
     entries
+}
+
+/// The edited object's `spec.metadata` ([`edited_entries`]).
+fn edited_metadata(object: &Object) -> Vec<serde_json::Value> {
+    edited_entries(object)
         .iter()
         .map(|(k, v)| json!({"key": k, "value": v}))
         .collect()
+}
+
+/// How the operator detects drift for the default connection, from its metric
+/// `zitadel_drift_detection_mode` (`Events` or `Polling`); without it, what
+/// `DRIFT_DETECTION` asked for (the bench's `polling` unless `operator_env` says otherwise).
+async fn drift_mode(operator: &process::Operator, opts: &Options) -> String {
+    for mode in ["Events", "Polling"] {
+        let series =
+            format!(r#"zitadel_drift_detection_mode{{connection_kind="default",mode="{mode}"}}"#);
+        if operator.metric(&series).await.is_some_and(|v| v >= 1.0) {
+            return mode.to_owned();
+        }
+    }
+    let asked = opts
+        .operator_env
+        .iter()
+        .rfind(|(k, _)| k == "DRIFT_DETECTION")
+        .map_or("polling", |(_, v)| v.as_str());
+    format!("{asked} (not in the metric)")
 }
 
 /// Waits (at most 60 s from `edit_start`) until object `edited` is Ready at `generation`;
@@ -826,6 +984,8 @@ struct Timeline<'a> {
     edited: usize,
     edit: std::ops::Range<Instant>,
     steady: std::ops::Range<Instant>,
+    /// The drift-repair phase (empty when not run).
+    drift: std::ops::Range<Instant>,
 }
 
 /// The ZITADEL calls of each phase.
@@ -835,6 +995,8 @@ struct Attributed {
     per_object: Vec<(u64, u64)>,
     steady_calls: Calls,
     steady_list_times: Vec<Duration>,
+    /// ListEvents calls in the steady window.
+    steady_list_events: u64,
     edit_calls: Calls,
 }
 
@@ -861,6 +1023,7 @@ impl Timeline<'_> {
             per_object: vec![(0u64, 0u64); n],
             steady_calls: Calls::default(),
             steady_list_times: Vec::new(),
+            steady_list_events: 0,
             edit_calls: Calls::default(),
         };
         for r in requests {
@@ -875,6 +1038,8 @@ impl Timeline<'_> {
                 if object == Some(self.edited) {
                     out.edit_calls.add(kind, r.status);
                 }
+            } else if self.drift.contains(&at) {
+                // The drift-repair phase's own report counts these.
             } else if in_create {
                 out.create_calls.add(kind, r.status);
                 if let Some(i) = object {
@@ -886,6 +1051,9 @@ impl Timeline<'_> {
                 }
             } else if self.steady.contains(&at) {
                 out.steady_calls.add(kind, r.status);
+                if r.operation == Operation::ListEvents {
+                    out.steady_list_events += 1;
+                }
                 if kind == CallKind::List {
                     out.steady_list_times
                         .push(at.duration_since(self.steady.start));
@@ -895,15 +1063,15 @@ impl Timeline<'_> {
         out
     }
 
-    /// The Kubernetes writes (and Events) of creation, steady state and edit, as the watch saw
-    /// them. An object's creation lasts until its first resync may start; Events of creation
+    /// The Kubernetes writes (and Events) of creation, steady state, edit and drift repair, as
+    /// the watch saw them. An object's creation lasts until its first resync may start; Events of creation
     /// are those from `t0` to the steady state.
     fn kube(
         &self,
         writes: &[tracker::Write],
         event_writes: &[Instant],
         t0: Instant,
-    ) -> [KubeWrites; 3] {
+    ) -> [KubeWrites; 4] {
         let window_end: Vec<Instant> = self
             .ready_at
             .iter()
@@ -915,18 +1083,18 @@ impl Timeline<'_> {
                 .filter(|t| **t >= from && **t < to)
                 .count() as u64
         };
-        let (edit, steady) = (&self.edit, &self.steady);
-        let mut create_kube = kube_writes(
-            writes
-                .iter()
-                .filter(|w| w.at < window_end[w.object] && !edit.contains(&w.at)),
-        );
+        let (edit, steady, drift) = (&self.edit, &self.steady, &self.drift);
+        let mut create_kube = kube_writes(writes.iter().filter(|w| {
+            w.at < window_end[w.object] && !edit.contains(&w.at) && !drift.contains(&w.at)
+        }));
         create_kube.events = events_in(t0, steady.start);
         let mut steady_kube = kube_writes(writes.iter().filter(|w| steady.contains(&w.at)));
         steady_kube.events = events_in(steady.start, steady.end);
         let mut edit_kube = kube_writes(writes.iter().filter(|w| edit.contains(&w.at)));
         edit_kube.events = events_in(edit.start, edit.end);
-        [create_kube, steady_kube, edit_kube]
+        let mut drift_kube = kube_writes(writes.iter().filter(|w| drift.contains(&w.at)));
+        drift_kube.events = events_in(drift.start, drift.end);
+        [create_kube, steady_kube, edit_kube, drift_kube]
     }
 }
 

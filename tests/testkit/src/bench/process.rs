@@ -98,6 +98,9 @@ pub struct OperatorArgs {
     pub concurrency: Option<u16>,
     /// `--zitadel-rps` (0 = not passed).
     pub rps: u32,
+    /// `--event-poll-interval` (`None`: not passed; the operator's default or the
+    /// `EVENT_POLL_INTERVAL` of `env`).
+    pub event_poll: Option<Duration>,
     /// Where stdout/stderr go.
     pub log: PathBuf,
     /// A command (and arguments) the binary runs under (`heaptrack -o FILE`); empty: none.
@@ -110,6 +113,7 @@ pub struct OperatorArgs {
 pub struct Operator {
     child: Child,
     pid: u32,
+    addr: SocketAddr,
     log: PathBuf,
     wrapped: bool,
 }
@@ -132,6 +136,8 @@ impl Operator {
         // The bench measures per-object polling (one listing per object and resync, as its
         // tables report); `--operator-env DRIFT_DETECTION=auto` measures Events mode instead.
         command.env("DRIFT_DETECTION", "polling");
+        // The bench reports calls per event poll interval: only `env` or `event_poll` set it.
+        command.env_remove("EVENT_POLL_INTERVAL");
         command.envs(args.env.iter().map(|(k, v)| (k, v)));
         command
             .args(["--zitadel-url", &args.zitadel_url])
@@ -157,6 +163,9 @@ impl Operator {
         }
         if args.rps > 0 {
             command.args(["--zitadel-rps", &args.rps.to_string()]);
+        }
+        if let Some(poll) = args.event_poll {
+            command.args(["--event-poll-interval", &format!("{}ms", poll.as_millis())]);
         }
         let mut child = command
             .spawn()
@@ -193,6 +202,7 @@ impl Operator {
         Ok(Operator {
             child,
             pid,
+            addr,
             log: args.log.clone(),
             wrapped: !args.prefix.is_empty(),
         })
@@ -201,6 +211,14 @@ impl Operator {
     /// The operator's process id.
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The value of one sample of the operator's Prometheus metrics, `series` written as the
+    /// exposition shows it (`name{label="value",...}`); `None` when absent or unreadable.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let url = format!("http://{}/metrics", self.addr);
+        let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        metric_value(&text, series)
     }
 
     /// CPU and memory of the operator process so far.
@@ -230,6 +248,14 @@ impl Operator {
         }
         Ok(())
     }
+}
+
+/// The value of `series` (`name{labels}` exactly as exposed) in a Prometheus text exposition.
+fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 /// The first descendant of `root` (or `root` itself) whose executable is `binary`.
@@ -278,12 +304,42 @@ pub fn tail(path: &Path) -> String {
 
 /// The operator's default `--max-concurrent-reconciles`, read from its `--help`.
 pub fn default_concurrency(binary: &Path) -> Option<u16> {
+    help_default(binary, "--max-concurrent-reconciles")?
+        .parse()
+        .ok()
+}
+
+/// The default of `flag` as the operator's `--help` shows it (`[default: 15s]` → `15s`).
+pub fn help_default(binary: &Path, flag: &str) -> Option<String> {
     let out = std::process::Command::new(binary)
         .arg("--help")
         .output()
         .ok()?;
     let help = String::from_utf8_lossy(&out.stdout);
-    let after = help.split("--max-concurrent-reconciles").nth(1)?;
+    let after = help.split(flag).nth(1)?;
     let default = after.split("[default: ").nth(1)?;
-    default.split(']').next()?.trim().parse().ok()
+    Some(default.split(']').next()?.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_value;
+
+    #[test]
+    fn metric_value_reads_one_series_exactly() {
+        let text = "# HELP x y\n\
+            zitadel_drift_detection_mode{connection_kind=\"default\",mode=\"Events\"} 1\n\
+            zitadel_drift_detection_mode{connection_kind=\"default\",mode=\"Polling\"} 0\n\
+            zitadel_drift_events_total{verdict=\"drift\"} 12\n";
+        let mode = |m: &str| {
+            format!("zitadel_drift_detection_mode{{connection_kind=\"default\",mode=\"{m}\"}}")
+        };
+        assert_eq!(metric_value(text, &mode("Events")), Some(1.0));
+        assert_eq!(metric_value(text, &mode("Polling")), Some(0.0));
+        assert_eq!(
+            metric_value(text, "zitadel_drift_events_total{verdict=\"drift\"}"),
+            Some(12.0)
+        );
+        assert_eq!(metric_value(text, "zitadel_drift_events_total"), None);
+    }
 }

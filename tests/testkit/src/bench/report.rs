@@ -100,16 +100,25 @@ impl KubeWrites {
 pub struct Steady {
     /// Length of the observed window, seconds.
     pub window_s: f64,
-    /// Resync intervals in the window.
+    /// Resync intervals in the window (as asked; `window_s` says when `--steady-secs` set it).
     pub resyncs: u32,
+    /// Wait before the window (after the first resync interval from convergence), seconds.
+    pub settle_s: f64,
     /// ZITADEL calls in the window.
     pub calls: Calls,
     /// ZITADEL metadata writes in the window (target 0).
     pub zitadel_writes: u64,
     /// Kubernetes writes in the window (target 0).
     pub kube: KubeWrites,
-    /// Metadata lists per resync interval (ideally = N).
+    /// Metadata lists per resync interval (Polling mode: ideally = N).
     pub reads_per_resync: f64,
+    /// ListEvents calls (reads of ZITADEL's event log) in the window (counted in `calls.other`).
+    pub list_events: u64,
+    /// ListEvents calls per event poll interval (Events mode: ideally 1).
+    pub list_events_per_poll: f64,
+    /// All ZITADEL calls per event poll interval (issue 13: ≤ 2 per connection in Events mode;
+    /// the bench has one connection).
+    pub calls_per_poll: f64,
     /// Operator CPU seconds in the window.
     pub cpu_s: f64,
     /// How the lists were spread over the window (bursts vs evenly).
@@ -293,6 +302,14 @@ pub struct BulkRun {
     pub control_plane: Vec<super::apiserver::PhaseCost>,
     /// The restart phase, when run.
     pub restart: Option<Restart>,
+    /// How the operator detected drift after the steady window: `Events` or `Polling` (its
+    /// metric `zitadel_drift_detection_mode` for the default connection), else what
+    /// `DRIFT_DETECTION` asked for, marked "(not in the metric)".
+    pub drift_mode: String,
+    /// The operator's event poll interval, seconds.
+    pub event_poll_s: f64,
+    /// The drift-repair phase (out-of-band edits in ZITADEL), when run.
+    pub drift: Option<super::drift::Drift>,
 }
 
 impl BulkRun {
@@ -408,6 +425,7 @@ impl Report {
         let mut out = String::new();
         self.markdown_runs(&mut out);
         self.markdown_steady(&mut out);
+        self.markdown_drift(&mut out);
         self.markdown_cpu(&mut out);
         self.markdown_control_plane(&mut out);
         self.markdown_ratios(&mut out);
@@ -492,6 +510,49 @@ impl Report {
             "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
             rows.collect(),
         );
+    }
+
+    /// Drift detection in the steady window, and the drift-repair phase, per bulk run.
+    fn markdown_drift(&self, out: &mut String) {
+        let runs = self.bulk_runs();
+        let steady = runs
+            .iter()
+            .filter(|(_, b)| b.steady.window_s > 0.0)
+            .map(|(r, b)| {
+                let s = &b.steady;
+                // Per event poll interval means nothing where the event log is not read.
+                let per_poll = |x: f64| {
+                    if b.drift_mode == "Polling" {
+                        "–".to_owned()
+                    } else {
+                        format!("{x:.2}")
+                    }
+                };
+                format!(
+                    "| {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {} | {} | {} | {} |",
+                    r.objects,
+                    b.drift_mode,
+                    b.event_poll_s,
+                    b.resync_s,
+                    s.settle_s,
+                    s.window_s,
+                    s.list_events,
+                    per_poll(s.list_events_per_poll),
+                    s.calls.total(),
+                    per_poll(s.calls_per_poll),
+                )
+            });
+        table(
+            out,
+            "| N | steady: drift mode | event poll s | resync s | settle s | window s | ListEvents | ListEvents / poll interval | ZITADEL calls | calls / poll interval |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            steady.collect(),
+        );
+        let [header, align] = super::drift::MARKDOWN_HEADER;
+        let rows = runs
+            .iter()
+            .filter_map(|(r, b)| Some(b.drift.as_ref()?.markdown_row(r.objects)));
+        table(out, header, align, rows.collect());
     }
 
     /// Where the CPU went during convergence, per bulk run.
@@ -608,8 +669,10 @@ impl Report {
     /// One CSV row per N and strategy.
     pub fn csv(&self) -> String {
         let mut out = String::from(
-            "objects,keys,latency_ms,strategy,concurrency,rps,converge_s,p50_ms,p99_ms,max_ms,calls_total,calls_list,calls_bulk_set,calls_bulk_remove,calls_set,calls_other,calls_errors,max_lists_per_object,max_bulk_sets_per_object,k8s_finalizer_writes,k8s_status_writes,k8s_other_writes,k8s_events,cpu_s,rss_converged_mib,rss_peak_mib,steady_resyncs,steady_zitadel_writes,steady_k8s_writes,steady_lists_per_resync,steady_cpu_s,edit_ready_ms,edit_calls,edit_k8s_writes,machine_busy_mean_pct,machine_busy_peak_pct,other_cpu_s,others_busy_pct,rss_anon_converged_mib,rss_file_converged_mib,cp_create_apiserver_cpu_s,cp_create_etcd_cpu_s,cp_converge_apiserver_cpu_s,cp_converge_etcd_cpu_s,cp_create_converge_cpu_ms_per_object,cp_steady_apiserver_cpu_s,cp_steady_etcd_cpu_s,cp_converge_requests,cp_converge_watch_events,steady_lists_peak_per_s,steady_lists_mean_per_s,steady_window_pct_for_90pct\n",
+            "objects,keys,latency_ms,strategy,concurrency,rps,converge_s,p50_ms,p99_ms,max_ms,calls_total,calls_list,calls_bulk_set,calls_bulk_remove,calls_set,calls_other,calls_errors,max_lists_per_object,max_bulk_sets_per_object,k8s_finalizer_writes,k8s_status_writes,k8s_other_writes,k8s_events,cpu_s,rss_converged_mib,rss_peak_mib,steady_resyncs,steady_zitadel_writes,steady_k8s_writes,steady_lists_per_resync,steady_cpu_s,edit_ready_ms,edit_calls,edit_k8s_writes,machine_busy_mean_pct,machine_busy_peak_pct,other_cpu_s,others_busy_pct,rss_anon_converged_mib,rss_file_converged_mib,cp_create_apiserver_cpu_s,cp_create_etcd_cpu_s,cp_converge_apiserver_cpu_s,cp_converge_etcd_cpu_s,cp_create_converge_cpu_ms_per_object,cp_steady_apiserver_cpu_s,cp_steady_etcd_cpu_s,cp_converge_requests,cp_converge_watch_events,steady_lists_peak_per_s,steady_lists_mean_per_s,steady_window_pct_for_90pct,drift_mode,event_poll_s,steady_window_s,steady_list_events,steady_list_events_per_poll,steady_calls_per_poll,",
         );
+        out.push_str(super::drift::CSV_HEADER);
+        out.push('\n');
         let none = super::apiserver::PhaseCost::default();
         for r in &self.runs {
             if let Some(b) = &r.bulk {
@@ -617,7 +680,7 @@ impl Report {
                 let cp = |phase: &str| b.phase(phase).unwrap_or(&none);
                 let _ = writeln!(
                     out,
-                    "{},{},{},bulk,{},{},{:.3},{:.1},{:.1},{:.1},{},{},{},{},{},{},{},{:.3},{:.1},{:.1},{},{},{},{:.1},{:.3},{:.1},{},{},{:.1},{:.1},{:.2},{:.1},{:.1},{:.1},{:.2},{:.2},{:.2},{:.2},{:.3},{:.2},{:.2},{},{},{:.0},{:.2},{:.1}",
+                    "{},{},{},bulk,{},{},{:.3},{:.1},{:.1},{:.1},{},{},{},{},{},{},{},{:.3},{:.1},{:.1},{},{},{},{:.1},{:.3},{:.1},{},{},{:.1},{:.1},{:.2},{:.1},{:.1},{:.1},{:.2},{:.2},{:.2},{:.2},{:.3},{:.2},{:.2},{},{},{:.0},{:.2},{:.1},{},{:.1},{:.1},{},{:.2},{:.2},{}",
                     r.objects,
                     r.keys,
                     r.latency_ms,
@@ -663,12 +726,21 @@ impl Report {
                     b.steady.spread.peak_per_s,
                     b.steady.spread.mean_per_s,
                     b.steady.spread.window_pct_for_90pct,
+                    b.drift_mode.replace(',', ";"),
+                    b.event_poll_s,
+                    b.steady.window_s,
+                    b.steady.list_events,
+                    b.steady.list_events_per_poll,
+                    b.steady.calls_per_poll,
+                    b.drift
+                        .as_ref()
+                        .map_or_else(|| super::drift::CSV_EMPTY.to_owned(), |d| d.csv_cells()),
                 );
             }
             if let Some(p) = &r.per_key {
                 let _ = writeln!(
                     out,
-                    "{},{},{},per-key,{},{},{:.3},{:.1},{:.1},,{},,,,,,,{:.3},,,,,,,,,,,,,,,,,,,,,,,,,,,,",
+                    "{},{},{},per-key,{},{},{:.3},{:.1},{:.1},,{},,,,,,,{:.3},,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,{}",
                     r.objects,
                     r.keys,
                     r.latency_ms,
@@ -679,6 +751,7 @@ impl Report {
                     p.p99_ms,
                     p.calls.csv_cells(),
                     p.cpu_s,
+                    super::drift::CSV_EMPTY,
                 );
             }
         }

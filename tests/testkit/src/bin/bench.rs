@@ -6,7 +6,9 @@
 //! ```text
 //! cargo build --release --workspace --bins && ./target/release/bench \
 //!     [--objects 100,1000,10000] [--keys 10] [--latency-ms 20] [--concurrency N] [--rps 0] \
-//!     [--strategy bulk|per-key|both] [--resync-secs 60] [--resyncs 3]
+//!     [--strategy bulk|per-key|both] [--resync-secs 60] [--resyncs 3] \
+//!     [--settle-secs 0] [--steady-secs S] [--event-poll-secs 15] \
+//!     [--drift-edits 100] [--drift-timeout-secs S]
 //! ./target/release/bench --write-costs 2000     # what each kind of write costs the apiserver
 //! ./target/release/bench --large-target         # issue 16: list calls per listing, big target
 //! ```
@@ -63,6 +65,28 @@ struct Args {
     /// Resync intervals observed for the steady state (0: skip the steady state).
     #[arg(long, default_value_t = 3)]
     resyncs: u32,
+    /// Length of the steady window, seconds (default: --resyncs × --resync-secs).
+    #[arg(long)]
+    steady_secs: Option<u64>,
+    /// Wait this many seconds more before the steady window starts (e.g. until the operator
+    /// has read the event log of the creation, in Events mode).
+    #[arg(long, default_value_t = 0)]
+    settle_secs: u64,
+    /// The operator's --event-poll-interval, seconds (Events mode: `--operator-env
+    /// DRIFT_DETECTION=auto`); default: not passed, i.e. EVENT_POLL_INTERVAL from
+    /// --operator-env or the operator's default (15 s). The steady state reports ZITADEL calls
+    /// per poll interval of this length.
+    #[arg(long)]
+    event_poll_secs: Option<f64>,
+    /// After the edit: edit this many objects' keys directly in ZITADEL (out of band; half
+    /// organizations, half users, a fixed-seed pick) and measure each one's time until the
+    /// operator put it back (0: skip; capped at --objects).
+    #[arg(long, default_value_t = 100)]
+    drift_edits: usize,
+    /// Give up waiting for the drift repairs after this many seconds (reported, not an error);
+    /// default: 2 × the longer of the resync and event poll intervals, plus 30.
+    #[arg(long)]
+    drift_timeout_secs: Option<u64>,
     /// After the steady state and the edit, restart the operator and observe this many resync
     /// intervals: how the new process's first pass and its resyncs are spread (0: skip).
     #[arg(long, default_value_t = 0)]
@@ -192,6 +216,15 @@ async fn main() -> anyhow::Result<()> {
         operator_env: operator_env.clone(),
         restart_resyncs: args.restart_resyncs,
         finalizer_policy: !args.no_finalizer_policy,
+        event_poll: match args.event_poll_secs {
+            Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+            Some(s) => bail!("--event-poll-secs {s}: expected a positive number of seconds"),
+            None => None,
+        },
+        settle: Duration::from_secs(args.settle_secs),
+        steady: args.steady_secs.map(Duration::from_secs),
+        drift_edits: args.drift_edits,
+        drift_timeout: args.drift_timeout_secs.map(Duration::from_secs),
     };
 
     eprintln!("bench: starting kube-apiserver + etcd…");
