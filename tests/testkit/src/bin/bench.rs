@@ -6,7 +6,7 @@
 //! ```text
 //! cargo build --release --workspace --bins && ./target/release/bench \
 //!     [--objects 100,1000,10000] [--keys 10] [--latency-ms 20] [--concurrency N] [--rps 0] \
-//!     [--strategy bulk|per-key|both] [--resync-secs 60] [--resyncs 3]
+//!     [--strategy bulk|per-key|both] [--resync-secs 60] [--resyncs 3] [--shards 1]
 //! ./target/release/bench --write-costs 2000     # what each kind of write costs the apiserver
 //! ./target/release/bench --large-target         # issue 16: list calls per listing, big target
 //! ```
@@ -122,6 +122,12 @@ struct Args {
     /// `MALLOC_ARENA_MAX=2`.
     #[arg(long)]
     operator_env: Vec<String>,
+    /// Run the operator as this many shards (processes with `--watch-label-selector
+    /// zmo-bench/shard=sI`, each with its own token) and prove from the emulator's request log
+    /// that every object was reconciled by exactly one shard, its own; a violation fails the
+    /// bench after the report is written. 1: one process, no labels.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    shards: u16,
 }
 
 #[tokio::main]
@@ -168,6 +174,9 @@ async fn main() -> anyhow::Result<()> {
         };
         operator_env.push((k.to_owned(), v.to_owned()));
     }
+    if args.shards > 1 && !operator_prefix.is_empty() {
+        bail!("--operator-prefix runs one profiler per process: not with --shards > 1");
+    }
     let modes = args.write_costs.is_some() || args.large_target;
     let objects_given = std::env::args().any(|a| a == "--objects" || a.starts_with("--objects="));
     let opts = Options {
@@ -192,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
         operator_env: operator_env.clone(),
         restart_resyncs: args.restart_resyncs,
         finalizer_policy: !args.no_finalizer_policy,
+        shards: usize::from(args.shards),
     };
 
     eprintln!("bench: starting kube-apiserver + etcd…");
@@ -258,6 +268,8 @@ async fn main() -> anyhow::Result<()> {
     for path in report.write(&out)? {
         println!("wrote {}", path.display());
     }
+    // A sharded run that did not prove its split is a correctness failure, not a figure.
+    report.check_shards()?;
     Ok(())
 }
 
