@@ -9,8 +9,13 @@ use std::path::PathBuf;
 
 use zmo_testkit::bench::{self, Options};
 
+/// One benchmark at a time: both count the shared control plane's requests
+/// (`apiserver_request_total`), which another run's writes would inflate.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn benchmark_smoke_at_100_objects() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let cp = common::shared_with_crds().await;
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-smoke");
     let opts = Options::smoke(
@@ -133,6 +138,7 @@ async fn benchmark_smoke_at_100_objects() {
 /// by its own shard only, every object by one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn benchmark_smoke_with_two_shards() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let cp = common::shared_with_crds().await;
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-smoke-shards");
     let mut opts = Options::smoke(

@@ -21,7 +21,7 @@
 //!
 //! With `shards` ≥ 2 the operator is that many processes splitting the objects by label, and
 //! the run proves from the emulator's log that each object was reconciled by its shard only
-//! ([`shards`]).
+//! (module `shards`).
 
 mod apiserver;
 mod busy;
@@ -134,7 +134,7 @@ pub struct Options {
     /// cluster serves MutatingAdmissionPolicy): new objects get the finalizer at admission.
     pub finalizer_policy: bool,
     /// Operator processes splitting the objects by label (1: one process, no label); see
-    /// [`shards`].
+    /// the module `shards`.
     pub shards: usize,
 }
 
