@@ -272,7 +272,7 @@ impl KeyAction {
     }
 }
 
-/// How a `set` / `drift` changes the key.
+/// How a `set` / `drift` changes the key (or, `same`, how an `adopt` is made).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Change {
@@ -280,6 +280,10 @@ pub enum Change {
     Add,
     /// Another value in ZITADEL.
     Update,
+    /// With `adopt`: ZITADEL already holds the desired value and the key is set again (no value
+    /// changes): the first write of an object the operator has not reported on yet sends every
+    /// key without listing first.
+    Same,
     /// In ZITADEL, would be removed.
     Remove,
 }

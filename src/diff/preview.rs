@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use kube::ResourceExt;
 
 use crate::controller::Settings;
-use crate::controller::metadata::sync::{self, Planned, Prepared, Progress};
+use crate::controller::metadata::sync::{self, Listing, Planned, Prepared, Progress};
 use crate::controller::metadata::{Reads, outcome};
 use crate::crd::MetadataResource;
 use crate::status::Outcome;
@@ -64,7 +64,7 @@ pub async fn preview<K: MetadataResource>(
     } else if obj.suspended() {
         Verdict::Suspended
     } else {
-        match sync::prepare(obj, reads, &previous, &mut progress).await {
+        match sync::prepare_with(obj, reads, &previous, &mut progress, Listing::Preview).await {
             Ok(Prepared::Unchanged(_)) => Verdict::Unchanged,
             Ok(Prepared::Planned(planned)) => {
                 let synced = planned.synced(obj.drift_policy());

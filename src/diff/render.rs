@@ -228,6 +228,9 @@ pub fn key_line(key: &KeyDiff) -> String {
             Some(current) => format!("- {name} (was {})", value_text(current)),
             None => format!("- {name}{redacted}"),
         },
+        (KeyAction::Adopt, Some(Change::Same)) => format!(
+            "= {name}{source} (adopt: ZITADEL already holds the desired value; a new object's first write sets it again)"
+        ),
         (KeyAction::Adopt, _) => {
             format!("= {name}{source} (adopt: ZITADEL already holds the desired value)")
         }

@@ -6,7 +6,10 @@
 //! 2. Poll `asc: true, since: newest − overlap`: `since` is strict and the events of one push
 //!    share one timestamp, so starting exactly at the newest event seen could drop the rest of a
 //!    batch cut by the page limit; the overlap also covers events that commit late.
-//! 3. Drop events already seen, keyed by (aggregate type, id, sequence).
+//! 3. Drop events already seen, keyed by (aggregate type, id, sequence). Once the newest event
+//!    seen has stayed the newest for longer than the overlap (no late commit can still appear
+//!    before it), polls start at it instead: a quiet log costs one small answer per poll, not a
+//!    re-read of the last burst's overlap window (10,000 events after 10,000 creates).
 //! 4. While a page is full, ask again from `last.creationDate − 1 µs`; when a whole page shares
 //!    one timestamp (no progress), double the limit (at most 1000, ZITADEL's maximum).
 //! 5. Start each poll with a modest limit and halve it when an answer is refused for its size
@@ -82,6 +85,9 @@ pub struct Cursor {
     /// Current page size (doubled while pages come back full, halved after a refusal for size;
     /// each poll starts again from the configured one).
     limit: u32,
+    /// The newest event seen when [`Self::settle`] last saw it change, and since when (local
+    /// clock) it has stayed the newest.
+    stable: Option<(DateTime<Utc>, std::time::Instant)>,
     /// Largest page size to ask for: [`MAX_LIMIT`], or half a size refused for its answer's
     /// size (doubled back after each completed poll).
     ceiling: u32,
@@ -98,6 +104,7 @@ impl Cursor {
             floor: None,
             seen: HashMap::new(),
             limit,
+            stable: None,
             ceiling: MAX_LIMIT,
         }
     }
@@ -203,6 +210,27 @@ impl Cursor {
                 limit: self.limit,
                 since: Some(since),
             }),
+        }
+    }
+
+    /// After a completed poll at `now` (local clock): when the newest event seen has not changed
+    /// for longer than the overlap, nothing can still commit before it, so later polls start at
+    /// it (the overlap window is not re-read every poll).
+    pub fn settle(&mut self, now: std::time::Instant) {
+        let Some(newest) = self.newest else { return };
+        match self.stable {
+            Some((seen, since)) if seen == newest => {
+                let quiet = now.saturating_duration_since(since);
+                if self.config.overlap.to_std().is_ok_and(|o| quiet > o)
+                    && self.floor.is_none_or(|f| f < newest)
+                {
+                    self.floor = Some(newest);
+                    if let Some(bound) = self.lower_bound() {
+                        self.seen.retain(|_, created| *created >= bound);
+                    }
+                }
+            }
+            _ => self.stable = Some((newest, now)),
         }
     }
 
@@ -425,6 +453,46 @@ mod tests {
             }
         }
         assert!(sizes.iter().all(|s| *s <= 50), "{sizes:?}");
+    }
+
+    #[test]
+    fn a_quiet_log_is_not_re_read_once_the_overlap_has_passed() {
+        // A burst of 2,500 events within one second, then nothing.
+        let log: Vec<Event> = (0..2_500)
+            .map(|i| event("a", i + 1, i as i64 * 400))
+            .collect();
+        let mut cursor = Cursor::new(config(100));
+        cursor.bootstrapped(None);
+        let t0 = std::time::Instant::now();
+        poll(&mut cursor, &log);
+        cursor.settle(t0);
+        // Within the overlap the window is re-read (and de-duplicated).
+        let (fresh, calls, _) = poll(&mut cursor, &log);
+        assert!(fresh.is_empty());
+        assert!(calls > 1, "{calls}");
+        cursor.settle(t0 + std::time::Duration::from_secs(2));
+        // Quiet for longer than the overlap: one call per poll, starting at the newest event.
+        cursor.settle(t0 + std::time::Duration::from_secs(6));
+        assert_eq!(cursor.start().since, Some(log[2_499].created));
+        let (fresh, calls, _) = poll(&mut cursor, &log);
+        assert!(fresh.is_empty());
+        assert_eq!(calls, 1);
+        // A new event is still read, and the overlap applies to it again.
+        let mut more = log.clone();
+        more.push(event("b", 1, 2_000_000));
+        let (fresh, _, _) = poll(&mut cursor, &more);
+        assert_eq!(fresh, vec![event("b", 1, 2_000_000)]);
+        cursor.settle(t0 + std::time::Duration::from_secs(7));
+        // The overlap before the new event applies again, but never before the settled point.
+        assert_eq!(cursor.start().since, Some(log[2_499].created));
+        let mut later = more.clone();
+        later.push(event("c", 1, 9_000_000));
+        poll(&mut cursor, &later);
+        assert_eq!(
+            cursor.start().since,
+            Some(at(9_000_000) - TimeDelta::seconds(5)),
+            "late commits before the newest event are covered again"
+        );
     }
 
     #[test]

@@ -271,6 +271,7 @@ pub(super) async fn poll_round(
         tracing::info!(connection = %key, events, objects = triggered, "changes made in ZITADEL: re-syncing the objects they affect");
     }
     read?;
+    cursor.settle(Instant::now());
     hub.metrics.drift_poll("ok");
     *lock(&poller.found) = State::Events(Instant::now());
     let _ = poller.ready.send_replace(true);

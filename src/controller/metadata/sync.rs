@@ -137,8 +137,12 @@ pub fn never_reported(previous: &MetadataStatus) -> bool {
 /// Whether [`prepare_with`] lists the target before planning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Listing {
-    /// Always: the `diff` preview, which shows what is unchanged too.
+    /// Always, and plan from what was listed (a retry, a resync).
     Always,
+    /// List (the `diff` preview shows what ZITADEL holds) but plan like the controller's first
+    /// write of a new object ([`Listing::SkipForNewObjects`]): every desired key is set, even
+    /// one that already holds its value, so the preview shows exactly what the operator sends.
+    Preview,
     /// Not for an object the operator [never reported on](never_reported) that may write
     /// (driftPolicy `Enforce` or `Ignore`): it manages nothing yet, so the plan removes nothing
     /// and sets every desired key whatever ZITADEL holds (ZITADEL has no "not changed" error for
@@ -262,16 +266,20 @@ pub async fn prepare_with<K: MetadataResource>(
     let conflicts = claims::conflicts(obj, &reads.neighbours.on_target(obj).await);
     let (desired, managed) = unclaimed(desired, previous, &conflicts);
 
-    let blind = listing == Listing::SkipForNewObjects
+    let blind = listing != Listing::Always
         && obj.drift_policy() != DriftPolicy::Report
         && never_reported(previous)
         && managed.is_empty();
-    let observed = if blind {
+    let observed = if blind && listing == Listing::SkipForNewObjects {
         MetadataMap::new()
     } else {
         observe(api, &target, &desired, &managed).await?
     };
-    let plan = plan::plan(&desired, &observed, &managed);
+    let plan = if blind {
+        plan::plan(&desired, &MetadataMap::new(), &managed)
+    } else {
+        plan::plan(&desired, &observed, &managed)
+    };
     Ok(Prepared::Planned(Box::new(Planned {
         granted,
         target,

@@ -112,48 +112,53 @@ pub(super) fn planned_keys(
     for key in keys {
         let (current, desired) = (o.get(key), d.get(key));
         let source = sources.get(key);
-        let (action, change) = if plan.set.contains_key(key) {
-            let change = if current.is_some() {
-                Change::Update
+        let (action, change) =
+            if plan.set.contains_key(key) && current.is_some() && current == desired {
+                // A new object's first write sends every key without listing: one ZITADEL already
+                // holds is adopted by setting it again (no value changes).
+                (KeyAction::Adopt, Some(Change::Same))
+            } else if plan.set.contains_key(key) {
+                let change = if current.is_some() {
+                    Change::Update
+                } else {
+                    Change::Add
+                };
+                let action = if report {
+                    KeyAction::Drift
+                } else {
+                    KeyAction::Set
+                };
+                (action, Some(change))
+            } else if plan.remove.contains(key) {
+                if report {
+                    (KeyAction::Drift, Some(Change::Remove))
+                } else {
+                    (KeyAction::Remove, None)
+                }
+            } else if plan.unchanged.contains(key) {
+                if preview.previously_managed.contains(key) {
+                    (KeyAction::Unchanged, None)
+                } else {
+                    (KeyAction::Adopt, None)
+                }
+            } else if let Some(owner) = planned.conflicts.get(key) {
+                let mut diff = key_diff(
+                    key,
+                    KeyAction::Conflict,
+                    None,
+                    (current, None),
+                    source,
+                    reveal,
+                );
+                diff.claimed_by = Some(owner.clone());
+                out.push(diff);
+                continue;
+            } else if current.is_none() {
+                // Managed, left the spec, already gone.
+                (KeyAction::Forget, None)
             } else {
-                Change::Add
+                (KeyAction::Unmanaged, None)
             };
-            let action = if report {
-                KeyAction::Drift
-            } else {
-                KeyAction::Set
-            };
-            (action, Some(change))
-        } else if plan.remove.contains(key) {
-            if report {
-                (KeyAction::Drift, Some(Change::Remove))
-            } else {
-                (KeyAction::Remove, None)
-            }
-        } else if plan.unchanged.contains(key) {
-            if preview.previously_managed.contains(key) {
-                (KeyAction::Unchanged, None)
-            } else {
-                (KeyAction::Adopt, None)
-            }
-        } else if let Some(owner) = planned.conflicts.get(key) {
-            let mut diff = key_diff(
-                key,
-                KeyAction::Conflict,
-                None,
-                (current, None),
-                source,
-                reveal,
-            );
-            diff.claimed_by = Some(owner.clone());
-            out.push(diff);
-            continue;
-        } else if current.is_none() {
-            // Managed, left the spec, already gone.
-            (KeyAction::Forget, None)
-        } else {
-            (KeyAction::Unmanaged, None)
-        };
         out.push(key_diff(
             key,
             action,

@@ -243,6 +243,55 @@ async fn policies_suspension_and_errors_have_their_result() {
     assert_eq!((report.exit_code, report.changes), (EXIT_NO_CHANGES, false));
 }
 
+/// A new object (no status yet): the operator's first write sends every key without listing,
+/// so a key ZITADEL already holds with the desired value is adopted by setting it again: the
+/// preview says so, and the controller's writes match (the property test below found the
+/// difference).
+#[tokio::test]
+async fn a_new_objects_first_write_is_previewed_as_an_adoption_by_a_write() {
+    let io: FakeIo<OrgMetadata> = FakeIo::default();
+    io.zitadel.put(&target(), "a", b"2");
+    io.zitadel.put(&target(), "d", b"1");
+    let obj = org(
+        "acme",
+        "2026-01-01T00:00:00Z",
+        json!({"organizationId": ORG, "metadata": [{"key": "a", "value": "2"}]}),
+        None,
+    );
+    let diff = diff_of(&io, &obj, Reveal::All).await;
+    assert_eq!(
+        actions(&diff),
+        vec![("a", KeyAction::Adopt), ("d", KeyAction::Unmanaged)]
+    );
+    let a = diff.keys.iter().find(|k| k.key == "a").expect("a");
+    assert_eq!(a.change, Some(Change::Same));
+    let line = crate::diff::render::key_line(a);
+    assert!(line.contains("sets it again"), "{line}");
+    // No value changes in ZITADEL: nothing to review.
+    assert_eq!(diff.result, ObjectResult::NoChanges);
+    let calls = io.zitadel.calls().len();
+    let (_, outcome) = apply(&obj, &io.io()).await;
+    outcome.expect("outcome");
+    let writes: Vec<Op> = io.zitadel.calls()[calls..]
+        .iter()
+        .copied()
+        .filter(|op| matches!(op, Op::Set | Op::Remove))
+        .collect();
+    assert_eq!(writes, vec![Op::Set]);
+    // Once it reported (status with managed keys), the same state previews as unchanged.
+    let reported = org(
+        "acme",
+        "2026-01-01T00:00:00Z",
+        json!({"organizationId": ORG, "metadata": [{"key": "a", "value": "2"}]}),
+        Some(&managed(&["a"])),
+    );
+    let diff = diff_of(&io, &reported, Reveal::All).await;
+    assert_eq!(
+        actions(&diff),
+        vec![("a", KeyAction::Unchanged), ("d", KeyAction::Unmanaged)]
+    );
+}
+
 /// Keys `a`..`e`; values `0`..`2`.
 fn arb_map() -> impl Strategy<Value = BTreeMap<String, u8>> {
     prop::collection::btree_map("[a-e]", 0u8..3, 0..5)
@@ -305,11 +354,14 @@ proptest! {
                 }
             }
             prop_assert_eq!(&after, &expected);
-            let sets = diff.keys.iter().any(|k| k.action == KeyAction::Set);
+            // A new object's first write also sets the keys it adopts (`adopt` + `same`).
+            let sets = diff.keys.iter().any(|k| k.action == KeyAction::Set
+                || (k.action == KeyAction::Adopt && k.change == Some(Change::Same)));
             let removes = diff.keys.iter().any(|k| k.action == KeyAction::Remove);
             prop_assert_eq!(writes.contains(&Op::Set), sets);
             prop_assert_eq!(writes.contains(&Op::Remove), removes);
-            prop_assert_eq!(diff.result == ObjectResult::Changes, !writes.is_empty());
+            // "Changes" = ZITADEL's values change (an adoption by a write changes none).
+            prop_assert_eq!(diff.result == ObjectResult::Changes, after != before);
             let outcome = outcome.expect("outcome");
             prop_assert_eq!(diff.outcome.as_ref().map(|o| o.reason.clone()),
                 Some(outcome.reason().to_string()));
