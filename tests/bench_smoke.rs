@@ -1,8 +1,9 @@
 //! The performance benchmark at N=100 (the only size CI runs): the real operator binary against
 //! the test control plane and the ZITADEL emulator (5 ms per call), next to the per-key baseline,
 //! in Polling mode (the bench's default) and in Events mode (`DRIFT_DETECTION=auto`, a 1 s event
-//! poll). Asserts structural facts, and the drift repairs' bounds (issue 13: poll interval + 5 s
-//! in Events mode; by the resync in Polling mode).
+//! poll); and a 2-shard run at N=40 proving each object was reconciled by its own shard only.
+//! Asserts structural facts, and the drift repairs' bounds (issue 13: poll interval + 5 s in
+//! Events mode; by the resync in Polling mode).
 
 mod common;
 
@@ -11,7 +12,8 @@ use std::time::Duration;
 
 use zmo_testkit::bench::{self, Drift, Options, Report, Strategy};
 
-/// One benchmark at a time: both share the control plane and the machine.
+/// One benchmark at a time: they share the control plane and the machine, and count the shared
+/// control plane's requests (`apiserver_request_total`), which another run's writes would inflate.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The CSV is rectangular (every row has the header's columns); the Markdown shows the drift
@@ -244,4 +246,69 @@ async fn benchmark_smoke_events_mode_drift_repair() {
     assert!(d.list_events >= 1, "{d:?}");
     assert_eq!(d.calls.total(), 3 * d.edits as u64 + d.list_events, "{d:?}");
     assert_outputs(&report);
+}
+
+/// `--shards 2` at N=40 (operator only, no steady-state window): two operator processes split
+/// the objects by label, and the emulator's request log proves each object was read and written
+/// by its own shard only, every object by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn benchmark_smoke_with_two_shards() {
+    let _serial = SERIAL.lock().await;
+    let cp = common::shared_with_crds().await;
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-smoke-shards");
+    let mut opts = Options::smoke(
+        PathBuf::from(env!("CARGO_BIN_EXE_zitadel-metadata-operator")),
+        out.clone(),
+    );
+    opts.objects = vec![40];
+    opts.strategy = bench::Strategy::Bulk;
+    opts.resyncs = 0;
+    opts.shards = 2;
+    opts.command = "bench smoke test --shards 2".into();
+    let report = bench::run(cp, &opts).await.expect("benchmark run");
+    let paths = report.write(&out).expect("write the report");
+    println!("{}", report.markdown());
+
+    let run = &report.runs[0];
+    let n = run.objects;
+    let bulk = run.bulk.as_ref().expect("bulk run");
+    assert_eq!(bulk.ready, n);
+    let shards = bulk
+        .shards
+        .as_ref()
+        .expect("a sharded run reports its shards");
+    // Proven from the emulator's log: no object's target was called by another shard's token
+    // (or a token naming no shard), and every object's target was called by its own shard.
+    assert_eq!(shards.violations, 0, "{shards:?}");
+    assert_eq!(shards.unreconciled, 0, "{shards:?}");
+    assert_eq!(shards.unknown_caller_calls, 0, "{shards:?}");
+    assert!(shards.proven());
+    report.check_shards().expect("the split is proven");
+    assert_eq!(shards.shards.len(), 2, "{shards:?}");
+    for s in &shards.shards {
+        // Both shards did work: half the objects each, every one of them reconciled (at least
+        // its bulk set and the read-back list), nothing on the other shard's objects.
+        assert_eq!(s.objects, n / 2, "{s:?}");
+        assert_eq!(s.reconciled, n / 2, "{s:?}");
+        assert!(s.metadata_calls >= 2 * (n / 2) as u64, "{s:?}");
+        assert_eq!(s.foreign_calls, 0, "{s:?}");
+        assert!(s.calls >= s.metadata_calls, "{s:?}");
+        assert!(s.cpu_total_s > 0.0 && s.rss_peak_mib > 0.0, "{s:?}");
+        assert_eq!(s.selector, format!("zmo-bench/shard={}", s.name));
+    }
+    // Each object was written once: no two shards both wrote it.
+    assert_eq!(
+        bulk.create_calls.bulk_set, n as u64,
+        "{:?}",
+        bulk.create_calls
+    );
+    assert_eq!(bulk.create_calls.errors, 0, "{:?}", bulk.create_calls);
+    // The report has the Shards section and a per-shard CSV.
+    let md = report.markdown();
+    assert!(md.contains("| N | shard | selector |"), "{md}");
+    let csv = std::fs::read_to_string(out.join("bench-shards.csv")).expect("bench-shards.csv");
+    assert!(paths.contains(&out.join("bench-shards.csv")));
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    let widths: Vec<usize> = csv.lines().map(|l| l.split(',').count()).collect();
+    assert!(widths.iter().all(|w| *w == widths[0]), "{csv}");
 }

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::report::{Calls, KubeWrites, quantile};
 use super::workload::{CallKind, Object, TargetKind, Targets};
-use super::{Clock, apiserver, process};
+use super::{Clock, apiserver};
 use crate::emulator::{Emulator, Operation, RecordedRequest};
 
 /// How often the emulator is read for repaired keys: the latencies' resolution.
@@ -173,7 +173,7 @@ pub(super) struct DriftRun {
 }
 
 /// The operator's counters of drift events read and reconciles they triggered.
-async fn counters(operator: &process::Operator) -> (Option<f64>, Option<f64>) {
+async fn counters(operator: &super::shards::Fleet) -> (Option<f64>, Option<f64>) {
     (
         operator
             .metric(r#"zitadel_drift_events_total{verdict="drift"}"#)
@@ -188,7 +188,7 @@ async fn counters(operator: &process::Operator) -> (Option<f64>, Option<f64>) {
 /// `tail` more (for the repairs' read-backs).
 pub(super) async fn run(
     emu: &Emulator,
-    operator: &process::Operator,
+    operator: &super::shards::Fleet,
     scraper: &apiserver::Scraper,
     picks: Vec<Pick>,
     timeout: Duration,

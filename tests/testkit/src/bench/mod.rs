@@ -20,6 +20,10 @@
 //! 7. reads the operator's CPU seconds (`/proc/<pid>/stat`) and peak RSS (`VmHWM`);
 //! 8. runs the per-key baseline ([`perkey`]) for the same objects against a fresh emulator with
 //!    the same latency, with as many objects at once as the operator reconciles at once.
+//!
+//! With `shards` ≥ 2 the operator is that many processes splitting the objects by label, and
+//! the run proves from the emulator's log that each object was reconciled by its shard only
+//! (module `shards`).
 
 mod apiserver;
 mod busy;
@@ -28,6 +32,7 @@ mod large;
 mod perkey;
 mod process;
 mod report;
+mod shards;
 mod tracker;
 mod workload;
 mod writecost;
@@ -55,6 +60,7 @@ pub use report::{
     BulkRun, Calls, Edit, KubeWrites, Machine, PerKeyRunReport, Ratios, Report, Restart, RunReport,
     Spread, Steady,
 };
+pub use shards::{ShardRun, Shards};
 pub use workload::{CallKind, Object, TargetKind, objects};
 pub use writecost::run as writecost_run;
 pub use writecost::{WriteCostOptions, WriteCostReport, WriteCostRow};
@@ -145,6 +151,9 @@ pub struct Options {
     /// Give up on the drift-repair phase after this long (`None`: 2 × the longer of the resync
     /// and event poll intervals, plus 30 s). A timeout is reported, not an error.
     pub drift_timeout: Option<Duration>,
+    /// Operator processes splitting the objects by label (1: one process, no label); see
+    /// the module `shards`.
+    pub shards: usize,
 }
 
 impl Options {
@@ -173,6 +182,7 @@ impl Options {
             steady: None,
             drift_edits: 10,
             drift_timeout: None,
+            shards: 1,
         }
     }
 
@@ -311,8 +321,8 @@ pub async fn run(cp: &ControlPlane, opts: &Options) -> Result<Report> {
             run.bulk = Some(bulk);
         }
         if opts.strategy.per_key() {
-            // As many objects at once as the operator reconciles at once (both kinds).
-            let workers = usize::from(concurrency) * 2;
+            // As many objects at once as the operator reconciles at once (both kinds, all shards).
+            let workers = usize::from(concurrency) * 2 * opts.shards.max(1);
             eprintln!("bench: N={n}: per-key baseline, {workers} objects at once");
             run.per_key = Some(per_key(opts, &objects, workers).await?);
         }
@@ -376,7 +386,9 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
     let token_file = work.path().join("token");
     std::fs::write(&token_file, workload::TOKEN)?;
     let operator_args = operator_args(cp, opts, &ns, emu.url(), token_file, n);
-    let mut operator = process::Operator::start(&operator_args).await?;
+    let operator_args =
+        shards::Launch::new(operator_args, opts.shards, &emu, objects, work.path())?;
+    let mut operator = operator_args.start().await?;
     let clock = Clock::now();
     let cpu_start = operator.stats()?.cpu_seconds;
     let others_start = others_cpu(cp);
@@ -385,18 +397,19 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
 
     // Other work on a shared machine skews the numbers: sample the machine while converging.
     let mut own = cp.process_ids();
-    own.push(operator.pid());
+    own.extend(operator.pids());
     let sampler = busy::Sampler::start(own, Duration::from_secs(1));
 
     // Create everything, a bounded number at a time.
     let t0 = Instant::now();
-    create_all(objects, &apis, &ns, &tracker, opts.create_concurrency).await?;
+    create_all(objects, &apis, &ns, &tracker, opts).await?;
     let create_s = t0.elapsed().as_secs_f64();
     let snap_created = scraper.snapshot().await?;
     eprintln!("bench: N={n}: {n} objects created in {create_s:.1} s");
 
     wait_converged(&tracker, &mut operator, opts, n, t0).await?;
     let converged_stats = operator.stats()?;
+    let shards_converged = operator.each_stats()?;
     let snap_converged = scraper.snapshot().await?;
     let contention = sampler.finish().await;
     let others_converged = others_cpu(cp);
@@ -496,6 +509,10 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
 
     let final_stats = operator.stats()?;
     let requests = emu.requests();
+    let shard_proof = operator.report(&requests, &targets, n, &shards_converged)?;
+    if let Some(s) = &shard_proof {
+        eprintln!("{}", shards::summary(n, s));
+    }
     let writes = tracker.writes();
     let event_writes = tracker.event_writes();
     let watch_restarts = tracker.restarts();
@@ -611,6 +628,7 @@ async fn bulk(cp: &ControlPlane, opts: &Options, objects: &[Object]) -> Result<B
         control_plane,
         restart,
         drift,
+        shards: shard_proof,
     })
 }
 
@@ -762,18 +780,21 @@ async fn start_watches(
     Ok(watches)
 }
 
-/// Creates every object, `concurrency` at a time, telling the tracker when each create starts.
+/// Creates every object (labelled for its shard), `opts.create_concurrency` at a time, telling
+/// the tracker when each create starts.
 async fn create_all(
     objects: &[Object],
     apis: &KindApis,
     ns: &str,
     tracker: &Tracker,
-    concurrency: usize,
+    opts: &Options,
 ) -> Result<()> {
     futures::stream::iter(objects.iter().enumerate())
         .map(|(i, o)| {
             let api = apis.of(o);
-            let obj: Result<DynamicObject, _> = serde_json::from_value(o.manifest(ns));
+            let mut manifest = o.manifest(ns);
+            shards::label(&mut manifest, i, opts.shards);
+            let obj: Result<DynamicObject, _> = serde_json::from_value(manifest);
             let tracker = tracker.clone();
             async move {
                 let obj = obj?;
@@ -784,7 +805,7 @@ async fn create_all(
                 anyhow::Ok(())
             }
         })
-        .buffer_unordered(concurrency.max(1))
+        .buffer_unordered(opts.create_concurrency.max(1))
         .try_collect::<Vec<()>>()
         .await?;
     Ok(())
@@ -794,7 +815,7 @@ async fn create_all(
 /// fails if the operator exits or `opts.converge_timeout` passes.
 async fn wait_converged(
     tracker: &Tracker,
-    operator: &mut process::Operator,
+    operator: &mut shards::Fleet,
     opts: &Options,
     n: usize,
     t0: Instant,
@@ -844,7 +865,7 @@ fn edited_metadata(object: &Object) -> Vec<serde_json::Value> {
 /// How the operator detects drift for the default connection, from its metric
 /// `zitadel_drift_detection_mode` (`Events` or `Polling`); without it, what
 /// `DRIFT_DETECTION` asked for (the bench's `polling` unless `operator_env` says otherwise).
-async fn drift_mode(operator: &process::Operator, opts: &Options) -> String {
+async fn drift_mode(operator: &shards::Fleet, opts: &Options) -> String {
     for mode in ["Events", "Polling"] {
         let series =
             format!(r#"zitadel_drift_detection_mode{{connection_kind="default",mode="{mode}"}}"#);
@@ -886,7 +907,7 @@ async fn wait_ready_at_generation(
 async fn restart(
     scraper: &apiserver::Scraper,
     opts: &Options,
-    operator_args: &process::OperatorArgs,
+    operator_args: &shards::Launch,
     emu: &crate::emulator::Emulator,
     clock: &Clock,
     tracker: &Tracker,
@@ -898,11 +919,10 @@ async fn restart(
     );
     let snap_before = scraper.snapshot().await?;
     let start = Instant::now();
-    let mut second = process::Operator::start(&process::OperatorArgs {
-        log: opts.out_dir.join(format!("operator-{n}-restart.log")),
-        ..operator_args.clone()
-    })
-    .await?;
+    let mut second = operator_args
+        .with_log(opts.out_dir.join(format!("operator-{n}-restart.log")))
+        .start()
+        .await?;
     tokio::time::sleep_until((start + opts.resync * opts.restart_resyncs).into()).await;
     second.check_running()?;
     let end = Instant::now();

@@ -310,6 +310,10 @@ pub struct BulkRun {
     pub event_poll_s: f64,
     /// The drift-repair phase (out-of-band edits in ZITADEL), when run.
     pub drift: Option<super::drift::Drift>,
+    /// With `--shards` ≥ 2: who reconciled what, per shard (CPU and RSS above are summed over
+    /// the shards).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shards: Option<super::shards::Shards>,
 }
 
 impl BulkRun {
@@ -429,6 +433,7 @@ impl Report {
         self.markdown_cpu(&mut out);
         self.markdown_control_plane(&mut out);
         self.markdown_ratios(&mut out);
+        self.markdown_shards(&mut out);
         out
     }
 
@@ -758,15 +763,23 @@ impl Report {
         out
     }
 
-    /// Writes `bench.json`, `bench.csv` and `bench.md` into `dir`; returns their paths.
+    /// Writes `bench.json`, `bench.csv` and `bench.md` (and `bench-shards.csv` when a run was
+    /// sharded) into `dir`; returns their paths.
     pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
-        write_files(
+        let mut paths = write_files(
             dir,
             "bench",
             serde_json::to_string_pretty(self)?,
             self.csv(),
             format!("{} — `{}`\n\n{}", self.date, self.command, self.markdown()),
-        )
+        )?;
+        // Sharded runs: one row per shard as well (`bench-shards.csv`).
+        if let Some(csv) = self.shards_csv() {
+            let path = dir.join("bench-shards.csv");
+            std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?;
+            paths.push(path);
+        }
+        Ok(paths)
     }
 }
 

@@ -8,7 +8,7 @@
 //!     [--objects 100,1000,10000] [--keys 10] [--latency-ms 20] [--concurrency N] [--rps 0] \
 //!     [--strategy bulk|per-key|both] [--resync-secs 60] [--resyncs 3] \
 //!     [--settle-secs 0] [--steady-secs S] [--event-poll-secs 15] \
-//!     [--drift-edits 100] [--drift-timeout-secs S]
+//!     [--drift-edits 100] [--drift-timeout-secs S] [--shards 1]
 //! ./target/release/bench --write-costs 2000     # what each kind of write costs the apiserver
 //! ./target/release/bench --large-target         # issue 16: list calls per listing, big target
 //! ```
@@ -146,6 +146,12 @@ struct Args {
     /// `MALLOC_ARENA_MAX=2`.
     #[arg(long)]
     operator_env: Vec<String>,
+    /// Run the operator as this many shards (processes with `--watch-label-selector
+    /// zmo-bench/shard=sI`, each with its own token) and prove from the emulator's request log
+    /// that every object was reconciled by exactly one shard, its own; a violation fails the
+    /// bench after the report is written. 1: one process, no labels.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    shards: u16,
 }
 
 #[tokio::main]
@@ -192,6 +198,9 @@ async fn main() -> anyhow::Result<()> {
         };
         operator_env.push((k.to_owned(), v.to_owned()));
     }
+    if args.shards > 1 && !operator_prefix.is_empty() {
+        bail!("--operator-prefix runs one profiler per process: not with --shards > 1");
+    }
     let modes = args.write_costs.is_some() || args.large_target;
     let objects_given = std::env::args().any(|a| a == "--objects" || a.starts_with("--objects="));
     let opts = Options {
@@ -225,6 +234,7 @@ async fn main() -> anyhow::Result<()> {
         steady: args.steady_secs.map(Duration::from_secs),
         drift_edits: args.drift_edits,
         drift_timeout: args.drift_timeout_secs.map(Duration::from_secs),
+        shards: usize::from(args.shards),
     };
 
     eprintln!("bench: starting kube-apiserver + etcd…");
@@ -291,6 +301,8 @@ async fn main() -> anyhow::Result<()> {
     for path in report.write(&out)? {
         println!("wrote {}", path.display());
     }
+    // A sharded run that did not prove its split is a correctness failure, not a figure.
+    report.check_shards()?;
     Ok(())
 }
 
