@@ -82,7 +82,14 @@ async fn benchmark_smoke_at_100_objects() {
     // finalizer at create, and a first sync's writes get no Event (the Ready condition says it).
     assert!(report.finalizer_policy);
     assert_eq!(bulk.create_kube.finalizer, 0, "{:?}", bulk.create_kube);
-    assert_eq!(bulk.create_kube.status, n, "{:?}", bulk.create_kube);
+    // One status write per object; a reconcile that reads the object from a cache not yet
+    // showing its first status (a loaded machine) writes the same status once more.
+    let status = bulk.create_kube.status;
+    assert!(
+        status >= n && status <= n + n / 20,
+        "{:?}",
+        bulk.create_kube
+    );
     assert_eq!(bulk.create_kube.events, 0, "{:?}", bulk.create_kube);
 
     // Steady state: one list per object and resync, no writes anywhere (ZITADEL, status, Events).
