@@ -16,6 +16,18 @@ use zmo_testkit::bench::{self, Drift, Options, Report, Strategy};
 /// control plane's requests (`apiserver_request_total`), which another run's writes would inflate.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Runs the bench, writes its report to `out` (returning the files written) and prints it.
+async fn run_and_write(
+    cp: &zmo_testkit::controlplane::ControlPlane,
+    opts: &Options,
+    out: &std::path::Path,
+) -> (Report, Vec<PathBuf>) {
+    let report = bench::run(cp, opts).await.expect("benchmark run");
+    let paths = report.write(out).expect("write the report");
+    println!("{}", report.markdown());
+    (report, paths)
+}
+
 /// The CSV is rectangular (every row has the header's columns); the Markdown shows the drift
 /// tables.
 fn assert_outputs(report: &Report) {
@@ -50,9 +62,7 @@ async fn benchmark_smoke_at_100_objects() {
         PathBuf::from(env!("CARGO_BIN_EXE_zitadel-metadata-operator")),
         out.clone(),
     );
-    let report = bench::run(cp, &opts).await.expect("benchmark run");
-    report.write(&out).expect("write the report");
-    println!("{}", report.markdown());
+    let (report, _) = run_and_write(cp, &opts, &out).await;
 
     let run = &report.runs[0];
     let n = run.objects as u64;
@@ -212,9 +222,7 @@ async fn benchmark_smoke_events_mode_drift_repair() {
             out.clone(),
         )
     };
-    let report = bench::run(cp, &opts).await.expect("benchmark run");
-    report.write(&out).expect("write the report");
-    println!("{}", report.markdown());
+    let (report, _) = run_and_write(cp, &opts, &out).await;
     let run = &report.runs[0];
     let bulk = run.bulk.as_ref().expect("bulk run");
     assert_eq!(bulk.ready, run.objects);
@@ -272,9 +280,7 @@ async fn benchmark_smoke_with_two_shards() {
     opts.resyncs = 0;
     opts.shards = 2;
     opts.command = "bench smoke test --shards 2".into();
-    let report = bench::run(cp, &opts).await.expect("benchmark run");
-    let paths = report.write(&out).expect("write the report");
-    println!("{}", report.markdown());
+    let (report, paths) = run_and_write(cp, &opts, &out).await;
 
     let run = &report.runs[0];
     let n = run.objects;

@@ -1,7 +1,7 @@
 //! `zitadel-metadata-operator diff` (also `kubectl zitadel diff`): what applying manifests — or
 //! the next reconcile of live objects — would do to ZITADEL, without writing anything.
 //!
-//! The preview runs the controller's own planning half ([`sync::prepare`]: value sources,
+//! The preview runs the controller's own planning half ([`sync::prepare_with`]: value sources,
 //! connection and its guards, target resolution, key claims, the listing and the pure planner)
 //! and the controller's own outcome mapping ([`outcome::decide`]); it never reaches the
 //! executing half. Kubernetes is only read (`get`/`list`), ZITADEL only listed and searched.
@@ -13,7 +13,7 @@
 //! - [`cluster`]: live objects, manifests merged with them, the neighbours for key claims;
 //! - [`cli`]: flags, the run, exit codes.
 //!
-//! [`sync::prepare`]: crate::controller::metadata::sync::prepare
+//! [`sync::prepare_with`]: crate::controller::metadata::sync::prepare_with
 //! [`outcome::decide`]: crate::controller::metadata::outcome::decide
 
 pub mod cli;

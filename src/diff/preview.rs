@@ -1,5 +1,5 @@
 //! One object → what the controller's next reconcile of it would do, through the controller's
-//! own steps: [`sync::prepare`] (everything before the first write) and [`outcome::decide`]
+//! own steps: [`sync::prepare_with`] (everything before the first write) and [`outcome::decide`]
 //! (the conditions it would report). Nothing here writes.
 
 use std::collections::BTreeSet;

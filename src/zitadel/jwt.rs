@@ -137,28 +137,26 @@ fn claims<'a>(user_id: &'a str, audience: &'a str, now: SystemTime) -> Claims<'a
     }
 }
 
-/// The token endpoint's `Retry-After` (on a 429 or 503), shared by every caller of one profile:
-/// until it runs out, a token request is answered from here without calling.
+/// The token endpoint's `Retry-After` (on a 429 or 503), kept with the cached token, so every
+/// caller of one profile sees it: until it runs out, a token request is answered from here
+/// without calling.
 #[derive(Default)]
-struct Pause(std::sync::Mutex<Option<(Instant, u16)>>);
+struct Pause(Option<(Instant, u16)>);
 
 impl Pause {
     /// Remember a `Retry-After` the token endpoint sent with a 429 or 503.
-    fn after(&self, err: &ZitadelError, now: Instant) {
-        if let (Some(status @ (429 | 503)), Some(wait)) = (err.status(), err.retry_after())
-            && let Ok(mut paused) = self.0.lock()
-        {
-            *paused = Some((now + wait, status));
+    fn after(&mut self, err: &ZitadelError, now: Instant) {
+        if let (Some(status @ (429 | 503)), Some(wait)) = (err.status(), err.retry_after()) {
+            self.0 = Some((now + wait, status));
         }
     }
 
     /// The error to answer without calling while the token endpoint's `Retry-After` runs: the
     /// same status, with the time left as its `Retry-After`, so the caller's backoff honours it.
-    fn check(&self, now: Instant) -> Option<ZitadelError> {
-        let mut paused = self.0.lock().ok()?;
-        let (until, status) = (*paused)?;
+    fn check(&mut self, now: Instant) -> Option<ZitadelError> {
+        let (until, status) = self.0?;
         if now >= until {
-            *paused = None;
+            self.0 = None;
             return None;
         }
         let left = until - now;
@@ -179,17 +177,18 @@ impl Pause {
     }
 }
 
+/// An access token and when to refresh it.
+type Cached = (Instant, Arc<str>);
+
 /// Access tokens for one service user, exchanged on demand and cached.
 pub struct JwtProfile {
     key: KeyFile,
     issuer: String,
     token_url: Url,
     http: reqwest::Client,
-    cache: Mutex<Option<(Instant, Arc<str>)>>,
-    /// Until when the token endpoint asked (`Retry-After` on a 429 or 503) not to be called,
-    /// with the status it answered: every caller sharing this profile waits, not only the one
-    /// that got the answer.
-    paused: Pause,
+    /// The token and when to refresh it, and the token endpoint's pause (`Retry-After` on a 429
+    /// or 503): every caller sharing this profile waits, not only the one that got the answer.
+    cache: Mutex<(Option<Cached>, Pause)>,
     exchanges: std::sync::atomic::AtomicU64,
     /// The `http` client's request timeout, for the error message of a timed-out exchange.
     timeout: Duration,
@@ -218,8 +217,7 @@ impl JwtProfile {
             issuer,
             token_url,
             http,
-            cache: Mutex::new(None),
-            paused: Pause::default(),
+            cache: Mutex::new((None, Pause::default())),
             exchanges: std::sync::atomic::AtomicU64::new(0),
             timeout: Duration::ZERO,
             clock: Arc::new(SystemTime::now),
@@ -260,29 +258,30 @@ impl JwtProfile {
     /// A valid access token: cached, or freshly exchanged when missing or about to expire.
     pub async fn token(&self) -> Result<Arc<str>, ZitadelError> {
         let mut cache = self.cache.lock().await;
-        if let Some((refresh_at, token)) = cache.as_ref()
+        let (cached, pause) = &mut *cache;
+        if let Some((refresh_at, token)) = cached.as_ref()
             && Instant::now() < *refresh_at
         {
             return Ok(token.clone());
         }
-        if let Some(err) = self.paused.check(Instant::now()) {
+        if let Some(err) = pause.check(Instant::now()) {
             return Err(err);
         }
         let (token, lifetime) = match self.exchange().await {
             Ok(answer) => answer,
             Err(err) => {
-                self.paused.after(&err, Instant::now());
+                pause.after(&err, Instant::now());
                 return Err(err);
             }
         };
         let margin = REFRESH_MARGIN.min(lifetime / 10);
-        *cache = Some((Instant::now() + lifetime - margin, token.clone()));
+        *cached = Some((Instant::now() + lifetime - margin, token.clone()));
         Ok(token)
     }
 
     /// Forget the cached token (after a 401), so the next call exchanges a new one.
     pub async fn invalidate(&self) {
-        *self.cache.lock().await = None;
+        self.cache.lock().await.0 = None;
     }
 
     async fn exchange(&self) -> Result<(Arc<str>, Duration), ZitadelError> {

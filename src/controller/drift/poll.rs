@@ -176,17 +176,16 @@ fn stop_when_idle(
 }
 
 /// Every event after the cursor, page by page (smaller pages when one is too large), each page
-/// handed to `on_page` as it comes (a backlog of 100,000 events is never held at once); the
-/// number of new events, and whether the cursor got stuck on one timestamp. A failure after
-/// some pages keeps what they delivered: the cursor has moved past them.
+/// handed to `on_page` as it comes (a backlog of 100,000 events is never held at once); whether
+/// the cursor got stuck on one timestamp. A failure after some pages keeps what they delivered:
+/// the cursor has moved past them.
 async fn read_new(
     key: &ConnectionKey,
     api: &dyn ZitadelApi,
     cursor: &mut Cursor,
     mut on_page: impl FnMut(Vec<Event>),
-) -> Result<(usize, bool), ZitadelError> {
+) -> Result<bool, ZitadelError> {
     let mut query = cursor.start();
-    let mut count = 0;
     loop {
         let page = match api.list_events(&query).await {
             Ok(page) => page,
@@ -201,18 +200,16 @@ async fn read_new(
         };
         match cursor.page(&query, page) {
             PageOutcome::Next { fresh, next } => {
-                count += fresh.len();
                 on_page(fresh);
                 match next {
                     Some(n) => query = n,
-                    None => return Ok((count, false)),
+                    None => return Ok(false),
                 }
             }
             PageOutcome::Stuck { fresh, at } => {
-                count += fresh.len();
                 on_page(fresh);
                 tracing::warn!(connection = %key, at = %at, "more events share one timestamp than ZITADEL returns at once: re-syncing every object of the connection");
-                return Ok((count, true));
+                return Ok(true);
             }
         }
     }
@@ -240,7 +237,9 @@ pub(super) async fn poll_round(
     }
     let caller = api.caller_id();
     let mut affected = BTreeSet::new();
+    let mut events = 0;
     let classify_page = |fresh: Vec<Event>| {
+        events += fresh.len();
         let now = Instant::now();
         let mut own = lock(&poller.own);
         for e in &fresh {
@@ -257,10 +256,7 @@ pub(super) async fn poll_round(
     };
     let read = read_new(key, api, cursor, classify_page).await;
     // What the pages read before a failure showed is dispatched all the same.
-    let (events, stuck) = match &read {
-        Ok(done) => *done,
-        Err(_) => (0, false),
-    };
+    let stuck = matches!(read, Ok(true));
     let triggered = if stuck {
         hub.dispatch_all(key)
     } else {

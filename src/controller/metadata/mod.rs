@@ -65,7 +65,7 @@ impl<K> Io<'_, K> {
     }
 }
 
-/// What the planning steps ([`sync::prepare`]) read, and nothing they could write with: the
+/// What the planning steps ([`sync::prepare_with`]) read, and nothing they could write with: the
 /// read-only part of [`Io`], shared by the reconcile and the `diff` preview.
 pub struct Reads<'a, K> {
     /// `valueFrom` Secrets/ConfigMaps.

@@ -199,18 +199,8 @@ pub async fn sync<K: MetadataResource>(
 }
 
 /// Everything before the first write: validate → read value sources → connection → resolve
-/// target → claims → list → plan. Only reads (Kubernetes through `reads`, ZITADEL through the
-/// connection's client); records the target in `progress`.
-pub async fn prepare<K: MetadataResource>(
-    obj: &K,
-    reads: &Reads<'_, K>,
-    previous: &MetadataStatus,
-    progress: &mut Progress,
-) -> Result<Prepared, SyncError> {
-    prepare_with(obj, reads, previous, progress, Listing::Always).await
-}
-
-/// [`prepare`], listing the target as `listing` says.
+/// target → claims → list (as `listing` says) → plan. Only reads (Kubernetes through `reads`,
+/// ZITADEL through the connection's client); records the target in `progress`.
 pub async fn prepare_with<K: MetadataResource>(
     obj: &K,
     reads: &Reads<'_, K>,

@@ -4,7 +4,7 @@ use super::*;
 
 #[test]
 fn retry_after_from_the_token_endpoint_pauses_every_caller() {
-    let p = Pause::default();
+    let mut p = Pause::default();
     let now = Instant::now();
     assert!(p.check(now).is_none());
     // Answers without Retry-After, or other statuses, do not pause.

@@ -50,6 +50,11 @@ impl Calls {
         self.bulk_set + self.bulk_remove + self.set
     }
 
+    /// Calls other than lists and bulk sets.
+    pub fn besides_list_and_bulk_set(&self) -> u64 {
+        self.total() - self.list - self.bulk_set
+    }
+
     /// Markdown cells: total, list, bulk set, bulk remove, set, other, calls per object.
     fn markdown_cells(&self, objects: usize) -> String {
         format!(
