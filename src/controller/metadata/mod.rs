@@ -32,6 +32,7 @@ use kube::{Api, ResourceExt};
 pub use claims::Neighbours;
 pub use report::{KubeReport, Notice, Report};
 
+use super::resync::{ResyncLedger, object_id, since_epoch};
 use super::{Context, Error, FINALIZER, Settings};
 use crate::connections::ConnectionResolver;
 use crate::crd::MetadataResource;
@@ -52,6 +53,8 @@ pub struct Io<'a, K> {
     pub report: &'a dyn Report<K>,
     /// New objects whose first write went out without a listing before it.
     pub first_writes: &'a sync::FirstWrites,
+    /// Resync slots to skip: a successful sync records itself here.
+    pub resyncs: &'a ResyncLedger,
 }
 
 impl<K> Io<'_, K> {
@@ -163,6 +166,10 @@ pub async fn apply<K: MetadataResource>(
         if let Some(notice) = report::outcome_notice(&decision.outcome) {
             io.report.event(obj, notice).await;
         }
+    }
+    if let Ok(outcome::Requeue::Resync) = decision.next {
+        let interval = io.settings.resync;
+        io.resyncs.synced(&object_id(obj), interval, since_epoch());
     }
     let result = decision.next.map(Action::from);
     (result, Some(decision.outcome))

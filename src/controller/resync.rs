@@ -1,0 +1,173 @@
+//! When synced objects are re-checked (pure parts; the walker's I/O is in `walk`).
+//!
+//! A successful sync does not schedule its own re-check (a per-object timer kept one queue entry
+//! and one map entry per object in the controller's scheduler, forever). Instead one resync
+//! walker per controller walks its cache every tick and triggers each synced object whose phase
+//! slot (from its uid, in its connection's re-check interval: the resync in Polling mode, the
+//! safety net in Events mode) fell in the tick's window: every object once per interval, evenly
+//! spread (N / interval per second).
+//!
+//! An object synced shortly before its slot (on creation, a spec change, an event) is not
+//! re-listed at once: when its next slot is closer than half an interval, the [`ResyncLedger`]
+//! remembers to skip that one slot — a few bytes per such object, only until the slot passed.
+
+mod walk;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::crd::{DriftPolicy, MetadataResource};
+use crate::drift::schedule::{id_hash, phase, phased_delay};
+use crate::reason::Reason;
+use crate::status;
+
+pub(crate) use walk::walk;
+
+/// How often a walker looks for due objects: a quarter of the shortest re-check interval
+/// (`resync`), between 100 ms and 1 s.
+pub fn tick(resync: Duration) -> Duration {
+    (resync / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
+}
+
+/// The time since the Unix epoch (the slots are phases of wall-clock cycles).
+pub fn since_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// One walk's window of time `(from, to]` (since the Unix epoch): the slots that fell in it are
+/// due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    from_ms: u128,
+    to_ms: u128,
+}
+
+impl Window {
+    /// The window after the previous walk at `from` up to and including `to`.
+    pub fn new(from: Duration, to: Duration) -> Self {
+        Self {
+            from_ms: from.as_millis(),
+            to_ms: to.as_millis(),
+        }
+    }
+
+    /// Whether the slot of the object whose uid hashes to `hash` ([`id_hash`]), in a cycle of
+    /// `interval`, fell in this window. A window as long as the interval or longer holds every
+    /// slot; an empty or backwards one (the clock went back) holds none.
+    pub fn holds(&self, hash: u64, interval: Duration) -> bool {
+        let cycle = interval.as_millis();
+        if self.to_ms <= self.from_ms {
+            return false;
+        }
+        let length = self.to_ms - self.from_ms;
+        if cycle == 0 || length >= cycle {
+            return true;
+        }
+        // How far past the window's start the slot comes (wrapping around the cycle).
+        let offset = (phase(hash, cycle) + cycle - self.from_ms % cycle) % cycle;
+        offset != 0 && offset <= length
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The slots to skip: objects synced less than half an interval before their next slot (uid
+/// hash → the slot's second since the Unix epoch). Entries leave when the walker passes the
+/// slot, or a minute after it when nothing walked the object (gone, failed since, or its
+/// interval changed). Empty in steady state: a walker-triggered sync lands just after its slot.
+#[derive(Debug, Default)]
+pub struct ResyncLedger {
+    skips: Mutex<HashMap<u64, u32>>,
+}
+
+/// How long past its slot an entry nobody consumed is kept.
+const GRACE: Duration = Duration::from_secs(60);
+
+fn seconds(t: Duration) -> u32 {
+    u32::try_from(t.as_secs()).unwrap_or(u32::MAX)
+}
+
+impl ResyncLedger {
+    /// The object `uid` synced successfully at `now` (since the Unix epoch) and is re-checked
+    /// every `interval`: when its next slot is closer than half an interval, that slot is to be
+    /// skipped (it was just checked); the one after comes an interval later.
+    pub fn synced(&self, uid: &str, interval: Duration, now: Duration) {
+        let hash = id_hash(uid);
+        let mut skips = lock(&self.skips);
+        if interval.is_zero() {
+            skips.remove(&hash);
+            return;
+        }
+        // Between half and one and a half intervals; one or more: the nearer slot is skipped.
+        let delay = phased_delay(interval, uid, now);
+        if delay >= interval {
+            skips.insert(hash, seconds(now + delay - interval));
+        } else {
+            skips.remove(&hash);
+        }
+    }
+
+    /// Whether the object whose uid hashes to `hash` ([`id_hash`]) is due in `window`: its slot
+    /// in a cycle of `interval` fell in it and is not one to skip. A skipped slot is forgotten
+    /// (the next one, an interval later, is due).
+    pub fn due(&self, window: &Window, hash: u64, interval: Duration) -> bool {
+        window.holds(hash, interval) && lock(&self.skips).remove(&hash).is_none()
+    }
+
+    /// Drop the skips whose slot passed more than a minute before `now` (their object was not
+    /// walked at its slot).
+    pub fn prune(&self, now: Duration) {
+        let oldest = seconds(now.saturating_sub(GRACE));
+        lock(&self.skips).retain(|_, slot| *slot >= oldest);
+    }
+
+    /// How many slots are to be skipped.
+    pub fn len(&self) -> usize {
+        lock(&self.skips).len()
+    }
+
+    /// No slot is to be skipped.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The stable id an object's phase comes from: its uid (`namespace/name` for an object without
+/// one, which only tests build).
+pub fn object_id<K: MetadataResource>(obj: &K) -> Cow<'_, str> {
+    let meta = obj.meta();
+    match meta.uid.as_deref() {
+        Some(uid) => Cow::Borrowed(uid),
+        None => Cow::Owned(format!(
+            "{}/{}",
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default()
+        )),
+    }
+}
+
+/// Whether a walker re-checks `obj` at its slots: live (no deletionTimestamp), not suspended,
+/// driftPolicy not `Ignore`, and its last reconcile synced (`Ready` reason `Synced`, `Drifted`
+/// or `KeyConflict`: the outcomes of a successful sync). Objects whose last reconcile failed
+/// keep their own requeue or backoff; a new object is reconciled on creation.
+pub fn walked<K: MetadataResource>(obj: &K) -> bool {
+    if obj.meta().deletion_timestamp.is_some()
+        || obj.suspended()
+        || obj.drift_policy() == DriftPolicy::Ignore
+    {
+        return false;
+    }
+    obj.status()
+        .and_then(|s| status::find(&s.conditions, status::READY))
+        .and_then(|c| Reason::parse(&c.reason))
+        .is_some_and(|r| matches!(r, Reason::Synced | Reason::Drifted | Reason::KeyConflict))
+}
+
+#[cfg(test)]
+mod tests;
