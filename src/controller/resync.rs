@@ -165,8 +165,11 @@ pub fn walked<K: MetadataResource>(obj: &K) -> bool {
     }
     obj.status()
         .and_then(|s| status::find(&s.conditions, status::READY))
-        .and_then(|c| Reason::parse(&c.reason))
-        .is_some_and(|r| matches!(r, Reason::Synced | Reason::Drifted | Reason::KeyConflict))
+        .is_some_and(|c| {
+            [Reason::Synced, Reason::Drifted, Reason::KeyConflict]
+                .iter()
+                .any(|r| c.reason == r.as_str())
+        })
 }
 
 #[cfg(test)]
