@@ -20,8 +20,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::crd::{DriftPolicy, MetadataResource};
 use crate::drift::schedule::{id_hash, phase, phased_delay};
-use crate::reason::Reason;
-use crate::status;
 
 pub(crate) use walk::walk;
 
@@ -77,13 +75,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The slots to skip: objects synced less than half an interval before their next slot (uid
-/// hash → the slot's second since the Unix epoch). Entries leave when the walker passes the
-/// slot, or a minute after it when nothing walked the object (gone, failed since, or its
-/// interval changed). Empty in steady state: a walker-triggered sync lands just after its slot.
+/// What the walkers need to know besides the cache, a few bytes per entry and only for few
+/// objects (uid hash → a second since the Unix epoch):
+///
+/// - the slots to skip: objects synced less than half an interval before their next slot
+///   (→ that slot). Entries leave when the walker passes the slot, or a minute after it when
+///   nothing walked the object. Empty in steady state: a walker-triggered sync lands just
+///   after its slot.
+/// - the objects held back: their last reconcile failed, so they keep their own retry (backoff
+///   or stalled re-check) and are not walked (→ until when; each failed retry extends it, a
+///   successful sync ends it).
 #[derive(Debug, Default)]
 pub struct ResyncLedger {
     skips: Mutex<HashMap<u64, u32>>,
+    held: Mutex<HashMap<u64, u32>>,
 }
 
 /// How long past its slot an entry nobody consumed is kept.
@@ -99,6 +104,7 @@ impl ResyncLedger {
     /// skipped (it was just checked); the one after comes an interval later.
     pub fn synced(&self, uid: &str, interval: Duration, now: Duration) {
         let hash = id_hash(uid);
+        lock(&self.held).remove(&hash);
         let mut skips = lock(&self.skips);
         if interval.is_zero() {
             skips.remove(&hash);
@@ -113,18 +119,47 @@ impl ResyncLedger {
         }
     }
 
+    /// The reconcile of the object `uid` at `now` failed: it keeps its own retry and is not
+    /// walked for `hold` (its next failed retry, sooner than that, extends it).
+    pub fn failed(&self, uid: &str, now: Duration, hold: Duration) {
+        let hash = id_hash(uid);
+        lock(&self.skips).remove(&hash);
+        lock(&self.held).insert(hash, seconds(now + hold));
+    }
+
+    /// The object `uid` is not walked for other reasons (driftPolicy `Ignore`): nothing to keep.
+    pub fn forget(&self, uid: &str) {
+        let hash = id_hash(uid);
+        lock(&self.skips).remove(&hash);
+        lock(&self.held).remove(&hash);
+    }
+
     /// Whether the object whose uid hashes to `hash` ([`id_hash`]) is due in `window`: its slot
-    /// in a cycle of `interval` fell in it and is not one to skip. A skipped slot is forgotten
-    /// (the next one, an interval later, is due).
+    /// in a cycle of `interval` fell in it, it is not held back, and the slot is not one to
+    /// skip. A skipped slot is forgotten (the next one, an interval later, is due).
     pub fn due(&self, window: &Window, hash: u64, interval: Duration) -> bool {
-        window.holds(hash, interval) && lock(&self.skips).remove(&hash).is_none()
+        if !window.holds(hash, interval) {
+            return false;
+        }
+        let end = seconds(Duration::from_millis(
+            u64::try_from(window.to_ms).unwrap_or(u64::MAX),
+        ));
+        if lock(&self.held)
+            .get(&hash)
+            .is_some_and(|until| *until > end)
+        {
+            return false;
+        }
+        lock(&self.skips).remove(&hash).is_none()
     }
 
     /// Drop the skips whose slot passed more than a minute before `now` (their object was not
-    /// walked at its slot).
+    /// walked at its slot), and the holds that ended.
     pub fn prune(&self, now: Duration) {
         let oldest = seconds(now.saturating_sub(GRACE));
         lock(&self.skips).retain(|_, slot| *slot >= oldest);
+        let now = seconds(now);
+        lock(&self.held).retain(|_, until| *until > now);
     }
 
     /// How many slots are to be skipped.
@@ -135,6 +170,11 @@ impl ResyncLedger {
     /// No slot is to be skipped.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// How many objects are held back (failed, on their own retry).
+    pub fn held(&self) -> usize {
+        lock(&self.held).len()
     }
 }
 
@@ -152,24 +192,13 @@ pub fn object_id<K: MetadataResource>(obj: &K) -> Cow<'_, str> {
     }
 }
 
-/// Whether a walker re-checks `obj` at its slots: live (no deletionTimestamp), not suspended,
-/// driftPolicy not `Ignore`, and its last reconcile synced (`Ready` reason `Synced`, `Drifted`
-/// or `KeyConflict`: the outcomes of a successful sync). Objects whose last reconcile failed
-/// keep their own requeue or backoff; a new object is reconciled on creation.
+/// Whether a walker may re-check `obj` at its slots: live (no deletionTimestamp), not
+/// suspended, driftPolicy not `Ignore`. (Whether its last reconcile failed is the ledger's
+/// business: the status may be stale or written by someone else.)
 pub fn walked<K: MetadataResource>(obj: &K) -> bool {
-    if obj.meta().deletion_timestamp.is_some()
-        || obj.suspended()
-        || obj.drift_policy() == DriftPolicy::Ignore
-    {
-        return false;
-    }
-    obj.status()
-        .and_then(|s| status::find(&s.conditions, status::READY))
-        .is_some_and(|c| {
-            [Reason::Synced, Reason::Drifted, Reason::KeyConflict]
-                .iter()
-                .any(|r| c.reason == r.as_str())
-        })
+    obj.meta().deletion_timestamp.is_none()
+        && !obj.suspended()
+        && obj.drift_policy() != DriftPolicy::Ignore
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub use report::{KubeReport, Notice, Report};
 use super::resync::{ResyncLedger, object_id, since_epoch};
 use super::{Context, Error, FINALIZER, Settings};
 use crate::connections::ConnectionResolver;
-use crate::crd::MetadataResource;
+use crate::crd::{DriftPolicy, MetadataResource};
 use crate::sources::ValueSources;
 use crate::status::Outcome;
 
@@ -127,7 +127,8 @@ pub async fn reconcile<K: MetadataResource>(obj: Arc<K>, ctx: Arc<Context<K>>) -
 
 /// Sync the object and report: status only when it changed, an Event for a new failure or
 /// drift, one per write after the first sync. Returns the controller's result and the outcome (if the reconcile got
-/// that far).
+/// that far). The resync walker learns whether it re-checks the object at its slots (synced)
+/// or leaves it to its own retry (failed).
 pub async fn apply<K: MetadataResource>(
     obj: &K,
     io: &Io<'_, K>,
@@ -136,6 +137,27 @@ pub async fn apply<K: MetadataResource>(
     if obj.suspended() {
         return (suspend(obj, io, &previous).await, None);
     }
+    let (next, outcome) = sync_and_report(obj, io, previous).await;
+    let (id, now) = (object_id(obj), since_epoch());
+    match &next {
+        Ok(outcome::Requeue::Resync) => io.resyncs.synced(&id, io.settings.resync, now),
+        _ if obj.drift_policy() == DriftPolicy::Ignore => io.resyncs.forget(&id),
+        _ => io.resyncs.failed(&id, now, held_for(io.settings)),
+    }
+    (next.map(Action::from), outcome)
+}
+
+/// How long a failed object is left to its own retry before the walker considers it again:
+/// longer than its retry (stalled re-check or longest backoff) waits, which refreshes it.
+fn held_for(settings: &Settings) -> std::time::Duration {
+    settings.stalled_requeue.max(settings.backoff_max) + std::time::Duration::from_secs(60)
+}
+
+async fn sync_and_report<K: MetadataResource>(
+    obj: &K,
+    io: &Io<'_, K>,
+    previous: crate::crd::MetadataStatus,
+) -> (Result<outcome::Requeue, Error>, Option<Outcome>) {
     let mut progress = sync::Progress::default();
     let first = sync::first_sync(&previous);
     let result = sync::sync(obj, io, &previous, &mut progress).await;
@@ -167,12 +189,7 @@ pub async fn apply<K: MetadataResource>(
             io.report.event(obj, notice).await;
         }
     }
-    if let Ok(outcome::Requeue::Resync) = decision.next {
-        let interval = io.settings.resync;
-        io.resyncs.synced(&object_id(obj), interval, since_epoch());
-    }
-    let result = decision.next.map(Action::from);
-    (result, Some(decision.outcome))
+    (decision.next, Some(decision.outcome))
 }
 
 /// `spec.suspend`: no ZITADEL call; the status says so.

@@ -5,6 +5,8 @@ use serde_json::json;
 
 use super::*;
 use crate::crd::OrgMetadata;
+use crate::reason::Reason;
+use crate::status;
 
 /// A wall-clock time at the start of a 60 s cycle (and of a 300 s one).
 const BASE_MS: u64 = 1_700_000_100_000;
@@ -97,6 +99,39 @@ fn a_slot_closer_than_half_an_interval_after_a_sync_is_skipped_once() {
     assert!(ledger.is_empty());
     // Not due outside its window, whatever the ledger says.
     assert!(!ledger.due(&window_at(slot_at + 150_000), hash, interval));
+}
+
+#[test]
+fn a_failed_object_is_held_back_until_its_hold_ends_or_it_syncs() {
+    let interval = Duration::from_secs(300);
+    let ledger = ResyncLedger::default();
+    let uid = "failing";
+    let hash = id_hash(uid);
+    let slot = u64::try_from(phase(hash, 300_000)).expect("ms");
+    let slot_at = |cycle: u64| BASE_MS + cycle * 300_000 + slot;
+    let window_at = |t: u64| Window::new(at(t - 1_000), at(t));
+    // Held until 490 s after slot 1: slots 1 and 2 (300 s later) fall in it, slot 3 does not.
+    let hold = Duration::from_secs(500);
+    ledger.failed(uid, at(slot_at(1) - 10_000), hold);
+    assert_eq!(ledger.held(), 1);
+    // Held at the next two slots (its own retry comes within the hold), due after it ended.
+    assert!(!ledger.due(&window_at(slot_at(1)), hash, interval));
+    assert!(!ledger.due(&window_at(slot_at(2)), hash, interval));
+    assert!(ledger.due(&window_at(slot_at(3)), hash, interval));
+    ledger.prune(at(slot_at(3)));
+    assert_eq!(ledger.held(), 0);
+    // A retry that syncs ends the hold at once.
+    ledger.failed(uid, at(slot_at(4) - 10_000), hold);
+    ledger.synced(uid, interval, at(slot_at(4) - 200_000));
+    assert_eq!(ledger.held(), 0);
+    assert!(ledger.due(&window_at(slot_at(4)), hash, interval));
+    // A failure replaces a pending skip; forgetting drops both.
+    ledger.synced(uid, interval, at(slot_at(5) - 1_000));
+    assert_eq!(ledger.len(), 1);
+    ledger.failed(uid, at(slot_at(5) - 500), hold);
+    assert_eq!((ledger.len(), ledger.held()), (0, 1));
+    ledger.forget(uid);
+    assert_eq!((ledger.len(), ledger.held()), (0, 0));
 }
 
 #[test]
@@ -202,24 +237,20 @@ fn org(spec: serde_json::Value, ready: Option<Reason>, deleting: bool) -> OrgMet
 }
 
 #[test]
-fn only_live_synced_objects_that_detect_drift_are_walked() {
+fn only_live_objects_that_detect_drift_are_walked_whatever_their_status_says() {
     let plain = json!({});
-    for r in [Reason::Synced, Reason::Drifted, Reason::KeyConflict] {
+    // The status may be stale or someone else's: the ledger knows which reconciles failed.
+    for r in [
+        Reason::Synced,
+        Reason::Drifted,
+        Reason::KeyConflict,
+        Reason::TargetNotFound,
+    ] {
         assert!(walked(&org(plain.clone(), Some(r), false)), "{r}");
         let report = json!({"driftPolicy": "Report"});
         assert!(walked(&org(report, Some(r), false)), "{r}");
     }
-    // Failed: their own requeue or backoff; never synced yet: reconciled on creation.
-    for r in [
-        Reason::TargetNotFound,
-        Reason::ZitadelUnavailable,
-        Reason::ConnectionNotReady,
-        Reason::InvalidSpec,
-        Reason::ReadBackMismatch,
-    ] {
-        assert!(!walked(&org(plain.clone(), Some(r), false)), "{r}");
-    }
-    assert!(!walked(&org(plain.clone(), None, false)));
+    assert!(walked(&org(plain.clone(), None, false)));
     // Deleting, suspended, driftPolicy Ignore.
     assert!(!walked(&org(plain, Some(Reason::Synced), true)));
     let suspended = json!({"suspend": true});
@@ -298,7 +329,7 @@ async fn a_successful_sync_records_the_near_slot_to_skip() {
     };
     let (result, _) = apply(&build(ignored), &io.io()).await;
     assert!(result.is_ok(), "{result:?}");
-    assert!(io.resyncs.is_empty());
+    assert!(io.resyncs.is_empty() && io.resyncs.held() == 0);
 
     // Stalled on a missing value source: its own requeue, no skip recorded.
     let io = FakeIo::<OrgMetadata> {
@@ -314,4 +345,10 @@ async fn a_successful_sync_records_the_near_slot_to_skip() {
     );
     assert!(result.is_ok(), "{result:?}");
     assert!(io.resyncs.is_empty());
+    // … and held back from the walk: its own re-check (stalled_requeue) comes first.
+    assert_eq!(io.resyncs.held(), 1);
+    // Fixed: synced again, walked again.
+    let (result, _) = apply(&build(spec), &io.io()).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(io.resyncs.held(), 0);
 }
