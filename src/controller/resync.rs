@@ -85,10 +85,34 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// - the objects held back: their last reconcile failed, so they keep their own retry (backoff
 ///   or stalled re-check) and are not walked (→ until when; each failed retry extends it, a
 ///   successful sync ends it).
+/// - the objects being reconciled right now (at most the controllers' concurrency): a walk
+///   does not trigger them (the running reconcile is the check; a trigger would only run it
+///   again at once, e.g. a new object's first sync, before its status reached the cache).
 #[derive(Debug, Default)]
 pub struct ResyncLedger {
     skips: Mutex<HashMap<u64, u32>>,
     held: Mutex<HashMap<u64, u32>>,
+    running: Mutex<HashMap<u64, u32>>,
+}
+
+/// While alive, the object it was made for counts as being reconciled
+/// ([`ResyncLedger::running`]).
+#[derive(Debug)]
+pub struct Running<'a> {
+    ledger: &'a ResyncLedger,
+    hash: u64,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut running = lock(&self.ledger.running);
+        if let Some(n) = running.get_mut(&self.hash) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                running.remove(&self.hash);
+            }
+        }
+    }
 }
 
 /// How long past its slot an entry nobody consumed is kept.
@@ -134,11 +158,19 @@ impl ResyncLedger {
         lock(&self.held).remove(&hash);
     }
 
+    /// The object `uid` is being reconciled until the guard drops.
+    pub fn running(&self, uid: &str) -> Running<'_> {
+        let hash = id_hash(uid);
+        *lock(&self.running).entry(hash).or_insert(0) += 1;
+        Running { ledger: self, hash }
+    }
+
     /// Whether the object whose uid hashes to `hash` ([`id_hash`]) is due in `window`: its slot
-    /// in a cycle of `interval` fell in it, it is not held back, and the slot is not one to
-    /// skip. A skipped slot is forgotten (the next one, an interval later, is due).
+    /// in a cycle of `interval` fell in it, it is not being reconciled nor held back, and the
+    /// slot is not one to skip. A skipped slot is forgotten (the next one, an interval later,
+    /// is due).
     pub fn due(&self, window: &Window, hash: u64, interval: Duration) -> bool {
-        if !window.holds(hash, interval) {
+        if !window.holds(hash, interval) || lock(&self.running).contains_key(&hash) {
             return false;
         }
         let end = seconds(Duration::from_millis(

@@ -99,6 +99,8 @@ pub async fn reconcile<K: MetadataResource>(obj: Arc<K>, ctx: Arc<Context<K>>) -
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     let stalled = AtomicBool::new(false);
+    // The resync walker leaves the object alone meanwhile.
+    let _running = ctx.resyncs.running(&object_id(obj.as_ref()));
     let settings = ctx.settings_for(obj.as_ref()).await;
     let io = ctx.io_with(&settings);
     let result = finalizer(&api, FINALIZER, obj.clone(), |event| async {

@@ -352,3 +352,21 @@ async fn a_successful_sync_records_the_near_slot_to_skip() {
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(io.resyncs.held(), 0);
 }
+
+#[test]
+fn an_object_being_reconciled_is_not_triggered_by_a_walk() {
+    let interval = Duration::from_secs(300);
+    let ledger = ResyncLedger::default();
+    let uid = "busy";
+    let hash = id_hash(uid);
+    let slot = u64::try_from(phase(hash, 300_000)).expect("ms");
+    let window = Window::new(at(BASE_MS + slot - 500), at(BASE_MS + slot + 500));
+    {
+        let _first = ledger.running(uid);
+        let second = ledger.running(uid);
+        assert!(!ledger.due(&window, hash, interval));
+        drop(second);
+        assert!(!ledger.due(&window, hash, interval));
+    }
+    assert!(ledger.due(&window, hash, interval));
+}
