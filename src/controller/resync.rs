@@ -225,12 +225,15 @@ pub fn object_id<K: MetadataResource>(obj: &K) -> Cow<'_, str> {
 }
 
 /// Whether a walker may re-check `obj` at its slots: live (no deletionTimestamp), not
-/// suspended, driftPolicy not `Ignore`. (Whether its last reconcile failed is the ledger's
-/// business: the status may be stale or written by someone else.)
+/// suspended, driftPolicy not `Ignore`, and its cached status has conditions (it was reconciled
+/// at least once and the cache shows it: a new object is reconciled on creation, and one whose
+/// first status is not in the cache yet would be synced twice). Which reconciles failed is the
+/// ledger's business, not the status's: it may be stale or written by someone else.
 pub fn walked<K: MetadataResource>(obj: &K) -> bool {
     obj.meta().deletion_timestamp.is_none()
         && !obj.suspended()
         && obj.drift_policy() != DriftPolicy::Ignore
+        && obj.status().is_some_and(|s| !s.conditions.is_empty())
 }
 
 #[cfg(test)]
