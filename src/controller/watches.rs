@@ -148,14 +148,12 @@ pub fn dependents<K: MetadataResource, S: Resource>(
     };
     matching(store, |o| {
         o.namespace().as_deref() == Some(ns)
-            && o.entries().iter().any(|e| {
-                e.value_from.as_ref().is_some_and(|v| {
-                    let r = match kind {
-                        SourceKind::Secret => v.secret_key_ref.as_ref(),
-                        SourceKind::ConfigMap => v.config_map_key_ref.as_ref(),
-                    };
-                    r.is_some_and(|r| r.name == name)
-                })
+            && o.entry_views().any(|e| {
+                let source = match kind {
+                    SourceKind::Secret => e.secret,
+                    SourceKind::ConfigMap => e.config_map,
+                };
+                source == Some(name)
             })
     })
 }

@@ -9,6 +9,7 @@ mod columns;
 mod common;
 mod connection;
 mod org;
+mod packed;
 mod spec;
 mod target;
 mod user;
@@ -20,6 +21,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 pub use common::*;
 pub use connection::*;
 pub use org::{OrgMetadata, OrgMetadataSpec};
+pub use packed::{EntryView, EntryViews, PackedEntries};
 pub use spec::{MetadataResource, MetadataSpecCommon};
 pub use target::*;
 pub use user::{UserMetadata, UserMetadataSpec};

@@ -33,7 +33,7 @@ fn claim<K: MetadataResource>(obj: &K) -> Claim {
             .creation_timestamp
             .as_ref()
             .map(|t| t.0.to_string()),
-        keys: obj.entries().iter().map(|e| e.key.clone()).collect(),
+        keys: obj.entry_views().map(|e| e.key.to_owned()).collect(),
     }
 }
 

@@ -91,8 +91,12 @@ pub struct Reconciled {
     pub stalled: bool,
 }
 
-/// Reconcile one object: the finalizer first, then [`apply`] or [`cleanup::cleanup`].
+/// Reconcile one object: the finalizer first, then [`apply`] or [`cleanup::cleanup`]. The
+/// object comes from the cache with its entries packed: they are restored here, once, for every
+/// step after (which would otherwise unpack them on each read, see
+/// [`MetadataResource::entries`]).
 pub async fn reconcile<K: MetadataResource>(obj: Arc<K>, ctx: Arc<Context<K>>) -> Reconciled {
+    let obj = unpacked(obj);
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     let stalled = AtomicBool::new(false);
@@ -119,6 +123,15 @@ pub async fn reconcile<K: MetadataResource>(obj: Arc<K>, ctx: Arc<Context<K>>) -
     Reconciled {
         result,
         stalled: stalled.load(Ordering::Relaxed),
+    }
+}
+
+/// `obj` with its entries restored (the same `Arc` when they are not packed).
+pub fn unpacked<K: MetadataResource>(obj: Arc<K>) -> Arc<K> {
+    if obj.is_packed() {
+        Arc::new(obj.unpacked())
+    } else {
+        obj
     }
 }
 
