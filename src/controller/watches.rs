@@ -322,6 +322,17 @@ mod tests {
         assert_eq!(requeue_rank(&org(Some(("False", Reason::KeyConflict)))), 1);
         assert_eq!(requeue_rank(&org(None)), 1);
         assert_eq!(requeue_rank(&org(Some(("True", Reason::Synced)))), 2);
+        // As the caches hold them: the conditions' status and reason stay in place.
+        for (state, reason, rank) in [
+            ("False", Reason::ZitadelUnauthenticated, 0),
+            ("False", Reason::KeyConflict, 1),
+            ("True", Reason::Synced, 2),
+        ] {
+            let mut packed = org(Some((state, reason)));
+            packed.pack();
+            assert!(packed.is_packed());
+            assert_eq!(requeue_rank(&packed), rank, "{reason:?}");
+        }
     }
 
     #[test]

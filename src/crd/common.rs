@@ -343,4 +343,11 @@ pub struct MetadataStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+
+    /// A cached copy's `managedKeys`, `observedSourceVersions`, write details and condition
+    /// messages in compact form, those fields then being empty ([`MetadataStatus::pack`]).
+    /// Never serialised and not part of the CRD: only the operator's caches set it.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub packed: Option<super::PackedStatus>,
 }

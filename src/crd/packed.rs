@@ -217,39 +217,48 @@ fn varint_len(mut n: usize) -> usize {
     len
 }
 
-fn put_str(buf: &mut Vec<u8>, s: &str) {
-    let mut n = s.len();
+/// Append `n` as LEB128.
+pub(super) fn put_len(buf: &mut Vec<u8>, mut n: usize) {
     while n >= 0x80 {
         // Truncation intended: the low seven bits, with the continuation bit.
         buf.push((n & 0x7f) as u8 | 0x80);
         n >>= 7;
     }
     buf.push(n as u8);
+}
+
+/// Append `s` as its length and its bytes.
+pub(super) fn put_str(buf: &mut Vec<u8>, s: &str) {
+    put_len(buf, s.len());
     buf.extend_from_slice(s.as_bytes());
 }
 
-/// Reads a buffer written by [`PackedEntries::pack`]; `None` on malformed input (never, by
-/// construction).
-struct Reader<'a>(&'a [u8]);
+/// Reads a buffer written with [`put_len`] and [`put_str`]; `None` on malformed input (never,
+/// by construction).
+pub(super) struct Reader<'a>(pub(super) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn byte(&mut self) -> Option<u8> {
+    pub(super) fn byte(&mut self) -> Option<u8> {
         let (first, rest) = self.0.split_first()?;
         self.0 = rest;
         Some(*first)
     }
 
-    fn bytes(&mut self) -> Option<&'a [u8]> {
+    pub(super) fn len(&mut self) -> Option<usize> {
         let mut len: usize = 0;
         let mut shift = 0u32;
         loop {
             let b = self.byte()?;
             len |= usize::from(b & 0x7f).checked_shl(shift)?;
             if b & 0x80 == 0 {
-                break;
+                return Some(len);
             }
             shift += 7;
         }
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let len = self.len()?;
         if len > self.0.len() {
             return None;
         }
@@ -258,11 +267,11 @@ impl<'a> Reader<'a> {
         Some(s)
     }
 
-    fn str(&mut self) -> Option<&'a str> {
+    pub(super) fn str(&mut self) -> Option<&'a str> {
         std::str::from_utf8(self.bytes()?).ok()
     }
 
-    fn text(&mut self, present: bool) -> Option<Option<String>> {
+    pub(super) fn text(&mut self, present: bool) -> Option<Option<String>> {
         if !present {
             return Some(None);
         }

@@ -73,8 +73,19 @@ pub trait MetadataResource:
     fn common(&self) -> &MetadataSpecCommon;
     /// The shared fields, to change in place.
     fn common_mut(&mut self) -> &mut MetadataSpecCommon;
-    /// Current status, if any.
+    /// Current status, if any. Of a cached copy it is packed: the ids, generations, counts and
+    /// the conditions' type, status and reason are there; what the reconcile compares and
+    /// writes is read with [`MetadataResource::full_status`].
     fn status(&self) -> Option<&MetadataStatus>;
+    /// The status, to change in place.
+    fn status_mut(&mut self) -> Option<&mut MetadataStatus>;
+    /// The complete status (unpacked from a cached copy's compact form): what the reconcile
+    /// starts from, compares its new status with and keeps fields of.
+    fn full_status(&self) -> Option<MetadataStatus> {
+        let mut status = self.status().cloned()?;
+        status.unpack();
+        Some(status)
+    }
 
     /// The desired entries: borrowed, or unpacked from a cached copy's compact form (a copy;
     /// the reconcile unpacks its object once up front, see [`MetadataResource::unpacked`]).
@@ -98,28 +109,35 @@ pub trait MetadataResource:
         self.unpack();
         &mut self.common_mut().metadata
     }
-    /// Whether the entries are in compact form (a cached copy).
+    /// Whether the entries or the status are in compact form (a cached copy).
     fn is_packed(&self) -> bool {
-        self.common().packed.is_some()
+        self.common().packed.is_some() || self.status().is_some_and(MetadataStatus::is_packed)
     }
-    /// Move the entries into their compact form ([`PackedEntries`]): how the controllers'
-    /// caches hold objects. Nothing else changes; [`MetadataResource::unpack`] restores them.
+    /// Move the entries ([`PackedEntries`]) and the parts of the status only the reconcile
+    /// reads ([`MetadataStatus::pack`]) into their compact forms: how the controllers' caches
+    /// hold objects. [`MetadataResource::unpack`] restores them.
     fn pack(&mut self) {
         let common = self.common_mut();
         if common.packed.is_none() {
             common.packed = Some(PackedEntries::pack(&common.metadata));
             common.metadata = Vec::new();
         }
+        if let Some(status) = self.status_mut() {
+            status.pack();
+        }
     }
-    /// Restore the entries from their compact form (no-op when not packed).
+    /// Restore the entries and the status from their compact forms (no-op when not packed).
     fn unpack(&mut self) {
         let common = self.common_mut();
         if let Some(packed) = common.packed.take() {
             common.metadata = packed.unpack();
         }
+        if let Some(status) = self.status_mut() {
+            status.unpack();
+        }
     }
-    /// A copy with the entries restored: the object exactly as the API server sent it (less
-    /// what the caches strip from its metadata).
+    /// A copy with the entries and status restored: the object exactly as the API server sent
+    /// it (less what the caches strip from its metadata).
     fn unpacked(&self) -> Self {
         let mut copy = self.clone();
         copy.unpack();

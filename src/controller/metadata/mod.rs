@@ -142,7 +142,7 @@ pub async fn apply<K: MetadataResource>(
     obj: &K,
     io: &Io<'_, K>,
 ) -> (Result<Action, Error>, Option<Outcome>) {
-    let previous = obj.status().cloned().unwrap_or_default();
+    let previous = obj.full_status().unwrap_or_default();
     if obj.suspended() {
         return (suspend(obj, io, &previous).await, None);
     }

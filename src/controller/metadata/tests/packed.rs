@@ -56,6 +56,11 @@ async fn run(obj: &OrgMetadata, deleting: bool) -> Vec<String> {
     let first = format!("{:?}", timeless(first));
     let mut again = obj.clone();
     again.status = status;
+    if obj.is_packed() {
+        // As the cache would hold it after the status write: the status packed too.
+        again.pack();
+        assert!(again.status.as_ref().is_none_or(MetadataStatus::is_packed));
+    }
     let second = if deleting {
         cleanup_once(&io, &again).await
     } else {
@@ -194,6 +199,37 @@ fn claims_over_packed_neighbours_equal_claims_over_unpacked_ones() {
     let elsewhere = claims::claimed_elsewhere(&me, &packed);
     assert_eq!(elsewhere, ["shared".to_string(), "theirs".into()].into());
     assert_eq!(elsewhere, claims::claimed_elsewhere(&me, &plain));
+    // An older object its connection refuses claims nothing, packed or not (its Stalled
+    // condition's status and reason stay in place when the status is packed).
+    let refused = MetadataStatus {
+        observed_generation: Some(1),
+        managed_keys: vec!["mine".into()],
+        conditions: status::conditions(
+            &[],
+            &Outcome::Stalled {
+                reason: Reason::TargetNotAllowed,
+                message: "not allowed".into(),
+            },
+            Some(1),
+            &Time(k8s_openapi::jiff::Timestamp::now()),
+        ),
+        ..MetadataStatus::default()
+    };
+    let mut guarded: OrgMetadata = object(
+        "b",
+        json!({"organizationId": ORG, "metadata": entries(&[("mine", "x")])}),
+        Some(&refused),
+    );
+    let answer = claims::conflicts(&me, &[Arc::new(guarded.clone())]);
+    guarded.pack();
+    assert!(
+        guarded
+            .status
+            .as_ref()
+            .is_some_and(MetadataStatus::is_packed)
+    );
+    assert_eq!(claims::conflicts(&me, &[Arc::new(guarded)]), answer);
+    assert!(answer.is_empty(), "{answer:?}");
     // The object itself packed (e.g. the cache's copy of the object being deleted).
     let mut me_packed = me.clone();
     me_packed.pack();
