@@ -170,12 +170,10 @@ const CREDENTIAL_REASONS: [Reason; 5] = [
 /// Where an object goes in a re-queue after its connection changed: failing on credentials (0),
 /// otherwise not Ready (1), Ready (2).
 pub fn requeue_rank<K: MetadataResource>(obj: &K) -> u8 {
-    let ready = obj
-        .status()
-        .and_then(|s| status::find(&s.conditions, status::READY));
+    let ready = obj.status().and_then(|s| s.condition(status::READY));
     match ready {
         Some(c) if c.status == "True" => 2,
-        Some(c) if CREDENTIAL_REASONS.iter().any(|r| *r == c.reason.as_str()) => 0,
+        Some(c) if CREDENTIAL_REASONS.iter().any(|r| *r == c.reason) => 0,
         _ => 1,
     }
 }

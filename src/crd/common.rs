@@ -344,9 +344,10 @@ pub struct MetadataStatus {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 
-    /// A cached copy's `managedKeys`, `observedSourceVersions`, write details and condition
-    /// messages in compact form, those fields then being empty ([`MetadataStatus::pack`]).
-    /// Never serialised and not part of the CRD: only the operator's caches set it.
+    /// A cached copy's conditions, `managedKeys`, `observedSourceVersions` and write details in
+    /// compact form, those fields then being empty ([`MetadataStatus::pack`]; read a cached
+    /// copy's conditions with [`MetadataStatus::condition`]). Never serialised and not part of
+    /// the CRD: only the operator's caches set it.
     #[serde(skip)]
     #[schemars(skip)]
     pub packed: Option<super::PackedStatus>,

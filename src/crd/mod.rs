@@ -23,7 +23,7 @@ pub use common::*;
 pub use connection::*;
 pub use org::{OrgMetadata, OrgMetadataSpec};
 pub use packed::{EntryView, EntryViews, PackedEntries};
-pub use packed_status::PackedStatus;
+pub use packed_status::{ConditionView, PackedStatus};
 pub use spec::{MetadataResource, MetadataSpecCommon};
 pub use target::*;
 pub use user::{UserMetadata, UserMetadataSpec};

@@ -257,14 +257,19 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let len = self.len()?;
-        if len > self.0.len() {
+    /// The next `n` bytes.
+    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if n > self.0.len() {
             return None;
         }
-        let (s, rest) = self.0.split_at(len);
+        let (s, rest) = self.0.split_at(n);
         self.0 = rest;
         Some(s)
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let len = self.len()?;
+        self.take(len)
     }
 
     pub(super) fn str(&mut self) -> Option<&'a str> {

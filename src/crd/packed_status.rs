@@ -1,11 +1,17 @@
-//! The compact form of a cached object's status: the parts only the reconcile reads
-//! (`managedKeys`, `observedSourceVersions`, the last write's details, the conditions' messages)
-//! in one buffer; what the readers of the caches use stays as it is (the ids, the generation,
-//! the count, each condition's type, status and reason).
+//! The compact form of a cached object's status: everything but what the readers of the caches
+//! use as plain fields (the ids, `observedGeneration`, `managedKeyCount`) in one buffer. The
+//! conditions are packed too (at 10,000 objects their `Vec`s and small strings took ~7 MiB);
+//! those readers see a condition's status and reason through [`MetadataStatus::condition`],
+//! which reads either form.
 //!
-//! Layout: a flag byte ([`flags`]) and the write details it announces; the managed keys and the
-//! source versions, each as a count and strings; then per condition a marker (the message is the
-//! previous condition's, or a string follows). Strings are written as in [`super::packed`].
+//! Layout: the conditions (a count, then per condition its type, status and reason, a marker —
+//! the message is the previous condition's, or a string follows —, its `observedGeneration` and
+//! its `lastTransitionTime`), first so that [`MetadataStatus::condition`] finds them without
+//! walking the rest; a flag byte ([`flags`]) and the write details it announces; the managed
+//! keys and the source versions, each as a count and strings. Strings are written as in
+//! [`super::packed`], numbers as little-endian bytes.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::MetadataStatus;
 use super::packed::{Reader, put_len, put_str};
@@ -30,7 +36,7 @@ pub struct PackedStatus {
     buf: Box<[u8]>,
 }
 
-/// Sizes only (the managed keys are not secret, but keep cached copies' output short).
+/// Sizes only (keeps cached copies' debug output short).
 impl std::fmt::Debug for PackedStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PackedStatus")
@@ -39,15 +45,63 @@ impl std::fmt::Debug for PackedStatus {
     }
 }
 
+/// What the readers of cached objects see of one condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConditionView<'a> {
+    /// `True`, `False` or `Unknown`.
+    pub status: &'a str,
+    /// The reason (a [`crate::reason::Reason`] of this operator).
+    pub reason: &'a str,
+}
+
 impl MetadataStatus {
-    /// Move the parts only the reconcile reads into one buffer (the fields then empty; see the
-    /// module's documentation). A packed status must be [`MetadataStatus::unpack`]ed before it
-    /// is compared or written; no-op when already packed.
+    /// The condition of type `type_`, packed or not.
+    pub fn condition(&self, type_: &str) -> Option<ConditionView<'_>> {
+        match &self.packed {
+            Some(packed) => find_packed(&mut Reader(&packed.buf), type_),
+            None => self
+                .conditions
+                .iter()
+                .find(|c| c.type_ == type_)
+                .map(|c| ConditionView {
+                    status: &c.status,
+                    reason: &c.reason,
+                }),
+        }
+    }
+
+    /// Move everything but the ids, `observedGeneration` and `managedKeyCount` into one buffer
+    /// (the fields then empty; see the module's documentation). A packed status must be
+    /// [`MetadataStatus::unpack`]ed before it is compared or written; no-op when already packed.
     pub fn pack(&mut self) {
         if self.packed.is_some() {
             return;
         }
         let mut buf = Vec::new();
+        put_len(&mut buf, self.conditions.len());
+        let mut previous: Option<String> = None;
+        for c in std::mem::take(&mut self.conditions) {
+            for text in [&c.type_, &c.status, &c.reason] {
+                put_str(&mut buf, text);
+            }
+            if previous.as_ref() == Some(&c.message) {
+                buf.push(SAME_MESSAGE);
+            } else {
+                buf.push(OWN_MESSAGE);
+                put_str(&mut buf, &c.message);
+                previous = Some(c.message);
+            }
+            match c.observed_generation {
+                Some(generation) => {
+                    buf.push(1);
+                    buf.extend_from_slice(&generation.to_le_bytes());
+                }
+                None => buf.push(0),
+            }
+            let at = c.last_transition_time.0;
+            buf.extend_from_slice(&at.as_second().to_le_bytes());
+            buf.extend_from_slice(&at.subsec_nanosecond().to_le_bytes());
+        }
         let details = [
             (self.sequence.take(), flags::SEQUENCE),
             (self.change_date.take(), flags::CHANGE_DATE),
@@ -70,17 +124,6 @@ impl MetadataStatus {
                 put_str(&mut buf, item);
             }
         }
-        let mut previous: Option<String> = None;
-        for condition in &mut self.conditions {
-            let message = std::mem::take(&mut condition.message);
-            if previous.as_ref() == Some(&message) {
-                buf.push(SAME_MESSAGE);
-            } else {
-                buf.push(OWN_MESSAGE);
-                put_str(&mut buf, &message);
-                previous = Some(message);
-            }
-        }
         self.packed = Some(PackedStatus {
             buf: buf.into_boxed_slice(),
         });
@@ -96,6 +139,31 @@ impl MetadataStatus {
     }
 
     fn restore(&mut self, reader: &mut Reader<'_>) -> Option<()> {
+        let n = reader.len()?;
+        let mut conditions = Vec::with_capacity(n);
+        let mut message = String::new();
+        for _ in 0..n {
+            let (type_, status, reason) = (reader.str()?, reader.str()?, reader.str()?);
+            if reader.byte()? == OWN_MESSAGE {
+                message = reader.str()?.to_owned();
+            }
+            let observed_generation = match reader.byte()? {
+                0 => None,
+                _ => Some(i64::from_le_bytes(reader.take(8)?.try_into().ok()?)),
+            };
+            let seconds = i64::from_le_bytes(reader.take(8)?.try_into().ok()?);
+            let nanos = i32::from_le_bytes(reader.take(4)?.try_into().ok()?);
+            let at = k8s_openapi::jiff::Timestamp::new(seconds, nanos).ok()?;
+            conditions.push(Condition {
+                last_transition_time: Time(at),
+                message: message.clone(),
+                observed_generation,
+                reason: reason.to_owned(),
+                status: status.to_owned(),
+                type_: type_.to_owned(),
+            });
+        }
+        self.conditions = conditions;
         let flag = reader.byte()?;
         self.sequence = reader.text(flag & flags::SEQUENCE != 0)?;
         self.change_date = reader.text(flag & flags::CHANGE_DATE != 0)?;
@@ -107,13 +175,6 @@ impl MetadataStatus {
                 list.push(reader.str()?.to_owned());
             }
         }
-        let mut previous = String::new();
-        for condition in &mut self.conditions {
-            if reader.byte()? == OWN_MESSAGE {
-                previous = reader.str()?.to_owned();
-            }
-            condition.message = previous.clone();
-        }
         Some(())
     }
 
@@ -121,6 +182,24 @@ impl MetadataStatus {
     pub fn is_packed(&self) -> bool {
         self.packed.is_some()
     }
+}
+
+/// The condition of type `type_` in a packed status's conditions.
+fn find_packed<'a>(reader: &mut Reader<'a>, type_: &str) -> Option<ConditionView<'a>> {
+    for _ in 0..reader.len()? {
+        let (this, status, reason) = (reader.str()?, reader.str()?, reader.str()?);
+        if this == type_ {
+            return Some(ConditionView { status, reason });
+        }
+        if reader.byte()? == OWN_MESSAGE {
+            reader.str()?;
+        }
+        if reader.byte()? != 0 {
+            reader.take(8)?;
+        }
+        reader.take(12)?;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -131,7 +210,9 @@ mod tests {
 
     fn condition(type_: &str, status: &str, message: &str) -> Condition {
         Condition {
-            last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            last_transition_time: Time(
+                k8s_openapi::jiff::Timestamp::new(1_780_000_000, 123_456_789).expect("time"),
+            ),
             message: message.into(),
             observed_generation: Some(3),
             reason: "Synced".into(),
@@ -156,7 +237,10 @@ mod tests {
                 condition("Reconciling", "False", "10 key(s) in sync"),
                 condition("Stalled", "False", "10 key(s) in sync"),
                 condition("Drifted", "False", ""),
-                condition("Other", "False", "x".repeat(300).as_str()),
+                Condition {
+                    observed_generation: None,
+                    ..condition("Other", "False", "x".repeat(300).as_str())
+                },
             ],
             packed: None,
         }
@@ -176,25 +260,35 @@ mod tests {
     }
 
     #[test]
-    fn what_the_caches_readers_use_stays_in_place() {
+    fn what_the_caches_readers_use_stays_in_place_or_is_found_in_the_buffer() {
         let status = full();
         let mut packed = status.clone();
         packed.pack();
         assert!(packed.managed_keys.is_empty() && packed.sequence.is_none());
+        assert!(packed.conditions.is_empty());
         assert_eq!(packed.organization_id, status.organization_id);
         assert_eq!(packed.user_id, status.user_id);
         assert_eq!(packed.observed_generation, status.observed_generation);
         assert_eq!(packed.managed_key_count, status.managed_key_count);
-        let kept = |s: &MetadataStatus| -> Vec<(String, String, String, Option<i64>)> {
-            s.conditions
-                .iter()
-                .map(|c| {
-                    let c = c.clone();
-                    (c.type_, c.status, c.reason, c.observed_generation)
-                })
-                .collect()
-        };
-        assert_eq!(kept(&packed), kept(&status));
-        assert!(packed.conditions.iter().all(|c| c.message.is_empty()));
+        for type_ in [
+            "Ready",
+            "Reconciling",
+            "Stalled",
+            "Drifted",
+            "Other",
+            "Missing",
+        ] {
+            let want = status.condition(type_);
+            assert_eq!(packed.condition(type_), want, "{type_}");
+            assert_eq!(want.is_some(), type_ != "Missing");
+        }
+        assert_eq!(
+            packed.condition("Ready"),
+            Some(ConditionView {
+                status: "True",
+                reason: "Synced"
+            })
+        );
+        assert_eq!(MetadataStatus::default().condition("Ready"), None);
     }
 }

@@ -73,9 +73,9 @@ pub trait MetadataResource:
     fn common(&self) -> &MetadataSpecCommon;
     /// The shared fields, to change in place.
     fn common_mut(&mut self) -> &mut MetadataSpecCommon;
-    /// Current status, if any. Of a cached copy it is packed: the ids, generations, counts and
-    /// the conditions' type, status and reason are there; what the reconcile compares and
-    /// writes is read with [`MetadataResource::full_status`].
+    /// Current status, if any. Of a cached copy it is packed: the ids, `observedGeneration` and
+    /// `managedKeyCount` are there, the conditions are read with [`MetadataStatus::condition`];
+    /// what the reconcile compares and writes is read with [`MetadataResource::full_status`].
     fn status(&self) -> Option<&MetadataStatus>;
     /// The status, to change in place.
     fn status_mut(&mut self) -> Option<&mut MetadataStatus>;

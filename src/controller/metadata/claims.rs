@@ -76,8 +76,7 @@ pub fn claimed_elsewhere<K: MetadataResource>(obj: &K, others: &[Arc<K>]) -> BTr
 fn refused_by_guard<K: MetadataResource>(obj: &K) -> bool {
     obj.status().is_some_and(|s| {
         s.observed_generation == obj.meta().generation
-            && status::find(&s.conditions, status::STALLED).is_some_and(|c| {
-                c.status == "True" && Reason::TargetNotAllowed == c.reason.as_str()
-            })
+            && s.condition(status::STALLED)
+                .is_some_and(|c| c.status == "True" && Reason::TargetNotAllowed == c.reason)
     })
 }
