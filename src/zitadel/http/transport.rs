@@ -268,8 +268,9 @@ pub(crate) async fn read_body(
     if size.is_some_and(|len| len > limit as u64) {
         return Err(BodyError::TooLarge { limit, size });
     }
-    // The announced length (within the limit) at once: no doubling copies of a large answer.
-    let mut body = Vec::with_capacity(size.map_or(0, |len| len as usize));
+    // The announced length (within the limit; at most the 4 MiB ZITADEL's REST gateway relays,
+    // whatever a server claims) at once: no doubling copies of a large answer.
+    let mut body = Vec::with_capacity(size.map_or(0, |len| len as usize).min(4 << 20));
     while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
         if body.len() + chunk.len() > limit {
             return Err(BodyError::TooLarge { limit, size: None });
