@@ -9,7 +9,7 @@ use crate::connections::{AllowedOrgs, ConnectionResolver, Granted, Refusal, Reso
 use crate::controller::Settings;
 use crate::controller::finalizers::{Finalizers, Held, Presence};
 use crate::controller::metadata::{Io, Neighbours, Notice, Report};
-use crate::crd::{ConnectionRef, MetadataStatus};
+use crate::crd::{ConnectionRef, MetadataResource, MetadataStatus};
 use crate::sources::{Lookup, SourceKind, SourceObject, ValueSources};
 use crate::zitadel::{
     Existence, Found, Listing, MetadataMap, ObjectDetails, OrgQuery, Relevant, Target, UserQuery,
@@ -130,9 +130,10 @@ impl<K> Default for FakeNeighbours<K> {
     }
 }
 
-impl<K> FakeNeighbours<K> {
-    /// One more object in the caches.
-    pub fn add(&self, obj: K) {
+impl<K: MetadataResource> FakeNeighbours<K> {
+    /// One more object in the caches, its entries packed as the controllers' caches keep them.
+    pub fn add(&self, mut obj: K) {
+        obj.pack();
         lock(&self.objects).push(Arc::new(obj));
     }
 }

@@ -65,8 +65,8 @@ pub(super) fn count_conditions<K: MetadataResource>(stores: &[Store<K>]) -> Cond
     for obj in stores.iter().flat_map(Store::state) {
         counts.add(
             obj.status()
-                .and_then(|s| status::find(&s.conditions, status::READY))
-                .map(|c| c.status.as_str()),
+                .and_then(|s| s.condition(status::READY))
+                .map(|c| c.status),
         );
     }
     counts

@@ -148,14 +148,12 @@ pub fn dependents<K: MetadataResource, S: Resource>(
     };
     matching(store, |o| {
         o.namespace().as_deref() == Some(ns)
-            && o.entries().iter().any(|e| {
-                e.value_from.as_ref().is_some_and(|v| {
-                    let r = match kind {
-                        SourceKind::Secret => v.secret_key_ref.as_ref(),
-                        SourceKind::ConfigMap => v.config_map_key_ref.as_ref(),
-                    };
-                    r.is_some_and(|r| r.name == name)
-                })
+            && o.entry_views().any(|e| {
+                let source = match kind {
+                    SourceKind::Secret => e.secret,
+                    SourceKind::ConfigMap => e.config_map,
+                };
+                source == Some(name)
             })
     })
 }
@@ -172,12 +170,10 @@ const CREDENTIAL_REASONS: [Reason; 5] = [
 /// Where an object goes in a re-queue after its connection changed: failing on credentials (0),
 /// otherwise not Ready (1), Ready (2).
 pub fn requeue_rank<K: MetadataResource>(obj: &K) -> u8 {
-    let ready = obj
-        .status()
-        .and_then(|s| status::find(&s.conditions, status::READY));
+    let ready = obj.status().and_then(|s| s.condition(status::READY));
     match ready {
         Some(c) if c.status == "True" => 2,
-        Some(c) if CREDENTIAL_REASONS.iter().any(|r| *r == c.reason.as_str()) => 0,
+        Some(c) if CREDENTIAL_REASONS.iter().any(|r| *r == c.reason) => 0,
         _ => 1,
     }
 }
@@ -324,6 +320,17 @@ mod tests {
         assert_eq!(requeue_rank(&org(Some(("False", Reason::KeyConflict)))), 1);
         assert_eq!(requeue_rank(&org(None)), 1);
         assert_eq!(requeue_rank(&org(Some(("True", Reason::Synced)))), 2);
+        // As the caches hold them: the conditions' status and reason stay in place.
+        for (state, reason, rank) in [
+            ("False", Reason::ZitadelUnauthenticated, 0),
+            ("False", Reason::KeyConflict, 1),
+            ("True", Reason::Synced, 2),
+        ] {
+            let mut packed = org(Some((state, reason)));
+            packed.pack();
+            assert!(packed.is_packed());
+            assert_eq!(requeue_rank(&packed), rank, "{reason:?}");
+        }
     }
 
     #[test]

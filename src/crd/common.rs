@@ -343,4 +343,12 @@ pub struct MetadataStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+
+    /// A cached copy's conditions, `managedKeys`, `observedSourceVersions` and write details in
+    /// compact form, those fields then being empty ([`MetadataStatus::pack`]; read a cached
+    /// copy's conditions with [`MetadataStatus::condition`]). Never serialised and not part of
+    /// the CRD: only the operator's caches set it.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub packed: Option<super::PackedStatus>,
 }

@@ -9,6 +9,8 @@ mod columns;
 mod common;
 mod connection;
 mod org;
+mod packed;
+mod packed_status;
 mod spec;
 mod target;
 mod user;
@@ -20,6 +22,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 pub use common::*;
 pub use connection::*;
 pub use org::{OrgMetadata, OrgMetadataSpec};
+pub use packed::{EntryView, EntryViews, PackedEntries};
+pub use packed_status::{ConditionView, PackedStatus};
 pub use spec::{MetadataResource, MetadataSpecCommon};
 pub use target::*;
 pub use user::{UserMetadata, UserMetadataSpec};

@@ -67,4 +67,8 @@ impl MetadataResource for OrgMetadata {
     fn status(&self) -> Option<&MetadataStatus> {
         self.status.as_ref()
     }
+
+    fn status_mut(&mut self) -> Option<&mut MetadataStatus> {
+        self.status.as_mut()
+    }
 }

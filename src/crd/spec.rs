@@ -2,9 +2,14 @@
 //! `#[serde(flatten)]` (the generated schema lists them beside the kind's own target fields), and
 //! the [`MetadataResource`] trait the reconciler is written against.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
-use super::{ConnectionRef, DeletionPolicy, DriftPolicy, MetadataEntry, MetadataStatus, TargetRef};
+use super::{
+    ConnectionRef, DeletionPolicy, DriftPolicy, EntryViews, MetadataEntry, MetadataStatus,
+    PackedEntries, TargetRef,
+};
 
 /// What an `OrgMetadata` or `UserMetadata` declares besides its target: the entries, the
 /// policies, `suspend` and the connection.
@@ -37,6 +42,13 @@ pub struct MetadataSpecCommon {
     /// without one, the object is refused with `ConnectionNotFound`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_ref: Option<ConnectionRef>,
+
+    /// The entries of a cached copy in compact form, `metadata` then being empty (see
+    /// [`MetadataResource::pack`]). Never serialised and not part of the CRD: only the
+    /// operator's caches set it.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub packed: Option<PackedEntries>,
 }
 
 /// What the reconciler needs from either kind.
@@ -61,17 +73,75 @@ pub trait MetadataResource:
     fn common(&self) -> &MetadataSpecCommon;
     /// The shared fields, to change in place.
     fn common_mut(&mut self) -> &mut MetadataSpecCommon;
-    /// Current status, if any.
+    /// Current status, if any. Of a cached copy it is packed: the ids, `observedGeneration` and
+    /// `managedKeyCount` are there, the conditions are read with [`MetadataStatus::condition`];
+    /// what the reconcile compares and writes is read with [`MetadataResource::full_status`].
     fn status(&self) -> Option<&MetadataStatus>;
+    /// The status, to change in place.
+    fn status_mut(&mut self) -> Option<&mut MetadataStatus>;
+    /// The complete status (unpacked from a cached copy's compact form): what the reconcile
+    /// starts from, compares its new status with and keeps fields of.
+    fn full_status(&self) -> Option<MetadataStatus> {
+        let mut status = self.status().cloned()?;
+        status.unpack();
+        Some(status)
+    }
 
-    /// The desired entries.
-    fn entries(&self) -> &[MetadataEntry] {
-        &self.common().metadata
+    /// The desired entries: borrowed, or unpacked from a cached copy's compact form (a copy;
+    /// the reconcile unpacks its object once up front, see [`MetadataResource::unpacked`]).
+    fn entries(&self) -> Cow<'_, [MetadataEntry]> {
+        match &self.common().packed {
+            Some(packed) => Cow::Owned(packed.unpack()),
+            None => Cow::Borrowed(&self.common().metadata),
+        }
+    }
+    /// The keys and `valueFrom` source names of the entries, packed or not, without copying
+    /// (what the readers of cached objects need: key claims, the dependents of a Secret).
+    fn entry_views(&self) -> EntryViews<'_> {
+        match &self.common().packed {
+            Some(packed) => EntryViews::Packed(packed.views()),
+            None => EntryViews::Entries(self.common().metadata.iter()),
+        }
     }
     /// The desired entries, to change in place (e.g. to drop the values from a cached copy
-    /// that only needs the keys).
+    /// that only needs the keys); unpacks them first.
     fn entries_mut(&mut self) -> &mut Vec<MetadataEntry> {
+        self.unpack();
         &mut self.common_mut().metadata
+    }
+    /// Whether the entries or the status are in compact form (a cached copy).
+    fn is_packed(&self) -> bool {
+        self.common().packed.is_some() || self.status().is_some_and(MetadataStatus::is_packed)
+    }
+    /// Move the entries ([`PackedEntries`]) and the parts of the status only the reconcile
+    /// reads ([`MetadataStatus::pack`]) into their compact forms: how the controllers' caches
+    /// hold objects. [`MetadataResource::unpack`] restores them.
+    fn pack(&mut self) {
+        let common = self.common_mut();
+        if common.packed.is_none() {
+            common.packed = Some(PackedEntries::pack(&common.metadata));
+            common.metadata = Vec::new();
+        }
+        if let Some(status) = self.status_mut() {
+            status.pack();
+        }
+    }
+    /// Restore the entries and the status from their compact forms (no-op when not packed).
+    fn unpack(&mut self) {
+        let common = self.common_mut();
+        if let Some(packed) = common.packed.take() {
+            common.metadata = packed.unpack();
+        }
+        if let Some(status) = self.status_mut() {
+            status.unpack();
+        }
+    }
+    /// A copy with the entries and status restored: the object exactly as the API server sent
+    /// it (less what the caches strip from its metadata).
+    fn unpacked(&self) -> Self {
+        let mut copy = self.clone();
+        copy.unpack();
+        copy
     }
     /// Deletion policy.
     fn deletion_policy(&self) -> DeletionPolicy {

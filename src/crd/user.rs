@@ -81,4 +81,8 @@ impl MetadataResource for UserMetadata {
     fn status(&self) -> Option<&MetadataStatus> {
         self.status.as_ref()
     }
+
+    fn status_mut(&mut self) -> Option<&mut MetadataStatus> {
+        self.status.as_mut()
+    }
 }

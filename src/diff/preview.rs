@@ -56,7 +56,7 @@ pub async fn preview<K: MetadataResource>(
     reads: &Reads<'_, K>,
     settings: &Settings,
 ) -> ObjectPreview {
-    let previous = obj.status().cloned().unwrap_or_default();
+    let previous = obj.full_status().unwrap_or_default();
     let previously_managed = previous.managed_keys.iter().cloned().collect();
     let mut progress = Progress::default();
     let verdict = if obj.meta().deletion_timestamp.is_some() {

@@ -27,8 +27,8 @@ use crate::zitadel::{Event, EventQuery};
 /// ZITADEL answers at most this many events per request (`limit` 0 or above → 1000).
 pub const MAX_LIMIT: u32 = 1000;
 
-/// (aggregate type, aggregate id, sequence): unique per event.
-type EventId = (String, String, u64);
+/// [`Event::id`]: a fingerprint of (aggregate type, aggregate id, sequence).
+type EventId = u128;
 
 /// Tuning of a [`Cursor`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +37,11 @@ pub struct CursorConfig {
     pub overlap: TimeDelta,
     /// Page size (grows back to it after a halving).
     pub limit: u32,
+    /// Largest page asked for while reading a backlog (at most [`MAX_LIMIT`]). Smaller pages
+    /// cost more calls on a backlog but smaller answers held at once (and smaller HTTP read
+    /// buffers kept by pooled connections). A page stuck on one timestamp may still grow to
+    /// [`MAX_LIMIT`].
+    pub max_page: u32,
 }
 
 impl Default for CursorConfig {
@@ -44,6 +49,7 @@ impl Default for CursorConfig {
         Self {
             overlap: TimeDelta::seconds(5),
             limit: 100,
+            max_page: MAX_LIMIT,
         }
     }
 }
@@ -96,7 +102,7 @@ pub struct Cursor {
 impl Cursor {
     /// A cursor that still needs its bootstrap.
     pub fn new(config: CursorConfig) -> Self {
-        let limit = config.limit.clamp(1, MAX_LIMIT);
+        let limit = config.limit.clamp(1, config.max_page.clamp(1, MAX_LIMIT));
         Self {
             config,
             ready: false,
@@ -105,7 +111,7 @@ impl Cursor {
             seen: HashMap::new(),
             limit,
             stable: None,
-            ceiling: MAX_LIMIT,
+            ceiling: config.max_page.clamp(1, MAX_LIMIT),
         }
     }
 
@@ -258,7 +264,10 @@ impl Cursor {
                 self.seen.shrink_to_fit();
             }
         }
-        self.ceiling = self.ceiling.saturating_mul(2).min(MAX_LIMIT);
+        self.ceiling = self
+            .ceiling
+            .saturating_mul(2)
+            .min(self.config.max_page.clamp(1, MAX_LIMIT));
         self.limit = self
             .limit
             .saturating_mul(2)

@@ -3,7 +3,6 @@
 //! `shared/zitadel-v2-and-events.md` §2.2). REST only: there is no Connect or v2 equivalent.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
 use super::http::HttpClient;
@@ -71,13 +70,24 @@ pub fn value_hash(value: &[u8]) -> u64 {
 }
 
 impl Event {
-    /// The de-duplication key (v2e §2.2 step 2): unique, since sequences are per aggregate.
-    pub fn id(&self) -> (String, String, u64) {
-        (
-            self.aggregate_type.clone(),
-            self.aggregate_id.clone(),
-            self.sequence,
-        )
+    /// The de-duplication key (v2e §2.2 step 2: aggregate type + id + sequence, unique since
+    /// sequences are per aggregate) as a 128-bit fingerprint, so that remembering an event
+    /// keeps no strings (a collision among the few thousand events of an overlap window is
+    /// vanishingly unlikely: ~2⁻¹⁰⁰).
+    pub fn id(&self) -> u128 {
+        use std::hash::{Hash, Hasher};
+        let half = |salt: u8| {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (
+                salt,
+                &self.aggregate_type,
+                &self.aggregate_id,
+                self.sequence,
+            )
+                .hash(&mut hasher);
+            hasher.finish()
+        };
+        (u128::from(half(0)) << 64) | u128::from(half(1))
     }
 }
 
@@ -114,9 +124,27 @@ struct WireEvent {
     #[serde(default)]
     creation_date: Option<String>,
     #[serde(default)]
-    payload: Option<serde_json::Map<String, serde_json::Value>>,
+    payload: Option<Payload>,
     #[serde(default, rename = "type")]
     event_type: Option<Typed>,
+}
+
+/// The payload fields the drift detection reads; the others are skipped while parsing, not
+/// materialised (a page holds up to 1,000 events).
+#[derive(Deserialize, Default)]
+struct Payload {
+    #[serde(default, deserialize_with = "text_or_none")]
+    key: Option<String>,
+    #[serde(default, deserialize_with = "text_or_none")]
+    value: Option<String>,
+}
+
+/// A string field, or `None` when it holds anything else.
+fn text_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Some(s),
+        _ => None,
+    })
 }
 
 #[derive(Deserialize, Default)]
@@ -167,13 +195,7 @@ impl WireEvent {
                     .map(|d| d.with_timezone(&Utc))
                     .map_err(|_| bad("an RFC 3339 creationDate"))
             })?;
-        let text = |key: &str| {
-            self.payload
-                .as_ref()
-                .and_then(|p| p.get(key))
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_owned)
-        };
+        let payload = self.payload.unwrap_or_default();
         Ok(Event {
             aggregate_type: aggregate
                 .aggregate_type
@@ -190,8 +212,9 @@ impl WireEvent {
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| bad("type"))?,
             editor: self.editor.map(|e| e.user_id).unwrap_or_default(),
-            key: text("key"),
-            value_hash: text("value")
+            key: payload.key,
+            value_hash: payload
+                .value
                 .and_then(|v| super::error::decode_base64(&v).ok())
                 .map(|v| value_hash(&v)),
         })
@@ -213,10 +236,8 @@ impl HttpClient {
             }),
         };
         let url = self.url(&["admin", "v1", "events", "_search"])?;
-        let response: ListEventsResponse = self
-            .rest(LIST_EVENTS, Method::POST, url, None, Some(&body))
-            .await?
-            .json()?;
+        let response: ListEventsResponse =
+            self.rest_large(LIST_EVENTS, url, &body).await?.json()?;
         response.events.into_iter().map(WireEvent::decode).collect()
     }
 }
@@ -257,6 +278,13 @@ mod tests {
         assert_eq!(events[1].event_type, "org.removed");
         assert_eq!(events[1].key, None);
         assert_eq!(events[1].editor, "");
+        let odd: WireEvent = serde_json::from_value(serde_json::json!({
+            "aggregate": {"id": "1", "type": {"type": "org"}},
+            "sequence": "4", "creationDate": "2026-03-30T10:15:02Z", "type": {"type": "org.metadata.set"},
+            "payload": {"key": 7, "value": {"nested": true}, "other": [1, 2]}}))
+        .expect("shape");
+        let odd = odd.decode().expect("decoded");
+        assert_eq!((odd.key, odd.value_hash), (None, None));
         let missing: WireEvent =
             serde_json::from_value(serde_json::json!({"sequence": "1"})).expect("shape");
         assert!(missing.decode().is_err());

@@ -33,7 +33,7 @@ fn claim<K: MetadataResource>(obj: &K) -> Claim {
             .creation_timestamp
             .as_ref()
             .map(|t| t.0.to_string()),
-        keys: obj.entries().iter().map(|e| e.key.clone()).collect(),
+        keys: obj.entry_views().map(|e| e.key.to_owned()).collect(),
     }
 }
 
@@ -76,8 +76,7 @@ pub fn claimed_elsewhere<K: MetadataResource>(obj: &K, others: &[Arc<K>]) -> BTr
 fn refused_by_guard<K: MetadataResource>(obj: &K) -> bool {
     obj.status().is_some_and(|s| {
         s.observed_generation == obj.meta().generation
-            && status::find(&s.conditions, status::STALLED).is_some_and(|c| {
-                c.status == "True" && Reason::TargetNotAllowed == c.reason.as_str()
-            })
+            && s.condition(status::STALLED)
+                .is_some_and(|c| c.status == "True" && Reason::TargetNotAllowed == c.reason)
     })
 }

@@ -164,7 +164,7 @@ fn worth_confirming(e: &ZitadelError) -> bool {
 /// it.
 pub async fn cleanup<K: MetadataResource>(obj: &K, io: &Io<'_, K>) -> Result<Action, Error> {
     io.first_writes.forget(&obj.uid().unwrap_or_default());
-    let previous = obj.status().cloned().unwrap_or_default();
+    let previous = obj.full_status().unwrap_or_default();
     if obj.deletion_policy() == DeletionPolicy::Orphan || previous.managed_keys.is_empty() {
         return Ok(Action::await_change());
     }

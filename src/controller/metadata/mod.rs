@@ -94,8 +94,12 @@ pub struct Reconciled {
     pub stalled: bool,
 }
 
-/// Reconcile one object: the finalizer first, then [`apply`] or [`cleanup::cleanup`].
+/// Reconcile one object: the finalizer first, then [`apply`] or [`cleanup::cleanup`]. The
+/// object comes from the cache with its entries packed: they are restored here, once, for every
+/// step after (which would otherwise unpack them on each read, see
+/// [`MetadataResource::entries`]).
 pub async fn reconcile<K: MetadataResource>(obj: Arc<K>, ctx: Arc<Context<K>>) -> Reconciled {
+    let obj = unpacked(obj);
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     let stalled = AtomicBool::new(false);
@@ -127,6 +131,15 @@ pub async fn reconcile<K: MetadataResource>(obj: Arc<K>, ctx: Arc<Context<K>>) -
     }
 }
 
+/// `obj` with its entries restored (the same `Arc` when they are not packed).
+pub fn unpacked<K: MetadataResource>(obj: Arc<K>) -> Arc<K> {
+    if obj.is_packed() {
+        Arc::new(obj.unpacked())
+    } else {
+        obj
+    }
+}
+
 /// Sync the object and report: status only when it changed, an Event for a new failure or
 /// drift, one per write after the first sync. Returns the controller's result and the outcome (if the reconcile got
 /// that far). The resync walker learns whether it re-checks the object at its slots (synced)
@@ -135,7 +148,7 @@ pub async fn apply<K: MetadataResource>(
     obj: &K,
     io: &Io<'_, K>,
 ) -> (Result<Action, Error>, Option<Outcome>) {
-    let previous = obj.status().cloned().unwrap_or_default();
+    let previous = obj.full_status().unwrap_or_default();
     if obj.suspended() {
         return (suspend(obj, io, &previous).await, None);
     }

@@ -159,6 +159,7 @@ pub fn build_status<K: MetadataResource>(
         observed_source_versions: Vec::new(),
         managed_keys,
         conditions: status::conditions(&previous.conditions, outcome, generation, &now),
+        packed: None,
     }
 }
 

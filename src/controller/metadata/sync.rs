@@ -208,7 +208,7 @@ pub async fn prepare_with<K: MetadataResource>(
     progress: &mut Progress,
     listing: Listing,
 ) -> Result<Prepared, SyncError> {
-    let spec = crd::validate(obj.entries()).map_err(SyncError::Invalid)?;
+    let spec = crd::validate(&obj.entries()).map_err(SyncError::Invalid)?;
     let ns = obj.namespace().unwrap_or_default();
     let sourced = sources::resolve(reads.sources, &ns, &spec.sourced).await?;
     let source_versions = sourced.versions;

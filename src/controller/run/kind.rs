@@ -26,8 +26,8 @@ where
     let sharded = settings.watch_selector.is_some();
     let trigger = watch_selected(api, settings.watch_selector.as_deref())
         // Nothing reads managedFields (three quarters of the cache's memory) or kubectl's copy of
-        // the last applied object.
-        .modify(strip_meta::<K>)
+        // the last applied object; the entries are kept packed (restored by the reconcile).
+        .modify(cache_form::<K>)
         .inspect_ok(move |event| {
             if !sharded {
                 index.observe(watched.as_deref(), event, claims::identity::<K>);
@@ -106,6 +106,14 @@ where
         })
 }
 
+/// The form a cached object is kept in: [`strip_meta`], and the entries packed into one buffer
+/// ([`MetadataResource::pack`]; the reconcile unpacks its object, the other readers of the cache
+/// walk the packed keys and source names).
+pub(super) fn cache_form<K: MetadataResource>(o: &mut K) {
+    strip_meta(o);
+    o.pack();
+}
+
 /// Drop what nothing reads from a cached object: managedFields (three quarters of the cache's
 /// memory) and kubectl's copy of the last applied object.
 pub(super) fn strip_meta<K: MetadataResource>(o: &mut K) {
@@ -138,6 +146,7 @@ pub(super) fn claims_watch<K: MetadataResource + Resource<DynamicType = ()>>(
                 entry.binary_value = None;
                 entry.value_from = None;
             }
+            o.pack();
         })
         .inspect_ok(move |event| {
             index.observe(scope.as_deref(), event, claims::identity::<K>);

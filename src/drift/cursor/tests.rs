@@ -57,6 +57,7 @@ fn config(limit: u32) -> CursorConfig {
     CursorConfig {
         overlap: TimeDelta::seconds(5),
         limit,
+        max_page: MAX_LIMIT,
     }
 }
 
@@ -237,4 +238,44 @@ fn seen_ids_are_forgotten_once_outside_the_overlap() {
     let (fresh, _, _) = poll(&mut cursor, &later);
     assert_eq!(fresh, vec![event("b", 1, 10_000_000)]);
     assert_eq!(cursor.remembered(), 1, "the old id fell out of the window");
+}
+
+#[test]
+fn a_backlog_never_asks_for_more_than_the_configured_page() {
+    let log: Vec<Event> = (0..2_500).map(|i| event("a", i + 1, i as i64)).collect();
+    let mut cursor = Cursor::new(CursorConfig {
+        max_page: 250,
+        ..config(100)
+    });
+    cursor.bootstrapped(None);
+    let mut query = cursor.start();
+    let mut sizes = Vec::new();
+    let mut all = Vec::new();
+    loop {
+        sizes.push(query.limit);
+        match cursor.page(&query, answer(&log, &query)) {
+            PageOutcome::Next { fresh, next } => {
+                all.extend(fresh);
+                match next {
+                    Some(n) => query = n,
+                    None => break,
+                }
+            }
+            PageOutcome::Stuck { .. } => panic!("not stuck"),
+        }
+    }
+    assert_eq!(all, log);
+    // 100 + 200, then 250 per page.
+    assert_eq!(sizes[..3], [100, 200, 250]);
+    assert!(sizes.iter().all(|s| *s <= 250), "{sizes:?}");
+    // A batch sharing one timestamp may still grow past it to ZITADEL's maximum.
+    let batch: Vec<Event> = (0..600).map(|i| event("b", i + 1, 0)).collect();
+    let mut cursor = Cursor::new(CursorConfig {
+        max_page: 250,
+        ..config(100)
+    });
+    cursor.bootstrapped(None);
+    let (fresh, _, stuck) = poll(&mut cursor, &batch);
+    assert!(!stuck);
+    assert_eq!(fresh.len(), 600);
 }

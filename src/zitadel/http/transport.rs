@@ -38,6 +38,30 @@ impl HttpClient {
             org_id,
             body,
             connect: false,
+            close: false,
+        })
+        .await
+        .map(Reply)
+    }
+
+    /// A REST `POST` whose answer may be large (an event-log page: up to 1,000 events, ~0.6 MB),
+    /// on a connection closed after it (`Connection: close`). A pooled HTTP/1 connection keeps
+    /// the read buffer it grew for the largest answer it carried: event pages read over pooled
+    /// connections would leave such buffers on many of the connections the reconciles use.
+    pub(crate) async fn rest_large<B: Serialize + ?Sized>(
+        &self,
+        operation: &'static str,
+        url: Url,
+        body: &B,
+    ) -> Result<Reply, ZitadelError> {
+        self.execute(Request {
+            operation,
+            method: Method::POST,
+            url,
+            org_id: None,
+            body: Some(to_json(body)?),
+            connect: false,
+            close: true,
         })
         .await
         .map(Reply)
@@ -70,6 +94,7 @@ impl HttpClient {
             org_id: None,
             body: Some(body),
             connect: true,
+            close: false,
         })
         .await
         .map(Reply)
@@ -140,6 +165,9 @@ impl HttpClient {
         }
         if request.connect {
             builder = builder.header("connect-protocol-version", "1");
+        }
+        if request.close {
+            builder = builder.header(reqwest::header::CONNECTION, "close");
         }
         if let Some(body) = &request.body {
             builder = builder
@@ -240,7 +268,9 @@ pub(crate) async fn read_body(
     if size.is_some_and(|len| len > limit as u64) {
         return Err(BodyError::TooLarge { limit, size });
     }
-    let mut body = Vec::new();
+    // The announced length (within the limit; at most the 4 MiB ZITADEL's REST gateway relays,
+    // whatever a server claims) at once: no doubling copies of a large answer.
+    let mut body = Vec::with_capacity(size.map_or(0, |len| len as usize).min(4 << 20));
     while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
         if body.len() + chunk.len() > limit {
             return Err(BodyError::TooLarge { limit, size: None });
@@ -275,6 +305,8 @@ pub(super) struct Request<'a> {
     org_id: Option<&'a str>,
     body: Option<Vec<u8>>,
     connect: bool,
+    /// Not kept in the pool afterwards (`Connection: close`).
+    close: bool,
 }
 
 pub(super) fn to_json<B: Serialize + ?Sized>(body: &B) -> Result<Vec<u8>, ZitadelError> {

@@ -19,6 +19,7 @@ use kube::runtime::controller::Action;
 mod deletion;
 mod failures;
 mod flows;
+mod packed;
 
 use failures::*;
 use flows::*;
