@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::crd::{DriftPolicy, MetadataResource};
 use crate::drift::schedule::{id_hash, phase, phased_delay};
+use crate::status;
 
 pub(crate) use walk::walk;
 
@@ -233,7 +234,10 @@ pub fn walked<K: MetadataResource>(obj: &K) -> bool {
     obj.meta().deletion_timestamp.is_none()
         && !obj.suspended()
         && obj.drift_policy() != DriftPolicy::Ignore
-        && obj.status().is_some_and(|s| !s.conditions.is_empty())
+        && obj.status().is_some_and(|s| {
+            // Packed in cached copies or not; `Ready` is absent while suspended only.
+            s.condition(status::READY).is_some() || s.condition(status::RECONCILING).is_some()
+        })
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@ use serde_json::json;
 use super::*;
 use crate::crd::OrgMetadata;
 use crate::reason::Reason;
-use crate::status;
 
 /// A wall-clock time at the start of a 60 s cycle (and of a 300 s one).
 const BASE_MS: u64 = 1_700_000_100_000;
@@ -252,6 +251,13 @@ fn only_live_objects_that_detect_drift_are_walked_whatever_their_status_says() {
     }
     // Never reconciled (or its first status not cached yet): reconciled on creation.
     assert!(!walked(&org(plain.clone(), None, false)));
+    // A cached copy's packed status reads the same.
+    let mut packed = org(plain.clone(), Some(Reason::Synced), false);
+    if let Some(st) = packed.status.as_mut() {
+        st.pack();
+        assert!(st.is_packed() && st.conditions.is_empty());
+    }
+    assert!(walked(&packed));
     // Deleting, suspended, driftPolicy Ignore.
     assert!(!walked(&org(plain, Some(Reason::Synced), true)));
     let suspended = json!({"suspend": true});
