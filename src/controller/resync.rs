@@ -15,11 +15,12 @@ mod walk;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::crd::{DriftPolicy, MetadataResource};
-use crate::drift::schedule::{id_hash, phase, phased_delay};
+use crate::drift::schedule::{id_hash, phase};
 use crate::status;
 
 pub(crate) use walk::walk;
@@ -70,6 +71,14 @@ impl Window {
         let offset = (phase(hash, cycle) + cycle - self.from_ms % cycle) % cycle;
         offset != 0 && offset <= length
     }
+
+    /// The time (milliseconds since the Unix epoch) of the latest slot of `hash` in a cycle of
+    /// `interval` at or before the window's end.
+    fn latest_slot(&self, hash: u64, interval: Duration) -> u128 {
+        let cycle = interval.as_millis().max(1);
+        let back = (self.to_ms % cycle + cycle - phase(hash, cycle)) % cycle;
+        self.to_ms - back.min(self.to_ms)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -91,7 +100,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 ///   again at once, e.g. a new object's first sync, before its status reached the cache).
 #[derive(Debug, Default)]
 pub struct ResyncLedger {
-    skips: Mutex<HashMap<u64, u32>>,
+    /// uid hash → the slot to skip (milliseconds since the Unix epoch).
+    skips: Mutex<HashMap<u64, u64>>,
+    /// How far the walkers walked (the end of their last window, milliseconds since the Unix
+    /// epoch; 0 before the first walk).
+    walked_to: AtomicU64,
     held: Mutex<HashMap<u64, u32>>,
     running: Mutex<HashMap<u64, u32>>,
 }
@@ -125,23 +138,45 @@ fn seconds(t: Duration) -> u32 {
 
 impl ResyncLedger {
     /// The object `uid` synced successfully at `now` (since the Unix epoch) and is re-checked
-    /// every `interval`: when its next slot is closer than half an interval, that slot is to be
-    /// skipped (it was just checked); the one after comes an interval later.
+    /// every `interval`. A slot the walkers have not passed yet although it came before the sync
+    /// (it fell between their last walk and the sync) is to be skipped — the sync was that
+    /// check; otherwise, when the next slot is closer than half an interval, that one is (it was
+    /// just checked); the one after comes an interval later.
     pub fn synced(&self, uid: &str, interval: Duration, now: Duration) {
         let hash = id_hash(uid);
         lock(&self.held).remove(&hash);
         let mut skips = lock(&self.skips);
-        if interval.is_zero() {
+        let cycle = interval.as_millis();
+        if cycle == 0 {
             skips.remove(&hash);
             return;
         }
-        // Between half and one and a half intervals; one or more: the nearer slot is skipped.
-        let delay = phased_delay(interval, uid, now);
-        if delay >= interval {
-            skips.insert(hash, seconds(now + delay - interval));
+        let now_ms = now.as_millis();
+        let back = (now_ms % cycle + cycle - phase(hash, cycle)) % cycle;
+        let previous = now_ms - back.min(now_ms);
+        let next = previous + cycle;
+        let walked = u128::from(self.walked_to.load(Ordering::Relaxed));
+        let skip = if walked != 0 && previous > walked {
+            Some(previous)
+        } else if next - now_ms < cycle / 2 {
+            Some(next)
         } else {
-            skips.remove(&hash);
+            None
+        };
+        match skip.and_then(|slot| u64::try_from(slot).ok()) {
+            Some(slot) => {
+                skips.insert(hash, slot);
+            }
+            None => {
+                skips.remove(&hash);
+            }
         }
+    }
+
+    /// The walkers walked up to `to` (since the Unix epoch): slots up to there are passed.
+    pub fn walked(&self, to: Duration) {
+        let to = u64::try_from(to.as_millis()).unwrap_or(u64::MAX);
+        self.walked_to.fetch_max(to, Ordering::Relaxed);
     }
 
     /// The reconcile of the object `uid` at `now` failed: it keeps its own retry and is not
@@ -183,13 +218,27 @@ impl ResyncLedger {
         {
             return false;
         }
-        lock(&self.skips).remove(&hash).is_none()
+        let slot = u64::try_from(window.latest_slot(hash, interval)).unwrap_or(u64::MAX);
+        let mut skips = lock(&self.skips);
+        match skips.get(&hash).copied() {
+            // The slot to skip: forgotten, the next one (an interval later) is due.
+            Some(skip) if skip == slot => {
+                skips.remove(&hash);
+                false
+            }
+            // One of an earlier cycle nobody walked: stale.
+            Some(skip) if skip < slot => {
+                skips.remove(&hash);
+                true
+            }
+            _ => true,
+        }
     }
 
     /// Drop the skips whose slot passed more than a minute before `now` (their object was not
     /// walked at its slot), and the holds that ended.
     pub fn prune(&self, now: Duration) {
-        let oldest = seconds(now.saturating_sub(GRACE));
+        let oldest = u64::try_from(now.saturating_sub(GRACE).as_millis()).unwrap_or(u64::MAX);
         lock(&self.skips).retain(|_, slot| *slot >= oldest);
         let now = seconds(now);
         lock(&self.held).retain(|_, until| *until > now);

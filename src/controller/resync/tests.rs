@@ -100,6 +100,57 @@ fn a_slot_closer_than_half_an_interval_after_a_sync_is_skipped_once() {
     assert!(!ledger.due(&window_at(slot_at + 150_000), hash, interval));
 }
 
+/// A slot that came after the walkers' last walk but before the sync completed is the one the
+/// sync stood for: the next walk must not re-list the object right after it synced (a mass
+/// create with a short resync re-listed ~5 % of the objects within a tick of their first sync).
+#[test]
+fn a_slot_between_the_last_walk_and_the_sync_is_skipped_not_re_listed_at_once() {
+    let interval = Duration::from_secs(60);
+    let ledger = ResyncLedger::default();
+    let uid = "5e1f-uid";
+    let hash = id_hash(uid);
+    let slot = u64::try_from(phase(hash, 60_000)).expect("ms");
+    let slot_at = BASE_MS + slot + 60_000;
+    // The walkers walked up to 400 ms before the slot; the sync completed 300 ms after it.
+    ledger.walked(at(slot_at - 400));
+    ledger.synced(uid, interval, at(slot_at + 300));
+    assert_eq!(ledger.len(), 1);
+    let next_walk = Window::new(at(slot_at - 400), at(slot_at + 600));
+    assert!(next_walk.holds(hash, interval));
+    assert!(
+        !ledger.due(&next_walk, hash, interval),
+        "re-listed right after its sync"
+    );
+    assert!(ledger.is_empty());
+    // The next slot, an interval later, is due.
+    let later = Window::new(at(slot_at + 59_600), at(slot_at + 60_600));
+    assert!(ledger.due(&later, hash, interval));
+    // Walker-triggered: the walk passed the slot before the sync, so nothing is recorded (the
+    // next slot is an interval away) and the next cycle is due.
+    ledger.walked(at(slot_at + 60_600));
+    ledger.synced(uid, interval, at(slot_at + 60_700));
+    assert!(ledger.is_empty());
+    let after = Window::new(at(slot_at + 119_600), at(slot_at + 120_600));
+    assert!(ledger.due(&after, hash, interval));
+}
+
+/// A stale skip (its slot passed unwalked, e.g. the object was being reconciled) does not
+/// swallow a later slot.
+#[test]
+fn a_stale_skip_does_not_swallow_a_later_slot() {
+    let interval = Duration::from_secs(60);
+    let ledger = ResyncLedger::default();
+    let uid = "77aa-uid";
+    let hash = id_hash(uid);
+    let slot = u64::try_from(phase(hash, 60_000)).expect("ms");
+    let slot_at = BASE_MS + slot + 60_000;
+    ledger.synced(uid, interval, at(slot_at - 10_000));
+    assert_eq!(ledger.len(), 1);
+    let a_cycle_later = Window::new(at(slot_at + 59_500), at(slot_at + 60_500));
+    assert!(ledger.due(&a_cycle_later, hash, interval));
+    assert!(ledger.is_empty());
+}
+
 #[test]
 fn a_failed_object_is_held_back_until_its_hold_ends_or_it_syncs() {
     let interval = Duration::from_secs(300);

@@ -32,11 +32,13 @@ pub(crate) async fn walk<K: MetadataResource>(
     let mut ticks = tokio::time::interval(tick);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut previous = since_epoch();
+    ledger.walked(previous);
     loop {
         ticks.tick().await;
         let now = since_epoch();
         let window = Window::new(previous, now);
         let due = due_objects(&store, &hub, &ledger, &window);
+        ledger.walked(now);
         ledger.prune(now);
         if !due.is_empty() {
             tracing::trace!(controller = K::CONTROLLER, due = due.len(), "resync walk");
