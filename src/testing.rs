@@ -187,6 +187,8 @@ pub struct FakeIo<K> {
     pub report: RecordingReport,
     /// New objects whose first write went out without a listing before it.
     pub first_writes: crate::controller::metadata::sync::FirstWrites,
+    /// Resync slots to skip (successful syncs record themselves).
+    pub resyncs: crate::controller::resync::ResyncLedger,
 }
 
 impl<K: Send + Sync + 'static> Default for FakeIo<K> {
@@ -200,6 +202,7 @@ impl<K: Send + Sync + 'static> Default for FakeIo<K> {
             neighbours: FakeNeighbours::default(),
             report: RecordingReport::default(),
             first_writes: Default::default(),
+            resyncs: Default::default(),
         }
     }
 }
@@ -214,6 +217,7 @@ impl<K: Send + Sync + 'static> FakeIo<K> {
             neighbours: &self.neighbours,
             report: &self.report,
             first_writes: &self.first_writes,
+            resyncs: &self.resyncs,
         }
     }
 

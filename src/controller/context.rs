@@ -13,6 +13,7 @@ use super::drift::DriftHub;
 use super::index::TargetIndex;
 use super::metadata::sync::FirstWrites;
 use super::metadata::{Io, KubeReport, Neighbours, claims};
+use super::resync::ResyncLedger;
 use super::usage::ConnectionKey;
 use crate::connections::ConnectionResolver;
 use crate::crd::MetadataResource;
@@ -23,7 +24,9 @@ use crate::sources::ValueSources;
 /// Timing knobs of the reconciler.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Re-check interval of a successful object (drift repair).
+    /// Re-check interval of a successful object (drift repair). In the settings of one
+    /// reconcile ([`Context::settings_for`]): the object's current re-check interval (the
+    /// safety net in Events mode).
     pub resync: Duration,
     /// Re-check interval of an object stalled on a permanent error.
     pub stalled_requeue: Duration,
@@ -84,6 +87,9 @@ pub struct Context<K: MetadataResource> {
     failures: Mutex<HashMap<String, u32>>,
     /// New objects whose first write went out without a listing before it.
     first_writes: FirstWrites,
+    /// Resync slots to skip (objects synced shortly before them), shared with the kind's
+    /// resync walkers.
+    pub(super) resyncs: Arc<ResyncLedger>,
 }
 
 impl<K: MetadataResource> Context<K> {
@@ -111,6 +117,7 @@ impl<K: MetadataResource> Context<K> {
             drift,
             failures: Mutex::new(HashMap::new()),
             first_writes: FirstWrites::default(),
+            resyncs: Arc::default(),
         }
     }
 
@@ -128,19 +135,20 @@ impl<K: MetadataResource> Context<K> {
             neighbours: self,
             report: &self.report,
             first_writes: &self.first_writes,
+            resyncs: &self.resyncs,
         }
     }
 
-    /// The settings for one reconcile of `obj`: its re-check after a successful sync comes at
-    /// its own phase of the resync interval (Polling) or of the safety net (Events mode). The
-    /// first reconcile on a connection waits until its drift detection started (bounded).
+    /// The settings for one reconcile of `obj`: `resync` is its connection's re-check interval
+    /// now (the resync in Polling mode, the safety net in Events mode), at whose phase the
+    /// kind's resync walker re-checks it after a successful sync. The first reconcile on a
+    /// connection waits until its drift detection started (bounded).
     pub(super) async fn settings_for(&self, obj: &K) -> Settings {
         let ns = obj.namespace().unwrap_or_default();
         let key = ConnectionKey::of_ref(&ns, obj.connection_ref());
         self.drift.before_sync(&key).await;
-        let uid = obj.uid().unwrap_or_else(|| Self::object_key(obj));
         Settings {
-            resync: self.drift.recheck_delay(&key, &uid),
+            resync: self.drift.recheck_interval(&key),
             ..self.settings.clone()
         }
     }

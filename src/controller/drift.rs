@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 use tokio::sync::watch;
@@ -24,7 +24,7 @@ use crate::connections::{ConnectionResolver, Connections, DriftSource, Granted, 
 use crate::crd::{ConnectionKind, ConnectionRef, MetadataResource, OrgMetadata, UserMetadata};
 use crate::drift::{
     Affected, Cursor, CursorConfig, Detection, Mode, OwnWrites, PageOutcome, Verdict, classify,
-    phased_delay, recheck_interval,
+    recheck_interval,
 };
 use crate::metrics::Metrics;
 
@@ -137,12 +137,6 @@ fn reference_of(key: &ConnectionKey) -> (String, Option<ConnectionRef>) {
     }
 }
 
-fn since_epoch() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-}
-
 impl DriftHub {
     /// A hub over the connections' clients; objects' usage tells which connections to poll.
     pub fn new(
@@ -185,15 +179,15 @@ impl DriftHub {
         if live { Mode::Events } else { Mode::Polling }
     }
 
-    /// When an object of `key` with the stable id `uid` is re-checked after a successful
-    /// sync: at its phase of the resync interval (Polling) or of the safety net (Events).
-    pub fn recheck_delay(&self, key: &ConnectionKey, uid: &str) -> Duration {
-        let interval = recheck_interval(
+    /// How often a synced object of `key` is re-checked right now: the resync interval
+    /// (Polling) or the safety net (Events). The kind's resync walker triggers each object at
+    /// its phase of this interval.
+    pub fn recheck_interval(&self, key: &ConnectionKey) -> Duration {
+        recheck_interval(
             self.mode(key),
             self.settings.resync,
             self.settings.drift.events_resync,
-        );
-        phased_delay(interval, uid, since_epoch())
+        )
     }
 
     /// Before an object of `key` syncs: make sure the connection's poller runs, and wait

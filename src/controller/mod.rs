@@ -7,6 +7,8 @@
 //! - `instrument`: metrics around each reconcile, the retry policy after a failure.
 //! - `probe`: the `ZitadelConnection` / `ClusterZitadelConnection` controllers, and their
 //!   finalizers (`probe::lifecycle`).
+//! - [`resync`]: one walker per controller re-checks synced objects, each at its phase of the
+//!   re-check interval.
 //! - [`usage`]: which objects hold which connection back from deletion.
 //! - [`finalizers`]: the finalizers the operator keeps on connections and their Secrets.
 //! - `token_secret`: the finalizer on the `--token-secret` Secret while objects use it.
@@ -22,6 +24,7 @@ mod index;
 mod instrument;
 pub mod metadata;
 mod probe;
+pub mod resync;
 pub mod run;
 mod token_secret;
 pub mod usage;

@@ -26,7 +26,7 @@ use super::watches::{
     NoTriggerBackoff, connection_changes, connection_dependents, default_requeues, dependents,
     scoped_api, watch, watch_selected,
 };
-use super::{Context, LAST_APPLIED, Settings, probe, token_secret};
+use super::{Context, LAST_APPLIED, Settings, probe, resync, token_secret};
 use crate::connections::Connections;
 use crate::connections::credentials::TokenLocation;
 use crate::crd::{
@@ -160,6 +160,13 @@ pub async fn run_kind<K>(
     let kind = K::kind(&()).to_string();
     let counted = stores.clone();
     metrics.set_object_counter(&kind, Box::new(move || count_conditions(&counted)));
+    // One resync walker per controller, triggering through the same channel as drift events.
+    let walkers: Vec<_> = stores
+        .iter()
+        .zip(&senders)
+        .map(|(store, (_, tx))| (store.clone(), tx.clone()))
+        .collect();
+    let (hub, tick) = (drift.clone(), resync::tick(settings.resync));
     drift.register(Route::new(targets.clone(), stores.clone(), senders));
     let ctx = Arc::new(Context::new(
         client,
@@ -171,6 +178,10 @@ pub async fn run_kind<K>(
         metrics.clone(),
         drift,
     ));
+    let walks = walkers
+        .into_iter()
+        .map(|(store, tx)| resync::walk(store, tx, hub.clone(), ctx.resyncs.clone(), tick).boxed())
+        .collect();
     let runs = controllers.into_iter().map(|c| {
         c.graceful_shutdown_on(shutdown())
             .run(reconcile_instrumented::<K>, error_policy::<K>, ctx.clone())
@@ -184,11 +195,13 @@ pub async fn run_kind<K>(
         _ = futures::future::join_all(runs) => {}
         () = report_synced::<K>(stores, synced) => {}
         () = drive_all(claim_watches) => {}
+        () = drive_all(walks) => {}
     }
     metrics.clear_object_counter(&kind);
 }
 
-/// Drive `watches` (watch streams never end); pending forever when there are none.
+/// Drive `watches` (watch streams and walkers end only with their controller); pending forever
+/// once they all ended.
 async fn drive_all(watches: Vec<futures::future::BoxFuture<'static, ()>>) {
     futures::future::join_all(watches).await;
     futures::future::pending::<()>().await;

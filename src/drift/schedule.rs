@@ -38,11 +38,17 @@ pub fn recheck_interval(mode: Mode, resync: Duration, safety_net: Duration) -> D
     }
 }
 
-/// The object's phase in a cycle of `interval` (milliseconds), from a stable id (its uid).
-fn phase(id: &str, interval_ms: u128) -> u128 {
+/// A stable hash of an object's id (its uid): its phase comes from it ([`phase`]).
+pub fn id_hash(id: &str) -> u64 {
     let mut hasher = DefaultHasher::new();
     id.hash(&mut hasher);
-    u128::from(hasher.finish()) % interval_ms
+    hasher.finish()
+}
+
+/// The phase (milliseconds into a cycle of `interval_ms`, which must not be 0) of the object
+/// whose id hashes to `hash` ([`id_hash`]).
+pub fn phase(hash: u64, interval_ms: u128) -> u128 {
+    u128::from(hash) % interval_ms
 }
 
 /// Time from `now` (since the Unix epoch) until the object `id`'s next slot in a cycle of
@@ -55,7 +61,7 @@ pub fn phased_delay(interval: Duration, id: &str, now: Duration) -> Duration {
         return interval;
     }
     let position = now.as_millis() % interval_ms;
-    let slot = phase(id, interval_ms);
+    let slot = phase(id_hash(id), interval_ms);
     let mut wait = (slot + interval_ms - position) % interval_ms;
     if wait < interval_ms / 2 {
         wait += interval_ms;

@@ -32,9 +32,10 @@ use kube::{Api, ResourceExt};
 pub use claims::Neighbours;
 pub use report::{KubeReport, Notice, Report};
 
+use super::resync::{ResyncLedger, object_id, since_epoch};
 use super::{Context, Error, FINALIZER, Settings};
 use crate::connections::ConnectionResolver;
-use crate::crd::MetadataResource;
+use crate::crd::{DriftPolicy, MetadataResource};
 use crate::sources::ValueSources;
 use crate::status::Outcome;
 
@@ -52,6 +53,8 @@ pub struct Io<'a, K> {
     pub report: &'a dyn Report<K>,
     /// New objects whose first write went out without a listing before it.
     pub first_writes: &'a sync::FirstWrites,
+    /// Resync slots to skip: a successful sync records itself here.
+    pub resyncs: &'a ResyncLedger,
 }
 
 impl<K> Io<'_, K> {
@@ -100,6 +103,8 @@ pub async fn reconcile<K: MetadataResource>(obj: Arc<K>, ctx: Arc<Context<K>>) -
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     let stalled = AtomicBool::new(false);
+    // The resync walker leaves the object alone meanwhile.
+    let _running = ctx.resyncs.running(&object_id(obj.as_ref()));
     let settings = ctx.settings_for(obj.as_ref()).await;
     let io = ctx.io_with(&settings);
     let result = finalizer(&api, FINALIZER, obj.clone(), |event| async {
@@ -137,7 +142,8 @@ pub fn unpacked<K: MetadataResource>(obj: Arc<K>) -> Arc<K> {
 
 /// Sync the object and report: status only when it changed, an Event for a new failure or
 /// drift, one per write after the first sync. Returns the controller's result and the outcome (if the reconcile got
-/// that far).
+/// that far). The resync walker learns whether it re-checks the object at its slots (synced)
+/// or leaves it to its own retry (failed).
 pub async fn apply<K: MetadataResource>(
     obj: &K,
     io: &Io<'_, K>,
@@ -146,6 +152,27 @@ pub async fn apply<K: MetadataResource>(
     if obj.suspended() {
         return (suspend(obj, io, &previous).await, None);
     }
+    let (next, outcome) = sync_and_report(obj, io, previous).await;
+    let (id, now) = (object_id(obj), since_epoch());
+    match &next {
+        Ok(outcome::Requeue::Resync) => io.resyncs.synced(&id, io.settings.resync, now),
+        _ if obj.drift_policy() == DriftPolicy::Ignore => io.resyncs.forget(&id),
+        _ => io.resyncs.failed(&id, now, held_for(io.settings)),
+    }
+    (next.map(Action::from), outcome)
+}
+
+/// How long a failed object is left to its own retry before the walker considers it again:
+/// longer than its retry (stalled re-check or longest backoff) waits, which refreshes it.
+fn held_for(settings: &Settings) -> std::time::Duration {
+    settings.stalled_requeue.max(settings.backoff_max) + std::time::Duration::from_secs(60)
+}
+
+async fn sync_and_report<K: MetadataResource>(
+    obj: &K,
+    io: &Io<'_, K>,
+    previous: crate::crd::MetadataStatus,
+) -> (Result<outcome::Requeue, Error>, Option<Outcome>) {
     let mut progress = sync::Progress::default();
     let first = sync::first_sync(&previous);
     let result = sync::sync(obj, io, &previous, &mut progress).await;
@@ -177,8 +204,7 @@ pub async fn apply<K: MetadataResource>(
             io.report.event(obj, notice).await;
         }
     }
-    let result = decision.next.map(Action::from);
-    (result, Some(decision.outcome))
+    (decision.next, Some(decision.outcome))
 }
 
 /// `spec.suspend`: no ZITADEL call; the status says so.

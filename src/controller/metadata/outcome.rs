@@ -20,6 +20,9 @@ use crate::zitadel::{Target, ZitadelError};
 pub enum Requeue {
     /// Only when something it depends on changes.
     AwaitChange,
+    /// At its phase of its re-check interval, by the kind's resync walker (and when something
+    /// it depends on changes): no timer of its own.
+    Resync,
     /// After this long.
     After(Duration),
 }
@@ -27,7 +30,7 @@ pub enum Requeue {
 impl From<Requeue> for Action {
     fn from(r: Requeue) -> Action {
         match r {
-            Requeue::AwaitChange => Action::await_change(),
+            Requeue::AwaitChange | Requeue::Resync => Action::await_change(),
             Requeue::After(d) => Action::requeue(d),
         }
     }
@@ -58,7 +61,7 @@ pub fn decide<K: MetadataResource>(
     result: Result<Synced, SyncError>,
 ) -> Decision {
     match result {
-        Ok(synced) => synced_decision(obj, settings, synced),
+        Ok(synced) => synced_decision(obj, synced),
         Err(error) => {
             let mut managed: BTreeSet<String> = previous.managed_keys.iter().cloned().collect();
             managed.extend(progress.set.iter().cloned());
@@ -75,10 +78,10 @@ pub fn decide<K: MetadataResource>(
     }
 }
 
-fn synced_decision<K: MetadataResource>(obj: &K, settings: &Settings, synced: Synced) -> Decision {
+fn synced_decision<K: MetadataResource>(obj: &K, synced: Synced) -> Decision {
     let requeue = match obj.drift_policy() {
         DriftPolicy::Ignore => Requeue::AwaitChange,
-        DriftPolicy::Enforce | DriftPolicy::Report => Requeue::After(settings.resync),
+        DriftPolicy::Enforce | DriftPolicy::Report => Requeue::Resync,
     };
     let outcome = if !synced.conflicts.is_empty() {
         let list = synced

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::outcome::Requeue;
 use super::{apply, cleanup::cleanup};
 use crate::connections::{AllowedOrgs, Granted, Refusal};
-use crate::controller::{Error, Settings};
+use crate::controller::Error;
 use crate::crd::{MetadataResource, MetadataStatus, OrgMetadata, UserMetadata};
 use crate::reason::Reason;
 use crate::status::{self, Outcome};
@@ -100,8 +100,9 @@ fn requeue_of(result: Result<Action, Error>) -> Result<Action, String> {
     result.map_err(|e| e.to_string())
 }
 
+/// A successful sync: no timer; the kind's resync walker re-checks it at its phase.
 fn resync() -> Action {
-    Requeue::After(Settings::default().resync).into()
+    Requeue::Resync.into()
 }
 
 fn await_change() -> Action {
