@@ -73,10 +73,24 @@ impl MetadataStatus {
     /// Move everything but the ids, `observedGeneration` and `managedKeyCount` into one buffer
     /// (the fields then empty; see the module's documentation). A packed status must be
     /// [`MetadataStatus::unpack`]ed before it is compared or written; no-op when already packed.
+    /// Kept packed only when the buffer restores the status exactly (checked here, in release
+    /// builds too: the reconcile decides from `managedKeys` which keys it removes from ZITADEL);
+    /// otherwise the status stays as it is.
     pub fn pack(&mut self) {
         if self.packed.is_some() {
             return;
         }
+        let original = self.clone();
+        self.pack_unchecked();
+        let mut check = self.clone();
+        check.unpack();
+        if check != original {
+            tracing::error!("a status could not be packed losslessly; it is cached as it is");
+            *self = original;
+        }
+    }
+
+    fn pack_unchecked(&mut self) {
         let mut buf = Vec::new();
         put_len(&mut buf, self.conditions.len());
         let mut previous: Option<String> = None;

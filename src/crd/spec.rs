@@ -115,12 +115,22 @@ pub trait MetadataResource:
     }
     /// Move the entries ([`PackedEntries`]) and the parts of the status only the reconcile
     /// reads ([`MetadataStatus::pack`]) into their compact forms: how the controllers' caches
-    /// hold objects. [`MetadataResource::unpack`] restores them.
+    /// hold objects. [`MetadataResource::unpack`] restores them. A part whose compact form
+    /// would not restore it exactly stays as it is.
     fn pack(&mut self) {
         let common = self.common_mut();
         if common.packed.is_none() {
-            common.packed = Some(PackedEntries::pack(&common.metadata));
-            common.metadata = Vec::new();
+            let packed = PackedEntries::pack(&common.metadata);
+            // Kept packed only when the buffer restores the entries exactly (checked in release
+            // builds too: the entries decide which keys a reconcile writes and removes).
+            if packed.unpack() == common.metadata {
+                common.packed = Some(packed);
+                common.metadata = Vec::new();
+            } else {
+                tracing::error!(
+                    "entries could not be packed losslessly; they are cached as they are"
+                );
+            }
         }
         if let Some(status) = self.status_mut() {
             status.pack();
