@@ -14,6 +14,13 @@ fn at(ms: u64) -> Duration {
     Duration::from_millis(ms)
 }
 
+/// The uid's hash and its slot in the second cycle of `cycle_ms` after [`BASE_MS`].
+fn slot_of(uid: &str, cycle_ms: u64) -> (u64, u64) {
+    let hash = id_hash(uid);
+    let slot = u64::try_from(phase(hash, u128::from(cycle_ms))).expect("ms");
+    (hash, BASE_MS + slot + cycle_ms)
+}
+
 #[test]
 fn a_window_holds_the_slots_after_its_start_up_to_its_end_across_the_wrap() {
     let minute = Duration::from_secs(60);
@@ -76,9 +83,7 @@ fn a_slot_closer_than_half_an_interval_after_a_sync_is_skipped_once() {
     let interval = Duration::from_secs(300);
     let ledger = ResyncLedger::default();
     let uid = "0b0e-uid";
-    let hash = id_hash(uid);
-    let slot = u64::try_from(phase(hash, 300_000)).expect("ms");
-    let slot_at = BASE_MS + slot + 300_000;
+    let (hash, slot_at) = slot_of(uid, 300_000);
     let window_at = |t: u64| Window::new(at(t - 1_000), at(t));
     // Synced a quarter interval before the slot: the slot is skipped, the next one is due.
     ledger.synced(uid, interval, at(slot_at - 75_000));
@@ -108,9 +113,7 @@ fn a_slot_between_the_last_walk_and_the_sync_is_skipped_not_re_listed_at_once() 
     let interval = Duration::from_secs(60);
     let ledger = ResyncLedger::default();
     let uid = "5e1f-uid";
-    let hash = id_hash(uid);
-    let slot = u64::try_from(phase(hash, 60_000)).expect("ms");
-    let slot_at = BASE_MS + slot + 60_000;
+    let (hash, slot_at) = slot_of(uid, 60_000);
     // The walkers walked up to 400 ms before the slot; the sync completed 300 ms after it.
     ledger.walked(at(slot_at - 400));
     ledger.synced(uid, interval, at(slot_at + 300));
@@ -141,9 +144,7 @@ fn a_stale_skip_does_not_swallow_a_later_slot() {
     let interval = Duration::from_secs(60);
     let ledger = ResyncLedger::default();
     let uid = "77aa-uid";
-    let hash = id_hash(uid);
-    let slot = u64::try_from(phase(hash, 60_000)).expect("ms");
-    let slot_at = BASE_MS + slot + 60_000;
+    let (hash, slot_at) = slot_of(uid, 60_000);
     ledger.synced(uid, interval, at(slot_at - 10_000));
     assert_eq!(ledger.len(), 1);
     let a_cycle_later = Window::new(at(slot_at + 59_500), at(slot_at + 60_500));
