@@ -9,9 +9,10 @@
 //! * RBAC is sufficient: the operator, running as the chart's ServiceAccount (impersonation), syncs
 //!   an OrgMetadata and a UserMetadata to Ready and cleans up on deletion; holds a connection and
 //!   its Secret and CA ConfigMap with finalizers and lets go when a namespace is deleted; and
-//!   minimal for status: the same ClusterRole without the `patch` verb on `/status` leaves the
-//!   object unready. The chart's ValidatingAdmissionPolicy lets that ServiceAccount change only
-//!   `metadata.finalizers` of Secrets and ConfigMaps.
+//!   minimal for status: the same ClusterRole without the `/status` rule leaves the object
+//!   unready, and with only `patch` on `/status` (older RBAC) the operator applies its status
+//!   instead of the `PUT`. The chart's ValidatingAdmissionPolicy lets that ServiceAccount change
+//!   only `metadata.finalizers` of Secrets and ConfigMaps.
 
 mod common;
 
@@ -29,7 +30,7 @@ use serde_json::{Value, json};
 use zitadel_metadata_operator::crd::{MetadataStatus, OrgMetadata, ZitadelConnection};
 use zmo_testkit::controlplane::ControlPlane;
 
-use common::{ACME, ALICE, Operator, TestEnv, condition, fast_settings, is_ready};
+use common::{ACME, ALICE, GLOBEX, Operator, TestEnv, condition, fast_settings, is_ready};
 
 fn chart_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/zitadel-metadata-operator")
@@ -196,7 +197,7 @@ fn resource_rules() -> Value {
         {"apiGroups": ["metadata.zitadel-operator.dev"], "resources": ["orgmetadatas", "usermetadatas"],
          "verbs": ["get", "list", "watch", "patch", "update"]},
         {"apiGroups": ["metadata.zitadel-operator.dev"], "resources": ["orgmetadatas/status", "usermetadatas/status"],
-         "verbs": ["patch"]},
+         "verbs": ["patch", "update"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
         {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["patch"]},
@@ -1253,6 +1254,53 @@ async fn token_secret_mode_works_with_only_the_charts_rbac() {
     operator.stop().await;
 }
 
+/// RBAC from before the status `PUT` (only `patch` on the status subresource): the first `PUT`
+/// is refused, the operator applies the status from then on (server-side apply, as before), and
+/// the objects become Ready.
+#[tokio::test]
+async fn with_only_the_status_patch_verb_objects_still_become_ready() {
+    let env = TestEnv::new("hrbac-statuspatch").await;
+    let user = install_rbac(env.cp, &env.ns, &release_name(&env.ns), |role| {
+        let rules = role["rules"].as_array_mut().expect("rules");
+        let status = rules
+            .iter_mut()
+            .find(|r| r["resources"] == json!(["orgmetadatas/status", "usermetadatas/status"]))
+            .expect("the status rule");
+        status["verbs"] = json!(["patch"]);
+    });
+    let client = client_as(env.cp, &user).await;
+    await_rbac(&client, &env.ns).await;
+
+    let operator = Operator::start(client.clone(), &env.emu.url(), &env.ns, fast_settings());
+    env.apply_org_values("acme", ACME, &[("region", "eu")])
+        .await;
+    env.apply_org_values("globex", GLOBEX, &[("region", "us")])
+        .await;
+    for name in ["acme", "globex"] {
+        let obj = env.wait_org_ready(name).await;
+        let entries: Vec<(String, String)> = obj
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|m| m.manager.as_deref() == Some("zitadel-metadata-operator"))
+            .map(|m| {
+                (
+                    m.operation.clone().unwrap_or_default(),
+                    m.subresource.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            [("Apply".to_string(), "status".to_string())],
+            "{name}: the status was applied"
+        );
+    }
+    assert_eq!(env.org_value(ACME, "region").as_deref(), Some("eu"));
+    operator.stop().await;
+}
+
 #[tokio::test]
 async fn without_the_status_patch_verb_the_object_never_becomes_ready() {
     let env = TestEnv::new("hrbac-nostatus").await;
@@ -1263,7 +1311,7 @@ async fn without_the_status_patch_verb_the_object_never_becomes_ready() {
         assert_eq!(
             rules.len(),
             before - 1,
-            "the status rule (only `patch`) is removed"
+            "the status rule (`patch`, `update`) is removed"
         );
     });
     let client = client_as(env.cp, &user).await;

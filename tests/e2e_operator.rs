@@ -487,3 +487,95 @@ async fn second_object_claiming_a_key_reports_a_conflict_and_does_not_fight() {
     assert_eq!(shared_writes, 1, "the objects fought over the key");
     op.stop().await;
 }
+
+/// The operator's status write ([`KubeReport`], no operator running here): a `PUT` of the status
+/// subresource conditional on the resourceVersion the reconcile read (a managedFields entry of
+/// operation `Update`, no apply); from a copy that is out of date (the object changed since),
+/// the same status is applied instead (server-side apply, forced) and lands all the same; a
+/// deleted object is an error, not a success.
+#[tokio::test]
+async fn the_status_write_is_a_conditional_put_that_falls_back_to_apply_after_a_conflict() {
+    use zitadel_metadata_operator::controller::FIELD_MANAGER;
+    use zitadel_metadata_operator::controller::metadata::{KubeReport, Report};
+    use zitadel_metadata_operator::crd::{MetadataStatus, OrgMetadata};
+
+    let env = TestEnv::new("status-put").await;
+    let spec = json!({"organizationId": ACME, "metadata": [{"key": "region", "value": "eu"}]});
+    let read = env.apply_org("acme", spec).await;
+    let report = KubeReport::new(env.client.clone());
+    let operation_of = |o: &OrgMetadata| -> Vec<String> {
+        o.metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|m| m.manager.as_deref() == Some(FIELD_MANAGER))
+            .map(|m| {
+                format!(
+                    "{}/{}",
+                    m.operation.as_deref().unwrap_or_default(),
+                    m.subresource.as_deref().unwrap_or_default()
+                )
+            })
+            .collect()
+    };
+
+    let first = MetadataStatus {
+        observed_generation: read.metadata.generation,
+        managed_keys: vec!["region".into()],
+        managed_key_count: Some(1),
+        ..MetadataStatus::default()
+    };
+    Report::<OrgMetadata>::patch_status(&report, &read, &first)
+        .await
+        .expect("status PUT");
+    let written = env.orgs().get("acme").await.expect("get");
+    let status = written.status.clone().unwrap_or_default();
+    assert_eq!(status.managed_keys, ["region"]);
+    assert_eq!(
+        operation_of(&written),
+        ["Update/status"],
+        "{:?}",
+        written.metadata.managed_fields
+    );
+
+    // `read` is out of date now (the write above changed the object): the PUT conflicts and the
+    // status is applied instead.
+    let second = MetadataStatus {
+        managed_keys: vec!["region".into(), "tier".into()],
+        managed_key_count: Some(2),
+        ..first.clone()
+    };
+    Report::<OrgMetadata>::patch_status(&report, &read, &second)
+        .await
+        .expect("status apply after the conflict");
+    let applied = env.orgs().get("acme").await.expect("get");
+    let status = applied.status.clone().unwrap_or_default();
+    assert_eq!(status.managed_keys, ["region", "tier"]);
+    assert_eq!(status.managed_key_count, Some(2));
+    assert!(
+        operation_of(&applied).contains(&"Apply/status".to_string()),
+        "{:?}",
+        applied.metadata.managed_fields
+    );
+
+    // Gone: neither write succeeds.
+    let current = applied;
+    env.orgs()
+        .patch(
+            "acme",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .expect("drop finalizers");
+    env.orgs()
+        .delete("acme", &Default::default())
+        .await
+        .expect("delete");
+    env.wait_org_gone("acme").await;
+    let gone = Report::<OrgMetadata>::patch_status(&report, &current, &second).await;
+    assert!(
+        matches!(&gone, Err(kube::Error::Api(e)) if e.code == 404),
+        "{gone:?}"
+    );
+}

@@ -117,7 +117,7 @@ admission-policy.yaml). */}}
   verbs: ["get", "list", "watch", "patch", "update"]
 - apiGroups: ["metadata.zitadel-operator.dev"]
   resources: ["orgmetadatas/status", "usermetadatas/status"]
-  verbs: ["patch"]
+  verbs: ["patch", "update"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::{Api, Client, ResourceExt};
 
@@ -31,7 +31,7 @@ pub struct Notice {
 /// Where status and Events go (the Kubernetes API in production, a list in unit tests).
 #[async_trait::async_trait]
 pub trait Report<K>: Send + Sync {
-    /// Write `status` (server-side apply, field manager `zitadel-metadata-operator`).
+    /// Write `status` (field manager `zitadel-metadata-operator`; [`KubeReport`] says how).
     async fn patch_status(&self, obj: &K, status: &MetadataStatus) -> Result<(), kube::Error>;
     /// Publish an Event (failures are logged, not returned).
     async fn event(&self, obj: &K, notice: Notice);
@@ -41,6 +41,9 @@ pub trait Report<K>: Send + Sync {
 pub struct KubeReport {
     client: Client,
     recorder: Recorder,
+    /// The status `PUT` was refused for lack of the `update` verb on `<kind>/status` (RBAC of an
+    /// older chart or manifest): from then on the status is applied (`patch`) directly.
+    put_forbidden: std::sync::atomic::AtomicBool,
 }
 
 impl KubeReport {
@@ -49,22 +52,85 @@ impl KubeReport {
         Self {
             recorder: Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER)),
             client,
+            put_forbidden: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
 
 #[async_trait::async_trait]
 impl<K: MetadataResource> Report<K> for KubeReport {
+    /// A `PUT` of the status subresource, conditional on the object's `resourceVersion` as the
+    /// reconcile read it; when the object changed since (`409 Conflict`: an edit meanwhile, or
+    /// a cache that has not seen the operator's previous write yet), a forced server-side apply
+    /// instead, as before. The status is built from what this reconcile did in ZITADEL, so it is
+    /// written either way; a newer generation is reconciled next and `observedGeneration` says
+    /// which one this status describes.
+    ///
+    /// Why not server-side apply every time: a status `PUT` costs kube-apiserver + etcd about a
+    /// quarter less CPU (no YAML decode of an apply body, no structured merge; `bench
+    /// --write-costs`, `docs/perf-findings-13.md` section 1), and the status write is the one
+    /// Kubernetes write a created object costs. The body carries only `apiVersion`, `kind`,
+    /// name, namespace, `resourceVersion`, `uid` and the status: the status subresource keeps
+    /// the stored spec and metadata. The operator is the only writer of this status, so
+    /// replacing it whole (a `PUT`) and applying its fields (SSA) leave the same status.
+    ///
+    /// Without the `update` verb on the status subresource (RBAC older than this operator: the
+    /// chart grants `patch` and `update`), the first refused `PUT` logs a warning and every
+    /// later status write is applied directly.
     async fn patch_status(&self, obj: &K, status: &MetadataStatus) -> Result<(), kube::Error> {
-        let api: Api<K> =
-            Api::namespaced(self.client.clone(), &obj.namespace().unwrap_or_default());
+        use std::sync::atomic::Ordering;
+        let ns = obj.namespace().unwrap_or_default();
+        let name = obj.name_any();
+        let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
+        let version = obj.meta().resource_version.as_deref();
+        if let Some(version) = version.filter(|_| !self.put_forbidden.load(Ordering::Relaxed)) {
+            let body = serde_json::json!({
+                "apiVersion": K::api_version(&()),
+                "kind": K::kind(&()),
+                "metadata": {
+                    "name": name,
+                    "namespace": ns,
+                    "resourceVersion": version,
+                    "uid": obj.meta().uid,
+                },
+                "status": status,
+            });
+            let params = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PostParams::default()
+            };
+            match api
+                .replace_subresource("status", &name, &params, &body)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    tracing::debug!(
+                        object = %name,
+                        "status write: the object changed since it was read; applying the status instead"
+                    );
+                }
+                Err(kube::Error::Api(e)) if e.code == 403 => {
+                    if !self.put_forbidden.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            kind = %K::kind(&()),
+                            "the operator may not `update` {}/status (RBAC grants `patch` only?): status is \
+                             written by server-side apply from now on, which costs the API server more; \
+                             grant `update` on the status subresource (the Helm chart does)",
+                            K::plural(&()),
+                        );
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let patch = serde_json::json!({
             "apiVersion": K::api_version(&()),
             "kind": K::kind(&()),
             "status": status,
         });
         api.patch_status(
-            &obj.name_any(),
+            &name,
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&patch),
         )

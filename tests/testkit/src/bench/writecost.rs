@@ -27,6 +27,9 @@
 //! | `control: schemaless CR create` / `status change: merge patch` | the same object in a CRD with no schema (`x-kubernetes-preserve-unknown-fields`, no CEL) | what the CRD's schema, CEL rules and typed managedFields add |
 //! | `control: our CRD without CEL create` / `status first: SSA forced` / `status change: SSA forced` | the same objects in a copy of our CRDs (another group) without any `x-kubernetes-validations` | what the CEL rules add, against the schema alone |
 //! | `create, finalizer policy installed` | `POST` of the same objects in a second namespace with `deploy/admission/cleanup-finalizer.yaml` installed | what the MutatingAdmissionPolicy adds to a create (against `create`), instead of a finalizer write |
+//! | `A/B shape: status first/change (three conditions / Ready only), SSA forced, round R` | `APPLY` to `/status` on the objects of the policy step, one half with today's status, the other with the `Ready` condition only; a first write and two changes, alternated | what the status's size adds (`Reconciling` / `Stalled` while `False`) |
+//! | `A/B CEL: status change (our CRD / without CEL), SSA forced, round R` | the SSA change on our CRD and on its copy without CEL rules, alternated twice | what the CEL rules add to a status write, with drift cancelled |
+//! | `A/B method: create (finalizer policy installed)`, `A/B method: status first/change, SSA forced / PUT / merge patch, round R` | fresh objects in a third namespace, split in thirds, one method per third, the order rotated each round; the `PUT` carries the resourceVersion of the writer's previous write | the status write's method: forced apply (the fallback), conditional `PUT` (the operator's write), merge patch |
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -243,7 +246,20 @@ pub struct WriteCostReport {
     pub rows: Vec<WriteCostRow>,
 }
 
+/// Which conditions a status carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// `Ready`, `Reconciling` and `Stalled` (the last two `False`): the operator's status today.
+    Triplet,
+    /// `Ready` only (kstatus reads an absent `Reconciling` / `Stalled` as `False`).
+    ReadyOnly,
+}
+
 fn status_body(o: &Object, generation: i64, message: &str, at: &str) -> Value {
+    shaped_status_body(o, generation, message, at, Shape::Triplet)
+}
+
+fn shaped_status_body(o: &Object, generation: i64, message: &str, at: &str, shape: Shape) -> Value {
     let keys: Vec<&str> = o.entries.iter().map(|(k, _)| k.as_str()).collect();
     let condition = |t: &str, s: &str, reason: &str, msg: &str| {
         json!({"type": t, "status": s, "reason": reason, "message": msg,
@@ -263,6 +279,11 @@ fn status_body(o: &Object, generation: i64, message: &str, at: &str) -> Value {
             condition("Stalled", "False", "Synced", message),
         ],
     });
+    if shape == Shape::ReadyOnly
+        && let Some(conditions) = status["conditions"].as_array_mut()
+    {
+        conditions.truncate(1);
+    }
     if o.kind == TargetKind::User {
         status["userId"] = json!(o.user_id);
     }
@@ -427,8 +448,10 @@ pub async fn run(cp: &ControlPlane, opts: &WriteCostOptions) -> Result<WriteCost
     event_step(&mut steps, &client, &ns).await?;
     fanout_steps(&mut steps, &apis, opts.watchers).await?;
     control_steps(&mut steps, &client, &ns).await?;
-    nocel_steps(&mut steps, &client, &ns).await?;
-    policy_step(&mut steps, cp, &client).await?;
+    let nocel = nocel_steps(&mut steps, &client, &ns).await?;
+    let fresh = policy_step(&mut steps, cp, &client).await?;
+    ab_steps(&mut steps, &objects, &apis, &nocel, &fresh).await?;
+    method_steps(&mut steps, &objects, cp, &client).await?;
 
     report.rows = rows(
         steps.measured,
@@ -644,7 +667,7 @@ async fn control_steps(steps: &mut Steps<'_>, client: &kube::Client, ns: &str) -
 }
 
 /// Our CRDs without their CEL rules: what CEL adds to a create and to the status writes.
-async fn nocel_steps(steps: &mut Steps<'_>, client: &kube::Client, ns: &str) -> Result<()> {
+async fn nocel_steps(steps: &mut Steps<'_>, client: &kube::Client, ns: &str) -> Result<KindApis> {
     let (nocel_orgs, nocel_users) = nocel_crds(client).await?;
     let nocel = KindApis::new(client, ns, &nocel_orgs, &nocel_users);
     let nocel_version = format!("{NOCEL_GROUP}/v1alpha1");
@@ -675,15 +698,17 @@ async fn nocel_steps(steps: &mut Steps<'_>, client: &kube::Client, ns: &str) -> 
                 patch_status(nocel.of(o), &o.name, ssa(), Patch::Apply(body))
             },
         )
-        .await
+        .await?;
+    Ok(nocel)
 }
 
-/// The same creates with the MutatingAdmissionPolicy that adds the cleanup finalizer.
+/// The same creates with the MutatingAdmissionPolicy that adds the cleanup finalizer. Returns
+/// the APIs of the new objects (in a namespace of their own, no status yet).
 async fn policy_step(
     steps: &mut Steps<'_>,
     cp: &ControlPlane,
     client: &kube::Client,
-) -> Result<()> {
+) -> Result<KindApis> {
     let policy =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/admission/cleanup-finalizer.yaml");
     cp.install_finalizer_policy(&policy).await?;
@@ -713,6 +738,207 @@ async fn policy_step(
         failed_policy == 0,
         "{failed_policy} objects were created without the finalizer although the policy was installed"
     );
+    Ok(apis2)
+}
+
+/// A/B steps, alternated so that the control plane's drift over the run (its heap, etcd's size)
+/// falls on both sides alike:
+///
+/// - **status shape**: the objects just created with the finalizer policy (no status yet) split
+///   in two halves (each half organizations and users alike); half A gets today's status (three
+///   conditions), half B the same with the `Ready` condition only: a first write each, then two
+///   changes each, A B A B.
+/// - **CEL**: status changes on our CRD and on its copy without CEL rules, alternated twice.
+async fn ab_steps<'o>(
+    steps: &mut Steps<'o>,
+    objects: &'o [Object],
+    ours: &KindApis,
+    nocel: &KindApis,
+    fresh: &KindApis,
+) -> Result<()> {
+    let half = objects.len() / 2;
+    let (a, b) = objects.split_at(half);
+    let halves = [
+        (a, Shape::Triplet, "three conditions"),
+        (b, Shape::ReadyOnly, "Ready only"),
+    ];
+    for round in 0..3 {
+        let at = now();
+        let what = if round == 0 { "first" } else { "change" };
+        for (part, shape, label) in halves {
+            steps.objects = part;
+            let message = format!("10 keys in sync (shape round {round})");
+            steps
+                .step(
+                    format!("A/B shape: status {what} ({label}), SSA forced, round {round}"),
+                    |_, o| {
+                        let body = json!({
+                            "apiVersion": CRD_VERSION,
+                            "kind": kind_name(o),
+                            "status": shaped_status_body(o, 1, &message, &at, shape),
+                        });
+                        patch_status(fresh.of(o), &o.name, ssa(), Patch::Apply(body))
+                    },
+                )
+                .await?;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    steps.objects = objects;
+    let nocel_version = format!("{NOCEL_GROUP}/v1alpha1");
+    for round in 0..2 {
+        let at = now();
+        for (apis, version, label) in [
+            (ours, CRD_VERSION, "our CRD"),
+            (nocel, nocel_version.as_str(), "without CEL"),
+        ] {
+            let message = format!("10 keys in sync (CEL round {round})");
+            steps
+                .step(
+                    format!("A/B CEL: status change ({label}), SSA forced, round {round}"),
+                    |_, o| {
+                        let body = applied_status(version, o, &message, &at);
+                        patch_status(apis.of(o), &o.name, ssa(), Patch::Apply(body))
+                    },
+                )
+                .await?;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(())
+}
+
+/// The last resourceVersion seen per object name (the `PUT` steps).
+type Versions = std::sync::Mutex<std::collections::HashMap<String, String>>;
+
+/// How a status write is sent.
+#[derive(Clone, Copy, Debug)]
+enum Method {
+    /// Server-side apply, forced, as the operator's field manager (today).
+    Ssa,
+    /// `PUT` of `/status` with a body of `apiVersion`, `kind`, name, namespace and the status (the
+    /// status strategy keeps the stored spec and metadata), as the operator's field manager, no
+    /// `resourceVersion` (unconditional).
+    Put,
+    /// Merge patch of `/status` with the whole status.
+    Merge,
+}
+
+impl Method {
+    fn label(self) -> &'static str {
+        match self {
+            Method::Ssa => "SSA forced",
+            Method::Put => "PUT",
+            Method::Merge => "merge patch",
+        }
+    }
+
+    async fn write(
+        self,
+        api: Api<DynamicObject>,
+        o: &Object,
+        ns: &str,
+        (message, at): (&str, &str),
+        versions: &Versions,
+    ) -> Result<()> {
+        match self {
+            Method::Ssa => {
+                let body = applied_status(CRD_VERSION, o, message, at);
+                patch_status(api, &o.name, ssa(), Patch::Apply(body)).await
+            }
+            Method::Merge => merge_status(api, o, message, at).await,
+            Method::Put => {
+                // A custom resource takes no unconditional update: the body names the
+                // resourceVersion the writer last saw (here: of its own last write; the operator
+                // would take its cache's).
+                let version = versions
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("poisoned"))?
+                    .get(&o.name)
+                    .cloned();
+                let body = json!({
+                    "apiVersion": CRD_VERSION,
+                    "kind": kind_name(o),
+                    "metadata": {"name": o.name, "namespace": ns, "resourceVersion": version},
+                    "status": status_body(o, 1, message, at),
+                });
+                let params = PostParams {
+                    field_manager: Some(MANAGER.into()),
+                    ..PostParams::default()
+                };
+                let written = api
+                    .replace_subresource("status", &o.name, &params, &body)
+                    .await?;
+                if let Some(v) = written.metadata.resource_version {
+                    versions
+                        .lock()
+                        .map_err(|_| anyhow::anyhow!("poisoned"))?
+                        .insert(o.name.clone(), v);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A/B/C of the status write's method on fresh objects (created with the finalizer policy, in a
+/// namespace of their own): the objects split in thirds (organizations and users alike in each),
+/// one third per method; a first write each, then two changes, the order of the thirds rotated
+/// each round so that drift over the run falls on every method alike.
+async fn method_steps<'o>(
+    steps: &mut Steps<'o>,
+    objects: &'o [Object],
+    cp: &ControlPlane,
+    client: &kube::Client,
+) -> Result<()> {
+    let ns = cp.create_namespace("bench-writecost-method").await?;
+    let apis = KindApis::ours(client, &ns);
+    steps.objects = objects;
+    let versions = Versions::default();
+    steps
+        .step("A/B method: create (finalizer policy installed)", |_, o| {
+            let api = apis.of(o);
+            let obj: Result<DynamicObject, _> = serde_json::from_value(o.manifest(&ns));
+            let versions = &versions;
+            async move {
+                let created = api.create(&PostParams::default(), &obj?).await?;
+                if let Some(v) = created.metadata.resource_version {
+                    versions
+                        .lock()
+                        .map_err(|_| anyhow::anyhow!("poisoned"))?
+                        .insert(o.name.clone(), v);
+                }
+                Ok(())
+            }
+        })
+        .await?;
+    // Thirds of an even size keep organizations and users half and half.
+    let third = (objects.len() / 3) & !1;
+    let parts = [
+        (&objects[..third], Method::Ssa),
+        (&objects[third..2 * third], Method::Put),
+        (&objects[2 * third..], Method::Merge),
+    ];
+    for round in 0..3 {
+        let at = now();
+        let what = if round == 0 { "first" } else { "change" };
+        let message = format!("10 keys in sync (method round {round})");
+        for k in 0..parts.len() {
+            let (part, method) = parts[(k + round) % parts.len()];
+            steps.objects = part;
+            steps
+                .step(
+                    format!(
+                        "A/B method: status {what}, {}, round {round}",
+                        method.label()
+                    ),
+                    |_, o| method.write(apis.of(o), o, &ns, (&message, &at), &versions),
+                )
+                .await?;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    steps.objects = objects;
     Ok(())
 }
 
