@@ -158,7 +158,7 @@ pub struct RecordingReport {
 
 #[async_trait::async_trait]
 impl<K: Send + Sync> Report<K> for RecordingReport {
-    async fn patch_status(&self, _obj: &K, status: &MetadataStatus) -> Result<(), kube::Error> {
+    async fn write_status(&self, _obj: &K, status: &MetadataStatus) -> Result<(), kube::Error> {
         if *lock(&self.fail_patch) {
             return Err(kube_error(500));
         }

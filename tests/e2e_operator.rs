@@ -525,7 +525,7 @@ async fn the_status_write_is_a_conditional_put_that_falls_back_to_apply_after_a_
         managed_key_count: Some(1),
         ..MetadataStatus::default()
     };
-    Report::<OrgMetadata>::patch_status(&report, &read, &first)
+    Report::<OrgMetadata>::write_status(&report, &read, &first)
         .await
         .expect("status PUT");
     let written = env.orgs().get("acme").await.expect("get");
@@ -545,7 +545,7 @@ async fn the_status_write_is_a_conditional_put_that_falls_back_to_apply_after_a_
         managed_key_count: Some(2),
         ..first.clone()
     };
-    Report::<OrgMetadata>::patch_status(&report, &read, &second)
+    Report::<OrgMetadata>::write_status(&report, &read, &second)
         .await
         .expect("status apply after the conflict");
     let applied = env.orgs().get("acme").await.expect("get");
@@ -573,7 +573,7 @@ async fn the_status_write_is_a_conditional_put_that_falls_back_to_apply_after_a_
         .await
         .expect("delete");
     env.wait_org_gone("acme").await;
-    let gone = Report::<OrgMetadata>::patch_status(&report, &current, &second).await;
+    let gone = Report::<OrgMetadata>::write_status(&report, &current, &second).await;
     assert!(
         matches!(&gone, Err(kube::Error::Api(e)) if e.code == 404),
         "{gone:?}"

@@ -57,7 +57,7 @@ impl<K: MetadataResource> Tracker<'_, K> {
         let mut status = build_status(self.obj, &self.previous, progress, managed, &outcome);
         status.observed_source_versions = self.previous.observed_source_versions.clone();
         if status != self.previous {
-            self.io.report.patch_status(self.obj, &status).await?;
+            self.io.report.write_status(self.obj, &status).await?;
             self.previous = status;
         }
         self.last = Some(Instant::now());
@@ -253,7 +253,7 @@ async fn report_failure<K: MetadataResource>(
     let mut new_status = build_status(obj, previous, progress, managed, &outcome);
     new_status.observed_source_versions = previous.observed_source_versions.clone();
     if new_status != *shown {
-        io.report.patch_status(obj, &new_status).await?;
+        io.report.write_status(obj, &new_status).await?;
         let notice = cleanup_notice(true, Reason::CleanupFailed, message);
         io.report.event(obj, notice).await;
     }

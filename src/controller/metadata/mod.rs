@@ -197,7 +197,7 @@ async fn sync_and_report<K: MetadataResource>(
         new_status.conditions.push(condition);
     }
     if new_status != previous {
-        if let Err(e) = io.report.patch_status(obj, &new_status).await {
+        if let Err(e) = io.report.write_status(obj, &new_status).await {
             return (Err(e.into()), Some(decision.outcome));
         }
         if let Some(notice) = report::outcome_notice(&decision.outcome) {
@@ -223,7 +223,7 @@ async fn suspend<K: MetadataResource>(
         report::build_status(obj, previous, &sync::Progress::default(), managed, &outcome);
     new_status.observed_source_versions = previous.observed_source_versions.clone();
     if new_status != *previous {
-        io.report.patch_status(obj, &new_status).await?;
+        io.report.write_status(obj, &new_status).await?;
     }
     Ok(Action::await_change())
 }

@@ -32,7 +32,7 @@ pub struct Notice {
 #[async_trait::async_trait]
 pub trait Report<K>: Send + Sync {
     /// Write `status` (field manager `zitadel-metadata-operator`; [`KubeReport`] says how).
-    async fn patch_status(&self, obj: &K, status: &MetadataStatus) -> Result<(), kube::Error>;
+    async fn write_status(&self, obj: &K, status: &MetadataStatus) -> Result<(), kube::Error>;
     /// Publish an Event (failures are logged, not returned).
     async fn event(&self, obj: &K, notice: Notice);
 }
@@ -77,7 +77,7 @@ impl<K: MetadataResource> Report<K> for KubeReport {
     /// Without the `update` verb on the status subresource (RBAC older than this operator: the
     /// chart grants `patch` and `update`), the first refused `PUT` logs a warning and every
     /// later status write is applied directly.
-    async fn patch_status(&self, obj: &K, status: &MetadataStatus) -> Result<(), kube::Error> {
+    async fn write_status(&self, obj: &K, status: &MetadataStatus) -> Result<(), kube::Error> {
         use std::sync::atomic::Ordering;
         let ns = obj.namespace().unwrap_or_default();
         let name = obj.name_any();
