@@ -811,6 +811,17 @@ async fn ab_steps<'o>(
 /// The last resourceVersion seen per object name (the `PUT` steps).
 type Versions = std::sync::Mutex<std::collections::HashMap<String, String>>;
 
+/// Records `version` (when the answer had one) as the last resourceVersion seen of `name`.
+fn remember(versions: &Versions, name: &str, version: Option<String>) -> Result<()> {
+    if let Some(v) = version {
+        versions
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the resourceVersion map is poisoned"))?
+            .insert(name.to_owned(), v);
+    }
+    Ok(())
+}
+
 /// How a status write is sent.
 #[derive(Clone, Copy, Debug)]
 enum Method {
@@ -853,7 +864,7 @@ impl Method {
                 // would take its cache's).
                 let version = versions
                     .lock()
-                    .map_err(|_| anyhow::anyhow!("poisoned"))?
+                    .map_err(|_| anyhow::anyhow!("the resourceVersion map is poisoned"))?
                     .get(&o.name)
                     .cloned();
                 let body = json!({
@@ -869,13 +880,7 @@ impl Method {
                 let written = api
                     .replace_subresource("status", &o.name, &params, &body)
                     .await?;
-                if let Some(v) = written.metadata.resource_version {
-                    versions
-                        .lock()
-                        .map_err(|_| anyhow::anyhow!("poisoned"))?
-                        .insert(o.name.clone(), v);
-                }
-                Ok(())
+                remember(versions, &o.name, written.metadata.resource_version)
             }
         }
     }
@@ -902,13 +907,7 @@ async fn method_steps<'o>(
             let versions = &versions;
             async move {
                 let created = api.create(&PostParams::default(), &obj?).await?;
-                if let Some(v) = created.metadata.resource_version {
-                    versions
-                        .lock()
-                        .map_err(|_| anyhow::anyhow!("poisoned"))?
-                        .insert(o.name.clone(), v);
-                }
-                Ok(())
+                remember(versions, &o.name, created.metadata.resource_version)
             }
         })
         .await?;
