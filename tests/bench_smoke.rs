@@ -58,10 +58,14 @@ async fn benchmark_smoke_at_100_objects() {
     let _serial = SERIAL.lock().await;
     let cp = common::shared_with_crds().await;
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-smoke");
-    let opts = Options::smoke(
-        PathBuf::from(env!("CARGO_BIN_EXE_zitadel-metadata-operator")),
-        out.clone(),
-    );
+    // With the control plane's floor (the other smoke tests leave it out).
+    let opts = Options {
+        floor: true,
+        ..Options::smoke(
+            PathBuf::from(env!("CARGO_BIN_EXE_zitadel-metadata-operator")),
+            out.clone(),
+        )
+    };
     let (report, _) = run_and_write(cp, &opts, &out).await;
 
     let run = &report.runs[0];
@@ -197,6 +201,46 @@ async fn benchmark_smoke_at_100_objects() {
         ratios.calls >= 3.0,
         "per-key should make several times more calls: {ratios:?}"
     );
+
+    // The control plane's floor: the same creates answered by a stand-in that only PUTs each
+    // object's status; the control plane's own counters see exactly one create and one status
+    // PUT per object there, nothing else on our kinds.
+    let floor = run.floor.as_ref().expect("the floor ran");
+    assert!(
+        floor.converge_s > 0.0 && floor.converge_s >= floor.create_s * 0.5,
+        "{floor:?}"
+    );
+    assert_eq!(
+        floor.status_puts as u64,
+        n + floor.conflicts as u64,
+        "{floor:?}"
+    );
+    let fc = &floor.control_plane;
+    let ours = |verb: &str, sub: &str| -> u64 {
+        fc.requests
+            .iter()
+            .filter(|r| {
+                r.verb == verb
+                    && (r.resource == "orgmetadatas" || r.resource == "usermetadatas")
+                    && r.subresource == sub
+            })
+            .map(|r| r.count)
+            .sum()
+    };
+    assert_eq!(ours("POST", ""), n, "{:?}", fc.requests);
+    assert_eq!(
+        ours("PUT", "status"),
+        floor.status_puts as u64,
+        "{:?}",
+        fc.requests
+    );
+    assert_eq!(
+        ours("APPLY", "status") + ours("PATCH", ""),
+        0,
+        "{:?}",
+        fc.requests
+    );
+    assert!(md.contains("per-key ÷ floor (best reachable)"), "{md}");
 }
 
 /// Events mode (`DRIFT_DETECTION=auto`, the bench's token may read events, 1 s event poll):

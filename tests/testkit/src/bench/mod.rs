@@ -28,6 +28,7 @@
 mod apiserver;
 mod busy;
 mod drift;
+mod floor;
 mod large;
 mod perkey;
 mod process;
@@ -53,6 +54,7 @@ use crate::emulator::{Operation, RecordedRequest};
 
 pub use apiserver::{Metrics, PhaseCost, RequestStat, Scraper};
 pub use drift::Drift;
+pub use floor::FloorRun;
 pub use large::run as large_run;
 pub use large::{LargeOptions, LargeOrderRun, LargePhase, LargeReport};
 pub use process::{ProcStats, default_concurrency, proc_stats};
@@ -154,6 +156,8 @@ pub struct Options {
     /// Operator processes splitting the objects by label (1: one process, no label); see
     /// the module `shards`.
     pub shards: usize,
+    /// Also run the control plane's floor (module `floor`) at each N.
+    pub floor: bool,
 }
 
 impl Options {
@@ -183,6 +187,7 @@ impl Options {
             drift_edits: 10,
             drift_timeout: None,
             shards: 1,
+            floor: false,
         }
     }
 
@@ -325,6 +330,12 @@ pub async fn run(cp: &ControlPlane, opts: &Options) -> Result<Report> {
             let workers = usize::from(concurrency) * 2 * opts.shards.max(1);
             eprintln!("bench: N={n}: per-key baseline, {workers} objects at once");
             run.per_key = Some(per_key(opts, &objects, workers).await?);
+        }
+        if opts.floor {
+            // As many status writers per kind as the operator reconciles at once (all shards).
+            let writers = usize::from(concurrency) * opts.shards.max(1);
+            eprintln!("bench: N={n}: control-plane floor, {writers} status writers per kind");
+            run.floor = Some(floor::run(cp, opts, &objects, writers).await?);
         }
         if let (Some(b), Some(p)) = (&run.bulk, &run.per_key) {
             let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };

@@ -373,6 +373,8 @@ pub struct RunReport {
     pub per_key: Option<PerKeyRunReport>,
     /// Per-key / bulk.
     pub ratios: Option<Ratios>,
+    /// The control plane's floor (`--floor`): the same creates, only a status `PUT` per object.
+    pub floor: Option<super::FloorRun>,
 }
 
 /// The machine while the benchmark ran.
@@ -438,6 +440,7 @@ impl Report {
         self.markdown_cpu(&mut out);
         self.markdown_control_plane(&mut out);
         self.markdown_ratios(&mut out);
+        self.markdown_floor(&mut out);
         self.markdown_shards(&mut out);
         out
     }
@@ -664,6 +667,43 @@ impl Report {
             out,
             "| N | per-key ÷ bulk: ZITADEL calls | wall time | CPU |",
             "|---:|---:|---:|---:|",
+            rows.collect(),
+        );
+    }
+
+    /// The control plane's floor against the operator and the per-key baseline of the same run.
+    fn markdown_floor(&self, out: &mut String) {
+        let secs = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{s:.1}"));
+        let ratio = |a: Option<f64>, b: f64| match a {
+            Some(a) if b > 0.0 => format!("{:.2}x", a / b),
+            _ => "-".to_string(),
+        };
+        let rows = self.runs.iter().filter_map(|r| {
+            let f = r.floor.as_ref()?;
+            let operator = r.bulk.as_ref().map(|b| b.converge_s);
+            let per_key = r.per_key.as_ref().map(|p| p.wall_s);
+            Some(format!(
+                "| {} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {:.2} | {} ({} after a 409) | {:.1} | {:.1} CPU s, busy in {:.0}% of samples |",
+                r.objects,
+                f.converge_s,
+                f.create_s,
+                secs(operator),
+                secs(per_key),
+                ratio(per_key, f.converge_s),
+                ratio(per_key, operator.unwrap_or(0.0)),
+                ratio(operator, f.converge_s),
+                f.control_plane.cpu_ms_per_object(),
+                f.status_puts,
+                f.conflicts,
+                f.bench_cpu_s,
+                f.contention.other_cpu_s,
+                f.contention.others_busy_pct(),
+            ))
+        });
+        table(
+            out,
+            "| N | floor: all Ready s | floor: creates s | operator: all Ready s | per-key baseline s | per-key ÷ floor (best reachable) | per-key ÷ operator | operator ÷ floor | floor: control plane CPU ms per object | floor: status PUTs | floor: bench CPU s | floor: other processes (contention) |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             rows.collect(),
         );
     }

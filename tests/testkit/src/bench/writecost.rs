@@ -56,7 +56,7 @@ use super::{KindApis, Machine};
 use crate::controlplane::ControlPlane;
 
 /// The operator's field manager (the status writes use it, as the operator does).
-const MANAGER: &str = "zitadel-metadata-operator";
+pub(super) const MANAGER: &str = "zitadel-metadata-operator";
 const FINALIZER: &str = "metadata.zitadel-operator.dev/cleanup";
 
 /// Group of the schemaless control CRD.
@@ -255,7 +255,7 @@ enum Shape {
     ReadyOnly,
 }
 
-fn status_body(o: &Object, generation: i64, message: &str, at: &str) -> Value {
+pub(super) fn status_body(o: &Object, generation: i64, message: &str, at: &str) -> Value {
     shaped_status_body(o, generation, message, at, Shape::Triplet)
 }
 
@@ -313,7 +313,7 @@ where
 }
 
 /// The `apiVersion` of our metadata CRDs.
-const CRD_VERSION: &str = "metadata.zitadel-operator.dev/v1alpha1";
+pub(super) const CRD_VERSION: &str = "metadata.zitadel-operator.dev/v1alpha1";
 
 /// One measured step: name, cost, client latencies (ms), failures.
 type Measured = (String, PhaseCost, Vec<f64>, usize);
@@ -353,7 +353,7 @@ impl<'o> Steps<'o> {
     }
 }
 
-fn kind_name(o: &Object) -> &'static str {
+pub(super) fn kind_name(o: &Object) -> &'static str {
     match o.kind {
         TargetKind::Org => "OrgMetadata",
         TargetKind::User => "UserMetadata",

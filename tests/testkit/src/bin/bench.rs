@@ -139,6 +139,12 @@ struct Args {
     /// own, as on clusters without the policy.
     #[arg(long)]
     no_finalizer_policy: bool,
+    /// Also measure the control plane's floor at each N (after the other strategies): the same
+    /// creates with a stand-in in the bench that only `PUT`s each new object's status (no
+    /// operator, no ZITADEL): the fastest any operator that reports status could converge here,
+    /// and per-key baseline ÷ floor, the best ratio such an operator can reach on this machine.
+    #[arg(long)]
+    floor: bool,
     /// Run the operator under this command (split on spaces), e.g. `heaptrack -o /tmp/op`.
     #[arg(long)]
     operator_prefix: Option<String>,
@@ -235,6 +241,7 @@ async fn main() -> anyhow::Result<()> {
         drift_edits: args.drift_edits,
         drift_timeout: args.drift_timeout_secs.map(Duration::from_secs),
         shards: usize::from(args.shards),
+        floor: args.floor,
     };
 
     eprintln!("bench: starting kube-apiserver + etcd…");
