@@ -8,14 +8,15 @@
 //!     [--objects 100,1000,10000] [--keys 10] [--latency-ms 20] [--concurrency N] [--rps 0] \
 //!     [--strategy bulk|per-key|both] [--resync-secs 60] [--resyncs 3] \
 //!     [--settle-secs 0] [--steady-secs S] [--event-poll-secs 15] \
-//!     [--drift-edits 100] [--drift-timeout-secs S] [--shards 1]
+//!     [--drift-edits 100] [--drift-timeout-secs S] [--shards 1] [--floor]
 //! ./target/release/bench --write-costs 2000     # what each kind of write costs the apiserver
 //! ./target/release/bench --large-target         # issue 16: list calls per listing, big target
 //! ```
 //!
 //! `--write-costs` and `--large-target` replace the default runs (give `--objects` too to run
 //! both). `--operator-prefix 'heaptrack -o FILE'` and `--operator-env KEY=VALUE` run the operator
-//! under a profiler or with allocator settings.
+//! under a profiler or with allocator settings. `--floor` adds the control plane's floor at each
+//! N: the same creates answered by a stand-in that only `PUT`s each status (no operator).
 
 use std::path::PathBuf;
 use std::time::Duration;
