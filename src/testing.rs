@@ -187,6 +187,8 @@ pub struct FakeIo<K> {
     pub report: RecordingReport,
     /// New objects whose first write went out without a listing before it.
     pub first_writes: crate::controller::metadata::sync::FirstWrites,
+    /// Keys ZITADEL acknowledged that no status write has shown yet.
+    pub unrecorded: crate::controller::metadata::unrecorded::UnrecordedKeys,
     /// Resync slots to skip (successful syncs record themselves).
     pub resyncs: crate::controller::resync::ResyncLedger,
 }
@@ -202,6 +204,7 @@ impl<K: Send + Sync + 'static> Default for FakeIo<K> {
             neighbours: FakeNeighbours::default(),
             report: RecordingReport::default(),
             first_writes: Default::default(),
+            unrecorded: Default::default(),
             resyncs: Default::default(),
         }
     }
@@ -217,6 +220,7 @@ impl<K: Send + Sync + 'static> FakeIo<K> {
             neighbours: &self.neighbours,
             report: &self.report,
             first_writes: &self.first_writes,
+            unrecorded: &self.unrecorded,
             resyncs: &self.resyncs,
         }
     }

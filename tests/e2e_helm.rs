@@ -1301,6 +1301,8 @@ async fn with_only_the_status_patch_verb_objects_still_become_ready() {
     operator.stop().await;
 }
 
+/// Without the status verbs the operator writes ZITADEL but never a status; deleting the object
+/// still removes what it wrote.
 #[tokio::test]
 async fn without_the_status_patch_verb_the_object_never_becomes_ready() {
     let env = TestEnv::new("hrbac-nostatus").await;
@@ -1367,6 +1369,16 @@ async fn without_the_status_patch_verb_the_object_never_becomes_ready() {
         }
         other => panic!("status patch was not forbidden: {other:?}"),
     }
+
+    // Deleting the object removes the key the operator wrote although no status ever recorded
+    // it (the operator remembers keys whose status write failed), then lets the object go.
+    env.delete_org("acme").await;
+    env.wait_org_gone("acme").await;
+    assert_eq!(
+        env.org_value(ACME, "no-status"),
+        None,
+        "a key written before the failed status writes was left in ZITADEL"
+    );
 
     operator.stop().await;
 }

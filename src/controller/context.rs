@@ -12,6 +12,7 @@ use rand::Rng as _;
 use super::drift::DriftHub;
 use super::index::TargetIndex;
 use super::metadata::sync::FirstWrites;
+use super::metadata::unrecorded::UnrecordedKeys;
 use super::metadata::{Io, KubeReport, Neighbours, claims};
 use super::resync::ResyncLedger;
 use super::usage::ConnectionKey;
@@ -87,6 +88,8 @@ pub struct Context<K: MetadataResource> {
     failures: Mutex<HashMap<String, u32>>,
     /// New objects whose first write went out without a listing before it.
     first_writes: FirstWrites,
+    /// Keys ZITADEL acknowledged that no status write has shown yet.
+    unrecorded: UnrecordedKeys,
     /// Resync slots to skip (objects synced shortly before them), shared with the kind's
     /// resync walkers.
     pub(super) resyncs: Arc<ResyncLedger>,
@@ -117,6 +120,7 @@ impl<K: MetadataResource> Context<K> {
             drift,
             failures: Mutex::new(HashMap::new()),
             first_writes: FirstWrites::default(),
+            unrecorded: UnrecordedKeys::default(),
             resyncs: Arc::default(),
         }
     }
@@ -135,6 +139,7 @@ impl<K: MetadataResource> Context<K> {
             neighbours: self,
             report: &self.report,
             first_writes: &self.first_writes,
+            unrecorded: &self.unrecorded,
             resyncs: &self.resyncs,
         }
     }

@@ -163,9 +163,14 @@ fn worth_confirming(e: &ZitadelError) -> bool {
 /// Run the cleanup of `obj`. Keys another live object on the same target also lists are left to
 /// it.
 pub async fn cleanup<K: MetadataResource>(obj: &K, io: &Io<'_, K>) -> Result<Action, Error> {
-    io.first_writes.forget(&obj.uid().unwrap_or_default());
-    let previous = obj.full_status().unwrap_or_default();
+    let uid = obj.uid().unwrap_or_default();
+    io.first_writes.forget(&uid);
+    // The keys the status shows, and those ZITADEL acknowledged but no status write recorded.
+    let previous = io
+        .unrecorded
+        .managed_view(&uid, &obj.full_status().unwrap_or_default());
     if obj.deletion_policy() == DeletionPolicy::Orphan || previous.managed_keys.is_empty() {
+        io.unrecorded.forget(&uid);
         return Ok(Action::await_change());
     }
     let claimed_elsewhere = claims::claimed_elsewhere(obj, &io.neighbours.on_target(obj).await);
@@ -199,7 +204,10 @@ pub async fn cleanup<K: MetadataResource>(obj: &K, io: &Io<'_, K>) -> Result<Act
         io.report.event(obj, notice).await;
     }
     let error = match result {
-        Ok(()) => return Ok(Action::await_change()),
+        Ok(()) => {
+            io.unrecorded.forget(&uid);
+            return Ok(Action::await_change());
+        }
         Err(e) => e,
     };
     // Keys are left behind only when ZITADEL proves the target gone.
@@ -216,6 +224,7 @@ pub async fn cleanup<K: MetadataResource>(obj: &K, io: &Io<'_, K>) -> Result<Act
                 io.report
                     .event(obj, cleanup_notice(false, Reason::TargetGone, note))
                     .await;
+                io.unrecorded.forget(&uid);
                 return Ok(Action::await_change());
             }
             Ok(Existence::Exists) => check = Some("the target still exists".to_string()),

@@ -18,6 +18,7 @@ pub mod report;
 pub mod sources;
 pub mod sync;
 pub mod target;
+pub mod unrecorded;
 
 #[cfg(test)]
 mod tests;
@@ -53,6 +54,8 @@ pub struct Io<'a, K> {
     pub report: &'a dyn Report<K>,
     /// New objects whose first write went out without a listing before it.
     pub first_writes: &'a sync::FirstWrites,
+    /// Keys ZITADEL acknowledged that no status write has shown yet.
+    pub unrecorded: &'a unrecorded::UnrecordedKeys,
     /// Resync slots to skip: a successful sync records itself here.
     pub resyncs: &'a ResyncLedger,
 }
@@ -148,11 +151,13 @@ pub async fn apply<K: MetadataResource>(
     obj: &K,
     io: &Io<'_, K>,
 ) -> (Result<Action, Error>, Option<Outcome>) {
-    let previous = obj.full_status().unwrap_or_default();
+    let shown = obj.full_status().unwrap_or_default();
+    // Plan from the keys the status shows and those a failed status write did not record.
+    let previous = io.unrecorded.managed_view(&uid_of(obj), &shown);
     if obj.suspended() {
-        return (suspend(obj, io, &previous).await, None);
+        return (suspend(obj, io, &previous, &shown).await, None);
     }
-    let (next, outcome) = sync_and_report(obj, io, previous).await;
+    let (next, outcome) = sync_and_report(obj, io, previous, &shown).await;
     let (id, now) = (object_id(obj), since_epoch());
     match &next {
         Ok(outcome::Requeue::Resync) => io.resyncs.synced(&id, io.settings.resync, now),
@@ -168,10 +173,45 @@ fn held_for(settings: &Settings) -> std::time::Duration {
     settings.stalled_requeue.max(settings.backoff_max) + std::time::Duration::from_secs(60)
 }
 
+/// The object's uid (empty for an object the API server has not stored, as in some tests).
+fn uid_of<K: MetadataResource>(obj: &K) -> String {
+    obj.uid().unwrap_or_default()
+}
+
+/// Write `new_status` unless the object already shows it (`shown`); keep track of managed keys
+/// a failed write leaves out of the status ([`unrecorded`]).
+async fn write_if_changed<K: MetadataResource>(
+    obj: &K,
+    io: &Io<'_, K>,
+    new_status: &crate::crd::MetadataStatus,
+    shown: &crate::crd::MetadataStatus,
+) -> Result<bool, kube::Error> {
+    let uid = uid_of(obj);
+    if new_status == shown {
+        io.unrecorded.forget(&uid);
+        return Ok(false);
+    }
+    match io.report.write_status(obj, new_status).await {
+        Ok(()) => {
+            io.unrecorded.forget(&uid);
+            Ok(true)
+        }
+        Err(e) => {
+            io.unrecorded
+                .write_failed(&uid, &new_status.managed_keys, shown);
+            Err(e)
+        }
+    }
+}
+
+/// `previous`: the object's status with its [unrecorded](unrecorded) keys among the managed ones
+/// (what the sync plans from); `shown`: the status as the object carries it (what a status write
+/// is compared with).
 async fn sync_and_report<K: MetadataResource>(
     obj: &K,
     io: &Io<'_, K>,
     previous: crate::crd::MetadataStatus,
+    shown: &crate::crd::MetadataStatus,
 ) -> (Result<outcome::Requeue, Error>, Option<Outcome>) {
     let mut progress = sync::Progress::default();
     let first = sync::first_sync(&previous);
@@ -196,13 +236,14 @@ async fn sync_and_report<K: MetadataResource>(
         let condition = report::drifted_condition(obj, &previous, drifted);
         new_status.conditions.push(condition);
     }
-    if new_status != previous {
-        if let Err(e) = io.report.write_status(obj, &new_status).await {
-            return (Err(e.into()), Some(decision.outcome));
+    match write_if_changed(obj, io, &new_status, shown).await {
+        Err(e) => return (Err(e.into()), Some(decision.outcome)),
+        Ok(true) => {
+            if let Some(notice) = report::outcome_notice(&decision.outcome) {
+                io.report.event(obj, notice).await;
+            }
         }
-        if let Some(notice) = report::outcome_notice(&decision.outcome) {
-            io.report.event(obj, notice).await;
-        }
+        Ok(false) => {}
     }
     (decision.next, Some(decision.outcome))
 }
@@ -212,6 +253,7 @@ async fn suspend<K: MetadataResource>(
     obj: &K,
     io: &Io<'_, K>,
     previous: &crate::crd::MetadataStatus,
+    shown: &crate::crd::MetadataStatus,
 ) -> Result<Action, Error> {
     let outcome = Outcome::Suspended {
         message:
@@ -222,8 +264,6 @@ async fn suspend<K: MetadataResource>(
     let mut new_status =
         report::build_status(obj, previous, &sync::Progress::default(), managed, &outcome);
     new_status.observed_source_versions = previous.observed_source_versions.clone();
-    if new_status != *previous {
-        io.report.write_status(obj, &new_status).await?;
-    }
+    write_if_changed(obj, io, &new_status, shown).await?;
     Ok(Action::await_change())
 }

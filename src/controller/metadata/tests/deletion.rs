@@ -347,3 +347,43 @@ pub(super) async fn reasons_of_deletion_and_ambiguous_answers() -> BTreeSet<Reas
     assert!(reasons.contains(&Reason::Deleting));
     reasons
 }
+
+/// Keys ZITADEL acknowledged before the status write failed are still the object's: a spec
+/// that drops one before a status write lands removes it from ZITADEL, and so does deletion.
+/// (Before, `status.managedKeys` was all that counted: both left the keys behind.)
+#[tokio::test]
+async fn keys_written_before_a_failed_status_write_are_not_left_behind() {
+    let both = || {
+        org(json!({"organizationId": ORG,
+                   "metadata": entries(&[("a", "1"), ("b", "2")])}))
+    };
+    let failed_write = |io: &FakeIo<OrgMetadata>| {
+        *io.report.fail_patch.lock().expect("lock") = true;
+    };
+
+    // The spec drops "b" while the object still shows no status.
+    let io: FakeIo<OrgMetadata> = FakeIo::default();
+    failed_write(&io);
+    let first = apply_once(&io, &both()).await;
+    assert!(first.result.is_err());
+    assert!(first.status.is_none());
+    assert_eq!(keys_held(&io), vec!["a", "b"]);
+    assert_eq!(io.unrecorded.len(), 1);
+    *io.report.fail_patch.lock().expect("lock") = false;
+    let only_a = org(json!({"organizationId": ORG, "metadata": entries(&[("a", "1")])}));
+    let second = apply_once(&io, &only_a).await;
+    assert_eq!(second.result, Ok(resync()));
+    assert_eq!(keys_held(&io), vec!["a"]);
+    assert_eq!(second.status.expect("status").managed_keys, vec!["a"]);
+    assert!(io.unrecorded.is_empty(), "the landed write recorded them");
+
+    // The object is deleted while it still shows no status.
+    let io: FakeIo<OrgMetadata> = FakeIo::default();
+    failed_write(&io);
+    let first = apply_once(&io, &both()).await;
+    assert!(first.result.is_err());
+    let deleted = cleanup_once(&io, &both()).await;
+    assert_eq!(deleted.result, Ok(await_change()));
+    assert!(keys_held(&io).is_empty());
+    assert!(io.unrecorded.is_empty());
+}
