@@ -166,9 +166,8 @@ pub async fn cleanup<K: MetadataResource>(obj: &K, io: &Io<'_, K>) -> Result<Act
     let uid = obj.uid().unwrap_or_default();
     io.first_writes.forget(&uid);
     // The keys the status shows, and those ZITADEL acknowledged but no status write recorded.
-    let previous = io
-        .unrecorded
-        .managed_view(&uid, &obj.full_status().unwrap_or_default());
+    let shown = obj.full_status().unwrap_or_default();
+    let previous = io.unrecorded.managed_view(&uid, &shown).into_owned();
     if obj.deletion_policy() == DeletionPolicy::Orphan || previous.managed_keys.is_empty() {
         io.unrecorded.forget(&uid);
         return Ok(Action::await_change());

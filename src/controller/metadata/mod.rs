@@ -157,7 +157,7 @@ pub async fn apply<K: MetadataResource>(
     if obj.suspended() {
         return (suspend(obj, io, &previous, &shown).await, None);
     }
-    let (next, outcome) = sync_and_report(obj, io, previous, &shown).await;
+    let (next, outcome) = sync_and_report(obj, io, &previous, &shown).await;
     let (id, now) = (object_id(obj), since_epoch());
     match &next {
         Ok(outcome::Requeue::Resync) => io.resyncs.synced(&id, io.settings.resync, now),
@@ -210,13 +210,13 @@ async fn write_if_changed<K: MetadataResource>(
 async fn sync_and_report<K: MetadataResource>(
     obj: &K,
     io: &Io<'_, K>,
-    previous: crate::crd::MetadataStatus,
+    previous: &crate::crd::MetadataStatus,
     shown: &crate::crd::MetadataStatus,
 ) -> (Result<outcome::Requeue, Error>, Option<Outcome>) {
     let mut progress = sync::Progress::default();
-    let first = sync::first_sync(&previous);
-    let result = sync::sync(obj, io, &previous, &mut progress).await;
-    let decision = outcome::decide(obj, io.settings, &previous, &progress, result);
+    let first = sync::first_sync(previous);
+    let result = sync::sync(obj, io, previous, &mut progress).await;
+    let decision = outcome::decide(obj, io.settings, previous, &progress, result);
     // The first sync's writes are told by the Ready condition (and status.managedKeys) alone:
     // no Event flood when thousands of objects are created at once.
     if !first {
@@ -226,14 +226,14 @@ async fn sync_and_report<K: MetadataResource>(
     }
     let mut new_status = report::build_status(
         obj,
-        &previous,
+        previous,
         &progress,
         decision.managed,
         &decision.outcome,
     );
     new_status.observed_source_versions = decision.source_versions;
     if let Some(drifted) = &decision.drifted {
-        let condition = report::drifted_condition(obj, &previous, drifted);
+        let condition = report::drifted_condition(obj, previous, drifted);
         new_status.conditions.push(condition);
     }
     match write_if_changed(obj, io, &new_status, shown).await {

@@ -9,6 +9,7 @@
 //! (A restart forgets them: the status is then all there is. The next reconcile of an object
 //! whose spec still lists such a key records it again.)
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
@@ -27,14 +28,21 @@ impl UnrecordedKeys {
 
     /// `shown` (the status the object carries) with this object's unrecorded keys among its
     /// managed keys: what the reconcile plans and cleans up from.
-    pub fn managed_view(&self, uid: &str, shown: &MetadataStatus) -> MetadataStatus {
+    /// Borrows `shown` when there are none (the common case: no copy).
+    pub fn managed_view<'s>(
+        &self,
+        uid: &str,
+        shown: &'s MetadataStatus,
+    ) -> Cow<'s, MetadataStatus> {
+        let map = self.lock();
+        let Some(keys) = map.get(uid) else {
+            return Cow::Borrowed(shown);
+        };
+        let mut all: BTreeSet<String> = shown.managed_keys.iter().cloned().collect();
+        all.extend(keys.iter().cloned());
         let mut view = shown.clone();
-        if let Some(keys) = self.lock().get(uid) {
-            let mut all: BTreeSet<String> = view.managed_keys.iter().cloned().collect();
-            all.extend(keys.iter().cloned());
-            view.managed_keys = all.into_iter().collect();
-        }
-        view
+        view.managed_keys = all.into_iter().collect();
+        Cow::Owned(view)
     }
 
     /// A status write failed: of `managed` (what the status would have listed), remember those
@@ -90,14 +98,14 @@ mod tests {
     fn keys_missing_from_the_status_stay_managed_until_a_write_lands() {
         let u = UnrecordedKeys::default();
         let shown = status(&["a"]);
-        assert_eq!(u.managed_view("x", &shown), shown);
+        assert!(matches!(u.managed_view("x", &shown), Cow::Borrowed(_)));
         u.write_failed("x", &strings(&["a", "b", "c"]), &shown);
         assert_eq!(
             u.managed_view("x", &shown).managed_keys,
             strings(&["a", "b", "c"])
         );
         // Another object is not affected.
-        assert_eq!(u.managed_view("y", &shown), shown);
+        assert_eq!(*u.managed_view("y", &shown), shown);
         // A later failure replaces the set (here "c" was removed meanwhile).
         u.write_failed("x", &strings(&["a", "b"]), &shown);
         assert_eq!(
@@ -110,6 +118,6 @@ mod tests {
         u.write_failed("x", &strings(&["a", "b"]), &shown);
         assert_eq!(u.len(), 1);
         u.forget("x");
-        assert_eq!(u.managed_view("x", &shown), shown);
+        assert_eq!(*u.managed_view("x", &shown), shown);
     }
 }
