@@ -579,3 +579,69 @@ async fn the_status_write_is_a_conditional_put_that_falls_back_to_apply_after_a_
         "{gone:?}"
     );
 }
+
+/// A condition another client adds to the status (its own type, its own field manager) is kept:
+/// the resyncs write no status because of it, and the operator's status `PUT` after a spec
+/// change (which replaces the whole status) carries it unchanged.
+#[tokio::test]
+async fn another_clients_condition_is_kept_and_causes_no_status_writes() {
+    use kube::api::{Patch, PatchParams};
+
+    let env = TestEnv::new("foreign-cond").await;
+    let op = env.start_operator_with_api(fast_settings(), ApiMode::V1);
+    env.apply_org_values("acme", ACME, &[("a", "1")]).await;
+    env.wait_org_ready("acme").await;
+    let approved = json!({"type": "example.com/Approved", "status": "True", "reason": "Reviewed",
+                          "message": "by the platform team",
+                          "lastTransitionTime": "2026-01-01T00:00:00Z"});
+    let patch = json!({
+        "apiVersion": "metadata.zitadel-operator.dev/v1alpha1",
+        "kind": "OrgMetadata",
+        "status": {"conditions": [approved]},
+    });
+    env.orgs()
+        .patch_status(
+            "acme",
+            &PatchParams::apply("platform-tool"),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .expect("another client's status apply");
+    let foreign = |o: &zitadel_metadata_operator::crd::OrgMetadata| -> Option<(String, String)> {
+        o.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "example.com/Approved")
+            .map(|c| (c.status.clone(), c.message.clone()))
+    };
+    let expected = Some(("True".to_string(), "by the platform team".to_string()));
+    let rv = env
+        .orgs()
+        .get("acme")
+        .await
+        .expect("get")
+        .metadata
+        .resource_version;
+
+    // Several resyncs (1 s each): the operator re-reads ZITADEL but writes no status.
+    let lists_before = env.emu.count(Operation::ListOrgMetadata);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        env.emu.count(Operation::ListOrgMetadata) >= lists_before + 2,
+        "no resync ran"
+    );
+    let now = env.orgs().get("acme").await.expect("get");
+    assert_eq!(
+        now.metadata.resource_version, rv,
+        "a status write for another client's condition"
+    );
+    assert_eq!(foreign(&now), expected);
+
+    // A spec change: the operator's status write keeps the condition.
+    env.apply_org_values("acme", ACME, &[("a", "2")]).await;
+    let ready = env.wait_org_ready("acme").await;
+    assert_eq!(env.org_value(ACME, "a").as_deref(), Some("2"));
+    assert_eq!(foreign(&ready), expected, "{:?}", ready.status);
+    op.stop().await;
+}

@@ -234,7 +234,7 @@ async fn sync_and_report<K: MetadataResource>(
     new_status.observed_source_versions = decision.source_versions;
     if let Some(drifted) = &decision.drifted {
         let condition = report::drifted_condition(obj, previous, drifted);
-        new_status.conditions.push(condition);
+        report::add_own_condition(&mut new_status, condition);
     }
     match write_if_changed(obj, io, &new_status, shown).await {
         Err(e) => return (Err(e.into()), Some(decision.outcome)),

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::{Api, Client, ResourceExt};
@@ -224,9 +224,47 @@ pub fn build_status<K: MetadataResource>(
         managed_key_count: Some(managed_keys.len() as i64),
         observed_source_versions: Vec::new(),
         managed_keys,
-        conditions: status::conditions(&previous.conditions, outcome, generation, &now),
+        conditions: with_foreign(
+            status::conditions(&previous.conditions, outcome, generation, &now),
+            previous,
+        ),
         packed: None,
     }
+}
+
+/// The condition types the operator writes on its objects. A condition of any other type in
+/// `status.conditions` was added by another client and is kept as it is: the status `PUT`
+/// replaces the whole status, and a status that differed only by it would be written again on
+/// every resync.
+const OWN_CONDITIONS: [&str; 4] = [
+    status::READY,
+    status::RECONCILING,
+    status::STALLED,
+    status::DRIFTED,
+];
+
+/// `own` followed by the conditions of `previous` whose types the operator does not write.
+fn with_foreign(own: Vec<Condition>, previous: &MetadataStatus) -> Vec<Condition> {
+    let mut all = own;
+    all.extend(
+        previous
+            .conditions
+            .iter()
+            .filter(|c| !OWN_CONDITIONS.contains(&c.type_.as_str()))
+            .cloned(),
+    );
+    all
+}
+
+/// Add one of the operator's own conditions to `status`: after the others of its own, before
+/// those of other clients (the order a status the operator wrote has).
+pub fn add_own_condition(status: &mut MetadataStatus, condition: Condition) {
+    let at = status
+        .conditions
+        .iter()
+        .position(|c| !OWN_CONDITIONS.contains(&c.type_.as_str()))
+        .unwrap_or(status.conditions.len());
+    status.conditions.insert(at, condition);
 }
 
 /// The `Drifted` condition of driftPolicy `Report` (True with the differing keys, else False).
@@ -234,7 +272,7 @@ pub fn drifted_condition<K: MetadataResource>(
     obj: &K,
     previous: &MetadataStatus,
     drifted: &BTreeSet<String>,
-) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+) -> Condition {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let (state, reason, message) = if drifted.is_empty() {
         (

@@ -205,3 +205,74 @@ async fn an_unchanged_outcome_writes_no_status_and_no_event() {
         1
     );
 }
+
+/// A condition of a type the operator does not write (another client's) is kept: it causes no
+/// status write at a resync, a status the operator writes carries it unchanged (the status
+/// `PUT` replaces the whole status), and the operator's own `Drifted` goes before it.
+#[tokio::test]
+async fn conditions_of_other_clients_are_kept() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    let foreign = Condition {
+        type_: "example.com/Approved".into(),
+        status: "True".into(),
+        reason: "Reviewed".into(),
+        message: "by the platform team".into(),
+        observed_generation: Some(1),
+        last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    };
+    let with_foreign = |status: Option<MetadataStatus>| {
+        let mut status = status.expect("status");
+        status.conditions.push(foreign.clone());
+        status
+    };
+    let types = |s: &MetadataStatus| -> Vec<String> {
+        s.conditions.iter().map(|c| c.type_.clone()).collect()
+    };
+    let io: FakeIo<OrgMetadata> = FakeIo::default();
+    let spec = json!({"organizationId": ORG, "metadata": entries(&[("a", "1")])});
+    let status = with_foreign(apply_once(&io, &org(spec.clone())).await.status);
+    let writes = || io.report.statuses.lock().expect("lock").len();
+    let before = writes();
+    let again: OrgMetadata = object("acme", spec, Some(&status));
+    apply_once(&io, &again).await;
+    assert_eq!(
+        writes(),
+        before,
+        "no status write for another client's condition"
+    );
+
+    let changed: OrgMetadata = object(
+        "acme",
+        json!({"organizationId": ORG, "metadata": entries(&[("a", "2")])}),
+        Some(&status),
+    );
+    let written = apply_once(&io, &changed).await.status.expect("status");
+    assert_eq!(writes(), before + 1);
+    assert_eq!(written.conditions.last(), Some(&foreign));
+    assert_eq!(
+        types(&written),
+        ["Ready", "Reconciling", "Stalled", "example.com/Approved"]
+    );
+
+    // driftPolicy Report: Drifted is the operator's, placed before the foreign condition.
+    let io: FakeIo<OrgMetadata> = FakeIo::default();
+    io.zitadel.put(&org_target(), "a", b"other");
+    let spec =
+        json!({"organizationId": ORG, "driftPolicy": "Report", "metadata": entries(&[("a", "1")])});
+    let status = with_foreign(apply_once(&io, &org(spec.clone())).await.status);
+    io.zitadel.put(&org_target(), "a", b"1");
+    let next: OrgMetadata = object("acme", spec, Some(&status));
+    let written = apply_once(&io, &next).await.status.expect("status");
+    assert_eq!(
+        types(&written),
+        [
+            "Ready",
+            "Reconciling",
+            "Stalled",
+            "Drifted",
+            "example.com/Approved"
+        ]
+    );
+    assert_eq!(written.conditions.last(), Some(&foreign));
+}
