@@ -643,5 +643,59 @@ async fn another_clients_condition_is_kept_and_causes_no_status_writes() {
     let ready = env.wait_org_ready("acme").await;
     assert_eq!(env.org_value(ACME, "a").as_deref(), Some("2"));
     assert_eq!(foreign(&ready), expected, "{:?}", ready.status);
+
+    // The fallback after a conflict (a write from an out-of-date read: `now`) applies only the
+    // operator's conditions: the other client keeps owning its own ...
+    use zitadel_metadata_operator::controller::metadata::{KubeReport, Report};
+    let report = KubeReport::new(env.client.clone());
+    let status = ready.status.clone().expect("status");
+    Report::<zitadel_metadata_operator::crd::OrgMetadata>::write_status(&report, &now, &status)
+        .await
+        .expect("status apply after the conflict");
+    let applied = env.orgs().get("acme").await.expect("get");
+    let owners: Vec<String> = applied
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.to_string().contains("example.com/Approved"))
+        })
+        .map(|m| m.manager.clone().unwrap_or_default())
+        .collect();
+    assert!(
+        applied.metadata.managed_fields.iter().flatten().any(|m| {
+            m.manager.as_deref() == Some(zitadel_metadata_operator::controller::FIELD_MANAGER)
+                && m.operation.as_deref() == Some("Apply")
+                && m.subresource.as_deref() == Some("status")
+        }),
+        "the status was applied: {:?}",
+        applied.metadata.managed_fields
+    );
+    assert_eq!(
+        owners,
+        ["platform-tool"],
+        "{:?}",
+        applied.metadata.managed_fields
+    );
+    // ... so its own apply can still remove it.
+    let withdraw = json!({
+        "apiVersion": "metadata.zitadel-operator.dev/v1alpha1",
+        "kind": "OrgMetadata",
+        "status": {"conditions": []},
+    });
+    env.orgs()
+        .patch_status(
+            "acme",
+            &PatchParams::apply("platform-tool"),
+            &Patch::Apply(&withdraw),
+        )
+        .await
+        .expect("the other client withdraws its condition");
+    let after = env.orgs().get("acme").await.expect("get");
+    assert_eq!(foreign(&after), None, "{:?}", after.status);
+    assert_eq!(condition(after.status.as_ref(), "Ready"), Some("True"));
     op.stop().await;
 }

@@ -71,8 +71,9 @@ impl<K: MetadataResource> Report<K> for KubeReport {
     /// --write-costs`, `docs/perf-findings-13.md` section 1), and the status write is the one
     /// Kubernetes write a created object costs. The body carries only `apiVersion`, `kind`,
     /// name, namespace, `resourceVersion`, `uid` and the status: the status subresource keeps
-    /// the stored spec and metadata. The operator is the only writer of this status, so
-    /// replacing it whole (a `PUT`) and applying its fields (SSA) leave the same status.
+    /// the stored spec and metadata. Conditions of types the operator does not write (another
+    /// client's) are carried along in the `PUT` as they were read and left out of the apply
+    /// (their field manager owns them), so both leave the same status.
     ///
     /// Without the `update` verb on the status subresource (RBAC older than this operator: the
     /// chart grants `patch` and `update`), the first refused `PUT` logs a warning and every
@@ -124,10 +125,15 @@ impl<K: MetadataResource> Report<K> for KubeReport {
                 Err(e) => return Err(e),
             }
         }
+        // Only the operator's own conditions: another client's belong to its field manager, and
+        // a forced apply of them would take them over (its own apply could no longer remove
+        // them).
+        let mut own = status.clone();
+        own.conditions.retain(is_own_condition);
         let patch = serde_json::json!({
             "apiVersion": K::api_version(&()),
             "kind": K::kind(&()),
-            "status": status,
+            "status": own,
         });
         api.patch_status(
             &name,
@@ -243,6 +249,11 @@ const OWN_CONDITIONS: [&str; 4] = [
     status::DRIFTED,
 ];
 
+/// Whether the operator writes conditions of `condition`'s type.
+fn is_own_condition(condition: &Condition) -> bool {
+    OWN_CONDITIONS.contains(&condition.type_.as_str())
+}
+
 /// `own` followed by the conditions of `previous` whose types the operator does not write.
 fn with_foreign(own: Vec<Condition>, previous: &MetadataStatus) -> Vec<Condition> {
     let mut all = own;
@@ -250,7 +261,7 @@ fn with_foreign(own: Vec<Condition>, previous: &MetadataStatus) -> Vec<Condition
         previous
             .conditions
             .iter()
-            .filter(|c| !OWN_CONDITIONS.contains(&c.type_.as_str()))
+            .filter(|c| !is_own_condition(c))
             .cloned(),
     );
     all
@@ -262,7 +273,7 @@ pub fn add_own_condition(status: &mut MetadataStatus, condition: Condition) {
     let at = status
         .conditions
         .iter()
-        .position(|c| !OWN_CONDITIONS.contains(&c.type_.as_str()))
+        .position(|c| !is_own_condition(c))
         .unwrap_or(status.conditions.len());
     status.conditions.insert(at, condition);
 }
