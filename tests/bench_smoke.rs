@@ -28,6 +28,21 @@ async fn run_and_write(
     (report, paths)
 }
 
+/// Requests on OrgMetadata/UserMetadata (`sub`: the subresource, "" for the object) with this
+/// verb, as kube-apiserver counted them in `phase`.
+fn on_our_kinds(phase: &bench::PhaseCost, verb: &str, sub: &str) -> u64 {
+    phase
+        .requests
+        .iter()
+        .filter(|r| {
+            r.verb == verb
+                && (r.resource == "orgmetadatas" || r.resource == "usermetadatas")
+                && r.subresource == sub
+        })
+        .map(|r| r.count)
+        .sum()
+}
+
 /// The CSV is rectangular (every row has the header's columns); the Markdown shows the drift
 /// tables.
 fn assert_outputs(report: &Report) {
@@ -122,22 +137,12 @@ async fn benchmark_smoke_at_100_objects() {
     assert_eq!(e.kube.status, 1, "{e:?}");
     assert_eq!(e.kube.events, 1, "{e:?}");
 
-    // The control plane's own counters see the operator's writes: per object one server-side
-    // apply of the status next to the bench's create; no finalizer patch, no Event.
+    // The control plane's own counters see the operator's writes: per object one status write
+    // next to the bench's create; no finalizer patch, no Event.
     let cc = bulk
         .phase("create+converge")
         .expect("the create+converge phase was measured");
-    let count = |verb: &str, sub: &str| -> u64 {
-        cc.requests
-            .iter()
-            .filter(|r| {
-                r.verb == verb
-                    && (r.resource == "orgmetadatas" || r.resource == "usermetadatas")
-                    && r.subresource == sub
-            })
-            .map(|r| r.count)
-            .sum()
-    };
+    let count = |verb: &str, sub: &str| on_our_kinds(cc, verb, sub);
     assert_eq!(count("POST", ""), n, "{:?}", cc.requests);
     // One conditional status PUT per object; no forced apply (the fallback after a conflict).
     assert_eq!(count("PUT", "status"), n, "{:?}", cc.requests);
@@ -216,17 +221,7 @@ async fn benchmark_smoke_at_100_objects() {
         "{floor:?}"
     );
     let fc = &floor.control_plane;
-    let ours = |verb: &str, sub: &str| -> u64 {
-        fc.requests
-            .iter()
-            .filter(|r| {
-                r.verb == verb
-                    && (r.resource == "orgmetadatas" || r.resource == "usermetadatas")
-                    && r.subresource == sub
-            })
-            .map(|r| r.count)
-            .sum()
-    };
+    let ours = |verb: &str, sub: &str| on_our_kinds(fc, verb, sub);
     assert_eq!(ours("POST", ""), n, "{:?}", fc.requests);
     assert_eq!(
         ours("PUT", "status"),

@@ -156,13 +156,7 @@ async fn steady_state_writes_nothing_and_status_does_not_churn() {
     let ready = env.wait_org_ready("acme").await;
     // Let the status write settle into the cache, then observe several resync periods.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rv = env
-        .orgs()
-        .get("acme")
-        .await
-        .expect("get")
-        .metadata
-        .resource_version;
+    let rv = env.org_version("acme").await;
     let lists_before = env.emu.count(Operation::ListOrgMetadata);
     let writes_before = env.emu.count(Operation::BulkSetOrgMetadata)
         + env.emu.count(Operation::BulkRemoveOrgMetadata);
@@ -616,13 +610,7 @@ async fn another_clients_condition_is_kept_and_causes_no_status_writes() {
             .map(|c| (c.status.clone(), c.message.clone()))
     };
     let expected = Some(("True".to_string(), "by the platform team".to_string()));
-    let rv = env
-        .orgs()
-        .get("acme")
-        .await
-        .expect("get")
-        .metadata
-        .resource_version;
+    let rv = env.org_version("acme").await;
 
     // Several resyncs (1 s each): the operator re-reads ZITADEL but writes no status.
     let lists_before = env.emu.count(Operation::ListOrgMetadata);

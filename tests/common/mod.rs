@@ -99,6 +99,16 @@ impl TestEnv {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
+    /// The OrgMetadata's current resourceVersion (changes with every write, status included).
+    pub async fn org_version(&self, name: &str) -> Option<String> {
+        self.orgs()
+            .get(name)
+            .await
+            .expect("get")
+            .metadata
+            .resource_version
+    }
+
     pub fn users(&self) -> Api<UserMetadata> {
         Api::namespaced(self.client.clone(), &self.ns)
     }
